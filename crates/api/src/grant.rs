@@ -1,0 +1,175 @@
+//! The `ByocGrant` custom resource (DESIGN §2).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A "bring your own container" exception: lets the pods of one tool namespace run images from
+/// registries beyond the platform's default ones, optionally until a given time.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "byoc.toolforge.org",
+    version = "v1alpha1",
+    kind = "ByocGrant",
+    plural = "byocgrants",
+    shortname = "byoc",
+    category = "toolforge",
+    status = "ByocGrantStatus",
+    derive = "PartialEq",
+    doc = "ByocGrant lets the pods of one namespace run container images from registries beyond the platform's default ones (\"bring your own container\"), optionally until a given time. Cluster-scoped: only platform admins create them.",
+    printcolumn(name = "Namespace", type_ = "string", json_path = ".spec.namespace", description = "The namespace this grant applies to"),
+    printcolumn(name = "Registries", type_ = "string", json_path = ".spec.registries", description = "Allowed registries; empty means any registry"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".spec.expiresAt", description = "When the grant stops applying; empty means never"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the namespace labels carry this grant"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the grant is or is not ready"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ByocGrantSpec {
+    /// The tool namespace whose pods may run images from the granted registries. A DNS-1123
+    /// label; cannot be changed after creation (create a new grant instead). The namespace may
+    /// be created after the grant.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("namespace is immutable: delete this grant and create a new one for the other namespace"))]
+    pub namespace: String,
+
+    /// Why this namespace needs its own images, for the admins who review grants (for example
+    /// a Phabricator task). Must not be empty.
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self.trim() != ''").message("reason must not be empty or blank: say why this namespace needs its own images"))]
+    pub reason: String,
+
+    /// Registries the namespace may pull from, each `host[:port][/path-prefix]` in lowercase,
+    /// for example `quay.io` or `ghcr.io/wikimedia`. A path prefix matches on `/` boundaries
+    /// only. Absent or empty means any registry. Entries are at most 63 characters once stored
+    /// as a namespace label (`_` and `:` count twice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)), extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = Rule::new(format!("self.all(e, e.matches(r'{}'))", crate::REGISTRY_PATTERN_REGEX)).message("each registry must be host[:port][/path-prefix] in lowercase, with a '.' or a port in the host or host 'localhost', for example quay.io, ghcr.io/wikimedia or registry.example.org:5000/team"))]
+    #[x_kube(validation = Rule::new("self.all(e, size(e.replace('_', '__').replace(':', '..')) <= 63)").message("a registry entry is too long to be stored as a namespace label: at most 63 characters, where '_' and ':' count twice"))]
+    pub registries: Vec<String>,
+
+    /// When the grant stops applying (RFC 3339). After it, pods of the namespace are again
+    /// limited to the default registries. Absent means the grant does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+}
+
+/// What the controller observed when it last applied a grant.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ByocGrantStatus {
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The `Ready` condition: `True` when the namespace labels carry this grant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The type of the only condition a grant carries.
+pub const READY: &str = "Ready";
+
+/// Why a grant is, or is not, Ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyReason {
+    /// The namespace labels carry the grant.
+    Applied,
+    /// The target namespace does not exist (yet); the grant applies once it is created.
+    NamespaceNotFound,
+    /// `expiresAt` has passed; the grant no longer applies.
+    Expired,
+    /// The spec cannot be applied (for example a registry entry that does not parse).
+    Invalid,
+    /// Applying the labels failed; the controller retries.
+    Error,
+}
+
+impl ReadyReason {
+    /// The condition `reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "Applied",
+            Self::NamespaceNotFound => "NamespaceNotFound",
+            Self::Expired => "Expired",
+            Self::Invalid => "Invalid",
+            Self::Error => "Error",
+        }
+    }
+
+    /// The condition `status`: only `Applied` is ready.
+    pub fn status(self) -> &'static str {
+        if self == Self::Applied { "True" } else { "False" }
+    }
+}
+
+impl ByocGrant {
+    /// The expiry as a timestamp, if any.
+    pub fn expires_at(&self) -> Option<jiff::Timestamp> {
+        self.spec.expires_at.as_ref().map(|t| t.0)
+    }
+
+    /// Whether the grant has expired at `now` (an expiry is exclusive: at `expiresAt` it is over).
+    pub fn is_expired_at(&self, now: jiff::Timestamp) -> bool {
+        self.expires_at().is_some_and(|t| t <= now)
+    }
+
+    /// The `Ready` condition, if the controller has written one.
+    pub fn ready_condition(&self) -> Option<&Condition> {
+        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY)
+    }
+}
+
+/// The CustomResourceDefinition as YAML, as committed in `crds/byocgrants.yaml`.
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    use kube::CustomResourceExt;
+    let yaml = serde_saphyr::to_string(&ByocGrant::crd())?;
+    Ok(format!(
+        "# Generated by `make crds` from crates/api/src/grant.rs; do not edit by hand.\n{yaml}"
+    ))
+}
+
+/// Why a grant spec is not valid; the same rules the CRD schema enforces at the API server.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InvalidGrant {
+    /// `spec.namespace` is not a DNS-1123 label.
+    #[error("spec.namespace {0:?} is not a namespace name (a DNS-1123 label: lowercase letters, digits and '-', at most 63)")]
+    Namespace(String),
+    /// `spec.reason` is blank.
+    #[error("spec.reason must not be empty or blank: say why this namespace needs its own images")]
+    Reason,
+    /// A registry entry does not parse.
+    #[error("spec.registries: {0}")]
+    Registry(#[from] crate::RegistryPatternError),
+    /// A registry entry does not fit in a namespace label.
+    #[error("spec.registries: {0}")]
+    Label(#[from] crate::labels::LabelError),
+}
+
+impl ByocGrantSpec {
+    /// Checks the spec as the CRD schema does, and returns the allowance it grants
+    /// (regardless of expiry).
+    pub fn validate(&self) -> Result<crate::labels::Allowance, InvalidGrant> {
+        if !is_dns1123_label(&self.namespace) {
+            return Err(InvalidGrant::Namespace(self.namespace.clone()));
+        }
+        if self.reason.trim().is_empty() {
+            return Err(InvalidGrant::Reason);
+        }
+        let allowance = crate::labels::Allowance::for_grant(self)?;
+        allowance.to_labels()?;
+        Ok(allowance)
+    }
+}
+
+/// Whether `s` is a DNS-1123 label, as namespace names are.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}

@@ -1,0 +1,13 @@
+//! The byoc-operator API: the cluster-scoped [`ByocGrant`] custom resource, the allow-list entry
+//! type [`RegistryPattern`], and the namespace label contract between controller and webhook
+//! ([`labels`]). Every other crate depends on this one and on nothing else of the project.
+
+pub mod grant;
+pub mod labels;
+pub mod registry;
+
+pub use grant::{ByocGrant, ByocGrantSpec, ByocGrantStatus, InvalidGrant, ReadyReason};
+pub use registry::{REGISTRY_PATTERN_REGEX, RegistryPattern, RegistryPatternError};
+
+/// The API group of [`ByocGrant`], also the prefix of every label the controller owns.
+pub const GROUP: &str = "byoc.toolforge.org";
