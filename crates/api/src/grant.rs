@@ -1,5 +1,8 @@
 //! The `ByocGrant` custom resource (DESIGN §2).
 
+// clippy reads the repeated `type_ = "string"` of the printcolumn attributes as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -17,19 +20,51 @@ use serde::{Deserialize, Serialize};
     status = "ByocGrantStatus",
     derive = "PartialEq",
     doc = "ByocGrant lets the pods of one namespace run container images from registries beyond the platform's default ones (\"bring your own container\"), optionally until a given time. Cluster-scoped: only platform admins create them.",
-    printcolumn(name = "Namespace", type_ = "string", json_path = ".spec.namespace", description = "The namespace this grant applies to"),
-    printcolumn(name = "Registries", type_ = "string", json_path = ".spec.registries", description = "Allowed registries; empty means any registry"),
-    printcolumn(name = "Expires", type_ = "string", json_path = ".spec.expiresAt", description = "When the grant stops applying; empty means never"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the namespace labels carry this grant"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the grant is or is not ready"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Namespace",
+        type_ = "string",
+        json_path = ".spec.namespace",
+        description = "The namespace this grant applies to"
+    ),
+    printcolumn(
+        name = "Registries",
+        type_ = "string",
+        json_path = ".spec.registries",
+        description = "Allowed registries; empty means any registry"
+    ),
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".spec.expiresAt",
+        description = "When the grant stops applying; empty means never"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the namespace labels carry this grant"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the grant is or is not ready"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ByocGrantSpec {
     /// The tool namespace whose pods may run images from the granted registries. A DNS-1123
     /// label; cannot be changed after creation (create a new grant instead). The namespace may
     /// be created after the grant.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("namespace is immutable: delete this grant and create a new one for the other namespace"))]
     pub namespace: String,
 
@@ -101,7 +136,11 @@ impl ReadyReason {
 
     /// The condition `status`: only `Applied` is ready.
     pub fn status(self) -> &'static str {
-        if self == Self::Applied { "True" } else { "False" }
+        if self == Self::Applied {
+            "True"
+        } else {
+            "False"
+        }
     }
 }
 
@@ -118,7 +157,11 @@ impl ByocGrant {
 
     /// The `Ready` condition, if the controller has written one.
     pub fn ready_condition(&self) -> Option<&Condition> {
-        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY)
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
     }
 }
 
@@ -135,7 +178,9 @@ pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum InvalidGrant {
     /// `spec.namespace` is not a DNS-1123 label.
-    #[error("spec.namespace {0:?} is not a namespace name (a DNS-1123 label: lowercase letters, digits and '-', at most 63)")]
+    #[error(
+        "spec.namespace {0:?} is not a namespace name (a DNS-1123 label: lowercase letters, digits and '-', at most 63)"
+    )]
     Namespace(String),
     /// `spec.reason` is blank.
     #[error("spec.reason must not be empty or blank: say why this namespace needs its own images")]
@@ -169,7 +214,68 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(namespace: &str, reason: &str, registries: &[&str]) -> ByocGrantSpec {
+        ByocGrantSpec {
+            namespace: namespace.into(),
+            reason: reason.into(),
+            registries: registries.iter().map(|s| s.to_string()).collect(),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn validation_matches_the_crd_rules() {
+        let long = format!("{}.example.org", "a".repeat(52));
+        let cases: &[(ByocGrantSpec, Option<&str>)] = &[
+            (spec("tool-a", "T1", &[]), None),
+            (
+                spec("tool-a", "T1", &["quay.io", "ghcr.io/wikimedia"]),
+                None,
+            ),
+            (spec("Tool-A", "T1", &[]), Some("spec.namespace \"Tool-A\"")),
+            (spec("-a", "T1", &[]), Some("spec.namespace")),
+            (spec(&"a".repeat(64), "T1", &[]), Some("spec.namespace")),
+            (spec("tool-a", " \t", &[]), Some("spec.reason")),
+            (spec("tool-a", "", &[]), Some("spec.reason")),
+            (
+                spec("tool-a", "T1", &["quay"]),
+                Some("spec.registries: registry entry \"quay\""),
+            ),
+            (
+                spec("tool-a", "T1", &["https://quay.io"]),
+                Some("spec.registries"),
+            ),
+            (spec("tool-a", "T1", &[&long]), Some("too long")),
+        ];
+        for (spec, want) in cases {
+            match (spec.validate(), want) {
+                (Ok(_), None) => {}
+                (Err(e), Some(want)) => assert!(e.to_string().contains(want), "{spec:?}: {e}"),
+                (got, want) => panic!("{spec:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ready_reasons() {
+        assert_eq!(ReadyReason::Applied.status(), "True");
+        for r in [
+            ReadyReason::NamespaceNotFound,
+            ReadyReason::Expired,
+            ReadyReason::Invalid,
+            ReadyReason::Error,
+        ] {
+            assert_eq!(r.status(), "False", "{}", r.as_str());
+        }
+    }
 }

@@ -48,8 +48,8 @@ pub const ANY_KEY: &str = "byoc.toolforge.org/any";
 /// The value of an allowance that does not expire.
 const NEVER: &str = "never";
 
-/// The expiry format: ISO 8601 basic, UTC, whole seconds.
-const EXPIRY_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+/// The expiry format: ISO 8601 basic, whole seconds, followed by `Z` (UTC).
+const EXPIRY_FORMAT: &str = "%Y%m%dT%H%M%S";
 
 /// The longest label name Kubernetes accepts (the part after the prefix).
 const MAX_NAME_LEN: usize = 63;
@@ -99,7 +99,10 @@ impl Expiry {
     /// The label value.
     pub fn to_label_value(self) -> String {
         match self {
-            Self::At(t) => t.strftime(EXPIRY_FORMAT).to_string(),
+            Self::At(t) => format!(
+                "{}Z",
+                t.to_zoned(jiff::tz::TimeZone::UTC).strftime(EXPIRY_FORMAT)
+            ),
             Self::Never => NEVER.to_owned(),
         }
     }
@@ -109,7 +112,12 @@ impl Expiry {
         if value == NEVER {
             return Some(Self::Never);
         }
-        Timestamp::strptime(EXPIRY_FORMAT, value).ok().map(Self::At)
+        let civil =
+            jiff::civil::DateTime::strptime(EXPIRY_FORMAT, value.strip_suffix('Z')?).ok()?;
+        civil
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| Self::At(z.timestamp()))
     }
 }
 
@@ -125,7 +133,9 @@ pub enum LabelError {
         reason: String,
     },
     /// The value is not an expiry.
-    #[error("label {key:?} has value {value:?}, which is neither 'never' nor a time like 20270331T000000Z")]
+    #[error(
+        "label {key:?} has value {value:?}, which is neither 'never' nor a time like 20270331T000000Z"
+    )]
     InvalidExpiry {
         /// The whole label key.
         key: String,
@@ -133,7 +143,9 @@ pub enum LabelError {
         value: String,
     },
     /// The entry does not fit in a label name.
-    #[error("registry entry {entry:?} is too long to be stored as a namespace label ({len} > {MAX_NAME_LEN} characters once encoded)")]
+    #[error(
+        "registry entry {entry:?} is too long to be stored as a namespace label ({len} > {MAX_NAME_LEN} characters once encoded)"
+    )]
     TooLong {
         /// The entry.
         entry: String,
@@ -361,12 +373,12 @@ mod tests {
     #[test]
     fn label_names_that_break_the_encoding_are_refused() {
         for name in [
-            "quay.io___x",                 // a run of three underscores
-            "quay.io...5000",              // a run of three dots
-            "index.docker.io",             // an alias, not the canonical docker.io
-            "quay",                        // no dot, no port
-            "Quay.io",                     // uppercase
-            "quay.io_",                    // trailing slash
+            "quay.io___x",                  // a run of three underscores
+            "quay.io...5000",               // a run of three dots
+            "index.docker.io",              // an alias, not the canonical docker.io
+            "quay",                         // no dot, no port
+            "Quay.io",                      // uppercase
+            "quay.io_",                     // trailing slash
             "any-thing.example.org..99999", // port out of range
         ] {
             assert!(decode_entry(name).is_err(), "{name} should not decode");
@@ -381,21 +393,37 @@ mod tests {
         let over: RegistryPattern = format!("{}.example.org", "a".repeat(52)).parse().unwrap();
         assert_eq!(
             encode_entry(&over),
-            Err(LabelError::TooLong { entry: over.to_string(), len: 64 })
+            Err(LabelError::TooLong {
+                entry: over.to_string(),
+                len: 64
+            })
         );
         // ':' and '_' take two characters each once encoded.
         let port: RegistryPattern = format!("{}.example.org:5", "a".repeat(49)).parse().unwrap();
-        assert!(matches!(encode_entry(&port), Err(LabelError::TooLong { len: 64, .. })));
+        assert!(matches!(
+            encode_entry(&port),
+            Err(LabelError::TooLong { len: 64, .. })
+        ));
     }
 
     #[test]
     fn expiry_values() {
         let t = ts("2027-03-31T00:00:00Z");
         assert_eq!(Expiry::At(t).to_label_value(), "20270331T000000Z");
-        assert_eq!(Expiry::from_label_value("20270331T000000Z"), Some(Expiry::At(t)));
+        assert_eq!(
+            Expiry::from_label_value("20270331T000000Z"),
+            Some(Expiry::At(t))
+        );
         assert_eq!(Expiry::Never.to_label_value(), "never");
         assert_eq!(Expiry::from_label_value("never"), Some(Expiry::Never));
-        for bad in ["", "2027-03-31", "20270331", "20270331T000000", "forever", "NEVER"] {
+        for bad in [
+            "",
+            "2027-03-31",
+            "20270331",
+            "20270331T000000",
+            "forever",
+            "NEVER",
+        ] {
             assert_eq!(Expiry::from_label_value(bad), None, "{bad}");
         }
         // Sub-second expiries are truncated: the allowance ends no later than the grant.
@@ -408,11 +436,15 @@ mod tests {
 
     #[test]
     fn grants_become_labels() {
-        let cases: &[(&[ByocGrantSpec], &[(&str, &str)])] = &[
+        type Case<'a> = (&'a [ByocGrantSpec], &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
             (&[], &[]),
             (&[spec(&[], None)], &[(ANY_KEY, "never")]),
             (
-                &[spec(&["quay.io", "ghcr.io/wikimedia"], Some("2027-03-31T00:00:00Z"))],
+                &[spec(
+                    &["quay.io", "ghcr.io/wikimedia"],
+                    Some("2027-03-31T00:00:00Z"),
+                )],
                 &[
                     ("byoc.toolforge.org/ghcr.io_wikimedia", "20270331T000000Z"),
                     ("byoc.toolforge.org/quay.io", "20270331T000000Z"),
@@ -433,7 +465,10 @@ mod tests {
                 ],
             ),
             (
-                &[spec(&["quay.io"], Some("2027-03-31T00:00:00Z")), spec(&["quay.io"], None)],
+                &[
+                    spec(&["quay.io"], Some("2027-03-31T00:00:00Z")),
+                    spec(&["quay.io"], None),
+                ],
                 &[("byoc.toolforge.org/quay.io", "never")],
             ),
         ];
@@ -460,7 +495,9 @@ mod tests {
         let now = ts("2026-03-01T00:00:00Z");
         assert!(a.allows_any_at(now));
         assert_eq!(
-            a.registries_at(now).map(|p| p.to_string()).collect::<Vec<_>>(),
+            a.registries_at(now)
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
             ["quay.io"]
         );
         assert!(!a.allows_any_at(ts("2026-06-01T00:00:00Z")));
@@ -482,7 +519,10 @@ mod tests {
         ]);
         let (allowance, errors) = Allowance::from_labels(&input);
         assert_eq!(
-            allowance.registries_at(Timestamp::UNIX_EPOCH).map(|p| p.to_string()).collect::<Vec<_>>(),
+            allowance
+                .registries_at(Timestamp::UNIX_EPOCH)
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
             ["quay.io"]
         );
         assert!(!allowance.allows_any_at(Timestamp::UNIX_EPOCH));

@@ -1,0 +1,106 @@
+//! `kubectl-byoc`: the byoc-operator kubectl plugin. Installed on PATH it runs as
+//! `kubectl byoc ...`.
+
+mod check;
+mod manifest;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use thiserror::Error;
+
+/// Bring-your-own-container grants for Kubernetes namespaces.
+#[derive(Parser)]
+#[command(name = "kubectl-byoc", bin_name = "kubectl byoc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check manifests offline against the registry policy, exactly as the webhook would.
+    ///
+    /// Exit status: 0 when everything is admitted, 1 when something is refused (with `-o text`
+    /// stdout then holds exactly one line per refused container or change), 2 on bad usage or
+    /// input.
+    #[command(after_help = "Examples:\n  \
+        kubectl byoc check deploy.yaml\n  \
+        kubectl byoc check --namespace tool-wikibugs --grant grant.yaml deploy.yaml\n  \
+        helm template ./chart | kubectl byoc check -o json -\n  \
+        kubectl byoc check --allowed-registry quay.io --now 2027-04-01T00:00:00Z review.json")]
+    Check {
+        /// Policy configuration file (YAML, as the webhook reads it).
+        #[arg(long, value_name = "FILE")]
+        config: Option<String>,
+        /// An allowed registry, `host[:port][/path-prefix]`; replaces the configured defaults.
+        #[arg(long = "allowed-registry", value_name = "REGISTRY")]
+        allowed_registries: Vec<String>,
+        /// Namespace of objects that name none.
+        #[arg(long, short = 'n', default_value = "default", value_name = "NS")]
+        namespace: String,
+        /// ByocGrant manifests, applied as if the controller had reconciled them at --now.
+        #[arg(long = "grant", value_name = "FILE")]
+        grants: Vec<String>,
+        /// The evaluation time, RFC 3339 (default: now); decides which grants have expired.
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<String>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        /// Manifests: YAML or JSON, multi-document; Pods, workloads, PodTemplates, v1 Lists and
+        /// AdmissionReviews. `-` reads standard input.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<String>,
+    },
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// One line per refused container on stdout; a summary on stderr.
+    Text,
+    /// A JSON report on stdout.
+    Json,
+}
+
+/// Why a command could not do its job (exit status 2).
+#[derive(Debug, Error)]
+pub enum Failure {
+    /// Bad arguments or configuration.
+    #[error("{0}")]
+    Usage(String),
+    /// A manifest that cannot be read.
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check {
+            config,
+            allowed_registries,
+            namespace,
+            grants,
+            now,
+            output,
+            files,
+        } => check::Check::new(
+            config.as_deref(),
+            &allowed_registries,
+            namespace,
+            &grants,
+            now.as_deref(),
+        )
+        .and_then(|check| check.run(&files, output)),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! `kubectl-byoc check` run as a new user would: the real binary, manifests written by hand.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const PLATFORM: &str = "docker-registry.tools.wmflabs.org/toolforge-python311-sssd-base:latest";
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: tool-wikibugs
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      initContainers:
+      - name: setup
+        image: docker-registry.tools.wmflabs.org/toolforge-bookworm-sssd:latest
+      containers:
+      - name: app
+        image: nginx:1.27
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: tool-wikibugs}
+spec: {ports: [{port: 80}]}
+"#;
+
+const GRANT: &str = r#"
+apiVersion: byoc.toolforge.org/v1alpha1
+kind: ByocGrant
+metadata: {name: tool-wikibugs}
+spec:
+  namespace: tool-wikibugs
+  reason: "T302863: mixes java and python runtimes"
+  registries: [docker.io/library]
+  expiresAt: "2027-03-31T00:00:00Z"
+"#;
+
+const ANY_GRANT: &str = r#"
+apiVersion: byoc.toolforge.org/v1alpha1
+kind: ByocGrant
+metadata: {name: tool-any}
+spec: {namespace: tool-any, reason: "needs everything"}
+"#;
+
+/// A scratch directory with named files.
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn check(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubectl-byoc"))
+        .arg("check")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn pod(namespace: &str, images: &[(&str, &str)]) -> String {
+    let containers: String = images
+        .iter()
+        .map(|(name, image)| format!("  - name: {name}\n    image: {image:?}\n"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: {namespace}\nspec:\n  containers:\n{containers}"
+    )
+}
+
+#[test]
+fn deployment_from_docker_hub_is_refused_naming_container_image_and_registry() {
+    let dir = Dir::new(&[("deploy.yaml", DEPLOYMENT)]);
+    let run = check(dir.path(), &["deploy.yaml"], None);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "Deployment tool-wikibugs/web: container \"app\" image \"nginx:1.27\" resolves to registry \
+          docker.io (docker.io/library/nginx:1.27), which namespace tool-wikibugs may not use; \
+          allowed here: docker-registry.tools.wmflabs.org; to use it, ask the platform admins for a \
+          BYOC grant"
+        ]
+    );
+    assert!(run.stderr.contains("skipped Service"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("checked 1 objects: 0 admitted, 1 refused"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn grants_count_until_they_expire() {
+    let dir = Dir::new(&[("deploy.yaml", DEPLOYMENT), ("grant.yaml", GRANT)]);
+    let cases = [
+        (
+            vec![
+                "--grant",
+                "grant.yaml",
+                "--now",
+                "2027-03-30T23:59:59Z",
+                "deploy.yaml",
+            ],
+            0,
+        ),
+        (
+            vec![
+                "--grant",
+                "grant.yaml",
+                "--now",
+                "2027-03-31T00:00:00Z",
+                "deploy.yaml",
+            ],
+            1,
+        ),
+        (
+            vec![
+                "--grant",
+                "grant.yaml",
+                "--now",
+                "2028-01-01T00:00:00Z",
+                "deploy.yaml",
+            ],
+            1,
+        ),
+        // A grant for another namespace does not help.
+        (
+            vec![
+                "--grant",
+                "grant.yaml",
+                "--now",
+                "2027-01-01T00:00:00Z",
+                "-n",
+                "x",
+                "-",
+            ],
+            1,
+        ),
+    ];
+    for (args, want) in cases {
+        let stdin = pod("other", &[("app", "nginx")]);
+        let run = check(dir.path(), &args, Some(&stdin));
+        assert_eq!(run.code, want, "{args:?}: {}{}", run.stdout, run.stderr);
+        if want == 0 {
+            assert!(run.stdout.is_empty());
+        }
+    }
+}
+
+/// Every rule of DESIGN §4, one pod per case, in namespace tool-a with a grant for
+/// `quay.io`, `ghcr.io/org` and `registry.example.org:5000`; tool-any has an any-registry grant.
+#[test]
+fn registry_rules() {
+    let grant = r#"
+apiVersion: byoc.toolforge.org/v1alpha1
+kind: ByocGrant
+metadata: {name: tool-a}
+spec:
+  namespace: tool-a
+  reason: test
+  registries: [quay.io, ghcr.io/org, "registry.example.org:5000", "localhost:5000"]
+"#;
+    let dir = Dir::new(&[("grant.yaml", grant), ("any.yaml", ANY_GRANT)]);
+    let cases: &[(&str, &str, bool)] = &[
+        ("tool-a", PLATFORM, true),
+        (
+            "tool-a",
+            "docker-registry.tools.wmflabs.org/x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            true,
+        ),
+        ("tool-a", "Docker-Registry.Tools.Wmflabs.org/x", true),
+        (
+            "tool-a",
+            "docker-registry.tools.wmflabs.org.evil.com/x",
+            false,
+        ),
+        (
+            "tool-a",
+            "evil.com/docker-registry.tools.wmflabs.org/x",
+            false,
+        ),
+        ("tool-a", "docker-registry.tools.wmflabs.org:5000/x", false),
+        ("tool-a", "nginx", false),
+        ("tool-a", "library/nginx", false),
+        ("tool-a", "docker.io/nginx", false),
+        ("tool-a", "index.docker.io/library/nginx", false),
+        ("tool-a", "quay.io/prometheus/node-exporter:v1", true),
+        ("tool-a", "QUAY.IO/x", true),
+        ("tool-a", "quay.io:443/x", false),
+        ("tool-a", "quay.io.evil.com/x", false),
+        ("tool-a", "ghcr.io/org/app", true),
+        ("tool-a", "ghcr.io/org/team/app:2", true),
+        ("tool-a", "ghcr.io/organisation/app", false),
+        ("tool-a", "ghcr.io/org", true),
+        ("tool-a", "ghcr.io/or", false),
+        ("tool-a", "ghcr.io/other/org/app", false),
+        ("tool-a", "registry.example.org:5000/x", true),
+        ("tool-a", "registry.example.org/x", false),
+        ("tool-a", "registry.example.org:5001/x", false),
+        ("tool-a", "localhost:5000/x", true),
+        ("tool-a", "localhost/x", false),
+        ("tool-a", "localhost:5000", false),
+        ("tool-a", "127.0.0.1:5000/x", false),
+        ("tool-a", "[::1]:5000/x", false),
+        ("tool-a", "quay/x", false),
+        ("tool-a", "Quay/x", false),
+        ("tool-a", "quay.io/UPPER", false),
+        ("tool-a", "quay.io/x:bad/tag", false),
+        ("tool-a", "quay.io/x@sha256:abc", false),
+        ("tool-a", "", false),
+        ("tool-a", " quay.io/x", false),
+        ("tool-any", "nginx", true),
+        ("tool-any", "anything.example.org:1234/a/b/c:d", true),
+        ("tool-any", "not a reference", false),
+        ("kube-system", "anything/at-all", true),
+        ("kube-system", "not even a reference", true),
+    ];
+    for (namespace, image, admitted) in cases {
+        let run = check(
+            dir.path(),
+            &["--grant", "grant.yaml", "--grant", "any.yaml", "-"],
+            Some(&pod(namespace, &[("c", image)])),
+        );
+        assert_eq!(
+            run.code == 0,
+            *admitted,
+            "{namespace} {image:?}: {}{}",
+            run.stdout,
+            run.stderr
+        );
+        if !admitted {
+            assert_eq!(run.stdout.lines().count(), 1, "{image:?}: {}", run.stdout);
+            assert!(
+                run.stdout.contains(&format!("image {image:?}")),
+                "{}",
+                run.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn every_pod_bearing_kind_and_every_container_list() {
+    let bad = "quay.io/x";
+    let spec = format!(
+        "initContainers: [{{name: i, image: {bad}}}]\ncontainers: [{{name: c, image: {bad}}}]\nephemeralContainers: [{{name: e, image: {bad}}}]"
+    );
+    let indent = |n: usize| {
+        spec.lines()
+            .map(|l| format!("{}{l}\n", " ".repeat(n)))
+            .collect::<String>()
+    };
+    let manifests = [
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: o}}\nspec:\n{}",
+            indent(2)
+        ),
+        format!(
+            "apiVersion: v1\nkind: PodTemplate\nmetadata: {{name: o}}\ntemplate:\n  spec:\n{}",
+            indent(4)
+        ),
+        format!(
+            "apiVersion: v1\nkind: ReplicationController\nmetadata: {{name: o}}\nspec:\n  template:\n    spec:\n{}",
+            indent(6)
+        ),
+        format!(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: o}}\nspec:\n  template:\n    spec:\n{}",
+            indent(6)
+        ),
+        format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: o}}\nspec:\n  template:\n    spec:\n{}",
+            indent(6)
+        ),
+        format!(
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: o}}\nspec:\n  template:\n    spec:\n{}",
+            indent(6)
+        ),
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: o}}\nspec:\n  template:\n    spec:\n{}",
+            indent(6)
+        ),
+        format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: o}}\nspec:\n  schedule: '* * * * *'\n  jobTemplate:\n    spec:\n      template:\n        spec:\n{}",
+            indent(10)
+        ),
+    ];
+    let dir = Dir::new(&[]);
+    for manifest in &manifests {
+        let run = check(dir.path(), &["-n", "tool-a", "-"], Some(manifest));
+        assert_eq!(run.code, 1, "{manifest}\n{}", run.stderr);
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{manifest}\n{}", run.stdout);
+        for (line, what) in lines.iter().zip([
+            "container \"c\"",
+            "initContainer \"i\"",
+            "ephemeralContainer \"e\"",
+        ]) {
+            assert!(line.contains(what) && line.contains("tool-a/o"), "{line}");
+        }
+    }
+}
+
+#[test]
+fn lists_json_and_standard_input() {
+    let list = format!(
+        r#"{{"apiVersion": "v1", "kind": "List", "items": [
+            {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "good", "namespace": "tool-a"}}, "spec": {{"containers": [{{"name": "a", "image": "{PLATFORM}"}}]}}}},
+            {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "bad", "namespace": "tool-a"}}, "spec": {{"containers": [{{"name": "a", "image": "busybox"}}]}}}}
+        ]}}"#
+    );
+    let dir = Dir::new(&[]);
+    let run = check(dir.path(), &["-o", "json", "-"], Some(&list));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["admitted"], false);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["source"], "- document 1 item 1");
+    assert_eq!(results[0]["admitted"], true);
+    assert_eq!(results[0]["reason"], "allowed");
+    assert_eq!(results[1]["name"], "bad");
+    assert_eq!(results[1]["reason"], "registry_not_allowed");
+    assert_eq!(results[1]["messages"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn allowed_registry_replaces_the_defaults_and_config_sets_the_mode() {
+    let dir = Dir::new(&[
+        (
+            "warn.yaml",
+            "mode: warn\ngrantRequestUrl: https://example.org/byoc\n",
+        ),
+        ("bad-config.yaml", "mode: loud\n"),
+    ]);
+    let platform = pod("tool-a", &[("a", PLATFORM)]);
+    let quay = pod("tool-a", &[("a", "quay.io/x")]);
+    assert_eq!(check(dir.path(), &["-"], Some(&platform)).code, 0);
+    assert_eq!(
+        check(
+            dir.path(),
+            &["--allowed-registry", "quay.io", "-"],
+            Some(&platform)
+        )
+        .code,
+        1
+    );
+    assert_eq!(
+        check(
+            dir.path(),
+            &["--allowed-registry", "quay.io", "-"],
+            Some(&quay)
+        )
+        .code,
+        0
+    );
+
+    let run = check(dir.path(), &["--config", "warn.yaml", "-"], Some(&quay));
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.is_empty());
+    assert!(
+        run.stderr
+            .contains("warning: - document 1: container \"a\": registry quay.io"),
+        "{}",
+        run.stderr
+    );
+
+    let run = check(
+        dir.path(),
+        &["--config", "bad-config.yaml", "-"],
+        Some(&quay),
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("bad-config.yaml") && run.stderr.contains("loud"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_input_exits_2_naming_file_and_document() {
+    let dir = Dir::new(&[
+        (
+            "broken.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nspec: [\n",
+        ),
+        ("nokind.yaml", "apiVersion: v1\nmetadata: {name: a}\n"),
+        (
+            "badspec.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: nginx}\n",
+        ),
+        (
+            "grant-bad.yaml",
+            "apiVersion: byoc.toolforge.org/v1alpha1\nkind: ByocGrant\nmetadata: {name: g}\nspec: {namespace: tool-a, reason: x, registries: [\"https://quay.io\"]}\n",
+        ),
+        (
+            "grant-blank.yaml",
+            "apiVersion: byoc.toolforge.org/v1alpha1\nkind: ByocGrant\nmetadata: {name: g}\nspec: {namespace: tool-a, reason: \"  \"}\n",
+        ),
+        ("ok.yaml", &pod("tool-a", &[("a", "nginx")])),
+    ]);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["ok.yaml", "broken.yaml"],
+            "broken.yaml document 2: invalid YAML",
+        ),
+        (&["nokind.yaml"], "nokind.yaml document 1: missing kind"),
+        (&["missing.yaml"], "missing.yaml: cannot read"),
+        (
+            &["--grant", "grant-bad.yaml", "ok.yaml"],
+            "grant-bad.yaml document 1: spec.registries",
+        ),
+        (
+            &["--grant", "grant-blank.yaml", "ok.yaml"],
+            "grant-blank.yaml document 1: spec.reason",
+        ),
+        (
+            &["--grant", "ok.yaml", "ok.yaml"],
+            "ok.yaml document 1: --grant takes ByocGrant",
+        ),
+        (&["-o", "yaml", "ok.yaml"], "invalid value 'yaml'"),
+        (&[], "required"),
+    ];
+    for (args, want) in cases {
+        let run = check(dir.path(), args, None);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+        assert!(run.stderr.contains(want), "{args:?}: {}", run.stderr);
+    }
+    // A pod spec of the wrong shape is evaluated as the webhook would: refused as malformed.
+    let run = check(dir.path(), &["badspec.yaml"], None);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.starts_with("Pod default/a: malformed pod spec"),
+        "{}",
+        run.stdout
+    );
+}
+
+fn review(
+    operation: &str,
+    user: &str,
+    object: serde_json::Value,
+    old: serde_json::Value,
+) -> String {
+    let kind = object["kind"].as_str().unwrap().to_owned();
+    let namespace = object["metadata"]["namespace"].clone();
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "e911857d-c318-11e8-bbad-025000000001",
+            "kind": {"group": "", "version": "v1", "kind": kind},
+            "resource": {"group": "", "version": "v1", "resource": format!("{}s", kind.to_lowercase())},
+            "subResource": if object["spec"]["ephemeralContainers"].is_array() { "ephemeralcontainers".into() } else { serde_json::Value::Null },
+            "name": object["metadata"]["name"],
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": user, "groups": ["system:authenticated"]},
+            "object": object,
+            "oldObject": old,
+        }
+    })
+    .to_string()
+}
+
+#[test]
+fn admission_reviews_are_evaluated_as_the_webhook_would() {
+    let ns = |labels: serde_json::Value| serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tool-a", "labels": labels}});
+    let pod_json = |containers: serde_json::Value, ephemeral: serde_json::Value| {
+        serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "tool-a"},
+        "spec": {"containers": containers, "ephemeralContainers": ephemeral}})
+    };
+    let platform = serde_json::json!([{"name": "app", "image": PLATFORM}]);
+    let controller = "system:serviceaccount:byoc-system:byoc-controller";
+    let cases = [
+        (
+            "tenant adds a byoc label",
+            review(
+                "UPDATE",
+                "alice",
+                ns(serde_json::json!({"byoc.toolforge.org/any": "never"})),
+                ns(serde_json::json!({})),
+            ),
+            1,
+            "Namespace tool-a: user \"alice\" may not add byoc.toolforge.org/any",
+        ),
+        (
+            "tenant removes a byoc label",
+            review(
+                "UPDATE",
+                "alice",
+                ns(serde_json::json!({})),
+                ns(serde_json::json!({"byoc.toolforge.org/quay.io": "never"})),
+            ),
+            1,
+            "may not remove byoc.toolforge.org/quay.io",
+        ),
+        (
+            "tenant changes other labels",
+            review(
+                "UPDATE",
+                "alice",
+                ns(serde_json::json!({"team": "x", "byoc.toolforge.org/quay.io": "never"})),
+                ns(serde_json::json!({"byoc.toolforge.org/quay.io": "never"})),
+            ),
+            0,
+            "",
+        ),
+        (
+            "controller writes byoc labels",
+            review(
+                "UPDATE",
+                controller,
+                ns(serde_json::json!({"byoc.toolforge.org/any": "never"})),
+                ns(serde_json::json!({})),
+            ),
+            0,
+            "",
+        ),
+        (
+            "kubectl debug with busybox",
+            review(
+                "UPDATE",
+                "alice",
+                pod_json(
+                    platform.clone(),
+                    serde_json::json!([{"name": "debugger", "image": "busybox"}]),
+                ),
+                pod_json(platform.clone(), serde_json::json!([])),
+            ),
+            1,
+            "Pod tool-a/p: ephemeralContainer \"debugger\" image \"busybox\"",
+        ),
+        (
+            "kubectl debug with a platform image",
+            review(
+                "UPDATE",
+                "alice",
+                pod_json(
+                    platform.clone(),
+                    serde_json::json!([{"name": "debugger", "image": PLATFORM}]),
+                ),
+                pod_json(platform.clone(), serde_json::json!([])),
+            ),
+            0,
+            "",
+        ),
+        (
+            "pod update swapping in a bad image",
+            review(
+                "UPDATE",
+                "alice",
+                pod_json(
+                    serde_json::json!([{"name": "app", "image": "quay.io/x"}]),
+                    serde_json::json!([]),
+                ),
+                pod_json(platform.clone(), serde_json::json!([])),
+            ),
+            1,
+            "container \"app\" image \"quay.io/x\"",
+        ),
+    ];
+    let dir = Dir::new(&[]);
+    for (what, body, code, line) in cases {
+        let run = check(dir.path(), &["-"], Some(&body));
+        assert_eq!(run.code, code, "{what}: {}{}", run.stdout, run.stderr);
+        if code == 1 {
+            assert_eq!(run.stdout.lines().count(), 1, "{what}: {}", run.stdout);
+            assert!(
+                run.stdout.starts_with(line) || run.stdout.contains(line),
+                "{what}: {}",
+                run.stdout
+            );
+        } else {
+            assert!(run.stdout.is_empty(), "{what}: {}", run.stdout);
+        }
+    }
+}

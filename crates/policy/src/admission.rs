@@ -1,0 +1,641 @@
+//! From an AdmissionRequest to a decision and back to an AdmissionResponse (DESIGN §5).
+
+use std::collections::BTreeMap;
+
+use byoc_api::labels::{self, Allowance};
+use jiff::Timestamp;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+
+use crate::config::{Config, Mode};
+use crate::decision::{Checker, Problem, Violation};
+use crate::workload::PodBearing;
+
+/// Why a request got its decision; bounded, so it can label metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Nothing to refuse.
+    Allowed,
+    /// The namespace is exempt from the policy.
+    Exempt,
+    /// An image comes from a registry the namespace may not use.
+    RegistryNotAllowed,
+    /// An image reference does not parse.
+    InvalidImage,
+    /// A `byoc.toolforge.org/` namespace label change by someone other than the controller.
+    LabelProtected,
+    /// A kind the policy does not evaluate.
+    UnsupportedKind,
+    /// The request or its object cannot be read.
+    Malformed,
+}
+
+impl Reason {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Exempt => "exempt",
+            Self::RegistryNotAllowed => "registry_not_allowed",
+            Self::InvalidImage => "invalid_image",
+            Self::LabelProtected => "label_protected",
+            Self::UnsupportedKind => "unsupported_kind",
+            Self::Malformed => "malformed",
+        }
+    }
+
+    /// Whether the reason is a registry-policy violation, which the mode can soften.
+    pub fn is_registry_violation(self) -> bool {
+        matches!(self, Self::RegistryNotAllowed | Self::InvalidImage)
+    }
+}
+
+/// The decision on one request, before the mode is applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// Why.
+    pub reason: Reason,
+    /// One line per refused container or refused change.
+    pub lines: Vec<String>,
+    /// The refused containers, for warnings and reports.
+    pub violations: Vec<Violation>,
+}
+
+impl Decision {
+    fn allowed(reason: Reason) -> Self {
+        Self {
+            reason,
+            lines: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    fn refused(reason: Reason, line: String) -> Self {
+        Self {
+            reason,
+            lines: vec![line],
+            violations: Vec::new(),
+        }
+    }
+
+    fn from_violations(violations: Vec<Violation>) -> Self {
+        let reason = if violations.is_empty() {
+            Reason::Allowed
+        } else if violations
+            .iter()
+            .any(|v| matches!(v.problem, Problem::InvalidReference(_)))
+        {
+            Reason::InvalidImage
+        } else {
+            Reason::RegistryNotAllowed
+        };
+        let lines = violations.iter().map(ToString::to_string).collect();
+        Self {
+            reason,
+            lines,
+            violations,
+        }
+    }
+
+    /// Whether the request is admitted under `mode`: registry violations are refused only in
+    /// enforce mode; label tampering, unsupported kinds and malformed requests always are.
+    pub fn is_admitted(&self, mode: Mode) -> bool {
+        match self.reason {
+            Reason::Allowed | Reason::Exempt => true,
+            Reason::RegistryNotAllowed | Reason::InvalidImage => mode != Mode::Enforce,
+            Reason::LabelProtected | Reason::UnsupportedKind | Reason::Malformed => false,
+        }
+    }
+}
+
+/// Decides one admission request. `allowance` is what the request's namespace is granted,
+/// read from its labels; `now` decides which grants have expired.
+pub fn decide(
+    config: &Config,
+    req: &AdmissionRequest<DynamicObject>,
+    allowance: &Allowance,
+    now: Timestamp,
+) -> Decision {
+    if matches!(req.operation, Operation::Delete | Operation::Connect) {
+        return Decision::allowed(Reason::Allowed);
+    }
+    let Some(object) = &req.object else {
+        return Decision::refused(
+            Reason::Malformed,
+            format!(
+                "{} {}: the admission request has no object",
+                req.kind.kind, req.name
+            ),
+        );
+    };
+    let (group, kind) = (req.kind.group.as_str(), req.kind.kind.as_str());
+    if group.is_empty() && kind == "Namespace" {
+        return guard_namespace_labels(config, req, object);
+    }
+    let Some(bearing) = PodBearing::of(group, kind) else {
+        let gk = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
+        return Decision::refused(
+            Reason::UnsupportedKind,
+            format!(
+                "{gk} {}: the byoc registry policy does not evaluate this kind; check the webhook configuration's rules",
+                req.name
+            ),
+        );
+    };
+    let namespace = req
+        .namespace
+        .as_deref()
+        .or(object.metadata.namespace.as_deref())
+        .unwrap_or_default();
+    let subject = format!("{kind} {namespace}/{}", object_name(req, object));
+    if namespace.is_empty() {
+        return Decision::refused(
+            Reason::Malformed,
+            format!("{subject}: the request has no namespace"),
+        );
+    }
+    if config.is_exempt(namespace) {
+        return Decision::allowed(Reason::Exempt);
+    }
+    let containers = match bearing.containers(&object.data) {
+        Ok(c) => c,
+        Err(e) => return Decision::refused(Reason::Malformed, format!("{subject}: {e}")),
+    };
+    // On UPDATE only new or changed images are checked, so a grant revoked after a pod started
+    // does not block unrelated updates (labels, finalizers, status) to it.
+    let old = match (&req.operation, &req.old_object) {
+        (Operation::Update, Some(old)) => bearing.containers(&old.data).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let to_check = containers.iter().filter(|c| !old.contains(c));
+    let checker = Checker::new(config, allowance, namespace, now);
+    Decision::from_violations(checker.check(&subject, to_check))
+}
+
+/// The name of the object for messages: pods created by a controller have only a generateName.
+fn object_name(req: &AdmissionRequest<DynamicObject>, object: &DynamicObject) -> String {
+    if !req.name.is_empty() {
+        return req.name.clone();
+    }
+    match (&object.metadata.name, &object.metadata.generate_name) {
+        (Some(name), _) if !name.is_empty() => name.clone(),
+        (_, Some(prefix)) => format!("{prefix}*"),
+        _ => "(unnamed)".to_owned(),
+    }
+}
+
+/// Refuses changes to `byoc.toolforge.org/` labels from anyone but the configured writers.
+/// The decision reads only the old and new labels and the user, never the labels' meaning.
+fn guard_namespace_labels(
+    config: &Config,
+    req: &AdmissionRequest<DynamicObject>,
+    object: &DynamicObject,
+) -> Decision {
+    let empty = BTreeMap::new();
+    let new = labels::owned_labels(object.metadata.labels.as_ref().unwrap_or(&empty));
+    let old = match (&req.operation, &req.old_object) {
+        (Operation::Update, Some(old)) => {
+            labels::owned_labels(old.metadata.labels.as_ref().unwrap_or(&empty))
+        }
+        _ => BTreeMap::new(),
+    };
+    if new == old {
+        return Decision::allowed(Reason::Allowed);
+    }
+    let user = req.user_info.username.as_deref().unwrap_or_default();
+    if config.label_writers.contains(user) {
+        return Decision::allowed(Reason::Allowed);
+    }
+    let mut changes = Vec::new();
+    for (key, value) in &new {
+        match old.get(key) {
+            None => changes.push(format!("add {key}")),
+            Some(v) if v != value => changes.push(format!("change {key}")),
+            Some(_) => {}
+        }
+    }
+    changes.extend(
+        old.keys()
+            .filter(|k| !new.contains_key(*k))
+            .map(|k| format!("remove {k}")),
+    );
+    let name = if req.name.is_empty() {
+        object.metadata.name.as_deref().unwrap_or_default()
+    } else {
+        &req.name
+    };
+    Decision::refused(
+        Reason::LabelProtected,
+        format!(
+            "Namespace {name}: user {user:?} may not {}: labels under {} are managed by the byoc \
+             controller from ByocGrants; to run images from other registries, {}",
+            changes.join(", "),
+            labels::PREFIX,
+            config.how_to_ask().trim_start_matches("to use it, ")
+        ),
+    )
+}
+
+/// The AdmissionResponse for `decision` under the configured mode. Refusals are HTTP-200
+/// reviews with `allowed: false` and code 403; warn mode admits with warnings; audit mode
+/// admits with an audit annotation.
+pub fn respond(
+    config: &Config,
+    req: &AdmissionRequest<DynamicObject>,
+    decision: &Decision,
+) -> AdmissionResponse {
+    let mut response = AdmissionResponse::from(req);
+    if !decision.is_admitted(config.mode) {
+        response = response.deny(decision.lines.join("\n"));
+        response.result.code = 403;
+        response.result.reason = "Forbidden".to_owned();
+        return response;
+    }
+    if decision.reason.is_registry_violation() {
+        match config.mode {
+            Mode::Warn => {
+                response.warnings =
+                    Some(decision.violations.iter().map(Violation::warning).collect());
+            }
+            Mode::Audit => {
+                response
+                    .audit_annotations
+                    .insert("violation".to_owned(), decision.lines.join("\n"));
+            }
+            Mode::Enforce => {}
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::admission::AdmissionReview;
+    use serde_json::{Value, json};
+
+    fn now() -> Timestamp {
+        "2026-11-21T12:00:00Z".parse().unwrap()
+    }
+
+    fn review(
+        operation: &str,
+        gvk: (&str, &str, &str),
+        namespace: Option<&str>,
+        user: &str,
+        object: Value,
+        old: Option<Value>,
+    ) -> AdmissionRequest<DynamicObject> {
+        let (group, version, kind) = gvk;
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": group, "version": version, "kind": kind},
+                "resource": {"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())},
+                "name": object["metadata"]["name"].as_str().unwrap_or(""),
+                "namespace": namespace,
+                "operation": operation,
+                "userInfo": {"username": user},
+                "object": object,
+                "oldObject": old,
+            }
+        });
+        let review: AdmissionReview<DynamicObject> = serde_json::from_value(body).unwrap();
+        review.try_into().unwrap()
+    }
+
+    fn pod(name: &str, images: &[(&str, &str)]) -> Value {
+        let containers: Vec<Value> = images
+            .iter()
+            .map(|(n, i)| json!({"name": n, "image": i}))
+            .collect();
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": containers}})
+    }
+
+    fn pod_req(
+        op: &str,
+        ns: &str,
+        object: Value,
+        old: Option<Value>,
+    ) -> AdmissionRequest<DynamicObject> {
+        review(op, ("", "v1", "Pod"), Some(ns), "alice", object, old)
+    }
+
+    fn ns_req(
+        op: &str,
+        user: &str,
+        new: Value,
+        old: Option<Value>,
+    ) -> AdmissionRequest<DynamicObject> {
+        let mk = |labels: Value| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tool-a", "labels": labels}});
+        review(
+            op,
+            ("", "v1", "Namespace"),
+            None,
+            user,
+            mk(new),
+            old.map(mk),
+        )
+    }
+
+    const PLATFORM: &str = "docker-registry.tools.wmflabs.org/toolforge-python311:latest";
+
+    #[test]
+    fn pods_and_modes() {
+        let allowance = Allowance::default();
+        let bad = pod_req("CREATE", "tool-a", pod("p", &[("app", "nginx")]), None);
+        let good = pod_req("CREATE", "tool-a", pod("p", &[("app", PLATFORM)]), None);
+        let exempt = pod_req("CREATE", "kube-system", pod("p", &[("app", "nginx")]), None);
+
+        let enforce = Config::default();
+        let d = decide(&enforce, &bad, &allowance, now());
+        assert_eq!(d.reason, Reason::RegistryNotAllowed);
+        let r = respond(&enforce, &bad, &d);
+        assert!(!r.allowed);
+        assert_eq!(r.result.code, 403);
+        assert_eq!(r.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert!(
+            r.result.message.starts_with(
+                "Pod tool-a/p: container \"app\" image \"nginx\" resolves to registry docker.io"
+            ),
+            "{}",
+            r.result.message
+        );
+
+        assert_eq!(
+            decide(&enforce, &good, &allowance, now()).reason,
+            Reason::Allowed
+        );
+        assert_eq!(
+            decide(&enforce, &exempt, &allowance, now()).reason,
+            Reason::Exempt
+        );
+
+        let warn = Config {
+            mode: Mode::Warn,
+            ..Config::default()
+        };
+        let r = respond(&warn, &bad, &decide(&warn, &bad, &allowance, now()));
+        assert!(r.allowed);
+        assert_eq!(r.warnings.as_ref().map(Vec::len), Some(1));
+
+        let audit = Config {
+            mode: Mode::Audit,
+            ..Config::default()
+        };
+        let r = respond(&audit, &bad, &decide(&audit, &bad, &allowance, now()));
+        assert!(r.allowed && r.warnings.is_none());
+        assert!(r.audit_annotations["violation"].contains("nginx"));
+    }
+
+    #[test]
+    fn updates_check_only_new_or_changed_images() {
+        let config = Config::default();
+        let allowance = Allowance::default();
+        let old = pod("p", &[("app", "nginx")]);
+        // A label change on a pod admitted under a since-revoked grant stays possible.
+        let mut relabelled = old.clone();
+        relabelled["metadata"]["labels"] = json!({"x": "y"});
+        let d = decide(
+            &config,
+            &pod_req("UPDATE", "tool-a", relabelled, Some(old.clone())),
+            &allowance,
+            now(),
+        );
+        assert_eq!(d.reason, Reason::Allowed);
+        // Swapping in a bad image is refused.
+        let platform = pod("p", &[("app", PLATFORM)]);
+        let swapped = pod("p", &[("app", "quay.io/x")]);
+        let d = decide(
+            &config,
+            &pod_req("UPDATE", "tool-a", swapped, Some(platform.clone())),
+            &allowance,
+            now(),
+        );
+        assert_eq!(d.reason, Reason::RegistryNotAllowed);
+        // kubectl debug adds an ephemeral container: only it is checked.
+        let mut debugged = platform.clone();
+        debugged["spec"]["ephemeralContainers"] = json!([{"name": "debugger", "image": "busybox"}]);
+        let d = decide(
+            &config,
+            &pod_req("UPDATE", "tool-a", debugged, Some(platform)),
+            &allowance,
+            now(),
+        );
+        assert_eq!(d.reason, Reason::RegistryNotAllowed);
+        assert!(
+            d.lines[0].contains("ephemeralContainer \"debugger\""),
+            "{}",
+            d.lines[0]
+        );
+        // An UPDATE without oldObject is checked in full.
+        let d = decide(
+            &config,
+            &pod_req("UPDATE", "tool-a", old, None),
+            &allowance,
+            now(),
+        );
+        assert_eq!(d.reason, Reason::RegistryNotAllowed);
+    }
+
+    #[test]
+    fn workloads_unknown_kinds_and_malformed() {
+        let config = Config::default();
+        let allowance = Allowance::default();
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}}});
+        let d = decide(
+            &config,
+            &review(
+                "CREATE",
+                ("apps", "v1", "Deployment"),
+                Some("tool-a"),
+                "u",
+                deploy,
+                None,
+            ),
+            &allowance,
+            now(),
+        );
+        assert_eq!(d.reason, Reason::RegistryNotAllowed);
+        assert!(d.lines[0].starts_with("Deployment tool-a/web: container \"app\""));
+
+        let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+            "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "j", "image": "quay.io/j"}]}}}}}});
+        let d = decide(
+            &config,
+            &review(
+                "CREATE",
+                ("batch", "v1", "CronJob"),
+                Some("tool-a"),
+                "u",
+                cron,
+                None,
+            ),
+            &allowance,
+            now(),
+        );
+        assert_eq!(d.reason, Reason::RegistryNotAllowed);
+
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}});
+        let d = decide(
+            &config,
+            &review(
+                "CREATE",
+                ("", "v1", "Service"),
+                Some("tool-a"),
+                "u",
+                svc,
+                None,
+            ),
+            &allowance,
+            now(),
+        );
+        assert_eq!(d.reason, Reason::UnsupportedKind);
+        assert!(
+            !respond(
+                &config,
+                &pod_req("CREATE", "tool-a", pod("p", &[]), None),
+                &d
+            )
+            .allowed
+        );
+
+        let broken = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": "nginx"}});
+        let d = decide(
+            &config,
+            &pod_req("CREATE", "tool-a", broken, None),
+            &allowance,
+            now(),
+        );
+        assert_eq!(d.reason, Reason::Malformed);
+        // Malformed and unsupported are refused even in audit mode.
+        assert!(!d.is_admitted(Mode::Audit));
+
+        let generated = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-5d4f-"},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]}});
+        let d = decide(
+            &config,
+            &pod_req("CREATE", "tool-a", generated, None),
+            &allowance,
+            now(),
+        );
+        assert!(
+            d.lines[0].starts_with("Pod tool-a/web-5d4f-*: "),
+            "{}",
+            d.lines[0]
+        );
+
+        let delete = review(
+            "DELETE",
+            ("", "v1", "Pod"),
+            Some("tool-a"),
+            "u",
+            Value::Null,
+            None,
+        );
+        assert_eq!(
+            decide(&config, &delete, &allowance, now()).reason,
+            Reason::Allowed
+        );
+    }
+
+    #[test]
+    fn namespace_label_guard() {
+        let config = Config::default();
+        let a = Allowance::default();
+        let controller = crate::config::CONTROLLER_USER;
+        let cases = [
+            // (operation, user, new labels, old labels, admitted)
+            ("CREATE", "alice", json!({"team": "a"}), None, true),
+            (
+                "CREATE",
+                "alice",
+                json!({"byoc.toolforge.org/any": "never"}),
+                None,
+                false,
+            ),
+            (
+                "CREATE",
+                controller,
+                json!({"byoc.toolforge.org/any": "never"}),
+                None,
+                true,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                json!({"team": "b", "byoc.toolforge.org/quay.io": "never"}),
+                Some(json!({"team": "a", "byoc.toolforge.org/quay.io": "never"})),
+                true,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                json!({"byoc.toolforge.org/quay.io": "20990101T000000Z"}),
+                Some(json!({"byoc.toolforge.org/quay.io": "never"})),
+                false,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                json!({}),
+                Some(json!({"byoc.toolforge.org/quay.io": "never"})),
+                false,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                json!({"byoc.toolforge.org/junk": "x"}),
+                Some(json!({})),
+                false,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                json!({"byoc.toolforge.org/any": "never"}),
+                None,
+                false,
+            ),
+            (
+                "UPDATE",
+                controller,
+                json!({}),
+                Some(json!({"byoc.toolforge.org/quay.io": "never"})),
+                true,
+            ),
+            (
+                "UPDATE",
+                "system:serviceaccount:tool-a:default",
+                json!({"byoc.toolforge.org/any": "never"}),
+                Some(json!({})),
+                false,
+            ),
+        ];
+        for (op, user, new, old, admitted) in cases {
+            let req = ns_req(op, user, new.clone(), old.clone());
+            let d = decide(&config, &req, &a, now());
+            assert_eq!(
+                d.is_admitted(Mode::Audit),
+                admitted,
+                "{op} {user} {new} {old:?}: {:?}",
+                d.lines
+            );
+        }
+        let req = ns_req(
+            "UPDATE",
+            "alice",
+            json!({"byoc.toolforge.org/any": "never"}),
+            Some(json!({"byoc.toolforge.org/quay.io": "never"})),
+        );
+        let d = decide(&config, &req, &a, now());
+        assert_eq!(d.reason, Reason::LabelProtected);
+        assert!(d.lines[0].starts_with("Namespace tool-a: user \"alice\" may not add byoc.toolforge.org/any, remove byoc.toolforge.org/quay.io: "), "{}", d.lines[0]);
+    }
+}

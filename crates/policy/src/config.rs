@@ -1,0 +1,232 @@
+//! Policy configuration, read from a YAML file shared by webhook and CLI.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use byoc_api::RegistryPattern;
+use byoc_api::grant::is_dns1123_label;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// What happens to a pod that breaks the registry policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Refuse it.
+    #[default]
+    Enforce,
+    /// Admit it, with a warning shown to the client.
+    Warn,
+    /// Admit it silently; the webhook logs and counts it.
+    Audit,
+}
+
+impl Mode {
+    /// The name used in configuration, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Warn => "warn",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The registry policy configuration. Every field has a default, so an empty file is valid.
+///
+/// ```yaml
+/// mode: enforce                    # enforce | warn | audit
+/// defaultRegistries: [docker-registry.tools.wmflabs.org]
+/// exemptNamespaces: [kube-system, kube-public, kube-node-lease, byoc-system]
+/// grantRequestUrl: https://example.org/how-to-request-byoc
+/// labelWriters: [system:serviceaccount:byoc-system:byoc-controller]
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Enforce, warn or audit.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Registries every namespace may use.
+    #[serde(default = "default_registries")]
+    pub default_registries: Vec<RegistryPattern>,
+    /// Namespaces the policy does not apply to, matched by exact name.
+    #[serde(default = "default_exempt_namespaces")]
+    pub exempt_namespaces: BTreeSet<String>,
+    /// Where tool maintainers ask for a grant; named in every denial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_request_url: Option<String>,
+    /// Users allowed to change `byoc.toolforge.org/` namespace labels (the controller's
+    /// service account).
+    #[serde(default = "default_label_writers")]
+    pub label_writers: BTreeSet<String>,
+}
+
+/// The platform registry of Wikimedia Toolforge.
+pub const DEFAULT_REGISTRY: &str = "docker-registry.tools.wmflabs.org";
+
+/// The namespace the operator runs in by default.
+pub const OPERATOR_NAMESPACE: &str = "byoc-system";
+
+/// The controller's service account in [`OPERATOR_NAMESPACE`].
+pub const CONTROLLER_USER: &str = "system:serviceaccount:byoc-system:byoc-controller";
+
+fn default_registries() -> Vec<RegistryPattern> {
+    vec![
+        DEFAULT_REGISTRY
+            .parse()
+            .expect("the default registry is a valid entry"),
+    ]
+}
+
+fn default_exempt_namespaces() -> BTreeSet<String> {
+    [
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        OPERATOR_NAMESPACE,
+    ]
+    .map(String::from)
+    .into()
+}
+
+fn default_label_writers() -> BTreeSet<String> {
+    [CONTROLLER_USER.to_owned()].into()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::default(),
+            default_registries: default_registries(),
+            exempt_namespaces: default_exempt_namespaces(),
+            grant_request_url: None,
+            label_writers: default_label_writers(),
+        }
+    }
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// Not YAML, or fields of the wrong shape (the message names the field and position).
+    #[error("invalid policy configuration: {0}")]
+    Parse(String),
+    /// Well-formed but not meaningful.
+    #[error("invalid policy configuration: {field}: {problem}")]
+    Invalid {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Parses and validates a YAML configuration.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = if text.trim().is_empty() {
+            Self::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(ns) = self
+            .exempt_namespaces
+            .iter()
+            .find(|ns| !is_dns1123_label(ns))
+        {
+            return Err(ConfigError::Invalid {
+                field: "exemptNamespaces",
+                problem: format!("{ns:?} is not a namespace name (a DNS-1123 label)"),
+            });
+        }
+        if self.label_writers.iter().any(|u| u.trim().is_empty()) {
+            return Err(ConfigError::Invalid {
+                field: "labelWriters",
+                problem: "user names must not be empty".into(),
+            });
+        }
+        if let Some(url) = &self.grant_request_url
+            && (!(url.starts_with("https://") || url.starts_with("http://")) || url.contains(' '))
+        {
+            return Err(ConfigError::Invalid {
+                field: "grantRequestUrl",
+                problem: format!("{url:?} is not an http(s) URL"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the policy leaves `namespace` alone.
+    pub fn is_exempt(&self, namespace: &str) -> bool {
+        self.exempt_namespaces.contains(namespace)
+    }
+
+    /// How a denied tool maintainer can get a grant.
+    pub fn how_to_ask(&self) -> String {
+        match &self.grant_request_url {
+            Some(url) => format!("to use it, ask for a BYOC grant at {url}"),
+            None => "to use it, ask the platform admins for a BYOC grant".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.default_registries[0].to_string(), DEFAULT_REGISTRY);
+        assert!(c.is_exempt("kube-system") && c.is_exempt("byoc-system"));
+        assert!(!c.is_exempt("kube-systemx") && !c.is_exempt("tool-a"));
+    }
+
+    #[test]
+    fn full_file() {
+        let c = Config::from_yaml(
+            "mode: warn\ndefaultRegistries: [registry.example.org, quay.io/wikimedia]\n\
+             exemptNamespaces: [kube-system]\ngrantRequestUrl: https://example.org/byoc\n\
+             labelWriters: [system:serviceaccount:ops:byoc]\n",
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::Warn);
+        assert_eq!(c.default_registries.len(), 2);
+        assert_eq!(c.exempt_namespaces.len(), 1);
+        assert!(c.how_to_ask().contains("https://example.org/byoc"));
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let cases = [
+            ("mode: strict\n", "strict"),
+            (
+                "defaultRegistries: [\"not a registry\"]\n",
+                "not a registry",
+            ),
+            ("exemptNamespaces: [Kube_System]\n", "exemptNamespaces"),
+            ("grantRequestUrl: ftp://x\n", "grantRequestUrl"),
+            ("labelWriters: [\"\"]\n", "labelWriters"),
+            ("defaultRegistry: quay.io\n", "defaultRegistry"),
+            ("mode: [\n", "invalid policy configuration"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::from_yaml(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Checking container images against what a namespace may use (DESIGN §4).
+
+use std::fmt;
+
+use byoc_api::labels::Allowance;
+use jiff::Timestamp;
+
+use crate::config::Config;
+use crate::reference::{ImageRef, ReferenceError};
+use crate::workload::{Container, ContainerKind};
+
+/// Why one container is refused.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Problem {
+    /// The image reference does not parse.
+    InvalidReference(ReferenceError),
+    /// The image comes from a registry the namespace may not use.
+    NotAllowed {
+        /// The registry the reference resolves to, `host[:port]`.
+        registry: String,
+        /// The fully normalized reference.
+        resolved: String,
+    },
+}
+
+/// One refused container, with everything its denial line names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Violation {
+    /// The object, like `Deployment tool-a/web`.
+    pub subject: String,
+    /// Which list the container is in.
+    pub kind: ContainerKind,
+    /// The container's name.
+    pub container: String,
+    /// The image as written.
+    pub image: String,
+    /// What is wrong.
+    pub problem: Problem,
+    /// The namespace the object is in.
+    pub namespace: String,
+    /// What the namespace may use, for the message.
+    pub allowed_here: String,
+    /// How to ask for a grant, for the message.
+    pub how_to_ask: String,
+}
+
+impl fmt::Display for Violation {
+    /// The one-line denial message of DESIGN §4.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            subject,
+            kind,
+            container,
+            image,
+            ..
+        } = self;
+        match &self.problem {
+            Problem::InvalidReference(e) => write!(
+                f,
+                "{subject}: {kind} {container:?} image {image:?} is not a valid image reference: {}",
+                e.kind()
+            ),
+            Problem::NotAllowed { registry, resolved } => write!(
+                f,
+                "{subject}: {kind} {container:?} image {image:?} resolves to registry {registry} \
+                 ({resolved}), which namespace {} may not use; allowed here: {}; {}",
+                self.namespace, self.allowed_here, self.how_to_ask
+            ),
+        }
+    }
+}
+
+impl Violation {
+    /// A shorter form for AdmissionResponse warnings, which the API server may cut at 256
+    /// characters.
+    pub fn warning(&self) -> String {
+        let Self {
+            kind,
+            container,
+            image,
+            ..
+        } = self;
+        match &self.problem {
+            Problem::InvalidReference(_) => {
+                format!("{kind} {container:?}: image {image:?} is not a valid image reference")
+            }
+            Problem::NotAllowed { registry, .. } => format!(
+                "{kind} {container:?}: registry {registry} of image {image:?} is not allowed in \
+                 namespace {}; the policy is not enforced yet",
+                self.namespace
+            ),
+        }
+    }
+}
+
+/// Checks containers of one namespace at one instant.
+pub struct Checker<'a> {
+    config: &'a Config,
+    allowance: &'a Allowance,
+    namespace: &'a str,
+    now: Timestamp,
+}
+
+impl<'a> Checker<'a> {
+    /// A checker for `namespace`, whose grants are `allowance`.
+    pub fn new(
+        config: &'a Config,
+        allowance: &'a Allowance,
+        namespace: &'a str,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            config,
+            allowance,
+            namespace,
+            now,
+        }
+    }
+
+    /// Whether `image` may run here.
+    fn allows(&self, image: &ImageRef) -> bool {
+        self.allowance.allows_any_at(self.now)
+            || self
+                .config
+                .default_registries
+                .iter()
+                .any(|p| image.is_allowed_by(p))
+            || self
+                .allowance
+                .registries_at(self.now)
+                .any(|p| image.is_allowed_by(p))
+    }
+
+    /// The problem with one image, if any.
+    pub fn problem(&self, image: &str) -> Option<Problem> {
+        match image.parse::<ImageRef>() {
+            Err(e) => Some(Problem::InvalidReference(e)),
+            Ok(r) if self.allows(&r) => None,
+            Ok(r) => Some(Problem::NotAllowed {
+                registry: r.registry(),
+                resolved: r.to_string(),
+            }),
+        }
+    }
+
+    /// The violations among `containers` of `subject`. Containers without an image (allowed
+    /// in workload templates) have nothing to check.
+    pub fn check<'c>(
+        &self,
+        subject: &str,
+        containers: impl IntoIterator<Item = &'c Container>,
+    ) -> Vec<Violation> {
+        let mut violations = Vec::new();
+        for c in containers {
+            let Some(image) = c.image.as_deref() else {
+                continue;
+            };
+            if let Some(problem) = self.problem(image) {
+                violations.push(Violation {
+                    subject: subject.to_owned(),
+                    kind: c.kind,
+                    container: c.name.clone(),
+                    image: image.to_owned(),
+                    problem,
+                    namespace: self.namespace.to_owned(),
+                    allowed_here: String::new(),
+                    how_to_ask: String::new(),
+                });
+            }
+        }
+        if !violations.is_empty() {
+            let allowed_here = self.allowed_here();
+            let how_to_ask = self.config.how_to_ask();
+            for v in &mut violations {
+                v.allowed_here.clone_from(&allowed_here);
+                v.how_to_ask.clone_from(&how_to_ask);
+            }
+        }
+        violations
+    }
+
+    /// The registries this namespace may use, for messages.
+    fn allowed_here(&self) -> String {
+        let mut all: Vec<String> = self
+            .config
+            .default_registries
+            .iter()
+            .chain(self.allowance.registries_at(self.now))
+            .map(ToString::to_string)
+            .collect();
+        all.sort();
+        all.dedup();
+        if all.is_empty() {
+            "no registry".to_owned()
+        } else {
+            all.join(", ")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use byoc_api::ByocGrantSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn now() -> Timestamp {
+        "2026-11-21T12:00:00Z".parse().unwrap()
+    }
+
+    fn allowance(grants: &[(&[&str], Option<&str>)]) -> Allowance {
+        let mut a = Allowance::default();
+        for (registries, expires) in grants {
+            a.merge(
+                Allowance::for_grant(&ByocGrantSpec {
+                    namespace: "tool-a".into(),
+                    reason: "t".into(),
+                    registries: registries.iter().map(|s| s.to_string()).collect(),
+                    expires_at: expires.map(|e| Time(e.parse().unwrap())),
+                })
+                .unwrap(),
+            );
+        }
+        a
+    }
+
+    #[test]
+    fn decisions() {
+        let config = Config::default();
+        let none = allowance(&[]);
+        let quay = allowance(&[(&["quay.io", "ghcr.io/wikimedia"], None)]);
+        let any = allowance(&[(&[], None)]);
+        let expired_any = allowance(&[(&[], Some("2026-11-21T11:59:59Z"))]);
+        let future_quay = allowance(&[(&["quay.io"], Some("2026-11-21T12:00:01Z"))]);
+        let cases: &[(&Allowance, &str, bool)] = &[
+            (
+                &none,
+                "docker-registry.tools.wmflabs.org/toolforge-python311:latest",
+                true,
+            ),
+            (&none, "DOCKER-REGISTRY.tools.wmflabs.org/x", true),
+            (&none, "docker-registry.tools.wmflabs.org:443/x", false),
+            (&none, "docker-registry.tools.wmflabs.org.evil.com/x", false),
+            (&none, "evil.com/docker-registry.tools.wmflabs.org/x", false),
+            (&none, "nginx", false),
+            (&none, "quay.io/x", false),
+            (&quay, "quay.io/prometheus/node-exporter", true),
+            (&quay, "ghcr.io/wikimedia/x:1", true),
+            (&quay, "ghcr.io/wikimediaevil/x", false),
+            (&quay, "ghcr.io/other/x", false),
+            (&quay, "nginx", false),
+            (&any, "nginx", true),
+            (
+                &any,
+                "anything.example.org:5000/x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                true,
+            ),
+            (&any, "Not A Reference", false),
+            (&expired_any, "nginx", false),
+            (&future_quay, "quay.io/x", true),
+        ];
+        for (allowance, image, ok) in cases {
+            let checker = Checker::new(&config, allowance, "tool-a", now());
+            assert_eq!(checker.problem(image).is_none(), *ok, "{image}");
+        }
+    }
+
+    #[test]
+    fn denial_line_names_everything() {
+        let config = Config {
+            grant_request_url: Some("https://example.org/byoc".into()),
+            ..Config::default()
+        };
+        let quay = allowance(&[(&["quay.io"], None)]);
+        let checker = Checker::new(&config, &quay, "tool-a", now());
+        let containers = [
+            Container {
+                kind: ContainerKind::Container,
+                name: "ok".into(),
+                image: Some("quay.io/x".into()),
+            },
+            Container {
+                kind: ContainerKind::InitContainer,
+                name: "init".into(),
+                image: Some("busybox:1.36".into()),
+            },
+            Container {
+                kind: ContainerKind::Container,
+                name: "bad".into(),
+                image: Some("UPPER/Case".into()),
+            },
+            Container {
+                kind: ContainerKind::Container,
+                name: "later".into(),
+                image: None,
+            },
+        ];
+        let v = checker.check("Deployment tool-a/web", &containers);
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            v[0].to_string(),
+            "Deployment tool-a/web: initContainer \"init\" image \"busybox:1.36\" resolves to \
+             registry docker.io (docker.io/library/busybox:1.36), which namespace tool-a may not \
+             use; allowed here: docker-registry.tools.wmflabs.org, quay.io; to use it, ask for \
+             a BYOC grant at https://example.org/byoc"
+        );
+        let line = v[1].to_string();
+        assert!(
+            line.starts_with("Deployment tool-a/web: container \"bad\" image \"UPPER/Case\" is not a valid image reference: "),
+            "{line}"
+        );
+        assert!(v.iter().all(|v| !v.to_string().contains('\n')));
+        assert!(v[0].warning().len() < 256, "{}", v[0].warning());
+    }
+}

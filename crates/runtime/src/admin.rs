@@ -1,0 +1,149 @@
+//! The admin server on its own plain-HTTP port: `/healthz` (the process is up), `/readyz`
+//! (ready for traffic: starts false and is flipped explicitly) and `/metrics` (Prometheus text).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+
+use crate::Shutdown;
+
+/// Whether the process is ready for traffic. Starts not ready.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the process ready or not.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    /// Whether the process is ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+struct AdminState {
+    readiness: Readiness,
+    registry: Registry,
+}
+
+/// The admin HTTP server.
+pub struct AdminServer {
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+}
+
+impl AdminServer {
+    /// Binds the admin port. `registry` holds every metric the process exports.
+    pub async fn bind(
+        addr: SocketAddr,
+        readiness: Readiness,
+        registry: Registry,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        Ok(Self {
+            listener,
+            state: Arc::new(AdminState {
+                readiness,
+                registry,
+            }),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` fires.
+    pub async fn serve(self, shutdown: Shutdown) -> std::io::Result<()> {
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await
+    }
+}
+
+async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    if state.readiness.get() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("cannot encode metrics: {e}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn endpoints() {
+        let mut registry = Registry::default();
+        let counter = Counter::<u64>::default();
+        registry.register("test_events", "Events seen", counter.clone());
+        counter.inc();
+        let readiness = Readiness::default();
+        let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), readiness.clone(), registry)
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let shutdown = Shutdown::default();
+        let task = tokio::spawn(server.serve(shutdown.clone()));
+
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        readiness.set(true);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.contains("test_events_total 1"), "{metrics}");
+        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+
+        shutdown.trigger();
+        task.await.unwrap().unwrap();
+    }
+}

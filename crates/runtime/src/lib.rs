@@ -1,0 +1,9 @@
+//! Process plumbing shared by the byoc controller and webhook: the plain-HTTP admin server
+//! (`/healthz`, `/readyz`, `/metrics`), logging set-up and one shutdown signal for every task.
+
+pub mod admin;
+pub mod logging;
+pub mod shutdown;
+
+pub use admin::{AdminServer, Readiness};
+pub use shutdown::Shutdown;
