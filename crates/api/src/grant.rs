@@ -267,6 +267,15 @@ mod tests {
     }
 
     #[test]
+    fn committed_crd_is_fresh() {
+        let committed = include_str!("../../../crds/byocgrants.yaml");
+        assert!(
+            crd_yaml().unwrap() == committed,
+            "crds/byocgrants.yaml is stale or was edited by hand: run `make crds` and commit it"
+        );
+    }
+
+    #[test]
     fn ready_reasons() {
         assert_eq!(ReadyReason::Applied.status(), "True");
         for r in [

@@ -1,0 +1,514 @@
+#!/usr/bin/env bash
+# A real single-node Kubernetes control plane on loopback, for end-to-end tests and `make run`
+# (DESIGN §9): etcd, kube-apiserver and kube-controller-manager built by
+# hack/build-control-plane.sh. No scheduler and no kubelet: Pods are created but stay Pending.
+#
+#   hack/local-cluster.sh up               start, print `export KUBECONFIG=...`, stay in the
+#                                          foreground until SIGINT/SIGTERM, then stop everything
+#   hack/local-cluster.sh exec -- CMD...   start, run CMD with KUBECONFIG set, always stop;
+#                                          exits with CMD's status
+#   hack/local-cluster.sh down             stop a cluster still running in the state dir
+#
+# Options (before the subcommand) and environment:
+#   --dir DIR / BYOC_CLUSTER_DIR     state dir (default: <repo>/target/local-cluster). It holds
+#                                    kubeconfig (admin, system:masters), env, pki/, etcd/ and
+#                                    one log file per component. Two clusters can run at once in
+#                                    two state dirs: every port is picked free at start.
+#   BYOC_CONTROL_PLANE_BIN           use binaries from this dir instead of building them
+#   BYOC_CLUSTER_TIMEOUT             seconds each component may take to become ready (default 120)
+#
+# `DIR/env` holds shell-sourceable KEY=value lines for other tools (e.g. the webhook in
+# `make run`): KUBECONFIG, BYOC_APISERVER_URL, BYOC_CA_CERT, BYOC_CA_KEY, BYOC_ETCD_URL,
+# BYOC_CLUSTER_DIR, KUBECACHEDIR. It exists only while the cluster runs; `exec` exports them.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+
+timeout_s=${BYOC_CLUSTER_TIMEOUT:-120}
+dir=${BYOC_CLUSTER_DIR:-$repo/target/local-cluster}
+
+# Service network of the cluster; only its first address (the `kubernetes` Service) matters here.
+service_cidr=10.0.0.0/24
+service_ip=10.0.0.1
+sa_issuer=https://kubernetes.default.svc.cluster.local
+
+# Components we started, by name; filled by launch(), emptied by stop_all().
+declare -A pids=()
+cmd_pid=""          # the process group of CMD in `exec` mode
+stopping=0
+have_lock=0         # this run owns the state dir; only then may it stop or remove anything there
+picked_ports=" "    # ports handed out in this run, so two components never get the same one
+# Set at start-up by pick_port and the start_* functions.
+etcd_port="" etcd_peer_port="" apiserver_port="" kcm_port="" etcd_url="" apiserver_url="" bin=""
+
+# elapsed START: seconds since START (an $EPOCHREALTIME value), with one decimal.
+elapsed() {
+  local now=${EPOCHREALTIME/[!0-9]/} start=${1/[!0-9]/}
+  local tenths=$(((10#$now - 10#$start) / 100000))
+  printf '%d.%d' $((tenths / 10)) $((tenths % 10))
+}
+
+log() { printf '[local-cluster] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# usage [STATUS]: prints the header of this file.
+usage() {
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+  exit "${1:-2}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Ports
+
+# port_in_use PORT: something accepts connections on 127.0.0.1:PORT.
+port_in_use() { (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# pick_port VAR: stores a free loopback port in VAR. Ports come from 20000-31999, below Linux's
+# ephemeral range (32768+) so outgoing connections cannot take them between pick and bind; a
+# component that still loses the race is restarted on new ports (see start_with_retry).
+pick_port() {
+  local p _
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 12000))
+    [[ $picked_ports == *" $p "* ]] && continue
+    port_in_use "$p" && continue
+    picked_ports+="$p "
+    printf -v "$1" '%s' "$p"
+    return 0
+  done
+  die "found no free port on 127.0.0.1"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+# running PID: the process exists and is not a zombie.
+running() {
+  local state
+  [[ -r /proc/$1/stat ]] || return 1
+  state=$(sed 's/^.*) \([A-Za-z]\).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
+# launch NAME CMD...: starts a component in its own session (so a terminal's Ctrl-C reaches only
+# this script, which then stops the components in order), logs to DIR/NAME.log.
+launch() {
+  local name=$1; shift
+  printf '=== %s: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$dir/$name.log"
+  setsid "$@" </dev/null >>"$dir/$name.log" 2>&1 9>&- &
+  pids[$name]=$!
+  echo "$!" >"$dir/run/$name.pid"
+}
+
+# stop_pid PID NAME: SIGTERM, then SIGKILL after 20 s; reaps the process if it is our child.
+stop_pid() {
+  local pid=$1 name=$2 i
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 200); do
+    running "$pid" || break
+    if ((i == 200)); then
+      log "$name ($pid) did not stop after 20s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    sleep 0.1
+  done
+  wait "$pid" 2>/dev/null || true
+}
+
+# stop NAME: stops one component we started.
+stop() {
+  local name=$1 pid=${pids[$1]:-}
+  [[ -n $pid ]] || return 0
+  stop_pid "$pid" "$name"
+  unset "pids[$name]"
+  rm -f "$dir/run/$name.pid"
+}
+
+# stop_all: stops CMD (exec mode) and every component, newest first. Idempotent.
+stop_all() {
+  ((have_lock)) || return 0
+  if [[ -n $cmd_pid ]]; then
+    # CMD runs in its own process group; end the whole group (e.g. cargo and its test binaries).
+    kill -TERM -- "-$cmd_pid" 2>/dev/null || true
+    wait "$cmd_pid" 2>/dev/null || true
+    cmd_pid=""
+  fi
+  [[ ${#pids[@]} -gt 0 ]] && log "stopping control plane"
+  stop kube-controller-manager
+  stop kube-apiserver
+  stop etcd
+  # What describes a running cluster goes away with it; logs and certificates stay for debugging.
+  rm -rf "$dir/etcd" "$dir/env" "$dir/kubeconfig" "$dir/run"
+}
+
+# stop_stale: stops components that a previous, killed run left behind in this state dir. A pid is
+# only trusted if the process's command line names this state dir.
+# Same order as stop_all: kube-apiserver does not stop promptly once etcd is gone.
+stop_stale() {
+  local name pid
+  for name in kube-controller-manager kube-apiserver etcd; do
+    [[ -e $dir/run/$name.pid ]] || continue
+    pid=$(<"$dir/run/$name.pid")
+    if [[ $pid =~ ^[0-9]+$ ]] && running "$pid" &&
+      tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
+      log "stopping $name ($pid) left over from a previous run"
+      stop_pid "$pid" "$name"
+    fi
+  done
+}
+
+on_signal() {
+  local sig=$1 code
+  ((stopping)) && return 0
+  stopping=1
+  log "received SIG$sig"
+  stop_all
+  if [[ $mode == up ]]; then code=0; elif [[ $sig == INT ]]; then code=130; else code=143; fi
+  trap - EXIT
+  exit "$code"
+}
+
+on_exit() {
+  local code=$?
+  stop_all
+  exit "$code"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Certificates and kubeconfigs
+
+# sign NAME SUBJECT EXTENSIONS: a P-256 key and a certificate signed by the local CA, in pki/.
+sign() {
+  local name=$1 subject=$2 ext=$3 pki=$dir/pki
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/$name.key" 2>/dev/null
+  openssl req -new -key "$pki/$name.key" -subj "$subject" -out "$pki/$name.csr"
+  printf '%s\n' "$ext" >"$pki/$name.ext"
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 365 -sha256 -extfile "$pki/$name.ext" \
+    -out "$pki/$name.crt" 2>/dev/null
+  rm -f "$pki/$name.csr" "$pki/$name.ext"
+}
+
+make_pki() {
+  local pki=$dir/pki
+  mkdir -p "$pki"
+  chmod 700 "$pki"
+  # Cluster CA: trusted for serving and client certificates alike.
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/ca.key" 2>/dev/null
+  cat >"$pki/ca.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = v3_ca
+[dn]
+CN = byoc-local-ca
+[v3_ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign,digitalSignature
+subjectKeyIdentifier = hash
+EOF
+  openssl req -x509 -new -key "$pki/ca.key" -config "$pki/ca.cnf" -days 365 -sha256 -out "$pki/ca.crt"
+  rm -f "$pki/ca.cnf"
+
+  local leaf='basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+authorityKeyIdentifier = keyid'
+  sign apiserver "/CN=kube-apiserver" "$leaf
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost,IP:$service_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  # The admin is in system:masters; the controller manager uses its bootstrap RBAC identity.
+  sign admin "/O=system:masters/CN=byoc-admin" "$leaf
+extendedKeyUsage = clientAuth"
+  sign kube-controller-manager "/CN=system:kube-controller-manager" "$leaf
+extendedKeyUsage = clientAuth"
+
+  # Service-account token signing key pair (RS256, as kubeadm does).
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
+  openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
+}
+
+# write_kubeconfig FILE USER: a kubeconfig for USER's certificate pki/USER.{crt,key}, with the
+# credentials embedded so the file can be copied.
+write_kubeconfig() {
+  local file=$1 user=$2 pki=$dir/pki
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: byoc-local
+  cluster:
+    server: $apiserver_url
+    certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
+users:
+- name: $user
+  user:
+    client-certificate-data: $(base64 -w0 <"$pki/$user.crt")
+    client-key-data: $(base64 -w0 <"$pki/$user.key")
+contexts:
+- name: byoc-local
+  context:
+    cluster: byoc-local
+    user: $user
+current-context: byoc-local
+EOF
+  chmod 600 "$file"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Start-up
+
+# wait_until NAME CHECK...: waits until CHECK succeeds. Returns 1 if NAME's process exits first,
+# 2 on timeout.
+wait_until() {
+  local name=$1 deadline=$((SECONDS + timeout_s)); shift
+  until "$@" >/dev/null 2>&1; do
+    running "${pids[$name]}" || return 1
+    ((SECONDS < deadline)) || return 2
+    sleep 0.2
+  done
+}
+
+# fail NAME WHY: reports a component that did not start, with the end of its log, and exits.
+fail() {
+  local name=$1 why=$2
+  log "$name $why; last lines of $dir/$name.log:"
+  tail -n 40 "$dir/$name.log" | sed 's/^/    /' >&2
+  exit 1
+}
+
+# start_with_retry NAME START_FN CHECK...: runs START_FN (which picks ports and calls launch),
+# waits for CHECK. A component that exits because its port was taken meanwhile is restarted on
+# new ports (up to 3 times); any other failure is fatal.
+start_with_retry() {
+  local name=$1 start_fn=$2 attempt rc; shift 2
+  for attempt in 1 2 3; do
+    "$start_fn"
+    rc=0
+    wait_until "$name" "$@" || rc=$?
+    case $rc in
+      0) return 0 ;;
+      2) fail "$name" "was not ready after ${timeout_s}s" ;;
+    esac
+    wait "${pids[$name]}" 2>/dev/null || true
+    unset "pids[$name]"
+    if ((attempt < 3)) && tail -n 20 "$dir/$name.log" | grep -q 'address already in use'; then
+      log "$name lost its port to another process; retrying on new ports"
+      continue
+    fi
+    fail "$name" "exited during start-up"
+  done
+}
+
+start_etcd() {
+  pick_port etcd_port
+  pick_port etcd_peer_port
+  etcd_url=http://127.0.0.1:$etcd_port
+  local peer=http://127.0.0.1:$etcd_peer_port
+  rm -rf "$dir/etcd"
+  # --unsafe-no-fsync: a throw-away test cluster needs no durability, and fsync dominates its cost.
+  launch etcd "$bin/etcd" \
+    --name=local --data-dir="$dir/etcd" \
+    --listen-client-urls="$etcd_url" --advertise-client-urls="$etcd_url" \
+    --listen-peer-urls="$peer" --initial-advertise-peer-urls="$peer" \
+    --initial-cluster="local=$peer" --initial-cluster-state=new \
+    --unsafe-no-fsync --log-level=warn
+}
+# GET /health over bash's /dev/tcp (HTTP/1.0: etcd closes the connection after the reply).
+etcd_healthy() {
+  local reply
+  reply=$(
+    exec 3<>"/dev/tcp/127.0.0.1/$etcd_port"
+    printf 'GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    timeout 2 cat <&3
+  ) || return 1
+  [[ $reply == *'"health":"true"'* ]]
+}
+
+start_apiserver() {
+  local pki=$dir/pki
+  pick_port apiserver_port
+  apiserver_url=https://127.0.0.1:$apiserver_port
+  write_kubeconfig "$dir/kubeconfig" admin
+  write_kubeconfig "$dir/kube-controller-manager.kubeconfig" kube-controller-manager
+  # Default admission plugins are kept: they include NamespaceLifecycle, ServiceAccount,
+  # MutatingAdmissionWebhook, ValidatingAdmissionWebhook and ValidatingAdmissionPolicy.
+  # --endpoint-reconciler-type=none: a loopback address is not a valid Endpoints address.
+  launch kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers="$etcd_url" \
+    --bind-address=127.0.0.1 --secure-port="$apiserver_port" --advertise-address=127.0.0.1 \
+    --cert-dir="$pki" \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --authorization-mode=RBAC \
+    --service-account-issuer="$sa_issuer" \
+    --service-account-key-file="$pki/sa.pub" \
+    --service-account-signing-key-file="$pki/sa.key" \
+    --service-cluster-ip-range="$service_cidr" \
+    --endpoint-reconciler-type=none \
+    --profiling=false
+}
+apiserver_ready() {
+  [[ $(kubectl --kubeconfig "$dir/kubeconfig" --request-timeout=5s get --raw=/readyz) == ok ]]
+}
+
+start_controller_manager() {
+  local pki=$dir/pki
+  pick_port kcm_port
+  # Per-controller service-account credentials, as in a real cluster, so RBAC applies to them.
+  # The default client rate limit (20 QPS) makes starting the ~40 controllers, each fetching its
+  # token, take seconds; a local cluster can afford more.
+  launch kube-controller-manager "$bin/kube-controller-manager" \
+    --kubeconfig="$dir/kube-controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$kcm_port" --cert-dir="$pki/kube-controller-manager" \
+    --service-account-private-key-file="$pki/sa.key" \
+    --root-ca-file="$pki/ca.crt" \
+    --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
+    --use-service-account-credentials=true \
+    --flex-volume-plugin-dir="$dir/flexvolume" \
+    --leader-elect=false \
+    --kube-api-qps=200 --kube-api-burst=400 \
+    --profiling=false
+}
+# The service-account controller has created `default` in `default` (etcd starts empty, so only
+# this controller manager can have done it): the controllers run.
+default_sa_exists() {
+  kubectl --kubeconfig "$dir/kubeconfig" --request-timeout=5s -n default get serviceaccount default
+}
+
+write_env() {
+  {
+    printf 'KUBECONFIG=%q\n' "$dir/kubeconfig"
+    printf 'BYOC_APISERVER_URL=%q\n' "$apiserver_url"
+    printf 'BYOC_CA_CERT=%q\n' "$dir/pki/ca.crt"
+    printf 'BYOC_CA_KEY=%q\n' "$dir/pki/ca.key"
+    printf 'BYOC_ETCD_URL=%q\n' "$etcd_url"
+    printf 'BYOC_CLUSTER_DIR=%q\n' "$dir"
+    printf 'KUBECACHEDIR=%q\n' "$KUBECACHEDIR"
+  } >"$dir/env.tmp"
+  mv "$dir/env.tmp" "$dir/env"
+}
+
+# lock: one cluster per state dir. The lock is held on fd 9 by this script only (components and
+# CMD are started with fd 9 closed), so it is released when this script dies, however it dies.
+lock() {
+  mkdir -p "$dir"
+  exec 9>"$dir/.lock"
+  if ! flock -n 9; then
+    die "a cluster is already running in $dir (script pid $(cat "$dir/owner.pid" 2>/dev/null || echo '?')); stop it with '$0 down' or use another --dir"
+  fi
+  have_lock=1
+  echo "$$" >"$dir/owner.pid"
+}
+
+start_cluster() {
+  for tool in openssl kubectl flock setsid timeout; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is required but not on PATH"
+  done
+  if [[ -n ${BYOC_CONTROL_PLANE_BIN:-} ]]; then
+    bin=$BYOC_CONTROL_PLANE_BIN
+  else
+    bin=$("$here/build-control-plane.sh")
+  fi
+  for b in etcd kube-apiserver kube-controller-manager; do
+    [[ -x $bin/$b ]] || die "$bin/$b is missing; run hack/build-control-plane.sh"
+  done
+
+  lock
+  # kubectl's discovery cache is keyed by host:port; keep it with this cluster instead of
+  # leaving one directory per random port in ~/.kube/cache.
+  export KUBECACHEDIR=$dir/kubectl-cache
+  stop_stale
+  rm -rf "$dir/etcd" "$dir/pki" "$dir/run" "$dir/env" "$dir/kubeconfig" "$dir/flexvolume" \
+    "$dir/kubectl-cache" "$dir/kube-controller-manager.kubeconfig" "$dir"/*.log
+  mkdir -p "$dir/run"
+
+  local t0=$EPOCHREALTIME
+  log "starting control plane in $dir"
+  make_pki
+  start_with_retry etcd start_etcd etcd_healthy
+  log "etcd ready after $(elapsed "$t0")s"
+  start_with_retry kube-apiserver start_apiserver apiserver_ready
+  log "kube-apiserver ready after $(elapsed "$t0")s"
+  start_with_retry kube-controller-manager start_controller_manager default_sa_exists
+  write_env
+  log "ready after $(elapsed "$t0")s: API server $apiserver_url, etcd $etcd_url, logs in $dir"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Subcommands
+
+cmd_up() {
+  start_cluster
+  echo "export KUBECONFIG=$dir/kubeconfig"
+  log "press Ctrl-C to stop"
+  # Wait until a signal (handled by on_signal) or until a component dies.
+  local name
+  wait -n "${pids[@]}" || true
+  for name in "${!pids[@]}"; do
+    running "${pids[$name]}" || fail "$name" "exited unexpectedly"
+  done
+  die "a component exited unexpectedly"
+}
+
+cmd_exec() {
+  [[ $# -gt 0 ]] || usage
+  start_cluster
+  export KUBECONFIG=$dir/kubeconfig
+  set -a
+  # shellcheck source=/dev/null
+  source "$dir/env"
+  set +a
+  log "running: $*"
+  # CMD gets its own process group so that stop_all can end all of it; stdin stays usable.
+  setsid "$@" <&0 9>&- &
+  cmd_pid=$!
+  local status=0
+  wait "$cmd_pid" || status=$?
+  # Anything CMD left running in its group is ended too.
+  kill -TERM -- "-$cmd_pid" 2>/dev/null || true
+  cmd_pid=""
+  log "command exited with status $status"
+  exit "$status"
+}
+
+cmd_down() {
+  mkdir -p "$dir"
+  exec 9>"$dir/.lock"
+  if ! flock -n 9; then
+    local owner
+    owner=$(cat "$dir/owner.pid" 2>/dev/null || true)
+    [[ $owner =~ ^[0-9]+$ ]] || die "$dir is locked but owner.pid is unreadable"
+    log "stopping the cluster run by pid $owner"
+    kill -TERM "$owner"
+    flock -w 60 9 || die "pid $owner did not stop within 60s"
+  fi
+  stop_stale
+  rm -rf "$dir/etcd" "$dir/env" "$dir/kubeconfig" "$dir/run"
+  log "stopped"
+}
+
+mode=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --dir) [[ $# -ge 2 ]] || usage; dir=$2; shift 2 ;;
+    --dir=*) dir=${1#--dir=}; shift ;;
+    -h | --help) usage 0 ;;
+    up | down) mode=$1; shift; [[ $# -eq 0 ]] || usage; break ;;
+    exec) mode="exec"; shift; [[ ${1:-} == -- ]] && shift; break ;;
+    *) usage ;;
+  esac
+done
+[[ -n $mode ]] || usage
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+case $mode in
+  down) cmd_down ;;
+  up | exec)
+    trap 'on_signal INT' INT
+    trap 'on_signal TERM' TERM
+    trap on_exit EXIT
+    if [[ $mode == up ]]; then cmd_up; else cmd_exec "$@"; fi
+    ;;
+esac

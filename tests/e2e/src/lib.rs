@@ -1,0 +1,478 @@
+//! Helpers for the end-to-end tests of byoc-operator, which run against a real control plane
+//! (etcd, kube-apiserver, kube-controller-manager) started by `hack/local-cluster.sh`:
+//!
+//! ```text
+//! hack/local-cluster.sh exec -- cargo test -p byoc-e2e
+//! ```
+//!
+//! `KUBECONFIG` must name that cluster's kubeconfig. When it is unset, or names a cluster that is
+//! not on loopback, every test fails (it does not skip): a green run always means the tests ran
+//! against a real API server, and they never touch a cluster someone cares about.
+//!
+//! The helpers: [`client`] and [`client_as`] (kube clients, the latter impersonating a user),
+//! [`kubectl`] and friends (the real `kubectl` binary), [`TestNamespace`] and [`Cleanup`] (objects
+//! deleted when the test ends, even when it panics), [`install_crd`] and [`eventually`].
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, Config, CustomResourceExt};
+
+/// Label put on every namespace the tests create, so leftovers are easy to find.
+pub const TEST_LABEL: &str = "byoc-e2e.toolforge.org/test";
+
+/// How long the helpers wait for the cluster to converge (controllers, caches, discovery).
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+const HOW_TO_RUN: &str = "run the end-to-end tests through the local control plane: \
+    `hack/local-cluster.sh exec -- cargo test -p byoc-e2e` \
+    (or start it with `hack/local-cluster.sh up` and export the KUBECONFIG it prints)";
+
+/// The kubeconfig of the local cluster, from `KUBECONFIG`.
+///
+/// # Panics
+/// When `KUBECONFIG` is unset or empty, unreadable, or its current context's server is not on
+/// loopback (127.0.0.1, ::1 or localhost).
+pub fn kubeconfig_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = match std::env::var_os("KUBECONFIG") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => panic!("KUBECONFIG is not set: {HOW_TO_RUN}"),
+        };
+        let server = server_of(&path);
+        let host = server
+            .split_once("://")
+            .map_or(server.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let loopback = ["127.0.0.1", "[::1]", "localhost"].iter().any(|l| {
+            host == *l
+                || host
+                    .strip_prefix(l)
+                    .is_some_and(|port| port.starts_with(':'))
+        });
+        assert!(
+            loopback,
+            "KUBECONFIG={} points at {server}, not at a local cluster; the end-to-end tests \
+             create and delete cluster-wide objects, so they only run on loopback: {HOW_TO_RUN}",
+            path.display()
+        );
+        path
+    })
+}
+
+/// The server URL of the current context of the kubeconfig at `path`.
+fn server_of(path: &Path) -> String {
+    let kc = Kubeconfig::read_from(path)
+        .unwrap_or_else(|e| panic!("cannot read KUBECONFIG={}: {e}", path.display()));
+    let context = kc.current_context.as_deref().unwrap_or_default();
+    let cluster = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .unwrap_or_default();
+    kc.clusters
+        .iter()
+        .find(|c| c.name == cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.server.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "KUBECONFIG={} has no server for its current context",
+                path.display()
+            )
+        })
+}
+
+/// The repository root (for `crds/`, `hack/`, ...).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `crds/byocgrants.yaml`.
+pub fn crd_file() -> PathBuf {
+    repo_root().join("crds/byocgrants.yaml")
+}
+
+async fn config() -> Config {
+    let path = kubeconfig_path();
+    let kc = Kubeconfig::read_from(path)
+        .unwrap_or_else(|e| panic!("cannot read KUBECONFIG={}: {e}", path.display()));
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("invalid KUBECONFIG={}: {e}", path.display()))
+}
+
+/// A kube client with the kubeconfig's (admin) identity.
+pub async fn client() -> Client {
+    Client::try_from(config().await).expect("kube client")
+}
+
+/// A kube client that impersonates `user` (who gets `system:authenticated`, nothing else).
+pub async fn client_as(user: &str) -> Client {
+    let mut config = config().await;
+    config.auth_info.impersonate = Some(user.to_owned());
+    Client::try_from(config).expect("kube client")
+}
+
+/// A name that no other test (or earlier run) uses: `prefix` and 8 random base-36 characters.
+/// Keep `prefix` short and DNS-1123 (it is used for namespaces and cluster-scoped objects).
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut n = RandomState::new().hash_one((
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        std::process::id(),
+        SystemTime::now(),
+    ));
+    let mut suffix = String::new();
+    for _ in 0..8 {
+        let digit = u32::try_from(n % 36).unwrap_or_default();
+        suffix.push(char::from_digit(digit, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    format!("{prefix}-{suffix}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// kubectl
+
+/// What a `kubectl` run produced.
+#[derive(Debug)]
+pub struct Output {
+    /// The arguments, for messages.
+    pub args: String,
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Asserts that kubectl succeeded; returns `self` for chaining.
+    #[track_caller]
+    pub fn success(self) -> Self {
+        assert!(self.status.success(), "expected success: {self}");
+        self
+    }
+
+    /// Asserts that kubectl failed; returns `self` for chaining.
+    #[track_caller]
+    pub fn failure(self) -> Self {
+        assert!(!self.status.success(), "expected failure: {self}");
+        self
+    }
+
+    /// Asserts that kubectl failed and that stderr contains every one of `needles`.
+    #[track_caller]
+    pub fn fails_with(self, needles: &[&str]) -> Self {
+        let out = self.failure();
+        for needle in needles {
+            assert!(
+                out.stderr.contains(needle),
+                "expected stderr to contain {needle:?}: {out}"
+            );
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`kubectl {}` exited with {}\n--- stdout\n{}--- stderr\n{}",
+            self.args, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs the real `kubectl` against the local cluster (explicit `--kubeconfig`, its own discovery
+/// cache next to the kubeconfig), with `stdin` as standard input when given.
+pub fn kubectl_with_stdin<I, S>(args: I, stdin: Option<&str>) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let kubeconfig = kubeconfig_path();
+    let cache_dir = kubeconfig
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("kubectl-cache");
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let shown = args
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .arg("--request-timeout=30s")
+        .args(&args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kubectl (is it on PATH?): {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("kubectl stdin");
+        pipe.write_all(input.as_bytes())
+            .expect("write kubectl stdin");
+    }
+    let out = child.wait_with_output().expect("wait for kubectl");
+    Output {
+        args: shown,
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `kubectl ARGS...` as the admin.
+pub fn kubectl<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    kubectl_with_stdin(args, None)
+}
+
+/// Runs `kubectl ARGS...` as the admin with `manifest` (YAML or JSON) on stdin, e.g.
+/// `kubectl_apply(&["apply", "-f", "-"], ...)`.
+pub fn kubectl_stdin(args: &[&str], manifest: &str) -> Output {
+    kubectl_with_stdin(args, Some(manifest))
+}
+
+/// Runs `kubectl --as=USER ARGS...` (impersonation; the user gets `system:authenticated`).
+pub fn kubectl_as(user: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut all = vec![format!("--as={user}")];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    kubectl_with_stdin(all, stdin)
+}
+
+/// Parses `kubectl get` table output into (header, rows), each row one cell per header column.
+/// Cells are cut at the columns' start offsets, so empty cells stay empty (kubectl prints
+/// nothing for a missing printer-column value).
+pub fn parse_table(stdout: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut lines = stdout.lines();
+    let header = lines.next().unwrap_or_default();
+    let mut starts = Vec::new();
+    let mut names = Vec::new();
+    let mut prev_space = true;
+    for (i, c) in header.char_indices() {
+        if !c.is_whitespace() && prev_space {
+            starts.push(i);
+        }
+        prev_space = c.is_whitespace();
+    }
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(header.len());
+        names.push(header[start..end].trim().to_owned());
+    }
+    let rows = lines
+        .map(|line| {
+            starts
+                .iter()
+                .enumerate()
+                .map(|(n, &start)| {
+                    let end = starts
+                        .get(n + 1)
+                        .copied()
+                        .unwrap_or(line.len())
+                        .min(line.len());
+                    line.get(start.min(end)..end)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned()
+                })
+                .collect()
+        })
+        .collect();
+    (names, rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects that clean up after themselves
+
+/// Deletes objects with `kubectl delete --ignore-not-found --wait=false ARGS...` when dropped,
+/// also when the test panics. Example: `Cleanup::new(["byocgrant", name.as_str()])`.
+#[must_use = "the objects are deleted when this is dropped"]
+pub struct Cleanup(Vec<String>);
+
+impl Cleanup {
+    /// Deletes what `kubectl delete ARGS` names, at drop.
+    pub fn new<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self(args.into_iter().map(Into::into).collect())
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mut args = vec![
+            "delete".to_owned(),
+            "--ignore-not-found".into(),
+            "--wait=false".into(),
+        ];
+        args.extend(self.0.iter().cloned());
+        let out = kubectl(&args);
+        if !out.status.success() {
+            eprintln!("cleanup failed (ignored): {out}");
+        }
+    }
+}
+
+/// A namespace with a unique name, labelled [`TEST_LABEL`], deleted when dropped.
+pub struct TestNamespace {
+    name: String,
+    _cleanup: Cleanup,
+}
+
+impl TestNamespace {
+    /// Creates `PREFIX-xxxxxxxx`.
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = unique_name(prefix);
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([(TEST_LABEL.to_owned(), "true".to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        api.create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        Self {
+            _cleanup: Cleanup::new(["namespace".to_owned(), name.clone()]),
+            name,
+        }
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits until kube-controller-manager has created the `default` ServiceAccount (pods can
+    /// only be created after that).
+    pub async fn wait_for_default_service_account(&self, client: &Client) {
+        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &self.name);
+        eventually("the default ServiceAccount", CONVERGE_TIMEOUT, || async {
+            match api.get_opt("default").await {
+                Ok(Some(sa)) => Ok(sa),
+                Ok(None) => Err("not created yet".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting, the CRD and grants
+
+/// Polls `check` (every 250 ms) until it returns `Ok`, and returns that value.
+///
+/// # Panics
+/// After `timeout`, with `what` and the last error.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Installs `crds/byocgrants.yaml` the way an admin would (`kubectl apply --server-side`,
+/// idempotent; once per test process, the first test to ask does it) and waits until it is
+/// Established.
+pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
+    static APPLIED: OnceLock<()> = OnceLock::new();
+    APPLIED.get_or_init(|| {
+        let file = crd_file();
+        kubectl([
+            "apply".as_ref(),
+            "--server-side".as_ref(),
+            "--force-conflicts".as_ref(),
+            "--field-manager=byoc-e2e".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+        ])
+        .success();
+    });
+    let name = byoc_api::ByocGrant::crd_name();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    tokio::time::timeout(
+        CONVERGE_TIMEOUT,
+        await_condition(api, name, conditions::is_crd_established()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("CRD {name} not Established after {CONVERGE_TIMEOUT:?}"))
+    .unwrap_or_else(|e| panic!("watch CRD {name}: {e}"))
+    .unwrap_or_else(|| panic!("CRD {name} was deleted"))
+}
+
+/// A ByocGrant manifest (JSON, which `kubectl` reads like YAML) named `name` with `spec`, labelled
+/// [`TEST_LABEL`]. `spec` is raw JSON so tests can also write invalid grants.
+pub fn grant_manifest(name: &str, spec: serde_json::Value) -> String {
+    serde_json::json!({
+        "apiVersion": "byoc.toolforge.org/v1alpha1",
+        "kind": "ByocGrant",
+        "metadata": { "name": name, "labels": { TEST_LABEL: "true" } },
+        "spec": spec,
+    })
+    .to_string()
+}
+
+/// The value of `KEY=value` in `hack/versions.env` (e.g. `KUBERNETES_VERSION`).
+pub fn pinned_version(key: &str) -> String {
+    let path = repo_root().join("hack/versions.env");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(key)?
+                .strip_prefix('=')
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("{key} is not set in {}", path.display()))
+}

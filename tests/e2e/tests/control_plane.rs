@@ -1,0 +1,326 @@
+//! The local control plane is a real one (issue 3, DESIGN §9): kubectl works against it, the
+//! controllers turn Deployments into Pods and finish namespace deletion, and both admission
+//! paths the operator relies on (webhooks and ValidatingAdmissionPolicy) are switched on.
+
+use std::net::TcpListener;
+
+use byoc_e2e::{
+    CONVERGE_TIMEOUT, Cleanup, TestNamespace, client, eventually, kubectl, kubectl_stdin,
+    pinned_version, unique_name,
+};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams};
+use serde_json::json;
+
+#[tokio::test]
+async fn kubectl_api_resources_lists_the_apis_the_operator_uses() {
+    let out = kubectl(["api-resources", "--no-headers"]).success();
+    // The KIND column is the last one.
+    let kinds: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    for kind in [
+        "Namespace",
+        "Pod",
+        "ServiceAccount",
+        "Deployment",
+        "ReplicaSet",
+        "Lease",
+        "Event",
+        "CustomResourceDefinition",
+        "ValidatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        assert!(
+            kinds.contains(&kind),
+            "kubectl api-resources does not list {kind}:\n{out}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_api_server_is_the_pinned_kubernetes_version() {
+    let version = client()
+        .await
+        .apiserver_version()
+        .await
+        .expect("GET /version");
+    assert_eq!(version.git_version, pinned_version("KUBERNETES_VERSION"));
+}
+
+#[tokio::test]
+async fn a_deployment_gets_a_replicaset_and_pods() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "e2e-deploy").await;
+    ns.wait_for_default_service_account(&client).await;
+
+    kubectl([
+        "-n",
+        ns.name(),
+        "create",
+        "deployment",
+        "web",
+        "--image=registry.k8s.io/pause:3.10",
+        "--replicas=2",
+    ])
+    .success();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let listed = eventually("2 pods of deployment web", CONVERGE_TIMEOUT, || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if list.items.len() == 2 {
+            Ok(list.items)
+        } else {
+            Err(format!("{} pods", list.items.len()))
+        }
+    })
+    .await;
+
+    // Deployment -> ReplicaSet -> Pod, through the controllers' owner references.
+    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns.name());
+    for pod in &listed {
+        let owner = &pod
+            .metadata
+            .owner_references
+            .as_ref()
+            .expect("pod has an owner")[0];
+        assert_eq!(owner.kind, "ReplicaSet");
+        let rs = replicasets
+            .get(&owner.name)
+            .await
+            .expect("the pod's ReplicaSet");
+        let rs_owner = &rs
+            .metadata
+            .owner_references
+            .as_ref()
+            .expect("rs has an owner")[0];
+        assert_eq!(
+            (rs_owner.kind.as_str(), rs_owner.name.as_str()),
+            ("Deployment", "web")
+        );
+        // No scheduler or kubelet: the pods exist but are never scheduled.
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        assert_eq!(phase, Some("Pending"));
+    }
+
+    // kubectl sees the same pods.
+    let out = kubectl([
+        "-n",
+        ns.name(),
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "name",
+    ])
+    .success();
+    assert_eq!(out.stdout.lines().count(), 2, "{out}");
+}
+
+#[tokio::test]
+async fn a_namespace_gets_its_service_account_and_root_ca_and_deleting_it_finishes() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "e2e-nslife").await;
+    ns.wait_for_default_service_account(&client).await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns.name());
+    let root_ca = eventually(
+        "the kube-root-ca.crt ConfigMap",
+        CONVERGE_TIMEOUT,
+        || async {
+            configmaps
+                .get_opt("kube-root-ca.crt")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "not published yet".to_owned())
+        },
+    )
+    .await;
+    let ca = root_ca
+        .data
+        .unwrap_or_default()
+        .remove("ca.crt")
+        .unwrap_or_default();
+    assert!(
+        ca.contains("BEGIN CERTIFICATE"),
+        "kube-root-ca.crt holds no certificate: {ca:?}"
+    );
+
+    // Content for the namespace controller to remove before the namespace can go.
+    kubectl([
+        "-n",
+        ns.name(),
+        "create",
+        "configmap",
+        "content",
+        "--from-literal=k=v",
+    ])
+    .success();
+    kubectl([
+        "-n",
+        ns.name(),
+        "create",
+        "deployment",
+        "web",
+        "--image=registry.k8s.io/pause:3.10",
+    ])
+    .success();
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(ns.name(), &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    eventually("the namespace to be deleted", CONVERGE_TIMEOUT, || async {
+        match namespaces
+            .get_opt(ns.name())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(n) => Err(format!("still there: {:?}", n.status)),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn validating_admission_policies_are_enforced() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "e2e-vap").await;
+    let name = unique_name("e2e-vap");
+    let _cleanup = Cleanup::new([
+        "validatingadmissionpolicybinding".to_owned(),
+        name.clone(),
+        "validatingadmissionpolicy".to_owned(),
+        name.clone(),
+    ]);
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": { "name": name },
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": { "resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["configmaps"],
+            }]},
+            "validations": [{
+                "expression": "!object.metadata.name.startsWith('forbidden-')",
+                "message": "e2e policy: configmaps named forbidden-* are refused",
+            }],
+        },
+    });
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": { "name": name },
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": { "namespaceSelector": {
+                "matchLabels": { "kubernetes.io/metadata.name": ns.name() },
+            }},
+        },
+    });
+    kubectl_stdin(&["apply", "-f", "-"], &policy.to_string()).success();
+    kubectl_stdin(&["apply", "-f", "-"], &binding.to_string()).success();
+
+    // Policies take effect asynchronously (compiled by an informer-driven controller).
+    let denied = eventually("the policy to deny", CONVERGE_TIMEOUT, || async {
+        let out = kubectl([
+            "-n",
+            ns.name(),
+            "create",
+            "configmap",
+            "forbidden-x",
+            "--dry-run=server",
+        ]);
+        if out.status.success() {
+            Err("still admitted".to_owned())
+        } else {
+            Ok(out)
+        }
+    })
+    .await;
+    assert!(
+        denied
+            .stderr
+            .contains("e2e policy: configmaps named forbidden-* are refused"),
+        "{denied}"
+    );
+    kubectl([
+        "-n",
+        ns.name(),
+        "create",
+        "configmap",
+        "allowed-x",
+        "--dry-run=server",
+    ])
+    .success();
+}
+
+#[tokio::test]
+async fn validating_webhooks_are_called() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "e2e-webhook").await;
+    let name = unique_name("e2e-webhook");
+    let _cleanup = Cleanup::new(["validatingwebhookconfiguration".to_owned(), name.clone()]);
+    // A loopback port where nothing listens: the API server's call fails, and with
+    // failurePolicy Fail that refuses the request. Proves the webhook admission plugin is on and
+    // that the API server calls out to loopback URLs (as it will call the webhook in `make run`).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let webhook = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": { "name": name },
+        "webhooks": [{
+            "name": "e2e.byoc.toolforge.org",
+            "clientConfig": { "url": format!("https://127.0.0.1:{port}/validate") },
+            "rules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["configmaps"],
+            }],
+            "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ns.name() } },
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 2,
+        }],
+    });
+    kubectl_stdin(&["apply", "-f", "-"], &webhook.to_string()).success();
+
+    let denied = eventually("the webhook to be called", CONVERGE_TIMEOUT, || async {
+        let out = kubectl([
+            "-n",
+            ns.name(),
+            "create",
+            "configmap",
+            "x",
+            "--dry-run=server",
+        ]);
+        if out.status.success() {
+            Err("still admitted".to_owned())
+        } else {
+            Ok(out)
+        }
+    })
+    .await;
+    assert!(
+        denied
+            .stderr
+            .contains("failed calling webhook \"e2e.byoc.toolforge.org\""),
+        "{denied}"
+    );
+}
