@@ -17,7 +17,7 @@ run: ## Local control plane + CRD + webhook + controller, in the foreground (Ctr
 	hack/run.sh
 
 .PHONY: test
-test: fmt-check lint crds-check unit e2e ## Everything CI checks
+test: fmt-check lint crds-check unit e2e chart-test ## Everything CI checks
 
 .PHONY: fmt
 fmt: ## Format the code
@@ -52,6 +52,10 @@ control-plane: ## Build (once; cached) etcd, kube-apiserver, kube-controller-man
 e2e: control-plane ## End-to-end tests against a real local control plane
 	$(CARGO) build --workspace --bins --locked
 	hack/local-cluster.sh exec -- $(CARGO) test --locked -p byoc-e2e -- --test-threads=$(E2E_THREADS)
+
+.PHONY: chart-test
+chart-test: control-plane ## Helm chart: lint, render, schema, server-side dry run and install on a local control plane
+	hack/chart-test.sh
 
 .PHONY: bench
 bench: ## Criterion benchmarks of the policy core (see docs/benchmarks.md)

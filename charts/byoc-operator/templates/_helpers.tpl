@@ -1,0 +1,135 @@
+{{/* Names. Object names derived from the full name stay below 63 characters. */}}
+{{- define "byoc-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "byoc-operator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "byoc-operator.controller.fullname" -}}
+{{- include "byoc-operator.fullname" . }}-controller
+{{- end -}}
+
+{{- define "byoc-operator.webhook.fullname" -}}
+{{- include "byoc-operator.fullname" . }}-webhook
+{{- end -}}
+
+{{/*
+The Secret holding the webhook's serving certificate (tls.crt, tls.key, ca.crt). Its name
+differs between the two modes, so switching modes never has Helm delete the Secret that
+cert-manager has just written.
+*/}}
+{{- define "byoc-operator.webhook.tlsSecretName" -}}
+{{- include "byoc-operator.webhook.fullname" . }}-{{ if .Values.certManager.enabled }}cm-{{ end }}tls
+{{- end -}}
+
+{{/* The user name the API server gives the controller's service account: a label writer. */}}
+{{- define "byoc-operator.controller.user" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "byoc-operator.controller.fullname" . }}
+{{- end -}}
+
+{{/*
+The exempt namespaces: policy.exemptNamespaces plus kube-system and the release namespace,
+which are always exempt (they hold what brings the cluster and the webhook back). Sorted and
+unique, one JSON list, so the ConfigMap and the webhook configuration can never disagree.
+*/}}
+{{- define "byoc-operator.exemptNamespaces" -}}
+{{- $ns := concat (list "kube-system" .Release.Namespace) (.Values.policy.exemptNamespaces | default list) -}}
+{{- $ns | uniq | sortAlpha | toJson -}}
+{{- end -}}
+
+{{/* Labels. */}}
+{{- define "byoc-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "byoc-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: byoc-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component: include with (dict "ctx" $ "component" "webhook"). */}}
+{{- define "byoc-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "byoc-operator.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "byoc-operator.componentLabels" -}}
+{{ include "byoc-operator.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* The image of one component: include with (dict "ctx" $ "image" .Values.webhook.image). */}}
+{{- define "byoc-operator.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod security context shared by both components: non-root, seccomp RuntimeDefault. */}}
+{{- define "byoc-operator.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container security context shared by both components. */}}
+{{- define "byoc-operator.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/*
+topologySpreadConstraints with this component's labelSelector and matchLabelKeys added:
+include with (dict "ctx" $ "component" "webhook" "constraints" .Values.webhook.topologySpreadConstraints).
+*/}}
+{{- define "byoc-operator.topologySpread" -}}
+{{- $selector := include "byoc-operator.selectorLabels" (dict "ctx" .ctx "component" .component) | fromYaml -}}
+{{- $out := list -}}
+{{- range .constraints -}}
+{{- $c := deepCopy . -}}
+{{- if not (hasKey $c "labelSelector") -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) -}}
+{{- end -}}
+{{- if not (hasKey $c "matchLabelKeys") -}}
+{{- $_ := set $c "matchLabelKeys" (list "pod-template-hash") -}}
+{{- end -}}
+{{- $out = append $out $c -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* host:port for a listen flag; IPv6 hosts get brackets: (dict "host" "::" "port" 8080). */}}
+{{- define "byoc-operator.hostPort" -}}
+{{- if contains ":" .host -}}
+[{{ .host }}]:{{ .port }}
+{{- else -}}
+{{ .host }}:{{ .port }}
+{{- end -}}
+{{- end -}}
