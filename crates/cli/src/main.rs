@@ -1,17 +1,44 @@
 //! `kubectl-byoc`: the byoc-operator kubectl plugin. Installed on PATH it runs as
 //! `kubectl byoc ...`.
 
+mod allowlist;
+mod audit;
 mod check;
+mod cluster;
+mod completion;
+mod duration;
+mod grant;
+mod import;
+mod list;
 mod manifest;
+mod output;
+mod revoke;
+mod table;
 
+use std::future::Future;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use thiserror::Error;
 
 /// Bring-your-own-container grants for Kubernetes namespaces.
 #[derive(Parser)]
-#[command(name = "kubectl-byoc", bin_name = "kubectl byoc", version, about)]
+#[command(
+    name = "kubectl-byoc",
+    bin_name = "kubectl byoc",
+    version,
+    about,
+    after_help = "Examples:\n  \
+    kubectl byoc check deploy.yaml\n  \
+    kubectl byoc grant tool-wikibugs --reason 'T302863' --registry quay.io --expires 90d\n  \
+    kubectl byoc list\n  \
+    kubectl byoc revoke tool-wikibugs\n  \
+    kubectl byoc audit -o json\n  \
+    kubectl byoc import-configmap --configmap tools-system/byoc-allowlist --dry-run\n\n\
+    Cluster commands read the kubeconfig like kubectl ($KUBECONFIG, --kubeconfig, --context). \
+    Exit status: 0 success, 1 the command's negative answer (something refused, nothing to \
+    revoke, ...), 2 bad usage, input or API error. See `kubectl byoc COMMAND --help`."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,6 +80,27 @@ enum Command {
         #[arg(value_name = "FILE", required = true)]
         files: Vec<String>,
     },
+    /// Grant a namespace the use of more registries (creates or updates a ByocGrant).
+    Grant(grant::GrantArgs),
+    /// Revoke the grants of a namespace, or one grant by name.
+    Revoke(revoke::RevokeArgs),
+    /// List grants with the time they have left and whether they are applied.
+    List(list::ListArgs),
+    /// List running pods and workloads that the registry policy would refuse now.
+    Audit(audit::AuditArgs),
+    /// Turn a legacy allow-list ConfigMap (one namespace per line) into ByocGrants.
+    ImportConfigmap(import::ImportArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  \
+        kubectl-byoc completion bash > /etc/bash_completion.d/kubectl-byoc\n  \
+        kubectl-byoc completion zsh > \"${fpath[1]}/_kubectl-byoc\"\n  \
+        kubectl-byoc completion fish > ~/.config/fish/completions/kubectl-byoc.fish\n\n\
+        The scripts complete the `kubectl-byoc` command.")]
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// How results are printed.
@@ -73,6 +121,9 @@ pub enum Failure {
     /// A manifest that cannot be read.
     #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
+    /// The cluster cannot be reached, or refused a request.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +145,14 @@ fn main() -> ExitCode {
             now.as_deref(),
         )
         .and_then(|check| check.run(&files, output)),
+        Command::Grant(args) => block_on(grant::run(args)),
+        Command::Revoke(args) => block_on(revoke::run(args)),
+        Command::List(args) => block_on(list::run(args)),
+        Command::Audit(args) => block_on(audit::run(args)),
+        Command::ImportConfigmap(args) => block_on(import::run(args)),
+        Command::Completion { shell } => {
+            output::emit(&completion::script(shell, Cli::command())).map(|()| true)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -103,4 +162,13 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs a cluster command on a Tokio runtime.
+fn block_on(command: impl Future<Output = Result<bool, Failure>>) -> Result<bool, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))?
+        .block_on(command)
 }

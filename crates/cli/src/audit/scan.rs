@@ -1,0 +1,415 @@
+//! Which objects the audit reads, which it leaves out, and the policy check of one object.
+//!
+//! The check is the webhook's: [`PodBearing::containers`] finds the images, [`Checker`] judges
+//! them with the namespace's allowance read from its labels by [`Allowance::from_labels`].
+
+use std::collections::HashMap;
+
+use byoc_policy::decision::{Checker, Violation};
+use byoc_policy::workload::PodBearing;
+use byoc_policy::{Allowance, Config};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, PodTemplate, ReplicationController};
+use kube::core::{ApiResource, DynamicObject};
+
+/// A kind the audit lists. The order is the report's: workloads first, pods last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// `apps/v1` Deployment.
+    Deployment,
+    /// `apps/v1` ReplicaSet not controlled by a Deployment.
+    ReplicaSet,
+    /// `apps/v1` StatefulSet.
+    StatefulSet,
+    /// `apps/v1` DaemonSet.
+    DaemonSet,
+    /// `batch/v1` CronJob.
+    CronJob,
+    /// `batch/v1` Job not controlled by a CronJob.
+    Job,
+    /// `v1` ReplicationController.
+    ReplicationController,
+    /// `v1` PodTemplate.
+    PodTemplate,
+    /// `v1` Pod that has not finished.
+    Pod,
+}
+
+impl Source {
+    /// Every kind, in report order.
+    pub const ALL: [Self; 9] = [
+        Self::Deployment,
+        Self::ReplicaSet,
+        Self::StatefulSet,
+        Self::DaemonSet,
+        Self::CronJob,
+        Self::Job,
+        Self::ReplicationController,
+        Self::PodTemplate,
+        Self::Pod,
+    ];
+
+    /// The API resource to list.
+    pub fn resource(self) -> ApiResource {
+        match self {
+            Self::Deployment => ApiResource::erase::<Deployment>(&()),
+            Self::ReplicaSet => ApiResource::erase::<ReplicaSet>(&()),
+            Self::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+            Self::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+            Self::CronJob => ApiResource::erase::<CronJob>(&()),
+            Self::Job => ApiResource::erase::<Job>(&()),
+            Self::ReplicationController => ApiResource::erase::<ReplicationController>(&()),
+            Self::PodTemplate => ApiResource::erase::<PodTemplate>(&()),
+            Self::Pod => ApiResource::erase::<Pod>(&()),
+        }
+    }
+
+    /// The kind's name.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::ReplicaSet => "ReplicaSet",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+            Self::CronJob => "CronJob",
+            Self::Job => "Job",
+            Self::ReplicationController => "ReplicationController",
+            Self::PodTemplate => "PodTemplate",
+            Self::Pod => "Pod",
+        }
+    }
+
+    /// Where the pod spec is, as the webhook sees this kind.
+    pub fn bearing(self) -> PodBearing {
+        match self {
+            Self::Pod => PodBearing::Pod,
+            Self::PodTemplate => PodBearing::PodTemplate,
+            Self::CronJob => PodBearing::CronJob,
+            _ => PodBearing::Workload,
+        }
+    }
+
+    /// Whether this is a workload (anything but a Pod).
+    pub fn is_workload(self) -> bool {
+        self != Self::Pod
+    }
+
+    /// Why an object of this kind is left out, if it is: it is being deleted, its controller is
+    /// audited instead, or (a pod) it has finished and runs nothing.
+    pub fn skip_reason(self, object: &DynamicObject) -> Option<&'static str> {
+        if object.metadata.deletion_timestamp.is_some() {
+            return Some("being deleted");
+        }
+        match self {
+            Self::Pod => {
+                let phase = object
+                    .data
+                    .pointer("/status/phase")
+                    .and_then(|p| p.as_str());
+                matches!(phase, Some("Succeeded" | "Failed")).then_some("finished pod")
+            }
+            Self::ReplicaSet => {
+                controlled_by(object, "apps/", "Deployment").then_some("ReplicaSet of a Deployment")
+            }
+            Self::Job => controlled_by(object, "batch/", "CronJob").then_some("Job of a CronJob"),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `object`'s controller is a `kind` of an API group version starting with `group`.
+fn controlled_by(object: &DynamicObject, group: &str, kind: &str) -> bool {
+    object
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.kind == kind && o.api_version.starts_with(group))
+}
+
+/// The controller of an object, for the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Its kind.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// An object the policy would refuse.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    /// Its kind.
+    pub source: Source,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its controller, if it has one.
+    pub owner: Option<Owner>,
+    /// The refused containers, in pod-spec order.
+    pub violations: Vec<Violation>,
+}
+
+/// What the audit made of one object.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// Left out (see [`Source::skip_reason`]).
+    Skipped,
+    /// In an exempt namespace.
+    Exempt,
+    /// Admitted.
+    Admitted,
+    /// Refused.
+    Refused(Finding),
+    /// Its pod spec cannot be read (the webhook would refuse it as malformed).
+    Malformed(String),
+}
+
+/// The policy at one instant: configuration and every namespace's allowance.
+pub struct Auditor<'a> {
+    config: &'a Config,
+    allowances: &'a HashMap<String, Allowance>,
+    now: Timestamp,
+    none: Allowance,
+}
+
+impl<'a> Auditor<'a> {
+    /// An auditor for `config` and the allowances read from namespace labels.
+    pub fn new(
+        config: &'a Config,
+        allowances: &'a HashMap<String, Allowance>,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            config,
+            allowances,
+            now,
+            none: Allowance::default(),
+        }
+    }
+
+    /// The allowance of `namespace` (nothing, for a namespace without labels or unknown).
+    pub fn allowance(&self, namespace: &str) -> &Allowance {
+        self.allowances.get(namespace).unwrap_or(&self.none)
+    }
+
+    /// Checks one object of `source` as the webhook would check its creation.
+    pub fn audit(&self, source: Source, object: &DynamicObject) -> Outcome {
+        if source.skip_reason(object).is_some() {
+            return Outcome::Skipped;
+        }
+        let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+        if self.config.is_exempt(namespace) {
+            return Outcome::Exempt;
+        }
+        let name = object.metadata.name.as_deref().unwrap_or_default();
+        let subject = format!("{} {namespace}/{name}", source.kind());
+        let containers = match source.bearing().containers(&object.data) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Malformed(format!("{subject}: {e}")),
+        };
+        let checker = Checker::new(self.config, self.allowance(namespace), namespace, self.now);
+        let violations = checker.check(&subject, &containers);
+        if violations.is_empty() {
+            return Outcome::Admitted;
+        }
+        let owner = object
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| Owner {
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+            });
+        Outcome::Refused(Finding {
+            source,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            owner,
+            violations,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use byoc_api::ByocGrantSpec;
+    use byoc_policy::workload::group_of;
+    use serde_json::json;
+
+    fn object(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn owned(kind: &str, api_version: &str) -> serde_json::Value {
+        json!([{"apiVersion": api_version, "kind": kind, "name": "o", "uid": "u", "controller": true}])
+    }
+
+    #[test]
+    fn kinds_match_the_webhook() {
+        for source in Source::ALL {
+            let r = source.resource();
+            assert_eq!(r.kind, source.kind());
+            assert_eq!(
+                PodBearing::of(group_of(&r.api_version), &r.kind),
+                Some(source.bearing()),
+                "{source:?}"
+            );
+        }
+        let mut sorted = Source::ALL;
+        sorted.sort();
+        assert_eq!(sorted, Source::ALL);
+        assert_eq!(Source::ALL.iter().filter(|s| !s.is_workload()).count(), 1);
+    }
+
+    #[test]
+    fn controlled_and_finished_objects_are_left_out() {
+        let cases = [
+            (
+                Source::ReplicaSet,
+                json!({"metadata": {"ownerReferences": owned("Deployment", "apps/v1")}}),
+                true,
+            ),
+            // Not the controller, or another kind of owner: audited.
+            (
+                Source::ReplicaSet,
+                json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "o", "uid": "u"}]}}),
+                false,
+            ),
+            (
+                Source::ReplicaSet,
+                json!({"metadata": {"ownerReferences": owned("Rollout", "argoproj.io/v1alpha1")}}),
+                false,
+            ),
+            (Source::ReplicaSet, json!({"metadata": {}}), false),
+            (
+                Source::Job,
+                json!({"metadata": {"ownerReferences": owned("CronJob", "batch/v1")}}),
+                true,
+            ),
+            (Source::Job, json!({"metadata": {}}), false),
+            (
+                Source::Pod,
+                json!({"metadata": {}, "status": {"phase": "Succeeded"}}),
+                true,
+            ),
+            (
+                Source::Pod,
+                json!({"metadata": {}, "status": {"phase": "Failed"}}),
+                true,
+            ),
+            (
+                Source::Pod,
+                json!({"metadata": {}, "status": {"phase": "Pending"}}),
+                false,
+            ),
+            (
+                Source::Pod,
+                json!({"metadata": {"ownerReferences": owned("ReplicaSet", "apps/v1")}}),
+                false,
+            ),
+            (
+                Source::Deployment,
+                json!({"metadata": {"ownerReferences": owned("Deployment", "apps/v1")}}),
+                false,
+            ),
+            (
+                Source::Deployment,
+                json!({"metadata": {"deletionTimestamp": "2026-11-21T12:00:00Z"}}),
+                true,
+            ),
+            (
+                Source::Pod,
+                json!({"metadata": {"deletionTimestamp": "2026-11-21T12:00:00Z"}}),
+                true,
+            ),
+        ];
+        for (source, value, skipped) in cases {
+            assert_eq!(
+                source.skip_reason(&object(value.clone())).is_some(),
+                skipped,
+                "{source:?} {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn objects_are_judged_with_their_namespace_allowance() {
+        let config = Config::default();
+        let now: Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+        let mut allowances = HashMap::new();
+        allowances.insert(
+            "tool-quay".to_owned(),
+            Allowance::for_grant(&ByocGrantSpec {
+                namespace: "tool-quay".into(),
+                reason: "r".into(),
+                registries: vec!["quay.io".into()],
+                expires_at: None,
+            })
+            .unwrap(),
+        );
+        let auditor = Auditor::new(&config, &allowances, now);
+        let deployment = |ns: &str, image: &str| {
+            object(json!({
+                "metadata": {"name": "web", "namespace": ns},
+                "spec": {"template": {"spec": {
+                    "initContainers": [{"name": "init", "image": "docker-registry.tools.wmflabs.org/x:1"}],
+                    "containers": [{"name": "app", "image": image}]
+                }}}
+            }))
+        };
+        assert_eq!(
+            auditor.audit(
+                Source::Deployment,
+                &deployment("tool-quay", "quay.io/a/b:1")
+            ),
+            Outcome::Admitted
+        );
+        assert_eq!(
+            auditor.audit(Source::Deployment, &deployment("kube-system", "nginx")),
+            Outcome::Exempt
+        );
+        let Outcome::Refused(finding) =
+            auditor.audit(Source::Deployment, &deployment("tool-quay", "nginx:1.27"))
+        else {
+            panic!("nginx is not allowed in tool-quay");
+        };
+        assert_eq!(
+            (finding.namespace.as_str(), finding.name.as_str()),
+            ("tool-quay", "web")
+        );
+        assert_eq!(finding.violations.len(), 1);
+        assert_eq!(
+            finding.violations[0].to_string(),
+            "Deployment tool-quay/web: container \"app\" image \"nginx:1.27\" resolves to registry \
+             docker.io (docker.io/library/nginx:1.27), which namespace tool-quay may not use; \
+             allowed here: docker-registry.tools.wmflabs.org, quay.io; to use it, ask the \
+             platform admins for a BYOC grant"
+        );
+        let pod = object(json!({
+            "metadata": {"name": "p", "namespace": "tool-other", "ownerReferences": owned("ReplicaSet", "apps/v1")},
+            "spec": {"containers": [{"name": "c", "image": "quay.io/a"}]}
+        }));
+        let Outcome::Refused(finding) = auditor.audit(Source::Pod, &pod) else {
+            panic!("tool-other has no grant");
+        };
+        assert_eq!(
+            finding.owner,
+            Some(Owner {
+                kind: "ReplicaSet".into(),
+                name: "o".into()
+            })
+        );
+        let malformed =
+            object(json!({"metadata": {"name": "p", "namespace": "t"}, "spec": {"containers": 3}}));
+        assert!(
+            matches!(auditor.audit(Source::Pod, &malformed), Outcome::Malformed(m) if m.starts_with("Pod t/p: malformed pod spec"))
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! `kubectl byoc grant`: create or update the ByocGrant of a namespace.
+
+use std::time::Duration;
+
+use byoc_api::{ByocGrant, ByocGrantSpec};
+use clap::{Args, ValueEnum};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+use crate::Failure;
+use crate::cluster::{self, ClusterArgs, Context};
+use crate::duration::{self, parse_duration, parse_expiry};
+use crate::list::{GrantView, describe};
+use crate::output::{ObjectFormat, emit};
+
+/// `grant` arguments.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    # Let tool-wikibugs run images from quay.io and ghcr.io/wikimedia for 90 days\n  \
+    kubectl byoc grant tool-wikibugs --reason 'T302863: mixes java and python' \\\n    \
+    --registry quay.io --registry ghcr.io/wikimedia --expires 90d\n\n  \
+    # Any registry, until a date; a second grant for the same namespace needs its own name\n  \
+    kubectl byoc grant tool-x --reason T123 --expires 2027-03-31 --name tool-x-migration\n\n  \
+    # Check with the API server without changing anything, or write a manifest for GitOps\n  \
+    kubectl byoc grant tool-x --reason T123 --dry-run\n  \
+    kubectl byoc grant tool-x --reason T123 --expires 2w --dry-run=client -o yaml > grant.yaml\n\n\
+    Running it again with other flags updates the grant to exactly what they say (registries, \
+    expiry and reason are replaced, not merged). Exit status: 0 done (or --wait: Ready), 1 \
+    --wait ended without the grant being Ready, 2 invalid input or API error.")]
+pub struct GrantArgs {
+    /// The tool namespace whose pods may use the registries; it may be created later.
+    #[arg(value_name = "NAMESPACE")]
+    namespace: String,
+    /// Why the namespace needs its own images, for the admins who review grants (e.g. a task).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// A registry the namespace may use, host[:port][/path-prefix]; repeat for several.
+    /// Without any, the namespace may use any registry.
+    #[arg(long = "registry", value_name = "REGISTRY")]
+    registries: Vec<String>,
+    /// When the grant ends: a duration from now (90d, 12h, 2w, 1d12h), an RFC 3339 time or a
+    /// date (midnight UTC). Without it the grant does not expire.
+    #[arg(long, value_name = "WHEN")]
+    expires: Option<String>,
+    /// The grant's name (default: the namespace's name).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Only validate: `server` (the default when given without a value) has the API server
+    /// check everything and store nothing; `client` checks locally without contacting it.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "server"
+    )]
+    dry_run: Option<DryRun>,
+    /// Print the resulting ByocGrant instead of a summary.
+    #[arg(long, short = 'o', value_enum, value_name = "FORMAT")]
+    output: Option<ObjectFormat>,
+    /// Wait until the controller reports on the grant, and fail unless it is Ready.
+    #[arg(long, conflicts_with = "dry_run")]
+    wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    timeout: SignedDuration,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Where a dry run stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    /// Validated by the API server (schema, CEL rules, admission), not stored.
+    Server,
+    /// Validated locally; no cluster needed.
+    Client,
+}
+
+/// What `grant` did to the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Configured => "configured",
+            Self::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Runs `grant`; `Ok(false)` when `--wait` ended without the grant being Ready.
+pub async fn run(args: GrantArgs) -> Result<bool, Failure> {
+    let now = duration::now();
+    let spec = spec(&args, now)?;
+    let name = args.name.clone().unwrap_or_else(|| args.namespace.clone());
+    if !is_dns1123_subdomain(&name) {
+        return Err(Failure::Usage(format!(
+            "--name {name:?} is not a valid object name (lowercase letters, digits, '-' and \
+             '.', starting and ending with a letter or digit, at most 253)"
+        )));
+    }
+    if args.dry_run == Some(DryRun::Client) {
+        let grant = ByocGrant::new(&name, spec);
+        return print(&args, &grant, Action::Created, now).map(|()| true);
+    }
+    let client = args.cluster.client().await?;
+    let (grant, action) = apply(&client, &name, spec, args.dry_run.is_some()).await?;
+    warn_if_namespace_missing(&client, &args.namespace).await;
+    print(&args, &grant, action, now)?;
+    if args.wait {
+        return wait_ready(&client, &grant, args.timeout.unsigned_abs()).await;
+    }
+    Ok(true)
+}
+
+/// The spec the flags describe, validated as the CRD would.
+fn spec(args: &GrantArgs, now: Timestamp) -> Result<ByocGrantSpec, Failure> {
+    let expires_at = args
+        .expires
+        .as_deref()
+        .map(|e| parse_expiry(e, now).map(Time))
+        .transpose()
+        .map_err(|e| Failure::Usage(format!("--expires {e}")))?;
+    let mut registries: Vec<String> = Vec::new();
+    for r in &args.registries {
+        if !registries.contains(r) {
+            registries.push(r.clone());
+        }
+    }
+    let spec = ByocGrantSpec {
+        namespace: args.namespace.clone(),
+        reason: args.reason.clone(),
+        registries,
+        expires_at,
+    };
+    spec.validate()
+        .map_err(|e| Failure::Usage(format!("invalid grant: {e}")))?;
+    Ok(spec)
+}
+
+/// Creates the grant, or updates the one of that name when it is for the same namespace.
+async fn apply(
+    client: &Client,
+    name: &str,
+    spec: ByocGrantSpec,
+    dry_run: bool,
+) -> Result<(ByocGrant, Action), Failure> {
+    let api = cluster::grants(client);
+    let pp = PostParams {
+        dry_run,
+        field_manager: Some("kubectl-byoc".into()),
+    };
+    let existing = api
+        .get_opt(name)
+        .await
+        .grant_context(|| format!("read ByocGrant {name}"))?;
+    let Some(mut grant) = existing else {
+        let grant = api
+            .create(&pp, &ByocGrant::new(name, spec))
+            .await
+            .grant_context(|| format!("create ByocGrant {name}"))?;
+        return Ok((grant, Action::Created));
+    };
+    if grant.spec.namespace != spec.namespace {
+        return Err(Failure::Usage(format!(
+            "ByocGrant {name} already exists for namespace {} (a grant's namespace cannot \
+             change): choose another --name",
+            grant.spec.namespace
+        )));
+    }
+    if grant.metadata.deletion_timestamp.is_some() {
+        return Err(Failure::Usage(format!(
+            "ByocGrant {name} is being deleted: wait until it is gone, or choose another --name"
+        )));
+    }
+    if grant.spec == spec {
+        return Ok((grant, Action::Unchanged));
+    }
+    grant.spec = spec;
+    let grant = match api.replace(name, &pp, &grant).await {
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            return Err(Failure::Usage(format!(
+                "ByocGrant {name} was changed by someone else meanwhile: run the command again"
+            )));
+        }
+        other => other.grant_context(|| format!("update ByocGrant {name}"))?,
+    };
+    Ok((grant, Action::Configured))
+}
+
+/// Warns on stderr when the namespace does not exist (yet); a grant may precede it.
+async fn warn_if_namespace_missing(client: &Client, namespace: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    // Admins who may not read namespaces still get their grant; only a sure "missing" warns.
+    if let Ok(None) = api.get_metadata_opt(namespace).await {
+        eprintln!(
+            "warning: namespace {namespace} does not exist (yet); the grant applies once it is \
+             created"
+        );
+    }
+}
+
+/// Prints the outcome: the object with `-o`, otherwise one kubectl-style line.
+fn print(
+    args: &GrantArgs,
+    grant: &ByocGrant,
+    action: Action,
+    now: Timestamp,
+) -> Result<(), Failure> {
+    if let Some(format) = args.output {
+        return emit(&format.render(grant)?);
+    }
+    let dry = match args.dry_run {
+        Some(DryRun::Server) => " (server dry run)",
+        Some(DryRun::Client) => " (dry run)",
+        None => "",
+    };
+    emit(&format!(
+        "byocgrant/{} {}{dry}: {}\n",
+        grant.metadata.name.as_deref().unwrap_or_default(),
+        action.as_str(),
+        describe(&grant.spec, now)
+    ))
+}
+
+/// Polls until the controller has reported on the grant's current generation.
+async fn wait_ready(
+    client: &Client,
+    grant: &ByocGrant,
+    timeout: Duration,
+) -> Result<bool, Failure> {
+    let api = cluster::grants(client);
+    let name = grant.metadata.name.clone().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let Some(current) = api
+            .get_opt(&name)
+            .await
+            .grant_context(|| format!("read ByocGrant {name}"))?
+        else {
+            eprintln!("byocgrant/{name} was deleted while waiting for it");
+            return Ok(false);
+        };
+        let view = GrantView::new(&current, duration::now());
+        if view.ready != "Unknown" {
+            let reason = view.ready_reason.unwrap_or_default();
+            let message = view.ready_message.unwrap_or_default();
+            eprintln!("byocgrant/{name} Ready={}: {reason}: {message}", view.ready);
+            return Ok(view.ready == "True");
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "byocgrant/{name}: the controller has not reported on it after {}s; is the \
+                 byoc controller running?",
+                timeout.as_secs()
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Whether `s` is a valid object name (RFC 1123 subdomain).
+fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(byoc_api::grant::is_dns1123_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        grant: GrantArgs,
+    }
+
+    fn args(argv: &[&str]) -> GrantArgs {
+        Cli::try_parse_from(std::iter::once("grant").chain(argv.iter().copied()))
+            .unwrap()
+            .grant
+    }
+
+    #[test]
+    fn flags_become_a_validated_spec() {
+        let now: Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+        let a = args(&[
+            "tool-a",
+            "--reason",
+            "T1",
+            "--registry",
+            "quay.io",
+            "--registry",
+            "ghcr.io/x",
+            "--registry",
+            "quay.io",
+            "--expires",
+            "90d",
+        ]);
+        let s = spec(&a, now).unwrap();
+        assert_eq!(s.registries, ["quay.io", "ghcr.io/x"]);
+        assert_eq!(
+            s.expires_at.unwrap().0,
+            "2027-02-19T12:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(a.dry_run, None);
+        assert_eq!(
+            args(&["x", "--reason", "r", "--dry-run"]).dry_run,
+            Some(DryRun::Server)
+        );
+        assert_eq!(
+            args(&["x", "--reason", "r", "--dry-run=client"]).dry_run,
+            Some(DryRun::Client)
+        );
+
+        let cases = [
+            (
+                &["Tool_A", "--reason", "T1"][..],
+                "invalid grant: spec.namespace \"Tool_A\"",
+            ),
+            (
+                &["tool-a", "--reason", "  "],
+                "invalid grant: spec.reason must not be empty",
+            ),
+            (
+                &["tool-a", "--reason", "T1", "--registry", "https://quay.io"],
+                "must not include a URL scheme",
+            ),
+            (
+                &["tool-a", "--reason", "T1", "--expires", "2020-01-01"],
+                "--expires \"2020-01-01\" is",
+            ),
+            (
+                &["tool-a", "--reason", "T1", "--expires", "soon"],
+                "is neither a duration",
+            ),
+        ];
+        for (argv, want) in cases {
+            let err = spec(&args(argv), now).unwrap_err().to_string();
+            assert!(err.contains(want), "{argv:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn object_names() {
+        assert!(is_dns1123_subdomain("tool-a.migration-1"));
+        for bad in ["", "Tool", "a..b", "-a", "a_b", &"a".repeat(254)] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
+    }
+}

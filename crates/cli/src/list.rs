@@ -1,0 +1,380 @@
+//! `kubectl byoc list`: every grant, with the time it has left and whether it is applied.
+
+use byoc_api::{ByocGrant, ByocGrantSpec};
+use clap::{Args, ValueEnum};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::Failure;
+use crate::cluster::{self, ClusterArgs};
+use crate::duration::{self, human, time_left};
+use crate::output::{ObjectFormat, emit};
+use crate::table::Table;
+
+/// `list` arguments.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    kubectl byoc list\n  \
+    kubectl byoc list -n tool-wikibugs -o wide\n  \
+    kubectl byoc list -o json | jq -r '.grants[] | select(.expired) | .name'\n\n\
+    Columns: EXPIRES is the time left (never, 89d, expired); READY is Unknown until the \
+    controller has reported on the grant's latest change. -o json and -o yaml print the \
+    stable format of docs/cli.md. Exit status: 0 listed (also when there is no grant), 2 API \
+    error.")]
+pub struct ListArgs {
+    /// Only the grants of this namespace.
+    #[arg(long, short = 'n', value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Output format: a table (default), a wider table, or the documented JSON/YAML.
+    #[arg(long, short = 'o', value_enum, value_name = "FORMAT")]
+    output: Option<ListFormat>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// How `list` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// The table plus expiry time, age and the grant's reason.
+    Wide,
+    /// JSON, as documented in docs/cli.md.
+    Json,
+    /// The same as YAML.
+    Yaml,
+}
+
+/// Runs `list`; always succeeds when the grants could be read.
+pub async fn run(args: ListArgs) -> Result<bool, Failure> {
+    let client = args.cluster.client().await?;
+    let now = duration::now();
+    let grants: Vec<GrantView> = cluster::list_grants(&client)
+        .await?
+        .iter()
+        .filter(|g| {
+            args.namespace
+                .as_ref()
+                .is_none_or(|ns| &g.spec.namespace == ns)
+        })
+        .map(|g| GrantView::new(g, now))
+        .collect();
+    let text = match args.output {
+        None => table(&grants, false, now),
+        Some(ListFormat::Wide) => table(&grants, true, now),
+        Some(ListFormat::Json) => ObjectFormat::Json.render(&GrantList::new(grants, now))?,
+        Some(ListFormat::Yaml) => ObjectFormat::Yaml.render(&GrantList::new(grants, now))?,
+    };
+    if text.is_empty() {
+        match &args.namespace {
+            Some(ns) => eprintln!("No ByocGrants for namespace {ns}."),
+            None => eprintln!("No ByocGrants found."),
+        }
+    }
+    emit(&text)?;
+    Ok(true)
+}
+
+/// The `list -o json` document (docs/cli.md).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantList {
+    kind: &'static str,
+    version: u32,
+    /// When the list was read; `secondsLeft` and `expired` are relative to it.
+    time: Timestamp,
+    grants: Vec<GrantView>,
+}
+
+impl GrantList {
+    fn new(grants: Vec<GrantView>, time: Timestamp) -> Self {
+        Self {
+            kind: "ByocGrantList",
+            version: 1,
+            time,
+            grants,
+        }
+    }
+}
+
+/// One grant as `list` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantView {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.namespace`.
+    pub namespace: String,
+    /// `spec.registries`; empty when any registry is granted.
+    pub registries: Vec<String>,
+    /// Whether any registry is granted.
+    pub any_registry: bool,
+    /// `spec.reason`.
+    pub reason: String,
+    /// `spec.expiresAt`.
+    pub expires_at: Option<Timestamp>,
+    /// Whether `expiresAt` has passed.
+    pub expired: bool,
+    /// Whole seconds until `expiresAt` (0 once expired); absent when the grant never expires.
+    pub seconds_left: Option<i64>,
+    /// `True`, `False`, or `Unknown` while the controller has not reported on the latest
+    /// generation.
+    pub ready: &'static str,
+    /// The Ready condition's reason, when it is current.
+    pub ready_reason: Option<String>,
+    /// The Ready condition's message, when it is current.
+    pub ready_message: Option<String>,
+    /// `metadata.creationTimestamp`.
+    pub created_at: Option<Timestamp>,
+    /// Whether the grant is being deleted (the controller is removing its labels).
+    pub deleting: bool,
+}
+
+impl GrantView {
+    /// The view of `grant` at `now`.
+    pub fn new(grant: &ByocGrant, now: Timestamp) -> Self {
+        let spec = &grant.spec;
+        let expires_at = grant.expires_at();
+        let current = grant
+            .status
+            .as_ref()
+            .and_then(|s| s.observed_generation)
+            .is_some_and(|g| Some(g) >= grant.metadata.generation);
+        let condition = grant.ready_condition().filter(|_| current);
+        Self {
+            name: grant.metadata.name.clone().unwrap_or_default(),
+            namespace: spec.namespace.clone(),
+            registries: spec.registries.clone(),
+            any_registry: spec.registries.is_empty(),
+            reason: spec.reason.clone(),
+            expires_at,
+            expired: grant.is_expired_at(now),
+            seconds_left: expires_at.map(|t| t.duration_since(now).as_secs().max(0)),
+            ready: match condition.map(|c| c.status.as_str()) {
+                Some("True") => "True",
+                Some("False") => "False",
+                _ => "Unknown",
+            },
+            ready_reason: condition.map(|c| c.reason.clone()),
+            ready_message: condition.map(|c| c.message.clone()),
+            created_at: grant.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            deleting: grant.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// The REGISTRIES cell: `any`, or the entries joined with commas.
+pub fn registries_cell(registries: &[String]) -> String {
+    if registries.is_empty() {
+        "any".to_owned()
+    } else {
+        registries.join(",")
+    }
+}
+
+/// One line about a grant spec for messages: `namespace tool-a, registries quay.io, expires
+/// 2027-03-31T00:00:00Z (in 89d)`.
+pub fn describe(spec: &ByocGrantSpec, now: Timestamp) -> String {
+    let registries = if spec.registries.is_empty() {
+        "any registry".to_owned()
+    } else {
+        format!("registries {}", spec.registries.join(", "))
+    };
+    let expiry = match spec.expires_at.as_ref().map(|t| t.0) {
+        None => "never expires".to_owned(),
+        Some(t) if t <= now => format!("expired {t} ({} ago)", human(now.duration_since(t))),
+        Some(t) => format!("expires {t} (in {})", human(t.duration_since(now))),
+    };
+    format!("namespace {}, {registries}, {expiry}", spec.namespace)
+}
+
+/// The table of `list` and `list -o wide`; empty when there are no grants.
+fn table(grants: &[GrantView], wide: bool, now: Timestamp) -> String {
+    if grants.is_empty() {
+        return String::new();
+    }
+    let mut headers = vec![
+        "NAME",
+        "NAMESPACE",
+        "REGISTRIES",
+        "EXPIRES",
+        "READY",
+        "REASON",
+    ];
+    if wide {
+        headers.extend(["EXPIRES-AT", "AGE", "JUSTIFICATION"]);
+    }
+    let mut t = Table::new(headers);
+    for g in grants {
+        let mut row = vec![
+            g.name.clone(),
+            g.namespace.clone(),
+            registries_cell(&g.registries),
+            g.expires_at
+                .map_or_else(|| "never".to_owned(), |t| time_left(t, now)),
+            g.ready.to_owned(),
+            if g.deleting {
+                "Deleting".to_owned()
+            } else {
+                g.ready_reason.clone().unwrap_or_default()
+            },
+        ];
+        if wide {
+            row.extend([
+                g.expires_at
+                    .map_or_else(|| "never".to_owned(), |t| t.to_string()),
+                g.created_at
+                    .map(|t| human(now.duration_since(t)))
+                    .unwrap_or_default(),
+                g.reason.clone(),
+            ]);
+        }
+        t.push(row);
+    }
+    t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use byoc_api::ByocGrantStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn grant(name: &str, registries: &[&str], expires: Option<&str>) -> ByocGrant {
+        let mut g = ByocGrant::new(
+            name,
+            ByocGrantSpec {
+                namespace: name.into(),
+                reason: format!("T1: {name}"),
+                registries: registries.iter().map(|s| s.to_string()).collect(),
+                expires_at: expires.map(|e| Time(ts(e))),
+            },
+        );
+        g.metadata.generation = Some(2);
+        g
+    }
+
+    fn ready(g: &mut ByocGrant, generation: i64, status: &str, reason: &str) {
+        g.status = Some(ByocGrantStatus {
+            observed_generation: Some(generation),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: format!("{reason} message"),
+                last_transition_time: Time(ts("2026-01-01T00:00:00Z")),
+                observed_generation: Some(generation),
+            }],
+        });
+    }
+
+    #[test]
+    fn views_report_time_left_and_current_readiness() {
+        let now = ts("2026-11-21T12:00:00Z");
+        let mut a = grant(
+            "tool-a",
+            &["quay.io", "ghcr.io/wikimedia"],
+            Some("2027-02-19T11:59:59Z"),
+        );
+        ready(&mut a, 2, "True", "Applied");
+        let mut b = grant("tool-b", &[], None);
+        ready(&mut b, 1, "True", "Applied"); // stale: generation 2 not observed yet
+        let mut c = grant("tool-c", &[], Some("2026-11-20T12:00:00Z"));
+        ready(&mut c, 2, "False", "Expired");
+
+        let views: Vec<GrantView> = [&a, &b, &c]
+            .iter()
+            .map(|g| GrantView::new(g, now))
+            .collect();
+        assert_eq!(views[0].seconds_left, Some(89 * 86_400 + 86_399));
+        assert_eq!(
+            (views[0].ready, views[0].ready_reason.as_deref()),
+            ("True", Some("Applied"))
+        );
+        assert!(!views[0].any_registry && !views[0].expired);
+        assert_eq!(
+            (views[1].ready, views[1].ready_reason.as_deref()),
+            ("Unknown", None)
+        );
+        assert!(views[1].any_registry && views[1].seconds_left.is_none());
+        assert_eq!((views[2].expired, views[2].seconds_left), (true, Some(0)));
+
+        let text = table(&views, false, now);
+        assert_eq!(
+            text,
+            "NAME     NAMESPACE   REGISTRIES                  EXPIRES   READY     REASON\n\
+             tool-a   tool-a      quay.io,ghcr.io/wikimedia   89d       True      Applied\n\
+             tool-b   tool-b      any                         never     Unknown\n\
+             tool-c   tool-c      any                         expired   False     Expired\n"
+        );
+        let wide = table(&views, true, now);
+        assert!(
+            wide.lines()
+                .next()
+                .unwrap()
+                .ends_with("EXPIRES-AT             AGE   JUSTIFICATION"),
+            "{wide}"
+        );
+        assert!(wide.contains("2027-02-19T11:59:59Z"), "{wide}");
+        assert!(wide.contains("T1: tool-c"), "{wide}");
+        assert_eq!(table(&[], true, now), "");
+    }
+
+    #[test]
+    fn json_is_the_documented_shape() {
+        let now = ts("2026-11-21T12:00:00Z");
+        let mut g = grant("tool-a", &["quay.io"], Some("2026-11-22T12:00:00Z"));
+        g.metadata.creation_timestamp = Some(Time(ts("2026-11-01T00:00:00Z")));
+        ready(&mut g, 2, "True", "Applied");
+        let list = GrantList::new(vec![GrantView::new(&g, now)], now);
+        assert_eq!(
+            serde_json::to_value(&list).unwrap(),
+            serde_json::json!({
+                "kind": "ByocGrantList",
+                "version": 1,
+                "time": "2026-11-21T12:00:00Z",
+                "grants": [{
+                    "name": "tool-a",
+                    "namespace": "tool-a",
+                    "registries": ["quay.io"],
+                    "anyRegistry": false,
+                    "reason": "T1: tool-a",
+                    "expiresAt": "2026-11-22T12:00:00Z",
+                    "expired": false,
+                    "secondsLeft": 86400,
+                    "ready": "True",
+                    "readyReason": "Applied",
+                    "readyMessage": "Applied message",
+                    "createdAt": "2026-11-01T00:00:00Z",
+                    "deleting": false
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn descriptions() {
+        let now = ts("2026-11-21T12:00:00Z");
+        let g = grant(
+            "tool-a",
+            &["quay.io", "ghcr.io"],
+            Some("2027-02-19T12:00:00Z"),
+        );
+        assert_eq!(
+            describe(&g.spec, now),
+            "namespace tool-a, registries quay.io, ghcr.io, expires 2027-02-19T12:00:00Z (in 90d)"
+        );
+        let g = grant("tool-b", &[], None);
+        assert_eq!(
+            describe(&g.spec, now),
+            "namespace tool-b, any registry, never expires"
+        );
+        let g = grant("tool-c", &[], Some("2026-11-20T12:00:00Z"));
+        assert_eq!(
+            describe(&g.spec, now),
+            "namespace tool-c, any registry, expired 2026-11-20T12:00:00Z (24h ago)"
+        );
+    }
+}
