@@ -1,0 +1,325 @@
+//! What the cluster should look like: pure functions of the grants, the namespace and the
+//! clock. Nothing here talks to the API server.
+
+use std::collections::BTreeMap;
+
+use byoc_api::labels::{self, Allowance, LabelError};
+use byoc_api::{ByocGrant, InvalidGrant};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+/// Where one grant stands at an instant, whatever its namespace looks like.
+#[derive(Debug, PartialEq)]
+pub enum Standing {
+    /// Valid and unexpired: its allowance belongs in the namespace labels.
+    Active(Allowance),
+    /// `expiresAt` has passed (at whole-second precision, as the labels store it).
+    Expired(Timestamp),
+    /// The spec breaks the CRD's rules; the API server normally refuses such grants.
+    Invalid(InvalidGrant),
+}
+
+impl Standing {
+    /// How `grant` stands at `now`.
+    pub fn of(grant: &ByocGrant, now: Timestamp) -> Self {
+        let mut allowance = match grant.spec.validate() {
+            Ok(allowance) => allowance,
+            Err(invalid) => return Self::Invalid(invalid),
+        };
+        // The labels keep whole seconds; judging expiry the same way keeps status and labels
+        // in agreement during the last fraction of a second.
+        allowance.retain_active_at(now);
+        match grant.expires_at() {
+            Some(at) if allowance.is_empty() => Self::Expired(at),
+            _ => Self::Active(allowance),
+        }
+    }
+}
+
+/// What was found when the namespace's labels were brought in line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamespaceState {
+    /// The namespace does not exist.
+    Missing,
+    /// The namespace is being deleted; its labels are left alone.
+    Terminating,
+    /// The namespace carries exactly the desired labels.
+    Labelled,
+}
+
+/// Whether `grant` counts towards the labels of `namespace`: it targets it and is not being
+/// deleted.
+pub fn counts_towards(grant: &ByocGrant, namespace: &str) -> bool {
+    grant.spec.namespace == namespace && grant.metadata.deletion_timestamp.is_none()
+}
+
+/// The labels under [`labels::PREFIX`] that `namespace` should carry at `now`: the union of its
+/// active grants, each entry with its latest expiry. Empty when nothing applies.
+pub fn desired_labels<'a>(
+    grants: impl IntoIterator<Item = &'a ByocGrant>,
+    namespace: &str,
+    now: Timestamp,
+) -> Result<BTreeMap<String, String>, LabelError> {
+    let mut union = Allowance::default();
+    for grant in grants.into_iter().filter(|g| counts_towards(g, namespace)) {
+        if let Standing::Active(allowance) = Standing::of(grant, now) {
+            union.merge(allowance);
+        }
+    }
+    union.to_labels()
+}
+
+/// Whether the labels under the prefix in `current` are exactly `desired`.
+pub fn in_sync(current: &BTreeMap<String, String>, desired: &BTreeMap<String, String>) -> bool {
+    let owned = labels::owned_labels(current);
+    owned.len() == desired.len()
+        && desired
+            .iter()
+            .all(|(k, v)| owned.get(k.as_str()) == Some(&v.as_str()))
+}
+
+/// The keys under the prefix in `current` that `desired` does not have: labels someone else
+/// put there, which server-side apply alone does not remove.
+pub fn foreign_keys(
+    current: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, String>,
+) -> Vec<String> {
+    current
+        .keys()
+        .filter(|k| labels::is_owned_key(k) && !desired.contains_key(*k))
+        .cloned()
+        .collect()
+}
+
+/// The server-side apply body that makes the controller's field manager own exactly `desired`
+/// on `namespace`. With nothing desired it owns no label, so apply removes the ones it had.
+pub fn apply_body(namespace: &str, desired: &BTreeMap<String, String>) -> Value {
+    let mut metadata = json!({ "name": namespace });
+    if !desired.is_empty() {
+        metadata["labels"] = json!(desired);
+    }
+    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": metadata })
+}
+
+/// The JSON merge patch that deletes `keys` from a namespace's labels.
+pub fn removal_body(keys: &[String]) -> Value {
+    let labels: serde_json::Map<String, Value> =
+        keys.iter().map(|k| (k.clone(), Value::Null)).collect();
+    json!({ "metadata": { "labels": labels } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use byoc_api::ByocGrantSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn grant(namespace: &str, registries: &[&str], expires: Option<&str>) -> ByocGrant {
+        ByocGrant::new(
+            &format!("g-{namespace}-{}", registries.join("-")),
+            ByocGrantSpec {
+                namespace: namespace.into(),
+                reason: "test".into(),
+                registries: registries.iter().map(|s| s.to_string()).collect(),
+                expires_at: expires.map(|e| Time(ts(e))),
+            },
+        )
+    }
+
+    fn deleting(mut g: ByocGrant) -> ByocGrant {
+        g.metadata.deletion_timestamp = Some(Time(ts("2026-01-01T00:00:00Z")));
+        g
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const NOW: &str = "2026-06-01T12:00:00Z";
+
+    type Pairs = &'static [(&'static str, &'static str)];
+
+    #[test]
+    fn standing_of_a_grant() {
+        let now = ts(NOW);
+        let active = Standing::of(&grant("a", &["quay.io"], Some("2026-06-01T12:00:01Z")), now);
+        assert!(
+            matches!(active, Standing::Active(ref a) if !a.is_empty()),
+            "{active:?}"
+        );
+        assert!(matches!(
+            Standing::of(&grant("a", &[], None), now),
+            Standing::Active(_)
+        ));
+        assert_eq!(
+            Standing::of(&grant("a", &["quay.io"], Some(NOW)), now),
+            Standing::Expired(now),
+            "an expiry is exclusive"
+        );
+        // Labels keep whole seconds: 12:00:00.5 is over at 12:00:00.2 already.
+        let fraction = ts("2026-06-01T12:00:00.5Z");
+        assert_eq!(
+            Standing::of(
+                &grant("a", &["quay.io"], Some("2026-06-01T12:00:00.5Z")),
+                ts("2026-06-01T12:00:00.2Z")
+            ),
+            Standing::Expired(fraction)
+        );
+        let invalid = Standing::of(&grant("a", &["not a registry"], None), now);
+        assert!(
+            matches!(invalid, Standing::Invalid(InvalidGrant::Registry(_))),
+            "{invalid:?}"
+        );
+        let bad_ns = Standing::of(&grant("Tool_A", &[], None), now);
+        assert!(
+            matches!(bad_ns, Standing::Invalid(InvalidGrant::Namespace(_))),
+            "{bad_ns:?}"
+        );
+    }
+
+    #[test]
+    fn desired_labels_are_the_union_of_active_grants() {
+        let cases: Vec<(&str, Vec<ByocGrant>, Pairs)> = vec![
+            ("no grants", vec![], &[]),
+            (
+                "one grant, any registry",
+                vec![grant("a", &[], None)],
+                &[(labels::ANY_KEY, "never")],
+            ),
+            (
+                "two grants unite, the later expiry wins",
+                vec![
+                    grant("a", &["quay.io"], Some("2027-01-01T00:00:00Z")),
+                    grant(
+                        "a",
+                        &["quay.io", "ghcr.io/wikimedia"],
+                        Some("2028-01-01T00:00:00Z"),
+                    ),
+                ],
+                &[
+                    ("byoc.toolforge.org/ghcr.io_wikimedia", "20280101T000000Z"),
+                    ("byoc.toolforge.org/quay.io", "20280101T000000Z"),
+                ],
+            ),
+            (
+                "other namespaces do not count",
+                vec![
+                    grant("b", &["quay.io"], None),
+                    grant("a", &["ghcr.io"], None),
+                ],
+                &[("byoc.toolforge.org/ghcr.io", "never")],
+            ),
+            (
+                "expired grants do not count",
+                vec![
+                    grant("a", &["quay.io"], Some("2026-01-01T00:00:00Z")),
+                    grant("a", &["ghcr.io"], Some("2027-01-01T00:00:00Z")),
+                ],
+                &[("byoc.toolforge.org/ghcr.io", "20270101T000000Z")],
+            ),
+            (
+                "grants being deleted do not count",
+                vec![
+                    deleting(grant("a", &["quay.io"], None)),
+                    grant("a", &["ghcr.io"], None),
+                ],
+                &[("byoc.toolforge.org/ghcr.io", "never")],
+            ),
+            (
+                "invalid grants do not count",
+                vec![
+                    grant("a", &["not a registry"], None),
+                    grant("a", &["ghcr.io"], None),
+                ],
+                &[("byoc.toolforge.org/ghcr.io", "never")],
+            ),
+            (
+                "only expired grants: nothing",
+                vec![grant("a", &[], Some(NOW))],
+                &[],
+            ),
+        ];
+        for (what, grants, want) in cases {
+            let got = desired_labels(&grants, "a", ts(NOW)).unwrap();
+            assert_eq!(got, map(want), "{what}");
+        }
+    }
+
+    #[test]
+    fn sync_checks_only_the_prefix() {
+        let desired = map(&[("byoc.toolforge.org/quay.io", "never")]);
+        type Case = (&'static str, Pairs, bool, &'static [&'static str]);
+        let cases: &[Case] = &[
+            (
+                "exact",
+                &[("byoc.toolforge.org/quay.io", "never")],
+                true,
+                &[],
+            ),
+            (
+                "other labels are not ours",
+                &[
+                    ("byoc.toolforge.org/quay.io", "never"),
+                    ("team", "x"),
+                    ("byoc.toolforge.org.x/y", "z"),
+                ],
+                true,
+                &[],
+            ),
+            ("missing", &[("team", "x")], false, &[]),
+            (
+                "wrong value",
+                &[("byoc.toolforge.org/quay.io", "20260101T000000Z")],
+                false,
+                &[],
+            ),
+            (
+                "added by hand",
+                &[
+                    ("byoc.toolforge.org/quay.io", "never"),
+                    ("byoc.toolforge.org/any", "never"),
+                ],
+                false,
+                &["byoc.toolforge.org/any"],
+            ),
+        ];
+        for (what, current, synced, foreign) in cases {
+            let current = map(current);
+            assert_eq!(in_sync(&current, &desired), *synced, "{what}");
+            assert_eq!(foreign_keys(&current, &desired), *foreign, "{what}");
+        }
+        assert!(in_sync(&map(&[("team", "x")]), &BTreeMap::new()));
+        assert!(!in_sync(
+            &map(&[("byoc.toolforge.org/any", "never")]),
+            &BTreeMap::new()
+        ));
+    }
+
+    #[test]
+    fn patch_bodies() {
+        let desired = map(&[("byoc.toolforge.org/quay.io", "never")]);
+        assert_eq!(
+            apply_body("tool-a", &desired),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": { "name": "tool-a", "labels": { "byoc.toolforge.org/quay.io": "never" } }
+            })
+        );
+        assert_eq!(
+            apply_body("tool-a", &BTreeMap::new()),
+            json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "tool-a" } })
+        );
+        assert_eq!(
+            removal_body(&["byoc.toolforge.org/any".into()]),
+            json!({ "metadata": { "labels": { "byoc.toolforge.org/any": null } } })
+        );
+    }
+}

@@ -1,0 +1,473 @@
+//! Test helpers: objects, caches, and a mock API server that checks each request a reconcile
+//! sends (method, path, query, content type, body) against an expected script, in order, and
+//! that nothing else is sent (after kube-rs controller-rs `src/fixtures.rs`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use byoc_api::grant::READY;
+use byoc_api::{ByocGrant, ByocGrantSpec, ByocGrantStatus};
+use http::{Method, Request, Response, StatusCode};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tower_test::mock::{self, Handle};
+
+use crate::grants::FINALIZER;
+use crate::{Context, Leadership, Metrics};
+
+/// A timestamp from RFC 3339.
+pub fn ts(s: &str) -> Timestamp {
+    s.parse().expect("RFC 3339 timestamp")
+}
+
+/// A grant at generation 1, without finalizer or status.
+pub fn grant(name: &str, namespace: &str, registries: &[&str], expires: Option<&str>) -> ByocGrant {
+    let mut g = ByocGrant::new(
+        name,
+        ByocGrantSpec {
+            namespace: namespace.into(),
+            reason: "test".into(),
+            registries: registries.iter().map(|s| s.to_string()).collect(),
+            expires_at: expires.map(|e| Time(ts(e))),
+        },
+    );
+    g.metadata.generation = Some(1);
+    g
+}
+
+/// A finalized grant whose status already says `reason` with `message`.
+pub fn grant_with_status(
+    name: &str,
+    namespace: &str,
+    registries: &[&str],
+    reason: &str,
+    message: &str,
+) -> ByocGrant {
+    let mut g = grant(name, namespace, registries, None).finalized();
+    g.status = Some(ByocGrantStatus {
+        observed_generation: Some(1),
+        conditions: vec![Condition {
+            type_: READY.into(),
+            status: if reason == "Applied" { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(ts("2026-01-01T00:00:00Z")),
+        }],
+    });
+    g
+}
+
+/// Adds the controller's finalizer.
+pub trait Finalized {
+    /// The object with [`FINALIZER`].
+    fn finalized(self) -> Self;
+}
+
+impl Finalized for ByocGrant {
+    fn finalized(mut self) -> Self {
+        self.metadata
+            .finalizers
+            .get_or_insert_default()
+            .push(FINALIZER.into());
+        self
+    }
+}
+
+/// A namespace with `labels`.
+pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+/// Caches filled with objects, a context on a mock client, and the mock's handle.
+pub struct Scenario {
+    ctx: Arc<Context>,
+    handle: std::sync::Mutex<Option<Handle<Request<Body>, Response<Body>>>>,
+    registry: Registry,
+}
+
+impl Scenario {
+    /// A scenario in which this replica leads.
+    pub fn new(grants: Vec<ByocGrant>, namespaces: Vec<Namespace>) -> Self {
+        Self::with(grants, namespaces, true, true)
+    }
+
+    /// A scenario in which this replica is a standby.
+    pub fn standby(grants: Vec<ByocGrant>, namespaces: Vec<Namespace>) -> Self {
+        Self::with(grants, namespaces, false, true)
+    }
+
+    /// A scenario in which this replica leads but its caches have not been filled; returns the
+    /// sender that marks them filled.
+    pub fn unsynced(
+        grants: Vec<ByocGrant>,
+        namespaces: Vec<Namespace>,
+    ) -> (Self, tokio::sync::watch::Sender<bool>) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (Self::build(grants, namespaces, true, rx), tx)
+    }
+
+    fn with(
+        grants: Vec<ByocGrant>,
+        namespaces: Vec<Namespace>,
+        leader: bool,
+        synced: bool,
+    ) -> Self {
+        Self::build(
+            grants,
+            namespaces,
+            leader,
+            tokio::sync::watch::channel(synced).1,
+        )
+    }
+
+    fn build(
+        grants: Vec<ByocGrant>,
+        namespaces: Vec<Namespace>,
+        leader: bool,
+        synced: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let ctx = Context::new(
+            client,
+            filled(grants),
+            filled(namespaces),
+            Leadership::fixed(leader),
+            metrics,
+            "test-replica",
+            synced,
+        );
+        Self {
+            ctx: Arc::new(ctx),
+            handle: std::sync::Mutex::new(Some(handle)),
+            registry,
+        }
+    }
+
+    /// The shared context.
+    pub fn ctx(&self) -> Arc<Context> {
+        self.ctx.clone()
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encode");
+        out
+    }
+
+    /// Runs `work` while the mock API server expects exactly `steps`, in order; returns what
+    /// `work` returned. Panics (with the mismatch) on any other request, or a missing one.
+    pub async fn check<F: Future>(&self, steps: Vec<Step>, work: F) -> F::Output {
+        let handle = self
+            .handle
+            .lock()
+            .expect("handle")
+            .take()
+            .expect("one check per scenario");
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let server: JoinHandle<Vec<String>> = tokio::spawn(serve(handle, steps, stopped));
+        let output = work.await;
+        let _ = stop.send(());
+        let unexpected = server
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        assert!(unexpected.is_empty(), "unexpected requests: {unexpected:?}");
+        output
+    }
+}
+
+/// A reader over a cache holding `objects`.
+fn filled<K>(objects: Vec<K>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut writer = Writer::<K>::default();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    writer.as_reader()
+}
+
+/// One expected request and the answer to it.
+pub struct Step {
+    method: Method,
+    path: String,
+    query: Vec<(&'static str, &'static str)>,
+    content_type: Option<&'static str>,
+    check: Box<dyn FnOnce(&Value) + Send>,
+    answer: Answer,
+}
+
+enum Answer {
+    /// This object, as JSON.
+    Object(Value),
+    /// The request body back (what the API server does with an event).
+    Echo,
+    /// A failure status with this code.
+    Fail(u16),
+}
+
+const GRANTS: &str = "/apis/byoc.toolforge.org/v1alpha1/byocgrants";
+
+impl Step {
+    /// The JSON patch that adds [`FINALIZER`] to grant `name`.
+    pub fn add_finalizer(name: &str) -> Self {
+        Self {
+            method: Method::PATCH,
+            path: format!("{GRANTS}/{name}"),
+            query: vec![],
+            content_type: Some("application/json-patch+json"),
+            check: Box::new(|body| {
+                let ops = body.as_array().expect("a JSON patch");
+                assert!(
+                    ops.iter()
+                        .any(|op| op["op"] == "add" && op["value"] == json!([FINALIZER])),
+                    "no finalizer added by {body}"
+                );
+            }),
+            answer: Answer::Object(json!(grant(name, "tool-a", &[], None).finalized())),
+        }
+    }
+
+    /// The JSON patch that removes [`FINALIZER`] from grant `name` (after testing it is there).
+    pub fn remove_finalizer(name: &str) -> Self {
+        Self {
+            method: Method::PATCH,
+            path: format!("{GRANTS}/{name}"),
+            query: vec![],
+            content_type: Some("application/json-patch+json"),
+            check: Box::new(|body| {
+                assert_eq!(body[0]["op"], "test", "{body}");
+                assert_eq!(body[0]["value"], FINALIZER, "{body}");
+                assert_eq!(body[1]["op"], "remove", "{body}");
+            }),
+            answer: Answer::Object(json!(grant(name, "tool-a", &[], None))),
+        }
+    }
+
+    /// The forced server-side apply of exactly `labels` (a JSON object, or `null` for none) to
+    /// namespace `name`, by field manager `byoc-controller`. The answer carries those labels and
+    /// `others` (labels the server keeps because other managers own them).
+    pub fn apply_labels(name: &str, labels: Value, others: &[(&str, &str)]) -> Self {
+        let expected = match &labels {
+            Value::Null => {
+                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } })
+            }
+            l => {
+                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "labels": l } })
+            }
+        };
+        let mut after: BTreeMap<String, String> = others
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Value::Object(map) = &labels {
+            for (k, v) in map {
+                after.insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
+            }
+        }
+        let after: Vec<(&str, &str)> = after
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Self {
+            method: Method::PATCH,
+            path: format!("/api/v1/namespaces/{name}"),
+            query: vec![("fieldManager", "byoc-controller"), ("force", "true")],
+            content_type: Some("application/apply-patch+yaml"),
+            check: Box::new(move |body| assert_eq!(*body, expected)),
+            answer: Answer::Object(json!(namespace(name, &after))),
+        }
+    }
+
+    /// The merge patch that deletes `keys` from the labels of namespace `name`.
+    pub fn remove_labels(name: &str, keys: &[&str]) -> Self {
+        let labels: serde_json::Map<String, Value> =
+            keys.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let expected = json!({ "metadata": { "labels": labels } });
+        Self {
+            method: Method::PATCH,
+            path: format!("/api/v1/namespaces/{name}"),
+            query: vec![("fieldManager", "byoc-controller")],
+            content_type: Some("application/merge-patch+json"),
+            check: Box::new(move |body| assert_eq!(*body, expected)),
+            answer: Answer::Object(json!(namespace(name, &[]))),
+        }
+    }
+
+    /// A merge patch of grant `name`'s status whose Ready condition has `status` and `reason`,
+    /// with observedGeneration on both levels.
+    pub fn status(name: &str, status: &'static str, reason: &'static str) -> Self {
+        Self {
+            method: Method::PATCH,
+            path: format!("{GRANTS}/{name}/status"),
+            query: vec![("fieldManager", "byoc-controller")],
+            content_type: Some("application/merge-patch+json"),
+            check: Box::new(move |body| {
+                let s = &body["status"];
+                assert_eq!(s["observedGeneration"], 1, "{body}");
+                let ready = s["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                    .unwrap_or_else(|| panic!("no Ready condition in {body}"));
+                assert_eq!(
+                    (ready["status"].as_str(), ready["reason"].as_str()),
+                    (Some(status), Some(reason)),
+                    "{body}"
+                );
+                assert_eq!(ready["observedGeneration"], 1, "{body}");
+                assert!(ready["lastTransitionTime"].is_string(), "{body}");
+            }),
+            answer: Answer::Object(json!(grant(name, "tool-a", &[], None))),
+        }
+    }
+
+    /// A new event about a grant with `reason`, in the `default` namespace (where events
+    /// about cluster-scoped objects go), reported by this controller.
+    pub fn event(reason: &'static str) -> Self {
+        Self {
+            method: Method::POST,
+            path: "/apis/events.k8s.io/v1/namespaces/default/events".into(),
+            query: vec![],
+            content_type: None,
+            check: Box::new(move |body| {
+                assert_eq!(body["reason"], reason, "{body}");
+                assert_eq!(body["regarding"]["kind"], "ByocGrant", "{body}");
+                assert_eq!(body["reportingController"], "byoc-controller", "{body}");
+                assert_eq!(body["reportingInstance"], "test-replica", "{body}");
+            }),
+            answer: Answer::Echo,
+        }
+    }
+
+    /// A request to `path` that fails with `code`.
+    pub fn fail(method: Method, path: &str, code: u16) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            query: vec![],
+            content_type: None,
+            check: Box::new(|_| {}),
+            answer: Answer::Fail(code),
+        }
+    }
+}
+
+/// Answers the requests of `handle` with `steps`, checking each; then, until `stop`, answers
+/// any further request with an error and returns them all.
+async fn serve(
+    mut handle: Handle<Request<Body>, Response<Body>>,
+    steps: Vec<Step>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<String> {
+    for (i, step) in steps.into_iter().enumerate() {
+        let next = tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await;
+        let Ok(Some((request, send))) = next else {
+            panic!(
+                "step {i}: expected {} {}, but no request came",
+                step.method, step.path
+            );
+        };
+        let uri = request.uri().clone();
+        assert_eq!(
+            (request.method(), uri.path()),
+            (&step.method, step.path.as_str()),
+            "step {i}"
+        );
+        let query: Vec<(String, String)> = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        for (k, v) in &step.query {
+            assert!(
+                query.iter().any(|(qk, qv)| qk == k && qv == v),
+                "step {i}: {k}={v} not in {uri}"
+            );
+        }
+        if let Some(want) = step.content_type {
+            let got = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            assert_eq!(got, Some(want), "step {i}: content type of {uri}");
+        }
+        let bytes = request
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("request body");
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON request body")
+        };
+        (step.check)(&body);
+        let response = match step.answer {
+            Answer::Object(object) => json_response(StatusCode::OK, &object),
+            Answer::Echo => json_response(StatusCode::CREATED, &body),
+            Answer::Fail(code) => failure(code),
+        };
+        send.send_response(response);
+    }
+    let mut unexpected = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => return unexpected,
+            next = handle.next_request() => match next {
+                Some((request, send)) => {
+                    unexpected.push(format!("{} {}", request.method(), request.uri()));
+                    send.send_response(failure(500));
+                }
+                None => return unexpected,
+            },
+        }
+    }
+}
+
+fn failure(code: u16) -> Response<Body> {
+    json_response(
+        StatusCode::from_u16(code).expect("status code"),
+        &json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "refused by the test", "reason": "Forbidden", "code": code,
+        }),
+    )
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(serde_json::to_vec(body).expect("JSON")))
+        .expect("response")
+}

@@ -1,0 +1,458 @@
+//! The ByocGrant reconciler: finalizer, namespace labels, `Ready` condition, events, and a
+//! requeue at the grant's expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use byoc_api::ByocGrant;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::Event;
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::desired::{NamespaceState, Standing};
+use crate::metrics::Reconciler;
+use crate::status::{Verdict, next_status, revoked_event};
+use crate::sync::sync_namespace;
+use crate::{Context, Error, FIELD_MANAGER};
+
+/// The finalizer that keeps a deleted grant until its labels are gone.
+pub const FINALIZER: &str = "byoc.toolforge.org/namespace-labels";
+
+/// How often a grant is reconciled when nothing happens (a safety net under the watches).
+pub const RESYNC: Duration = Duration::from_secs(600);
+
+/// How long to wait before retrying a failed reconcile.
+pub const RETRY: Duration = Duration::from_secs(5);
+
+/// Reconciles one grant; a standby does nothing.
+#[instrument(skip_all, fields(grant = %grant.name_any(), namespace = %grant.spec.namespace))]
+pub async fn reconcile(grant: Arc<ByocGrant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.leadership.is_leader() || !ctx.caches_synced().await {
+        return Ok(Action::await_change());
+    }
+    let _timer = ctx.metrics.reconcile(Reconciler::Grant);
+    let api: Api<ByocGrant> = Api::all(ctx.client.clone());
+    finalizer(&api, FINALIZER, grant, |event| async {
+        match event {
+            finalizer::Event::Apply(grant) => apply(&grant, &ctx).await,
+            finalizer::Event::Cleanup(grant) => cleanup(&grant, &ctx).await,
+        }
+    })
+    .await
+    .or_else(|e| match e {
+        // A second cleanup, triggered before the cache saw the grant go: it is gone already.
+        finalizer::Error::RemoveFinalizer(kube::Error::Api(status)) if status.code == 404 => {
+            Ok(Action::await_change())
+        }
+        e => Err(Error::Finalizer(Box::new(e))),
+    })
+}
+
+/// Counts and logs a failed reconcile, and retries it after [`RETRY`].
+pub fn error_policy(grant: Arc<ByocGrant>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(grant = %grant.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.error(Reconciler::Grant, error);
+    Action::requeue(RETRY)
+}
+
+/// The grants that target `namespace` and are not being deleted: what a namespace change
+/// should reconcile. (A deleted grant's cleanup has its own trigger; re-running it because of
+/// its own label removal would only race its disappearance.)
+pub fn targeting(grants: &Store<ByocGrant>, namespace: &Namespace) -> Vec<ObjectRef<ByocGrant>> {
+    let name = namespace.name_any();
+    grants
+        .state_filter(|g| g.spec.namespace == name && g.metadata.deletion_timestamp.is_none())
+        .iter()
+        .map(|g| ObjectRef::from_obj(&**g))
+        .collect()
+}
+
+/// Brings the namespace in line, then records the outcome in the grant's status.
+async fn apply(grant: &ByocGrant, ctx: &Context) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let standing = Standing::of(grant, now);
+    let synced = sync_namespace(ctx, &grant.spec.namespace, now).await;
+    let verdict = Verdict::new(grant, &standing, synced.as_ref().copied());
+    publish(grant, &verdict, ctx, now).await?;
+    // After the status: the gauge never runs ahead of what the API shows.
+    ctx.metrics.grant_state(&grant.name_any(), verdict.reason);
+    synced?;
+    Ok(requeue(&standing, now))
+}
+
+/// Removes the grant's labels (the caches already count it as gone) before the finalizer goes.
+async fn cleanup(grant: &ByocGrant, ctx: &Context) -> Result<Action, Error> {
+    let state = sync_namespace(ctx, &grant.spec.namespace, Timestamp::now()).await?;
+    ctx.metrics.grant_deleted(&grant.name_any());
+    if state == NamespaceState::Labelled {
+        info!("grant deleted; its labels are gone");
+        emit(grant, &revoked_event(&grant.spec.namespace), ctx).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Writes the status when it changed, and tells the story in an event when the condition did.
+async fn publish(
+    grant: &ByocGrant,
+    verdict: &Verdict,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let event = verdict.event(grant.ready_condition());
+    if let Some(status) = next_status(grant, verdict, now) {
+        let api: Api<ByocGrant> = Api::all(ctx.client.clone());
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        api.patch_status(
+            &grant.name_any(),
+            &params,
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(|source| Error::PatchStatus {
+            grant: grant.name_any(),
+            source,
+        })?;
+        ctx.metrics.status_write();
+        info!(reason = verdict.reason.as_str(), message = %verdict.message, "status updated");
+    }
+    if let Some(event) = event {
+        emit(grant, &event, ctx).await;
+    }
+    Ok(())
+}
+
+/// Publishes an event about `grant`; events are best effort, a failure is only logged.
+async fn emit(grant: &ByocGrant, event: &Event, ctx: &Context) {
+    if let Err(error) = ctx.recorder.publish(event, &grant.object_ref(&())).await {
+        warn!(%error, reason = %event.reason, "cannot publish event");
+    }
+}
+
+/// When to look at the grant again: just after its expiry, and at least every [`RESYNC`].
+fn requeue(standing: &Standing, now: Timestamp) -> Action {
+    const MARGIN: Duration = Duration::from_millis(100);
+    let until_expiry = match standing {
+        Standing::Active(allowance) => allowance.next_expiry().map(|at| {
+            Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO) + MARGIN
+        }),
+        Standing::Expired(_) | Standing::Invalid(_) => None,
+    };
+    Action::requeue(until_expiry.map_or(RESYNC, |d| d.min(RESYNC)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{Finalized, Scenario, Step, grant, grant_with_status, namespace, ts};
+    use http::Method;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    const APPLIED_QUAY: &str = "namespace tool-a carries this grant: registries quay.io";
+
+    #[test]
+    fn requeue_at_expiry() {
+        let now = ts("2026-06-01T12:00:00Z");
+        let soon = grant("g", "tool-a", &["quay.io"], Some("2026-06-01T12:00:30Z"));
+        assert_eq!(
+            requeue(&Standing::of(&soon, now), now),
+            Action::requeue(Duration::from_millis(30_100))
+        );
+        let later = grant("g", "tool-a", &["quay.io"], Some("2027-01-01T00:00:00Z"));
+        assert_eq!(
+            requeue(&Standing::of(&later, now), now),
+            Action::requeue(RESYNC)
+        );
+        let never = grant("g", "tool-a", &[], None);
+        assert_eq!(
+            requeue(&Standing::of(&never, now), now),
+            Action::requeue(RESYNC)
+        );
+        let expired = grant("g", "tool-a", &[], Some("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            requeue(&Standing::of(&expired, now), now),
+            Action::requeue(RESYNC)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_grant_gets_the_finalizer_first() {
+        let g = grant("g", "tool-a", &["quay.io"], None);
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let steps = vec![Step::add_finalizer("g")];
+        let action = scenario
+            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_grant_is_applied_to_its_namespace() {
+        let g = grant("g", "tool-a", &["quay.io", "ghcr.io/wikimedia"], None).finalized();
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[("team", "a")])]);
+        let steps = vec![
+            Step::apply_labels(
+                "tool-a",
+                json!({
+                    "byoc.toolforge.org/ghcr.io_wikimedia": "never",
+                    "byoc.toolforge.org/quay.io": "never",
+                }),
+                &[("team", "a")],
+            ),
+            Step::status("g", "True", "Applied"),
+            Step::event("Applied"),
+        ];
+        let action = scenario
+            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::requeue(RESYNC));
+        let text = scenario.metrics();
+        assert!(
+            text.contains(r#"byoc_controller_grants{state="Applied"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"namespace_label_writes_total{kind="apply"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("byoc_controller_status_writes_total 1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_settled_grant_writes_nothing() {
+        let g = grant_with_status("g", "tool-a", &["quay.io"], "Applied", APPLIED_QUAY);
+        let ns = namespace(
+            "tool-a",
+            &[("byoc.toolforge.org/quay.io", "never"), ("team", "a")],
+        );
+        let scenario = Scenario::new(vec![g.clone()], vec![ns]);
+        let action = scenario
+            .check(vec![], reconcile(Arc::new(g), scenario.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::requeue(RESYNC));
+        let text = scenario.metrics();
+        assert!(!text.contains("namespace_label_writes_total{"), "{text}");
+        assert!(
+            text.contains("byoc_controller_status_writes_total 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"byoc_controller_grants{state="Applied"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_standby_writes_nothing() {
+        let g = grant("g", "tool-a", &["quay.io"], None);
+        let scenario = Scenario::standby(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let action = scenario
+            .check(vec![], reconcile(Arc::new(g), scenario.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::await_change());
+        assert!(!scenario.metrics().contains("reconciles_total{"));
+    }
+
+    #[tokio::test]
+    async fn nothing_happens_before_both_caches_are_filled() {
+        // The namespace cache is still empty: the namespace must not look missing.
+        let g = grant("g", "tool-a", &["quay.io"], None).finalized();
+        let (scenario, synced) =
+            Scenario::unsynced(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let ctx = scenario.ctx();
+        let work = async {
+            let pending = tokio::spawn(reconcile(Arc::new(g), ctx.clone()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(
+                !pending.is_finished(),
+                "the reconcile must wait for the caches"
+            );
+            drop(synced);
+            pending.await.unwrap()
+        };
+        let action = scenario.check(vec![], work).await;
+        assert_eq!(action.unwrap(), Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn foreign_labels_are_removed_after_the_apply() {
+        let g = grant_with_status("g", "tool-a", &["quay.io"], "Applied", APPLIED_QUAY);
+        let tampered = [
+            ("byoc.toolforge.org/quay.io", "never"),
+            ("byoc.toolforge.org/any", "never"),
+        ];
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &tampered)]);
+        let steps = vec![
+            // The hand-made label survives the apply (another manager owns it)...
+            Step::apply_labels(
+                "tool-a",
+                json!({ "byoc.toolforge.org/quay.io": "never" }),
+                &tampered,
+            ),
+            // ...so it is deleted explicitly. The status has not changed: no write, no event.
+            Step::remove_labels("tool-a", &["byoc.toolforge.org/any"]),
+        ];
+        scenario
+            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_grant_without_namespace_waits_for_it() {
+        let g = grant("g", "tool-a", &["quay.io"], None).finalized();
+        let scenario = Scenario::new(vec![g.clone()], vec![]);
+        let steps = vec![
+            Step::status("g", "False", "NamespaceNotFound"),
+            Step::event("NamespaceNotFound"),
+        ];
+        scenario
+            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_expired_grant_loses_its_labels() {
+        let mut g = grant_with_status("g", "tool-a", &["quay.io"], "Applied", APPLIED_QUAY);
+        g.spec.expires_at = Some(Time(ts("2020-01-01T00:00:00Z")));
+        let ns = namespace(
+            "tool-a",
+            &[("byoc.toolforge.org/quay.io", "20200101T000000Z")],
+        );
+        let scenario = Scenario::new(vec![g.clone()], vec![ns]);
+        let steps = vec![
+            Step::apply_labels("tool-a", json!(null), &[]),
+            Step::status("g", "False", "Expired"),
+            Step::event("Expired"),
+        ];
+        scenario
+            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_deleted_grant_is_revoked_before_the_finalizer_goes() {
+        let mut g = grant("g", "tool-a", &["quay.io"], None).finalized();
+        g.metadata.deletion_timestamp = Some(Time(ts("2026-01-01T00:00:00Z")));
+        let other = grant("h", "tool-a", &["ghcr.io"], None).finalized();
+        let ns = namespace(
+            "tool-a",
+            &[
+                ("byoc.toolforge.org/quay.io", "never"),
+                ("byoc.toolforge.org/ghcr.io", "never"),
+            ],
+        );
+        let scenario = Scenario::new(vec![g.clone(), other], vec![ns]);
+        let steps = vec![
+            Step::apply_labels(
+                "tool-a",
+                json!({ "byoc.toolforge.org/ghcr.io": "never" }),
+                &[],
+            ),
+            Step::event("Revoked"),
+            Step::remove_finalizer("g"),
+        ];
+        let action = scenario
+            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_grant_without_namespace_just_goes() {
+        let mut g = grant("g", "tool-a", &["quay.io"], None).finalized();
+        g.metadata.deletion_timestamp = Some(Time(ts("2026-01-01T00:00:00Z")));
+        let scenario = Scenario::new(vec![g.clone()], vec![]);
+        let steps = vec![Step::remove_finalizer("g")];
+        scenario
+            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_cleanup_of_a_vanished_grant_is_no_error() {
+        let mut g = grant("g", "tool-a", &["quay.io"], None).finalized();
+        g.metadata.deletion_timestamp = Some(Time(ts("2026-01-01T00:00:00Z")));
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let steps = vec![
+            Step::event("Revoked"),
+            Step::fail(
+                Method::PATCH,
+                "/apis/byoc.toolforge.org/v1alpha1/byocgrants/g",
+                404,
+            ),
+        ];
+        let action = scenario
+            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_failed_apply_is_reported_and_retried() {
+        let g = grant("g", "tool-a", &["quay.io"], None).finalized();
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let steps = vec![
+            Step::fail(Method::PATCH, "/api/v1/namespaces/tool-a", 403),
+            Step::status("g", "False", "Error"),
+            Step::event("Failed"),
+        ];
+        let ctx = scenario.ctx();
+        let result = scenario
+            .check(steps, reconcile(Arc::new(g.clone()), ctx.clone()))
+            .await;
+        let error = result.unwrap_err();
+        assert_eq!(error.metric_label(), "apply_labels");
+        assert_eq!(
+            error_policy(Arc::new(g), &error, ctx),
+            Action::requeue(RETRY)
+        );
+        let text = scenario.metrics();
+        assert!(
+            text.contains(
+                r#"reconcile_errors_total{controller="byocgrant",error="apply_labels"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"byoc_controller_grants{state="Error"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn namespace_changes_reach_the_grants_that_target_it() {
+        let mut deleting = grant("d", "tool-a", &[], None).finalized();
+        deleting.metadata.deletion_timestamp = Some(Time(ts("2026-01-01T00:00:00Z")));
+        let scenario = Scenario::new(
+            vec![
+                grant("a", "tool-a", &[], None),
+                grant("b", "tool-b", &[], None),
+                grant("c", "tool-a", &["quay.io"], None),
+                deleting,
+            ],
+            vec![],
+        );
+        let mut names: Vec<_> = targeting(&scenario.ctx().grants, &namespace("tool-a", &[]))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "c"]);
+    }
+}

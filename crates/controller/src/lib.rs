@@ -1,0 +1,100 @@
+//! The byoc-operator controller: turns `ByocGrant`s into the `byoc.toolforge.org/` labels of
+//! their namespaces (DESIGN §3, §6), which the webhook reads.
+//!
+//! The unit of work is a namespace, since its labels are the union of every grant that targets
+//! it; [`sync::sync_namespace`] is the only code that writes them. Two reconcilers call it:
+//!
+//! - [`grants`], keyed on ByocGrants and also triggered by changes of the namespaces they
+//!   target: a finalizer so that deletion removes the grant's labels, the `Ready` condition,
+//!   events, and a requeue at `expiresAt`;
+//! - [`namespaces`], keyed on Namespaces: removes labels under the prefix from namespaces that
+//!   no grant targets (hand-made or left over).
+//!
+//! Every replica watches; only the lease holder ([`leader`]) reconciles, and a replica that
+//! becomes leader reconciles everything once. What to write is decided by pure functions in
+//! [`desired`] and [`status`], tested without a cluster.
+
+pub mod desired;
+pub mod error;
+pub mod grants;
+pub mod leader;
+pub mod metrics;
+pub mod namespaces;
+pub mod run;
+pub mod status;
+pub mod sync;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::sync::Arc;
+
+use byoc_api::ByocGrant;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use tokio::sync::watch;
+
+pub use error::Error;
+pub use leader::Leadership;
+pub use metrics::Metrics;
+pub use run::{RunError, Settings, run};
+
+/// The field manager of every write, and the events' reporting controller.
+pub const FIELD_MANAGER: &str = "byoc-controller";
+
+/// What the reconcilers share.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Every ByocGrant, as the watch last saw it.
+    pub grants: Store<ByocGrant>,
+    /// Every Namespace, as the watch last saw it.
+    pub namespaces: Store<Namespace>,
+    /// Whether this replica may write.
+    pub leadership: Leadership,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Publishes Kubernetes events about grants.
+    pub recorder: Recorder,
+    /// Becomes true once both caches have been filled.
+    synced: watch::Receiver<bool>,
+    locks: sync::NamespaceLocks,
+}
+
+impl Context {
+    /// A context; `instance` names this replica in the events it publishes, and `synced`
+    /// turns true once both stores have been filled.
+    pub fn new(
+        client: Client,
+        grants: Store<ByocGrant>,
+        namespaces: Store<Namespace>,
+        leadership: Leadership,
+        metrics: Arc<Metrics>,
+        instance: &str,
+        synced: watch::Receiver<bool>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(instance.to_owned()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            grants,
+            namespaces,
+            leadership,
+            metrics,
+            synced,
+            locks: sync::NamespaceLocks::default(),
+        }
+    }
+
+    /// Waits until both caches have been filled (false if that can no longer happen). Each
+    /// controller's runner waits for its own cache only, but a reconcile reads both: before
+    /// the other is filled, a namespace or grant that exists would look missing.
+    pub async fn caches_synced(&self) -> bool {
+        self.synced.clone().wait_for(|synced| *synced).await.is_ok()
+    }
+}

@@ -1,0 +1,95 @@
+//! `byoc-controller`: turns ByocGrants into namespace labels. See the crate docs.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use byoc_controller::leader::LeaseSettings;
+use byoc_controller::{Settings, run};
+use byoc_runtime::Shutdown;
+use byoc_runtime::logging::{self, LogFormat};
+use clap::Parser;
+use tracing::{error, info};
+
+/// Turns ByocGrants into `byoc.toolforge.org/` namespace labels. Uses the in-cluster service
+/// account, or `KUBECONFIG` outside a cluster.
+#[derive(Debug, Parser)]
+#[command(name = "byoc-controller", version, about)]
+struct Args {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[arg(long, env = "BYOC_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: SocketAddr,
+
+    /// The namespace of the leader-election Lease `byoc-controller`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "byoc-system")]
+    lease_namespace: String,
+
+    /// This replica's identity in the Lease (default: `POD_NAME`, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// Seconds a leader's lease lasts without renewal; a standby takes over after it.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_duration: u64,
+
+    /// How many reconciles of each kind (grants, namespaces) may run at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    logging::init(args.log_format);
+    // kube's TLS uses the process-wide rustls provider: ring, as everywhere in this workspace.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let shutdown = match Shutdown::on_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "cannot configure the Kubernetes client");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = Settings {
+        admin_addr: args.admin_addr,
+        lease: LeaseSettings {
+            namespace: args.lease_namespace,
+            name: "byoc-controller".to_owned(),
+            identity: args.identity.unwrap_or_else(default_identity),
+            duration_secs: args.lease_duration,
+        },
+        concurrency: args.concurrency,
+    };
+    match run(client, settings, shutdown).await {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!(error = %e, "controller failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `HOSTNAME-PID`: unique per process on one machine, and the pod name in a cluster.
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "byoc-controller".to_owned());
+    format!("{host}-{}", std::process::id())
+}

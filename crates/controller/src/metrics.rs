@@ -1,0 +1,299 @@
+//! Prometheus metrics of the controller, served on the admin port's `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use byoc_api::ReadyReason;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Which of the two reconcilers a sample is about.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Reconciler {
+    /// The ByocGrant reconciler (labels, status, finalizer, expiry): `byocgrant`.
+    Grant,
+    /// The Namespace reconciler (our labels on namespaces without grants): `namespace`.
+    Namespace,
+}
+
+/// Which kind of namespace label write a sample is about.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum LabelWrite {
+    /// A server-side apply of the desired labels: `apply`.
+    Apply,
+    /// A merge patch removing labels someone else put under the prefix: `remove_foreign`.
+    RemoveForeign,
+}
+
+impl EncodeLabelValue for Reconciler {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        let name = match self {
+            Self::Grant => "byocgrant",
+            Self::Namespace => "namespace",
+        };
+        EncodeLabelValue::encode(&name, encoder)
+    }
+}
+
+impl EncodeLabelValue for LabelWrite {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        let name = match self {
+            Self::Apply => "apply",
+            Self::RemoveForeign => "remove_foreign",
+        };
+        EncodeLabelValue::encode(&name, encoder)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcilerLabels {
+    controller: Reconciler,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: Reconciler,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    kind: LabelWrite,
+}
+
+/// Every metric the controller exports.
+#[derive(Debug)]
+pub struct Metrics {
+    reconciles: Family<ReconcilerLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Family<ReconcilerLabels, Histogram, fn() -> Histogram>,
+    grants: Family<StateLabels, Gauge>,
+    label_writes: Family<WriteLabels, Counter>,
+    status_writes: Counter,
+    leader: Gauge,
+    /// The last state seen per grant, so the gauge moves by one per change.
+    states: Mutex<HashMap<String, ReadyReason>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            errors: Family::default(),
+            // 1 ms to ~8 s.
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 14))
+            }),
+            grants: Family::default(),
+            label_writes: Family::default(),
+            status_writes: Counter::default(),
+            leader: Gauge::default(),
+            states: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under `byoc_controller_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let r = registry.sub_registry_with_prefix("byoc_controller");
+        r.register(
+            "reconciles",
+            "Reconciles run by the leader",
+            metrics.reconciles.clone(),
+        );
+        r.register(
+            "reconcile_errors",
+            "Failed reconciles, by error kind",
+            metrics.errors.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "How long reconciles run by the leader took",
+            metrics.duration.clone(),
+        );
+        r.register(
+            "grants",
+            "ByocGrants by the reason of their Ready condition",
+            metrics.grants.clone(),
+        );
+        r.register(
+            "namespace_label_writes",
+            "Patches sent to namespace labels (apply, or removal of foreign labels)",
+            metrics.label_writes.clone(),
+        );
+        r.register(
+            "status_writes",
+            "Patches sent to ByocGrant statuses",
+            metrics.status_writes.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica holds the lease",
+            metrics.leader.clone(),
+        );
+        metrics
+    }
+
+    /// Counts a reconcile and times it until the returned guard drops.
+    pub fn reconcile(&self, controller: Reconciler) -> ReconcileTimer<'_> {
+        self.reconciles
+            .get_or_create(&ReconcilerLabels { controller })
+            .inc();
+        ReconcileTimer {
+            metrics: self,
+            controller,
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconcile.
+    pub fn error(&self, controller: Reconciler, error: &crate::Error) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller,
+                error: error.metric_label(),
+            })
+            .inc();
+    }
+
+    /// Counts a patch of namespace labels.
+    pub fn label_write(&self, kind: LabelWrite) {
+        self.label_writes.get_or_create(&WriteLabels { kind }).inc();
+    }
+
+    /// Counts a patch of a grant's status.
+    pub fn status_write(&self) {
+        self.status_writes.inc();
+    }
+
+    /// Records the state of a grant.
+    pub fn grant_state(&self, grant: &str, reason: ReadyReason) {
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = states.insert(grant.to_owned(), reason);
+        if old == Some(reason) {
+            return;
+        }
+        if let Some(old) = old {
+            self.state_gauge(old).dec();
+        }
+        self.state_gauge(reason).inc();
+    }
+
+    /// Forgets a deleted grant.
+    pub fn grant_deleted(&self, grant: &str) {
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = states.remove(grant) {
+            self.state_gauge(old).dec();
+        }
+    }
+
+    /// Records whether this replica is the leader.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    fn state_gauge(&self, reason: ReadyReason) -> Gauge {
+        self.grants.get_or_create_owned(&StateLabels {
+            state: reason.as_str(),
+        })
+    }
+}
+
+/// Observes a reconcile's duration when dropped.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    controller: Reconciler,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        let labels = ReconcilerLabels {
+            controller: self.controller,
+        };
+        self.metrics
+            .duration
+            .get_or_create(&labels)
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn grant_states_move_by_one() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.grant_state("a", ReadyReason::NamespaceNotFound);
+        m.grant_state("b", ReadyReason::Applied);
+        m.grant_state("a", ReadyReason::Applied);
+        m.grant_state("a", ReadyReason::Applied);
+        let text = encode(&registry);
+        assert!(
+            text.contains(r#"byoc_controller_grants{state="Applied"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"byoc_controller_grants{state="NamespaceNotFound"} 0"#),
+            "{text}"
+        );
+        m.grant_deleted("a");
+        m.grant_deleted("a");
+        let text = encode(&registry);
+        assert!(
+            text.contains(r#"byoc_controller_grants{state="Applied"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reconciles_errors_and_writes_are_counted() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        drop(m.reconcile(Reconciler::Grant));
+        drop(m.reconcile(Reconciler::Grant));
+        drop(m.reconcile(Reconciler::Namespace));
+        m.error(
+            Reconciler::Grant,
+            &crate::Error::PatchStatus {
+                grant: "g".into(),
+                source: kube::Error::Api(kube::core::Status::failure("x", "y").boxed()),
+            },
+        );
+        m.label_write(LabelWrite::Apply);
+        m.status_write();
+        m.set_leader(true);
+        let text = encode(&registry);
+        for want in [
+            r#"byoc_controller_reconciles_total{controller="byocgrant"} 2"#,
+            r#"byoc_controller_reconciles_total{controller="namespace"} 1"#,
+            r#"byoc_controller_reconcile_errors_total{controller="byocgrant",error="patch_status"} 1"#,
+            r#"byoc_controller_reconcile_duration_seconds_count{controller="byocgrant"} 2"#,
+            r#"byoc_controller_namespace_label_writes_total{kind="apply"} 1"#,
+            "byoc_controller_status_writes_total 1",
+            "byoc_controller_leader 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}

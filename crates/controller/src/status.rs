@@ -1,0 +1,396 @@
+//! The `Ready` condition of a grant and the events that tell its story: pure functions.
+//!
+//! A status is written only when it changes, and `lastTransitionTime` moves only when the
+//! condition's `status` does, so a reconcile that finds nothing new writes nothing (and does
+//! not trigger itself).
+
+use byoc_api::grant::READY;
+use byoc_api::{ByocGrant, ByocGrantStatus, ReadyReason};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::runtime::events::{Event, EventType};
+
+use crate::Error;
+use crate::desired::{NamespaceState, Standing};
+
+/// What the `Ready` condition of a grant should say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The condition reason (and so its status).
+    pub reason: ReadyReason,
+    /// The human-readable message.
+    pub message: String,
+}
+
+impl Verdict {
+    /// The verdict on `grant`, standing as `standing`, after its namespace was synced with
+    /// outcome `synced`. An invalid or expired grant says so whatever the namespace looks like.
+    pub fn new(
+        grant: &ByocGrant,
+        standing: &Standing,
+        synced: Result<NamespaceState, &Error>,
+    ) -> Self {
+        let ns = &grant.spec.namespace;
+        let (reason, message) = match (standing, synced) {
+            (Standing::Invalid(invalid), _) => (ReadyReason::Invalid, invalid.to_string()),
+            (Standing::Expired(at), _) => (
+                ReadyReason::Expired,
+                format!("expired at {at}; namespace {ns} no longer carries it"),
+            ),
+            (Standing::Active(_), Err(error)) => (ReadyReason::Error, format!("{error}; retrying")),
+            (Standing::Active(_), Ok(NamespaceState::Missing)) => (
+                ReadyReason::NamespaceNotFound,
+                format!("namespace {ns} does not exist; it is labelled once it is created"),
+            ),
+            (Standing::Active(_), Ok(NamespaceState::Terminating)) => (
+                ReadyReason::NamespaceNotFound,
+                format!("namespace {ns} is being deleted"),
+            ),
+            (Standing::Active(_), Ok(NamespaceState::Labelled)) => (
+                ReadyReason::Applied,
+                format!("namespace {ns} carries this grant: {}", describe(grant)),
+            ),
+        };
+        Self { reason, message }
+    }
+
+    /// The event to publish when the `Ready` condition moves from `previous` to this verdict:
+    /// one per change of reason or message, none when nothing changed.
+    pub fn event(&self, previous: Option<&Condition>) -> Option<Event> {
+        let unchanged =
+            previous.is_some_and(|c| c.reason == self.reason.as_str() && c.message == self.message);
+        if unchanged {
+            return None;
+        }
+        let (type_, reason, action) = match self.reason {
+            ReadyReason::Applied => (EventType::Normal, "Applied", "ApplyLabels"),
+            ReadyReason::NamespaceNotFound => {
+                (EventType::Normal, "NamespaceNotFound", "ApplyLabels")
+            }
+            ReadyReason::Expired => (EventType::Normal, "Expired", "RemoveLabels"),
+            ReadyReason::Invalid => (EventType::Warning, "Invalid", "ApplyLabels"),
+            ReadyReason::Error => (EventType::Warning, "Failed", "ApplyLabels"),
+        };
+        Some(event(type_, reason, action, &self.message))
+    }
+}
+
+/// The event published when a deleted grant's labels have been removed from its namespace.
+pub fn revoked_event(namespace: &str) -> Event {
+    event(
+        EventType::Normal,
+        "Revoked",
+        "RemoveLabels",
+        &format!("grant deleted; namespace {namespace} no longer carries it"),
+    )
+}
+
+/// The status `grant` should have for `verdict` at `now`, or `None` when it already has it.
+/// Other conditions are kept as they are.
+pub fn next_status(
+    grant: &ByocGrant,
+    verdict: &Verdict,
+    now: Timestamp,
+) -> Option<ByocGrantStatus> {
+    let old = grant.status.clone().unwrap_or_default();
+    let generation = grant.metadata.generation;
+    let status = verdict.reason.status();
+    let last_transition_time = match grant.ready_condition() {
+        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+        // The API server keeps whole seconds; so do we, so that a re-read compares equal.
+        _ => Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
+    };
+    let ready = Condition {
+        type_: READY.to_owned(),
+        status: status.to_owned(),
+        reason: verdict.reason.as_str().to_owned(),
+        message: verdict.message.clone(),
+        observed_generation: generation,
+        last_transition_time,
+    };
+    let mut conditions = old.conditions.clone();
+    match conditions.iter_mut().find(|c| c.type_ == READY) {
+        Some(slot) => *slot = ready,
+        None => conditions.push(ready),
+    }
+    let new = ByocGrantStatus {
+        observed_generation: generation,
+        conditions,
+    };
+    (new != old).then_some(new)
+}
+
+/// "registries quay.io, ghcr.io/wikimedia until 2027-03-31T00:00:00Z", "any registry".
+fn describe(grant: &ByocGrant) -> String {
+    let mut text = if grant.spec.registries.is_empty() {
+        "any registry".to_owned()
+    } else {
+        format!("registries {}", grant.spec.registries.join(", "))
+    };
+    if let Some(at) = grant.expires_at() {
+        text.push_str(&format!(" until {at}"));
+    }
+    text
+}
+
+/// An event; the note is cut to the 1 kB the API allows.
+fn event(type_: EventType, reason: &str, action: &str, note: &str) -> Event {
+    const MAX_NOTE: usize = 1024;
+    let mut end = note.len().min(MAX_NOTE);
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note[..end].to_owned()),
+        action: action.to_owned(),
+        secondary: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use byoc_api::ByocGrantSpec;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn grant(registries: &[&str], expires: Option<&str>) -> ByocGrant {
+        let mut g = ByocGrant::new(
+            "g",
+            ByocGrantSpec {
+                namespace: "tool-a".into(),
+                reason: "test".into(),
+                registries: registries.iter().map(|s| s.to_string()).collect(),
+                expires_at: expires.map(|e| Time(ts(e))),
+            },
+        );
+        g.metadata.generation = Some(2);
+        g
+    }
+
+    fn api_error() -> Error {
+        Error::ApplyLabels {
+            namespace: "tool-a".into(),
+            source: kube::Error::Api(
+                kube::core::Status::failure("denied", "Forbidden")
+                    .with_code(403)
+                    .boxed(),
+            ),
+        }
+    }
+
+    const NOW: &str = "2026-06-01T12:00:00Z";
+
+    #[test]
+    fn verdicts() {
+        let now = ts(NOW);
+        let error = api_error();
+        type Case<'a> = (
+            &'a str,
+            ByocGrant,
+            Result<NamespaceState, &'a Error>,
+            ReadyReason,
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "applied, specific registries",
+                grant(
+                    &["quay.io", "ghcr.io/wikimedia"],
+                    Some("2027-03-31T00:00:00Z"),
+                ),
+                Ok(NamespaceState::Labelled),
+                ReadyReason::Applied,
+                "namespace tool-a carries this grant: registries quay.io, ghcr.io/wikimedia until 2027-03-31T00:00:00Z",
+            ),
+            (
+                "applied, any registry",
+                grant(&[], None),
+                Ok(NamespaceState::Labelled),
+                ReadyReason::Applied,
+                "namespace tool-a carries this grant: any registry",
+            ),
+            (
+                "namespace missing",
+                grant(&[], None),
+                Ok(NamespaceState::Missing),
+                ReadyReason::NamespaceNotFound,
+                "namespace tool-a does not exist; it is labelled once it is created",
+            ),
+            (
+                "namespace terminating",
+                grant(&[], None),
+                Ok(NamespaceState::Terminating),
+                ReadyReason::NamespaceNotFound,
+                "namespace tool-a is being deleted",
+            ),
+            (
+                "expired wins over the namespace",
+                grant(&[], Some("2026-01-01T00:00:00Z")),
+                Ok(NamespaceState::Missing),
+                ReadyReason::Expired,
+                "expired at 2026-01-01T00:00:00Z; namespace tool-a no longer carries it",
+            ),
+            (
+                "invalid wins over everything",
+                grant(&["Quay.io"], None),
+                Err(&error),
+                ReadyReason::Invalid,
+                "spec.registries:",
+            ),
+            (
+                "apply failed",
+                grant(&[], None),
+                Err(&error),
+                ReadyReason::Error,
+                "cannot apply the labels of namespace tool-a: ",
+            ),
+        ];
+        for (what, grant, synced, reason, message) in cases {
+            let standing = Standing::of(&grant, now);
+            let verdict = Verdict::new(&grant, &standing, synced);
+            assert_eq!(verdict.reason, reason, "{what}");
+            assert!(
+                verdict.message.starts_with(message),
+                "{what}: {}",
+                verdict.message
+            );
+        }
+    }
+
+    fn verdict(reason: ReadyReason, message: &str) -> Verdict {
+        Verdict {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn status_is_written_only_when_it_changes() {
+        let t0 = ts("2026-06-01T12:00:00Z");
+        let t1 = ts("2026-06-01T13:00:00.75Z");
+        let mut g = grant(&[], None);
+
+        // First verdict: a new condition at t0, observedGeneration set on both levels.
+        let first = next_status(&g, &verdict(ReadyReason::NamespaceNotFound, "m1"), t0).unwrap();
+        assert_eq!(first.observed_generation, Some(2));
+        let c = &first.conditions[0];
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("Ready", "False", "NamespaceNotFound")
+        );
+        assert_eq!(
+            (c.observed_generation, c.last_transition_time.0),
+            (Some(2), t0)
+        );
+        g.status = Some(first);
+
+        // The same verdict later: nothing to write.
+        assert_eq!(
+            next_status(&g, &verdict(ReadyReason::NamespaceNotFound, "m1"), t1),
+            None
+        );
+
+        // Another reason with the same status: written, but the transition time stays.
+        let expired = next_status(&g, &verdict(ReadyReason::Expired, "m2"), t1).unwrap();
+        assert_eq!(expired.conditions[0].reason, "Expired");
+        assert_eq!(expired.conditions[0].last_transition_time.0, t0);
+
+        // A new status: the transition time moves, to whole seconds.
+        let applied = next_status(&g, &verdict(ReadyReason::Applied, "m3"), t1).unwrap();
+        assert_eq!(applied.conditions[0].status, "True");
+        assert_eq!(
+            applied.conditions[0].last_transition_time.0,
+            ts("2026-06-01T13:00:00Z")
+        );
+        g.status = Some(applied);
+
+        // A new generation with the same verdict: observedGeneration moves, nothing else.
+        g.metadata.generation = Some(3);
+        let bumped = next_status(&g, &verdict(ReadyReason::Applied, "m3"), t1).unwrap();
+        assert_eq!(bumped.observed_generation, Some(3));
+        assert_eq!(bumped.conditions[0].observed_generation, Some(3));
+        assert_eq!(
+            bumped.conditions[0].last_transition_time.0,
+            ts("2026-06-01T13:00:00Z")
+        );
+    }
+
+    #[test]
+    fn other_conditions_are_kept() {
+        let mut g = grant(&[], None);
+        let other = Condition {
+            type_: "Reviewed".into(),
+            status: "True".into(),
+            reason: "ByHuman".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(ts("2025-01-01T00:00:00Z")),
+        };
+        g.status = Some(ByocGrantStatus {
+            observed_generation: None,
+            conditions: vec![other.clone()],
+        });
+        let status = next_status(&g, &verdict(ReadyReason::Applied, "m"), ts(NOW)).unwrap();
+        assert_eq!(status.conditions.len(), 2);
+        assert_eq!(status.conditions[0], other);
+        assert_eq!(status.conditions[1].type_, "Ready");
+    }
+
+    #[test]
+    fn events_follow_changes_of_the_condition() {
+        let t0 = ts(NOW);
+        let mut g = grant(&[], None);
+        let applied = verdict(ReadyReason::Applied, "m");
+        let event = applied
+            .event(g.ready_condition())
+            .expect("first verdict is news");
+        assert_eq!(
+            (event.reason.as_str(), event.type_),
+            ("Applied", EventType::Normal)
+        );
+        g.status = next_status(&g, &applied, t0);
+        assert!(
+            applied.event(g.ready_condition()).is_none(),
+            "same verdict is no news"
+        );
+        let changed = verdict(ReadyReason::Applied, "other registries");
+        assert!(
+            changed.event(g.ready_condition()).is_some(),
+            "a new message is news"
+        );
+
+        let table = [
+            (ReadyReason::Expired, "Expired", EventType::Normal),
+            (
+                ReadyReason::NamespaceNotFound,
+                "NamespaceNotFound",
+                EventType::Normal,
+            ),
+            (ReadyReason::Invalid, "Invalid", EventType::Warning),
+            (ReadyReason::Error, "Failed", EventType::Warning),
+        ];
+        for (reason, name, type_) in table {
+            let event = verdict(reason, "x").event(g.ready_condition()).unwrap();
+            assert_eq!((event.reason.as_str(), event.type_), (name, type_));
+        }
+        let revoked = revoked_event("tool-a");
+        assert_eq!(revoked.reason, "Revoked");
+        assert_eq!(
+            revoked.note.as_deref(),
+            Some("grant deleted; namespace tool-a no longer carries it")
+        );
+    }
+
+    #[test]
+    fn event_notes_fit_the_api() {
+        let long = "é".repeat(1000);
+        let event = verdict(ReadyReason::Error, &long).event(None).unwrap();
+        let note = event.note.unwrap();
+        assert!(note.len() <= 1024 && note.len() >= 1022, "{}", note.len());
+    }
+}

@@ -1,0 +1,766 @@
+//! The webhook's benchmark (DESIGN §10), in one run against the local control plane:
+//!
+//! ```text
+//! hack/local-cluster.sh exec -- cargo run --release -p byoc-webhook --example bench
+//! ```
+//!
+//! 1. creates `--namespaces` namespaces (10,000) through the API server, every tenth with a
+//!    grant label, so the webhook's cache holds them;
+//! 2. starts the release `byoc-webhook` binary and measures start to ready and its RSS;
+//! 3. load: `--connections` HTTPS keep-alive clients post realistic pod AdmissionReviews (one
+//!    in five denied) for `--seconds`, `--repeats` times: throughput, p50, p99;
+//! 4. pod creation through the API server, one at a time, `--pods` (200) per phase, phases
+//!    interleaved in every repeat: no admission check, this webhook, and the same rule as an
+//!    in-process CEL ValidatingAdmissionPolicy.
+//!
+//! Prints a Markdown report: medians over the repeats. The namespaces stay (the cluster is
+//! throw-away); the webhook registration and the policy are removed.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use tokio_rustls::TlsConnector;
+
+const PLATFORM: &str = "docker-registry.tools.wmflabs.org";
+const EXEMPT: [&str; 4] = [
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "byoc-system",
+];
+const NAME: &str = "byoc-bench";
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Namespaces to create (and cache).
+    #[arg(long, default_value_t = 10_000)]
+    namespaces: usize,
+    /// Repeats of each measurement; the report gives medians.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Seconds per load repeat.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent keep-alive connections of the load client; one load series per value.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4])]
+    connections: Vec<usize>,
+    /// Pods created per phase and repeat (0 skips the API server phases).
+    #[arg(long, default_value_t = 200)]
+    pods: usize,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::try_default()
+        .await
+        .context("KUBECONFIG: run through hack/local-cluster.sh exec")?;
+    let dir = tempdir()?;
+
+    eprintln!("creating {} namespaces", args.namespaces);
+    let started = Instant::now();
+    create_namespaces(&client, args.namespaces).await?;
+    let creation = started.elapsed();
+
+    let pki = Pki::new(&dir)?;
+    let mut webhook = WebhookProcess::start(&dir, &pki)?;
+    let ready = webhook.wait_ready(Duration::from_secs(60)).await?;
+    let cached = webhook.metric("byoc_webhook_cached_namespaces").await?;
+    let rss_ready = webhook.rss_kib()?;
+    eprintln!("webhook ready after {ready:?} with {cached} namespaces, RSS {rss_ready} KiB");
+
+    // Load.
+    let connector = pki.connector()?;
+    let bodies = Arc::new(reviews(args.namespaces));
+    run_load(
+        webhook.listen,
+        &connector,
+        &bodies,
+        2,
+        Duration::from_secs(1),
+    )
+    .await?; // warm-up
+    let mut load = Vec::new();
+    for &connections in &args.connections {
+        let mut series = Vec::new();
+        for repeat in 0..args.repeats {
+            let seconds = Duration::from_secs(args.seconds);
+            let before = (cpu_time(webhook.child.id())?, cpu_time(std::process::id())?);
+            let mut r = run_load(webhook.listen, &connector, &bodies, connections, seconds).await?;
+            let after = (cpu_time(webhook.child.id())?, cpu_time(std::process::id())?);
+            let n = u32::try_from(r.count.max(1))?;
+            r.cpu_per_request = Some(((after.0 - before.0) / n, (after.1 - before.1) / n));
+            eprintln!(
+                "load {connections}x{repeat}: {:.0}/s p50 {:?} p99 {:?} errors {} cpu/review {:?}",
+                r.rate, r.p50, r.p99, r.errors, r.cpu_per_request
+            );
+            series.push(r);
+        }
+        load.push((connections, series));
+    }
+    let rss_after = webhook.rss_kib()?;
+    let hwm = webhook.hwm_kib()?;
+
+    // Pod creation through the API server.
+    let ns = "bench-pods";
+    ensure_namespace(&client, ns).await?;
+    let mut phases: [(&str, Vec<Latency>); 3] = [
+        ("no admission check", Vec::new()),
+        ("byoc-webhook", Vec::new()),
+        ("CEL ValidatingAdmissionPolicy", Vec::new()),
+    ];
+    for repeat in 0..args.repeats * usize::from(args.pods > 0) {
+        for (i, (phase, results)) in phases.iter_mut().enumerate() {
+            match i {
+                0 => unregister(&client).await?,
+                1 => register_webhook(&client, webhook.listen, &pki.ca_pem).await?,
+                _ => register_cel(&client).await?,
+            }
+            wait_for_enforcement(&client, ns, i != 0).await?;
+            let r = create_pods(&client, ns, args.pods).await?;
+            eprintln!("pods {repeat} {phase}: p50 {:?} p99 {:?}", r.p50, r.p99);
+            results.push(r);
+            Api::<Pod>::namespaced(client.clone(), ns)
+                .delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await?;
+        }
+    }
+    unregister(&client).await?;
+    webhook.stop();
+
+    print_report(
+        &args, creation, ready, cached, rss_ready, rss_after, hwm, &load, &phases,
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_report(
+    args: &Args,
+    creation: Duration,
+    ready: Duration,
+    cached: f64,
+    rss_ready: u64,
+    rss_after: u64,
+    hwm: u64,
+    load: &[(usize, Vec<Latency>)],
+    phases: &[(&str, Vec<Latency>)],
+) {
+    let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1000.0);
+    let median_of = |v: &[Latency], f: fn(&Latency) -> f64| median(v.iter().map(f).collect());
+    println!("\n### Results ({} repeats, medians)\n", args.repeats);
+    println!("| what | value |\n|---|---|");
+    println!(
+        "| namespaces created (API server) | {} in {:.1} s |",
+        args.namespaces,
+        creation.as_secs_f64()
+    );
+    println!(
+        "| start to ready, {cached} namespaces cached | {} |",
+        ms(ready)
+    );
+    println!("| RSS when ready | {:.1} MiB |", rss_ready as f64 / 1024.0);
+    println!(
+        "| RSS after the load runs (peak) | {:.1} MiB ({:.1} MiB) |",
+        rss_after as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    let failed: usize = load.iter().flat_map(|(_, s)| s).map(|l| l.errors).sum();
+    println!("| failed review requests | {failed} |");
+    println!(
+        "\n| HTTPS keep-alive load | reviews/s | p50 | p99 | webhook CPU per review | client CPU per review |\n|---|---|---|---|---|---|"
+    );
+    let cpu = |l: &Latency, client: bool| {
+        l.cpu_per_request
+            .map_or(0.0, |(s, c)| if client { c } else { s }.as_secs_f64() * 1e6)
+    };
+    for (connections, series) in load {
+        println!(
+            "| {connections} connection(s) | {:.0} | {:.3} ms | {:.3} ms | {:.0} µs | {:.0} µs |",
+            median_of(series, |l| l.rate),
+            median_of(series, |l| l.p50_ms()),
+            median_of(series, |l| l.p99_ms()),
+            median(series.iter().map(|l| cpu(l, false)).collect()),
+            median(series.iter().map(|l| cpu(l, true)).collect()),
+        );
+    }
+    if phases[0].1.is_empty() {
+        return;
+    }
+    println!("\n| pod create through the API server | p50 | p99 |\n|---|---|---|");
+    let base = median_of(&phases[0].1, |l| l.p99_ms());
+    for (phase, results) in phases {
+        let p99 = median_of(results, |l| l.p99_ms());
+        println!(
+            "| {phase} | {:.2} ms | {:.2} ms ({:+.2} ms) |",
+            median_of(results, |l| l.p50_ms()),
+            p99,
+            p99 - base
+        );
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("byoc-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespaces
+
+async fn create_namespaces(client: &Client, n: usize) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let mut labels = json!({"toolforge": "tool"});
+                if i.is_multiple_of(10) {
+                    labels["byoc.toolforge.org/quay.io"] = json!("never");
+                }
+                let ns: Namespace = serde_json::from_value(json!({
+                    "metadata": {"name": format!("tool-bench-{i:05}"), "labels": labels}
+                }))?;
+                match api.create(&PostParams::default(), &ns).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                    Err(e) => Err(anyhow::Error::new(e)),
+                }
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<()>()
+        .await
+}
+
+async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Pods need the namespace's default ServiceAccount, made by kube-controller-manager.
+    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), name);
+    for _ in 0..600 {
+        if sa.get_opt("default").await?.is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("namespace {name} has no default ServiceAccount after 60s")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The webhook process
+
+struct Pki {
+    ca_pem: String,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &std::path::Path) -> Result<Self> {
+        let mut ca = CertificateParams::new(Vec::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+        let key = KeyPair::generate()?;
+        let cert =
+            CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
+        let pki = Self {
+            ca_pem: issuer.pem(),
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        };
+        std::fs::write(&pki.cert, cert.pem())?;
+        std::fs::write(&pki.key, key.serialize_pem())?;
+        Ok(pki)
+    }
+
+    fn connector(&self) -> Result<TlsConnector> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(TlsConnector::from(Arc::new(config)))
+    }
+}
+
+struct WebhookProcess {
+    child: Child,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    started: Instant,
+}
+
+impl WebhookProcess {
+    fn start(dir: &std::path::Path, pki: &Pki) -> Result<Self> {
+        let binary = build_webhook()?;
+        let (listen, admin) = (free_port()?, free_port()?);
+        let log = std::fs::File::create(dir.join("webhook.log"))?;
+        let started = Instant::now();
+        let child = Command::new(binary)
+            .arg(format!("--listen={listen}"))
+            .arg(format!("--admin-addr={admin}"))
+            .arg("--tls-cert")
+            .arg(&pki.cert)
+            .arg("--tls-key")
+            .arg(&pki.key)
+            // The default log level (info), as deployed: denials are logged.
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Self {
+            child,
+            listen,
+            admin,
+            started,
+        })
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
+        while self.started.elapsed() < timeout {
+            if let Ok((200, _)) = http_get(self.admin, "/readyz").await {
+                return Ok(self.started.elapsed());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("byoc-webhook exited with {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        bail!("byoc-webhook not ready after {timeout:?}")
+    }
+
+    async fn metric(&self, name: &str) -> Result<f64> {
+        let (_, body) = http_get(self.admin, "/metrics").await?;
+        Ok(body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
+    fn status_kib(&self, field: &str) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(field)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .with_context(|| format!("no {field} in /proc/PID/status"))
+    }
+
+    fn rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    fn hwm_kib(&self) -> Result<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn build_webhook() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--message-format=json",
+            "-p",
+            "byoc-webhook",
+            "--bin",
+            "byoc-webhook",
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "cargo build --release -p byoc-webhook failed"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|m| Some(PathBuf::from(m.get("executable")?.as_str()?)))
+        .context("cargo reported no byoc-webhook executable")
+}
+
+/// User plus system CPU time of process `pid` so far (/proc/PID/stat, 100 ticks a second).
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses: state is field 3, utime 14.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("/proc/PID/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks =
+        |i: usize| -> Result<u64> { Ok(fields.get(i - 3).context("/proc/PID/stat")?.parse()?) };
+    Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
+}
+
+fn free_port() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).await?;
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load
+
+/// Latencies of one run.
+struct Latency {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+    count: usize,
+    /// CPU time per request of the webhook process and of this client, when measured.
+    cpu_per_request: Option<(Duration, Duration)>,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>, elapsed: Duration, errors: usize) -> Self {
+        samples.sort();
+        let at = |q: f64| {
+            samples
+                .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        Self {
+            rate: samples.len() as f64 / elapsed.as_secs_f64(),
+            p50: at(0.50),
+            p99: at(0.99),
+            errors,
+            count: samples.len(),
+            cpu_per_request: None,
+        }
+    }
+
+    fn p50_ms(&self) -> f64 {
+        self.p50.as_secs_f64() * 1000.0
+    }
+
+    fn p99_ms(&self) -> f64 {
+        self.p99.as_secs_f64() * 1000.0
+    }
+}
+
+/// Pod reviews as the API server sends them for pods made by a ReplicaSet, across the cached
+/// namespaces: four in five admitted (platform or granted images), one in five denied.
+fn reviews(namespaces: usize) -> Vec<Bytes> {
+    (0..1000)
+        .map(|i| {
+            // Namespaces divisible by 10 carry a quay.io grant.
+            let ns = format!("tool-bench-{:05}", (i * 7919) % namespaces.max(1));
+            let granted = ((i * 7919) % namespaces.max(1)).is_multiple_of(10);
+            let image = match i % 5 {
+                0 => "ghcr.io/someone/bot:latest".to_owned(),
+                1 if granted => "quay.io/wikibugs/bot:2.4.1".to_owned(),
+                _ => format!("{PLATFORM}/toolforge-python311-sssd-base:latest"),
+            };
+            Bytes::from(pod_review(&format!("uid-{i}"), &ns, &image).to_string())
+        })
+        .collect()
+}
+
+fn pod_review(uid: &str, ns: &str, image: &str) -> Value {
+    let container = |name: &str, image: &str| {
+        json!({
+            "name": name, "image": image, "imagePullPolicy": "Always",
+            "resources": {"limits": {"cpu": "500m", "memory": "512Mi"}, "requests": {"cpu": "250m", "memory": "256Mi"}},
+            "volumeMounts": [{"name": "home", "mountPath": "/data/project"}, {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}],
+            "env": [{"name": "HOME", "value": "/data/project/bot"}, {"name": "TOOL_DATA_DIR", "value": "/data/project/bot"}],
+            "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+            "securityContext": {"allowPrivilegeEscalation": false, "runAsUser": 52503, "capabilities": {"drop": ["ALL"]}}
+        })
+    };
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "", "namespace": ns, "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "uid": "a",
+                         "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]},
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"generateName": "bot-7d9f8b6c5-", "namespace": ns,
+                    "labels": {"app.kubernetes.io/name": "bot", "pod-template-hash": "7d9f8b6c5", "toolforge": "tool"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "bot-7d9f8b6c5", "uid": "b", "controller": true, "blockOwnerDeletion": true}]},
+                "spec": {
+                    "initContainers": [container("setup", &format!("{PLATFORM}/toolforge-bookworm-sssd:latest"))],
+                    "containers": [container("bot", image), container("redis", &format!("{PLATFORM}/toolforge-redis:latest"))],
+                    "volumes": [{"name": "home", "hostPath": {"path": "/data/project/bot", "type": "Directory"}},
+                                {"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}],
+                    "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
+                    "serviceAccountName": "default", "schedulerName": "default-scheduler", "priority": 0, "enableServiceLinks": true,
+                    "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]
+                },
+                "status": {"phase": "Pending", "qosClass": "Burstable"}
+            },
+            "oldObject": null, "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        }
+    })
+}
+
+async fn run_load(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    bodies: &Arc<Vec<Bytes>>,
+    connections: usize,
+    duration: Duration,
+) -> Result<Latency> {
+    let started = Instant::now();
+    let until = started + duration;
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (connector, bodies) = (connector.clone(), bodies.clone());
+        tasks.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector
+                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                .await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+            tokio::spawn(conn);
+            let mut samples = Vec::with_capacity(200_000);
+            let mut errors = 0;
+            let mut i = c * 997;
+            while Instant::now() < until {
+                let body = bodies[i % bodies.len()].clone();
+                i += 1;
+                let request = Request::post("/validate")
+                    .header("host", "127.0.0.1")
+                    .header("content-type", "application/json")
+                    .body(Full::new(body))?;
+                let sent = Instant::now();
+                sender.ready().await?;
+                let response = sender.send_request(request).await?;
+                let ok = response.status().is_success();
+                let answer = response.into_body().collect().await?.to_bytes();
+                samples.push(sent.elapsed());
+                if !ok || !answer.starts_with(b"{\"apiVersion\":\"admission.k8s.io/v1\"") {
+                    errors += 1;
+                }
+            }
+            anyhow::Ok((samples, errors))
+        }));
+    }
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (s, e) = task.await??;
+        samples.extend(s);
+        errors += e;
+    }
+    Ok(Latency::of(samples, started.elapsed(), errors))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pod creation through the API server
+
+fn dynamic_api(client: &Client, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+    Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk))
+}
+
+async fn replace(api: &Api<DynamicObject>, object: Value) -> Result<()> {
+    let object: DynamicObject = serde_json::from_value(object)?;
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let _ = api.delete(&name, &DeleteParams::default()).await;
+    api.create(&PostParams::default(), &object).await?;
+    Ok(())
+}
+
+fn not_exempt() -> Value {
+    json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": EXEMPT}]})
+}
+
+async fn unregister(client: &Client) -> Result<()> {
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicy",
+    ] {
+        match dynamic_api(client, kind)
+            .delete(NAME, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn register_webhook(client: &Client, listen: SocketAddr, ca_pem: &str) -> Result<()> {
+    unregister(client).await?;
+    let rule = |group: &str, resources: &[&str]| json!({"apiGroups": [group], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": resources, "scope": "Namespaced"});
+    replace(&dynamic_api(client, "ValidatingWebhookConfiguration"), json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": NAME},
+        "webhooks": [{
+            "name": "pods.byoc.toolforge.org",
+            "clientConfig": {"url": format!("https://{listen}/validate"), "caBundle": k8s_openapi::ByteString(ca_pem.as_bytes().to_vec())},
+            "rules": [rule("", &["pods", "pods/ephemeralcontainers", "replicationcontrollers", "podtemplates"]),
+                      rule("apps", &["deployments", "replicasets", "statefulsets", "daemonsets"]),
+                      rule("batch", &["jobs", "cronjobs"])],
+            "namespaceSelector": not_exempt(),
+            "failurePolicy": "Fail", "sideEffects": "None", "timeoutSeconds": 5, "admissionReviewVersions": ["v1"],
+        }],
+    }))
+    .await
+}
+
+/// The default-registry rule and the "any registry" grant label, in CEL. A floor, not an
+/// equivalent: CEL has no reference grammar, so `startsWith` stands in for parsing and
+/// registry entries from grants are not read.
+async fn register_cel(client: &Client) -> Result<()> {
+    unregister(client).await?;
+    let from_platform = format!("c.image.startsWith('{PLATFORM}/')");
+    let all = |list: &str| {
+        format!("(!has(object.spec.{list}) || object.spec.{list}.all(c, {from_platform}))")
+    };
+    let expression = format!(
+        "('byoc.toolforge.org/any' in namespaceObject.metadata.?labels.orValue({{}})) || ({} && {} && {})",
+        all("containers"),
+        all("initContainers"),
+        all("ephemeralContainers")
+    );
+    replace(&dynamic_api(client, "ValidatingAdmissionPolicy"), json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": NAME},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "namespaceSelector": not_exempt(),
+                "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                                   "resources": ["pods", "pods/ephemeralcontainers"]}],
+            },
+            "validations": [{"expression": expression, "message": format!("images must come from {PLATFORM}")}],
+        },
+    }))
+    .await?;
+    replace(&dynamic_api(client, "ValidatingAdmissionPolicyBinding"), json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": NAME},
+        "spec": {"policyName": NAME, "validationActions": ["Deny"]},
+    }))
+    .await
+}
+
+fn pod(name: &str, image: &str) -> Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "app", "image": image}]},
+    }))?)
+}
+
+/// Waits until a server-side dry run of a Docker Hub pod is refused (`enforced`) or admitted.
+async fn wait_for_enforcement(client: &Client, ns: &str, enforced: bool) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let probe = pod("probe", "nginx")?;
+    for _ in 0..300 {
+        let admitted = api
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                },
+                &probe,
+            )
+            .await
+            .is_ok();
+        if admitted != enforced {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "admission did not become {} within 30s",
+        if enforced { "enforcing" } else { "open" }
+    )
+}
+
+async fn create_pods(client: &Client, ns: &str, n: usize) -> Result<Latency> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let image = format!("{PLATFORM}/toolforge-python311-sssd-base:latest");
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let pod = pod(&format!("bench-{i}"), &image)?;
+        let t = Instant::now();
+        api.create(&PostParams::default(), &pod).await?;
+        samples.push(t.elapsed());
+    }
+    Ok(Latency::of(samples, started.elapsed(), 0))
+}

@@ -1,0 +1,20 @@
+//! The byoc validating admission webhook (DESIGN §5): the registry policy of `byoc-policy`
+//! served over HTTPS to the API server, for pods, `kubectl debug`, workload templates and the
+//! namespace label guard.
+//!
+//! - [`review`]: an AdmissionReview body in, the request or a refusal out (pure);
+//! - [`cache`]: a metadata-only watch of Namespaces, whose labels carry the grants;
+//! - [`tls`]: the serving certificate, re-read when its files change;
+//! - [`server`]: `POST /validate`, with a tracing span and metrics per request;
+//! - [`metrics`]: what `/metrics` on the admin port exports.
+
+pub mod cache;
+pub mod metrics;
+pub mod review;
+pub mod server;
+pub mod tls;
+
+pub use cache::NamespaceCache;
+pub use metrics::Metrics;
+pub use server::{VALIDATE_PATH, Webhook};
+pub use tls::{CertFiles, CertResolver};

@@ -1,0 +1,204 @@
+//! `byoc-webhook`: the validating admission webhook process. HTTPS admission on `--listen`,
+//! `/healthz`, `/readyz` and `/metrics` on `--admin-addr`; ready once the namespace cache has
+//! synced; SIGINT/SIGTERM drain requests in flight, then exit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum_server::Handle;
+use byoc_policy::Config;
+use byoc_runtime::logging::{self, LogFormat};
+use byoc_runtime::{AdminServer, Readiness, Shutdown};
+use byoc_webhook::tls::Reload;
+use byoc_webhook::{CertFiles, CertResolver, Metrics, Webhook, cache, server};
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use rustls::crypto::CryptoProvider;
+
+/// Validating admission webhook enforcing the byoc registry policy.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Policy configuration (YAML, see byoc-policy's Config); built-in defaults when absent.
+    #[arg(long, env = "BYOC_WEBHOOK_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTPS address for AdmissionReviews.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Plain-HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    admin_addr: SocketAddr,
+    /// PEM certificate chain served on --listen; re-read when it changes.
+    #[arg(long, env = "BYOC_WEBHOOK_TLS_CERT")]
+    tls_cert: PathBuf,
+    /// PEM private key of --tls-cert; re-read when it changes.
+    #[arg(long, env = "BYOC_WEBHOOK_TLS_KEY")]
+    tls_key: PathBuf,
+    /// How often the certificate files are checked for changes (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    tls_reload_interval: Duration,
+    /// How long requests in flight may take to finish after SIGTERM.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 5s or 500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{text:?} is not a duration like 5s or 500ms")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    logging::init(args.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // One crypto provider for the process: the kube client and the server both use it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let provider = CryptoProvider::get_default()
+        .context("no rustls crypto provider")?
+        .clone();
+
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Config::from_yaml(&text).with_context(|| path.display().to_string())?
+        }
+        None => Config::default(),
+    };
+    let files = CertFiles {
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+    };
+    let resolver = CertResolver::load(files, provider)?;
+    let tls = resolver.server_config()?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let readiness = Readiness::default();
+    let shutdown = Shutdown::on_signals().context("cannot handle signals")?;
+
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot configure the kube client")?;
+    let (namespaces, watch) = cache::watch(client, metrics.cached_namespaces.clone());
+
+    let admin = AdminServer::bind(args.admin_addr, readiness.clone(), registry)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.admin_addr))?;
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        admin = %admin.local_addr()?,
+        mode = %config.mode,
+        "starting"
+    );
+
+    let webhook = Arc::new(Webhook::new(config, namespaces.clone(), metrics.clone()));
+    let handle = Handle::new();
+    let mut server = tokio::spawn(server::serve(listener, tls, webhook, handle.clone()));
+    let admin = tokio::spawn(admin.serve(shutdown.clone()));
+    let reload = resolver.watch(args.tls_reload_interval, move |outcome| {
+        metrics.reload(outcome);
+        match outcome {
+            Reload::Reloaded => tracing::info!("serving the new certificate"),
+            Reload::Failed(error) => {
+                tracing::warn!(%error, "certificate files changed but cannot be served; keeping the previous certificate");
+            }
+        }
+    });
+    let background = tokio::spawn(async move { tokio::join!(watch, reload) });
+
+    tokio::select! {
+        synced = namespaces.synced() => {
+            synced.context("the namespace cache stopped")?;
+            readiness.set(true);
+            tracing::info!(namespaces = namespaces.len(), after = ?started.elapsed(), "ready");
+        }
+        () = shutdown.wait() => {}
+        ended = &mut server => return Err(stopped(ended)),
+    }
+    tokio::select! {
+        () = shutdown.wait() => {}
+        ended = &mut server => {
+            shutdown.trigger();
+            return Err(stopped(ended));
+        }
+    }
+
+    readiness.set(false);
+    handle.graceful_shutdown(Some(args.shutdown_grace));
+    let served = server.await;
+    background.abort();
+    admin
+        .await
+        .context("admin server task")?
+        .context("admin server")?;
+    served
+        .context("webhook server task")?
+        .context("webhook server")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn stopped(ended: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match ended {
+        Ok(Ok(())) => anyhow::anyhow!("the webhook server stopped unexpectedly"),
+        Ok(Err(e)) => anyhow::Error::new(e).context("webhook server"),
+        Err(e) => anyhow::Error::new(e).context("webhook server task"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1h").is_err());
+    }
+
+    #[test]
+    fn flags() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        let args =
+            Args::try_parse_from(["byoc-webhook", "--tls-cert", "c", "--tls-key", "k"]).unwrap();
+        assert_eq!(args.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(args.admin_addr, "0.0.0.0:8080".parse().unwrap());
+    }
+}

@@ -1,0 +1,132 @@
+//! The webhook's Prometheus metrics, all prefixed `byoc_webhook_`.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::review::Verdict;
+use crate::tls::Reload;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    result: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    error: &'static str,
+}
+
+/// Every metric the webhook exports.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    decisions: Family<DecisionLabels, Counter>,
+    unreadable: Family<ErrorLabels, Counter>,
+    duration: Histogram,
+    /// The number of cached namespaces.
+    pub cached_namespaces: Gauge,
+    reloads: Family<ErrorLabels, Counter>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            decisions: Family::default(),
+            unreadable: Family::default(),
+            // 25 µs .. ~0.4 s
+            duration: Histogram::new(exponential_buckets(0.000_025, 2.0, 15)),
+            cached_namespaces: Gauge::default(),
+            reloads: Family::default(),
+        };
+        let registry = registry.sub_registry_with_prefix("byoc_webhook");
+        registry.register(
+            "decisions",
+            "Admission decisions by result (admitted, denied, warned, audited) and reason",
+            metrics.decisions.clone(),
+        );
+        registry.register(
+            "unreadable_requests",
+            "Requests refused because they are not a readable AdmissionReview, by error",
+            metrics.unreadable.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's headers to its answer",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "cached_namespaces",
+            "Namespaces in the metadata cache",
+            metrics.cached_namespaces.clone(),
+        );
+        registry.register(
+            "certificate_reloads",
+            "Serving-certificate reloads after the files changed, by error (none when served)",
+            metrics.reloads.clone(),
+        );
+        metrics
+    }
+
+    /// Counts one decision.
+    pub fn decision(&self, verdict: Verdict, reason: &'static str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                result: verdict.as_str(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts one unreadable request, by its error label.
+    pub fn unreadable(&self, error: &'static str) {
+        self.unreadable.get_or_create(&ErrorLabels { error }).inc();
+    }
+
+    /// Records how long a request took.
+    pub fn observe(&self, elapsed: Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one certificate reload.
+    pub fn reload(&self, reload: &Reload) {
+        let error = match reload {
+            Reload::Reloaded => "none",
+            Reload::Failed(e) => e.metric_label(),
+        };
+        self.reloads.get_or_create(&ErrorLabels { error }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_names() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.decision(Verdict::Denied, "registry_not_allowed");
+        m.unreadable("not_json");
+        m.observe(Duration::from_micros(80));
+        m.cached_namespaces.set(3);
+        m.reload(&Reload::Reloaded);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "byoc_webhook_decisions_total{result=\"denied\",reason=\"registry_not_allowed\"} 1",
+            "byoc_webhook_unreadable_requests_total{error=\"not_json\"} 1",
+            "byoc_webhook_request_duration_seconds_count 1",
+            "byoc_webhook_cached_namespaces 3",
+            "byoc_webhook_certificate_reloads_total{error=\"none\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The HTTPS admission endpoint: one `POST /validate` for every kind; the policy routes by the
+//! request's kind.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use byoc_policy::{Config, Decision, decide, respond};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use jiff::Timestamp;
+use kube::core::admission::AdmissionResponse;
+use rustls::ServerConfig;
+
+use crate::cache::NamespaceCache;
+use crate::metrics::Metrics;
+use crate::review::{self, MAX_BODY_BYTES, ReviewError, Unreadable, Verdict};
+
+/// The path the API server posts AdmissionReviews to.
+pub const VALIDATE_PATH: &str = "/validate";
+
+/// Everything a review needs: the policy, the namespace cache and the metrics.
+pub struct Webhook {
+    config: Config,
+    namespaces: NamespaceCache,
+    metrics: Metrics,
+}
+
+impl Webhook {
+    /// A webhook applying `config` with grants read from `namespaces`.
+    pub fn new(config: Config, namespaces: NamespaceCache, metrics: Metrics) -> Self {
+        Self {
+            config,
+            namespaces,
+            metrics,
+        }
+    }
+
+    /// Answers one request body: the policy's response, or a refusal saying why the body
+    /// cannot be read. Never panics on any input.
+    pub fn review(&self, body: &[u8]) -> AdmissionResponse {
+        match review::parse(body) {
+            Ok(req) => {
+                let span = tracing::info_span!(
+                    "review",
+                    uid = %req.uid,
+                    operation = ?req.operation,
+                    kind = %req.kind.kind,
+                    namespace = req.namespace.as_deref().unwrap_or_default(),
+                    name = %req.name,
+                    user = req.user_info.username.as_deref().unwrap_or_default(),
+                );
+                let _entered = span.enter();
+                let namespace = req.namespace.as_deref().unwrap_or_default();
+                let allowance = self.namespaces.allowance(namespace);
+                let decision = decide(&self.config, &req, &allowance, Timestamp::now());
+                let verdict = Verdict::of(&decision, self.config.mode);
+                self.metrics.decision(verdict, decision.reason.as_str());
+                log(verdict, &decision);
+                respond(&self.config, &req, &decision)
+            }
+            Err(unreadable) => self.unreadable(&unreadable),
+        }
+    }
+
+    fn unreadable(&self, unreadable: &Unreadable) -> AdmissionResponse {
+        let _entered = tracing::info_span!("review", uid = %unreadable.uid).entered();
+        tracing::warn!(error = %unreadable.error, "refused an unreadable request");
+        self.metrics.unreadable(unreadable.error.metric_label());
+        self.metrics
+            .decision(Verdict::Denied, byoc_policy::Reason::Malformed.as_str());
+        unreadable.response()
+    }
+}
+
+fn log(verdict: Verdict, decision: &Decision) {
+    let reason = decision.reason.as_str();
+    match verdict {
+        Verdict::Admitted => tracing::debug!(reason, "admitted"),
+        Verdict::Denied => tracing::info!(reason, message = %decision.lines.join("\n"), "denied"),
+        Verdict::Warned | Verdict::Audited => tracing::warn!(
+            reason,
+            result = verdict.as_str(),
+            findings = %decision.lines.join("\n"),
+            "admitted despite registry policy violations"
+        ),
+    }
+}
+
+/// The admission router: `POST /validate`.
+pub fn router(webhook: Arc<Webhook>) -> Router {
+    Router::new()
+        .route(VALIDATE_PATH, post(validate))
+        .with_state(webhook)
+}
+
+async fn validate(State(webhook): State<Arc<Webhook>>, body: Body) -> Response {
+    let started = Instant::now();
+    let (status, response) = match read_body(body).await {
+        Ok(bytes) => (StatusCode::OK, webhook.review(&bytes)),
+        Err(error @ ReviewError::TooLarge) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            webhook.unreadable(&error.into()),
+        ),
+        Err(error) => (StatusCode::OK, webhook.unreadable(&error.into())),
+    };
+    let answer = match serde_json::to_vec(&response.into_review()) {
+        Ok(json) => (status, [(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        // Serializing plain structs of strings cannot fail; answer anyway rather than panic.
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    webhook.metrics.observe(started.elapsed());
+    answer
+}
+
+/// Reads at most [`MAX_BODY_BYTES`].
+async fn read_body(body: Body) -> Result<Bytes, ReviewError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ReviewError::TooLarge),
+        Err(e) => Err(ReviewError::Body(e.to_string())),
+    }
+}
+
+/// Serves `webhook` over HTTPS on `listener` until `handle` shuts it down; a graceful shutdown
+/// stops accepting connections and lets requests in flight finish.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    tls: ServerConfig,
+    webhook: Arc<Webhook>,
+    handle: Handle<SocketAddr>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls)))?
+        .handle(handle)
+        .serve(router(webhook).into_make_service())
+        .await
+}

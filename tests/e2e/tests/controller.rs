@@ -1,0 +1,1036 @@
+//! The controller against the real API server (issue 4, DESIGN §3, §6): grants become namespace
+//! labels and Ready conditions; changes, unions, deletion, expiry, late namespaces and
+//! hand-edited labels all converge; a restarted controller converges without writing what is
+//! already right; two replicas elect one leader. The controller runs as its own ServiceAccount.
+//!
+//! `cargo build -p byoc-controller && hack/local-cluster.sh exec -- cargo test -p byoc-e2e --test controller`
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use byoc_api::ByocGrant;
+use byoc_api::labels::owned_labels;
+use byoc_e2e::controller::{ControllerProcess, NAME, SYSTEM_NAMESPACE, exclusive, shared};
+use byoc_e2e::{
+    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, client, eventually, grant_manifest,
+    kubectl, kubectl_stdin, unique_name,
+};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Creates grant `name` for `namespace`; deleted (without waiting) when the guard drops.
+fn create_grant(
+    name: &str,
+    namespace: &str,
+    registries: &[&str],
+    expires: Option<&str>,
+) -> Cleanup {
+    let mut spec =
+        json!({ "namespace": namespace, "reason": "e2e test", "registries": registries });
+    if let Some(at) = expires {
+        spec["expiresAt"] = json!(at);
+    }
+    kubectl_stdin(&["create", "-f", "-"], &grant_manifest(name, spec)).success();
+    Cleanup::new(["byocgrant", name])
+}
+
+/// The `byoc.toolforge.org/` labels of a namespace.
+async fn byoc_labels(client: &Client, namespace: &str) -> BTreeMap<String, String> {
+    let ns = Api::<Namespace>::all(client.clone())
+        .get(namespace)
+        .await
+        .expect("get namespace");
+    owned_labels(ns.labels())
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Waits until the namespace's `byoc.toolforge.org/` labels are exactly `want`.
+async fn wait_labels(client: &Client, namespace: &str, want: &[(&str, &str)]) {
+    let want = labels(want);
+    eventually(
+        &format!("labels {want:?} on {namespace}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            let got = byoc_labels(client, namespace).await;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+async fn grant(client: &Client, name: &str) -> ByocGrant {
+    Api::<ByocGrant>::all(client.clone())
+        .get(name)
+        .await
+        .expect("get grant")
+}
+
+/// Waits until grant `name`'s Ready condition has `reason` for its current generation; returns
+/// the grant.
+async fn wait_reason(client: &Client, name: &str, reason: &str) -> ByocGrant {
+    eventually(
+        &format!("grant {name} to be {reason}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            let g = grant(client, name).await;
+            let current =
+                g.status.as_ref().and_then(|s| s.observed_generation) == g.metadata.generation;
+            match g.ready_condition() {
+                Some(c) if c.reason == reason && current => Ok(g),
+                other => Err(format!("{other:?}, generation {:?}", g.metadata.generation)),
+            }
+        },
+    )
+    .await
+}
+
+/// `kubectl wait --for=condition=Ready byocgrant/NAME`, as an admin would.
+fn kubectl_wait_ready(name: &str) {
+    kubectl([
+        "wait",
+        "--for=condition=Ready",
+        &format!("byocgrant/{name}"),
+        "--timeout=60s",
+    ])
+    .success();
+}
+
+/// Waits until an event with `reason` about grant `name` exists.
+async fn wait_event(name: &str, reason: &str) {
+    eventually(
+        &format!("a {reason} event about {name}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            let out = kubectl([
+                "get",
+                "events",
+                "-n",
+                "default",
+                "--field-selector",
+                &format!("involvedObject.name={name}"),
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ])
+            .success();
+            if out.stdout.split_whitespace().any(|r| r == reason) {
+                Ok(())
+            } else {
+                Err(out.stdout)
+            }
+        },
+    )
+    .await;
+}
+
+/// Creates namespace `name` (labelled [`TEST_LABEL`]); deleted when the guard drops.
+fn create_namespace(name: &str, extra_labels: &[(&str, &str)]) -> Cleanup {
+    let mut labels = serde_json::Map::new();
+    labels.insert(TEST_LABEL.into(), json!("true"));
+    for (k, v) in extra_labels {
+        labels.insert((*k).into(), json!(v));
+    }
+    let ns = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "labels": labels } });
+    kubectl_stdin(&["create", "-f", "-"], &ns.to_string()).success();
+    Cleanup::new(["namespace", name])
+}
+
+/// Deletes a grant and waits until it is gone (the controller removed its finalizer).
+async fn delete_grant(client: &Client, name: &str) {
+    kubectl(["delete", "byocgrant", name, "--wait=false"]).success();
+    wait_gone(client, name).await;
+}
+
+/// Waits until grant `name` no longer exists.
+async fn wait_gone(client: &Client, name: &str) {
+    let api = Api::<ByocGrant>::all(client.clone());
+    let gone = await_condition(api, name, |g: Option<&ByocGrant>| g.is_none());
+    tokio::time::timeout(CONVERGE_TIMEOUT, gone)
+        .await
+        .unwrap_or_else(|_| panic!("grant {name} still exists after {CONVERGE_TIMEOUT:?}"))
+        .expect("watch grant");
+}
+
+/// The Lease's holder.
+fn lease_holder() -> String {
+    kubectl([
+        "get",
+        "lease",
+        NAME,
+        "-n",
+        SYSTEM_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+    .success()
+    .stdout
+    .trim()
+    .to_owned()
+}
+
+/// Reconciles a controller ran (grants and namespaces).
+async fn reconciles(controller: &ControllerProcess) -> f64 {
+    controller
+        .metric(r#"byoc_controller_reconciles_total{controller="byocgrant"}"#)
+        .await
+        + controller
+            .metric(r#"byoc_controller_reconciles_total{controller="namespace"}"#)
+            .await
+}
+
+async fn namespace_rv(client: &Client, name: &str) -> Option<String> {
+    Api::<Namespace>::all(client.clone())
+        .get(name)
+        .await
+        .expect("get namespace")
+        .resource_version()
+}
+
+/// Waits until `controller` has reconciled every grant that is not being deleted.
+async fn wait_all_grants_seen(client: &Client, controller: &ControllerProcess) {
+    eventually(
+        "the leader to reconcile every grant",
+        CONVERGE_TIMEOUT,
+        || async {
+            let live = Api::<ByocGrant>::all(client.clone())
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .filter(|g| g.metadata.deletion_timestamp.is_none())
+                .count();
+            let seen = grants_seen(controller).await;
+            if seen == live as f64 {
+                Ok(())
+            } else {
+                Err(format!("{seen} of {live} grants seen"))
+            }
+        },
+    )
+    .await;
+}
+
+/// How many grants a controller has a state for (the `byoc_controller_grants` gauge, summed).
+async fn grants_seen(controller: &ControllerProcess) -> f64 {
+    let (_, body) = controller.get("/metrics").await.expect("GET /metrics");
+    body.lines()
+        .filter(|l| l.starts_with("byoc_controller_grants{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Patches of namespace labels a controller sent.
+async fn label_writes(controller: &ControllerProcess) -> f64 {
+    controller
+        .metric(r#"byoc_controller_namespace_label_writes_total{kind="apply"}"#)
+        .await
+        + controller
+            .metric(r#"byoc_controller_namespace_label_writes_total{kind="remove_foreign"}"#)
+            .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// One shared controller
+
+#[tokio::test]
+async fn a_grant_becomes_labels_and_the_grant_is_ready() {
+    let _controller = shared().await;
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "tool").await;
+    let name = unique_name("grant");
+    let _grant = create_grant(
+        &name,
+        ns.name(),
+        &[
+            "quay.io",
+            "ghcr.io/wikimedia",
+            "registry.example.org:5000/my_team",
+        ],
+        None,
+    );
+
+    kubectl_wait_ready(&name);
+    wait_labels(
+        &client,
+        ns.name(),
+        &[
+            ("byoc.toolforge.org/ghcr.io_wikimedia", "never"),
+            ("byoc.toolforge.org/quay.io", "never"),
+            (
+                "byoc.toolforge.org/registry.example.org..5000_my__team",
+                "never",
+            ),
+        ],
+    )
+    .await;
+
+    // Nothing else changed on the namespace; the labels belong to the controller's manager.
+    let namespace = Api::<Namespace>::all(client.clone())
+        .get(ns.name())
+        .await
+        .unwrap();
+    assert_eq!(
+        namespace.labels().get(TEST_LABEL).map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        namespace
+            .labels()
+            .get("kubernetes.io/metadata.name")
+            .map(String::as_str),
+        Some(ns.name())
+    );
+    let applied = namespace
+        .managed_fields()
+        .iter()
+        .find(|m| {
+            m.manager.as_deref() == Some("byoc-controller")
+                && m.operation.as_deref() == Some("Apply")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no server-side apply by byoc-controller: {:?}",
+                namespace.managed_fields()
+            )
+        });
+    let fields = serde_json::to_string(&applied.fields_v1).unwrap();
+    assert!(fields.contains("byoc.toolforge.org/quay.io"), "{fields}");
+    assert!(
+        !fields.contains(TEST_LABEL),
+        "the controller must not own other labels: {fields}"
+    );
+
+    let g = wait_reason(&client, &name, "Applied").await;
+    let ready = g.ready_condition().unwrap();
+    assert_eq!(ready.status, "True");
+    assert_eq!(ready.observed_generation, g.metadata.generation);
+    assert!(
+        ready.message.contains("quay.io, ghcr.io/wikimedia"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        g.finalizers()
+            .iter()
+            .any(|f| f == "byoc.toolforge.org/namespace-labels")
+    );
+    wait_event(&name, "Applied").await;
+}
+
+#[tokio::test]
+async fn changed_registries_move_the_labels() {
+    let _controller = shared().await;
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "tool").await;
+    let name = unique_name("grant");
+    let _grant = create_grant(&name, ns.name(), &["quay.io"], None);
+    wait_labels(
+        &client,
+        ns.name(),
+        &[("byoc.toolforge.org/quay.io", "never")],
+    )
+    .await;
+    let before = wait_reason(&client, &name, "Applied").await;
+
+    let patch = json!({ "spec": { "registries": ["ghcr.io/wikimedia"], "expiresAt": "2099-01-01T00:00:00Z" } });
+    kubectl([
+        "patch",
+        "byocgrant",
+        &name,
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ])
+    .success();
+    wait_labels(
+        &client,
+        ns.name(),
+        &[("byoc.toolforge.org/ghcr.io_wikimedia", "20990101T000000Z")],
+    )
+    .await;
+    let after = eventually(
+        "the new generation to be applied",
+        CONVERGE_TIMEOUT,
+        || async {
+            let g = wait_reason(&client, &name, "Applied").await;
+            let message = g
+                .ready_condition()
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            if message.contains("ghcr.io/wikimedia until 2099-01-01T00:00:00Z") {
+                Ok(g)
+            } else {
+                Err(message)
+            }
+        },
+    )
+    .await;
+    assert!(after.metadata.generation > before.metadata.generation);
+    // Ready stayed True, so its transition time did not move.
+    assert_eq!(
+        after.ready_condition().unwrap().last_transition_time,
+        before.ready_condition().unwrap().last_transition_time
+    );
+}
+
+#[tokio::test]
+async fn two_grants_on_one_namespace_are_united() {
+    let _controller = shared().await;
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "tool").await;
+    let (first, second) = (unique_name("grant"), unique_name("grant"));
+    let _first = create_grant(
+        &first,
+        ns.name(),
+        &["quay.io"],
+        Some("2099-01-01T00:00:00Z"),
+    );
+    let _second = create_grant(&second, ns.name(), &["quay.io", "ghcr.io"], None);
+
+    // Each registry with its latest expiry.
+    wait_labels(
+        &client,
+        ns.name(),
+        &[
+            ("byoc.toolforge.org/ghcr.io", "never"),
+            ("byoc.toolforge.org/quay.io", "never"),
+        ],
+    )
+    .await;
+    wait_reason(&client, &first, "Applied").await;
+    wait_reason(&client, &second, "Applied").await;
+
+    delete_grant(&client, &second).await;
+    wait_labels(
+        &client,
+        ns.name(),
+        &[("byoc.toolforge.org/quay.io", "20990101T000000Z")],
+    )
+    .await;
+    wait_reason(&client, &first, "Applied").await;
+}
+
+#[tokio::test]
+async fn deleting_a_grant_removes_its_labels() {
+    let _controller = shared().await;
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "tool").await;
+    let name = unique_name("grant");
+    let _grant = create_grant(&name, ns.name(), &[], None);
+    wait_labels(&client, ns.name(), &[("byoc.toolforge.org/any", "never")]).await;
+    kubectl_wait_ready(&name);
+
+    delete_grant(&client, &name).await;
+    assert_eq!(
+        byoc_labels(&client, ns.name()).await,
+        BTreeMap::new(),
+        "removed before the grant went"
+    );
+    wait_event(&name, "Revoked").await;
+}
+
+#[tokio::test]
+async fn an_expired_grant_loses_its_labels() {
+    let _controller = shared().await;
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "tool").await;
+    let name = unique_name("grant");
+    let now = Timestamp::now().as_second();
+    let expires = Timestamp::from_second(now + 8).unwrap();
+    let label_value = expires.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let _grant = create_grant(&name, ns.name(), &["quay.io"], Some(&expires.to_string()));
+
+    wait_labels(
+        &client,
+        ns.name(),
+        &[("byoc.toolforge.org/quay.io", &label_value)],
+    )
+    .await;
+    wait_reason(&client, &name, "Applied").await;
+
+    let g = wait_reason(&client, &name, "Expired").await;
+    assert!(Timestamp::now() >= expires, "expired early");
+    assert!(
+        Timestamp::now() < expires + SignedDuration::from_secs(CONVERGE_TIMEOUT.as_secs() as i64),
+        "expired late"
+    );
+    assert_eq!(g.ready_condition().unwrap().status, "False");
+    assert_eq!(byoc_labels(&client, ns.name()).await, BTreeMap::new());
+    wait_event(&name, "Expired").await;
+}
+
+#[tokio::test]
+async fn a_grant_applies_once_its_namespace_exists() {
+    let _controller = shared().await;
+    let client = client().await;
+    let namespace = unique_name("tool");
+    let name = unique_name("grant");
+    let _grant = create_grant(&name, &namespace, &["quay.io"], None);
+    let waiting = wait_reason(&client, &name, "NamespaceNotFound").await;
+    assert_eq!(waiting.ready_condition().unwrap().status, "False");
+
+    let _ns = create_namespace(&namespace, &[]);
+    wait_labels(
+        &client,
+        &namespace,
+        &[("byoc.toolforge.org/quay.io", "never")],
+    )
+    .await;
+    kubectl_wait_ready(&name);
+}
+
+#[tokio::test]
+async fn hand_edited_labels_are_repaired() {
+    let _controller = shared().await;
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "tool").await;
+    let name = unique_name("grant");
+    let _grant = create_grant(&name, ns.name(), &["quay.io"], None);
+    let want = [("byoc.toolforge.org/quay.io", "never")];
+    wait_labels(&client, ns.name(), &want).await;
+
+    // A changed value and an added registry: both undone.
+    kubectl([
+        "label",
+        "namespace",
+        ns.name(),
+        "--overwrite",
+        "byoc.toolforge.org/quay.io=20000101T000000Z",
+        "byoc.toolforge.org/evil.example.org=never",
+    ])
+    .success();
+    wait_labels(&client, ns.name(), &want).await;
+
+    // A removed label: put back.
+    kubectl([
+        "label",
+        "namespace",
+        ns.name(),
+        "byoc.toolforge.org/quay.io-",
+    ])
+    .success();
+    wait_labels(&client, ns.name(), &want).await;
+
+    // A namespace without any grant gets no label under the prefix; others stay.
+    let bare = unique_name("tool");
+    let _bare = create_namespace(&bare, &[("byoc.toolforge.org/any", "never"), ("team", "x")]);
+    wait_labels(&client, &bare, &[]).await;
+    let namespace = Api::<Namespace>::all(client.clone())
+        .get(&bare)
+        .await
+        .unwrap();
+    assert_eq!(
+        namespace.labels().get("team").map(String::as_str),
+        Some("x")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Controllers of their own
+
+#[tokio::test]
+async fn a_restarted_controller_converges_without_writing_again() {
+    let cluster = exclusive().await;
+    let client = client().await;
+    let first = cluster.spawn(&unique_name("restart"), &[]);
+    first.wait_leader().await;
+
+    let settled = TestNamespace::create(&client, "tool").await;
+    let busy = TestNamespace::create(&client, "tool").await;
+    let (kept, revoked, added) = (
+        unique_name("grant"),
+        unique_name("grant"),
+        unique_name("grant"),
+    );
+    let _kept = create_grant(&kept, settled.name(), &["quay.io"], None);
+    let _revoked = create_grant(&revoked, busy.name(), &["quay.io"], None);
+    wait_labels(
+        &client,
+        settled.name(),
+        &[("byoc.toolforge.org/quay.io", "never")],
+    )
+    .await;
+    wait_labels(
+        &client,
+        busy.name(),
+        &[("byoc.toolforge.org/quay.io", "never")],
+    )
+    .await;
+    let kept_grant = wait_reason(&client, &kept, "Applied").await;
+    wait_reason(&client, &revoked, "Applied").await;
+    let settled_rv = namespace_rv(&client, settled.name()).await;
+
+    // Stopped mid-way: a grant is deleted and another created while no controller runs.
+    let status = first.stop();
+    assert!(
+        status.success(),
+        "SIGTERM must stop the controller cleanly: {status}\n{}",
+        first.log_tail()
+    );
+    kubectl(["delete", "byocgrant", &revoked, "--wait=false"]).success();
+    let _added = create_grant(&added, busy.name(), &["ghcr.io"], None);
+
+    // The next controller catches up...
+    let second = cluster.spawn(&unique_name("restart"), &[]);
+    second.wait_leader().await;
+    wait_labels(
+        &client,
+        busy.name(),
+        &[("byoc.toolforge.org/ghcr.io", "never")],
+    )
+    .await;
+    wait_reason(&client, &added, "Applied").await;
+    wait_gone(&client, &revoked).await;
+    wait_all_grants_seen(&client, &second).await;
+    // ...without touching what was already right.
+    assert_eq!(
+        namespace_rv(&client, settled.name()).await,
+        settled_rv,
+        "settled namespace written"
+    );
+    assert_eq!(
+        grant(&client, &kept).await.resource_version(),
+        kept_grant.resource_version(),
+        "settled grant written"
+    );
+
+    // Restarted with nothing to do: it reconciles everything and writes nothing at all.
+    let busy_rv = namespace_rv(&client, busy.name()).await;
+    let added_rv = grant(&client, &added).await.resource_version();
+    assert!(second.stop().success(), "{}", second.log_tail());
+    let third = cluster.spawn(&unique_name("restart"), &[]);
+    third.wait_leader().await;
+    wait_all_grants_seen(&client, &third).await;
+    assert!(
+        third
+            .metric(r#"byoc_controller_reconciles_total{controller="byocgrant"}"#)
+            .await
+            >= 2.0
+    );
+    assert_eq!(label_writes(&third).await, 0.0, "labels written again");
+    assert_eq!(
+        third.metric("byoc_controller_status_writes_total").await,
+        0.0,
+        "status written again"
+    );
+    assert_eq!(namespace_rv(&client, settled.name()).await, settled_rv);
+    assert_eq!(namespace_rv(&client, busy.name()).await, busy_rv);
+    assert_eq!(grant(&client, &added).await.resource_version(), added_rv);
+    assert_eq!(
+        grant(&client, &kept).await.resource_version(),
+        kept_grant.resource_version()
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader() {
+    let cluster = exclusive().await;
+    let client = client().await;
+    let args = ["--lease-duration=4"];
+    let a = cluster.spawn(&unique_name("replica"), &args);
+    let b = cluster.spawn(&unique_name("replica"), &args);
+    a.wait_ready().await;
+    b.wait_ready().await;
+
+    let (leader, standby) = eventually("one leader", CONVERGE_TIMEOUT, || async {
+        match (a.is_leader().await, b.is_leader().await) {
+            (true, false) => Ok((&a, &b)),
+            (false, true) => Ok((&b, &a)),
+            both => Err(format!("leaders: {both:?}")),
+        }
+    })
+    .await;
+    assert_eq!(lease_holder(), leader.identity());
+
+    let ns = TestNamespace::create(&client, "tool").await;
+    let name = unique_name("grant");
+    let _grant = create_grant(&name, ns.name(), &["quay.io"], None);
+    wait_labels(
+        &client,
+        ns.name(),
+        &[("byoc.toolforge.org/quay.io", "never")],
+    )
+    .await;
+    kubectl_wait_ready(&name);
+    assert!(reconciles(leader).await > 0.0);
+    assert!(label_writes(leader).await > 0.0);
+    assert_eq!(reconciles(standby).await, 0.0, "the standby reconciled");
+    assert_eq!(label_writes(standby).await, 0.0, "the standby wrote labels");
+    assert!(!standby.is_leader().await);
+
+    // The leader goes (and releases the lease): the standby takes over.
+    assert!(leader.stop().success(), "{}", leader.log_tail());
+    standby.wait_leader().await;
+    assert_eq!(lease_holder(), standby.identity());
+    let other = TestNamespace::create(&client, "tool").await;
+    let second = unique_name("grant");
+    let _second = create_grant(&second, other.name(), &["ghcr.io"], None);
+    wait_labels(
+        &client,
+        other.name(),
+        &[("byoc.toolforge.org/ghcr.io", "never")],
+    )
+    .await;
+    kubectl_wait_ready(&second);
+}
+
+#[tokio::test]
+async fn the_lease_stays_with_one_replica_while_both_run() {
+    let cluster = exclusive().await;
+    let args = ["--lease-duration=3"];
+    let a = cluster.spawn(&unique_name("replica"), &args);
+    let b = cluster.spawn(&unique_name("replica"), &args);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    eventually("a lease holder", CONVERGE_TIMEOUT, || async {
+        let holder = lease_holder();
+        if holder == a.identity() || holder == b.identity() {
+            Ok(())
+        } else {
+            Err(holder)
+        }
+    })
+    .await;
+    let holder = lease_holder();
+    // Over several lease durations, the holder renews and nobody else ever leads.
+    for _ in 0..16 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            lease_holder(),
+            holder,
+            "the lease moved while its holder ran"
+        );
+        let leaders = [a.is_leader().await, b.is_leader().await];
+        assert_eq!(
+            leaders.iter().filter(|l| **l).count(),
+            1,
+            "leaders: {leaders:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale benchmark (DESIGN §10), ignored by default: see docs/benchmarks.md, "Controller".
+//
+//   cargo build --release -p byoc-controller
+//   BYOC_CONTROLLER_BIN=$PWD/target/release/byoc-controller BYOC_BENCH_GRANTS=1000 \
+//     hack/local-cluster.sh exec -- cargo test -p byoc-e2e --test controller -- \
+//     --ignored --nocapture scale_benchmark
+
+/// Grants (and namespaces) per phase: `BYOC_BENCH_GRANTS`, default 1,000.
+fn bench_size() -> usize {
+    std::env::var("BYOC_BENCH_GRANTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// Creates `n` namespaces and one grant for each (`PREFIX-i`), 32 requests in flight.
+async fn create_many(client: &Client, prefix: &str, n: usize) {
+    use std::sync::Arc;
+    let permits = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (client, permits) = (client.clone(), permits.clone());
+        let name = format!("{prefix}-{i:04}");
+        tasks.spawn(async move {
+            let _permit = permits.acquire().await.expect("semaphore");
+            let ns = Namespace {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.clone()),
+                    labels: Some([(TEST_LABEL.to_owned(), "bench".to_owned())].into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let pp = kube::api::PostParams::default();
+            Api::<Namespace>::all(client.clone())
+                .create(&pp, &ns)
+                .await
+                .expect("create namespace");
+            let mut g = ByocGrant::new(
+                &name,
+                byoc_api::ByocGrantSpec {
+                    namespace: name.clone(),
+                    reason: "benchmark".into(),
+                    registries: vec!["quay.io".into(), format!("{name}.example.org")],
+                    expires_at: None,
+                },
+            );
+            g.metadata.labels = Some([(TEST_LABEL.to_owned(), "bench".to_owned())].into());
+            Api::<ByocGrant>::all(client)
+                .create(&pp, &g)
+                .await
+                .expect("create grant");
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("create task");
+    }
+}
+
+/// Waits until the controller counts `n` grants Applied; returns the time it took.
+async fn wait_applied(
+    controller: &ControllerProcess,
+    n: usize,
+    since: std::time::Instant,
+) -> Duration {
+    let deadline = since + Duration::from_secs(600);
+    loop {
+        let applied = controller
+            .metric(r#"byoc_controller_grants{state="Applied"}"#)
+            .await;
+        if applied >= n as f64 {
+            return since.elapsed();
+        }
+        controller.assert_running();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {applied} of {n} grants Applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every grant with `prefix` has Ready=True for its generation (one list, as a cross-check).
+async fn assert_all_ready(client: &Client, prefix: &str, n: usize) {
+    let grants = Api::<ByocGrant>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("list grants");
+    let ready = grants
+        .items
+        .iter()
+        .filter(|g| g.name_any().starts_with(prefix))
+        .filter(|g| {
+            g.ready_condition().is_some_and(|c| c.status == "True")
+                && g.status.as_ref().and_then(|s| s.observed_generation) == g.metadata.generation
+        })
+        .count();
+    assert_eq!(ready, n, "grants {prefix}-* Ready");
+}
+
+/// (VmRSS, VmHWM) of a process, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU time (user + system) a process has used, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The machine's 1-minute load average.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_owned()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::test]
+#[ignore = "scale benchmark: minutes of work; run on its own cluster (see docs/benchmarks.md)"]
+async fn scale_benchmark() {
+    use std::time::Instant;
+    let cluster = exclusive().await;
+    let client = client().await;
+    let n = bench_size();
+    let existing = Api::<ByocGrant>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        existing.items.is_empty(),
+        "run the benchmark on a cluster without grants"
+    );
+    let cpus = std::thread::available_parallelism().map_or(0, |p| p.get());
+    println!(
+        "controller scale benchmark: {n} grants per phase, {cpus} CPUs, load {}, binary {} {}",
+        load_average(),
+        byoc_e2e::controller::binary().display(),
+        std::env::var("BYOC_BENCH_ARGS").unwrap_or_default(),
+    );
+
+    // Phase 1: the controller starts on n grants that nobody has reconciled yet.
+    let t = Instant::now();
+    create_many(&client, "bench-a", n).await;
+    println!(
+        "created {n} namespaces + {n} grants (no controller running) in {:.2?}",
+        t.elapsed()
+    );
+    let started = Instant::now();
+    // `BYOC_BENCH_ARGS`: extra controller flags, e.g. `--concurrency=64`.
+    let extra = std::env::var("BYOC_BENCH_ARGS").unwrap_or_default();
+    let args: Vec<&str> = extra.split_whitespace().collect();
+    let controller = cluster.spawn("bench", &args);
+    controller.wait_ready().await;
+    let catch_up = wait_applied(&controller, n, started).await;
+    assert_all_ready(&client, "bench-a", n).await;
+    let (rss, hwm) = rss_mib(controller.pid());
+    println!(
+        "phase 1: controller start -> {n} grants Ready: {catch_up:.2?} (RSS {rss:.1} MiB, peak {hwm:.1} MiB, controller CPU {:.1}s, load {})",
+        cpu_secs(controller.pid()),
+        load_average()
+    );
+
+    // Phase 2: n more namespaces and grants created while the controller runs.
+    let t = Instant::now();
+    create_many(&client, "bench-b", n).await;
+    let created = t.elapsed();
+    let all_ready = wait_applied(&controller, 2 * n, t).await;
+    assert_all_ready(&client, "bench-b", n).await;
+    let (rss, hwm) = rss_mib(controller.pid());
+    println!(
+        "phase 2: first create -> {n} more grants Ready: {all_ready:.2?} (creating took {created:.2?}; RSS {rss:.1} MiB, peak {hwm:.1} MiB, controller CPU {:.1}s, load {})",
+        cpu_secs(controller.pid()),
+        load_average()
+    );
+
+    // Phase 3: one grant change -> label, measured with a watch on the namespace.
+    let changes = 100;
+    let grants = Api::<ByocGrant>::all(client.clone());
+    let mut latencies = Vec::with_capacity(changes);
+    let mut patch_calls = Vec::with_capacity(changes);
+    for i in 0..changes {
+        let name = format!("bench-a-{:04}", i % n);
+        let registry = format!("change-{i}.example.org");
+        let key = format!("byoc.toolforge.org/{registry}");
+        let namespaces = Api::<Namespace>::all(client.clone());
+        let (ns, k) = (name.clone(), key.clone());
+        let seen = tokio::spawn(async move {
+            await_condition(namespaces, &ns, move |o: Option<&Namespace>| {
+                o.is_some_and(|o| o.labels().contains_key(&k))
+            })
+            .await
+            .expect("watch namespace");
+            Instant::now()
+        });
+        // Let the watch start before the change.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let patch = json!({ "spec": { "registries": ["quay.io", registry] } });
+        let sent = Instant::now();
+        grants
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .expect("patch grant");
+        patch_calls.push(sent.elapsed());
+        let at = tokio::time::timeout(Duration::from_secs(30), seen)
+            .await
+            .expect("label")
+            .unwrap();
+        latencies.push(at.duration_since(sent));
+    }
+    latencies.sort();
+    patch_calls.sort();
+    let (rss, hwm) = rss_mib(controller.pid());
+    println!(
+        "phase 3: grant change -> label over {changes} changes: p50 {:.1?}, p90 {:.1?}, p99 {:.1?}, max {:.1?} (RSS {rss:.1} MiB, peak {hwm:.1} MiB)",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        latencies[latencies.len() - 1],
+    );
+    println!(
+        "phase 3: of which the bench's own PATCH call (request to response): p50 {:.1?}, p99 {:.1?}",
+        percentile(&patch_calls, 50.0),
+        percentile(&patch_calls, 99.0),
+    );
+
+    // Phase 4: revoke everything (finalizers, label removal), then tidy up.
+    let t = Instant::now();
+    kubectl([
+        "delete",
+        "byocgrants",
+        "-l",
+        &format!("{TEST_LABEL}=bench"),
+        "--wait=false",
+    ])
+    .success();
+    eventually("every grant deleted", Duration::from_secs(600), || async {
+        let left = grants
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} left"))
+        }
+    })
+    .await;
+    println!(
+        "phase 4: {} grants deleted (labels removed, finalizers released) in {:.2?}",
+        2 * n,
+        t.elapsed()
+    );
+    kubectl([
+        "delete",
+        "namespaces",
+        "-l",
+        &format!("{TEST_LABEL}=bench"),
+        "--wait=false",
+    ])
+    .success();
+    assert!(controller.stop().success(), "{}", controller.log_tail());
+}
