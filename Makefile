@@ -17,7 +17,7 @@ run: ## Local control plane + CRD + webhook + controller, in the foreground (Ctr
 	hack/run.sh
 
 .PHONY: test
-test: fmt-check lint crds-check unit e2e chart-test ## Everything CI checks
+test: fmt-check lint crds-check unit fuzz e2e chart-test ## Everything CI checks
 
 .PHONY: fmt
 fmt: ## Format the code
@@ -43,6 +43,10 @@ crds-check: ## Fail when crds/ differs from what the Rust types generate
 .PHONY: unit
 unit: ## Unit and integration tests that need no cluster
 	$(CARGO) test --workspace --exclude byoc-e2e --locked
+
+.PHONY: fuzz
+fuzz: ## Every fuzz target for FUZZ_SECONDS (default 20) each; nightly + cargo-fuzz (fuzz/README.md)
+	hack/fuzz.sh
 
 .PHONY: control-plane
 control-plane: ## Build (once; cached) etcd, kube-apiserver, kube-controller-manager and helm

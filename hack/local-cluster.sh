@@ -8,6 +8,12 @@
 #   hack/local-cluster.sh exec -- CMD...   start, run CMD with KUBECONFIG set, always stop;
 #                                          exits with CMD's status
 #   hack/local-cluster.sh down             stop a cluster still running in the state dir
+#   hack/local-cluster.sh restart [--kill] COMPONENT
+#                                          stop one component of the running cluster (etcd,
+#                                          kube-apiserver or kube-controller-manager; SIGTERM, or
+#                                          SIGKILL with --kill) and start it again with the same
+#                                          command line, ports and data; returns once it is ready
+#                                          (fault tests)
 #
 # Options (before the subcommand) and environment:
 #   --dir DIR / BYOC_CLUSTER_DIR     state dir (default: <repo>/target/local-cluster). It holds
@@ -116,11 +122,29 @@ stop_pid() {
   wait "$pid" 2>/dev/null || true
 }
 
-# stop NAME: stops one component we started.
+# ours PID: PID runs and its command line names this state dir (so it is one of our components).
+ours() {
+  [[ $1 =~ ^[0-9]+$ ]] && running "$1" &&
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$dir/"
+}
+
+# current_pid NAME: the pid of NAME now: the one in run/NAME.pid (`restart` replaces it there),
+# else the one we started.
+current_pid() {
+  local pid=""
+  [[ -r $dir/run/$1.pid ]] && pid=$(<"$dir/run/$1.pid")
+  [[ -n $pid ]] || pid=${pids[$1]:-}
+  printf '%s' "$pid"
+}
+
+# stop NAME: stops one component we started, or its replacement started by `restart`.
 stop() {
-  local name=$1 pid=${pids[$1]:-}
-  [[ -n $pid ]] || return 0
-  stop_pid "$pid" "$name"
+  local name=$1 pid=${pids[$1]:-} current
+  current=$(current_pid "$name")
+  if [[ -n $current && $current != "$pid" ]] && ours "$current"; then
+    stop_pid "$current" "$name"
+  fi
+  [[ -n $pid ]] && stop_pid "$pid" "$name"
   unset "pids[$name]"
   rm -f "$dir/run/$name.pid"
 }
@@ -443,12 +467,16 @@ cmd_up() {
   echo "export KUBECONFIG=$dir/kubeconfig"
   log "press Ctrl-C to stop"
   # Wait until a signal (handled by on_signal) or until a component dies.
+  # Poll rather than `wait -n`: a component replaced by `restart` is no child of this script.
   local name
-  wait -n "${pids[@]}" || true
-  for name in "${!pids[@]}"; do
-    running "${pids[$name]}" || fail "$name" "exited unexpectedly"
+  while true; do
+    for name in "${!pids[@]}"; do
+      [[ -e $dir/run/$name.restarting ]] && continue
+      running "$(current_pid "$name")" || fail "$name" "exited unexpectedly"
+    done
+    sleep 1 &
+    wait $! || true
   done
-  die "a component exited unexpectedly"
 }
 
 cmd_exec() {
@@ -488,6 +516,54 @@ cmd_down() {
   log "stopped"
 }
 
+# restart [--kill] NAME: replaces one component of the cluster that another run of this script
+# owns, keeping its command line (ports, data dir, certificates) and log.
+cmd_restart() {
+  local signal=TERM name pid args=() rc=0
+  if [[ ${1:-} == --kill ]]; then signal=KILL; shift; fi
+  [[ $# -eq 1 ]] || usage
+  name=$1
+  case $name in etcd | kube-apiserver | kube-controller-manager) ;; *) usage ;; esac
+  exec 9>"$dir/.lock"
+  flock -n 9 && die "no cluster is running in $dir"
+  [[ -r $dir/env ]] || die "the cluster in $dir is still starting"
+  # shellcheck source=/dev/null
+  source "$dir/env"
+  etcd_port=${BYOC_ETCD_URL##*:}
+  pid=$(current_pid "$name")
+  ours "$pid" || die "$name is not running in $dir"
+  mapfile -d '' args <"/proc/$pid/cmdline"
+  : >"$dir/run/$name.restarting"
+  log "restarting $name ($pid, SIG$signal)"
+  printf '=== %s: restart (SIG%s)\n' "$(date -u +%FT%TZ)" "$signal" >>"$dir/$name.log"
+  if [[ $signal == KILL ]]; then
+    kill -KILL "$pid" 2>/dev/null || true
+    while running "$pid"; do sleep 0.05; done
+  else
+    stop_pid "$pid" "$name"
+  fi
+  # A killed process's threads may hold its listening sockets for a moment after it is gone:
+  # a replacement that finds its port still taken is started again.
+  local attempt
+  for attempt in $(seq 1 50); do
+    setsid "${args[@]}" </dev/null >>"$dir/$name.log" 2>&1 9>&- &
+    pids[$name]=$!
+    echo "$!" >"$dir/run/$name.pid"
+    rc=0
+    case $name in
+      etcd) wait_until etcd etcd_healthy || rc=$? ;;
+      kube-apiserver) wait_until kube-apiserver apiserver_ready || rc=$? ;;
+      kube-controller-manager) sleep 1; running "${pids[$name]}" || rc=1 ;;
+    esac
+    ((rc == 1)) && tail -n 5 "$dir/$name.log" | grep -q 'address already in use' || break
+    wait "${pids[$name]}" 2>/dev/null || true
+    sleep 0.2
+  done
+  rm -f "$dir/run/$name.restarting"
+  ((rc == 0)) || fail "$name" "did not come back after the restart"
+  log "$name restarted (${pids[$name]})"
+}
+
 mode=""
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -495,6 +571,7 @@ while [[ $# -gt 0 ]]; do
     --dir=*) dir=${1#--dir=}; shift ;;
     -h | --help) usage 0 ;;
     up | down) mode=$1; shift; [[ $# -eq 0 ]] || usage; break ;;
+    restart) mode=restart; shift; break ;;
     exec) mode="exec"; shift; [[ ${1:-} == -- ]] && shift; break ;;
     *) usage ;;
   esac
@@ -505,6 +582,7 @@ dir=$(cd "$dir" && pwd)
 
 case $mode in
   down) cmd_down ;;
+  restart) cmd_restart "$@" ;;
   up | exec)
     trap 'on_signal INT' INT
     trap 'on_signal TERM' TERM

@@ -1,0 +1,866 @@
+//! Tenant attacks through the real API server, with the real webhook registered as deployed
+//! (issue 8; `docs/threat-model.md` maps each attack to its test). A tenant is a user (by
+//! impersonation) with the rights a tool maintainer could plausibly have — sometimes more — and
+//! every attack below must be refused. Each test also performs a control: the same request made
+//! harmless (or made by the trusted identity) succeeds, so a refusal is the protection's doing,
+//! not an accident of RBAC or validation.
+//!
+//! ```text
+//! hack/local-cluster.sh exec -- cargo test -p byoc-e2e --test attacks
+//! ```
+//!
+//! Covered elsewhere, not repeated here: a tenant changing or removing byoc labels with
+//! `kubectl label`/merge patch (`tests/webhook.rs::a_tenant_who_may_patch_its_namespace_cannot_touch_byoc_labels`),
+//! `kubectl debug` (`tests/webhook.rs::kubectl_debug_needs_an_allowed_image`), a pod update
+//! swapping images (`tests/webhook.rs::pod_update_swapping_in_a_bad_image_is_refused`), and
+//! Deployment/CronJob creation (`tests/webhook.rs::workloads_with_docker_hub_images_are_refused_at_apply`).
+
+use byoc_e2e::chaos::{Outcome, try_pod};
+use byoc_e2e::webhook::{CONTROLLER_USER, NAMESPACES_WEBHOOK, Options, PODS_WEBHOOK, Webhook};
+use byoc_e2e::{
+    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, client, eventually, grant_manifest,
+    kubectl, kubectl_as, kubectl_stdin, unique_name,
+};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use serde_json::{Value, json};
+
+const PLATFORM: &str = "docker-registry.tools.wmflabs.org/toolforge-python311:latest";
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn denied_by(webhook: &str) -> String {
+    format!("admission webhook \"{webhook}\" denied the request")
+}
+
+async fn tool_namespace() -> TestNamespace {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "atk").await;
+    ns.wait_for_default_service_account(&client).await;
+    ns
+}
+
+/// Binds `clusterrole` to `user`: cluster-wide, or (with `namespace`) inside one namespace
+/// only. Removed at drop.
+fn bind(user: &str, clusterrole: &str, namespace: Option<&str>) -> Cleanup {
+    let name = unique_name("atk-bind");
+    match namespace {
+        Some(ns) => {
+            kubectl([
+                "-n",
+                ns,
+                "create",
+                "rolebinding",
+                &name,
+                &format!("--clusterrole={clusterrole}"),
+                &format!("--user={user}"),
+            ])
+            .success();
+            Cleanup::new(["-n", ns, "rolebinding", &name])
+        }
+        None => {
+            kubectl([
+                "create",
+                "clusterrolebinding",
+                &name,
+                &format!("--clusterrole={clusterrole}"),
+                &format!("--user={user}"),
+            ])
+            .success();
+            Cleanup::new(["clusterrolebinding", &name])
+        }
+    }
+}
+
+/// A ClusterRole with `verbs` on `resources`; removed at drop.
+fn cluster_role(verbs: &str, resources: &str) -> (String, Cleanup) {
+    let name = unique_name("atk-role");
+    kubectl([
+        "create",
+        "clusterrole",
+        &name,
+        &format!("--verb={verbs}"),
+        &format!("--resource={resources}"),
+    ])
+    .success();
+    let cleanup = Cleanup::new(["clusterrole", &name]);
+    (name, cleanup)
+}
+
+/// Waits until `user` may `verb` `resource` (RBAC caches take a moment).
+async fn wait_can(user: &str, verb: &str, resource: &str, namespace: Option<&str>) {
+    eventually(
+        &format!("{user} may {verb} {resource}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            let mut args = vec!["auth", "can-i", verb, resource];
+            if let Some(ns) = namespace {
+                args.extend(["-n", ns]);
+            }
+            let out = kubectl_as(user, &args, None);
+            if out.stdout.trim() == "yes" {
+                Ok(())
+            } else {
+                Err(out.to_string())
+            }
+        },
+    )
+    .await;
+}
+
+fn namespace_manifest(name: &str, labels: Value) -> String {
+    let mut labels = labels;
+    labels[TEST_LABEL] = json!("true");
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespace labels
+
+#[tokio::test]
+async fn a_tenant_who_may_create_and_replace_namespaces_cannot_set_byoc_labels() {
+    let _webhook = Webhook::start(Options::default()).await;
+    let tenant = unique_name("tenant");
+    let (role, _role) = cluster_role("create,get,update,patch", "namespaces");
+    let _binding = bind(&tenant, &role, None);
+    wait_can(&tenant, "create", "namespaces", None).await;
+    let guard = denied_by(NAMESPACES_WEBHOOK);
+
+    // CREATE with a byoc label: refused, and the namespace does not exist.
+    let forged = unique_name("atk-forged");
+    let _forged = Cleanup::new(["namespace", &forged]);
+    kubectl_as(
+        &tenant,
+        &["create", "-f", "-"],
+        Some(&namespace_manifest(
+            &forged,
+            json!({"byoc.toolforge.org/any": "never"}),
+        )),
+    )
+    .fails_with(&[
+        &guard,
+        &format!("Namespace {forged}: user \"{tenant}\" may not add byoc.toolforge.org/any"),
+    ]);
+    kubectl(["get", "namespace", &forged]).failure();
+    // Server-side apply is a create too.
+    kubectl_as(
+        &tenant,
+        &["apply", "--server-side", "-f", "-"],
+        Some(&namespace_manifest(
+            &forged,
+            json!({"byoc.toolforge.org/quay.io": "never"}),
+        )),
+    )
+    .fails_with(&[&guard]);
+
+    // Control: the same tenant creates a namespace without byoc labels.
+    let own = unique_name("atk-own");
+    let _own = Cleanup::new(["namespace", &own]);
+    kubectl_as(
+        &tenant,
+        &["create", "-f", "-"],
+        Some(&namespace_manifest(&own, json!({"team": "a"}))),
+    )
+    .success();
+
+    // The controller's identity labels it (what a grant would do).
+    kubectl_as(
+        CONTROLLER_USER,
+        &[
+            "label",
+            "namespace",
+            &own,
+            "byoc.toolforge.org/quay.io=never",
+        ],
+        None,
+    )
+    .success();
+
+    // PUT (kubectl replace) of the whole object with the labels changed: refused.
+    let current = kubectl(["get", "namespace", &own, "-o", "json"]).success();
+    let mut object: Value = serde_json::from_str(&current.stdout).expect("namespace JSON");
+    object["metadata"]["labels"]["byoc.toolforge.org/any"] = json!("never");
+    kubectl_as(&tenant, &["replace", "-f", "-"], Some(&object.to_string()))
+        .fails_with(&[&guard, "may not add byoc.toolforge.org/any"]);
+    let mut object: Value = serde_json::from_str(&current.stdout).expect("namespace JSON");
+    object["metadata"]["labels"]
+        .as_object_mut()
+        .expect("labels")
+        .remove("byoc.toolforge.org/quay.io");
+    kubectl_as(&tenant, &["replace", "-f", "-"], Some(&object.to_string()))
+        .fails_with(&[&guard, "may not remove byoc.toolforge.org/quay.io"]);
+
+    // Server-side apply forcing ownership of the controller's label: refused.
+    kubectl_as(
+        &tenant,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=tenant",
+            "-f",
+            "-",
+        ],
+        Some(&namespace_manifest(
+            &own,
+            json!({"team": "a", "byoc.toolforge.org/quay.io": "20990101T000000Z"}),
+        )),
+    )
+    .fails_with(&[&guard, "may not change byoc.toolforge.org/quay.io"]);
+
+    // JSON patch removing the label: refused.
+    kubectl_as(
+        &tenant,
+        &[
+            "patch",
+            "namespace",
+            &own,
+            "--type=json",
+            "-p",
+            r#"[{"op": "remove", "path": "/metadata/labels/byoc.toolforge.org~1quay.io"}]"#,
+        ],
+        None,
+    )
+    .fails_with(&[&guard, "may not remove byoc.toolforge.org/quay.io"]);
+
+    // Control: the tenant still edits other labels through every one of those paths.
+    kubectl_as(
+        &tenant,
+        &["label", "namespace", &own, "team=b", "--overwrite"],
+        None,
+    )
+    .success();
+    let labels = Api::<Namespace>::all(client().await)
+        .get(&own)
+        .await
+        .expect("get namespace")
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("byoc.toolforge.org/quay.io").map(String::as_str),
+        Some("never")
+    );
+    assert!(!labels.contains_key("byoc.toolforge.org/any"), "{labels:?}");
+    assert_eq!(labels.get("team").map(String::as_str), Some("b"));
+}
+
+#[tokio::test]
+async fn a_namespace_labelled_with_an_exempt_name_is_still_checked() {
+    // The registration skips exempt namespaces by the kubernetes.io/metadata.name label; the
+    // API server sets that label to the real name, whatever the creator wrote.
+    let _webhook = Webhook::start(Options::default()).await;
+    let client = client().await;
+    let name = unique_name("atk-spoof");
+    let _ns = Cleanup::new(["namespace", &name]);
+    kubectl_stdin(
+        &["create", "-f", "-"],
+        &namespace_manifest(&name, json!({"kubernetes.io/metadata.name": "kube-system"})),
+    )
+    .success();
+    let ns = Api::<Namespace>::all(client.clone())
+        .get(&name)
+        .await
+        .expect("get namespace");
+    assert_eq!(
+        ns.metadata
+            .labels
+            .unwrap_or_default()
+            .get("kubernetes.io/metadata.name"),
+        Some(&name)
+    );
+    let api = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &name);
+    eventually("the default ServiceAccount", CONVERGE_TIMEOUT, || async {
+        match api.get_opt("default").await {
+            Ok(Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(try_pod(&client, &name, "nginx").await, Outcome::Denied);
+    assert_eq!(try_pod(&client, &name, PLATFORM).await, Outcome::Admitted);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grants and the webhook configuration
+
+#[tokio::test]
+async fn a_namespace_admin_cannot_create_edit_or_delete_byoc_grants() {
+    let _webhook = Webhook::start(Options::default()).await;
+    let client = client().await;
+    byoc_e2e::install_crd(&client).await;
+    let ns = tool_namespace().await;
+    let tenant = unique_name("tenant");
+    // The tenant administers its namespace, and someone even bound a role with every verb on
+    // byocgrants there: a RoleBinding cannot grant a cluster-scoped resource.
+    let _admin = bind(&tenant, "admin", Some(ns.name()));
+    let (grants_role, _r) = cluster_role(
+        "*",
+        "byocgrants.byoc.toolforge.org,byocgrants.byoc.toolforge.org/status",
+    );
+    let _grants = bind(&tenant, &grants_role, Some(ns.name()));
+    wait_can(&tenant, "create", "pods", Some(ns.name())).await;
+
+    let grant = grant_manifest(
+        &unique_name("atk-self"),
+        json!({"namespace": ns.name(), "reason": "I want it", "registries": []}),
+    );
+    for args in [
+        &["create", "-f", "-"][..],
+        &["-n", ns.name(), "create", "-f", "-"][..],
+        &["apply", "--server-side", "-f", "-"][..],
+    ] {
+        kubectl_as(&tenant, args, Some(&grant)).fails_with(&["forbidden"]);
+    }
+    let out = kubectl_as(&tenant, &["auth", "can-i", "create", "byocgrants"], None);
+    assert_eq!(out.stdout.trim(), "no", "{out}");
+
+    // A grant an admin made: the tenant can neither widen, nor mark Ready, nor delete it.
+    let name = unique_name("atk-real");
+    kubectl_stdin(
+        &["create", "-f", "-"],
+        &grant_manifest(
+            &name,
+            json!({"namespace": ns.name(), "reason": "reviewed", "registries": ["quay.io/wikimedia"]}),
+        ),
+    )
+    .success();
+    let _grant = Cleanup::new(["byocgrant", &name]);
+    kubectl_as(
+        &tenant,
+        &[
+            "patch",
+            "byocgrant",
+            &name,
+            "--type=merge",
+            "-p",
+            r#"{"spec": {"registries": []}}"#,
+        ],
+        None,
+    )
+    .fails_with(&["forbidden"]);
+    kubectl_as(
+        &tenant,
+        &[
+            "patch",
+            "byocgrant",
+            &name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Applied", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}"#,
+        ],
+        None,
+    )
+    .fails_with(&["forbidden"]);
+    kubectl_as(&tenant, &["delete", "byocgrant", &name], None).fails_with(&["forbidden"]);
+    let out = kubectl([
+        "get",
+        "byocgrant",
+        &name,
+        "-o",
+        "jsonpath={.spec.registries}",
+    ])
+    .success();
+    assert_eq!(out.stdout, r#"["quay.io/wikimedia"]"#);
+
+    // Control: what the tenant's namespace roles do allow still works.
+    kubectl_as(
+        &tenant,
+        &[
+            "-n",
+            ns.name(),
+            "run",
+            "ok",
+            &format!("--image={PLATFORM}"),
+            "--restart=Never",
+        ],
+        None,
+    )
+    .success();
+}
+
+#[tokio::test]
+async fn a_namespace_admin_cannot_touch_webhook_configurations() {
+    let webhook = Webhook::start(Options::default()).await;
+    let ns = tool_namespace().await;
+    let tenant = unique_name("tenant");
+    let _admin = bind(&tenant, "admin", Some(ns.name()));
+    // Even a namespace-scoped binding of cluster-admin grants nothing cluster-scoped.
+    let _root = bind(&tenant, "cluster-admin", Some(ns.name()));
+    wait_can(&tenant, "create", "pods", Some(ns.name())).await;
+
+    let configuration = kubectl([
+        "get",
+        "validatingwebhookconfigurations",
+        "-l",
+        &format!("{TEST_LABEL}=true"),
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ])
+    .success()
+    .stdout;
+    let configuration = configuration
+        .split_whitespace()
+        .next()
+        .expect("the registered configuration")
+        .to_owned();
+    for args in [
+        &["delete", "validatingwebhookconfiguration", &configuration][..],
+        &[
+            "patch",
+            "validatingwebhookconfiguration",
+            &configuration,
+            "--type=json",
+            "-p",
+            r#"[{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}]"#,
+        ][..],
+        &["get", "validatingwebhookconfiguration", &configuration][..],
+    ] {
+        kubectl_as(&tenant, args, None).fails_with(&["forbidden"]);
+    }
+    // Nor can it register a webhook of its own that would see or change other tenants' pods.
+    let own = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": unique_name("atk-mutate")},
+        "webhooks": [{"name": "evil.example.org", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+                      "clientConfig": {"url": "https://evil.example.org/"},
+                      "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]}]})
+    .to_string();
+    kubectl_as(&tenant, &["create", "-f", "-"], Some(&own)).fails_with(&["forbidden"]);
+    let out = kubectl([
+        "get",
+        "validatingwebhookconfiguration",
+        &configuration,
+        "-o",
+        "json",
+    ])
+    .success();
+    let object: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(object["webhooks"][0]["failurePolicy"], "Fail");
+
+    // Control: the webhook still refuses, and the tenant can run allowed pods.
+    kubectl_as(
+        &tenant,
+        &[
+            "-n",
+            ns.name(),
+            "run",
+            "bad",
+            "--image=nginx",
+            "--restart=Never",
+        ],
+        None,
+    )
+    .fails_with(&[&denied_by(PODS_WEBHOOK)]);
+    kubectl_as(
+        &tenant,
+        &[
+            "-n",
+            ns.name(),
+            "run",
+            "ok",
+            &format!("--image={PLATFORM}"),
+            "--restart=Never",
+        ],
+        None,
+    )
+    .success();
+    drop(webhook);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pods that pretend to be something else, or live somewhere that looks exempt
+
+#[tokio::test]
+async fn a_forged_mirror_pod_annotation_does_not_exempt_a_pod() {
+    let _webhook = Webhook::start(Options::default()).await;
+    let ns = tool_namespace().await;
+    let tenant = unique_name("tenant");
+    let _edit = bind(&tenant, "edit", Some(ns.name()));
+    wait_can(&tenant, "create", "pods", Some(ns.name())).await;
+    let pod = |name: &str, image: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": ns.name(), "annotations": {
+                   "kubernetes.io/config.mirror": "0123456789abcdef",
+                   "kubernetes.io/config.source": "file",
+                   "kubernetes.io/config.hash": "0123456789abcdef"}},
+               "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": image}]}})
+        .to_string()
+    };
+    // The API server lets anyone who may create pods set the annotation (only the kubelet's
+    // NodeRestriction plugin, where enabled, limits nodes); the webhook must not trust it.
+    kubectl_as(
+        &tenant,
+        &["create", "-f", "-"],
+        Some(&pod("mirror", "nginx")),
+    )
+    .fails_with(&[
+        &denied_by(PODS_WEBHOOK),
+        &format!(
+            "Pod {}/mirror: container \"app\" image \"nginx\"",
+            ns.name()
+        ),
+    ]);
+    kubectl(["-n", ns.name(), "get", "pod", "mirror"]).failure();
+    // Control: with a platform image the annotated pod is admitted.
+    kubectl_as(
+        &tenant,
+        &["create", "-f", "-"],
+        Some(&pod("mirror-ok", PLATFORM)),
+    )
+    .success();
+}
+
+#[tokio::test]
+async fn workloads_in_lookalike_namespaces_are_checked() {
+    let _webhook = Webhook::start(Options::default()).await;
+    let client = client().await;
+    let api = Api::<Namespace>::all(client.clone());
+    let mut created = Vec::new();
+    for name in ["kube-system-x", "kube-systen", "xkube-system"] {
+        // A previous run's namespace may still be terminating.
+        eventually(
+            &format!("namespace {name} to be usable"),
+            CONVERGE_TIMEOUT,
+            || async {
+                match api.get_opt(name).await {
+                    Ok(Some(ns)) if ns.metadata.deletion_timestamp.is_none() => Ok(false),
+                    Ok(Some(_)) => Err("terminating".to_owned()),
+                    Ok(None) => Ok(true),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+        .await
+        .then(|| {
+            kubectl_stdin(&["create", "-f", "-"], &namespace_manifest(name, json!({}))).success();
+            created.push(Cleanup::new(["namespace", name]));
+        });
+        let sa =
+            Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), name);
+        eventually("the default ServiceAccount", CONVERGE_TIMEOUT, || async {
+            match sa.get_opt("default").await {
+                Ok(Some(_)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+
+        assert_eq!(
+            try_pod(&client, name, "nginx").await,
+            Outcome::Denied,
+            "a Docker Hub pod in {name}"
+        );
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": name},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "app", "image": "nginx"}]}}}})
+        .to_string();
+        kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &deployment)
+            .fails_with(&[&denied_by(PODS_WEBHOOK)]);
+        assert_eq!(try_pod(&client, name, PLATFORM).await, Outcome::Admitted);
+    }
+    // Control: the real kube-system is exempt.
+    assert_eq!(
+        try_pod(&client, "kube-system", "nginx").await,
+        Outcome::Admitted
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image strings
+
+#[tokio::test]
+async fn image_string_tricks_are_refused_through_the_api_server() {
+    let _webhook = Webhook::start(Options::default()).await;
+    let client = client().await;
+    let ns = tool_namespace().await;
+    let refused = [
+        // Suffix and path lookalikes of the platform registry.
+        "docker-registry.tools.wmflabs.org.evil.com/x",
+        "Docker-Registry.tools.wmflabs.org.evil.com/x",
+        "evil.com/docker-registry.tools.wmflabs.org/x",
+        "localhost/docker-registry.tools.wmflabs.org/x",
+        "docker-registry.tools.wmflabs.org.:443/x",
+        // No '/': the whole string is a Docker Hub repository (and maybe a tag).
+        "docker-registry.tools.wmflabs.org",
+        "docker-registry.tools.wmflabs.org:5000",
+        // Another port of the same host is another registry.
+        "docker-registry.tools.wmflabs.org:443/x",
+        "docker-registry.tools.wmflabs.org:80/x",
+        // '@' where a URL would have credentials, or a digest that names the registry.
+        "docker-registry.tools.wmflabs.org@evil.com/x",
+        "evil.com/x@docker-registry.tools.wmflabs.org",
+        "evil.com/x:docker-registry.tools.wmflabs.org",
+        "evil.com/x@sha256:docker-registry.tools.wmflabs.org",
+        // Uppercase: an uppercase first component is a registry host; uppercase paths and
+        // digests are invalid.
+        "DOCKER-REGISTRY/x",
+        "docker-registry.tools.wmflabs.org/X",
+        "docker-registry.tools.wmflabs.org/x@sha256:0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF",
+        // Scheme, traversal, encoding.
+        "https://docker-registry.tools.wmflabs.org/x",
+        "docker-registry.tools.wmflabs.org/../evil.com/x",
+        "docker-registry.tools.wmflabs.org%2Fevil.com/x",
+        "docker-registry.tools.wmflabs.org/x/../../evil",
+    ];
+    let mut failures = Vec::new();
+    for image in refused {
+        match try_pod(&client, ns.name(), image).await {
+            Outcome::Denied => {}
+            other => failures.push(format!("{image:?}: {other:?}")),
+        }
+    }
+    // Controls: the platform registry, by tag, by digest, and with its host in uppercase (host
+    // names are case-insensitive: the runtime pulls from the same registry).
+    for image in [
+        PLATFORM.to_owned(),
+        format!("docker-registry.tools.wmflabs.org/toolforge-python311@{DIGEST}"),
+        format!("docker-registry.tools.wmflabs.org/toolforge-python311:v1@{DIGEST}"),
+        "DOCKER-REGISTRY.TOOLS.WMFLABS.ORG/toolforge-python311".to_owned(),
+    ] {
+        match try_pod(&client, ns.name(), &image).await {
+            Outcome::Admitted => {}
+            other => failures.push(format!("control {image:?}: {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every path to a pod
+
+/// `kind` with a pod template running `image`, in `namespace`.
+fn workload(kind: &str, name: &str, namespace: &str, image: &str) -> Value {
+    let spec = json!({"restartPolicy": if matches!(kind, "Job" | "CronJob") { "Never" } else { "Always" },
+                      "containers": [{"name": "app", "image": image}]});
+    let template = json!({"metadata": {"labels": {"app": name}}, "spec": spec});
+    let selector = json!({"matchLabels": {"app": name}});
+    let (api_version, body) = match kind {
+        "PodTemplate" => ("v1", json!({"template": template})),
+        "ReplicationController" => (
+            "v1",
+            json!({"spec": {"selector": {"app": name}, "template": template}}),
+        ),
+        "Deployment" | "ReplicaSet" | "DaemonSet" => (
+            "apps/v1",
+            json!({"spec": {"selector": selector, "template": template}}),
+        ),
+        "StatefulSet" => (
+            "apps/v1",
+            json!({"spec": {"selector": selector, "serviceName": name, "template": template}}),
+        ),
+        "Job" => ("batch/v1", json!({"spec": {"template": template}})),
+        "CronJob" => (
+            "batch/v1",
+            json!({"spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template}}}}),
+        ),
+        other => panic!("no template for {other}"),
+    };
+    let mut object = body;
+    object["apiVersion"] = json!(api_version);
+    object["kind"] = json!(kind);
+    object["metadata"] = json!({"name": name, "namespace": namespace});
+    object
+}
+
+#[tokio::test]
+async fn every_workload_kind_is_refused_on_create_and_on_image_update() {
+    let _webhook = Webhook::start(Options::default()).await;
+    let ns = tool_namespace().await;
+    let kinds = [
+        "Deployment",
+        "ReplicaSet",
+        "StatefulSet",
+        "DaemonSet",
+        "Job",
+        "CronJob",
+        "ReplicationController",
+        "PodTemplate",
+    ];
+    for kind in kinds {
+        let name = kind.to_lowercase();
+        let bad = workload(kind, &name, ns.name(), "quay.io/evil/miner:1").to_string();
+        kubectl_stdin(&["create", "-f", "-"], &bad).fails_with(&[
+            &denied_by(PODS_WEBHOOK),
+            &format!(
+                "{kind} {}/{name}: container \"app\" image \"quay.io/evil/miner:1\"",
+                ns.name()
+            ),
+        ]);
+        // Control: the platform image is admitted; then swapping the image in is refused.
+        let good = workload(kind, &name, ns.name(), PLATFORM);
+        kubectl_stdin(&["create", "-f", "-"], &good.to_string()).success();
+        let pointer = match kind {
+            "PodTemplate" => "/template/spec/containers/0/image",
+            "CronJob" => "/spec/jobTemplate/spec/template/spec/containers/0/image",
+            _ => "/spec/template/spec/containers/0/image",
+        };
+        let patch = json!([{"op": "replace", "path": pointer, "value": "quay.io/evil/miner:1"}]);
+        let resource = format!("{}/{name}", kind.to_lowercase());
+        let out = kubectl([
+            "-n",
+            ns.name(),
+            "patch",
+            &resource,
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+        ]);
+        if kind == "Job" {
+            // A Job's template is immutable: the API server refuses the swap before admission.
+            out.fails_with(&["field is immutable"]);
+        } else {
+            out.fails_with(&[&denied_by(PODS_WEBHOOK)]);
+        }
+        let out = kubectl([
+            "-n",
+            ns.name(),
+            "get",
+            &resource,
+            "-o",
+            &format!(
+                "jsonpath={{{}}}",
+                pointer.replace('/', ".").replace(".0.", "[0].")
+            ),
+        ])
+        .success();
+        assert_eq!(out.stdout, PLATFORM, "{kind} image after the refused patch");
+    }
+}
+
+#[tokio::test]
+async fn ephemeral_containers_and_debug_copies_with_bad_images_are_refused() {
+    let _webhook = Webhook::start(Options::default()).await;
+    let ns = tool_namespace().await;
+    let name = ns.name();
+    let tenant = unique_name("tenant");
+    let _edit = bind(&tenant, "edit", Some(name));
+    // `edit` does not include the subresource; a tool maintainer who debugs gets it.
+    let (debug, _debug) = cluster_role("get,patch,update", "pods/ephemeralcontainers");
+    let _debugger = bind(&tenant, &debug, Some(name));
+    wait_can(&tenant, "patch", "pods/ephemeralcontainers", Some(name)).await;
+    kubectl([
+        "-n",
+        name,
+        "run",
+        "app",
+        &format!("--image={PLATFORM}"),
+        "--restart=Never",
+    ])
+    .success();
+
+    // The raw subresource, as a tenant, with a lookalike image.
+    let patch = json!({"spec": {"ephemeralContainers": [{"name": "dbg", "image": "docker-registry.tools.wmflabs.org.evil.com/shell",
+                                                          "targetContainerName": "app"}]}});
+    kubectl_as(
+        &tenant,
+        &[
+            "-n",
+            name,
+            "patch",
+            "pod",
+            "app",
+            "--subresource=ephemeralcontainers",
+            "--type=strategic",
+            "-p",
+            &patch.to_string(),
+        ],
+        None,
+    )
+    .fails_with(&[
+        &denied_by(PODS_WEBHOOK),
+        "ephemeralContainer \"dbg\" image \"docker-registry.tools.wmflabs.org.evil.com/shell\"",
+    ]);
+    // `kubectl debug --copy-to` makes a new pod with the image swapped: a pod CREATE.
+    kubectl_as(
+        &tenant,
+        &[
+            "-n",
+            name,
+            "debug",
+            "app",
+            "--copy-to=app-copy",
+            "--set-image=*=busybox",
+        ],
+        None,
+    )
+    .fails_with(&[&denied_by(PODS_WEBHOOK), "image \"busybox\""]);
+    kubectl(["-n", name, "get", "pod", "app-copy"]).failure();
+    // Control: an allowed debug image is added.
+    let ok = json!({"spec": {"ephemeralContainers": [{"name": "dbg-ok", "image": PLATFORM}]}});
+    kubectl_as(
+        &tenant,
+        &[
+            "-n",
+            name,
+            "patch",
+            "pod",
+            "app",
+            "--subresource=ephemeralcontainers",
+            "--type=strategic",
+            "-p",
+            &ok.to_string(),
+        ],
+        None,
+    )
+    .success();
+}
+
+#[tokio::test]
+async fn a_grant_is_no_wider_than_its_registry_and_path() {
+    // A namespace granted ghcr.io/wikimedia may not use lookalikes of that grant either.
+    let _webhook = Webhook::start(Options::default()).await;
+    let controller = byoc_e2e::controller::shared().await;
+    let client = client().await;
+    let ns = tool_namespace().await;
+    let grant = unique_name("atk-grant");
+    kubectl_stdin(
+        &["create", "-f", "-"],
+        &grant_manifest(
+            &grant,
+            json!({"namespace": ns.name(), "reason": "e2e", "registries": ["ghcr.io/wikimedia"]}),
+        ),
+    )
+    .success();
+    let _grant = Cleanup::new(["byocgrant", &grant]);
+    eventually(
+        "the grant to reach the webhook",
+        CONVERGE_TIMEOUT,
+        || async {
+            match try_pod(&client, ns.name(), "ghcr.io/wikimedia/blubber:1").await {
+                Outcome::Admitted => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let mut failures = Vec::new();
+    for image in [
+        "ghcr.io/wikimediax/blubber:1",
+        "ghcr.io/wikimedia-evil/x",
+        "ghcr.io/evil/wikimedia",
+        "ghcr.io.evil.com/wikimedia/x",
+        "ghcr.io:443/wikimedia/x",
+        "evil.com/ghcr.io/wikimedia/x",
+        "quay.io/wikimedia/x",
+    ] {
+        if try_pod(&client, ns.name(), image).await != Outcome::Denied {
+            failures.push(image);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "admitted beyond the grant: {failures:?}"
+    );
+    kubectl([
+        "delete",
+        "byocgrant",
+        &grant,
+        "--wait=true",
+        "--timeout=60s",
+    ])
+    .success();
+    drop(controller);
+}
