@@ -63,6 +63,9 @@ struct Args {
     /// Concurrent keep-alive connections of the load client; one load series per value.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 4])]
     connections: Vec<usize>,
+    /// The webhook's log level (RUST_LOG); info, the default, logs every denial.
+    #[arg(long, default_value = "info")]
+    webhook_log: String,
     /// Pods created per phase and repeat (0 skips the API server phases).
     #[arg(long, default_value_t = 200)]
     pods: usize,
@@ -83,7 +86,7 @@ async fn main() -> Result<()> {
     let creation = started.elapsed();
 
     let pki = Pki::new(&dir)?;
-    let mut webhook = WebhookProcess::start(&dir, &pki)?;
+    let mut webhook = WebhookProcess::start(&dir, &pki, &args.webhook_log)?;
     let ready = webhook.wait_ready(Duration::from_secs(60)).await?;
     let cached = webhook.metric("byoc_webhook_cached_namespaces").await?;
     let rss_ready = webhook.rss_kib()?;
@@ -325,7 +328,7 @@ struct WebhookProcess {
 }
 
 impl WebhookProcess {
-    fn start(dir: &std::path::Path, pki: &Pki) -> Result<Self> {
+    fn start(dir: &std::path::Path, pki: &Pki, log_level: &str) -> Result<Self> {
         let binary = build_webhook()?;
         let (listen, admin) = (free_port()?, free_port()?);
         let log = std::fs::File::create(dir.join("webhook.log"))?;
@@ -337,8 +340,7 @@ impl WebhookProcess {
             .arg(&pki.cert)
             .arg("--tls-key")
             .arg(&pki.key)
-            // The default log level (info), as deployed: denials are logged.
-            .env_remove("RUST_LOG")
+            .env("RUST_LOG", log_level)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
