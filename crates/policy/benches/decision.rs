@@ -1,5 +1,6 @@
 //! Time per typical pod AdmissionReview: bytes in, decision, response bytes out — the webhook's
-//! whole per-request CPU work apart from HTTP and TLS.
+//! whole per-request CPU work apart from HTTP and TLS; with the whole body parsed, and pruned to
+//! what the policy reads as the webhook does (`byoc_policy::read`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ use byoc_policy::{Config, decide, respond};
 use criterion::{Criterion, criterion_group, criterion_main};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use serde::Deserialize;
 
 /// A pod as the API server sends it after defaulting: three containers, volumes, tolerations.
 fn pod_review(image: &str) -> Vec<u8> {
@@ -56,9 +58,21 @@ fn pod_review(image: &str) -> Vec<u8> {
     .expect("serializable")
 }
 
-fn review_once(config: &Config, allowance: &Allowance, body: &[u8]) -> Vec<u8> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).expect("valid review");
+/// How the body becomes an AdmissionReview: the whole of it, or pruned as the webhook reads it.
+#[derive(Clone, Copy)]
+enum Parse {
+    Whole,
+    Pruned,
+}
+
+fn review_once(parse: Parse, config: &Config, allowance: &Allowance, body: &[u8]) -> Vec<u8> {
+    let review: AdmissionReview<DynamicObject> = match parse {
+        Parse::Whole => serde_json::from_slice(body).expect("valid review"),
+        Parse::Pruned => {
+            let value = byoc_policy::read::admission_review(body).expect("JSON");
+            AdmissionReview::deserialize(&value).expect("valid review")
+        }
+    };
     let req: AdmissionRequest<DynamicObject> = review.try_into().expect("has a request");
     let decision = decide(config, &req, allowance, jiff::Timestamp::UNIX_EPOCH);
     serde_json::to_vec(&respond(config, &req, &decision).into_review()).expect("serializable")
@@ -76,22 +90,23 @@ fn bench(c: &mut Criterion) {
     let (allowance, _) = Allowance::from_labels(&labels);
     let admitted = pod_review("quay.io/wikibugs/bot:2.4.1");
     let denied = pod_review("ghcr.io/someone/bot:latest");
-    assert!(
-        String::from_utf8_lossy(&review_once(&config, &allowance, &admitted))
-            .contains("\"allowed\":true")
-    );
-    assert!(
-        String::from_utf8_lossy(&review_once(&config, &allowance, &denied))
-            .contains("\"allowed\":false")
-    );
+    for parse in [Parse::Whole, Parse::Pruned] {
+        let answer = |body| {
+            String::from_utf8_lossy(&review_once(parse, &config, &allowance, body)).into_owned()
+        };
+        assert!(answer(&admitted).contains("\"allowed\":true"));
+        assert!(answer(&denied).contains("\"allowed\":false"));
+    }
 
     let mut group = c.benchmark_group("pod_review");
-    group.bench_function("admitted", |b| {
-        b.iter(|| review_once(&config, &allowance, black_box(&admitted)))
-    });
-    group.bench_function("denied", |b| {
-        b.iter(|| review_once(&config, &allowance, black_box(&denied)))
-    });
+    for (parse, name) in [(Parse::Whole, "whole"), (Parse::Pruned, "pruned")] {
+        group.bench_function(format!("admitted_{name}"), |b| {
+            b.iter(|| review_once(parse, &config, &allowance, black_box(&admitted)))
+        });
+        group.bench_function(format!("denied_{name}"), |b| {
+            b.iter(|| review_once(parse, &config, &allowance, black_box(&denied)))
+        });
+    }
     group.bench_function("labels_to_allowance", |b| {
         b.iter(|| Allowance::from_labels(black_box(&labels)))
     });
