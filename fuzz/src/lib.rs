@@ -17,12 +17,16 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use byoc_policy::config::CONTROLLER_USER;
-use byoc_policy::{Config, ImageRef, Mode};
+use byoc_policy::{Config, ImageRef, Mode, decide};
 use byoc_webhook::cache::CachedNamespace;
 use byoc_webhook::{Metrics, NamespaceCache, Webhook};
 use kube::api::ObjectMeta;
 use kube::core::PartialObjectMetaExt;
-use kube::core::admission::AdmissionResponse;
+use jiff::Timestamp;
+use kube::core::DynamicObject;
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
+};
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use prometheus_client::registry::Registry;
@@ -95,22 +99,27 @@ const NAMESPACES: &[(&str, &[(&str, &str)], Grants)] = &[
     ("kube-system", &[], Grants::Entries(&[])),
 ];
 
-/// The two webhooks every input goes through.
+/// The two webhooks every input goes through, and their namespace cache.
 pub struct Harness {
     enforce: Webhook,
     warn: Webhook,
+    namespaces: NamespaceCache,
 }
 
 /// The harness, built once per fuzzing process.
 pub fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
-    HARNESS.get_or_init(|| Harness {
-        enforce: webhook(Mode::Enforce),
-        warn: webhook(Mode::Warn),
+    HARNESS.get_or_init(|| {
+        let namespaces = namespace_cache();
+        Harness {
+            enforce: webhook(Mode::Enforce, namespaces.clone()),
+            warn: webhook(Mode::Warn, namespaces.clone()),
+            namespaces,
+        }
     })
 }
 
-fn webhook(mode: Mode) -> Webhook {
+fn namespace_cache() -> NamespaceCache {
     let (store, mut writer) = reflector::store::<CachedNamespace>();
     for (name, labels, _) in NAMESPACES {
         let labels: BTreeMap<String, String> = labels
@@ -126,13 +135,20 @@ fn webhook(mode: Mode) -> Webhook {
     }
     // The store stays readable only while its writer lives; this one lives for the process.
     std::mem::forget(writer);
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let config = Config {
+    NamespaceCache::new(store)
+}
+
+fn config(mode: Mode) -> Config {
+    Config {
         mode,
         ..Config::default()
-    };
-    Webhook::new(config, NamespaceCache::new(store), metrics)
+    }
+}
+
+fn webhook(mode: Mode, namespaces: NamespaceCache) -> Webhook {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    Webhook::new(config(mode), namespaces, metrics)
 }
 
 impl Harness {
@@ -143,6 +159,7 @@ impl Harness {
         let warn = self.warn.review(body);
         well_formed(&enforce);
         well_formed(&warn);
+        self.pruning_changes_nothing(body, &enforce);
 
         // serde skips ignored fields without checking their UTF-8, so the webhook may read a
         // body with invalid UTF-8 in a field it never looks at; the oracle reads such a body
@@ -168,6 +185,42 @@ impl Harness {
                 shown(body)
             );
         }
+    }
+}
+
+impl Harness {
+    /// The webhook reads objects pruned to the fields the policy reads (`byoc_policy::read`).
+    /// Whenever the whole body is a readable review, deciding on all of it gives the same
+    /// verdict; the one allowed difference is a key repeated on a path the policy reads, which
+    /// the pruned read refuses and the whole read resolves to the last value.
+    fn pruning_changes_nothing(&self, body: &[u8], enforce: &AdmissionResponse) {
+        let Ok(review) = serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) else {
+            return;
+        };
+        if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
+            return;
+        }
+        let Ok(req): Result<AdmissionRequest<DynamicObject>, _> = review.try_into() else {
+            return;
+        };
+        if req.uid.is_empty() {
+            return;
+        }
+        let allowance = self
+            .namespaces
+            .allowance(req.namespace.as_deref().unwrap_or_default());
+        let whole = decide(&config(Mode::Enforce), &req, &allowance, Timestamp::now());
+        let admitted = whole.is_admitted(Mode::Enforce);
+        if admitted && enforce.result.message.contains("duplicate key") {
+            return;
+        }
+        assert_eq!(
+            enforce.allowed,
+            admitted,
+            "the pruned read decided otherwise than the whole one ({:?}): {}",
+            whole.lines,
+            shown(body)
+        );
     }
 }
 

@@ -3,11 +3,12 @@
 //! Every body gets an AdmissionReview back: a request that cannot be read is refused (fail
 //! closed) with a message that says why, echoing its `uid` when one can be found.
 
-use byoc_policy::{Decision, Mode};
+use byoc_policy::{Decision, Mode, read};
 use kube::core::DynamicObject;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
 };
+use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
@@ -102,9 +103,15 @@ impl From<ReviewError> for Unreadable {
     }
 }
 
-/// Parses a request body into the AdmissionRequest it carries.
+/// Parses a request body into the AdmissionRequest it carries. Its objects keep only what the
+/// policy reads ([`byoc_policy::read`]), which is most of the speed of a review.
 pub fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Unreadable> {
-    match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
+    let value = read::admission_review(body).map_err(|e| match e.classify() {
+        // JSON, but with a key twice on a path the policy reads.
+        serde_json::error::Category::Data => ReviewError::Invalid(e),
+        _ => ReviewError::NotJson(e),
+    })?;
+    match AdmissionReview::<DynamicObject>::deserialize(&value) {
         Ok(review) => {
             let (api_version, kind) = (&review.types.api_version, &review.types.kind);
             if api_version != META_API_VERSION_V1 || kind != META_KIND {
@@ -123,20 +130,15 @@ pub fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Unreadable>
             }
             Ok(request)
         }
-        Err(error) => Err(diagnose(body, error)),
+        Err(error) => Err(diagnose(&value, error)),
     }
 }
 
-/// Explains why a body did not deserialize, finding its uid if it has one. Only runs for bodies
-/// that failed, so the common path parses once.
-fn diagnose(body: &[u8], error: serde_json::Error) -> Unreadable {
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(_) => return ReviewError::NotJson(error).into(),
-    };
+/// Explains why a JSON body is not an AdmissionReview, finding its uid if it has one.
+fn diagnose(value: &Value, error: serde_json::Error) -> Unreadable {
     let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
-    let api_version = text(&value, "apiVersion").unwrap_or_default();
-    let kind = text(&value, "kind").unwrap_or_default();
+    let api_version = text(value, "apiVersion").unwrap_or_default();
+    let kind = text(value, "kind").unwrap_or_default();
     let request = value.get("request").filter(|r| !r.is_null());
     let uid = request.and_then(|r| text(r, "uid")).unwrap_or_default();
     let error = if api_version != META_API_VERSION_V1 || kind != META_KIND {
@@ -255,6 +257,12 @@ mod tests {
             (review(request(json!({"operation": "SMASH"}))), "invalid", "u-1"),
             (review(request(json!({"object": "a pod"}))), "invalid", "u-1"),
             (review(request(json!({"kind": null}))), "invalid", "u-1"),
+            // A key twice where the policy reads: which one counts must not be a guess.
+            (
+                br#"{"request": {"object": {"spec": {"containers": []}, "spec": {}}}}"#.to_vec(),
+                "invalid",
+                "",
+            ),
         ];
         for (body, label, uid) in cases {
             let shown = String::from_utf8_lossy(&body).into_owned();
