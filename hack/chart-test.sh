@@ -190,6 +190,7 @@ static_tests() {
     "crds.enabled=yes|/crds/enabled|want boolean"
     "certManager.issuerRef.kind=Cluster|/certManager/issuerRef/kind"
     "webhook.tlsReloadInterval=5|/webhook/tlsReloadInterval"
+    "webhook.maxConnections=0|/webhook/maxConnections|minimum"
     "webhook.podDisruptionBudget.maxUnavailable=2|webhook.podDisruptionBudget.maxUnavailable (2) must be smaller than webhook.replicas (2)"
     "webhook.tls.renewDaysBefore=4000|webhook.tls.renewDaysBefore (4000) must be smaller"
   )

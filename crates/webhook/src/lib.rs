@@ -5,10 +5,12 @@
 //! - [`review`]: an AdmissionReview body in, the request or a refusal out (pure);
 //! - [`cache`]: a metadata-only watch of Namespaces, whose labels carry the grants;
 //! - [`tls`]: the serving certificate, re-read when its files change;
-//! - [`server`]: `POST /validate`, with a tracing span and metrics per request;
+//! - [`server`]: `POST /validate`, with a tracing span and metrics per request, read timeouts;
+//! - [`limit`]: the cap on open connections;
 //! - [`metrics`]: what `/metrics` on the admin port exports.
 
 pub mod cache;
+pub mod limit;
 pub mod metrics;
 pub mod review;
 pub mod server;

@@ -41,6 +41,10 @@ struct Args {
     /// How often the certificate files are checked for changes (e.g. 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     tls_reload_interval: Duration,
+    /// Most HTTPS connections open at once; more are closed as soon as they are accepted. The
+    /// API servers keep a few each; the rest is headroom against floods of clients.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
     /// How long requests in flight may take to finish after SIGTERM.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -125,7 +129,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let webhook = Arc::new(Webhook::new(config, namespaces.clone(), metrics.clone()));
     let handle = Handle::new();
-    let mut server = tokio::spawn(server::serve(listener, tls, webhook, handle.clone()));
+    let mut server = tokio::spawn(server::serve(
+        listener,
+        tls,
+        args.max_connections as usize,
+        webhook,
+        handle.clone(),
+    ));
     let admin = tokio::spawn(admin.serve(shutdown.clone()));
     let reload = resolver.watch(args.tls_reload_interval, move |outcome| {
         metrics.reload(outcome);
@@ -200,5 +210,16 @@ mod tests {
             Args::try_parse_from(["byoc-webhook", "--tls-cert", "c", "--tls-key", "k"]).unwrap();
         assert_eq!(args.listen, "0.0.0.0:8443".parse().unwrap());
         assert_eq!(args.admin_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(args.max_connections, 4096);
+        let zero = [
+            "byoc-webhook",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--max-connections",
+            "0",
+        ];
+        assert!(Args::try_parse_from(zero).is_err());
     }
 }

@@ -32,6 +32,10 @@ pub struct Metrics {
     /// The number of cached namespaces.
     pub cached_namespaces: Gauge,
     reloads: Family<ErrorLabels, Counter>,
+    /// Open HTTPS connections.
+    pub open_connections: Gauge,
+    /// Connections closed on accept because the connection limit was reached.
+    pub refused_connections: Counter,
 }
 
 impl Metrics {
@@ -44,6 +48,8 @@ impl Metrics {
             duration: Histogram::new(exponential_buckets(0.000_025, 2.0, 15)),
             cached_namespaces: Gauge::default(),
             reloads: Family::default(),
+            open_connections: Gauge::default(),
+            refused_connections: Counter::default(),
         };
         let registry = registry.sub_registry_with_prefix("byoc_webhook");
         registry.register(
@@ -70,6 +76,16 @@ impl Metrics {
             "certificate_reloads",
             "Serving-certificate reloads after the files changed, by error (none when served)",
             metrics.reloads.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Open HTTPS connections",
+            metrics.open_connections.clone(),
+        );
+        registry.register(
+            "refused_connections",
+            "Connections closed on accept because --max-connections were open",
+            metrics.refused_connections.clone(),
         );
         metrics
     }
@@ -117,6 +133,8 @@ mod tests {
         m.observe(Duration::from_micros(80));
         m.cached_namespaces.set(3);
         m.reload(&Reload::Reloaded);
+        m.open_connections.set(2);
+        m.refused_connections.inc();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -125,6 +143,8 @@ mod tests {
             "byoc_webhook_request_duration_seconds_count 1",
             "byoc_webhook_cached_namespaces 3",
             "byoc_webhook_certificate_reloads_total{error=\"none\"} 1",
+            "byoc_webhook_open_connections 2",
+            "byoc_webhook_refused_connections_total 1",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -15,13 +15,23 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use byoc_policy::{Config, Decision, decide, respond};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::TokioTimer;
 use jiff::Timestamp;
 use kube::core::admission::AdmissionResponse;
 use rustls::ServerConfig;
 
 use crate::cache::NamespaceCache;
+use crate::limit::ConnectionLimit;
 use crate::metrics::Metrics;
 use crate::review::{self, MAX_BODY_BYTES, ReviewError, Unreadable, Verdict};
+
+/// How long a client may take to send a request head, and how long an idle keep-alive
+/// connection stays open: slow or silent clients cannot hold connections (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request body once its head arrived. The API server
+/// waits at most 30 s for a webhook; a body still arriving after this is not a real review.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The path the API server posts AdmissionReviews to.
 pub const VALIDATE_PATH: &str = "/validate";
@@ -103,7 +113,13 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
 
 async fn validate(State(webhook): State<Arc<Webhook>>, body: Body) -> Response {
     let started = Instant::now();
-    let (status, response) = match read_body(body).await {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, read_body(body));
+    let read = read.await.unwrap_or_else(|_| {
+        Err(ReviewError::Body(format!(
+            "not received within {BODY_READ_TIMEOUT:?}"
+        )))
+    });
+    let (status, response) = match read {
         Ok(bytes) => (StatusCode::OK, webhook.review(&bytes)),
         Err(error @ ReviewError::TooLarge) => (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -122,6 +138,10 @@ async fn validate(State(webhook): State<Arc<Webhook>>, body: Body) -> Response {
 
 /// Reads at most [`MAX_BODY_BYTES`].
 async fn read_body(body: Body) -> Result<Bytes, ReviewError> {
+    // A declared length over the limit is refused before any of it is read.
+    if axum::body::HttpBody::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
+        return Err(ReviewError::TooLarge);
+    }
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ReviewError::TooLarge),
@@ -129,16 +149,31 @@ async fn read_body(body: Body) -> Result<Bytes, ReviewError> {
     }
 }
 
-/// Serves `webhook` over HTTPS on `listener` until `handle` shuts it down; a graceful shutdown
-/// stops accepting connections and lets requests in flight finish.
+/// Serves `webhook` over HTTPS on `listener`, at most `max_connections` at once, until `handle`
+/// shuts it down; a graceful shutdown stops accepting connections and lets requests in flight
+/// finish.
 pub async fn serve(
     listener: std::net::TcpListener,
     tls: ServerConfig,
+    max_connections: usize,
     webhook: Arc<Webhook>,
     handle: Handle<SocketAddr>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
-    axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls)))?
+    let limit = ConnectionLimit::new(max_connections, webhook.metrics.clone());
+    // HTTP/1.1 only (ALPN offers nothing else): no HTTP/2 sniffing, which waits for a first
+    // byte without any timeout. hyper's header read timeout needs a timer; it runs from the
+    // start of every request head, so it also closes connections that never send one.
+    let mut server =
+        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls)))?
+            .map(|tls| tls.acceptor(limit))
+            .http1_only();
+    server
+        .http_builder()
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    server
         .handle(handle)
         .serve(router(webhook).into_make_service())
         .await

@@ -137,7 +137,7 @@ impl Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let handle = Handle::new();
-        let task = tokio::spawn(server::serve(listener, tls, webhook, handle.clone()));
+        let task = tokio::spawn(server::serve(listener, tls, 64, webhook, handle.clone()));
         Self {
             addr,
             ca,

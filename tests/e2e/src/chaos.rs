@@ -112,6 +112,8 @@ pub struct WebhookOptions {
     pub mode: &'static str,
     /// `--tls-reload-interval`.
     pub reload_interval: &'static str,
+    /// `--max-connections`.
+    pub max_connections: u32,
 }
 
 impl Default for WebhookOptions {
@@ -119,6 +121,7 @@ impl Default for WebhookOptions {
         Self {
             mode: "enforce",
             reload_interval: "200ms",
+            max_connections: 4096,
         }
     }
 }
@@ -207,6 +210,10 @@ impl WebhookProcess {
             .arg(format!(
                 "--tls-reload-interval={}",
                 self.options.reload_interval
+            ))
+            .arg(format!(
+                "--max-connections={}",
+                self.options.max_connections
             ))
             .env("KUBECONFIG", crate::kubeconfig_path())
             .env("RUST_LOG", "info")

@@ -20,6 +20,7 @@ use byoc_e2e::chaos::{
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
+/// One MiB, in the KiB that /proc reports.
 const MIB: u64 = 1024;
 
 /// How long a connection that sends nothing useful may stay open. The API server's own
@@ -119,7 +120,6 @@ async fn a_client_that_never_starts_tls_is_disconnected() {
 }
 
 #[tokio::test]
-#[ignore = "fails until byoc-webhook has header and body read timeouts (issue 8 report)"]
 async fn an_idle_tls_connection_is_closed() {
     let webhook = start();
     let client = webhook.client();
@@ -134,7 +134,6 @@ async fn an_idle_tls_connection_is_closed() {
 }
 
 #[tokio::test]
-#[ignore = "fails until byoc-webhook has header and body read timeouts (issue 8 report)"]
 async fn headers_sent_one_byte_a_second_are_cut_off() {
     let webhook = start();
     let client = webhook.client();
@@ -164,7 +163,6 @@ async fn headers_sent_one_byte_a_second_are_cut_off() {
 }
 
 #[tokio::test]
-#[ignore = "fails until byoc-webhook has header and body read timeouts (issue 8 report)"]
 async fn a_body_sent_ten_bytes_a_second_gets_an_answer_or_a_close() {
     let webhook = start();
     let client = webhook.client();
@@ -230,6 +228,51 @@ async fn thousands_of_idle_connections_do_not_starve_a_real_request() {
     assert!(peak < 96 * MIB, "peak RSS {peak} KiB with idle connections");
     drop(raw);
     drop(tls);
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_until_others_close() {
+    const LIMIT: u32 = 20;
+    let webhook = WebhookProcess::start(WebhookOptions {
+        max_connections: LIMIT,
+        ..WebhookOptions::default()
+    });
+    let client = webhook.client();
+    let mut held = Vec::new();
+    for _ in 0..LIMIT {
+        held.push(
+            client
+                .connect()
+                .await
+                .expect("a TLS connection within the limit"),
+        );
+    }
+    assert!(
+        client.connect().await.is_err(),
+        "connection {} past a limit of {LIMIT} was served",
+        LIMIT + 1
+    );
+    assert_eq!(
+        webhook.metric("byoc_webhook_refused_connections_total"),
+        1.0
+    );
+    assert_eq!(
+        webhook.metric("byoc_webhook_open_connections"),
+        f64::from(LIMIT)
+    );
+    // The held connections still work.
+    review_ok(&mut held[0], "held", PLATFORM_IMAGE, true).await;
+
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while webhook.metric("byoc_webhook_open_connections") > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "closed connections still counted as open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    still_serves(&client).await;
 }
 
 /// A pod review padded with an annotation to exactly `size` bytes.
@@ -327,7 +370,6 @@ async fn parallel_seven_mib_bodies_are_answered_and_larger_ones_refused_with_bou
 }
 
 #[tokio::test]
-#[ignore = "fails until byoc-webhook refuses a Content-Length over 7 MiB before reading the body (issue 8 report)"]
 async fn a_declared_length_over_the_limit_is_refused_from_the_headers() {
     let webhook = start();
     let client = webhook.client();
