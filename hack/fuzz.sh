@@ -11,9 +11,11 @@
 #   FUZZ_SECONDS     seconds per target (default 20)
 #   FUZZ_JOBS        parallel fuzzing processes per target (libFuzzer -fork; default 1)
 #   FUZZ_TOOLCHAIN   the nightly toolchain to use (default nightly)
+#   FUZZ_TARGET_DIR  where the fuzz build, logs and working corpus go (default
+#                    $CARGO_TARGET_DIR/fuzz when CARGO_TARGET_DIR is set, as in CI, else fuzz/target)
 #
 # Every run starts from the committed seeds in fuzz/corpus/TARGET and grows a working corpus in
-# fuzz/target/corpus/TARGET (ignored by git), which later runs reuse. A crash stops the run with
+# $FUZZ_TARGET_DIR/corpus/TARGET (never committed), which later runs reuse. A crash stops the run with
 # the failing input saved in fuzz/artifacts/TARGET/ and the command that reproduces it.
 set -euo pipefail
 
@@ -22,6 +24,9 @@ repo=$(cd "$here/.." && pwd)
 seconds=${FUZZ_SECONDS:-20}
 jobs=${FUZZ_JOBS:-1}
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
+default_dir=$repo/fuzz/target
+[[ -n ${CARGO_TARGET_DIR:-} ]] && default_dir=$CARGO_TARGET_DIR/fuzz
+target_dir=${FUZZ_TARGET_DIR:-$default_dir}
 
 log() { printf '[fuzz] %s\n' "$*" >&2; }
 
@@ -49,10 +54,10 @@ targets=("$@")
 # One build for all targets (they share every dependency), in release mode with debug
 # assertions and sanitizers as cargo-fuzz sets them.
 log "building ${#all[@]} targets"
-cargo "+$toolchain" fuzz build
+cargo "+$toolchain" fuzz build --target-dir "$target_dir"
 
 for target in "${targets[@]}"; do
-  work=$repo/fuzz/target/corpus/$target
+  work=$target_dir/corpus/$target
   mkdir -p "$work" "$repo/fuzz/artifacts/$target"
   log "$target: ${seconds}s, $jobs job(s)"
   # -max_len: AdmissionReviews need room; the parsers do not. Seeds are read but never written:
@@ -61,11 +66,11 @@ for target in "${targets[@]}"; do
     admission_*) max_len=65536 ;;
     *) max_len=4096 ;;
   esac
-  out=$repo/fuzz/target/$target.log
+  out=$target_dir/$target.log
   parallel=()
   ((jobs > 1)) && parallel=(-fork="$jobs")
   status=0
-  cargo "+$toolchain" fuzz run "$target" "$work" "corpus/$target" -- \
+  cargo "+$toolchain" fuzz run --target-dir "$target_dir" "$target" "$work" "corpus/$target" -- \
     -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 \
     "${parallel[@]}" -print_final_stats=1 >"$out" 2>&1 || status=$?
   if ((status != 0)); then
