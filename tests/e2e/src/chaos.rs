@@ -9,7 +9,7 @@
 //! rotation writes a new directory and swaps `..data` atomically.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::webhook::{EXEMPT_NAMESPACES, NAMESPACES_WEBHOOK, PODS_WEBHOOK};
-use crate::{kubectl, kubectl_stdin, repo_root, unique_name};
+use crate::{free_port, http_get, kubectl, kubectl_stdin, repo_root, unique_name};
 
 /// An image every namespace may use.
 pub const PLATFORM_IMAGE: &str = "docker-registry.tools.wmflabs.org/toolforge-python311:latest";
@@ -543,35 +543,6 @@ fn next_serial() -> u64 {
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-/// A plain HTTP/1.1 GET with a 5 s timeout: status and body.
-pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,17 +10,17 @@
 //!
 //! Build the binary first: `cargo build -p byoc-controller` (`make e2e` builds every binary).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OnceCell, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::{
-    CONVERGE_TIMEOUT, client, eventually, install_crd, kubeconfig_path, kubectl, repo_root,
+    CONVERGE_TIMEOUT, client, eventually, free_port, http_get, install_crd, kubeconfig_path,
+    kubectl, repo_root,
 };
 
 /// The controller's namespace, ServiceAccount and Lease.
@@ -203,29 +203,12 @@ impl ControllerProcess {
 
     /// `GET path` on the admin port: the status code and body.
     pub async fn get(&self, path: &str) -> Result<(u16, String), String> {
-        let mut stream = tokio::net::TcpStream::connect(self.admin)
+        let admin = self.admin;
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || http_get(admin, &path))
             .await
-            .map_err(|e| e.to_string())?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .await
-            .map_err(|e| e.to_string())?;
-        let code = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((code, body))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 
     /// The value of a series in `/metrics`, e.g. `byoc_controller_leader` or
@@ -322,13 +305,6 @@ impl Drop for ControllerProcess {
         let status = self.stop();
         eprintln!("controller {} stopped: {status}", self.identity);
     }
-}
-
-/// A free port on 127.0.0.1 (free when this returns).
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
 }
 
 /// The controller that tests share; it stops when the last of them is dropped.
