@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use byoc_api::ByocGrant;
-use clap::Args;
+use clap::{Args, ValueHint};
 use jiff::SignedDuration;
 use kube::api::{ListParams, ObjectList};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
@@ -19,7 +19,7 @@ use crate::duration::parse_duration;
 pub struct ClusterArgs {
     /// The kubeconfig file (default: $KUBECONFIG, which may list several files, then
     /// ~/.kube/config; in a pod, its service account).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use (default: the current context).
     #[arg(long, value_name = "NAME")]

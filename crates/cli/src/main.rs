@@ -18,7 +18,7 @@ mod table;
 use std::future::Future;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum, ValueHint};
 use thiserror::Error;
 
 /// Bring-your-own-container grants for Kubernetes namespaces.
@@ -58,7 +58,7 @@ enum Command {
         kubectl byoc check --allowed-registry quay.io --now 2027-04-01T00:00:00Z review.json")]
     Check {
         /// Policy configuration file (YAML, as the webhook reads it).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
         config: Option<String>,
         /// An allowed registry, `host[:port][/path-prefix]`; replaces the configured defaults.
         #[arg(long = "allowed-registry", value_name = "REGISTRY")]
@@ -67,7 +67,7 @@ enum Command {
         #[arg(long, short = 'n', default_value = "default", value_name = "NS")]
         namespace: String,
         /// ByocGrant manifests, applied as if the controller had reconciled them at --now.
-        #[arg(long = "grant", value_name = "FILE")]
+        #[arg(long = "grant", value_name = "FILE", value_hint = ValueHint::FilePath)]
         grants: Vec<String>,
         /// The evaluation time, RFC 3339 (default: now); decides which grants have expired.
         #[arg(long, value_name = "RFC3339")]
@@ -77,7 +77,7 @@ enum Command {
         output: OutputFormat,
         /// Manifests: YAML or JSON, multi-document; Pods, workloads, PodTemplates, v1 Lists and
         /// AdmissionReviews. `-` reads standard input.
-        #[arg(value_name = "FILE", required = true)]
+        #[arg(value_name = "FILE", value_hint = ValueHint::FilePath, required = true)]
         files: Vec<String>,
     },
     /// Grant a namespace the use of more registries (creates or updates a ByocGrant).
@@ -95,11 +95,22 @@ enum Command {
         kubectl-byoc completion bash > /etc/bash_completion.d/kubectl-byoc\n  \
         kubectl-byoc completion zsh > \"${fpath[1]}/_kubectl-byoc\"\n  \
         kubectl-byoc completion fish > ~/.config/fish/completions/kubectl-byoc.fish\n\n\
-        The scripts complete the `kubectl-byoc` command.")]
+        The scripts complete the `kubectl-byoc` command. For `kubectl byoc <TAB>` (kubectl 1.26 \
+        or later, any shell kubectl completes), put an executable script named \
+        kubectl_complete-byoc on PATH:\n  \
+        #!/bin/sh\n  \
+        exec kubectl-byoc __complete \"$@\"")]
     Completion {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Completion candidates in cobra's format, for kubectl's plugin completion.
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// The words after `kubectl byoc`, the last one being completed.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
     },
 }
 
@@ -152,6 +163,9 @@ fn main() -> ExitCode {
         Command::ImportConfigmap(args) => block_on(import::run(args)),
         Command::Completion { shell } => {
             output::emit(&completion::script(shell, Cli::command())).map(|()| true)
+        }
+        Command::Complete { words } => {
+            output::emit(&completion::kubectl_candidates(Cli::command(), &words)).map(|()| true)
         }
     };
     match result {

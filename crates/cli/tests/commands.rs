@@ -200,3 +200,60 @@ fn completion_scripts_for_bash_zsh_and_fish() {
     }
     assert_eq!(run(&["completion", "tcsh"]).code, 2);
 }
+
+/// `kubectl byoc <TAB>` through the real kubectl: kubectl runs `kubectl_complete-byoc` from
+/// PATH (the script `completion --help` shows), which asks the plugin with `__complete`.
+#[test]
+fn kubectl_completes_the_plugin_through_kubectl_complete_byoc() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("kubectl_complete-byoc");
+    std::fs::write(&script, "#!/bin/sh\nexec kubectl-byoc __complete \"$@\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-byoc"));
+    let path = std::env::join_paths(
+        [dir.path(), bin.parent().unwrap()]
+            .into_iter()
+            .map(std::path::Path::to_path_buf)
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let complete = |words: &[&str]| {
+        let out = Command::new("kubectl")
+            .args(["__complete", "byoc"])
+            .args(words)
+            .env("PATH", &path)
+            .env("HOME", dir.path())
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("kubectl on PATH");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let commands = complete(&[""]);
+    for name in [
+        "check\t",
+        "grant\t",
+        "revoke\t",
+        "list\t",
+        "audit\t",
+        "import-configmap\t",
+    ] {
+        assert!(commands.contains(name), "{name:?} missing from\n{commands}");
+    }
+    assert!(!commands.contains("__complete"), "{commands}");
+    assert!(commands.ends_with(":4\n"), "{commands}");
+    assert_eq!(
+        complete(&["rev"]),
+        "revoke\tRevoke the grants of a namespace, or one grant by name\n:4\n"
+    );
+    let formats = complete(&["list", "-o", ""]);
+    assert!(
+        formats.contains("json\t") && formats.contains("wide\t"),
+        "{formats}"
+    );
+    assert!(complete(&["grant", "tool-a", "--exp"]).starts_with("--expires\t"));
+    // Manifests are files: the shell completes them.
+    assert!(complete(&["check", ""]).ends_with(":0\n"));
+}

@@ -11,7 +11,7 @@ mod scan;
 use std::collections::HashMap;
 
 use byoc_policy::{Allowance, Config};
-use clap::{Args, ValueEnum};
+use clap::{Args, ValueEnum, ValueHint};
 use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::PartialObjectMeta;
@@ -46,7 +46,7 @@ pub struct AuditArgs {
     #[arg(long, short = 'n', value_name = "NAMESPACE")]
     namespace: Option<String>,
     /// The policy configuration file, as the webhook reads it (default: the built-in defaults).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     config: Option<String>,
     /// Output format: the text report, or the documented JSON.
     #[arg(long, short = 'o', value_enum, default_value_t = AuditFormat::Text)]
