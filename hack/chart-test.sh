@@ -191,6 +191,7 @@ static_tests() {
     "certManager.issuerRef.kind=Cluster|/certManager/issuerRef/kind"
     "webhook.tlsReloadInterval=5|/webhook/tlsReloadInterval"
     "webhook.maxConnections=0|/webhook/maxConnections|minimum"
+    "webhook.idleTimeout=2h|/webhook/idleTimeout"
     "webhook.podDisruptionBudget.maxUnavailable=2|webhook.podDisruptionBudget.maxUnavailable (2) must be smaller than webhook.replicas (2)"
     "webhook.tls.renewDaysBefore=4000|webhook.tls.renewDaysBefore (4000) must be smaller"
   )

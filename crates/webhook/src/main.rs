@@ -45,6 +45,12 @@ struct Args {
     /// API servers keep a few each; the rest is headroom against floods of clients.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// How long a connection may wait for the whole head of its next request; idle keep-alive
+    /// connections and slow request heads are closed after it. Keep it longer than the API
+    /// server's idle timeout (90 s), so that the API server closes idle connections first and
+    /// never sends a review on a connection the webhook is closing.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    idle_timeout: Duration,
     /// How long requests in flight may take to finish after SIGTERM.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -132,7 +138,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut server = tokio::spawn(server::serve(
         listener,
         tls,
-        args.max_connections as usize,
+        server::Limits {
+            max_connections: args.max_connections as usize,
+            idle_timeout: args.idle_timeout,
+        },
         webhook,
         handle.clone(),
     ));
@@ -211,6 +220,7 @@ mod tests {
         assert_eq!(args.listen, "0.0.0.0:8443".parse().unwrap());
         assert_eq!(args.admin_addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(args.max_connections, 4096);
+        assert_eq!(args.idle_timeout, Duration::from_secs(120));
         let zero = [
             "byoc-webhook",
             "--tls-cert",

@@ -25,10 +25,6 @@ use crate::limit::ConnectionLimit;
 use crate::metrics::Metrics;
 use crate::review::{self, MAX_BODY_BYTES, ReviewError, Unreadable, Verdict};
 
-/// How long a client may take to send a request head, and how long an idle keep-alive
-/// connection stays open: slow or silent clients cannot hold connections (slowloris).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How long a client may take to send a request body once its head arrived. The API server
 /// waits at most 30 s for a webhook; a body still arriving after this is not a real review.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,18 +145,27 @@ async fn read_body(body: Body) -> Result<Bytes, ReviewError> {
     }
 }
 
-/// Serves `webhook` over HTTPS on `listener`, at most `max_connections` at once, until `handle`
-/// shuts it down; a graceful shutdown stops accepting connections and lets requests in flight
-/// finish.
+/// How connections are bounded.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most connections open at once; more are closed on accept.
+    pub max_connections: usize,
+    /// How long a connection may wait for the whole head of its next request: idle keep-alive
+    /// connections and slow request heads are closed after it.
+    pub idle_timeout: Duration,
+}
+
+/// Serves `webhook` over HTTPS on `listener` within `limits` until `handle` shuts it down; a
+/// graceful shutdown stops accepting connections and lets requests in flight finish.
 pub async fn serve(
     listener: std::net::TcpListener,
     tls: ServerConfig,
-    max_connections: usize,
+    limits: Limits,
     webhook: Arc<Webhook>,
     handle: Handle<SocketAddr>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
-    let limit = ConnectionLimit::new(max_connections, webhook.metrics.clone());
+    let limit = ConnectionLimit::new(limits.max_connections, webhook.metrics.clone());
     // HTTP/1.1 only (ALPN offers nothing else): no HTTP/2 sniffing, which waits for a first
     // byte without any timeout. hyper's header read timeout needs a timer; it runs from the
     // start of every request head, so it also closes connections that never send one.
@@ -172,7 +177,7 @@ pub async fn serve(
         .http_builder()
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.idle_timeout);
     server
         .handle(handle)
         .serve(router(webhook).into_make_service())

@@ -31,6 +31,12 @@ use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio_rustls::TlsConnector;
 
+/// The server's limits in these tests: the defaults of `byoc-webhook`.
+const LIMITS: server::Limits = server::Limits {
+    max_connections: 64,
+    idle_timeout: Duration::from_secs(120),
+};
+
 const HOST: &str = "webhook.test";
 const PLATFORM: &str = "docker-registry.tools.wmflabs.org/toolforge-python311:latest";
 
@@ -137,7 +143,13 @@ impl Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let handle = Handle::new();
-        let task = tokio::spawn(server::serve(listener, tls, 64, webhook, handle.clone()));
+        let task = tokio::spawn(server::serve(
+            listener,
+            tls,
+            LIMITS,
+            webhook,
+            handle.clone(),
+        ));
         Self {
             addr,
             ca,

@@ -114,6 +114,8 @@ pub struct WebhookOptions {
     pub reload_interval: &'static str,
     /// `--max-connections`.
     pub max_connections: u32,
+    /// `--idle-timeout`.
+    pub idle_timeout: &'static str,
 }
 
 impl Default for WebhookOptions {
@@ -122,6 +124,7 @@ impl Default for WebhookOptions {
             mode: "enforce",
             reload_interval: "200ms",
             max_connections: 4096,
+            idle_timeout: "120s",
         }
     }
 }
@@ -215,6 +218,7 @@ impl WebhookProcess {
                 "--max-connections={}",
                 self.options.max_connections
             ))
+            .arg(format!("--idle-timeout={}", self.options.idle_timeout))
             .env("KUBECONFIG", crate::kubeconfig_path())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
