@@ -18,6 +18,7 @@ pub mod cli;
 pub mod controller;
 pub mod webhook;
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -34,7 +35,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client, Config, CustomResourceExt};
+use kube::{Api, Client, Config, CustomResourceExt, ResourceExt};
 
 /// Label put on every namespace the tests create, so leftovers are easy to find.
 pub const TEST_LABEL: &str = "byoc-e2e.toolforge.org/test";
@@ -466,6 +467,34 @@ pub fn grant_manifest(name: &str, spec: serde_json::Value) -> String {
         "spec": spec,
     })
     .to_string()
+}
+
+/// Creates grant `name` for `namespace` with `kubectl create`; deleted (without waiting) when
+/// the guard drops.
+pub fn create_grant(
+    name: &str,
+    namespace: &str,
+    registries: &[&str],
+    expires: Option<&str>,
+) -> Cleanup {
+    let mut spec = serde_json::json!({ "namespace": namespace, "reason": "e2e test", "registries": registries });
+    if let Some(at) = expires {
+        spec["expiresAt"] = serde_json::json!(at);
+    }
+    kubectl_stdin(&["create", "-f", "-"], &grant_manifest(name, spec)).success();
+    Cleanup::new(["byocgrant", name])
+}
+
+/// The `byoc.toolforge.org/` labels of a namespace.
+pub async fn byoc_labels(client: &Client, namespace: &str) -> BTreeMap<String, String> {
+    let ns = Api::<Namespace>::all(client.clone())
+        .get(namespace)
+        .await
+        .expect("get namespace");
+    byoc_api::labels::owned_labels(ns.labels())
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// The value of `KEY=value` in `hack/versions.env` (e.g. `KUBERNETES_VERSION`).

@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use byoc_api::ByocGrant;
-use byoc_api::labels::owned_labels;
 use byoc_e2e::controller::{ControllerProcess, NAME, SYSTEM_NAMESPACE, exclusive, shared};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, client, eventually, grant_manifest,
-    kubectl, kubectl_stdin, unique_name,
+    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, byoc_labels, client, create_grant,
+    eventually, kubectl, kubectl_stdin, unique_name,
 };
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -23,34 +22,6 @@ use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Creates grant `name` for `namespace`; deleted (without waiting) when the guard drops.
-fn create_grant(
-    name: &str,
-    namespace: &str,
-    registries: &[&str],
-    expires: Option<&str>,
-) -> Cleanup {
-    let mut spec =
-        json!({ "namespace": namespace, "reason": "e2e test", "registries": registries });
-    if let Some(at) = expires {
-        spec["expiresAt"] = json!(at);
-    }
-    kubectl_stdin(&["create", "-f", "-"], &grant_manifest(name, spec)).success();
-    Cleanup::new(["byocgrant", name])
-}
-
-/// The `byoc.toolforge.org/` labels of a namespace.
-async fn byoc_labels(client: &Client, namespace: &str) -> BTreeMap<String, String> {
-    let ns = Api::<Namespace>::all(client.clone())
-        .get(namespace)
-        .await
-        .expect("get namespace");
-    owned_labels(ns.labels())
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs

@@ -24,8 +24,8 @@ use byoc_e2e::chaos::{
 };
 use byoc_e2e::controller::{self, ControllerProcess, SYSTEM_NAMESPACE};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, client, eventually, grant_manifest,
-    kubectl, kubectl_stdin, unique_name,
+    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, byoc_labels, client, create_grant,
+    eventually, grant_manifest, kubectl, kubectl_stdin, unique_name,
 };
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, ListParams};
@@ -40,23 +40,6 @@ const PROPAGATION: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-fn create_grant(name: &str, namespace: &str, registries: &[&str]) -> Cleanup {
-    let spec = json!({ "namespace": namespace, "reason": "fault test", "registries": registries });
-    kubectl_stdin(&["create", "-f", "-"], &grant_manifest(name, spec)).success();
-    Cleanup::new(["byocgrant", name])
-}
-
-async fn byoc_labels(client: &Client, namespace: &str) -> BTreeMap<String, String> {
-    let ns = Api::<Namespace>::all(client.clone())
-        .get(namespace)
-        .await
-        .expect("get namespace");
-    owned_labels(ns.labels())
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
 
 async fn wait_labels(client: &Client, namespace: &str, want: &[&str]) {
     let want: BTreeSet<String> = want.iter().map(|k| (*k).to_owned()).collect();
@@ -145,7 +128,7 @@ async fn grants_survive(component: &str) {
 
     let before = tool_namespace(&client, "fault-before").await;
     let before_grant = unique_name("fault-before");
-    let _g1 = create_grant(&before_grant, before.name(), &["quay.io"]);
+    let _g1 = create_grant(&before_grant, before.name(), &["quay.io"], None);
     wait_labels(&client, before.name(), &["byoc.toolforge.org/quay.io"]).await;
     wait_outcome(&client, before.name(), QUAY_IMAGE, Outcome::Admitted).await;
 
@@ -160,7 +143,7 @@ async fn grants_survive(component: &str) {
     // labels the namespace) and so did the webhook's (it admits by that label).
     let after = tool_namespace(&client, "fault-after").await;
     let after_grant = unique_name("fault-after");
-    let _g2 = create_grant(&after_grant, after.name(), &["quay.io"]);
+    let _g2 = create_grant(&after_grant, after.name(), &["quay.io"], None);
     wait_labels(&client, after.name(), &["byoc.toolforge.org/quay.io"]).await;
     let took = wait_outcome(&client, after.name(), QUAY_IMAGE, Outcome::Admitted).await;
     eprintln!("a grant made after the restart admitted {took:?} after its label appeared");
