@@ -1,5 +1,10 @@
-//! The Namespace reconciler: a namespace that no grant targets must carry no label under the
-//! prefix. Namespaces that grants target are the grant reconciler's (it watches them too).
+//! The Namespace reconciler: every namespace's labels under the prefix are what the grants say.
+//! A namespace no grant targets carries none; a hand edit on a targeted one is undone.
+//!
+//! The grant reconciler also runs when a namespace changes (for its status), but it is woken by
+//! a second watch of namespaces and may read the namespace before this controller's cache has
+//! the change, see the old labels in sync and write nothing. This reconciler reads the cache its
+//! own watch fills, so it always sees the change that woke it.
 
 use std::sync::Arc;
 
@@ -14,8 +19,8 @@ use crate::metrics::Reconciler;
 use crate::sync::sync_namespace;
 use crate::{Context, Error};
 
-/// Removes labels under the prefix from a namespace that no grant targets; a standby does
-/// nothing.
+/// Brings the labels under the prefix of a namespace that carries any, or that a grant
+/// targets, in line with the grants (no write when they are); a standby does nothing.
 #[instrument(skip_all, fields(namespace = %namespace.name_any()))]
 pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.leadership.is_leader() || !ctx.caches_synced().await {
@@ -25,7 +30,7 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
     let name = namespace.name_any();
     let carries_ours = namespace.labels().keys().any(|k| labels::is_owned_key(k));
     let targeted = ctx.grants.find(|g| g.spec.namespace == name).is_some();
-    if carries_ours && !targeted {
+    if carries_ours || targeted {
         sync_namespace(&ctx, &name, Timestamp::now()).await?;
     }
     Ok(Action::await_change())
@@ -60,7 +65,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn namespaces_without_our_labels_or_with_grants_are_left_alone() {
+    async fn hand_edited_labels_on_a_granted_namespace_are_repaired() {
+        let edited = [
+            ("byoc.toolforge.org/any", "20000101T000000Z"),
+            ("byoc.toolforge.org/evil.example.org", "never"),
+        ];
+        let ns = namespace("tool-b", &edited);
+        let scenario = Scenario::new(vec![grant("g", "tool-b", &[], None)], vec![ns.clone()]);
+        let steps = vec![
+            Step::apply_labels(
+                "tool-b",
+                json!({"byoc.toolforge.org/any": "never"}),
+                &[("byoc.toolforge.org/evil.example.org", "never")],
+            ),
+            Step::remove_labels("tool-b", &["byoc.toolforge.org/evil.example.org"]),
+        ];
+        scenario
+            .check(steps, reconcile(Arc::new(ns), scenario.ctx()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn plain_and_in_sync_namespaces_are_left_alone() {
         let plain = namespace("tool-a", &[("team", "a")]);
         let granted = namespace("tool-b", &[("byoc.toolforge.org/any", "never")]);
         let scenario = Scenario::new(
