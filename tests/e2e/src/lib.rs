@@ -268,8 +268,21 @@ where
     kubectl_with_stdin(args, None)
 }
 
+/// `kubectl -n NAMESPACE run POD --image=IMAGE --restart=Never`: one bare pod, which stays
+/// Pending (there is no kubelet) once admitted.
+pub fn kubectl_run(namespace: &str, pod: &str, image: &str) -> Output {
+    kubectl([
+        "-n",
+        namespace,
+        "run",
+        pod,
+        &format!("--image={image}"),
+        "--restart=Never",
+    ])
+}
+
 /// Runs `kubectl ARGS...` as the admin with `manifest` (YAML or JSON) on stdin, e.g.
-/// `kubectl_apply(&["apply", "-f", "-"], ...)`.
+/// `kubectl_stdin(&["apply", "-f", "-"], ...)`.
 pub fn kubectl_stdin(args: &[&str], manifest: &str) -> Output {
     kubectl_with_stdin(args, Some(manifest))
 }

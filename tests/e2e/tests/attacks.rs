@@ -19,7 +19,7 @@ use byoc_e2e::chaos::{Outcome, try_pod};
 use byoc_e2e::webhook::{CONTROLLER_USER, NAMESPACES_WEBHOOK, Options, PODS_WEBHOOK, Webhook};
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, client, eventually, grant_manifest,
-    kubectl, kubectl_as, kubectl_stdin, unique_name,
+    kubectl, kubectl_as, kubectl_run, kubectl_stdin, unique_name,
 };
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
@@ -741,15 +741,7 @@ async fn ephemeral_containers_and_debug_copies_with_bad_images_are_refused() {
     let (debug, _debug) = cluster_role("get,patch,update", "pods/ephemeralcontainers");
     let _debugger = bind(&tenant, &debug, Some(name));
     wait_can(&tenant, "patch", "pods/ephemeralcontainers", Some(name)).await;
-    kubectl([
-        "-n",
-        name,
-        "run",
-        "app",
-        &format!("--image={PLATFORM}"),
-        "--restart=Never",
-    ])
-    .success();
+    kubectl_run(name, "app", PLATFORM).success();
 
     // The raw subresource, as a tenant, with a lookalike image.
     let patch = json!({"spec": {"ephemeralContainers": [{"name": "dbg", "image": "docker-registry.tools.wmflabs.org.evil.com/shell",

@@ -14,7 +14,7 @@ use byoc_e2e::cli::{CliOutput, byoc, command, kubectl_byoc, run};
 use byoc_e2e::webhook::{Options, Webhook};
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, TestNamespace, client, controller, eventually, kubeconfig_path,
-    kubectl, kubectl_stdin, parse_table, unique_name,
+    kubectl, kubectl_run, kubectl_stdin, parse_table, unique_name,
 };
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
@@ -843,16 +843,7 @@ async fn a_grant_admits_pods_from_its_registry_and_revoking_refuses_them_again()
     let name = ns.name();
     let _cleanup = Cleanup::new(["byocgrant", name]);
     let image = "quay.io/prometheus/busybox:latest";
-    let run_pod = |pod: &str| {
-        kubectl([
-            "-n",
-            name,
-            "run",
-            pod,
-            &format!("--image={image}"),
-            "--restart=Never",
-        ])
-    };
+    let run_pod = |pod: &str| kubectl_run(name, pod, image);
 
     run_pod("before").fails_with(&["resolves to registry quay.io"]);
     let out = kubectl_byoc([

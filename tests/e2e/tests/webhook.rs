@@ -9,7 +9,7 @@ use byoc_e2e::controller;
 use byoc_e2e::webhook::{CONTROLLER_USER, NAMESPACES_WEBHOOK, Options, PODS_WEBHOOK, Webhook};
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, TestNamespace, client, eventually, grant_manifest, kubectl,
-    kubectl_as, kubectl_stdin, unique_name,
+    kubectl_as, kubectl_run, kubectl_stdin, unique_name,
 };
 use serde_json::json;
 
@@ -33,15 +33,7 @@ async fn docker_hub_pod_is_refused_and_platform_pod_admitted() {
     let ns = tool_namespace().await;
     let name = ns.name();
 
-    kubectl([
-        "-n",
-        name,
-        "run",
-        "hub",
-        "--image=nginx:1.27",
-        "--restart=Never",
-    ])
-    .fails_with(&[
+    kubectl_run(name, "hub", "nginx:1.27").fails_with(&[
         &denied_by(PODS_WEBHOOK),
         &format!(
             "Pod {name}/hub: container \"hub\" image \"nginx:1.27\" resolves to registry \
@@ -56,15 +48,7 @@ async fn docker_hub_pod_is_refused_and_platform_pod_admitted() {
             .contains("NotFound")
     );
 
-    kubectl([
-        "-n",
-        name,
-        "run",
-        "ok",
-        &format!("--image={PLATFORM}"),
-        "--restart=Never",
-    ])
-    .success();
+    kubectl_run(name, "ok", PLATFORM).success();
     kubectl(["-n", name, "get", "pod", "ok"]).success();
 
     let denied = "byoc_webhook_decisions_total{result=\"denied\",reason=\"registry_not_allowed\"}";
@@ -123,15 +107,7 @@ async fn kubectl_debug_needs_an_allowed_image() {
     let _webhook = Webhook::start(Options::default()).await;
     let ns = tool_namespace().await;
     let name = ns.name();
-    kubectl([
-        "-n",
-        name,
-        "run",
-        "app",
-        &format!("--image={PLATFORM}"),
-        "--restart=Never",
-    ])
-    .success();
+    kubectl_run(name, "app", PLATFORM).success();
 
     // Without a kubelet the pod stays Pending; adding an ephemeral container is an UPDATE of
     // pods/ephemeralcontainers all the same. No -i/-t: kubectl does not attach.
@@ -166,15 +142,7 @@ async fn pod_update_swapping_in_a_bad_image_is_refused() {
     let _webhook = Webhook::start(Options::default()).await;
     let ns = tool_namespace().await;
     let name = ns.name();
-    kubectl([
-        "-n",
-        name,
-        "run",
-        "app",
-        &format!("--image={PLATFORM}"),
-        "--restart=Never",
-    ])
-    .success();
+    kubectl_run(name, "app", PLATFORM).success();
 
     kubectl(["-n", name, "set", "image", "pod/app", "app=quay.io/evil/miner:1"]).fails_with(&[
         &denied_by(PODS_WEBHOOK),
@@ -200,15 +168,7 @@ async fn kube_system_is_unaffected() {
     let _webhook = Webhook::start(Options::default()).await;
     let pod = unique_name("e2e-hub");
     let _cleanup = Cleanup::new(["-n", "kube-system", "pod", pod.as_str()]);
-    kubectl([
-        "-n",
-        "kube-system",
-        "run",
-        &pod,
-        "--image=nginx",
-        "--restart=Never",
-    ])
-    .success();
+    kubectl_run("kube-system", &pod, "nginx").success();
     // The namespace guard leaves kube-system alone too.
     kubectl([
         "label",
@@ -263,15 +223,7 @@ async fn a_grant_lets_exactly_its_registries_in_and_revoking_shuts_them_out() {
         },
     )
     .await;
-    kubectl([
-        "-n",
-        name,
-        "run",
-        "exporter",
-        &format!("--image={exporter}"),
-        "--restart=Never",
-    ])
-    .success();
+    kubectl_run(name, "exporter", exporter).success();
     // Exactly its registries: not the rest of quay.io, not Docker Hub.
     try_pod("other", "quay.io/jetstack/cert-manager-controller:v1.15.0").fails_with(&[
         "resolves to registry quay.io",
@@ -433,7 +385,7 @@ async fn warn_mode_admits_with_a_warning_shown_by_kubectl() {
     let webhook = Webhook::start(Options { mode: "warn" }).await;
     let ns = tool_namespace().await;
     let name = ns.name();
-    let out = kubectl(["-n", name, "run", "hub", "--image=nginx", "--restart=Never"]).success();
+    let out = kubectl_run(name, "hub", "nginx").success();
     assert!(
         out.stderr.contains(&format!(
             "Warning: container \"hub\": registry docker.io of image \"nginx\" is not allowed in \
