@@ -152,6 +152,20 @@ static_tests() {
   else
     fail "helm template with certManager.issuerRef" "$out"
   fi
+  # A webhook outside the cluster (make run, the e2e tests): its URL and CA, no generated
+  # certificate, the same rules and conditions as the Service mode.
+  if out=$(helm template byoc-operator "$chart" -n byoc-system --kube-version "$KUBERNETES_VERSION" \
+    --set webhook.external.url=https://127.0.0.1:8443 --set webhook.external.caBundle=Q0EK \
+    --show-only templates/webhook/admission.yaml 2>&1) &&
+    [[ $(grep -c 'url: https://127.0.0.1:8443/validate' <<<"$out") == 2 ]] &&
+    [[ $(grep -c 'caBundle: Q0EK' <<<"$out") == 2 ]] && ! grep -q '^kind: Secret' <<<"$out" &&
+    ! grep -q 'service:' <<<"$out" &&
+    diff <(grep -e 'resources:' -e 'expression' -A1 "$work/render/default/"*-ValidatingWebhookConfiguration-*.yaml) \
+      <(grep -e 'resources:' -e 'expression' -A1 <<<"$out") >/dev/null; then
+    pass "helm template with webhook.external: URL and caBundle given, no Secret, same rules"
+  else
+    fail "helm template with webhook.external" "$out"
+  fi
   # The CRD comes through the link to crds/byocgrants.yaml (compared field by field with it
   # on the API server after `helm upgrade`, below).
   if grep -q 'x-kubernetes-validations\|openAPIV3Schema' "$work/render/default.yaml" &&
@@ -194,6 +208,8 @@ static_tests() {
     "webhook.idleTimeout=2h|/webhook/idleTimeout"
     "webhook.podDisruptionBudget.maxUnavailable=2|webhook.podDisruptionBudget.maxUnavailable (2) must be smaller than webhook.replicas (2)"
     "webhook.tls.renewDaysBefore=4000|webhook.tls.renewDaysBefore (4000) must be smaller"
+    "webhook.external.url=http://127.0.0.1:8443|/webhook/external/url"
+    "webhook.external.url=https://127.0.0.1:8443|webhook.external.caBundle is required with webhook.external.url"
   )
   local c set frag missing
   for c in "${cases[@]}"; do
@@ -260,13 +276,19 @@ vwc_problems() {
       grep -qE "^nsSelector kubernetes.io/metadata.name NotIn( .*)? $r( |$)" <<<"$block" ||
         echo "$name: namespaceSelector does not exclude $r by kubernetes.io/metadata.name"
     done
-    # Never scoped by the labels the guard protects (DESIGN §3): a selector or condition on them
-    # would let a tenant step around it.
-    if grep -E '^(nsSelector|nsSelectorLabel|objectSelector) byoc\.toolforge\.org/' <<<"$block" >/dev/null ||
-      grep -q '^matchCondition' <<<"$block"; then
-      echo "$name: is scoped by a byoc.toolforge.org/ label or a match condition"
+    # Never scoped by the labels the guard protects (DESIGN §3): a selector on them would let a
+    # tenant step around it.
+    if grep -E '^(nsSelector|nsSelectorLabel|objectSelector) byoc\.toolforge\.org/' <<<"$block" >/dev/null; then
+      echo "$name: is scoped by a byoc.toolforge.org/ label"
     fi
   done
+  # Match conditions: none on the registry policy; on the guard only the one that sends every
+  # change of a byoc label (tests/e2e/tests/guard.rs proves what it lets through).
+  block=$(awk '/^webhook / { p = ($2 == "pods.byoc.toolforge.org") } p' <<<"$summary")
+  if grep -q '^matchCondition' <<<"$block"; then echo "pods.byoc.toolforge.org: has a match condition"; fi
+  block=$(awk '/^webhook / { p = ($2 == "namespaces.byoc.toolforge.org") } p' <<<"$summary")
+  [[ $(grep '^matchCondition' <<<"$block") == 'matchCondition changes-byoc-labels' ]] ||
+    echo "namespaces.byoc.toolforge.org: match conditions are not exactly changes-byoc-labels"
   block=$(awk '/^webhook / { p = ($2 == "pods.byoc.toolforge.org") } p' <<<"$summary")
   grep -qE '^rule .*UPDATE.* : (.* )?pods/ephemeralcontainers( |$)' <<<"$block" ||
     echo "pods.byoc.toolforge.org: no rule for UPDATE of pods/ephemeralcontainers (kubectl debug)"
@@ -275,8 +297,8 @@ vwc_problems() {
       echo "pods.byoc.toolforge.org: no rule for CREATE and UPDATE of $r"
   done
   block=$(awk '/^webhook / { p = ($2 == "namespaces.byoc.toolforge.org") } p' <<<"$summary")
-  grep -qx 'rule CREATE UPDATE : namespaces' <<<"$block" ||
-    echo "namespaces.byoc.toolforge.org: no rule for CREATE and UPDATE of namespaces"
+  grep -qx 'rule CREATE UPDATE : namespaces namespaces/status namespaces/finalize' <<<"$block" ||
+    echo "namespaces.byoc.toolforge.org: no rule for CREATE and UPDATE of namespaces and its status and finalize subresources"
 }
 
 # check_deployments VARIANT: security contexts, probes, replicas, resources, env.
@@ -417,7 +439,7 @@ check_vwc() {
   fi
   problems=$(vwc_problems "$summary" "$timeout" "$ns")
   if [[ -z $problems ]]; then
-    pass "$v: webhook configuration: failurePolicy Fail, timeoutSeconds $timeout, kube-system and $ns excluded by name, pods/ephemeralcontainers and every workload kind covered, namespace guard not scoped by byoc labels"
+    pass "$v: webhook configuration: failurePolicy Fail, timeoutSeconds $timeout, kube-system and $ns excluded by name, pods/ephemeralcontainers and every workload kind covered, namespace guard on namespaces and their status and finalize subresources, not scoped by byoc labels"
   else
     fail "$v: webhook configuration" "$problems"$'\n'"$summary"
   fi
@@ -687,10 +709,15 @@ install_tests() {
   else
     fail "kube-system's labels cannot change while the webhook is down" "$out"
   fi
-  if out=$(k create namespace new-tool --dry-run=server 2>&1); then
-    fail "a namespace was created while the webhook is down (the label guard must fail closed)" "$out"
+  if out=$(k label namespace "$tool" byoc.toolforge.org/any=never --dry-run=server 2>&1); then
+    fail "a byoc label was set while the webhook is down (the label guard must fail closed)" "$out"
   else
-    pass "fail closed: creating a namespace is refused while the webhook is down (label guard)"
+    pass "fail closed: setting a byoc label is refused while the webhook is down (label guard)"
+  fi
+  if out=$(k create namespace new-tool --dry-run=server 2>&1); then
+    pass "a namespace without byoc labels is created while the webhook is down (match condition)"
+  else
+    fail "creating a plain namespace was refused while the webhook is down" "$out"
   fi
   if out=$(k delete validatingwebhookconfiguration "$vwc" 2>&1); then
     pass "recovery: kubectl delete validatingwebhookconfiguration $vwc works while the webhook is down"

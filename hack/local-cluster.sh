@@ -55,7 +55,9 @@ elapsed() {
   printf '%d.%d' $((tenths / 10)) $((tenths % 10))
 }
 
-log() { printf '[local-cluster] %s\n' "$*" >&2; }
+# A log line never fails: stderr may be a pipe whose reader is gone (`make run 2>&1 | tee`, then
+# Ctrl-C), and stopping the cluster must not depend on it.
+log() { printf '[local-cluster] %s\n' "$*" >&2 2>/dev/null || true; }
 die() { log "error: $*"; exit 1; }
 
 # usage [STATUS]: prints the header of this file.
@@ -182,19 +184,29 @@ stop_stale() {
   done
 }
 
+# on_signal SIG: stops everything and exits. SIGPIPE (a write to stdout or stderr after the
+# reader went away) stops the cluster as SIGINT does; from here on such writes fail with EPIPE
+# instead of killing this script before it has stopped its components.
 on_signal() {
   local sig=$1 code
+  trap '' PIPE
   ((stopping)) && return 0
   stopping=1
   log "received SIG$sig"
   stop_all
-  if [[ $mode == up ]]; then code=0; elif [[ $sig == INT ]]; then code=130; else code=143; fi
+  case $mode:$sig in
+    up:INT | up:TERM) code=0 ;;
+    *:INT) code=130 ;;
+    *:PIPE) code=141 ;;
+    *) code=143 ;;
+  esac
   trap - EXIT
   exit "$code"
 }
 
 on_exit() {
   local code=$?
+  trap '' PIPE
   stop_all
   exit "$code"
 }
@@ -586,6 +598,8 @@ case $mode in
   up | exec)
     trap 'on_signal INT' INT
     trap 'on_signal TERM' TERM
+    # Trapped rather than ignored, so the components and CMD keep the default SIGPIPE.
+    trap 'on_signal PIPE' PIPE
     trap on_exit EXIT
     if [[ $mode == up ]]; then cmd_up; else cmd_exec "$@"; fi
     ;;

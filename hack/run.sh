@@ -24,12 +24,15 @@ state=${BYOC_RUN_DIR:-$repo/target/run}
 bin=${CARGO_TARGET_DIR:-$repo/target}/debug
 mode=${BYOC_MODE:-enforce}
 system_ns=byoc-system
-# The registry policy leaves these alone; the webhook configuration excludes them by name.
+# The registry policy leaves these alone; the webhook configuration (the chart's, release
+# namespace byoc-system) excludes the same ones by name.
 exempt=(kube-system kube-public kube-node-lease "$system_ns")
 webhook_name=byoc-webhook
 sample_ns="tool-demo"
 
-log() { printf '[run] %s\n' "$*" >&2; }
+# A log line never fails: stderr may be a pipe whose reader is gone (`make run 2>&1 | tee`, then
+# Ctrl-C), and the cleanup must not depend on it.
+log() { printf '[run] %s\n' "$*" >&2 2>/dev/null || true; }
 die() { log "error: $*"; exit 1; }
 
 case $mode in enforce | warn | audit) ;; *) die "BYOC_MODE must be enforce, warn or audit, not '$mode'" ;; esac
@@ -159,7 +162,10 @@ cleanup() {
 }
 
 # shellcheck disable=SC2317 # called from traps
+# on_signal SIG: SIGPIPE (stdout or stderr lost its reader) stops everything as SIGINT does;
+# from here on such writes fail with EPIPE instead of killing this script mid-cleanup.
 on_signal() {
+  trap '' PIPE
   log "received SIG$1; stopping"
   cleanup
   trap - EXIT
@@ -167,7 +173,9 @@ on_signal() {
 }
 trap 'on_signal INT' INT
 trap 'on_signal TERM' TERM
-trap cleanup EXIT
+# Trapped rather than ignored, so the processes started here keep the default SIGPIPE.
+trap 'on_signal PIPE' PIPE
+trap 'trap "" PIPE; cleanup' EXIT
 
 # ---------------------------------------------------------------------------------------------
 # The cluster side
@@ -255,65 +263,12 @@ wait_ready webhook "http://127.0.0.1:$webhook_admin/readyz"
 wait_ready controller "http://127.0.0.1:$controller_admin/readyz"
 
 log "registering ValidatingWebhookConfiguration $webhook_name"
-ca_bundle=$(base64 -w0 <"$pki/ca.crt")
-exempt_list=$(printf '"%s", ' "${exempt[@]}")
-exempt_list="[${exempt_list%, }]"
+# Rendered from the Helm chart's template: the same webhooks, rules and conditions as a Helm
+# install, pointed at https://127.0.0.1:PORT.
+registration=$("$here/webhook-registration.sh" --name "$webhook_name" \
+  --url "https://127.0.0.1:$webhook_port" --ca-file "$pki/ca.crt")
 registered=1
-kubectl apply -f - >/dev/null <<EOF
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata:
-  name: $webhook_name
-webhooks:
-  # The registry policy: pods (kubectl debug is an UPDATE of pods/ephemeralcontainers) and every
-  # kind with a pod template, so a bad Deployment is refused at apply time.
-  - name: pods.byoc.toolforge.org
-    clientConfig:
-      url: https://127.0.0.1:$webhook_port/validate
-      caBundle: $ca_bundle
-    rules:
-      - apiGroups: [""]
-        apiVersions: [v1]
-        operations: [CREATE, UPDATE]
-        resources: [pods, pods/ephemeralcontainers, replicationcontrollers, podtemplates]
-        scope: Namespaced
-      - apiGroups: [apps]
-        apiVersions: [v1]
-        operations: [CREATE, UPDATE]
-        resources: [deployments, replicasets, statefulsets, daemonsets]
-        scope: Namespaced
-      - apiGroups: [batch]
-        apiVersions: [v1]
-        operations: [CREATE, UPDATE]
-        resources: [jobs, cronjobs]
-        scope: Namespaced
-    namespaceSelector:
-      matchExpressions:
-        - {key: kubernetes.io/metadata.name, operator: NotIn, values: $exempt_list}
-    failurePolicy: Fail
-    sideEffects: None
-    timeoutSeconds: 5
-    admissionReviewVersions: [v1]
-  # The label guard: only the controller may change byoc.toolforge.org/ namespace labels. Its
-  # selector never looks at those labels (it would see the new ones, and could be bypassed).
-  - name: namespaces.byoc.toolforge.org
-    clientConfig:
-      url: https://127.0.0.1:$webhook_port/validate
-      caBundle: $ca_bundle
-    rules:
-      - apiGroups: [""]
-        apiVersions: [v1]
-        operations: [CREATE, UPDATE]
-        resources: [namespaces]
-        scope: Cluster
-    namespaceSelector:
-      matchExpressions:
-        - {key: kubernetes.io/metadata.name, operator: NotIn, values: $exempt_list}
-    failurePolicy: Fail
-    sideEffects: None
-    timeoutSeconds: 5
-    admissionReviewVersions: [v1]
-EOF
+kubectl apply -f - >/dev/null <<<"$registration"
 
 log "creating the sample tool namespace $sample_ns and its grant"
 kubectl apply -f - >/dev/null <<EOF
