@@ -29,7 +29,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::webhook::{EXEMPT_NAMESPACES, NAMESPACES_WEBHOOK, PODS_WEBHOOK};
+use crate::webhook::{NAMESPACES_WEBHOOK, PODS_WEBHOOK};
 use crate::{free_port, http_get, kubectl, kubectl_stdin, repo_root, unique_name};
 
 /// An image every namespace may use.
@@ -311,50 +311,29 @@ impl WebhookProcess {
         HttpsClient::new(self.listen, &self.dir.join("ca.crt"))
     }
 
-    /// Registers the webhook with the API server as `make run` and the chart do (pods,
-    /// `pods/ephemeralcontainers` and workload templates in every namespace but the exempt ones;
-    /// namespaces for the label guard; `failurePolicy: Fail`), then waits until the API server
-    /// calls it.
+    /// Registers the webhook with the API server exactly as `make run` and the chart do: the
+    /// chart's ValidatingWebhookConfiguration rendered for this process's URL and CA by
+    /// `hack/webhook-registration.sh` (labelled [`TEST_LABEL`](crate::TEST_LABEL)), then waits
+    /// until the API server calls it.
     pub async fn register(&mut self) {
         let name = unique_name("byoc-chaos");
-        let ca = std::fs::read(self.dir.join("ca.crt")).expect("read ca.crt");
-        let client_config = json!({
-            "url": format!("https://{}/validate", self.listen),
-            "caBundle": k8s_openapi::ByteString(ca),
-        });
-        let not_exempt = json!({"matchExpressions": [{
-            "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": EXEMPT_NAMESPACES,
-        }]});
-        let rule = |group: &str, resources: &[&str], scope: &str| {
-            json!({"apiGroups": [group], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                   "resources": resources, "scope": scope})
-        };
-        let entry = |webhook: &str, rules: Value| {
-            json!({
-                "name": webhook,
-                "clientConfig": client_config,
-                "namespaceSelector": not_exempt,
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "timeoutSeconds": 5,
-                "admissionReviewVersions": ["v1"],
-                "rules": rules,
-            })
-        };
-        let configuration = json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": name, "labels": {crate::TEST_LABEL: "true"}},
-            "webhooks": [
-                entry(PODS_WEBHOOK, json!([
-                    rule("", &["pods", "pods/ephemeralcontainers", "replicationcontrollers", "podtemplates"], "Namespaced"),
-                    rule("apps", &["deployments", "replicasets", "statefulsets", "daemonsets"], "Namespaced"),
-                    rule("batch", &["jobs", "cronjobs"], "Namespaced"),
-                ])),
-                entry(NAMESPACES_WEBHOOK, json!([rule("", &["namespaces"], "Cluster")])),
-            ],
-        });
-        kubectl_stdin(&["create", "-f", "-"], &configuration.to_string()).success();
+        let script = repo_root().join("hack/webhook-registration.sh");
+        let out = Command::new(&script)
+            .args(["--name", &name])
+            .args(["--url", &format!("https://{}", self.listen)])
+            .arg("--ca-file")
+            .arg(self.dir.join("ca.crt"))
+            .args(["--label", &format!("{}=true", crate::TEST_LABEL)])
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let configuration = String::from_utf8(out.stdout).expect("the rendered YAML is UTF-8");
+        kubectl_stdin(&["create", "-f", "-"], &configuration).success();
         self.registration = Some(name);
         let probe = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
             "name": unique_name("probe"), "labels": {"byoc.toolforge.org/any": "never"}}})

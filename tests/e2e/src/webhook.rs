@@ -2,9 +2,10 @@
 //! chart register it, for end-to-end tests.
 //!
 //! [`Webhook::start`] starts a [`WebhookProcess`] (certificates from a test CA, free loopback
-//! ports, ready once its namespace cache has synced), registers it (URL client config with the
-//! CA bundle, `failurePolicy: Fail`) and waits until the API server calls it. Dropping it
-//! removes the registration, stops the process and, when the test failed, prints its log.
+//! ports, ready once its namespace cache has synced), registers it (the chart's configuration,
+//! rendered by `hack/webhook-registration.sh` for its URL and CA) and waits until the API server
+//! calls it. Dropping it removes the registration, stops the process and, when the test failed,
+//! prints its log.
 //!
 //! The registration covers every namespace except the exempt ones, exactly as deployed, so only
 //! one fixture may be registered at a time: [`Webhook::start`] waits for the previous one of the
@@ -15,14 +16,6 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::chaos::{WebhookOptions, WebhookProcess};
-
-/// Namespaces the policy and the registration leave alone (the policy's defaults).
-pub const EXEMPT_NAMESPACES: [&str; 4] = [
-    "kube-system",
-    "kube-public",
-    "kube-node-lease",
-    "byoc-system",
-];
 
 /// The name of the webhook entry for pods and workloads, shown by `kubectl` in denials.
 pub const PODS_WEBHOOK: &str = "pods.byoc.toolforge.org";

@@ -16,10 +16,12 @@
 //! Deployment/CronJob creation (`tests/webhook.rs::workloads_with_docker_hub_images_are_refused_at_apply`).
 
 use byoc_e2e::chaos::{Outcome, try_pod};
+use byoc_e2e::controller;
 use byoc_e2e::webhook::{CONTROLLER_USER, NAMESPACES_WEBHOOK, Options, PODS_WEBHOOK, Webhook};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, client, eventually, grant_manifest,
-    kubectl, kubectl_as, kubectl_run, kubectl_stdin, unique_name,
+    CONVERGE_TIMEOUT, Cleanup, Output, TEST_LABEL, TestNamespace, byoc_labels, client,
+    create_grant, eventually, grant_manifest, kubectl, kubectl_as, kubectl_run, kubectl_stdin,
+    unique_name,
 };
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
@@ -120,6 +122,8 @@ fn namespace_manifest(name: &str, labels: Value) -> String {
 #[tokio::test]
 async fn a_tenant_who_may_create_and_replace_namespaces_cannot_set_byoc_labels() {
     let _webhook = Webhook::start(Options::default()).await;
+    // Installs hack/manifests/controller.yaml, whose RBAC lets the controller patch namespaces.
+    controller::setup().await;
     let tenant = unique_name("tenant");
     let (role, _role) = cluster_role("create,get,update,patch", "namespaces");
     let _binding = bind(&tenant, &role, None);
@@ -243,6 +247,192 @@ async fn a_tenant_who_may_create_and_replace_namespaces_cannot_set_byoc_labels()
     );
     assert!(!labels.contains_key("byoc.toolforge.org/any"), "{labels:?}");
     assert_eq!(labels.get("team").map(String::as_str), Some("b"));
+}
+
+/// A way to write a namespace's labels through one of its subresources (issue 12: the API
+/// server stores metadata changes made through `namespaces/status` and `namespaces/finalize`).
+#[derive(Clone, Copy, Debug)]
+enum SubresourceWrite {
+    StatusMergePatch,
+    StatusStrategicPatch,
+    StatusJsonPatch,
+    StatusApply,
+    StatusPut,
+    FinalizePut,
+}
+
+impl SubresourceWrite {
+    const ALL: [Self; 6] = [
+        Self::StatusMergePatch,
+        Self::StatusStrategicPatch,
+        Self::StatusJsonPatch,
+        Self::StatusApply,
+        Self::StatusPut,
+        Self::FinalizePut,
+    ];
+
+    /// `kubectl --as=USER ...` setting label `key` of namespace `name` to `value` (`None`:
+    /// removing it) this way. Server-side apply cannot remove a label another manager owns, so it
+    /// only sets.
+    fn run(self, user: &str, name: &str, key: &str, value: Option<&str>) -> Output {
+        let patch = |kind: &str, patch: String| {
+            let args = [
+                "patch",
+                "namespace",
+                name,
+                "--subresource=status",
+                kind,
+                "-p",
+                &patch,
+            ];
+            kubectl_as(user, &args, None)
+        };
+        let merge = json!({"metadata": {"labels": {key: value}}}).to_string();
+        match self {
+            Self::StatusMergePatch => patch("--type=merge", merge),
+            Self::StatusStrategicPatch => patch("--type=strategic", merge),
+            Self::StatusJsonPatch => {
+                let path = format!(
+                    "/metadata/labels/{}",
+                    key.replace('~', "~0").replace('/', "~1")
+                );
+                let op = match value {
+                    Some(v) => json!({"op": "add", "path": path, "value": v}),
+                    None => json!({"op": "remove", "path": path}),
+                };
+                patch("--type=json", json!([op]).to_string())
+            }
+            Self::StatusApply => {
+                let args = [
+                    "apply",
+                    "--server-side",
+                    "--subresource=status",
+                    "--force-conflicts",
+                    "--field-manager=tenant",
+                    "-f",
+                    "-",
+                ];
+                let labels = json!({key: value.expect("server-side apply sets a label")});
+                kubectl_as(user, &args, Some(&namespace_manifest(name, labels)))
+            }
+            Self::StatusPut | Self::FinalizePut => {
+                let current = kubectl(["get", "namespace", name, "-o", "json"]).success();
+                let mut object: Value =
+                    serde_json::from_str(&current.stdout).expect("namespace JSON");
+                let labels = object["metadata"]["labels"]
+                    .as_object_mut()
+                    .expect("labels");
+                match value {
+                    Some(v) => labels.insert(key.to_owned(), json!(v)),
+                    None => labels.remove(key),
+                };
+                let finalize = format!("/api/v1/namespaces/{name}/finalize");
+                let args: &[&str] = match self {
+                    Self::StatusPut => &["replace", "--subresource=status", "-f", "-"],
+                    _ => &["replace", "--raw", &finalize, "-f", "-"],
+                };
+                kubectl_as(user, args, Some(&object.to_string()))
+            }
+        }
+    }
+}
+
+/// Every subresource write of `tenant` that adds `byoc.toolforge.org/any`, changes `granted`'s
+/// value or removes it is refused by the guard, and the labels stay `labels`.
+async fn subresource_writes_are_refused(
+    tenant: &str,
+    name: &str,
+    granted: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) {
+    let guard = denied_by(NAMESPACES_WEBHOOK);
+    for how in SubresourceWrite::ALL {
+        let attempts = [
+            ("add", "byoc.toolforge.org/any", Some("never")),
+            ("change", granted, Some("20991231T000000Z")),
+            ("remove", granted, None),
+        ];
+        for (verb, key, value) in attempts {
+            if value.is_none() && matches!(how, SubresourceWrite::StatusApply) {
+                continue;
+            }
+            let refusal = format!("user \"{tenant}\" may not {verb} {key}");
+            how.run(tenant, name, key, value)
+                .fails_with(&[&guard, &refusal]);
+        }
+    }
+    assert_eq!(&byoc_labels(&client().await, name).await, labels);
+}
+
+#[tokio::test]
+async fn a_tenant_with_status_and_finalize_rights_cannot_touch_byoc_labels_through_them() {
+    let _webhook = Webhook::start(Options::default()).await;
+    let access = controller::exclusive().await;
+    let running = access.spawn(&unique_name("atk-ctl"), &[]);
+    running.wait_leader().await;
+    let client = client().await;
+    let ns = tool_namespace().await;
+    let name = ns.name();
+
+    // The controller's own write passes the guard: a grant becomes labels.
+    let grant = unique_name("atk-grant");
+    let _grant = create_grant(&grant, name, &["quay.io"], None);
+    let labels = eventually("the grant's labels", CONVERGE_TIMEOUT, || async {
+        let labels = byoc_labels(&client, name).await;
+        if labels.is_empty() {
+            Err("none yet".to_owned())
+        } else {
+            Ok(labels)
+        }
+    })
+    .await;
+    let granted = labels.keys().next().expect("a byoc label").clone();
+
+    // The rights of the reported attack: get, patch and update on the namespace and its status
+    // and finalize subresources, by a RoleBinding in the tenant's own namespace.
+    let tenant = unique_name("tenant");
+    let (role, _role) = cluster_role(
+        "get,patch,update",
+        "namespaces,namespaces/status,namespaces/finalize",
+    );
+    let _binding = bind(&tenant, &role, Some(name));
+    // Control: through each subresource the tenant changes labels that are not byoc's, so each
+    // refusal below is the guard's doing, not RBAC's.
+    eventually("RBAC for the tenant", CONVERGE_TIMEOUT, || async {
+        let out = SubresourceWrite::StatusMergePatch.run(&tenant, name, "team", Some("a"));
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(out.to_string())
+        }
+    })
+    .await;
+    for (i, how) in SubresourceWrite::ALL.into_iter().enumerate() {
+        how.run(&tenant, name, "team", Some(&format!("t{i}")))
+            .success();
+    }
+
+    // With the controller running (it would repair a change within moments) ...
+    subresource_writes_are_refused(&tenant, name, &granted, &labels).await;
+    // ... and with it stopped, when nothing would.
+    drop(running);
+    subresource_writes_are_refused(&tenant, name, &granted, &labels).await;
+    // The exploit's goal stays out of reach: Docker Hub is still refused here.
+    kubectl_run(name, "hub", "nginx").fails_with(&[&denied_by(PODS_WEBHOOK)]);
+
+    // The controller's removal passes the guard too: revoking the grant removes the labels.
+    let running = access.spawn(&unique_name("atk-ctl"), &[]);
+    running.wait_leader().await;
+    kubectl(["delete", "byocgrant", &grant]).success();
+    eventually("the labels removed", CONVERGE_TIMEOUT, || async {
+        let labels = byoc_labels(&client, name).await;
+        if labels.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{labels:?}"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

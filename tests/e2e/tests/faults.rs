@@ -23,9 +23,10 @@ use byoc_e2e::chaos::{
     restart_component, try_pod,
 };
 use byoc_e2e::controller::{self, ControllerProcess, SYSTEM_NAMESPACE};
+use byoc_e2e::webhook::NAMESPACES_WEBHOOK;
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, byoc_labels, client, create_grant,
-    eventually, grant_manifest, kubectl, kubectl_stdin, unique_name,
+    eventually, grant_manifest, kubectl, kubectl_run, kubectl_stdin, unique_name,
 };
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, ListParams};
@@ -521,6 +522,56 @@ async fn webhook_killed_under_load_fails_closed_for_tools_and_open_for_the_syste
     assert_eq!(
         try_pod(&client, tool.name(), "nginx:1.27").await,
         Outcome::Denied
+    );
+}
+
+#[tokio::test]
+async fn a_labelled_namespace_is_deleted_while_the_webhook_is_down() {
+    let _exclusive = chaos::exclusive().await;
+    let access = controller::exclusive().await;
+    let client = client().await;
+    let _controller = start_controller(&access, "fault-ctl").await;
+    let mut webhook = WebhookProcess::start(WebhookOptions::default());
+    webhook.register().await;
+    let tool = tool_namespace(&client, "fault-del").await;
+    let grant = unique_name("fault-del");
+    let _grant = create_grant(&grant, tool.name(), &["quay.io"], None);
+    eventually("the grant's labels", CONVERGE_TIMEOUT, || async {
+        let labels = byoc_labels(&client, tool.name()).await;
+        if labels.is_empty() {
+            Err("none yet".to_owned())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    // Something for the namespace controller to delete.
+    kubectl_run(tool.name(), "app", PLATFORM_IMAGE).success();
+
+    webhook.kill();
+    // The guard fails closed: a byoc label cannot be set without the webhook ...
+    kubectl([
+        "label",
+        "namespace",
+        tool.name(),
+        "byoc.toolforge.org/any=never",
+    ])
+    .fails_with(&["failed calling webhook", NAMESPACES_WEBHOOK]);
+    // ... but the namespace lifecycle does not wait for it (the guard's match condition sends
+    // only byoc label changes): a namespace is created, and the labelled one is deleted, the
+    // namespace controller's status and finalize writes included.
+    let _plain = TestNamespace::create(&client, "fault-plain").await;
+    let started = Instant::now();
+    kubectl(["delete", "namespace", tool.name(), "--timeout=120s"]).success();
+    let gone = Api::<Namespace>::all(client.clone())
+        .get_opt(tool.name())
+        .await
+        .expect("get the namespace");
+    assert!(gone.is_none(), "{} still exists: {gone:?}", tool.name());
+    eprintln!(
+        "namespace {} deleted in {:?} with the webhook down",
+        tool.name(),
+        started.elapsed()
     );
 }
 
