@@ -619,14 +619,19 @@ mod tests {
             ),
         ];
         for (op, user, new, old, admitted) in cases {
-            let req = ns_req(op, user, new.clone(), old.clone());
-            let d = decide(&config, &req, &a, now());
-            assert_eq!(
-                d.is_admitted(Mode::Audit),
-                admitted,
-                "{op} {user} {new} {old:?}: {:?}",
-                d.lines
-            );
+            // The status and finalize subresources carry the whole Namespace too (their
+            // strategies keep metadata changes): the same change gets the same answer.
+            for sub in [None, Some("status"), Some("finalize")] {
+                let mut req = ns_req(op, user, new.clone(), old.clone());
+                req.sub_resource = sub.map(str::to_owned);
+                let d = decide(&config, &req, &a, now());
+                assert_eq!(
+                    d.is_admitted(Mode::Audit),
+                    admitted,
+                    "{op} {sub:?} {user} {new} {old:?}: {:?}",
+                    d.lines
+                );
+            }
         }
         let req = ns_req(
             "UPDATE",
