@@ -2,7 +2,11 @@
 //! controllers turn Deployments into Pods and finish namespace deletion, and both admission
 //! paths the operator relies on (webhooks and ValidatingAdmissionPolicy) are switched on.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, TestNamespace, client, eventually, kubectl, kubectl_stdin,
@@ -323,4 +327,105 @@ async fn validating_webhooks_are_called() {
             .contains("failed calling webhook \"e2e.byoc.toolforge.org\""),
         "{denied}"
     );
+}
+
+/// Pids of the processes whose command line names `dir` (a local cluster's components).
+fn processes_naming(dir: &Path) -> Vec<(u32, String)> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&needle).then_some((pid, cmdline))
+        })
+        .collect()
+}
+
+/// `hack/local-cluster.sh up 2>&1 | tee log`, then Ctrl-C: the terminal's SIGINT ends `tee` as
+/// well, so every line the script writes while it stops goes to a pipe nobody reads (issue 12,
+/// item 7). It must still stop etcd, kube-apiserver and kube-controller-manager.
+#[test]
+fn local_cluster_stops_everything_when_its_output_pipe_is_gone() {
+    let dir = std::env::temp_dir().join(unique_name("byoc-pipe"));
+    let script = byoc_e2e::repo_root().join("hack/local-cluster.sh");
+    // stdout and stderr into one pipe, as `2>&1 |` does. (std resets SIGPIPE to its default in
+    // the child, as a shell would have it.)
+    let mut child = Command::new("bash")
+        .args(["-c", r#"exec "$0" "$@" 2>&1"#])
+        .arg(&script)
+        .arg("--dir")
+        .arg(&dir)
+        .arg("up")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start hack/local-cluster.sh");
+    let mut output = BufReader::new(child.stdout.take().expect("the pipe"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = output.read_line(&mut line).expect("read the pipe");
+        seen.push_str(&line);
+        assert!(
+            n > 0,
+            "hack/local-cluster.sh up ended before it was ready:\n{seen}"
+        );
+        if line.contains("press Ctrl-C to stop") {
+            break;
+        }
+    }
+    let components = processes_naming(&dir);
+    assert!(
+        components.len() >= 3,
+        "no control plane running: {components:?}"
+    );
+
+    // The reader goes away first, then the signal comes.
+    drop(output);
+    let signalled = Instant::now();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the script") {
+            break Some(status);
+        }
+        if signalled.elapsed() > Duration::from_secs(90) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Whatever it left behind is ended here, so a failure does not leak a control plane.
+    let left = processes_naming(&dir);
+    for (pid, _) in &left {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        left.is_empty(),
+        "left running after SIGINT (script exit: {status:?}):\n{left:#?}"
+    );
+    assert!(
+        status.is_some(),
+        "the script did not exit within 90 s of SIGINT"
+    );
+    assert!(
+        !dir.join("kubeconfig").exists(),
+        "the stopped cluster's kubeconfig is still there"
+    );
+    eprintln!(
+        "stopped in {:?} with its output pipe closed ({status:?})",
+        signalled.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
