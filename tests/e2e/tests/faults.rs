@@ -536,15 +536,7 @@ async fn a_labelled_namespace_is_deleted_while_the_webhook_is_down() {
     let tool = tool_namespace(&client, "fault-del").await;
     let grant = unique_name("fault-del");
     let _grant = create_grant(&grant, tool.name(), &["quay.io"], None);
-    eventually("the grant's labels", CONVERGE_TIMEOUT, || async {
-        let labels = byoc_labels(&client, tool.name()).await;
-        if labels.is_empty() {
-            Err("none yet".to_owned())
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    wait_labels(&client, tool.name(), &["byoc.toolforge.org/quay.io"]).await;
     // Something for the namespace controller to delete.
     kubectl_run(tool.name(), "app", PLATFORM_IMAGE).success();
 
