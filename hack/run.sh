@@ -161,9 +161,9 @@ cleanup() {
   pids=()
 }
 
-# shellcheck disable=SC2317 # called from traps
 # on_signal SIG: SIGPIPE (stdout or stderr lost its reader) stops everything as SIGINT does;
 # from here on such writes fail with EPIPE instead of killing this script mid-cleanup.
+# shellcheck disable=SC2317 # called from traps
 on_signal() {
   trap '' PIPE
   log "received SIG$1; stopping"
