@@ -352,10 +352,16 @@ fn processes_naming(dir: &Path) -> Vec<(u32, String)> {
 fn local_cluster_stops_everything_when_its_output_pipe_is_gone() {
     let dir = std::env::temp_dir().join(unique_name("byoc-pipe"));
     let script = byoc_e2e::repo_root().join("hack/local-cluster.sh");
-    // stdout and stderr into one pipe, as `2>&1 |` does. (std resets SIGPIPE to its default in
-    // the child, as a shell would have it.)
-    let mut child = Command::new("bash")
-        .args(["-c", r#"exec "$0" "$@" 2>&1"#])
+    // stdout and stderr into one pipe, as `2>&1 |` does. SIGINT and SIGPIPE at their defaults,
+    // as in a terminal: under `local-cluster.sh exec` the tests run as a background job, which
+    // ignores SIGINT, and a shell cannot trap a signal ignored when it started.
+    let mut child = Command::new("env")
+        .args([
+            "--default-signal=INT,PIPE",
+            "bash",
+            "-c",
+            r#"exec "$0" "$@" 2>&1"#,
+        ])
         .arg(&script)
         .arg("--dir")
         .arg(&dir)
