@@ -329,7 +329,10 @@ mod tests {
             // What the API server accepts: the pattern, and the date-time format's calendar
             // check (the e2e test feeds the API server this same table).
             let schema = re.is_match(value) && real_date(value);
-            assert_eq!(schema, accepted, "{value:?}: the schema would accept: {schema}");
+            assert_eq!(
+                schema, accepted,
+                "{value:?}: the schema would accept: {schema}"
+            );
             assert!(!accepted || rust_reads(value), "{value:?} does not read");
         }
     }
@@ -338,8 +341,8 @@ mod tests {
     fn the_schema_carries_the_expires_at_pattern() {
         use kube::CustomResourceExt;
         let crd = serde_json::to_value(ByocGrant::crd()).unwrap();
-        let field = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
-            ["spec"]["properties"]["expiresAt"];
+        let field = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["expiresAt"];
         assert_eq!(field["pattern"], EXPIRES_AT_PATTERN, "{field}");
         assert_eq!(field["format"], "date-time", "{field}");
     }

@@ -90,6 +90,12 @@ impl StoredGrant {
     }
 }
 
+impl From<ByocGrant> for StoredGrant {
+    fn from(grant: ByocGrant) -> Self {
+        Self::Readable(grant)
+    }
+}
+
 impl<'de> Deserialize<'de> for StoredGrant {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(deserializer)?;
@@ -211,13 +217,19 @@ mod tests {
 
     #[test]
     fn an_unreadable_status_is_left_out_and_bad_metadata_fails() {
-        let mut bad_status = object(json!({ "namespace": "tool-a", "reason": "T1", "expiresAt": 5 }));
-        bad_status["status"] = json!({ "conditions": [{ "type": "Ready", "lastTransitionTime": "x" }] });
+        let mut bad_status =
+            object(json!({ "namespace": "tool-a", "reason": "T1", "expiresAt": 5 }));
+        bad_status["status"] =
+            json!({ "conditions": [{ "type": "Ready", "lastTransitionTime": "x" }] });
         let StoredGrant::Unreadable(u) = StoredGrant::from_value(&bad_status).unwrap() else {
             panic!("should not read");
         };
         assert_eq!(u.status, None);
-        assert!(u.error.starts_with("spec.expiresAt: invalid type"), "{}", u.error);
+        assert!(
+            u.error.starts_with("spec.expiresAt: invalid type"),
+            "{}",
+            u.error
+        );
 
         let mut bad_meta = object(json!({ "namespace": 1 }));
         bad_meta["metadata"] = json!({ "name": 5 });
@@ -232,9 +244,6 @@ mod tests {
             ByocGrant::url_path(&(), None)
         );
         assert_eq!(StoredGrant::kind(&()), "ByocGrant");
-        assert_eq!(
-            StoredGrant::api_version(&()),
-            "byoc.toolforge.org/v1alpha1"
-        );
+        assert_eq!(StoredGrant::api_version(&()), "byoc.toolforge.org/v1alpha1");
     }
 }
