@@ -13,7 +13,7 @@ use byoc_api::{ByocGrant, StoredGrant};
 use byoc_e2e::cli::{CliOutput, byoc};
 use byoc_e2e::controller::{ControllerProcess, NAME, SYSTEM_NAMESPACE, exclusive, shared};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, byoc_labels, client, crd_file,
+    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, apply_crd_file, byoc_labels, client,
     create_grant, eventually, grant_manifest, kubectl, kubectl_stdin, parse_table, unique_name,
 };
 use k8s_openapi::api::core::v1::Namespace;
@@ -655,15 +655,7 @@ impl CrdWithoutExpiryPattern {
 
 impl Drop for CrdWithoutExpiryPattern {
     fn drop(&mut self) {
-        let file = crd_file();
-        let out = kubectl([
-            "apply".as_ref(),
-            "--server-side".as_ref(),
-            "--force-conflicts".as_ref(),
-            "--field-manager=byoc-e2e".as_ref(),
-            "-f".as_ref(),
-            file.as_os_str(),
-        ]);
+        let out = apply_crd_file();
         if !out.status.success() {
             eprintln!("cannot restore the ByocGrant CRD: {out}");
         }
