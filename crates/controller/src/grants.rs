@@ -90,6 +90,8 @@ async fn reconcile_unreadable(
     }
     warn!(error = %grant.error, "grant cannot be read; it grants nothing");
     let verdict = Verdict::unreadable(&grant.error);
+    // Before the status, unlike a readable grant: the gauge must count it even when its
+    // status cannot be written.
     ctx.metrics.grant_state(&name, verdict.reason);
     let generation = grant.metadata.generation;
     publish(
