@@ -94,7 +94,14 @@ fn client_dry_run_prints_a_grant_without_a_cluster() {
             }
         })
     );
-    let summary = self::run(&["grant", "tool-x", "--reason", "T1", "--dry-run=client"]);
+    let summary = self::run(&[
+        "grant",
+        "tool-x",
+        "--reason",
+        "T1",
+        "--any-registry",
+        "--dry-run=client",
+    ]);
     assert_eq!(summary.code, 0);
     assert_eq!(
         summary.stdout,
@@ -104,13 +111,32 @@ fn client_dry_run_prints_a_grant_without_a_cluster() {
 
 #[test]
 fn invalid_input_exits_2_before_any_request() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
+        // "Any registry" only on purpose: neither flag, or both, is a usage error.
+        (
+            &["grant", "tool-a", "--reason", "T1", "--dry-run=client"],
+            "--registry <REGISTRY>|--any-registry",
+        ),
         (
             &[
                 "grant",
                 "tool-a",
                 "--reason",
                 "T1",
+                "--registry",
+                "quay.io",
+                "--any-registry",
+                "--dry-run=client",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &[
+                "grant",
+                "tool-a",
+                "--reason",
+                "T1",
+                "--any-registry",
                 "--expires",
                 "2001-01-01",
                 "--dry-run=client",
@@ -135,6 +161,7 @@ fn invalid_input_exits_2_before_any_request() {
                 "tool-a",
                 "--reason",
                 "T1",
+                "--any-registry",
                 "--name",
                 "Bad_Name",
                 "--dry-run=client",
@@ -162,7 +189,7 @@ fn without_a_kubeconfig_cluster_commands_say_how_to_point_at_one() {
         &["list"][..],
         &["revoke", "tool-a"],
         &["audit"],
-        &["grant", "tool-a", "--reason", "T1"],
+        &["grant", "tool-a", "--reason", "T1", "--any-registry"],
         &["import-configmap", "--configmap", "a/b"],
     ] {
         let run = run(args);
