@@ -23,7 +23,7 @@ use byoc_e2e::{
     kubectl, kubectl_as, kubectl_run, kubectl_stdin, unique_name,
 };
 use k8s_openapi::api::core::v1::Namespace;
-use kube::Api;
+use kube::{Api, Client};
 use serde_json::{Value, json};
 
 const PLATFORM: &str = "docker-registry.tools.wmflabs.org/toolforge-python311:latest";
@@ -801,6 +801,43 @@ async fn ephemeral_containers_and_debug_copies_with_bad_images_are_refused() {
     .success();
 }
 
+/// Grants `registry` to `namespace` and waits until the webhook admits `control` there. The
+/// guard deletes the grant if the test fails before [`delete_grant`].
+async fn grant_and_wait(
+    client: &Client,
+    namespace: &str,
+    registry: &str,
+    control: &str,
+) -> (String, Cleanup) {
+    let grant = unique_name("atk-grant");
+    kubectl_stdin(
+        &["create", "-f", "-"],
+        &grant_manifest(
+            &grant,
+            json!({"namespace": namespace, "reason": "e2e", "registries": [registry]}),
+        ),
+    )
+    .success();
+    let cleanup = Cleanup::new(["byocgrant", &grant]);
+    eventually(
+        "the grant to reach the webhook",
+        CONVERGE_TIMEOUT,
+        || async {
+            match try_pod(client, namespace, control).await {
+                Outcome::Admitted => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    (grant, cleanup)
+}
+
+/// Deletes `grant` and waits until the controller has removed its finalizer.
+fn delete_grant(grant: &str) {
+    kubectl(["delete", "byocgrant", grant, "--wait=true", "--timeout=60s"]).success();
+}
+
 #[tokio::test]
 async fn a_grant_is_no_wider_than_its_registry_and_path() {
     // A namespace granted ghcr.io/wikimedia may not use lookalikes of that grant either.
@@ -808,25 +845,11 @@ async fn a_grant_is_no_wider_than_its_registry_and_path() {
     let controller = byoc_e2e::controller::shared().await;
     let client = client().await;
     let ns = tool_namespace().await;
-    let grant = unique_name("atk-grant");
-    kubectl_stdin(
-        &["create", "-f", "-"],
-        &grant_manifest(
-            &grant,
-            json!({"namespace": ns.name(), "reason": "e2e", "registries": ["ghcr.io/wikimedia"]}),
-        ),
-    )
-    .success();
-    let _grant = Cleanup::new(["byocgrant", &grant]);
-    eventually(
-        "the grant to reach the webhook",
-        CONVERGE_TIMEOUT,
-        || async {
-            match try_pod(&client, ns.name(), "ghcr.io/wikimedia/blubber:1").await {
-                Outcome::Admitted => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
+    let (grant, _grant) = grant_and_wait(
+        &client,
+        ns.name(),
+        "ghcr.io/wikimedia",
+        "ghcr.io/wikimedia/blubber:1",
     )
     .await;
     let mut failures = Vec::new();
@@ -847,14 +870,7 @@ async fn a_grant_is_no_wider_than_its_registry_and_path() {
         failures.is_empty(),
         "admitted beyond the grant: {failures:?}"
     );
-    kubectl([
-        "delete",
-        "byocgrant",
-        &grant,
-        "--wait=true",
-        "--timeout=60s",
-    ])
-    .success();
+    delete_grant(&grant);
     drop(controller);
 }
 
@@ -867,28 +883,8 @@ async fn image_ids_are_refused_even_under_a_docker_hub_grant() {
     let controller = byoc_e2e::controller::shared().await;
     let client = client().await;
     let ns = tool_namespace().await;
-    let grant = unique_name("atk-grant");
-    kubectl_stdin(
-        &["create", "-f", "-"],
-        &grant_manifest(
-            &grant,
-            json!({"namespace": ns.name(), "reason": "e2e", "registries": ["docker.io"]}),
-        ),
-    )
-    .success();
-    let _grant = Cleanup::new(["byocgrant", &grant]);
-    eventually(
-        "the grant to reach the webhook",
-        CONVERGE_TIMEOUT,
-        || async {
-            // Control: a Docker Hub image, now granted.
-            match try_pod(&client, ns.name(), "busybox:1.36").await {
-                Outcome::Admitted => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    // Control: a Docker Hub image, once granted.
+    let (grant, _grant) = grant_and_wait(&client, ns.name(), "docker.io", "busybox:1.36").await;
     let hex = DIGEST.trim_start_matches("sha256:");
     let mut failures = Vec::new();
     for image in [
@@ -912,13 +908,6 @@ async fn image_ids_are_refused_even_under_a_docker_hub_grant() {
              has cached with that ID, whichever registry it came from"
         ),
     ]);
-    kubectl([
-        "delete",
-        "byocgrant",
-        &grant,
-        "--wait=true",
-        "--timeout=60s",
-    ])
-    .success();
+    delete_grant(&grant);
     drop(controller);
 }
