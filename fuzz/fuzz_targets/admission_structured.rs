@@ -1,7 +1,7 @@
 //! Well-formed AdmissionReviews built from structured fuzz input, so that the fuzzer spends its
 //! time on what matters (image strings made of registry-lookalike pieces, lookalike namespace
 //! names, byoc label changes by various users, updates that keep or swap images, ephemeral
-//! containers, every pod-bearing kind) rather than on JSON syntax. Same properties as
+//! containers, image volumes, image IDs, every pod-bearing kind) rather than on JSON syntax. Same properties as
 //! `admission_review` (see `byoc_fuzz`).
 #![no_main]
 
@@ -203,6 +203,9 @@ const TOKENS: &[&str] = &[
     ":443",
     "@",
     "@sha256:",
+    "sha256:",
+    "sha512:",
+    "7cc4b5ae",
     HEX64,
     ".",
     "-",
@@ -239,18 +242,34 @@ impl Image {
     }
 }
 
+/// A pod spec: `list` picks containers, initContainers, ephemeralContainers, or volumes (an
+/// image volume, whose `image.reference` is the image, or another kind of volume when there is
+/// no image).
 fn pod_spec(containers: &[Container]) -> Value {
-    let mut lists: [Vec<Value>; 3] = Default::default();
+    let mut lists: [Vec<Value>; 4] = Default::default();
     for c in containers {
         let mut entry = Map::new();
+        let list = usize::from(c.list % 4);
         entry.insert("name".into(), json!(format!("c{}", c.name % 4)));
-        if let Some(image) = &c.image {
-            entry.insert("image".into(), image.json());
+        match (&c.image, list) {
+            (Some(image), 3) => {
+                entry.insert("image".into(), json!({ "reference": image.json() }));
+            }
+            (None, 3) => {
+                entry.insert("emptyDir".into(), json!({}));
+            }
+            (Some(image), _) => {
+                entry.insert("image".into(), image.json());
+            }
+            (None, _) => {}
         }
-        lists[usize::from(c.list % 3)].push(Value::Object(entry));
+        lists[list].push(Value::Object(entry));
     }
-    let [containers, init, ephemeral] = lists;
-    json!({ "containers": containers, "initContainers": init, "ephemeralContainers": ephemeral })
+    let [containers, init, ephemeral, volumes] = lists;
+    json!({
+        "containers": containers, "initContainers": init, "ephemeralContainers": ephemeral,
+        "volumes": volumes,
+    })
 }
 
 #[derive(Arbitrary, Debug)]

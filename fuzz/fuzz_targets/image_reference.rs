@@ -1,6 +1,7 @@
 //! The image-reference parser (`ImageRef: FromStr`): never panics; an accepted reference prints
 //! (Display) as a normalized reference that parses back to an equal value and prints the same;
-//! its parts obey the grammar; and the platform registry allows it exactly when the raw string
+//! its parts obey the grammar; it is never an image ID (restated on the string by
+//! `byoc_fuzz::is_image_id`); and the platform registry allows it exactly when the raw string
 //! names that registry, checked on the string rather than through the parser.
 #![no_main]
 
@@ -22,6 +23,11 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
+
+    assert!(
+        !byoc_fuzz::is_image_id(text),
+        "{text:?} is an image ID, but it parsed as {parsed}"
+    );
 
     let shown = parsed.to_string();
     let again: ImageRef = shown

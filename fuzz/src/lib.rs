@@ -5,9 +5,10 @@
 //! The oracles state the security properties of DESIGN §3–§5 on the raw JSON of a request:
 //!
 //! - in enforce mode, a pod (or pod template) in a namespace that is not exempt is admitted only
-//!   if every image that is new in this request parses, and its raw string starts with a
-//!   registry (and path prefix) that the namespace may use — a string comparison that does not
-//!   go through the image-reference parser at all;
+//!   if every image that is new in this request (of a container of any list, or of an image
+//!   volume) parses, is not an image ID, and its raw string starts with a registry (and path
+//!   prefix) that the namespace may use — string comparisons that do not go through the
+//!   image-reference parser at all;
 //! - a Namespace CREATE/UPDATE that adds, changes or removes a `byoc.toolforge.org/` label is
 //!   admitted only for the controller's identity;
 //! - every input gets a well-formed AdmissionReview answer; an admitted one echoes the uid;
@@ -323,6 +324,10 @@ fn admitted_request_is_sound(request: Option<&Value>, response: &AdmissionRespon
             "admitted an image that does not parse, {image:?}, in {namespace}: {review}"
         );
         assert!(
+            !is_image_id(&image),
+            "admitted an image ID, {image:?}, in {namespace}: {review}"
+        );
+        assert!(
             may_use(namespace, &image),
             "admitted {image:?} in {namespace}, which may not use its registry: {review}"
         );
@@ -356,18 +361,40 @@ fn pod_spec_path(group: &str, kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-/// The image strings of every container list of the pod spec at `path` of `object`.
+/// The image strings of every container list and every image volume of the pod spec at `path`
+/// of `object`.
 fn images(object: &Value, path: &[&str]) -> Vec<String> {
     let mut spec = object;
     for key in path {
         spec = &spec[key];
     }
-    ["containers", "initContainers", "ephemeralContainers"]
+    let containers = ["containers", "initContainers", "ephemeralContainers"]
         .iter()
         .filter_map(|list| spec[list].as_array())
         .flatten()
-        .filter_map(|c| c["image"].as_str().map(str::to_owned))
-        .collect()
+        .filter_map(|c| c["image"].as_str());
+    let volumes = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["image"]["reference"].as_str());
+    containers.chain(volumes).map(str::to_owned).collect()
+}
+
+/// Whether `image` is a form the runtime resolves as a local image ID, whatever registry the
+/// image came from: 64 lowercase hex digits, or `sha256:`, `sha384:` or `sha512:` followed by
+/// hex digits (a prefix of an ID), with nothing before it.
+pub fn is_image_id(image: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_hexdigit());
+    if image.len() == 64 && hex(image) && image == image.to_ascii_lowercase() {
+        return true;
+    }
+    ["sha256:", "sha384:", "sha512:"].iter().any(|algorithm| {
+        image.strip_prefix(algorithm).is_some_and(|rest| {
+            let id = rest.split(['@', ':']).next().unwrap_or_default();
+            hex(id)
+        })
+    })
 }
 
 /// Whether `namespace` may run `image`, decided on the raw string: its lowercase form must start
