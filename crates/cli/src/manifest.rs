@@ -6,8 +6,11 @@
 //! evaluate, so wherever this reader cannot be sure to read what kubectl reads, it refuses the
 //! input (exit 2) rather than guess:
 //!
-//! - documents are split by the YAML library's own multi-document reader, so a document that
-//!   starts on the `---` line (`--- {kind: Pod, ...}`) is read, not dropped;
+//! - documents are split where kubectl splits them: at a line that starts with `---` followed
+//!   by nothing but blanks or a comment (`---#x` too, which YAML itself reads as a key). Any
+//!   other text after `---` (`--- {kind: Pod}`, `---x`) makes kubectl refuse the input, and
+//!   this reader too. Each part is then read by the YAML library's multi-document reader, so
+//!   a `...` end marker yields more documents here, never fewer;
 //! - a YAML merge key (`<<`) is refused: kubectl's YAML library (go-yaml v2) merges in document
 //!   order, so a merged key replaces one written before the `<<`, which YAML 1.1 and this
 //!   reader's library do the other way round;
@@ -186,37 +189,96 @@ fn json_stream(file: &str, text: &str) -> Result<Vec<Value>, ManifestError> {
     Ok(values)
 }
 
-/// The values of a multi-document YAML stream, empty and null documents skipped, read by the
-/// YAML library's own document reader; merge keys and repeated keys are refused.
+/// The values of a YAML stream, empty and null documents skipped: split into documents as
+/// kubectl splits them ([`kubectl_documents`]), each part read by the YAML library's own
+/// document reader; merge keys and repeated keys are refused.
 fn yaml_stream(file: &str, text: &str) -> Result<Vec<Value>, ManifestError> {
+    let mut values = Vec::new();
+    for (first_line, part) in kubectl_documents(file, text)? {
+        values.extend(yaml_documents(file, part, first_line)?);
+    }
+    Ok(values)
+}
+
+/// Splits `text` as kubectl's YAML reader (apimachinery `util/yaml.YAMLReader`) does: a line
+/// starting with `---` ends a document when the rest of the line is blank or starts with `#`;
+/// with anything else after `---` kubectl refuses the whole input, and so does this. Returns
+/// each document with the number of its first line.
+fn kubectl_documents<'t>(
+    file: &str,
+    text: &'t str,
+) -> Result<Vec<(usize, &'t str)>, ManifestError> {
+    let mut parts = Vec::new();
+    let (mut start, mut start_line, mut offset) = (0, 1, 0);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let end = offset + line.len();
+        if let Some(rest) = line.strip_prefix("---") {
+            let rest = rest.trim();
+            if !rest.is_empty() && !rest.starts_with('#') {
+                return Err(ManifestError::Stream {
+                    file: file.to_owned(),
+                    problem: format!(
+                        "line {}: invalid document separator {:?}: only a comment may follow \
+                         `---` on its line (kubectl refuses this input too)",
+                        i + 1,
+                        line.trim_end()
+                    ),
+                });
+            }
+            parts.push((start_line, &text[start..offset]));
+            (start, start_line) = (end, i + 2);
+        }
+        offset = end;
+    }
+    parts.push((start_line, &text[start..]));
+    parts.retain(|(_, part)| !part.trim().is_empty());
+    Ok(parts)
+}
+
+/// The non-empty documents of one part of a YAML stream that starts at line `first_line`.
+fn yaml_documents(file: &str, part: &str, first_line: usize) -> Result<Vec<Value>, ManifestError> {
     let options = serde_saphyr::options! {
         merge_keys: serde_saphyr::MergeKeyPolicy::Error,
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
         with_snippet: false,
     };
-    serde_saphyr::from_multiple_with_options(text, options).map_err(|e| {
-        let at = e
-            .location()
-            .map(|l| format!(" at line {} column {}", l.line(), l.column()))
-            .unwrap_or_default();
-        let problem = match e.without_snippet() {
-            serde_saphyr::Error::MergeKeyNotAllowed { .. } => format!(
-                "YAML merge key (<<){at} is not read: kubectl's YAML library merges in \
+    let values: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(part, options).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| {
+                    format!(
+                        " at line {} column {}",
+                        l.line() + first_line as u64 - 1,
+                        l.column()
+                    )
+                })
+                .unwrap_or_default();
+            let problem = match e.without_snippet() {
+                serde_saphyr::Error::MergeKeyNotAllowed { .. } => format!(
+                    "YAML merge key (<<){at} is not read: kubectl's YAML library merges in \
                  document order, so a merged key replaces one written before the <<, and the \
                  check could evaluate another value than kubectl sends; write the keys out"
-            ),
-            serde_saphyr::Error::DuplicateMappingKey { key, .. } => format!(
-                "invalid YAML: key {}{at} appears twice in one mapping",
-                key.as_deref()
-                    .map_or_else(|| "(complex)".to_owned(), |k| format!("{k:?}"))
-            ),
-            _ => format!("invalid YAML: {e}"),
-        };
-        ManifestError::Stream {
-            file: file.to_owned(),
-            problem,
-        }
-    })
+                ),
+                serde_saphyr::Error::DuplicateMappingKey { key, .. } => format!(
+                    "invalid YAML: key {}{at} appears twice in one mapping",
+                    key.as_deref()
+                        .map_or_else(|| "(complex)".to_owned(), |k| format!("{k:?}"))
+                ),
+                other => format!(
+                    "invalid YAML: {}",
+                    other.render_with_options(serde_saphyr::render_options! {
+                        snippets: serde_saphyr::SnippetMode::Off,
+                        line_offset: first_line as u64 - 1,
+                    })
+                ),
+            };
+            ManifestError::Stream {
+                file: file.to_owned(),
+                problem,
+            }
+        })?;
+    Ok(values.into_iter().filter(|v| !v.is_null()).collect())
 }
 
 /// Adds `doc` to `documents`, or its items if it is a list object. kubectl's unstructured
@@ -324,15 +386,22 @@ mod tests {
                     "f document 3 Deployment d",
                 ],
             ),
-            // A document that starts on the marker line is read, not dropped.
+            // kubectl ends a document at `---` followed by a comment, even with no blank
+            // between them, where YAML reads `---#:` as a key of the document before.
             (
-                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n--- {apiVersion: v1, kind: Pod, metadata: {name: b}}\n\
-                 --- !!map\napiVersion: v1\nkind: Pod\nmetadata: {name: c}\n",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---#:\n  apiVersion: v1\n\
+                 \x20 kind: Pod\n  metadata: {name: b}\n---\t# tab and comment\r\n\
+                 apiVersion: v1\r\nkind: Pod\r\nmetadata: {name: c}\r\n---",
                 &[
                     "f document 1 ConfigMap a",
                     "f document 2 Pod b",
                     "f document 3 Pod c",
                 ],
+            ),
+            // A `...` end marker: the YAML reader sees every document of the part.
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n...\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\n",
+                &["f document 1 Pod a", "f document 2 Pod b"],
             ),
             // Typed lists: items without kind and apiVersion take the list's.
             (
@@ -401,6 +470,21 @@ mod tests {
                 "f document 2: invalid JSON",
             ),
             ("kind: 7\n", "f document 1: kind must be a non-empty string"),
+            // Text after `---` that is not a comment: kubectl refuses the input, so must we.
+            (
+                "apiVersion: v1\nkind: ConfigMap\n--- {apiVersion: v1, kind: Pod}\n",
+                "f: line 3: invalid document separator \"--- {apiVersion: v1, kind: Pod}\"",
+            ),
+            (
+                "apiVersion: v1\nkind: ConfigMap\n--- !!map\nkind: Pod\n",
+                "f: line 3: invalid document separator",
+            ),
+            ("---x\nkind: Pod\n", "f: line 1: invalid document separator"),
+            // Lines are counted across the whole file.
+            (
+                "apiVersion: v1\nkind: Pod\n---\napiVersion: v1\nkind: Pod\nkind: Secret\n",
+                "f: invalid YAML: key \"kind\" at line 6 column 1 appears twice",
+            ),
             (
                 "apiVersion: v1\nkind: Pod\nkind: Secret\n",
                 "f: invalid YAML: key \"kind\" at line 3 column 1 appears twice in one mapping",

@@ -570,12 +570,12 @@ fn manifests_are_read_as_kubectl_reads_them() {
                  [{{\"name\": \"app\", \"image\": \"{hub}\"}}]}}}}}}}}]}}"
             ),
         ),
-        // A document starting on the `---` line.
+        // `---#` ends a document for kubectl, though YAML reads it as a key of the one before.
         (
-            "document on the marker line",
+            "comment glued to the marker",
             format!(
-                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n--- {{apiVersion: v1, kind: Pod, \
-                 metadata: {{name: p}}, spec: {{containers: [{{name: app, image: {hub}}}]}}}}\n"
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n---#:\n  apiVersion: v1\n  \
+                 kind: Pod\n  metadata: {{name: p}}\n  spec: {{containers: [{{name: app, image: {hub}}}]}}\n"
             ),
         ),
         // The second object of a JSON stream.
@@ -617,6 +617,14 @@ fn manifests_are_read_as_kubectl_reads_them() {
             "apiVersion: v1\nkind: List\nitems: [{apiVersion: v1, kind: List, items: []}]\n"
                 .to_owned(),
             "- document 1 item 1: a list inside a list is not read",
+        ),
+        // A document starting on the `---` line: kubectl refuses the whole input.
+        (
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n--- {{apiVersion: v1, kind: Pod, \
+                 metadata: {{name: p}}, spec: {{containers: [{{name: app, image: {hub}}}]}}}}\n"
+            ),
+            "-: line 4: invalid document separator",
         ),
     ];
     for (manifest, want) in &unreadable {
