@@ -141,6 +141,29 @@ static_tests() {
       fail "helm template $name" "$(cat "$work/render/$name.err")"
     fi
   done
+  # Offline rendering (GitOps) needs no --kube-version; a known version below 1.30 is refused.
+  if out=$(helm template byoc "$chart" 2>&1) && grep -q '^kind: ValidatingWebhookConfiguration' <<<"$out"; then
+    pass "plain helm template (offline, no --kube-version) renders the chart"
+  else
+    fail "plain helm template (offline, no --kube-version)" "$out"
+  fi
+  local kv
+  for kv in 1.29.0 v1.29.9-gke.1000 1.20.1; do
+    if out=$(helm template byoc "$chart" --kube-version "$kv" 2>&1); then
+      fail "helm template --kube-version $kv was rendered (want: refused, older than 1.30)"
+    elif grep -qF "needs Kubernetes 1.30 or newer" <<<"$out" && kv=${kv#v} && grep -qF "the target is v${kv%%-*}" <<<"$out"; then
+      pass "helm template --kube-version $kv is refused: ...$(grep -o 'the target is .*' <<<"$out")"
+    else
+      fail "helm template --kube-version $kv was refused for another reason" "$out"
+    fi
+  done
+  for kv in 1.30.0 v1.30.2-eks-1234 "$KUBERNETES_VERSION"; do
+    if out=$(helm template byoc "$chart" --kube-version "$kv" 2>&1); then
+      pass "helm template --kube-version $kv renders"
+    else
+      fail "helm template --kube-version $kv" "$out"
+    fi
+  done
   # The issuerRef path of the cert-manager variant: the chart's CA objects go, the Certificate
   # names the given issuer.
   if out=$(helm template byoc-operator "$chart" -n byoc-system --kube-version "$KUBERNETES_VERSION" \
