@@ -61,6 +61,10 @@ e2e: control-plane ## End-to-end tests against a real local control plane
 chart-test: control-plane ## Helm chart: lint, render, schema, server-side dry run and install on a local control plane
 	hack/chart-test.sh
 
+.PHONY: images
+images: ## Container images without Docker, as OCI archives in $CARGO_TARGET_DIR/images (docs/images.md)
+	hack/build-images.sh
+
 .PHONY: bench
 bench: ## Criterion benchmarks of the policy core (see docs/benchmarks.md)
 	$(CARGO) bench -p byoc-policy
