@@ -14,6 +14,7 @@
 //! deleted when the test ends, even when it panics), [`install_crd`] and [`eventually`].
 
 pub mod chaos;
+pub mod chart;
 pub mod cli;
 pub mod controller;
 pub mod images;
