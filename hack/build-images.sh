@@ -129,27 +129,34 @@ need_tools() {
 }
 
 # debs PACKAGE...: downloads the .debs of this machine's Debian release into the cache (once
-# per version, checked against the archive's SHA-256) and prints their paths.
+# per version, checked against the SHA-256 of apt's package index) and prints their paths. When
+# the package lists are missing or stale (a listed version is gone from the mirror), runs
+# apt-get update once (as root) and tries again.
 debs() {
-  local dir=$cache/debs uris uri file size sum pkg version
+  fetch_debs "$@" && return 0
+  [[ $(id -u) == 0 ]] || die "cannot get the .debs of $* (missing or stale package lists? run apt-get update as root)"
+  log "apt-get update (the package lists are missing or stale for $*)"
+  apt-get update -q >&2 || die "apt-get update failed"
+  fetch_debs "$@" || die "cannot get the .debs of $* from apt"
+}
+
+# fetch_debs PACKAGE...: debs' one attempt; status 1 when apt cannot locate or download one.
+fetch_debs() {
+  local dir=$cache/debs uris uri file size sum pkg version paths=()
   mkdir -p "$dir"
-  if ! uris=$(apt-get download --print-uris "$@" 2>/dev/null) || [[ -z $uris ]]; then
-    [[ $(id -u) == 0 ]] || die "apt-get cannot locate $* (run apt-get update as root)"
-    log "apt-get update (the package lists do not name $*)"
-    apt-get update -q >&2 || die "apt-get update failed"
-    uris=$(apt-get download --print-uris "$@") || die "apt-get cannot locate $*"
-  fi
+  uris=$(apt-get download --print-uris "$@" 2>/dev/null) && [[ -n $uris ]] || return 1
   # One line per package: 'URI' FILE SIZE SHA256:HEX, FILE being PACKAGE_VERSION_ARCH.deb.
   while read -r uri file size sum; do
     [[ $file =~ ^([^_]+)_([^_]+)_[^_]+\.deb$ && $sum == SHA256:* ]] || die "apt-get printed an unexpected line: $uri $file $size $sum"
     pkg=${BASH_REMATCH[1]} version=${BASH_REMATCH[2]//%3a/:}
     if [[ ! -f $dir/$file || $(sha256sum <"$dir/$file") != "${sum#SHA256:}  -" ]]; then
       log "downloading $file"
-      (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$pkg=$version" >&2) || die "could not download $pkg=$version"
+      (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$pkg=$version" >&2) || return 1
       [[ $(sha256sum <"$dir/$file") == "${sum#SHA256:}  -" ]] || die "$file does not match its SHA-256 ${sum#SHA256:}"
     fi
-    echo "$dir/$file"
+    paths+=("$dir/$file")
   done <<<"$uris"
+  printf '%s\n' "${paths[@]}"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -2,16 +2,19 @@
 //! the same user, entrypoint, command, ports and labels as the Dockerfile's target of that name,
 //! the binary at the path the Dockerfile copies it to, and a base on which it runs as that user.
 //! The digests are reproducible: a second build from the same inputs in a fresh directory gives
-//! the same ones. No cluster needed (the script runs on the debug binaries `make e2e` built).
+//! the same ones. The node's images: `pause` and `test` stay up and stop at once on SIGTERM.
+//! No cluster needed (the script runs on the debug binaries `make e2e` built); root is (to
+//! unpack images with their owners and chroot into them).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use byoc_e2e::controller::target_dir;
 use byoc_e2e::images::{Layout, dockerfile_layouts};
-use byoc_e2e::{repo_root, run_command};
+use byoc_e2e::{repo_root, run_command, terminate};
 
 const IMAGES: [&str; 2] = ["byoc-controller", "byoc-webhook"];
 
@@ -20,13 +23,13 @@ fn run(cmd: &mut Command) -> String {
     run_command(cmd, None).success().stdout
 }
 
-/// `hack/build-images.sh --binaries <debug dir> --images byoc-controller,byoc-webhook --out DIR`;
-/// returns NAME -> (REPOSITORY, TAG, DIGEST) from its stdout.
-fn build(out: &Path) -> BTreeMap<String, (String, String, String)> {
+/// `hack/build-images.sh --binaries <debug dir> --images IMAGES --out DIR`; returns NAME ->
+/// (REPOSITORY, TAG, DIGEST) from its stdout.
+fn build(out: &Path, images: &[&str]) -> BTreeMap<String, (String, String, String)> {
     let stdout = run(Command::new(repo_root().join("hack/build-images.sh"))
         .arg("--binaries")
         .arg(target_dir())
-        .args(["--images", &IMAGES.join(",")])
+        .args(["--images", &images.join(",")])
         .arg("--out")
         .arg(out));
     stdout
@@ -47,6 +50,42 @@ fn build(out: &Path) -> BTreeMap<String, (String, String, String)> {
         .collect()
 }
 
+fn assert_root() {
+    assert!(
+        run(Command::new("id").arg("-u")).trim() == "0",
+        "unpacking an image (umoci unpack) and running its programs (chroot) need root"
+    );
+}
+
+/// `oci-archive:DIR/NAME.tar`, the script's output for image NAME.
+fn archive(dir: &Path, name: &str) -> String {
+    format!("oci-archive:{}", dir.join(format!("{name}.tar")).display())
+}
+
+/// The OCI image configuration of image NAME in DIR.
+fn image_config(dir: &Path, name: &str) -> serde_json::Value {
+    let archive = archive(dir, name);
+    serde_json::from_str(&run(Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(&archive)))
+    .expect("the image config is JSON")
+}
+
+/// Unpacks image NAME in DIR as a runtime would; returns its root filesystem.
+fn unpack(dir: &Path, name: &str) -> PathBuf {
+    let archive = archive(dir, name);
+    let layout = dir.join(format!("{name}-layout"));
+    let bundle = dir.join(format!("{name}-bundle"));
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", &archive])
+        .arg(format!("oci:{}:t", layout.display())));
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:t", layout.display()))
+        .arg(&bundle));
+    bundle.join("rootfs")
+}
+
 fn fresh_dir(name: &str) -> PathBuf {
     let dir = target_dir().join("e2e-images").join(name);
     if dir.exists() {
@@ -58,14 +97,11 @@ fn fresh_dir(name: &str) -> PathBuf {
 
 #[test]
 fn the_script_builds_the_dockerfile_layout_reproducibly() {
-    assert!(
-        run(Command::new("id").arg("-u")).trim() == "0",
-        "unpacking an image (umoci unpack) and running its binary (chroot) need root"
-    );
+    assert_root();
     let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).expect("Dockerfile");
     let stages = dockerfile_layouts(&dockerfile).expect("the Dockerfile parses");
     let dir = fresh_dir("build");
-    let built = build(&dir);
+    let built = build(&dir, &IMAGES);
     assert_eq!(
         built.keys().map(String::as_str).collect::<Vec<_>>(),
         IMAGES,
@@ -88,14 +124,10 @@ fn the_script_builds_the_dockerfile_layout_reproducibly() {
             "the chart's default repository path (ghcr.io/toolforge/byoc-operator/{name})"
         );
         assert!(!tag.is_empty());
-        let archive = format!("oci-archive:{}", dir.join(format!("{name}.tar")).display());
+        let archive = archive(&dir, name);
 
         // The configuration: what a runtime takes from the image.
-        let config: serde_json::Value = serde_json::from_str(&run(Command::new("skopeo")
-            .args(["inspect", "--config"])
-            .arg(&archive)))
-        .expect("the image config is JSON");
-        let got = Layout::from_oci_config(&config).expect("an OCI image config");
+        let got = Layout::from_oci_config(&image_config(&dir, name)).expect("an OCI image config");
         let want_config = Layout {
             copied: Default::default(),
             ..want.clone()
@@ -120,16 +152,7 @@ fn the_script_builds_the_dockerfile_layout_reproducibly() {
         );
 
         // The files: unpack the image as a runtime would.
-        let layout = dir.join(format!("{name}-layout"));
-        let bundle = dir.join(format!("{name}-bundle"));
-        run(Command::new("skopeo")
-            .args(["copy", "--quiet", &archive])
-            .arg(format!("oci:{}:t", layout.display())));
-        run(Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:t", layout.display()))
-            .arg(&bundle));
-        let rootfs = bundle.join("rootfs");
+        let rootfs = unpack(&dir, name);
         let binary = std::fs::read(target_dir().join(name)).expect("the built binary");
         for path in &want.copied {
             let file = rootfs.join(path.trim_start_matches('/'));
@@ -170,7 +193,60 @@ fn the_script_builds_the_dockerfile_layout_reproducibly() {
     }
 
     // Reproducible: the same inputs in a fresh directory (nothing cached) give the same digests.
-    let again = build(&fresh_dir("again"));
+    let again_dir = fresh_dir("again");
+    let again = build(&again_dir, &IMAGES);
     assert_eq!(again, built, "a second build gave other digests");
-    std::fs::remove_dir_all(target_dir().join("e2e-images")).expect("clean up");
+    for d in [dir, again_dir] {
+        std::fs::remove_dir_all(d).expect("clean up");
+    }
+}
+
+#[test]
+fn the_node_images_stay_up_and_stop_on_sigterm() {
+    assert_root();
+    let dir = fresh_dir("node");
+    let built = build(&dir, &["pause", "test"]);
+    assert_eq!(
+        built.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["pause", "test"]
+    );
+    // NAME, user, what the runtime starts (entrypoint, then command).
+    let cases = [
+        ("pause", "65535:65535", (vec!["/pause"], vec![])),
+        ("test", "65532:65532", (vec![], vec!["/bin/pause"])),
+    ];
+    for (name, user, (entrypoint, cmd)) in cases {
+        let layout = Layout::from_oci_config(&image_config(&dir, name)).expect("a config");
+        assert_eq!(layout.user, user, "{name}: user");
+        assert_eq!(layout.entrypoint, entrypoint, "{name}: entrypoint");
+        assert_eq!(layout.cmd, cmd, "{name}: command");
+        let rootfs = unpack(&dir, name);
+        let program: Vec<&str> = entrypoint.iter().chain(&cmd).copied().collect();
+        let mut child = Command::new("chroot")
+            .arg(format!("--userspec={user}"))
+            .arg(&rootfs)
+            .args(&program)
+            .spawn()
+            .expect("start the image's program");
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "{name}: {program:?} exited at once"
+        );
+        let asked = Instant::now();
+        let status = terminate(&mut child, name);
+        assert!(
+            status.success() && asked.elapsed() < Duration::from_secs(5),
+            "{name}: {program:?} did not exit 0 at once on SIGTERM: {status} after {:?}",
+            asked.elapsed()
+        );
+    }
+    // The test image has a shell for `kubectl exec` and commands.
+    let rootfs = dir.join("test-bundle/rootfs");
+    let out = run(Command::new("chroot")
+        .args(["--userspec=65532:65532"])
+        .arg(&rootfs)
+        .args(["/bin/sh", "-c", "echo $((6 * 7)) $(id -u)"]));
+    assert_eq!(out.trim(), "42 65532");
+    std::fs::remove_dir_all(dir).expect("clean up");
 }
