@@ -58,8 +58,14 @@ e2e: control-plane ## End-to-end tests against a real local control plane
 	hack/local-cluster.sh exec -- $(CARGO) test --locked -p byoc-e2e -- --test-threads=$(E2E_THREADS)
 
 .PHONY: chart-test
-chart-test: control-plane ## Helm chart: lint, render, schema, server-side dry run and install on a local control plane
-	hack/chart-test.sh
+chart-test: control-plane ## Helm chart: lint, render, schema, server-side dry run and install, on a control plane of its own
+	$(CARGO) build --workspace --bins --locked
+	hack/local-cluster.sh --dir $(CARGO_TARGET_DIR)/chart-test/cluster exec -- \
+	  $(CARGO) test --locked -p byoc-e2e --test chart -- --include-ignored --test-threads=$(E2E_THREADS)
+
+.PHONY: images
+images: ## Container images without Docker, as OCI archives in $CARGO_TARGET_DIR/images (docs/images.md)
+	hack/build-images.sh
 
 .PHONY: bench
 bench: ## Criterion benchmarks of the policy core (see docs/benchmarks.md)

@@ -6,9 +6,9 @@
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::{Output, kubeconfig_path};
+use crate::{Output, kubeconfig_path, run_command};
 
 /// The `kubectl-byoc` binary under test.
 ///
@@ -76,22 +76,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let shown = std::iter::once("byoc".into())
-        .chain(args.iter().map(|a| a.to_string_lossy()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let out = cmd
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    Output {
-        args: shown,
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_command(cmd.args(args), None)
 }
 
 /// Assertions on the exit codes and JSON output of `kubectl-byoc`.

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OnceCell, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::{
-    CONVERGE_TIMEOUT, client, eventually, free_port, http_get, install_crd, kubeconfig_path,
-    kubectl, repo_root,
+    CONVERGE_TIMEOUT, client, eventually, free_port, http_get, install_crd, kubectl, repo_root,
+    terminate, write_token_kubeconfig,
 };
 
 /// The controller's namespace, ServiceAccount and Lease.
@@ -86,34 +86,11 @@ pub async fn setup() -> &'static Path {
             ])
             .success()
             .stdout;
-            write_token_kubeconfig(token.trim())
+            let path = logs_dir().join(format!("controller-{}.kubeconfig", std::process::id()));
+            write_token_kubeconfig(NAME, token.trim(), &path);
+            path
         })
         .await
-}
-
-/// A kubeconfig for the local cluster's server and CA, with `token` as the credentials.
-fn write_token_kubeconfig(token: &str) -> PathBuf {
-    let admin = kube::config::Kubeconfig::read_from(kubeconfig_path()).expect("read KUBECONFIG");
-    let cluster = admin
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.as_ref())
-        .expect("a cluster in KUBECONFIG");
-    let kubeconfig = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{ "name": "local", "cluster": {
-            "server": cluster.server,
-            "certificate-authority-data": cluster.certificate_authority_data,
-        }}],
-        "users": [{ "name": NAME, "user": { "token": token } }],
-        "contexts": [{ "name": NAME, "context": { "cluster": "local", "user": NAME } }],
-        "current-context": NAME,
-    });
-    let dir = logs_dir();
-    let path = dir.join(format!("controller-{}.kubeconfig", std::process::id()));
-    std::fs::write(&path, kubeconfig.to_string()).expect("write the controller's kubeconfig");
-    path
 }
 
 /// Where the controllers' logs go: `target/<profile>/e2e-logs/`.
@@ -274,29 +251,7 @@ impl ControllerProcess {
     /// Stops it with SIGTERM (SIGKILL after 20 s) and returns how it exited.
     pub fn stop(&self) -> ExitStatus {
         let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Ok(Some(status)) = child.try_wait() {
-            return status;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return status,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    eprintln!(
-                        "controller {} ignored SIGTERM for 20s; killing it",
-                        self.identity
-                    );
-                    let _ = child.kill();
-                    return child.wait().expect("wait for the controller");
-                }
-            }
-        }
+        terminate(&mut child, &format!("controller {}", self.identity))
     }
 }
 

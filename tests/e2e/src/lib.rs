@@ -14,8 +14,10 @@
 //! deleted when the test ends, even when it panics), [`install_crd`] and [`eventually`].
 
 pub mod chaos;
+pub mod chart;
 pub mod cli;
 pub mod controller;
+pub mod images;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -159,11 +161,11 @@ pub fn unique_name(prefix: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // kubectl
 
-/// What a `kubectl` run produced.
+/// What a command (`kubectl`, `kubectl-byoc`, `helm`, ...) produced.
 #[derive(Debug)]
 pub struct Output {
-    /// The arguments, for messages.
-    pub args: String,
+    /// The command line, for messages.
+    pub command: String,
     /// Exit status.
     pub status: ExitStatus,
     /// Standard output.
@@ -173,21 +175,21 @@ pub struct Output {
 }
 
 impl Output {
-    /// Asserts that kubectl succeeded; returns `self` for chaining.
+    /// Asserts that the command succeeded; returns `self` for chaining.
     #[track_caller]
     pub fn success(self) -> Self {
         assert!(self.status.success(), "expected success: {self}");
         self
     }
 
-    /// Asserts that kubectl failed; returns `self` for chaining.
+    /// Asserts that the command failed; returns `self` for chaining.
     #[track_caller]
     pub fn failure(self) -> Self {
         assert!(!self.status.success(), "expected failure: {self}");
         self
     }
 
-    /// Asserts that kubectl failed and that stderr contains every one of `needles`.
+    /// Asserts that the command failed and that stderr contains every one of `needles`.
     #[track_caller]
     pub fn fails_with(self, needles: &[&str]) -> Self {
         let out = self.failure();
@@ -205,9 +207,43 @@ impl std::fmt::Display for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "`kubectl {}` exited with {}\n--- stdout\n{}--- stderr\n{}",
-            self.args, self.status, self.stdout, self.stderr
+            "`{}` exited with {}\n--- stdout\n{}--- stderr\n{}",
+            self.command, self.status, self.stdout, self.stderr
         )
+    }
+}
+
+/// Runs `cmd` to completion with `stdin` (or nothing) as standard input and collects what it
+/// printed.
+///
+/// # Panics
+/// When the program cannot be started.
+pub fn run_command(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    let command = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{command}` (is it on PATH?): {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait for the command");
+    Output {
+        command,
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
@@ -223,40 +259,16 @@ where
         .parent()
         .unwrap_or(Path::new("."))
         .join("kubectl-cache");
-    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let shown = args
-        .iter()
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache_dir)
-        .arg("--request-timeout=30s")
-        .args(&args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run kubectl (is it on PATH?): {e}"));
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("kubectl stdin");
-        pipe.write_all(input.as_bytes())
-            .expect("write kubectl stdin");
-    }
-    let out = child.wait_with_output().expect("wait for kubectl");
-    Output {
-        args: shown,
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_command(
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(cache_dir)
+            .arg("--request-timeout=30s")
+            .args(args),
+        stdin,
+    )
 }
 
 /// Runs `kubectl ARGS...` as the admin.
@@ -527,6 +539,53 @@ pub fn pinned_version(key: &str) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| panic!("{key} is not set in {}", path.display()))
+}
+
+/// Writes to `path` a kubeconfig for the local cluster's server and CA that authenticates as
+/// `user` with `token` (e.g. from `kubectl create token`).
+pub fn write_token_kubeconfig(user: &str, token: &str, path: &Path) {
+    let admin = Kubeconfig::read_from(kubeconfig_path()).expect("read KUBECONFIG");
+    let cluster = admin
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .expect("a cluster in KUBECONFIG");
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "local", "cluster": {
+            "server": cluster.server,
+            "certificate-authority-data": cluster.certificate_authority_data,
+        }}],
+        "users": [{ "name": user, "user": { "token": token } }],
+        "contexts": [{ "name": user, "context": { "cluster": "local", "user": user } }],
+        "current-context": user,
+    });
+    std::fs::write(path, kubeconfig.to_string())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Stops a child process with SIGTERM (SIGKILL after 20 s) and returns how it exited; `what`
+/// names it in the message when it had to be killed.
+pub fn terminate(child: &mut std::process::Child, what: &str) -> ExitStatus {
+    if let Ok(Some(status)) = child.try_wait() {
+        return status;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                eprintln!("{what} ignored SIGTERM for 20s; killing it");
+                let _ = child.kill();
+                return child.wait().expect("wait for the child process");
+            }
+        }
+    }
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the process under test).

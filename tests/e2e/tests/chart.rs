@@ -1,0 +1,1497 @@
+//! The Helm chart `charts/byoc-operator`. `make chart-test` runs this file on a control plane of
+//! its own, ignored test included; `make e2e` runs the rest of it with the other tests:
+//!
+//!  1. `helm lint --strict` with the default values and every `ci/*.yaml`;
+//!  2. `helm template` of three variants: default, `ci/full-values.yaml` (every option on,
+//!     another release name and namespace), `ci/cert-manager-values.yaml`; the packaged chart;
+//!     offline rendering without `--kube-version`, and Kubernetes older than 1.30 refused
+//!     whenever the version is known (`--kube-version`, and a cluster that reports it);
+//!  3. `values.schema.json` and the chart's own checks refuse bad values with a message naming
+//!     the value;
+//!  4. on the local control plane, with the ByocGrant CRD applied first: every rendered object
+//!     of every variant passes `kubectl apply --server-side --dry-run=server` (cert-manager and
+//!     ServiceMonitor objects, whose CRDs the cluster lacks, are checked by lint and rendering
+//!     only), and the objects the API server returns are checked: the webhook configuration,
+//!     the Deployments, the rendered policy (evaluated by kubectl-byoc with exactly the
+//!     webhook's code) and the binaries' acceptance of the Deployments' arguments;
+//!  5. a real `helm install`/`upgrade`/`uninstall`: the CRD is upgraded with the chart,
+//!     certificates survive upgrades and rotate smoothly, the webhook fails closed outside the
+//!     exempt namespaces and deleting its configuration always recovers; the real byoc-webhook
+//!     and byoc-controller binaries run with the chart's arguments, policy, certificate and
+//!     service-account tokens (so the chart's RBAC is proven sufficient); grants and labels
+//!     after uninstall and re-install.
+//!
+//! Steps 4 and 5 are one test, `on_the_cluster`: they install cluster-wide objects in order
+//! (the ByocGrant CRD, which they delete at the end, and a fail-closed webhook), so they need a
+//! control plane no other test uses; it is `#[ignore]`d for `make e2e` and run by `make
+//! chart-test` with `--include-ignored`. It reports every check (`ok:`/`FAIL:` lines, shown with
+//! `--nocapture`) and then fails with all failures.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use byoc_e2e::chaos::pod_review;
+use byoc_e2e::chart::{
+    Object, Report, VARIANTS, Variant, chart_dir, component, deployment_problems, helm,
+    helm_on_cluster, of_kind, wait_for, webhook_configuration_problems, work_dir,
+};
+use byoc_e2e::controller::target_dir;
+use byoc_e2e::{
+    Output, free_port, http_get, kubeconfig_path, kubectl as k, kubectl_stdin, pinned_version,
+    repo_root, run_command, terminate, write_token_kubeconfig,
+};
+use serde_json::{Value, json};
+
+fn chart() -> String {
+    chart_dir().display().to_string()
+}
+
+fn kube_version() -> String {
+    pinned_version("KUBERNETES_VERSION")
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1-3: lint, render, schema (no cluster)
+
+#[test]
+fn lint_strict_with_every_values_file() {
+    let mut files = vec![None];
+    let mut ci: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("ci"))
+        .expect("charts/byoc-operator/ci")
+        .map(|e| e.expect("a ci file").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    ci.sort();
+    assert!(ci.len() >= 2, "the ci/ values files: {ci:?}");
+    files.extend(ci.into_iter().map(Some));
+    let mut report = Report::default();
+    for file in files {
+        let mut args = vec!["lint".to_owned(), "--strict".into(), chart()];
+        if let Some(f) = &file {
+            args.extend(["-f".to_owned(), f.display().to_string()]);
+        }
+        let name = file.map_or("(defaults)".to_owned(), |f| f.display().to_string());
+        report.succeeded(&helm(&args), format!("helm lint --strict {name}"));
+    }
+    report.finish();
+}
+
+#[test]
+fn every_variant_renders() {
+    for v in VARIANTS {
+        let objects = v
+            .render()
+            .unwrap_or_else(|e| panic!("helm template {}: {e}", v.name));
+        for kind in ["ValidatingWebhookConfiguration", "ConfigMap"] {
+            assert_eq!(of_kind(&objects, kind).count(), 1, "{}: one {kind}", v.name);
+        }
+        assert_eq!(
+            of_kind(&objects, "Deployment").count(),
+            2,
+            "{}: controller and webhook",
+            v.name
+        );
+        println!("ok: helm template {}: {} objects", v.name, objects.len());
+    }
+    // The CRD comes through the link to crds/byocgrants.yaml.
+    let default = VARIANTS[0].render().expect("default render");
+    let crds: Vec<&Object> = of_kind(&default, "CustomResourceDefinition").collect();
+    assert_eq!(crds.len(), 1, "the default render carries one CRD");
+    assert!(
+        crds[0].value["spec"]["versions"][0]["schema"]["openAPIV3Schema"].is_object(),
+        "the CRD has its schema"
+    );
+}
+
+#[test]
+fn issuer_ref_uses_that_issuer_and_creates_none() {
+    let out = helm([
+        "template",
+        "byoc-operator",
+        &chart(),
+        "-n",
+        "byoc-system",
+        "--kube-version",
+        &kube_version(),
+        "--set",
+        "certManager.enabled=true",
+        "--set",
+        "certManager.issuerRef.name=corp-ca",
+        "--set",
+        "certManager.issuerRef.kind=ClusterIssuer",
+    ])
+    .success();
+    let objects = byoc_e2e::chart::parse_objects(&out.stdout).expect("parses");
+    assert_eq!(
+        of_kind(&objects, "Issuer").count(),
+        0,
+        "no chart-made Issuer"
+    );
+    let certificates: Vec<&Object> = of_kind(&objects, "Certificate").collect();
+    assert!(!certificates.is_empty(), "a Certificate");
+    for c in certificates {
+        let issuer = &c.value["spec"]["issuerRef"];
+        assert!(
+            issuer["name"] == "corp-ca" && issuer["kind"] == "ClusterIssuer",
+            "{}: issuerRef {issuer}",
+            c.name
+        );
+    }
+}
+
+/// Certificates are generated per render: drop them before comparing two renders.
+fn without_generated(objects: &[Object]) -> Vec<Value> {
+    objects
+        .iter()
+        .map(|o| {
+            let mut v = o.value.clone();
+            if o.kind == "Secret" {
+                v["data"] = Value::Null;
+                v["metadata"]["annotations"]["byoc.toolforge.org/tls-not-after"] = Value::Null;
+            }
+            if o.kind == "ValidatingWebhookConfiguration" {
+                for w in v["webhooks"].as_array_mut().into_iter().flatten() {
+                    w["clientConfig"]["caBundle"] = Value::Null;
+                }
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn the_packaged_chart_embeds_the_crd_and_renders_the_same() {
+    let dir = work_dir("package");
+    helm(["package", &chart(), "-d", &dir.display().to_string()]).success();
+    let tgz = std::fs::read_dir(&dir)
+        .expect("the package dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "tgz"))
+        .expect("a .tgz");
+    let listing = run_command(Command::new("tar").arg("-tzf").arg(&tgz), None).success();
+    assert!(
+        listing
+            .stdout
+            .lines()
+            .any(|l| l == "byoc-operator/files/byocgrants.yaml"),
+        "the package holds a copy of the CRD: {}",
+        listing.stdout
+    );
+    let packaged = helm([
+        "template",
+        "byoc-operator",
+        &tgz.display().to_string(),
+        "-n",
+        "byoc-system",
+        "--kube-version",
+        &kube_version(),
+    ])
+    .success();
+    let packaged = byoc_e2e::chart::parse_objects(&packaged.stdout).expect("parses");
+    let source = VARIANTS[0].render().expect("default render");
+    assert_eq!(
+        without_generated(&packaged),
+        without_generated(&source),
+        "the packaged chart renders other objects"
+    );
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_value() {
+    // --set VALUE, then fragments the error message must contain.
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "webhook.replicas=two",
+            &["/webhook/replicas", "want integer"],
+        ),
+        ("webhook.replicas=1", &["/webhook/replicas", "minimum"]),
+        (
+            "controller.replicas=-1",
+            &["/controller/replicas", "minimum"],
+        ),
+        (
+            "policy.mode=strict",
+            &["/policy/mode", "'enforce', 'warn', 'audit'"],
+        ),
+        ("webhok.replicas=3", &["additional properties 'webhok'"]),
+        (
+            "webhook.timeoutSeconds=60",
+            &["/webhook/timeoutSeconds", "maximum"],
+        ),
+        (
+            "policy.defaultRegistries[0]=https://quay.io",
+            &["/policy/defaultRegistries/0"],
+        ),
+        (
+            "policy.exemptNamespaces[0]=Kube_System",
+            &["/policy/exemptNamespaces/0"],
+        ),
+        (
+            "policy.grantRequestUrl=ftp://x",
+            &["/policy/grantRequestUrl"],
+        ),
+        ("crds.enabled=yes", &["/crds/enabled", "want boolean"]),
+        (
+            "certManager.issuerRef.kind=Cluster",
+            &["/certManager/issuerRef/kind"],
+        ),
+        (
+            "webhook.tlsReloadInterval=5",
+            &["/webhook/tlsReloadInterval"],
+        ),
+        (
+            "webhook.maxConnections=0",
+            &["/webhook/maxConnections", "minimum"],
+        ),
+        ("webhook.idleTimeout=2h", &["/webhook/idleTimeout"]),
+        (
+            "webhook.podDisruptionBudget.maxUnavailable=2",
+            &[
+                "webhook.podDisruptionBudget.maxUnavailable (2) must be smaller than webhook.replicas (2)",
+            ],
+        ),
+        (
+            "webhook.tls.renewDaysBefore=4000",
+            &["webhook.tls.renewDaysBefore (4000) must be smaller"],
+        ),
+    ];
+    let mut report = Report::default();
+    for (set, fragments) in cases {
+        let out = helm([
+            "template",
+            "x",
+            &chart(),
+            "--kube-version",
+            &kube_version(),
+            "--set",
+            set,
+        ]);
+        let missing: Vec<&&str> = fragments
+            .iter()
+            .filter(|f| !out.stderr.contains(**f))
+            .collect();
+        report.check(
+            !out.status.success() && missing.is_empty(),
+            format!("--set {set} is refused, naming {fragments:?}"),
+            format!("missing {missing:?}: {out}"),
+        );
+    }
+    report.finish();
+}
+
+const TOO_OLD: &str = "byoc-operator needs Kubernetes 1.30 or newer";
+
+#[test]
+fn offline_render_needs_no_kube_version_and_old_versions_are_refused() {
+    let plain = helm(["template", "byoc", &chart()]).success();
+    assert!(
+        plain
+            .stdout
+            .contains("kind: ValidatingWebhookConfiguration"),
+        "plain helm template renders the chart"
+    );
+    let mut report = Report::default();
+    // Helm drops the pre-release part of --kube-version.
+    for (given, shown) in [
+        ("1.29.0", "v1.29.0"),
+        ("v1.29.9-gke.1000", "v1.29.9"),
+        ("1.20.1", "v1.20.1"),
+    ] {
+        let out = helm(["template", "byoc", &chart(), "--kube-version", given]);
+        report.check(
+            !out.status.success()
+                && out.stderr.contains(TOO_OLD)
+                && out.stderr.contains(&format!("the target is {shown}")),
+            format!("helm template --kube-version {given} is refused"),
+            &out,
+        );
+    }
+    for given in ["1.30.0", "v1.30.2-eks-1234", kube_version().as_str()] {
+        let out = helm(["template", "byoc", &chart(), "--kube-version", given]);
+        report.succeeded(
+            &out,
+            format!("helm template --kube-version {given} renders"),
+        );
+    }
+    report.finish();
+}
+
+/// A stand-in API server on loopback that reports Kubernetes `version`, has the kube-system
+/// namespace and nothing else the chart looks up (no Helm release, Secret or webhook
+/// configuration): enough for Helm to connect, discover and render (the chart fails while
+/// rendering, before anything is written). kube-apiserver reports its build's version, so an old cluster
+/// can only be stood in for.
+struct StandInApiServer {
+    addr: std::net::SocketAddr,
+}
+
+impl StandInApiServer {
+    fn start(git_version: &'static str, minor: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("address");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || serve_old(stream, git_version, minor));
+            }
+        });
+        Self { addr }
+    }
+
+    fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("stand-in.kubeconfig");
+        let config = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "old", "cluster": {"server": format!("http://{}", self.addr)}}],
+            "users": [{"name": "old", "user": {"token": "x"}}],
+            "contexts": [{"name": "old", "context": {"cluster": "old", "user": "old"}}],
+            "current-context": "old",
+        });
+        std::fs::write(&path, config.to_string()).expect("write the kubeconfig");
+        path
+    }
+}
+
+fn serve_old(stream: std::net::TcpStream, git_version: &str, minor: &str) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+    let mut stream = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let path = request_line.split(' ').nth(1).unwrap_or("/");
+        let path = path.split('?').next().unwrap_or(path);
+        let (status, answer) = match path {
+            "/version" => (
+                200,
+                json!({"major": "1", "minor": minor, "gitVersion": git_version,
+                "platform": "linux/amd64"}),
+            ),
+            "/api" => (
+                200,
+                json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": []}),
+            ),
+            "/apis" => (
+                200,
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": "admissionregistration.k8s.io",
+                 "versions": [{"groupVersion": "admissionregistration.k8s.io/v1", "version": "v1"}],
+                 "preferredVersion": {"groupVersion": "admissionregistration.k8s.io/v1", "version": "v1"}}]}),
+            ),
+            "/apis/admissionregistration.k8s.io/v1" => (
+                200,
+                json!({"kind": "APIResourceList",
+                "groupVersion": "admissionregistration.k8s.io/v1", "resources": [
+                {"name": "validatingwebhookconfigurations", "singularName": "validatingwebhookconfiguration",
+                 "namespaced": false, "kind": "ValidatingWebhookConfiguration", "verbs": ["get", "list"]}]}),
+            ),
+            "/api/v1" => (
+                200,
+                json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                {"name": "namespaces", "singularName": "namespace", "namespaced": false, "kind": "Namespace", "verbs": ["get", "list"]},
+                {"name": "secrets", "singularName": "secret", "namespaced": true, "kind": "Secret", "verbs": ["get", "list", "create"]}]}),
+            ),
+            "/api/v1/namespaces/kube-system" => (
+                200,
+                json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "kube-system"}}),
+            ),
+            p if p.ends_with("/secrets") => (
+                200,
+                json!({"apiVersion": "v1", "kind": "SecretList",
+                "metadata": {}, "items": []}),
+            ),
+            _ => (
+                404,
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                "reason": "NotFound", "code": 404, "message": "not here"}),
+            ),
+        };
+        let body = answer.to_string();
+        let reply = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_cluster_older_than_1_30_is_refused_on_install() {
+    let dir = work_dir("old-cluster");
+    let server = StandInApiServer::start("v1.29.4", "29");
+    let kubeconfig = server.kubeconfig(&dir);
+    let mut report = Report::default();
+    for dry_run in [None, Some("--dry-run=client"), Some("--dry-run=server")] {
+        let mut args = vec![
+            "install".to_owned(),
+            "byoc-operator".into(),
+            chart(),
+            "-n".into(),
+            "byoc-system".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+        ];
+        args.extend(dry_run.map(str::to_owned));
+        let out = helm(&args);
+        report.check(
+            !out.status.success()
+                && out.stderr.contains(TOO_OLD)
+                && out.stderr.contains("the target is v1.29.4"),
+            format!(
+                "helm install {} against a cluster reporting v1.29.4 is refused",
+                dry_run.unwrap_or("")
+            ),
+            &out,
+        );
+    }
+    // The control: the same stand-in reporting 1.30 gets past the check (Helm then stops at
+    // kinds the stand-in does not serve).
+    let new = StandInApiServer::start("v1.30.0", "30");
+    let out = helm([
+        "install",
+        "byoc-operator",
+        &chart(),
+        "-n",
+        "byoc-system",
+        "--dry-run=server",
+        "--kubeconfig",
+        &new.kubeconfig(&work_dir("new-cluster"))
+            .display()
+            .to_string(),
+    ]);
+    report.check(
+        !out.stderr.contains(TOO_OLD),
+        "helm install --dry-run=server against a stand-in reporting v1.30.0 passes the version check",
+        &out,
+    );
+    report.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4-5: on the local control plane
+
+const RELEASE: &str = "byoc-operator";
+const RNS: &str = "byoc-system";
+const FULLNAME: &str = "byoc-operator";
+const VWC: &str = "byoc-operator";
+const SECRET: &str = "byoc-operator-webhook-tls";
+const CRD_NAME: &str = "byocgrants.byoc.toolforge.org";
+const TOOL: &str = "tool-demo";
+
+/// `kubectl get ... -o json`, parsed; `Value::Null` when it fails.
+fn get_json(args: &[&str]) -> Value {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend(["-o", "json"]);
+    let out = k(&all);
+    if out.status.success() {
+        serde_json::from_str(&out.stdout).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    }
+}
+
+fn gone(args: &[&str]) -> bool {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    let out = k(&all);
+    !out.status.success() && out.stderr.contains("NotFound")
+}
+
+fn secret_field(key: &str) -> String {
+    get_json(&["-n", RNS, "secret", SECRET])["data"][key]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn ca_bundle() -> String {
+    get_json(&["validatingwebhookconfiguration", VWC])["webhooks"][0]["clientConfig"]["caBundle"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn decode(b64: &str) -> Vec<u8> {
+    run_command(Command::new("base64").arg("-d"), Some(b64))
+        .success()
+        .stdout
+        .into_bytes()
+}
+
+fn label(namespace: &str, key: &str) -> Option<String> {
+    get_json(&["namespace", namespace])["metadata"]["labels"][key]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// `kubectl apply --server-side --dry-run=server` of `objects`: the objects as stored.
+fn dry_run(objects: &[&Object]) -> Result<Vec<Value>, Output> {
+    let list = json!({"apiVersion": "v1", "kind": "List",
+        "items": objects.iter().map(|o| o.value.clone()).collect::<Vec<_>>()});
+    let out = kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--field-manager=chart-test",
+            "-f",
+            "-",
+            "-o",
+            "json",
+        ],
+        &list.to_string(),
+    );
+    if !out.status.success() {
+        return Err(out);
+    }
+    let stored: Value = serde_json::from_str(&out.stdout).map_err(|_| out)?;
+    Ok(match stored["items"].as_array() {
+        Some(items) => items.clone(),
+        None => vec![stored],
+    })
+}
+
+fn openssl_verify(ca: &Path, host: &str, cert: &Path) -> Output {
+    run_command(
+        Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(ca)
+            .args(["-verify_hostname", host, "-purpose", "sslserver"])
+            .arg(cert),
+        None,
+    )
+}
+
+/// The namespaces this scenario creates, deleted at the end (also on panic).
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn create(&mut self, name: &str) {
+        if gone(&["namespace", name]) {
+            k(["create", "namespace", name]).success();
+            self.0.push(name.to_owned());
+        }
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = k([
+                "delete",
+                "namespace",
+                ns,
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=60s",
+            ]);
+        }
+    }
+}
+
+#[test]
+#[ignore = "installs the chart's CRD and fail-closed webhook: run on its own control plane by `make chart-test`"]
+fn on_the_cluster() {
+    kubeconfig_path();
+    let mut report = Report::default();
+    let mut namespaces = Namespaces(Vec::new());
+    dry_run_checks(&mut report, &mut namespaces);
+    install_checks(&mut report, &mut namespaces);
+    println!("{} checks passed on the cluster", report.passed());
+    report.finish();
+}
+
+fn dry_run_checks(report: &mut Report, namespaces: &mut Namespaces) {
+    let default = VARIANTS[0].render().expect("the default render");
+    let crd = of_kind(&default, "CustomResourceDefinition")
+        .next()
+        .expect("the CRD");
+    kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=chart-test",
+            "-f",
+            "-",
+        ],
+        &crd.value.to_string(),
+    )
+    .success();
+    let established = k([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        &format!("crd/{CRD_NAME}"),
+    ]);
+    report.succeeded(&established, "the rendered ByocGrant CRD is established");
+    for ns in ["byoc-system", "platform-byoc"] {
+        namespaces.create(ns);
+    }
+    for v in VARIANTS {
+        let objects = match v.render() {
+            Ok(o) => o,
+            Err(e) => {
+                report.check(false, format!("{}: rendered", v.name), e);
+                continue;
+            }
+        };
+        // cert-manager and prometheus-operator kinds need CRDs this cluster does not have.
+        let applicable: Vec<&Object> = objects
+            .iter()
+            .filter(|o| !["Certificate", "Issuer", "ServiceMonitor"].contains(&o.kind.as_str()))
+            .collect();
+        let stored = match dry_run(&applicable) {
+            Ok(stored) => stored,
+            Err(out) => {
+                report.check(false, format!("{}: server dry run", v.name), out);
+                continue;
+            }
+        };
+        report.check(
+            stored.len() == applicable.len(),
+            format!(
+                "{}: all {} objects without third-party CRDs pass kubectl apply --server-side --dry-run=server",
+                v.name,
+                applicable.len()
+            ),
+            format!("{} of {} came back", stored.len(), applicable.len()),
+        );
+        let stored: Vec<Object> = stored
+            .into_iter()
+            .map(|value| Object {
+                kind: value["kind"].as_str().unwrap_or_default().to_owned(),
+                name: value["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                value,
+            })
+            .collect();
+        check_webhook_configuration(report, v, &objects, &stored);
+        for comp in ["controller", "webhook"] {
+            let Some(d) = component(&stored, "Deployment", comp) else {
+                report.check(false, format!("{}: a {comp} Deployment", v.name), "none");
+                continue;
+            };
+            let problems = deployment_problems(&d.value, comp);
+            report.check(
+                problems.is_empty(),
+                format!(
+                    "{}: {comp} Deployment: non-root, read-only root, no privilege escalation, caps dropped, seccomp RuntimeDefault, /readyz and /healthz probes{}",
+                    v.name,
+                    if comp == "webhook" { ", no CPU limit, 2+ replicas" } else { ", POD_NAME/POD_NAMESPACE" }
+                ),
+                problems.join("; "),
+            );
+            check_args(report, v, comp, &d.value);
+        }
+        check_policy(report, v, &stored);
+    }
+
+    // The assertions can fail: a configuration that drops the kube-system exclusion, fails open
+    // and forgets pods/ephemeralcontainers must be caught on what the server stores.
+    let vwc = of_kind(&default, "ValidatingWebhookConfiguration")
+        .next()
+        .expect("a webhook configuration");
+    let mut broken = vwc.clone();
+    for w in broken.value["webhooks"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        w["failurePolicy"] = "Ignore".into();
+        for e in w["namespaceSelector"]["matchExpressions"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            if let Some(values) = e["values"].as_array_mut() {
+                values.retain(|x| x != "kube-system");
+            }
+        }
+        for r in w["rules"].as_array_mut().into_iter().flatten() {
+            if r["resources"] == json!(["pods/ephemeralcontainers"]) {
+                r["resources"] = json!(["pods/status"]);
+            }
+        }
+    }
+    let problems = dry_run(&[&broken])
+        .map(|s| webhook_configuration_problems(&s[0], 5, RNS))
+        .unwrap_or_else(|out| vec![out.to_string()]);
+    let caught = |want: &str| problems.iter().any(|p| p.contains(want));
+    report.check(
+        caught("does not exclude kube-system")
+            && caught("failurePolicy is not Fail")
+            && caught("pods/ephemeralcontainers"),
+        "the webhook configuration checks catch a broken configuration",
+        problems.join("\n"),
+    );
+    k(["delete", "crd", CRD_NAME, "--wait=true"]).success();
+}
+
+fn check_webhook_configuration(
+    report: &mut Report,
+    v: Variant,
+    rendered: &[Object],
+    stored: &[Object],
+) {
+    let Some(vwc) = of_kind(stored, "ValidatingWebhookConfiguration").next() else {
+        report.check(
+            false,
+            format!("{}: a ValidatingWebhookConfiguration", v.name),
+            "none",
+        );
+        return;
+    };
+    let problems = webhook_configuration_problems(&vwc.value, v.timeout, v.namespace);
+    report.check(
+        problems.is_empty(),
+        format!(
+            "{}: webhook configuration: failurePolicy Fail, timeoutSeconds {}, kube-system and {} excluded by name, pods/ephemeralcontainers and every workload kind covered, namespace guard not scoped by byoc labels",
+            v.name, v.timeout, v.namespace
+        ),
+        problems.join("\n"),
+    );
+    let bundles: Vec<&Value> = vwc.value["webhooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| &w["clientConfig"]["caBundle"])
+        .collect();
+    if v.name == "cert-manager" {
+        // cert-manager injects the CA from the serving Certificate (not the CA's own).
+        let serving = of_kind(rendered, "Certificate")
+            .find(|c| c.value["spec"]["isCA"] != true)
+            .map(|c| format!("{}/{}", v.namespace, c.name))
+            .unwrap_or_default();
+        let inject = vwc.value["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+            .as_str()
+            .unwrap_or_default();
+        report.check(
+            !serving.is_empty() && inject == serving && bundles.iter().all(|b| b.is_null()),
+            format!(
+                "{}: caBundle comes from cert-manager (inject-ca-from {inject})",
+                v.name
+            ),
+            format!(
+                "want inject-ca-from {serving} and no caBundle: {}",
+                vwc.value
+            ),
+        );
+        return;
+    }
+    // The caBundle must verify the Secret's certificate for the Service's DNS name.
+    let dir = work_dir(&format!("certs-{}", v.name));
+    let service = of_kind(rendered, "Service")
+        .find(|s| {
+            s.value["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["port"] == 443)
+        })
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    let secret = of_kind(rendered, "Secret")
+        .next()
+        .map(|s| s.value.clone())
+        .unwrap_or_default();
+    std::fs::write(
+        dir.join("tls.crt"),
+        decode(secret["data"]["tls.crt"].as_str().unwrap_or_default()),
+    )
+    .expect("write tls.crt");
+    std::fs::write(
+        dir.join("ca-bundle.crt"),
+        decode(bundles.first().and_then(|b| b.as_str()).unwrap_or_default()),
+    )
+    .expect("write the bundle");
+    let host = format!("{service}.{}.svc", v.namespace);
+    let out = openssl_verify(&dir.join("ca-bundle.crt"), &host, &dir.join("tls.crt"));
+    report.succeeded(
+        &out,
+        format!(
+            "{}: the generated certificate verifies against the caBundle for {host}",
+            v.name
+        ),
+    );
+}
+
+/// The binaries accept the exact arguments of the chart's Deployments (clap parses them all
+/// before it acts on the trailing --version).
+fn check_args(report: &mut Report, v: Variant, comp: &str, deployment: &Value) {
+    let args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let binary = target_dir().join(format!("byoc-{comp}"));
+    let out = run_command(Command::new(&binary).args(&args).arg("--version"), None);
+    report.succeeded(
+        &out,
+        format!(
+            "{}: byoc-{comp} accepts the Deployment's arguments ({})",
+            v.name,
+            args.join(" ")
+        ),
+    );
+}
+
+fn pod(namespace: &str, image: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "chart-test", "namespace": namespace},
+        "spec": {"containers": [{"name": "app", "image": image}]}})
+}
+
+/// USER adds a byoc.toolforge.org/ label to NAMESPACE.
+fn namespace_label_review(namespace: &str, user: &str) -> Value {
+    let ns = |labels: Value| {
+        json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": labels}})
+    };
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "chart-test-ns",
+        "kind": {"group": "", "version": "v1", "kind": "Namespace"},
+        "resource": {"group": "", "version": "v1", "resource": "namespaces"},
+        "name": namespace, "operation": "UPDATE", "userInfo": {"username": user},
+        "object": ns(json!({"kubernetes.io/metadata.name": namespace, "byoc.toolforge.org/any": "never"})),
+        "oldObject": ns(json!({"kubernetes.io/metadata.name": namespace})),
+        "dryRun": false}})
+}
+
+/// The rendered policy, read by kubectl-byoc (the webhook's parser and decision code), does what
+/// the values say.
+fn check_policy(report: &mut Report, v: Variant, stored: &[Object]) {
+    let dir = work_dir(&format!("policy-{}", v.name));
+    let Some(config) = of_kind(stored, "ConfigMap").find(|c| c.name.ends_with("-webhook-policy"))
+    else {
+        report.check(false, format!("{}: the policy ConfigMap", v.name), "none");
+        return;
+    };
+    let fullname = config.name.trim_end_matches("-webhook-policy");
+    let cfg = dir.join("config.yaml");
+    std::fs::write(
+        &cfg,
+        config.value["data"]["config.yaml"]
+            .as_str()
+            .unwrap_or_default(),
+    )
+    .expect("write the policy");
+    let ns = v.namespace;
+    let controller = format!("system:serviceaccount:{ns}:{fullname}-controller");
+    let foreign_wanted = if v.mode == "enforce" { 1 } else { 0 };
+    let cases: Vec<(String, i32, Value)> = vec![
+        (
+            "a default-registry image is admitted".into(),
+            0,
+            pod("tool-a", "docker-registry.tools.wmflabs.org/tool-a/app:1"),
+        ),
+        (
+            format!(
+                "a quay.io image is {} (mode {})",
+                if foreign_wanted == 1 {
+                    "refused"
+                } else {
+                    "admitted"
+                },
+                v.mode
+            ),
+            foreign_wanted,
+            pod("tool-a", "quay.io/someone/app:1"),
+        ),
+        (
+            "kube-system is exempt".into(),
+            0,
+            pod("kube-system", "quay.io/someone/app:1"),
+        ),
+        (
+            format!("the release namespace {ns} is exempt"),
+            0,
+            pod(ns, "quay.io/someone/app:1"),
+        ),
+        (
+            "the controller's service account may write byoc labels".into(),
+            0,
+            namespace_label_review("tool-a", &controller),
+        ),
+        (
+            "a tenant may not write byoc labels".into(),
+            1,
+            namespace_label_review("tool-a", "system:serviceaccount:tool-a:default"),
+        ),
+    ];
+    for (i, (what, want, input)) in cases.into_iter().enumerate() {
+        let file = dir.join(format!("{i}.json"));
+        std::fs::write(&file, input.to_string()).expect("write the input");
+        let out = run_command(
+            Command::new(byoc_e2e::cli::binary())
+                .arg("check")
+                .arg("--config")
+                .arg(&cfg)
+                .arg(&file),
+            None,
+        );
+        let code = out.status.code().unwrap_or(-1);
+        report.check(
+            code == want,
+            format!(
+                "{}: policy: {what} (kubectl-byoc check exit {code})",
+                v.name
+            ),
+            format!("want exit {want}: {out}"),
+        );
+    }
+}
+
+/// A binary started with the chart's arguments, stopped (SIGTERM) when dropped.
+struct Started {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Started {
+    fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Self {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("the log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone the log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            child,
+            name: name.to_owned(),
+            log,
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        terminate(&mut self.child, &self.name);
+    }
+}
+
+/// The live Deployment's args, with the container paths and ports mapped to this machine:
+/// /etc/byoc-operator -> SMOKE/etc, ports 8443/8080 -> loopback ports.
+fn run_args(comp: &str, smoke: &Path, https: u16, admin: u16) -> Vec<String> {
+    let deployment = get_json(&["-n", RNS, "deployment", &format!("{FULLNAME}-{comp}")]);
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|a| {
+            a.replace("/etc/byoc-operator/", &format!("{}/etc/", smoke.display()))
+                .replace("=0.0.0.0:8443", &format!("=127.0.0.1:{https}"))
+                .replace("=0.0.0.0:8080", &format!("=127.0.0.1:{admin}"))
+                .replace("$(POD_NAMESPACE)", RNS)
+        })
+        .collect()
+}
+
+fn sa_kubeconfig(sa: &str, path: &Path) {
+    let token = k(["-n", RNS, "create", "token", sa, "--duration=1h"])
+        .success()
+        .stdout;
+    write_token_kubeconfig(sa, token.trim(), path);
+}
+
+fn ready(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    matches!(http_get(addr, "/readyz"), Ok((200, _)))
+}
+
+/// byoc-controller with the chart's arguments and service account; whether /readyz answered.
+fn start_controller(smoke: &Path, log: &str) -> (Started, bool) {
+    let admin = free_port().port();
+    let args = run_args("controller", smoke, 0, admin);
+    let kubeconfig = smoke.join("controller.kubeconfig");
+    sa_kubeconfig(&format!("{FULLNAME}-controller"), &kubeconfig);
+    let mut started = Started::spawn(
+        "byoc-controller",
+        Command::new(target_dir().join("byoc-controller"))
+            .args(&args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAMESPACE", RNS)
+            .env("POD_NAME", "chart-test-controller"),
+        smoke.join(log),
+    );
+    let ok = wait_for(Duration::from_secs(30), || {
+        started.running() && ready(admin)
+    });
+    (started, ok)
+}
+
+fn grant(name: &str) {
+    kubectl_stdin(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocGrant",
+            "metadata": {"name": name},
+            "spec": {"namespace": TOOL, "reason": "chart-test", "registries": ["quay.io"]}})
+        .to_string(),
+    )
+    .success();
+}
+
+const QUAY_LABEL: &str = "byoc.toolforge.org/quay.io";
+
+/// Waits until the grant is gone (its finalizer ran) and TOOL's label with it.
+fn deletion_finished(grant: &str) -> bool {
+    wait_for(Duration::from_secs(60), || gone(&["byocgrant", grant]))
+        && wait_for(Duration::from_secs(30), || {
+            label(TOOL, QUAY_LABEL).is_none()
+        })
+}
+
+fn install_checks(report: &mut Report, namespaces: &mut Namespaces) {
+    let work = work_dir("install");
+    let smoke = work.join("smoke");
+    std::fs::create_dir_all(smoke.join("etc/policy")).expect("smoke dirs");
+    std::fs::create_dir_all(smoke.join("etc/tls")).expect("smoke dirs");
+    namespaces.create(TOOL);
+    let chart = chart();
+
+    // A chart whose CRD differs (an extra printer column) stands for the previous release.
+    let old = work.join("old-chart");
+    run_command(Command::new("cp").arg("-rL").arg(&chart).arg(&old), None).success();
+    let old_crd = old.join("files/byocgrants.yaml");
+    let text = std::fs::read_to_string(&old_crd).expect("the old chart's CRD");
+    let marker = "  - additionalPrinterColumns:\n";
+    assert!(text.contains(marker), "the CRD has printer columns");
+    std::fs::write(
+        &old_crd,
+        text.replacen(
+            marker,
+            &format!("{marker}    - jsonPath: .metadata.name\n      name: StaleColumn\n      type: string\n"),
+            1,
+        ),
+    )
+    .expect("write the old CRD");
+    let out = helm_on_cluster(["install", RELEASE, &old.display().to_string(), "-n", RNS]);
+    if !report.succeeded(&out, format!("helm install {RELEASE} -n {RNS}")) {
+        return;
+    }
+    let crd_file = repo_root().join("crds/byocgrants.yaml");
+    let crd_file = crd_file.display().to_string();
+    let stale = || {
+        k(["get", "crd", CRD_NAME, "-o", "yaml"])
+            .stdout
+            .contains("StaleColumn")
+    };
+    let differs = || {
+        !k([
+            "diff",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &crd_file,
+        ])
+        .status
+        .success()
+    };
+    report.check(
+        stale() && differs(),
+        "the installed CRD is the old chart's, and differs from crds/byocgrants.yaml",
+        "",
+    );
+    let before = secret_field("tls.crt");
+    let bundle = ca_bundle();
+    report.succeeded(
+        &helm_on_cluster(["upgrade", RELEASE, &chart, "-n", RNS]),
+        format!("helm upgrade {RELEASE}"),
+    );
+    report.check(
+        !stale() && !differs(),
+        "helm upgrade upgraded the CRD: it now equals crds/byocgrants.yaml",
+        k([
+            "diff",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &crd_file,
+        ]),
+    );
+    report.check(
+        !before.is_empty() && before == secret_field("tls.crt") && bundle == ca_bundle(),
+        "helm upgrade kept the webhook certificate and caBundle (looked up, not regenerated)",
+        "",
+    );
+
+    webhook_down_checks(report);
+    binaries_checks(report, &smoke);
+    rotation_checks(report, &smoke, &chart);
+    uninstall_checks(report, &smoke, &chart);
+}
+
+/// No webhook pods run here, exactly as when the webhook is down.
+fn webhook_down_checks(report: &mut Report) {
+    let img = "docker-registry.tools.wmflabs.org/tool-demo/app:1";
+    let platform_pod = || {
+        k([
+            "-n",
+            TOOL,
+            "run",
+            "p",
+            &format!("--image={img}"),
+            "--dry-run=server",
+        ])
+    };
+    let out = platform_pod();
+    report.check(
+        !out.status.success()
+            && out
+                .stderr
+                .contains("failed calling webhook \"pods.byoc.toolforge.org\""),
+        format!("fail closed: a pod in {TOOL} is refused while the webhook is down"),
+        &out,
+    );
+    let out = k([
+        "-n",
+        TOOL,
+        "create",
+        "deployment",
+        "d",
+        &format!("--image={img}"),
+        "--dry-run=server",
+    ]);
+    report.check(
+        !out.status.success(),
+        format!("fail closed: a Deployment in {TOOL} is refused too"),
+        &out,
+    );
+    for ns in ["kube-system", RNS] {
+        let out = k([
+            "-n",
+            ns,
+            "run",
+            "p",
+            "--image=quay.io/x/y:1",
+            "--dry-run=server",
+        ]);
+        report.succeeded(
+            &out,
+            format!("a pod in {ns} is admitted while the webhook is down (never sent to it)"),
+        );
+    }
+    let out = k([
+        "label",
+        "namespace",
+        "kube-system",
+        "chart-test=1",
+        "--dry-run=server",
+    ]);
+    report.succeeded(
+        &out,
+        "kube-system's labels can change while the webhook is down",
+    );
+    let out = k(["create", "namespace", "new-tool", "--dry-run=server"]);
+    report.check(
+        !out.status.success(),
+        "fail closed: creating a namespace is refused while the webhook is down (label guard)",
+        &out,
+    );
+    let out = k(["delete", "validatingwebhookconfiguration", VWC]);
+    report.succeeded(&out, format!("recovery: kubectl delete validatingwebhookconfiguration {VWC} works while the webhook is down"));
+    let out = platform_pod();
+    report.succeeded(&out, format!("recovery: pods in {TOOL} are admitted again"));
+}
+
+/// The real binaries with the chart's arguments, policy, certificate and service accounts.
+fn binaries_checks(report: &mut Report, smoke: &Path) {
+    let policy = get_json(&[
+        "-n",
+        RNS,
+        "configmap",
+        &format!("{FULLNAME}-webhook-policy"),
+    ]);
+    std::fs::write(
+        smoke.join("etc/policy/config.yaml"),
+        policy["data"]["config.yaml"].as_str().unwrap_or_default(),
+    )
+    .expect("write the policy");
+    for key in ["tls.crt", "tls.key", "ca.crt", "ca-bundle.crt"] {
+        std::fs::write(smoke.join("etc/tls").join(key), decode(&secret_field(key)))
+            .expect("write TLS files");
+    }
+    let https = free_port().port();
+    let admin = free_port().port();
+    let args = run_args("webhook", smoke, https, admin);
+    let kubeconfig = smoke.join("webhook.kubeconfig");
+    sa_kubeconfig(&format!("{FULLNAME}-webhook"), &kubeconfig);
+    let mut webhook = Started::spawn(
+        "byoc-webhook",
+        Command::new(target_dir().join("byoc-webhook"))
+            .args(&args)
+            .env("KUBECONFIG", &kubeconfig),
+        smoke.join("webhook.log"),
+    );
+    let up = wait_for(Duration::from_secs(60), || {
+        webhook.running() && ready(admin)
+    });
+    report.check(
+        up,
+        "byoc-webhook is ready with the chart's arguments, policy, certificate and service account (namespaces list/watch suffice)",
+        webhook.log_tail(),
+    );
+    // TLS as the API server does it: the caBundle must verify the certificate for the Service.
+    let host = format!("{FULLNAME}-webhook.{RNS}.svc");
+    let review = pod_review("chart-test-pod", TOOL, &["quay.io/someone/app:1"]).to_string();
+    let request = format!(
+        "POST /validate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{review}",
+        review.len()
+    );
+    let reply = run_command(
+        Command::new("timeout")
+            .args([
+                "10",
+                "openssl",
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{https}"),
+            ])
+            .args(["-servername", &host, "-verify_hostname", &host, "-CAfile"])
+            .arg(smoke.join("etc/tls/ca-bundle.crt"))
+            .args(["-verify_return_error", "-quiet"]),
+        Some(&request),
+    );
+    report.check(
+        reply.stdout.contains("\"allowed\":false") && reply.stdout.contains("quay.io"),
+        format!("POST /validate over TLS, verified against the caBundle for {host}: a quay.io pod in {TOOL} is denied"),
+        &reply,
+    );
+
+    let (mut controller, ok) = start_controller(smoke, "controller.log");
+    let running = controller.running();
+    report.check(
+        ok,
+        "byoc-controller is ready with the chart's arguments and service account",
+        if running {
+            format!("it runs but /readyz never answered 200 (the chart's readinessProbe would keep it unready):\n{}", controller.log_tail())
+        } else {
+            format!("it exited:\n{}", controller.log_tail())
+        },
+    );
+    if !running {
+        return;
+    }
+    grant("chart-test-a");
+    report.check(
+        wait_for(Duration::from_secs(60), || {
+            label(TOOL, QUAY_LABEL).is_some()
+        }),
+        format!(
+            "the controller labelled {TOOL} for a grant (namespaces patch, byocgrants watch/patch)"
+        ),
+        controller.log_tail(),
+    );
+    let ready_condition = || {
+        get_json(&["byocgrant", "chart-test-a"])["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    };
+    report.check(
+        wait_for(Duration::from_secs(30), ready_condition),
+        "the grant's status is Ready=True (byocgrants/status patch)",
+        get_json(&["byocgrant", "chart-test-a"]),
+    );
+    report.check(
+        get_json(&["-n", RNS, "lease", "byoc-controller"])["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        format!("the controller holds the Lease byoc-controller in {RNS} (leases RBAC)"),
+        get_json(&["-n", RNS, "lease", "byoc-controller"]),
+    );
+    let event = || {
+        get_json(&["-n", "default", "events.events.k8s.io"])["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["regarding"]["name"] == "chart-test-a")
+    };
+    report.check(
+        wait_for(Duration::from_secs(20), event),
+        "the controller published an event about the grant in default (events RBAC)",
+        "",
+    );
+    k(["delete", "byocgrant", "chart-test-a", "--wait=false"]).success();
+    report.check(
+        deletion_finished("chart-test-a"),
+        "deleting the grant removed its label, then the grant (finalizer)",
+        controller.log_tail(),
+    );
+    grant("chart-test-kept");
+    report.check(
+        wait_for(Duration::from_secs(60), || {
+            label(TOOL, QUAY_LABEL).is_some()
+        }),
+        format!("the controller labelled {TOOL} for chart-test-kept"),
+        controller.log_tail(),
+    );
+    drop(controller);
+    drop(webhook);
+    let logs = ["controller.log", "webhook.log"].map(|f| {
+        std::fs::read_to_string(smoke.join(f))
+            .unwrap_or_default()
+            .to_lowercase()
+    });
+    let forbidden: Vec<&str> = logs
+        .iter()
+        .flat_map(|l| l.lines())
+        .filter(|l| l.contains("forbidden"))
+        .take(5)
+        .collect();
+    report.check(
+        forbidden.is_empty(),
+        "no RBAC refusal in the logs of either binary",
+        forbidden.join("\n"),
+    );
+}
+
+fn rotation_checks(report: &mut Report, smoke: &Path, chart: &str) {
+    let before = secret_field("tls.crt");
+    std::fs::write(smoke.join("old-tls.crt"), decode(&before)).expect("write");
+    // The documented way to rotate now (chart README).
+    k([
+        "-n",
+        RNS,
+        "annotate",
+        "--overwrite",
+        "secret",
+        SECRET,
+        "byoc.toolforge.org/tls-not-after=2000-01-01T00:00:00Z",
+    ])
+    .success();
+    report.succeeded(
+        &helm_on_cluster([
+            "upgrade",
+            RELEASE,
+            chart,
+            "-n",
+            RNS,
+            "--reset-then-reuse-values",
+        ]),
+        "helm upgrade --reset-then-reuse-values after marking the certificate as expiring",
+    );
+    report.check(
+        !gone(&["validatingwebhookconfiguration", VWC]),
+        "helm upgrade restored the deleted webhook configuration",
+        "",
+    );
+    let after = secret_field("tls.crt");
+    std::fs::write(smoke.join("new-tls.crt"), decode(&after)).expect("write");
+    let bundle = decode(&ca_bundle());
+    std::fs::write(smoke.join("bundle.crt"), &bundle).expect("write");
+    let host = format!("{FULLNAME}-webhook.{RNS}.svc");
+    let verify_new = openssl_verify(&smoke.join("bundle.crt"), &host, &smoke.join("new-tls.crt"));
+    let verify_old = openssl_verify(&smoke.join("bundle.crt"), &host, &smoke.join("old-tls.crt"));
+    let cas = String::from_utf8_lossy(&bundle)
+        .matches("BEGIN CERTIFICATE")
+        .count();
+    report.check(
+        before != after && verify_new.status.success() && verify_old.status.success() && cas == 2,
+        "rotation: a new certificate; the caBundle trusts the new and the previous CA while pods reload",
+        format!("new certificate: {}; {cas} CAs in the bundle\n{verify_new}\n{verify_old}", before != after),
+    );
+    helm_on_cluster(["upgrade", RELEASE, chart, "-n", RNS]).success();
+    report.check(
+        after == secret_field("tls.crt"),
+        "the next helm upgrade keeps the rotated certificate",
+        "",
+    );
+}
+
+fn uninstall_checks(report: &mut Report, smoke: &Path, chart: &str) {
+    report.succeeded(
+        &helm_on_cluster(["uninstall", RELEASE, "-n", RNS, "--wait"]),
+        format!("helm uninstall {RELEASE}"),
+    );
+    report.check(
+        gone(&["validatingwebhookconfiguration", VWC])
+            && gone(&["-n", RNS, "deployment", &format!("{FULLNAME}-webhook")])
+            && gone(&["clusterrole", &format!("{FULLNAME}-controller")]),
+        "uninstall removed the webhook configuration, Deployments and RBAC",
+        "",
+    );
+    report.check(
+        !gone(&["crd", CRD_NAME]) && !gone(&["byocgrant", "chart-test-kept"]),
+        "uninstall kept the CRD and the grants (helm.sh/resource-policy: keep)",
+        "",
+    );
+    report.check(
+        label(TOOL, QUAY_LABEL).is_some(),
+        "uninstall left the namespace labels (no controller to remove them; nothing enforces them either)",
+        "",
+    );
+    k(["delete", "byocgrant", "chart-test-kept", "--wait=false"]).success();
+    std::thread::sleep(Duration::from_secs(2));
+    report.check(
+        get_json(&["byocgrant", "chart-test-kept"])["metadata"]["deletionTimestamp"].is_string(),
+        "without the controller a deleted grant waits on its finalizer (Terminating)",
+        "",
+    );
+    report.succeeded(
+        &helm_on_cluster(["install", RELEASE, chart, "-n", RNS]),
+        "re-install with the same release name and namespace adopts the kept CRD",
+    );
+    k(["delete", "validatingwebhookconfiguration", VWC]).success(); // no webhook pods here
+    let (controller, _) = start_controller(smoke, "controller-2.log");
+    report.check(
+        deletion_finished("chart-test-kept"),
+        "after re-install the controller finishes the deletion: label removed, grant gone",
+        controller.log_tail(),
+    );
+    drop(controller);
+    let uninstall = helm_on_cluster(["uninstall", RELEASE, "-n", RNS, "--wait"]);
+    let delete = k(["delete", "crd", CRD_NAME, "--wait=true", "--timeout=60s"]);
+    report.check(
+        uninstall.status.success() && delete.status.success(),
+        format!("full removal: helm uninstall, then kubectl delete crd {CRD_NAME}"),
+        format!("{uninstall}\n{delete}"),
+    );
+}
