@@ -280,8 +280,8 @@ pub fn webhook_configuration_problems(vwc: &Value, timeout: u64, namespace: &str
                 &format!("namespaceSelector does not exclude {ns} by kubernetes.io/metadata.name"),
             );
         }
-        // Never scoped by the labels the guard protects (DESIGN §3): a selector or condition on
-        // them would let a tenant step around it.
+        // Never scoped by the labels the guard protects (DESIGN §3): a selector on them would
+        // let a tenant step around it.
         let selector_keys = ["namespaceSelector", "objectSelector"]
             .into_iter()
             .flat_map(|s| {
@@ -299,13 +299,24 @@ pub fn webhook_configuration_problems(vwc: &Value, timeout: u64, namespace: &str
             });
         let scoped = selector_keys
             .into_iter()
-            .any(|k| k.starts_with("byoc.toolforge.org/"))
-            || w["matchConditions"]
-                .as_array()
-                .is_some_and(|c| !c.is_empty());
+            .any(|k| k.starts_with("byoc.toolforge.org/"));
+        expect(!scoped, "is scoped by a byoc.toolforge.org/ label");
+        // Match conditions: none on the registry policy; on the guard only the one that sends
+        // every change of a byoc label (tests/e2e/tests/guard.rs proves what it lets through).
+        let conditions: Vec<&str> = w["matchConditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        let want: &[&str] = if name == "pods.byoc.toolforge.org" {
+            &[]
+        } else {
+            &["changes-byoc-labels"]
+        };
         expect(
-            !scoped,
-            "is scoped by a byoc.toolforge.org/ label or a match condition",
+            conditions == want,
+            &format!("match conditions are {conditions:?}, want {want:?}"),
         );
     }
     let rules = |name: &str| -> Vec<(Vec<String>, Vec<String>)> {
@@ -352,10 +363,13 @@ pub fn webhook_configuration_problems(vwc: &Value, timeout: u64, namespace: &str
     }
     if !rules("namespaces.byoc.toolforge.org")
         .iter()
-        .any(|(ops, res)| ops == &["CREATE", "UPDATE"] && res == &["namespaces"])
+        .any(|(ops, res)| {
+            ops == &["CREATE", "UPDATE"]
+                && res == &["namespaces", "namespaces/status", "namespaces/finalize"]
+        })
     {
         problems.push(
-            "namespaces.byoc.toolforge.org: no rule for CREATE and UPDATE of namespaces".into(),
+            "namespaces.byoc.toolforge.org: no rule for CREATE and UPDATE of namespaces and its status and finalize subresources".into(),
         );
     }
     problems
@@ -534,7 +548,7 @@ mod tests {
     }
 
     fn good_configuration() -> Value {
-        serde_json::json!({"webhooks": [
+        let mut vwc = serde_json::json!({"webhooks": [
             good_webhook("pods.byoc.toolforge.org", serde_json::json!([
                 {"operations": ["CREATE", "UPDATE"], "resources": ["pods", "podtemplates", "replicationcontrollers"]},
                 {"operations": ["CREATE", "UPDATE"], "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"]},
@@ -542,9 +556,12 @@ mod tests {
                 {"operations": ["UPDATE"], "resources": ["pods/ephemeralcontainers"]},
             ])),
             good_webhook("namespaces.byoc.toolforge.org", serde_json::json!([
-                {"operations": ["CREATE", "UPDATE"], "resources": ["namespaces"]},
+                {"operations": ["CREATE", "UPDATE"], "resources": ["namespaces", "namespaces/status", "namespaces/finalize"]},
             ])),
-        ]})
+        ]});
+        vwc["webhooks"][1]["matchConditions"] =
+            serde_json::json!([{"name": "changes-byoc-labels", "expression": "true"}]);
+        vwc
     }
 
     #[test]
@@ -584,10 +601,10 @@ mod tests {
             (
                 "match condition",
                 |v| {
-                    v["webhooks"][1]["matchConditions"] =
+                    v["webhooks"][0]["matchConditions"] =
                         serde_json::json!([{"name": "c", "expression": "true"}])
                 },
-                "match condition",
+                "match conditions are [\"c\"]",
             ),
             (
                 "no debug",

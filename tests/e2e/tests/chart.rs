@@ -142,6 +142,58 @@ fn issuer_ref_uses_that_issuer_and_creates_none() {
     }
 }
 
+/// A webhook outside the cluster (make run, the e2e tests): its URL and CA, no generated
+/// certificate, the same rules and conditions as the Service mode.
+#[test]
+fn an_external_webhook_gets_its_url_and_ca_and_the_same_rules() {
+    let out = helm([
+        "template",
+        "byoc-operator",
+        &chart(),
+        "-n",
+        "byoc-system",
+        "--kube-version",
+        &kube_version(),
+        "--set",
+        "webhook.external.url=https://127.0.0.1:8443",
+        "--set",
+        "webhook.external.caBundle=Q0EK",
+        "--show-only",
+        "templates/webhook/admission.yaml",
+    ])
+    .success();
+    let objects = byoc_e2e::chart::parse_objects(&out.stdout).expect("parses");
+    assert_eq!(
+        of_kind(&objects, "Secret").count(),
+        0,
+        "no generated Secret"
+    );
+    let external = of_kind(&objects, "ValidatingWebhookConfiguration")
+        .next()
+        .expect("a webhook configuration");
+    let default = VARIANTS[0].render().expect("default render");
+    let service = of_kind(&default, "ValidatingWebhookConfiguration")
+        .next()
+        .expect("a webhook configuration");
+    let webhooks = |o: &Object| o.value["webhooks"].as_array().cloned().unwrap_or_default();
+    let (external, service) = (webhooks(external), webhooks(service));
+    assert_eq!(external.len(), 2, "two webhooks");
+    for (e, s) in external.iter().zip(&service) {
+        assert_eq!(
+            e["clientConfig"],
+            json!({"url": "https://127.0.0.1:8443/validate", "caBundle": "Q0EK"}),
+            "{}",
+            e["name"]
+        );
+        assert_eq!(e["rules"], s["rules"], "{}: rules", e["name"]);
+        assert_eq!(
+            e["matchConditions"], s["matchConditions"],
+            "{}: match conditions",
+            e["name"]
+        );
+    }
+}
+
 /// Certificates are generated per render: drop them before comparing two renders.
 fn without_generated(objects: &[Object]) -> Vec<Value> {
     objects
@@ -256,6 +308,14 @@ fn bad_values_are_refused_naming_the_value() {
         (
             "webhook.tls.renewDaysBefore=4000",
             &["webhook.tls.renewDaysBefore (4000) must be smaller"],
+        ),
+        (
+            "webhook.external.url=http://127.0.0.1:8443",
+            &["/webhook/external/url"],
+        ),
+        (
+            "webhook.external.url=https://127.0.0.1:8443",
+            &["webhook.external.caBundle is required with webhook.external.url"],
         ),
     ];
     let mut report = Report::default();
@@ -775,7 +835,7 @@ fn check_webhook_configuration(
     report.check(
         problems.is_empty(),
         format!(
-            "{}: webhook configuration: failurePolicy Fail, timeoutSeconds {}, kube-system and {} excluded by name, pods/ephemeralcontainers and every workload kind covered, namespace guard not scoped by byoc labels",
+            "{}: webhook configuration: failurePolicy Fail, timeoutSeconds {}, kube-system and {} excluded by name, pods/ephemeralcontainers and every workload kind covered, namespace guard on namespaces and their status and finalize subresources, not scoped by byoc labels",
             v.name, v.timeout, v.namespace
         ),
         problems.join("\n"),
@@ -1228,11 +1288,22 @@ fn webhook_down_checks(report: &mut Report) {
         &out,
         "kube-system's labels can change while the webhook is down",
     );
-    let out = k(["create", "namespace", "new-tool", "--dry-run=server"]);
+    let out = k([
+        "label",
+        "namespace",
+        TOOL,
+        "byoc.toolforge.org/any=never",
+        "--dry-run=server",
+    ]);
     report.check(
         !out.status.success(),
-        "fail closed: creating a namespace is refused while the webhook is down (label guard)",
+        "fail closed: setting a byoc label is refused while the webhook is down (label guard)",
         &out,
+    );
+    let out = k(["create", "namespace", "new-tool", "--dry-run=server"]);
+    report.succeeded(
+        &out,
+        "a namespace without byoc labels is created while the webhook is down (match condition)",
     );
     let out = k(["delete", "validatingwebhookconfiguration", VWC]);
     report.succeeded(&out, format!("recovery: kubectl delete validatingwebhookconfiguration {VWC} works while the webhook is down"));
