@@ -18,6 +18,9 @@
 #   hack/node.sh --dir DIR leftovers    prints what of a node is still on this machine; exits 1
 #                                       when anything is
 #   hack/node.sh install                installs the Debian packages the node needs (apt-get)
+#   hack/node.sh can-run                exits 0 when this machine can run the node's containers
+#                                       (root, cgroups, mount namespaces, bridge netfilter),
+#                                       else says why on stderr and exits 1
 #
 # DIR is the cluster's state dir; the node keeps its state in DIR/node and logs in DIR/node-*.log.
 # Addresses (all inside 198.18.0.0/15, which is reserved for benchmarks and never routed):
@@ -36,8 +39,9 @@ pod_cidr=198.19.0.0/24
 node_name=byoc-node
 registry=127.0.0.1:5000
 mirrored=(docker-registry.tools.wmflabs.org quay.io ghcr.io "$registry")
-# The pause image, pushed to the local registry by hack/build-images.sh.
-pause_image=docker-registry.tools.wmflabs.org/byoc/pause:3.10
+# The pause image: hack/build-images.sh pushes it to the local registry at start.
+pause_path=toolforge/byoc-operator/pause:1
+pause_image=docker-registry.tools.wmflabs.org/$pause_path
 cgroup_root=byoc-node
 chain=BYOC-NODE
 # Machine-wide: which state dir owns the node now, and the sysctls to restore at stop.
@@ -361,6 +365,9 @@ http:
 EOF
   launch registry docker-registry serve "$nd/registry.yml"
   wait_for registry "listening on $registry" curl -fsS --max-time 1 "http://$registry/v2/"
+  log "pushing the pause image ($pause_path)"
+  "$here/build-images.sh" --images pause --push "$registry" >/dev/null ||
+    die "could not build and push the pause image"
 }
 
 start_containerd() {
@@ -547,7 +554,10 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $# -gt 0 ]] || usage
 cmd=$1; shift
-if [[ $cmd == install ]]; then cmd_install; exit 0; fi
+case $cmd in
+  install) cmd_install; exit 0 ;;
+  can-run) can_run_containers; exit ;;
+esac
 [[ -n $dir ]] || usage
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
