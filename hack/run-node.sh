@@ -31,13 +31,14 @@ case $mode in enforce | warn | audit) ;; *) die "BYOC_MODE must be enforce, warn
 # Outside the cluster: packages and images, then the cluster around a second run of this script.
 
 if [[ -z ${BYOC_RUN_NODE_INSIDE:-} ]]; then
+  export BYOC_RUN_STARTED=${BYOC_RUN_STARTED:-$(date +%s)}
   for tool in cargo kubectl go; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required but not on PATH"
   done
   "$here/node.sh" install
   log "building the images (hack/build-images.sh; the first run compiles the release binaries)"
   "$here/build-images.sh" >/dev/null
-  export BYOC_RUN_NODE_INSIDE=1 BYOC_RUN_STARTED=$SECONDS
+  export BYOC_RUN_NODE_INSIDE=1
   exec "$here/local-cluster.sh" --node exec -- "${BASH_SOURCE[0]}"
 fi
 
@@ -87,8 +88,8 @@ kubectl wait --for=condition=Ready --timeout=60s "byocgrant/$sample_ns" >/dev/nu
 
 cat <<EOF
 
-byoc-operator is running (policy mode: $mode), installed by Helm as pods on the node, after
-$((SECONDS - ${BYOC_RUN_STARTED:-0}))s. In another terminal:
+byoc-operator is running (policy mode: $mode), installed by Helm as pods on the node,
+$(($(date +%s) - ${BYOC_RUN_STARTED:-$(date +%s)}))s after the start. In another terminal:
 
   export KUBECONFIG=$KUBECONFIG
   kubectl get nodes

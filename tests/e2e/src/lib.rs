@@ -16,6 +16,7 @@
 pub mod chaos;
 pub mod cli;
 pub mod controller;
+pub mod node;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -66,7 +67,9 @@ pub fn kubeconfig_path() -> &'static Path {
             .split('/')
             .next()
             .unwrap_or_default();
-        let loopback = ["127.0.0.1", "[::1]", "localhost"].iter().any(|l| {
+        // 198.19.0.1: the node's address on its bridge (`hack/local-cluster.sh --node`), where
+        // the API server then listens; like loopback, it is only reachable from this machine.
+        let loopback = ["127.0.0.1", "[::1]", "localhost", "198.19.0.1"].iter().any(|l| {
             host == *l
                 || host
                     .strip_prefix(l)
