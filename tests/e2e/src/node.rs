@@ -51,13 +51,20 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The images of the project, built and pushed to [`REGISTRY`] once per test process (cached by
-/// the script: a warm run only checks and pushes), by name (`byoc-webhook`, `test`, ...).
+/// The images of the project, pushed to [`REGISTRY`] once per test process by name
+/// (`byoc-webhook`, `test`, ...). The operator's binaries are the release build already in the
+/// target dir (`make e2e-node` builds the images first); a nested cargo would see the test's
+/// environment and rebuild them.
 pub fn images() -> &'static BTreeMap<String, PushedImage> {
     static IMAGES: OnceLock<BTreeMap<String, PushedImage>> = OnceLock::new();
     IMAGES.get_or_init(|| {
+        let release = crate::controller::target_dir()
+            .parent()
+            .expect("the target dir")
+            .join("release");
         let out = run(Command::new(repo_root().join("hack/build-images.sh"))
-            .args(["--push", REGISTRY]));
+            .args(["--push", REGISTRY, "--binaries"])
+            .arg(release));
         out.lines()
             .filter_map(|line| {
                 let f: Vec<&str> = line.split_whitespace().collect();

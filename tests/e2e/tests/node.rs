@@ -70,15 +70,19 @@ fn image_id(pod: &Pod) -> String {
 async fn wait_rolled_out(client: &Client, component: &str) {
     let api: Api<Deployment> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
     let name = format!("{RELEASE}-{component}");
-    eventually(&format!("deployment {name} rolled out"), Duration::from_secs(180), || async {
-        let d = api.get(&name).await.map_err(|e| e.to_string())?;
-        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let s = d.status.unwrap_or_default();
-        let done = s.updated_replicas == Some(want)
-            && s.ready_replicas == Some(want)
-            && s.replicas == Some(want);
-        if done { Ok(()) } else { Err(format!("{s:?}")) }
-    })
+    eventually(
+        &format!("deployment {name} rolled out"),
+        Duration::from_secs(180),
+        || async {
+            let d = api.get(&name).await.map_err(|e| e.to_string())?;
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let s = d.status.unwrap_or_default();
+            let done = s.updated_replicas == Some(want)
+                && s.ready_replicas == Some(want)
+                && s.replicas == Some(want);
+            if done { Ok(()) } else { Err(format!("{s:?}")) }
+        },
+    )
     .await;
 }
 
@@ -87,7 +91,10 @@ async fn wait_rolled_out(client: &Client, component: &str) {
 async fn chart_pods_are_ready_and_run_the_images_built_here() {
     installed();
     let client = client().await;
-    for (component, name) in [("webhook", "byoc-webhook"), ("controller", "byoc-controller")] {
+    for (component, name) in [
+        ("webhook", "byoc-webhook"),
+        ("controller", "byoc-controller"),
+    ] {
         let pods = component_pods(&client, component).await;
         assert_eq!(pods.len(), 2, "two {component} replicas: {pods:?}");
         for pod in &pods {
@@ -135,7 +142,11 @@ async fn quay_image_runs_in_a_granted_namespace_and_is_refused_in_another() {
     );
     eventually("the grant's labels", CONVERGE_TIMEOUT, || async {
         let labels = byoc_labels(&client, granted.name()).await;
-        if labels.is_empty() { Err("none yet".to_owned()) } else { Ok(()) }
+        if labels.is_empty() {
+            Err("none yet".to_owned())
+        } else {
+            Ok(())
+        }
     })
     .await;
 
@@ -178,8 +189,13 @@ async fn label_tamper_is_refused() {
     installed();
     let client = client().await;
     let ns = tool_namespace(&client, "node-tamper").await;
-    kubectl(["label", "namespace", ns.name(), "byoc.toolforge.org/any=never"])
-        .fails_with(&[&denied_by(NAMESPACES_WEBHOOK)]);
+    kubectl([
+        "label",
+        "namespace",
+        ns.name(),
+        "byoc.toolforge.org/any=never",
+    ])
+    .fails_with(&[&denied_by(NAMESPACES_WEBHOOK)]);
     assert!(byoc_labels(&client, ns.name()).await.is_empty());
 }
 
@@ -302,22 +318,58 @@ async fn controller_leader_pod_deleted_the_other_takes_over() {
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect();
-    assert!(pods.contains(&leader), "leader {leader} is none of {pods:?}");
-    let standby = pods.iter().find(|p| **p != leader).expect("a standby").clone();
+    assert!(
+        pods.contains(&leader),
+        "leader {leader} is none of {pods:?}"
+    );
+    let standby = pods
+        .iter()
+        .find(|p| **p != leader)
+        .expect("a standby")
+        .clone();
 
-    kubectl(["-n", SYSTEM_NAMESPACE, "delete", "pod", &leader, "--wait=false"]).success();
-    eventually("the standby takes the lease", Duration::from_secs(60), || async {
-        let now = holder().await?;
-        if now == standby { Ok(()) } else { Err(format!("held by {now}")) }
-    })
+    kubectl([
+        "-n",
+        SYSTEM_NAMESPACE,
+        "delete",
+        "pod",
+        &leader,
+        "--wait=false",
+    ])
+    .success();
+    eventually(
+        "the standby takes the lease",
+        Duration::from_secs(60),
+        || async {
+            let now = holder().await?;
+            if now == standby {
+                Ok(())
+            } else {
+                Err(format!("held by {now}"))
+            }
+        },
+    )
     .await;
 
     let ns = tool_namespace(&client, "node-failover").await;
-    let _grant = create_grant(&unique_name("node-failover"), ns.name(), &["quay.io/toolforge"], None);
-    eventually("the new leader labels the namespace", CONVERGE_TIMEOUT, || async {
-        let labels = byoc_labels(&client, ns.name()).await;
-        if labels.is_empty() { Err("no labels yet".to_owned()) } else { Ok(()) }
-    })
+    let _grant = create_grant(
+        &unique_name("node-failover"),
+        ns.name(),
+        &["quay.io/toolforge"],
+        None,
+    );
+    eventually(
+        "the new leader labels the namespace",
+        CONVERGE_TIMEOUT,
+        || async {
+            let labels = byoc_labels(&client, ns.name()).await;
+            if labels.is_empty() {
+                Err("no labels yet".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
     wait_rolled_out(&client, "controller").await;
 }

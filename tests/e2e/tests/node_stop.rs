@@ -51,10 +51,18 @@ fn kubectl(dir: &Path, args: &[&str]) -> String {
 
 /// A pod that runs: a container, its network namespace, its mounts and cgroups exist.
 fn run_a_pod(dir: &Path) {
-    kubectl(dir, &["run", "p", &format!("--image={PAUSE}"), "--restart=Never"]);
     kubectl(
         dir,
-        &["wait", "--for=jsonpath={.status.phase}=Running", "pod/p", "--timeout=90s"],
+        &["run", "p", &format!("--image={PAUSE}"), "--restart=Never"],
+    );
+    kubectl(
+        dir,
+        &[
+            "wait",
+            "--for=jsonpath={.status.phase}=Running",
+            "pod/p",
+            "--timeout=90s",
+        ],
     );
 }
 
@@ -70,7 +78,10 @@ fn signal(pid: u32, sig: &str) {
 fn wait_exit(child: &mut Child, limit: Duration) {
     let deadline = Instant::now() + limit;
     while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "the cluster did not stop within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not stop within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -79,9 +90,14 @@ fn wait_exit(child: &mut Child, limit: Duration) {
 fn assert_nothing_left(dir: &Path) {
     let found = leftovers(dir);
     assert!(found.is_empty(), "left on the machine:\n{found}");
-    let bridge = Command::new("ip").args(["link", "show", "byoc0"]).output().expect("ip");
+    let bridge = Command::new("ip")
+        .args(["link", "show", "byoc0"])
+        .output()
+        .expect("ip");
     assert!(!bridge.status.success(), "bridge byoc0 still exists");
-    let rules = Command::new("iptables-save").output().expect("iptables-save");
+    let rules = Command::new("iptables-save")
+        .output()
+        .expect("iptables-save");
     let rules = String::from_utf8_lossy(&rules.stdout);
     assert!(
         !rules.contains("KUBE-") && !rules.contains("BYOC-NODE") && !rules.contains("byoc0"),
@@ -90,7 +106,9 @@ fn assert_nothing_left(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let dir_str = dir.to_string_lossy();
     assert!(
-        !mounts.lines().any(|l| l.contains(dir_str.as_ref()) || (l.contains(" nsfs ") && l.contains("netns"))),
+        !mounts
+            .lines()
+            .any(|l| l.contains(dir_str.as_ref()) || (l.contains(" nsfs ") && l.contains("netns"))),
         "mounts left:\n{mounts}"
     );
 }
@@ -105,7 +123,10 @@ fn ctrl_c_removes_everything_the_node_started() {
     let dir = cluster_dir();
     let mut cluster = start_node_cluster(&dir);
     run_a_pod(&dir);
-    assert!(!leftovers(&dir).is_empty(), "leftovers sees nothing of a running node");
+    assert!(
+        !leftovers(&dir).is_empty(),
+        "leftovers sees nothing of a running node"
+    );
     signal(cluster.id(), "INT");
     wait_exit(&mut cluster, Duration::from_secs(90));
     assert_nothing_left(&dir);
@@ -120,7 +141,10 @@ fn the_next_start_after_a_crash_removes_what_it_left() {
     // The script dies without stopping anything; the daemons and the pod keep running.
     signal(cluster.id(), "KILL");
     wait_exit(&mut cluster, Duration::from_secs(10));
-    assert!(!leftovers(&dir).is_empty(), "a crash left nothing to clean up");
+    assert!(
+        !leftovers(&dir).is_empty(),
+        "a crash left nothing to clean up"
+    );
     let mut cluster = start_node_cluster(&dir);
     run_a_pod(&dir);
     signal(cluster.id(), "TERM");
