@@ -322,11 +322,10 @@ async fn controller_leader_pod_deleted_the_other_takes_over() {
         pods.contains(&leader),
         "leader {leader} is none of {pods:?}"
     );
-    let standby = pods
-        .iter()
-        .find(|p| **p != leader)
-        .expect("a standby")
-        .clone();
+    assert!(
+        pods.iter().any(|p| *p != leader),
+        "no standby beside {leader}: {pods:?}"
+    );
 
     kubectl([
         "-n",
@@ -337,15 +336,25 @@ async fn controller_leader_pod_deleted_the_other_takes_over() {
         "--wait=false",
     ])
     .success();
+    // The standby, or the replica the Deployment starts in the deleted one's place, whichever
+    // gets there first (the leader gives the lease up when it stops), leads; it is a live pod.
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
     eventually(
-        "the standby takes the lease",
+        "another controller pod takes the lease",
         Duration::from_secs(60),
         || async {
             let now = holder().await?;
-            if now == standby {
+            if now == leader {
+                return Err(format!("still held by the deleted {now}"));
+            }
+            let pod = pods_api
+                .get(&now)
+                .await
+                .map_err(|e| format!("{now}: {e}"))?;
+            if pod.metadata.deletion_timestamp.is_none() && is_ready(&pod) {
                 Ok(())
             } else {
-                Err(format!("held by {now}"))
+                Err(format!("held by {now}, which is not a live Ready pod"))
             }
         },
     )
