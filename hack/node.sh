@@ -163,7 +163,9 @@ remove_firewall() {
   ipt -X "$chain" 2>/dev/null || true
   local bin
   bin=$(cat "$nd/bin" 2>/dev/null || true)
-  if iptables-save 2>/dev/null | grep -q 'KUBE-'; then
+  # (The whole output is read before grep decides: with pipefail, `grep -q` closing the pipe
+  # early would make the test fail.)
+  if [[ $(iptables-save 2>/dev/null) == *KUBE-* ]]; then
     # kube-proxy removes its own chains; anything it misses is removed by name below.
     [[ -x $bin/kube-proxy ]] && "$bin/kube-proxy" --cleanup --proxy-mode=iptables >>"$dir/node-kube-proxy.log" 2>&1 || true
     local table chains c rule
