@@ -13,11 +13,11 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: run
-run: ## Local control plane + CRD + webhook + controller, in the foreground (Ctrl-C stops all)
+run: ## The operator on a local cluster: pods on a node from its images and chart, or host processes (BYOC_RUN=host); Ctrl-C stops all
 	hack/run.sh
 
 .PHONY: test
-test: fmt-check lint crds-check unit fuzz e2e chart-test ## Everything CI checks
+test: fmt-check lint crds-check unit fuzz e2e e2e-node chart-test ## Everything CI checks
 
 .PHONY: fmt
 fmt: ## Format the code
@@ -56,6 +56,15 @@ control-plane: ## Build (once; cached) etcd, kube-apiserver, kube-controller-man
 e2e: control-plane ## End-to-end tests against a real local control plane
 	$(CARGO) build --workspace --bins --locked
 	hack/local-cluster.sh exec -- $(CARGO) test --locked -p byoc-e2e -- --test-threads=$(E2E_THREADS)
+
+.PHONY: e2e-node
+e2e-node: control-plane ## The operator as pods on a local node: images, helm install, failover (root)
+	hack/node.sh install
+	$(CARGO) build --locked -p byoc-e2e --tests
+	hack/build-images.sh >/dev/null
+	hack/local-cluster.sh --dir $(CARGO_TARGET_DIR)/node-cluster --node exec -- \
+	  $(CARGO) test --locked -p byoc-e2e --test node -- --ignored --test-threads=1
+	$(CARGO) test --locked -p byoc-e2e --test node_stop -- --ignored --test-threads=1
 
 .PHONY: chart-test
 chart-test: control-plane ## Helm chart: lint, render, schema, server-side dry run and install, on a control plane of its own

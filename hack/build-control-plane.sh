@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver and kube-controller-manager (and helm) from Go modules with the
-# machine's Go toolchain. Binaries are cached outside the repo, keyed by version, so only the first
+# Builds etcd, kube-apiserver, kube-controller-manager, and for the node kube-scheduler, kubelet and
+# kube-proxy (and helm) from Go modules with the machine's Go toolchain. Binaries are cached outside the repo, keyed by version, so only the first
 # run pays for the build. Prints the bin directory on stdout; progress goes to stderr.
 #
 #   hack/build-control-plane.sh            # build what is missing, print the bin dir
@@ -28,7 +28,8 @@ export GOFLAGS="-mod=mod -buildvcs=false"
 export CGO_ENABLED=0
 
 need=()
-for b in etcd kube-apiserver kube-controller-manager helm; do
+kube_bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+for b in etcd "${kube_bins[@]}" helm; do
   [ -x "$bin/$b" ] || need+=("$b")
 done
 if [ ${#need[@]} -eq 0 ]; then
@@ -67,7 +68,7 @@ build_kube() {
   go_get "k8s.io/kubernetes@$KUBERNETES_VERSION"
   local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
   local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-  for b in kube-apiserver kube-controller-manager; do
+  for b in "${kube_bins[@]}"; do
     [ -x "$bin/$b" ] && continue
     log "compiling $b $KUBERNETES_VERSION"
     go build -trimpath -ldflags "$ldflags" -o "$bin/$b.tmp" "k8s.io/kubernetes/cmd/$b" >&2
@@ -97,7 +98,9 @@ build_helm() {
 
 start=$(date +%s)
 [ -x "$bin/etcd" ] || build_etcd
-{ [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ]; } || build_kube
+for b in "${kube_bins[@]}"; do
+  [ -x "$bin/$b" ] || { build_kube; break; }
+done
 [ -x "$bin/helm" ] || build_helm
 log "done in $(( $(date +%s) - start ))s"
 echo "$bin"

@@ -20,6 +20,9 @@
 #                                    kubeconfig (admin, system:masters), env, pki/, etcd/ and
 #                                    one log file per component. Two clusters can run at once in
 #                                    two state dirs: every port is picked free at start.
+#   --node                           also a node (hack/node.sh): registry, containerd, kubelet,
+#                                    kube-proxy, kube-scheduler; the API server then listens on
+#                                    the node's address 198.19.0.1 (kubeconfig included)
 #   BYOC_CONTROL_PLANE_BIN           use binaries from this dir instead of building them
 #   BYOC_CLUSTER_TIMEOUT             seconds each component may take to become ready (default 120)
 #
@@ -34,9 +37,13 @@ repo=$(cd "$here/.." && pwd)
 timeout_s=${BYOC_CLUSTER_TIMEOUT:-120}
 dir=${BYOC_CLUSTER_DIR:-$repo/target/local-cluster}
 
-# Service network of the cluster; only its first address (the `kubernetes` Service) matters here.
-service_cidr=10.0.0.0/24
-service_ip=10.0.0.1
+# Service network of the cluster, inside 198.18.0.0/15 (never routed; the node's pods are there
+# too). Without a node only its first address (the `kubernetes` Service) matters.
+service_cidr=198.18.0.0/24
+service_ip=198.18.0.1
+node=0                  # --node
+node_args=()            # extra kube-apiserver arguments from `hack/node.sh prepare`
+apiserver_host=127.0.0.1
 sa_issuer=https://kubernetes.default.svc.cluster.local
 
 # Components we started, by name; filled by launch(), emptied by stop_all().
@@ -161,6 +168,7 @@ stop_all() {
     cmd_pid=""
   fi
   [[ ${#pids[@]} -gt 0 ]] && log "stopping control plane"
+  if [[ -d $dir/node ]]; then "$here/node.sh" --dir "$dir" stop || log "the node did not stop cleanly"; fi
   stop kube-controller-manager
   stop kube-apiserver
   stop etcd
@@ -173,6 +181,7 @@ stop_all() {
 # Same order as stop_all: kube-apiserver does not stop promptly once etcd is gone.
 stop_stale() {
   local name pid
+  if [[ -d $dir/node ]]; then "$here/node.sh" --dir "$dir" stop; fi
   for name in kube-controller-manager kube-apiserver etcd; do
     [[ -e $dir/run/$name.pid ]] || continue
     pid=$(<"$dir/run/$name.pid")
@@ -364,7 +373,7 @@ etcd_healthy() {
 start_apiserver() {
   local pki=$dir/pki
   pick_port apiserver_port
-  apiserver_url=https://127.0.0.1:$apiserver_port
+  apiserver_url=https://$apiserver_host:$apiserver_port
   write_kubeconfig "$dir/kubeconfig" admin
   write_kubeconfig "$dir/kube-controller-manager.kubeconfig" kube-controller-manager
   # Default admission plugins are kept: they include NamespaceLifecycle, ServiceAccount,
@@ -386,7 +395,7 @@ start_apiserver() {
     --service-cluster-ip-range="$service_cidr" \
     --endpoint-reconciler-type=none \
     --feature-gates=ImageVolume=true \
-    --profiling=false
+    --profiling=false "${node_args[@]}"
 }
 apiserver_ready() {
   [[ $(kubectl --kubeconfig "$dir/kubeconfig" --request-timeout=5s get --raw=/readyz) == ok ]]
@@ -466,11 +475,18 @@ start_cluster() {
   local t0=$EPOCHREALTIME
   log "starting control plane in $dir"
   make_pki
+  if ((node)); then
+    local out
+    out=$(BYOC_SERVICE_IP=$service_ip "$here/node.sh" --dir "$dir" prepare)
+    mapfile -t node_args <<<"$out"
+    apiserver_host=$(sed -n 's/^--bind-address=//p' <<<"$out")
+  fi
   start_with_retry etcd start_etcd etcd_healthy
   log "etcd ready after $(elapsed "$t0")s"
   start_with_retry kube-apiserver start_apiserver apiserver_ready
   log "kube-apiserver ready after $(elapsed "$t0")s"
   start_with_retry kube-controller-manager start_controller_manager default_sa_exists
+  if ((node)); then "$here/node.sh" --dir "$dir" start "$apiserver_url"; fi
   write_env
   log "ready after $(elapsed "$t0")s: API server $apiserver_url, etcd $etcd_url, logs in $dir"
 }
@@ -585,6 +601,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --dir) [[ $# -ge 2 ]] || usage; dir=$2; shift 2 ;;
     --dir=*) dir=${1#--dir=}; shift ;;
+    --node) node=1; shift ;;
     -h | --help) usage 0 ;;
     up | down) mode=$1; shift; [[ $# -eq 0 ]] || usage; break ;;
     restart) mode=restart; shift; break ;;

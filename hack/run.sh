@@ -13,7 +13,11 @@
 # and stays in the foreground. Ctrl-C (SIGINT/SIGTERM) stops everything it started and removes
 # the webhook registration, so a cluster that outlives this script is never blocked by it.
 #
+# With KUBECONFIG unset on a machine that can run containers, hack/run-node.sh runs the product
+# as pods on a local node instead (images, `helm install`); BYOC_RUN=host forces what follows.
+#
 # Environment:
+#   BYOC_RUN       node (pods on a local node), host (host processes) or unset (node if possible)
 #   BYOC_MODE      policy mode: enforce (default), warn or audit
 #   BYOC_RUN_DIR   state: certificates, kubeconfigs, policy file, logs (default target/run)
 set -euo pipefail
@@ -36,6 +40,13 @@ log() { printf '[run] %s\n' "$*" >&2 2>/dev/null || true; }
 die() { log "error: $*"; exit 1; }
 
 case $mode in enforce | warn | audit) ;; *) die "BYOC_MODE must be enforce, warn or audit, not '$mode'" ;; esac
+case ${BYOC_RUN:-} in
+  "" | node) if [[ -z ${KUBECONFIG:-} ]] && "$here/node.sh" can-run; then exec "$here/run-node.sh"; fi
+    [[ -z ${BYOC_RUN:-} ]] || die "BYOC_RUN=node, but this machine cannot run containers (see above)"
+    [[ -n ${KUBECONFIG:-} ]] || log "this machine cannot run containers: running the operator as host processes" ;;
+  host) ;;
+  *) die "BYOC_RUN must be node or host, not '$BYOC_RUN'" ;;
+esac
 
 # ---------------------------------------------------------------------------------------------
 # Outside the cluster: build, then start the local control plane around a second run of this

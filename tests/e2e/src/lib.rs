@@ -18,6 +18,7 @@ pub mod chart;
 pub mod cli;
 pub mod controller;
 pub mod images;
+pub mod node;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -68,12 +69,16 @@ pub fn kubeconfig_path() -> &'static Path {
             .split('/')
             .next()
             .unwrap_or_default();
-        let loopback = ["127.0.0.1", "[::1]", "localhost"].iter().any(|l| {
-            host == *l
-                || host
-                    .strip_prefix(l)
-                    .is_some_and(|port| port.starts_with(':'))
-        });
+        // 198.19.0.1: the node's address on its bridge (`hack/local-cluster.sh --node`), where
+        // the API server then listens; like loopback, it is only reachable from this machine.
+        let loopback = ["127.0.0.1", "[::1]", "localhost", "198.19.0.1"]
+            .iter()
+            .any(|l| {
+                host == *l
+                    || host
+                        .strip_prefix(l)
+                        .is_some_and(|port| port.starts_with(':'))
+            });
         assert!(
             loopback,
             "KUBECONFIG={} points at {server}, not at a local cluster; the end-to-end tests \

@@ -85,3 +85,8 @@ impl Webhook {
         self.process.metric(sample)
     }
 }
+
+/// The start of `kubectl`'s message when the webhook entry `webhook` refuses a request.
+pub fn denied_by(webhook: &str) -> String {
+    format!("admission webhook \"{webhook}\" denied the request")
+}

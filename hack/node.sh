@@ -1,0 +1,574 @@
+#!/usr/bin/env bash
+# The node of the local cluster (hack/local-cluster.sh --node): a local image registry,
+# containerd + runc + the CNI bridge from Debian packages, and kubelet, kube-proxy and
+# kube-scheduler built by hack/build-control-plane.sh. Nothing a pod sends can leave the machine:
+# pods live on a bridge with no uplink, there is no MASQUERADE/SNAT for them, and FORWARD drops
+# anything between the bridge and any other interface.
+#
+#   hack/node.sh --dir DIR prepare      before kube-apiserver starts: removes what a crashed run
+#                                       left, creates the bridge and the firewall rules, signs
+#                                       the node's certificates; prints the extra kube-apiserver
+#                                       arguments, one per line
+#   hack/node.sh --dir DIR start URL    once the control plane at URL is ready: starts the
+#                                       registry, containerd, kubelet, kube-proxy and
+#                                       kube-scheduler; returns when the node is Ready
+#   hack/node.sh --dir DIR stop         stops and removes everything the node started
+#                                       (processes, mounts, bridge, iptables rules, network
+#                                       namespaces, cgroups, sysctls); idempotent
+#   hack/node.sh --dir DIR leftovers    prints what of a node is still on this machine; exits 1
+#                                       when anything is
+#   hack/node.sh install                installs the Debian packages the node needs (apt-get)
+#   hack/node.sh can-run                exits 0 when this machine can run the node's containers
+#                                       (root, cgroups, mount namespaces, bridge netfilter),
+#                                       else says why on stderr and exits 1
+#
+# DIR is the cluster's state dir; the node keeps its state in DIR/node and logs in DIR/node-*.log.
+# Addresses (all inside 198.18.0.0/15, which is reserved for benchmarks and never routed):
+#   pods 198.19.0.0/24 on bridge byoc0 (the node is 198.19.0.1), services 198.18.0.0/24 (set by
+#   hack/local-cluster.sh), registry 127.0.0.1:5000.
+# Registry mirrors: an image pushed to 127.0.0.1:5000 as P is pulled as P from
+# docker-registry.tools.wmflabs.org, quay.io and ghcr.io (and from 127.0.0.1:5000 itself).
+# One node runs per machine (the bridge, the registry port and the iptables chains are global).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+bridge=byoc0
+node_ip=198.19.0.1
+pod_cidr=198.19.0.0/24
+node_name=byoc-node
+registry=127.0.0.1:5000
+mirrored=(docker-registry.tools.wmflabs.org quay.io ghcr.io "$registry")
+# The pause image: hack/build-images.sh pushes it to the local registry at start.
+pause_path=toolforge/byoc-operator/pause:1
+pause_image=docker-registry.tools.wmflabs.org/$pause_path
+cgroup_root=byoc-node
+chain=BYOC-NODE
+# Machine-wide: which state dir owns the node now, and the sysctls to restore at stop.
+global=/run/byoc-node
+# Sysctls kubelet (vm.*, kernel.*) and the bridge (ip_forward) change; restored at stop.
+sysctls=(net.ipv4.ip_forward vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+  kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+packages=(containerd runc containernetworking-plugins iptables conntrack docker-registry skopeo)
+timeout_s=${BYOC_CLUSTER_TIMEOUT:-120}
+
+log() { printf '[node] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+usage() {
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+  exit "${1:-2}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Packages
+
+# missing_packages: the Debian packages of the node that are not installed.
+missing_packages() {
+  local p
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || printf '%s\n' "$p"
+  done
+}
+
+cmd_install() {
+  local missing
+  mapfile -t missing < <(missing_packages)
+  ((${#missing[@]} == 0)) && return 0
+  command -v apt-get >/dev/null 2>&1 || die "missing packages ${missing[*]} and no apt-get to install them"
+  log "installing ${missing[*]} (apt-get)"
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" >&2 ||
+    die "could not install ${missing[*]}"
+  # The packages' own services are not used: the node starts its daemons with its own config.
+  local unit
+  for unit in containerd docker-registry; do
+    command -v systemctl >/dev/null 2>&1 && systemctl is-active -q "$unit" 2>/dev/null &&
+      systemctl disable --now -q "$unit" 2>/dev/null || true
+  done
+}
+
+# can_run_containers: root, cgroups, and the tools; prints why not on stderr.
+can_run_containers() {
+  ((EUID == 0)) || { log "not root"; return 1; }
+  [[ -d /sys/fs/cgroup/pids || -f /sys/fs/cgroup/cgroup.controllers ]] || { log "no cgroup file system"; return 1; }
+  [[ -f /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null ||
+    { log "no br_netfilter (bridged traffic would bypass iptables)"; return 1; }
+  unshare --mount --propagation private true 2>/dev/null || { log "cannot create a mount namespace"; return 1; }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+running() {
+  local state
+  [[ -r /proc/$1/stat ]] || return 1
+  state=$(sed 's/^.*) \([A-Za-z]\).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
+# launch NAME CMD...: starts CMD in its own session, logging to DIR/node-NAME.log.
+launch() {
+  local name=$1; shift
+  printf '=== %s: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$dir/node-$name.log"
+  setsid "$@" </dev/null >>"$dir/node-$name.log" 2>&1 9>&- &
+  echo "$!" >"$nd/run/$name.pid"
+}
+
+# in_ns CMD...: CMD in the node's private mount namespace.
+in_ns() { nsenter --mount="/proc/$(<"$nd/run/ns.pid")/ns/mnt" -- "$@"; }
+
+# node_pids: every process of the node: those naming its state dir, those in its mount
+# namespace and those in its cgroups (the containers).
+node_pids() {
+  local p mntns="" f
+  [[ -r $nd/run/mntns ]] && mntns=$(<"$nd/run/mntns")
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    ((p == $$ || p == BASHPID)) && continue
+    if [[ -n $mntns && $(readlink "/proc/$p/ns/mnt" 2>/dev/null) == "$mntns" ]] ||
+      { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "$nd/"; then
+      echo "$p"
+    fi
+  done
+  for f in /sys/fs/cgroup/*/"$cgroup_root"; do
+    [[ -d $f ]] && find "$f" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done
+  true
+}
+
+# stop_name NAME: SIGTERM to a daemon started by launch, SIGKILL after 10 s.
+stop_name() {
+  local name=$1 pid i
+  [[ -r $nd/run/$name.pid ]] || return 0
+  pid=$(<"$nd/run/$name.pid")
+  if [[ $pid =~ ^[0-9]+$ ]] && running "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$nd/"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+      running "$pid" || break
+      ((i == 100)) && { log "$name ($pid) did not stop after 10s; killing it"; kill -KILL "$pid" 2>/dev/null || true; }
+      sleep 0.1
+    done
+  fi
+  rm -f "$nd/run/$name.pid"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Clean-up: everything the node can leave on the machine
+
+ipt() { iptables -w 5 "$@"; }
+
+remove_firewall() {
+  ipt -D FORWARD -j "$chain" 2>/dev/null || true
+  ipt -F "$chain" 2>/dev/null || true
+  ipt -X "$chain" 2>/dev/null || true
+  local bin
+  bin=$(cat "$nd/bin" 2>/dev/null || true)
+  # (The whole output is read before grep decides: with pipefail, `grep -q` closing the pipe
+  # early would make the test fail.)
+  if [[ $(iptables-save 2>/dev/null) == *KUBE-* ]]; then
+    # kube-proxy removes its own chains; anything it misses is removed by name below.
+    [[ -x $bin/kube-proxy ]] && "$bin/kube-proxy" --cleanup --proxy-mode=iptables >>"$dir/node-kube-proxy.log" 2>&1 || true
+    local table chains c rule
+    for table in filter nat mangle; do
+      mapfile -t chains < <(ipt -t "$table" -S | sed -n 's/^-N \(KUBE-[A-Za-z0-9-]*\)$/\1/p')
+      ((${#chains[@]} == 0)) && continue
+      while read -r rule; do
+        eval "ipt -t $table $rule" 2>/dev/null || true
+      done < <(ipt -t "$table" -S | { grep -E -- '-j KUBE-' || true; } | { grep -v '^-A KUBE-' || true; } | sed 's/^-A /-D /')
+      for c in "${chains[@]}"; do ipt -t "$table" -F "$c" 2>/dev/null || true; done
+      for c in "${chains[@]}"; do ipt -t "$table" -X "$c" 2>/dev/null || true; done
+    done
+  fi
+}
+
+remove_cgroups() {
+  local f
+  for f in /sys/fs/cgroup/*/"$cgroup_root"; do
+    [[ -d $f ]] && find "$f" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  true
+}
+
+restore_sysctls() {
+  [[ -r $global/sysctl ]] || return 0
+  local key value
+  while read -r key value; do
+    sysctl -qw "$key=$value" 2>/dev/null || log "could not restore $key=$value"
+  done <"$global/sysctl"
+  rm -f "$global/sysctl"
+}
+
+cmd_stop() {
+  local pids i name
+  for name in kube-scheduler kubelet kube-proxy; do stop_name "$name"; done
+  # Containers, then containerd and its shims, then the namespace holder, then the registry.
+  for i in $(seq 1 50); do
+    mapfile -t pids < <(node_pids | sort -u)
+    ((${#pids[@]} == 0)) && break
+    ((i == 1)) && stop_name containerd
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    sleep 0.1
+  done
+  ((${#pids[@]} == 0)) || log "processes still running: ${pids[*]}"
+  remove_firewall
+  ip link del "$bridge" 2>/dev/null || true
+  remove_cgroups
+  restore_sysctls
+  if [[ -r $global/owner && $(<"$global/owner") == "$dir" ]]; then rm -rf "$global"; fi
+  rm -rf "$nd/run"
+}
+
+# cmd_leftovers: what of a node is still on the machine, one line each.
+cmd_leftovers() {
+  local found=0 line
+  report() { printf '%s\n' "$*"; found=1; }
+  while read -r line; do report "process $line: $(tr '\0' ' ' <"/proc/$line/cmdline" 2>/dev/null)"; done < <(node_pids | sort -u)
+  while read -r line; do report "mount: $line"; done < <(grep -F -- "$nd/" /proc/self/mountinfo || true)
+  while read -r line; do report "network namespace mount: $line"; done < <(awk '$9 == "nsfs" && $5 ~ /netns/' /proc/self/mountinfo)
+  ip link show "$bridge" >/dev/null 2>&1 && report "bridge $bridge"
+  while read -r line; do report "iptables: $line"; done < <(iptables-save 2>/dev/null | grep -E "KUBE-|$chain|$bridge|198\.1[89]\." || true)
+  for line in /sys/fs/cgroup/*/"$cgroup_root"; do [[ -e $line ]] && report "cgroup $line"; done
+  [[ -e $global ]] && report "state $global"
+  ((found == 0))
+}
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+
+sign() {
+  local name=$1 subject=$2 ext=$3 pki=$dir/pki/node
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/$name.key" 2>/dev/null
+  openssl req -new -key "$pki/$name.key" -subj "$subject" -out "$pki/$name.csr"
+  printf '%s\n' "basicConstraints = critical,CA:FALSE" "keyUsage = critical,digitalSignature" \
+    "authorityKeyIdentifier = keyid" "$ext" >"$pki/$name.ext"
+  openssl x509 -req -in "$pki/$name.csr" -CA "$dir/pki/ca.crt" -CAkey "$dir/pki/ca.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 365 -sha256 -extfile "$pki/$name.ext" \
+    -out "$pki/$name.crt" 2>/dev/null
+  rm -f "$pki/$name.csr" "$pki/$name.ext"
+}
+
+cmd_prepare() {
+  can_run_containers || die "this machine cannot run containers (see above)"
+  local m
+  m=$(missing_packages | tr '\n' ' ')
+  [[ -z $m ]] || die "missing Debian packages: $m(run 'hack/node.sh install')"
+  [[ -r $dir/pki/ca.key ]] || die "$dir/pki/ca.key is missing: prepare runs after the cluster CA is made"
+  mkdir -p "$global"
+  if [[ -r $global/owner ]]; then
+    local other
+    other=$(<"$global/owner")
+    if [[ $other != "$dir" ]] && [[ -e $other/.lock ]] && ! flock -n "$other/.lock" true; then
+      die "a node cluster already runs in $other; one node runs per machine (stop it with 'hack/local-cluster.sh --dir $other down')"
+    fi
+    [[ $other != "$dir" ]] && dir=$other nd=$other/node cmd_stop
+    mkdir -p "$global"
+  fi
+  cmd_stop
+  ss -Hltn "sport = :${registry##*:}" | grep -q . && die "port ${registry##*:} is taken: the node's registry listens on $registry"
+  mkdir -p "$global"
+  echo "$dir" >"$global/owner"
+  local key
+  for key in "${sysctls[@]}"; do printf '%s %s\n' "$key" "$(sysctl -n "$key")"; done >"$global/sysctl"
+
+  rm -rf "$nd"
+  mkdir -p "$nd/run" "$dir/pki/node"
+
+  ip link add "$bridge" type bridge
+  ip addr add "$node_ip/${pod_cidr#*/}" dev "$bridge"
+  ip link set "$bridge" up
+  sysctl -qw net.ipv4.ip_forward=1
+  # Nothing between the pod bridge and any other interface, either way.
+  ipt -N "$chain"
+  ipt -A "$chain" -i "$bridge" ! -o "$bridge" -j DROP
+  ipt -A "$chain" ! -i "$bridge" -o "$bridge" -j DROP
+  ipt -I FORWARD 1 -j "$chain"
+
+  local leaf="extendedKeyUsage = clientAuth"
+  sign kubelet "/O=system:nodes/CN=system:node:$node_name" "$leaf"
+  sign kube-proxy "/CN=system:kube-proxy" "$leaf"
+  sign kube-scheduler "/CN=system:kube-scheduler" "$leaf"
+  # kube-apiserver -> kubelet (logs, exec): an admin, as kubeadm's apiserver-kubelet-client is.
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$leaf"
+  sign apiserver "/CN=kube-apiserver" "extendedKeyUsage = serverAuth
+subjectAltName = IP:$node_ip,IP:127.0.0.1,DNS:localhost,IP:$service_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+
+  # The extra kube-apiserver arguments (later arguments win over earlier ones).
+  printf '%s\n' \
+    "--bind-address=$node_ip" "--advertise-address=$node_ip" \
+    "--endpoint-reconciler-type=lease" \
+    "--tls-cert-file=$dir/pki/node/apiserver.crt" "--tls-private-key-file=$dir/pki/node/apiserver.key" \
+    "--enable-admission-plugins=NodeRestriction" \
+    "--kubelet-client-certificate=$dir/pki/node/apiserver-kubelet-client.crt" \
+    "--kubelet-client-key=$dir/pki/node/apiserver-kubelet-client.key" \
+    "--kubelet-preferred-address-types=InternalIP"
+}
+
+# ---------------------------------------------------------------------------------------------
+# start
+
+# kubeconfig USER: DIR/node/USER.kubeconfig for the certificate pki/USER.
+kubeconfig() {
+  local user=$1
+  cat >"$nd/$user.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: byoc-local
+  cluster:
+    server: $apiserver_url
+    certificate-authority: $dir/pki/ca.crt
+users:
+- name: $user
+  user:
+    client-certificate: $dir/pki/node/$user.crt
+    client-key: $dir/pki/node/$user.key
+contexts:
+- name: byoc-local
+  context: {cluster: byoc-local, user: $user}
+current-context: byoc-local
+EOF
+  chmod 600 "$nd/$user.kubeconfig"
+}
+
+# wait_for NAME WHAT CHECK...: waits until CHECK succeeds; fails with NAME's log if its process
+# exits or the timeout passes.
+wait_for() {
+  local name=$1 what=$2 deadline=$((SECONDS + timeout_s)) pid; shift 2
+  pid=$(<"$nd/run/$name.pid")
+  until "$@" >/dev/null 2>&1; do
+    if ! running "$pid" || ((SECONDS >= deadline)); then
+      log "$name: $what did not happen; last lines of $dir/node-$name.log:"
+      tail -n 30 "$dir/node-$name.log" | sed 's/^/    /' >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+free_port() {
+  local p _
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 12000))
+    (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+  done
+  die "found no free port on 127.0.0.1"
+}
+
+start_registry() {
+  mkdir -p "$nd/registry"
+  cat >"$nd/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $nd/registry}
+  delete: {enabled: true}
+http:
+  addr: $registry
+EOF
+  launch registry docker-registry serve "$nd/registry.yml"
+  wait_for registry "listening on $registry" curl -fsS --max-time 1 "http://$registry/v2/"
+  log "pushing the pause image ($pause_path)"
+  "$here/build-images.sh" --images pause --push "$registry" >/dev/null ||
+    die "could not build and push the pause image"
+}
+
+start_containerd() {
+  local host
+  mkdir -p "$nd/ns/run" "$nd/ns/var-lib" "$nd/ns/var-log" "$nd/cni" "$nd/containerd" "$nd/certs.d"
+  for host in "${mirrored[@]}"; do
+    mkdir -p "$nd/certs.d/$host"
+    # `server` is the local registry too: a miss never falls back to the real one.
+    cat >"$nd/certs.d/$host/hosts.toml" <<EOF
+server = "http://$registry"
+
+[host."http://$registry"]
+  capabilities = ["pull", "resolve"]
+  skip_verify = true
+EOF
+  done
+  cat >"$nd/cni/10-byoc.conflist" <<EOF
+{
+  "cniVersion": "0.4.0",
+  "name": "byoc",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$bridge",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$nd/cni-ipam",
+        "ranges": [[{"subnet": "$pod_cidr", "gateway": "$node_ip"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    }
+  ]
+}
+EOF
+  cat >"$nd/containerd.toml" <<EOF
+version = 2
+root = "$nd/containerd/root"
+state = "$nd/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = "$nd/containerd.sock"
+
+[ttrpc]
+  address = "$nd/containerd.sock.ttrpc"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$pause_image"
+  # Root here lacks CAP_SYS_RESOURCE: never ask runc for an oom_score_adj below containerd's.
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$nd/cni"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$nd/certs.d"
+EOF
+  # The namespace holder: a private mount namespace in which /run, /var/lib and /var/log are
+  # the node's own directories, so what containerd and kubelet write there (and every mount
+  # they make) stays in DIR/node and disappears with the namespace.
+  launch ns unshare --mount --propagation private -- bash -c '
+    mount --bind "$1/ns/run" /run && mount --bind "$1/ns/var-lib" /var/lib &&
+      mount --bind "$1/ns/var-log" /var/log && touch "$1/run/ns.ready" && exec sleep infinity' \
+    byoc-node-ns "$nd"
+  wait_for ns "the mount namespace" test -e "$nd/run/ns.ready"
+  readlink "/proc/$(<"$nd/run/ns.pid")/ns/mnt" >"$nd/run/mntns"
+  launch containerd nsenter --mount="/proc/$(<"$nd/run/ns.pid")/ns/mnt" -- \
+    containerd --config "$nd/containerd.toml"
+  wait_for containerd "serving CRI on $nd/containerd.sock" test -S "$nd/containerd.sock"
+}
+
+start_kubelet() {
+  local port healthz
+  # The kubelet's identity gets the node role (the API server authorizes with RBAC only).
+  kubectl --kubeconfig "$dir/kubeconfig" create clusterrolebinding byoc-node --clusterrole=system:node \
+    --group=system:nodes --dry-run=client -o yaml | kubectl --kubeconfig "$dir/kubeconfig" apply -f - >/dev/null
+  port=$(free_port)
+  healthz=$(free_port)
+  kubeconfig kubelet
+  mkdir -p "$nd/kubelet-pki" "$nd/volume-plugins"
+  local c
+  for c in /sys/fs/cgroup/*/; do
+    [[ -e $c/cgroup.procs && ! -L ${c%/} ]] && mkdir -p "$c$cgroup_root"
+  done
+  cat >"$nd/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $node_ip
+port: $port
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $healthz
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $dir/pki/ca.crt}
+authorization: {mode: Webhook}
+containerRuntimeEndpoint: unix://$nd/containerd.sock
+cgroupDriver: cgroupfs
+cgroupRoot: /$cgroup_root
+failSwapOn: false
+failCgroupV1: false
+makeIPTablesUtilChains: false
+volumePluginDir: $nd/volume-plugins
+resolvConf: ""
+clusterDomain: cluster.local
+# A busy CI disk must not evict the operator's pods.
+evictionHard: {memory.available: 50Mi, nodefs.available: "1%", imagefs.available: "1%"}
+imageGCHighThresholdPercent: 100
+serializeImagePulls: false
+syncFrequency: 10s
+fileCheckFrequency: 10s
+nodeStatusReportFrequency: 10s
+EOF
+  launch kubelet nsenter --mount="/proc/$(<"$nd/run/ns.pid")/ns/mnt" -- "$bin/kubelet" \
+    --config="$nd/kubelet.yaml" --kubeconfig="$nd/kubelet.kubeconfig" \
+    --cert-dir="$nd/kubelet-pki" --hostname-override="$node_name" --node-ip="$node_ip" \
+    --v=1
+}
+
+start_kube_proxy() {
+  kubeconfig kube-proxy
+  launch kube-proxy "$bin/kube-proxy" \
+    --kubeconfig="$nd/kube-proxy.kubeconfig" --hostname-override="$node_name" \
+    --proxy-mode=iptables --cluster-cidr="$pod_cidr" \
+    --nodeport-addresses="$node_ip/32" --iptables-localhost-nodeports=false \
+    --bind-address="$node_ip" \
+    --healthz-bind-address="127.0.0.1:$(free_port)" --metrics-bind-address="127.0.0.1:$(free_port)" \
+    --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 \
+    --v=1
+}
+
+start_scheduler() {
+  kubeconfig kube-scheduler
+  launch kube-scheduler "$bin/kube-scheduler" \
+    --kubeconfig="$nd/kube-scheduler.kubeconfig" \
+    --authentication-kubeconfig="$nd/kube-scheduler.kubeconfig" \
+    --authorization-kubeconfig="$nd/kube-scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$(free_port)" --leader-elect=false
+}
+
+node_ready() {
+  [[ $(kubectl --kubeconfig "$dir/kubeconfig" --request-timeout=5s get node "$node_name" \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+}
+
+cmd_start() {
+  apiserver_url=$1
+  [[ -d $nd/run ]] || die "run 'hack/node.sh --dir $dir prepare' first"
+  bin=$("$here/build-control-plane.sh")
+  echo "$bin" >"$nd/bin"
+  local t0=$SECONDS
+  start_registry
+  start_containerd
+  start_kubelet
+  start_kube_proxy
+  start_scheduler
+  wait_for kubelet "node $node_name Ready" node_ready
+  log "node $node_name Ready after $((SECONDS - t0))s (pods $pod_cidr on $bridge, registry $registry)"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+dir=${BYOC_CLUSTER_DIR:-}
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --dir) [[ $# -ge 2 ]] || usage; dir=$2; shift 2 ;;
+    --dir=*) dir=${1#--dir=}; shift ;;
+    -h | --help) usage 0 ;;
+    *) break ;;
+  esac
+done
+[[ $# -gt 0 ]] || usage
+cmd=$1; shift
+case $cmd in
+  install) cmd_install; exit 0 ;;
+  can-run) can_run_containers; exit ;;
+esac
+[[ -n $dir ]] || usage
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+nd=$dir/node
+service_ip=${BYOC_SERVICE_IP:-198.18.0.1}
+case $cmd in
+  prepare) [[ $# -eq 0 ]] || usage; cmd_prepare ;;
+  start) [[ $# -eq 1 ]] || usage; cmd_start "$1" ;;
+  stop) [[ $# -eq 0 ]] || usage; cmd_stop ;;
+  leftovers) [[ $# -eq 0 ]] || usage; cmd_leftovers ;;
+  *) usage ;;
+esac

@@ -1,0 +1,188 @@
+//! Helpers for the tests on the local node (`hack/local-cluster.sh --node`, see `hack/node.sh`):
+//! the operator's images built by `hack/build-images.sh` and pushed to the node's registry, the
+//! chart installed with `helm`, and pods that really run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, Client};
+
+use crate::{eventually, kubeconfig_path, repo_root};
+
+/// The node's registry; an image pushed there as `P` is pulled as `quay.io/P`, `ghcr.io/P` and
+/// `docker-registry.tools.wmflabs.org/P`.
+pub const REGISTRY: &str = "127.0.0.1:5000";
+
+/// The Helm release of the chart, in [`crate::controller::SYSTEM_NAMESPACE`].
+pub const RELEASE: &str = "byoc-operator";
+
+/// Path (without registry) of the small test image `hack/build-images.sh` pushes: busybox, whose
+/// default command stays Running.
+pub const TEST_IMAGE_PATH: &str = "toolforge/byoc-operator/test:1";
+
+/// How long a pod may take from create to Running (pull from the local registry, start).
+pub const RUNNING_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One image `hack/build-images.sh --push` pushed.
+#[derive(Clone, Debug)]
+pub struct PushedImage {
+    /// `REGISTRY/PATH` of the image.
+    pub repository: String,
+    /// Its manifest digest, `sha256:...`.
+    pub digest: String,
+}
+
+/// Runs a command, returning its stdout; panics with its stderr when it fails.
+fn run(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(
+        out.status.success(),
+        "{shown} exited with {}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The images of the project, pushed to [`REGISTRY`] once per test process by name
+/// (`byoc-webhook`, `test`, ...). The operator's binaries are the release build already in the
+/// target dir (`make e2e-node` builds the images first); a nested cargo would see the test's
+/// environment and rebuild them.
+pub fn images() -> &'static BTreeMap<String, PushedImage> {
+    static IMAGES: OnceLock<BTreeMap<String, PushedImage>> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let release = crate::controller::target_dir()
+            .parent()
+            .expect("the target dir")
+            .join("release");
+        let out = run(Command::new(repo_root().join("hack/build-images.sh"))
+            .args(["--push", REGISTRY, "--binaries"])
+            .arg(release));
+        out.lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                (f.len() == 4).then(|| {
+                    (
+                        f[0].to_owned(),
+                        PushedImage {
+                            repository: f[1].to_owned(),
+                            digest: f[3].to_owned(),
+                        },
+                    )
+                })
+            })
+            .collect()
+    })
+}
+
+/// The image `name` pushed by [`images`].
+///
+/// # Panics
+/// When `hack/build-images.sh` did not report it.
+pub fn image(name: &str) -> &'static PushedImage {
+    images()
+        .get(name)
+        .unwrap_or_else(|| panic!("hack/build-images.sh pushed no image {name}"))
+}
+
+/// The helm binary built by `hack/build-control-plane.sh`.
+pub fn helm_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = run(&mut Command::new(
+            repo_root().join("hack/build-control-plane.sh"),
+        ));
+        PathBuf::from(dir.trim()).join("helm")
+    })
+    .clone()
+}
+
+/// `helm upgrade --install` of the chart with the images just pushed (by digest) and `extra`
+/// `--set` values, waiting until every pod of the release is Ready.
+pub fn helm_upgrade(extra: &[&str]) {
+    let mut cmd = Command::new(helm_binary());
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(["upgrade", "--install", RELEASE])
+        .arg(repo_root().join("charts/byoc-operator"))
+        .args([
+            "--namespace",
+            crate::controller::SYSTEM_NAMESPACE,
+            "--create-namespace",
+            "--wait",
+            "--timeout=5m",
+        ])
+        .arg(format!(
+            "--set=controller.image.digest={}",
+            image("byoc-controller").digest
+        ))
+        .arg(format!(
+            "--set=webhook.image.digest={}",
+            image("byoc-webhook").digest
+        ));
+    for value in extra {
+        cmd.arg(format!("--set={value}"));
+    }
+    run(&mut cmd);
+}
+
+/// The chart installed once per test process (the first test to ask installs it).
+pub fn installed() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| helm_upgrade(&[]));
+}
+
+/// Waits until pod `name` in `namespace` is Running and returns it.
+///
+/// # Panics
+/// After [`RUNNING_TIMEOUT`], with the pod's last container state.
+pub async fn wait_running(client: &Client, namespace: &str, name: &str) -> Pod {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    eventually(
+        &format!("pod {namespace}/{name} Running"),
+        RUNNING_TIMEOUT,
+        || async {
+            let pod = api.get(name).await.map_err(|e| e.to_string())?;
+            let status = pod.status.clone().unwrap_or_default();
+            if status.phase.as_deref() == Some("Running") {
+                Ok(pod)
+            } else {
+                Err(format!(
+                    "phase {:?}, containers {:?}",
+                    status.phase, status.container_statuses
+                ))
+            }
+        },
+    )
+    .await
+}
+
+/// The packet counter of the node's FORWARD rule that drops what pods send to any other
+/// interface (`hack/node.sh`, chain BYOC-NODE, first rule).
+pub fn egress_drops() -> u64 {
+    let out = run(Command::new("iptables").args(["-w", "5", "-L", "BYOC-NODE", "-v", "-x", "-n"]));
+    out.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        // pkts bytes target prot opt in out source destination
+        .find(|f| f.len() > 6 && f[2] == "DROP" && f[5] == "byoc0" && f[6] == "!byoc0")
+        .and_then(|f| f[0].parse().ok())
+        .unwrap_or_else(|| panic!("no drop rule for the pod bridge in chain BYOC-NODE:\n{out}"))
+}
+
+/// What `hack/node.sh leftovers` finds of a node on this machine (empty: nothing).
+pub fn leftovers(cluster_dir: &std::path::Path) -> String {
+    let out = Command::new(repo_root().join("hack/node.sh"))
+        .arg("--dir")
+        .arg(cluster_dir)
+        .arg("leftovers")
+        .output()
+        .expect("run hack/node.sh leftovers");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

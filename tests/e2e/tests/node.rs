@@ -1,0 +1,384 @@
+//! The operator as its users run it: pods on a real node (`hack/local-cluster.sh --node`), from
+//! the images built by `hack/build-images.sh`, installed by `helm` from charts/byoc-operator, with
+//! the API server calling the webhook through its Service.
+//!
+//! They need the node, so they are `#[ignore]`d in the plain cluster; `make e2e-node` runs them:
+//!
+//! ```text
+//! hack/local-cluster.sh --node exec -- cargo test -p byoc-e2e --test node -- --ignored --test-threads=1
+//! ```
+//!
+//! One at a time: two of them restart the operator's pods on purpose.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use byoc_e2e::chaos::{Outcome, try_pod};
+use byoc_e2e::controller::{NAME as LEASE, SYSTEM_NAMESPACE};
+use byoc_e2e::node::{
+    RELEASE, TEST_IMAGE_PATH, egress_drops, helm_upgrade, image, installed, wait_running,
+};
+use byoc_e2e::webhook::{NAMESPACES_WEBHOOK, PODS_WEBHOOK, denied_by};
+use byoc_e2e::{
+    CONVERGE_TIMEOUT, TestNamespace, byoc_labels, client, create_grant, eventually, kubectl,
+    kubectl_run, unique_name,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+async fn tool_namespace(client: &Client, prefix: &str) -> TestNamespace {
+    let ns = TestNamespace::create(client, prefix).await;
+    ns.wait_for_default_service_account(client).await;
+    ns
+}
+
+fn component_selector(component: &str) -> String {
+    format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}")
+}
+
+/// The release's pods of `component` (webhook or controller).
+async fn component_pods(client: &Client, component: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), SYSTEM_NAMESPACE)
+        .list(&ListParams::default().labels(&component_selector(component)))
+        .await
+        .expect("list the release's pods")
+        .items
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The image ID the kubelet reports for the pod's first container (`REPO@sha256:...`).
+fn image_id(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .map(|c| c.image_id.clone())
+        .unwrap_or_default()
+}
+
+/// Waits until the Deployment of `component` has all its replicas updated and Ready.
+async fn wait_rolled_out(client: &Client, component: &str) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    let name = format!("{RELEASE}-{component}");
+    eventually(
+        &format!("deployment {name} rolled out"),
+        Duration::from_secs(180),
+        || async {
+            let d = api.get(&name).await.map_err(|e| e.to_string())?;
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let s = d.status.unwrap_or_default();
+            let done = s.updated_replicas == Some(want)
+                && s.ready_replicas == Some(want)
+                && s.replicas == Some(want);
+            if done { Ok(()) } else { Err(format!("{s:?}")) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the node and the chart: make e2e-node"]
+async fn chart_pods_are_ready_and_run_the_images_built_here() {
+    installed();
+    let client = client().await;
+    for (component, name) in [
+        ("webhook", "byoc-webhook"),
+        ("controller", "byoc-controller"),
+    ] {
+        let pods = component_pods(&client, component).await;
+        assert_eq!(pods.len(), 2, "two {component} replicas: {pods:?}");
+        for pod in &pods {
+            assert!(is_ready(pod), "{component} pod not Ready: {:?}", pod.status);
+            let id = image_id(pod);
+            assert!(
+                id.ends_with(&image(name).digest),
+                "{component} runs {id}, not the image pushed here ({})",
+                image(name).digest
+            );
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the node and the chart: make e2e-node"]
+async fn platform_image_is_pulled_from_the_local_registry_and_runs() {
+    installed();
+    let client = client().await;
+    let ns = tool_namespace(&client, "node-platform").await;
+    let platform = format!("docker-registry.tools.wmflabs.org/{TEST_IMAGE_PATH}");
+    kubectl_run(ns.name(), "platform", &platform).success();
+    let pod = wait_running(&client, ns.name(), "platform").await;
+    let id = image_id(&pod);
+    assert!(
+        id.starts_with("docker-registry.tools.wmflabs.org/toolforge/byoc-operator/test@")
+            && id.ends_with(&image("test").digest),
+        "the pod runs {id}, not the test image pushed to the local registry ({})",
+        image("test").digest
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the node and the chart: make e2e-node"]
+async fn quay_image_runs_in_a_granted_namespace_and_is_refused_in_another() {
+    installed();
+    let client = client().await;
+    let granted = tool_namespace(&client, "node-granted").await;
+    let other = tool_namespace(&client, "node-other").await;
+    let _grant = create_grant(
+        &unique_name("node-quay"),
+        granted.name(),
+        &["quay.io/toolforge"],
+        None,
+    );
+    eventually("the grant's labels", CONVERGE_TIMEOUT, || async {
+        let labels = byoc_labels(&client, granted.name()).await;
+        if labels.is_empty() {
+            Err("none yet".to_owned())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+
+    let quay = format!("quay.io/{TEST_IMAGE_PATH}");
+    kubectl_run(granted.name(), "quay", &quay).success();
+    let pod = wait_running(&client, granted.name(), "quay").await;
+    assert!(
+        image_id(&pod).ends_with(&image("test").digest),
+        "{}",
+        image_id(&pod)
+    );
+
+    kubectl_run(other.name(), "quay", &quay).fails_with(&[
+        &denied_by(PODS_WEBHOOK),
+        &format!("image \"{quay}\" resolves to registry quay.io"),
+    ]);
+    kubectl(["-n", other.name(), "get", "pod", "quay"]).failure();
+}
+
+#[tokio::test]
+#[ignore = "needs the node and the chart: make e2e-node"]
+async fn docker_hub_is_refused_with_the_policy_message() {
+    installed();
+    let client = client().await;
+    let ns = tool_namespace(&client, "node-hub").await;
+    let name = ns.name();
+    kubectl_run(name, "hub", "nginx:1.27").fails_with(&[
+        &denied_by(PODS_WEBHOOK),
+        &format!(
+            "Pod {name}/hub: container \"hub\" image \"nginx:1.27\" resolves to registry \
+             docker.io (docker.io/library/nginx:1.27), which namespace {name} may not use; \
+             allowed here: docker-registry.tools.wmflabs.org; to use it, ask"
+        ),
+    ]);
+}
+
+#[tokio::test]
+#[ignore = "needs the node and the chart: make e2e-node"]
+async fn label_tamper_is_refused() {
+    installed();
+    let client = client().await;
+    let ns = tool_namespace(&client, "node-tamper").await;
+    kubectl([
+        "label",
+        "namespace",
+        ns.name(),
+        "byoc.toolforge.org/any=never",
+    ])
+    .fails_with(&[&denied_by(NAMESPACES_WEBHOOK)]);
+    assert!(byoc_labels(&client, ns.name()).await.is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs the node and the chart: make e2e-node"]
+async fn nothing_a_pod_sends_leaves_the_machine() {
+    installed();
+    let client = client().await;
+    let ns = tool_namespace(&client, "node-egress").await;
+    let platform = format!("docker-registry.tools.wmflabs.org/{TEST_IMAGE_PATH}");
+    kubectl_run(ns.name(), "egress", &platform).success();
+    wait_running(&client, ns.name(), "egress").await;
+
+    let before = egress_drops();
+    // 203.0.113.1 is TEST-NET-3 (documentation only): the pod's packets for it reach the node
+    // through its default route, and the FORWARD rule drops them there.
+    let out = kubectl([
+        "-n",
+        ns.name(),
+        "exec",
+        "egress",
+        "--",
+        "nc",
+        "-w",
+        "3",
+        "203.0.113.1",
+        "80",
+    ]);
+    assert!(!out.status.success(), "the pod reached 203.0.113.1: {out}");
+    let after = egress_drops();
+    assert!(
+        after > before,
+        "the FORWARD drop rule did not count the pod's packets ({before} -> {after}): {out}"
+    );
+}
+
+/// Creates pods (server-side dry run, through every admission step) in a loop until `stop`,
+/// returning how many were admitted and every other outcome.
+async fn create_pods_until(
+    client: Client,
+    namespace: String,
+    stop: Arc<AtomicBool>,
+) -> (usize, Vec<Outcome>) {
+    let platform = format!("docker-registry.tools.wmflabs.org/{TEST_IMAGE_PATH}");
+    let (mut admitted, mut failed) = (0, Vec::new());
+    while !stop.load(Ordering::Relaxed) {
+        match try_pod(&client, &namespace, &platform).await {
+            Outcome::Admitted => admitted += 1,
+            other => failed.push(other),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (admitted, failed)
+}
+
+#[tokio::test]
+#[ignore = "needs the node and the chart: make e2e-node"]
+async fn webhook_rollout_and_pod_deletion_fail_no_admission() {
+    installed();
+    let client = client().await;
+    let ns = tool_namespace(&client, "node-roll").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(create_pods_until(
+        client.clone(),
+        ns.name().to_owned(),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A rolling `helm upgrade`: a new pod annotation replaces both replicas, one at a time.
+    let roll = unique_name("roll");
+    tokio::task::spawn_blocking(move || {
+        helm_upgrade(&[&format!("webhook.podAnnotations.e2e-roll={roll}")]);
+    })
+    .await
+    .expect("helm upgrade");
+    wait_rolled_out(&client, "webhook").await;
+
+    // One replica deleted: the other serves while the Deployment replaces it.
+    let victim = component_pods(&client, "webhook").await[0]
+        .metadata
+        .name
+        .clone()
+        .expect("pod name");
+    kubectl(["-n", SYSTEM_NAMESPACE, "delete", "pod", &victim]).success();
+    wait_rolled_out(&client, "webhook").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let (admitted, failed) = load.await.expect("the load task");
+    assert!(admitted > 50, "only {admitted} pod creates were admitted");
+    assert!(
+        failed.is_empty(),
+        "{} of {} pod creates failed during the rollout and the deletion: {:?}",
+        failed.len(),
+        admitted + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the node and the chart: make e2e-node"]
+async fn controller_leader_pod_deleted_the_other_takes_over() {
+    installed();
+    let client = client().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    let holder = || async {
+        leases
+            .get(LEASE)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| "no holder".to_owned())
+    };
+    let leader = eventually("a controller leader", CONVERGE_TIMEOUT, holder).await;
+    let pods: Vec<String> = component_pods(&client, "controller")
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert!(
+        pods.contains(&leader),
+        "leader {leader} is none of {pods:?}"
+    );
+    assert!(
+        pods.iter().any(|p| *p != leader),
+        "no standby beside {leader}: {pods:?}"
+    );
+
+    kubectl([
+        "-n",
+        SYSTEM_NAMESPACE,
+        "delete",
+        "pod",
+        &leader,
+        "--wait=false",
+    ])
+    .success();
+    // The standby, or the replica the Deployment starts in the deleted one's place, whichever
+    // gets there first (the leader gives the lease up when it stops), leads; it is a live pod.
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    eventually(
+        "another controller pod takes the lease",
+        Duration::from_secs(60),
+        || async {
+            let now = holder().await?;
+            if now == leader {
+                return Err(format!("still held by the deleted {now}"));
+            }
+            let pod = pods_api
+                .get(&now)
+                .await
+                .map_err(|e| format!("{now}: {e}"))?;
+            if pod.metadata.deletion_timestamp.is_none() && is_ready(&pod) {
+                Ok(())
+            } else {
+                Err(format!("held by {now}, which is not a live Ready pod"))
+            }
+        },
+    )
+    .await;
+
+    let ns = tool_namespace(&client, "node-failover").await;
+    let _grant = create_grant(
+        &unique_name("node-failover"),
+        ns.name(),
+        &["quay.io/toolforge"],
+        None,
+    );
+    eventually(
+        "the new leader labels the namespace",
+        CONVERGE_TIMEOUT,
+        || async {
+            let labels = byoc_labels(&client, ns.name()).await;
+            if labels.is_empty() {
+                Err("no labels yet".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    wait_rolled_out(&client, "controller").await;
+}
