@@ -370,6 +370,9 @@ start_apiserver() {
   # Default admission plugins are kept: they include NamespaceLifecycle, ServiceAccount,
   # MutatingAdmissionWebhook, ValidatingAdmissionWebhook and ValidatingAdmissionPolicy.
   # --endpoint-reconciler-type=none: a loopback address is not a valid Endpoints address.
+  # ImageVolume (beta, off by default in 1.33): pods may mount an image as a volume, which the
+  # policy checks like a container image; without the gate the API server drops
+  # `volumes[].image`. kube-controller-manager needs no gate: it copies pod templates whole.
   launch kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers="$etcd_url" \
     --bind-address=127.0.0.1 --secure-port="$apiserver_port" --advertise-address=127.0.0.1 \
@@ -382,6 +385,7 @@ start_apiserver() {
     --service-account-signing-key-file="$pki/sa.key" \
     --service-cluster-ip-range="$service_cidr" \
     --endpoint-reconciler-type=none \
+    --feature-gates=ImageVolume=true \
     --profiling=false
 }
 apiserver_ready() {

@@ -75,8 +75,9 @@ enum Command {
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
-        /// Manifests: YAML or JSON, multi-document; Pods, workloads, PodTemplates, v1 Lists and
-        /// AdmissionReviews. `-` reads standard input.
+        /// Manifests, read as `kubectl apply -f` reads them: YAML or JSON, multi-document; Pods,
+        /// workloads, PodTemplates, list objects (`List`, `PodList`, ...) and AdmissionReviews.
+        /// YAML merge keys and repeated keys are refused. `-` reads standard input.
         #[arg(value_name = "FILE", value_hint = ValueHint::FilePath, required = true)]
         files: Vec<String>,
     },

@@ -438,10 +438,7 @@ fn bad_input_exits_2_naming_file_and_document() {
         ("ok.yaml", &pod("tool-a", &[("a", "nginx")])),
     ]);
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["ok.yaml", "broken.yaml"],
-            "broken.yaml document 2: invalid YAML",
-        ),
+        (&["ok.yaml", "broken.yaml"], "broken.yaml: invalid YAML"),
         (&["nokind.yaml"], "nokind.yaml document 1: missing kind"),
         (&["missing.yaml"], "missing.yaml: cannot read"),
         (
@@ -473,6 +470,161 @@ fn bad_input_exits_2_naming_file_and_document() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn image_volumes_are_checked_like_containers() {
+    let pod = |reference: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: tool-a}}\nspec:\n  \
+             containers: [{{name: app, image: {PLATFORM}}}]\n  volumes:\n  - name: scratch\n    \
+             emptyDir: {{}}\n  - name: models\n    image: {{reference: {reference:?}, pullPolicy: IfNotPresent}}\n"
+        )
+    };
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: tool-a}}\nspec:\n  \
+         template:\n    spec:\n      containers: [{{name: app, image: {PLATFORM}}}]\n      \
+         volumes: [{{name: models, image: {{reference: docker.io/org/models:v1}}}}]\n"
+    );
+    let dir = Dir::new(&[]);
+    let run = check(dir.path(), &["-"], Some(&pod("docker.io/org/models:v1")));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with(
+            "Pod tool-a/p: volume \"models\" image \"docker.io/org/models:v1\" resolves to \
+             registry docker.io (docker.io/org/models:v1), which namespace tool-a may not use"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.stdout.lines().count(), 1);
+    let run = check(dir.path(), &["-"], Some(&deployment));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .starts_with("Deployment tool-a/web: volume \"models\" image"),
+        "{}",
+        run.stdout
+    );
+    let platform = format!("{PLATFORM}-models");
+    let run = check(dir.path(), &["-"], Some(&pod(&platform)));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+}
+
+#[test]
+fn image_ids_are_refused_saying_why() {
+    let hex = "7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa";
+    let dir = Dir::new(&[]);
+    for image in [
+        format!("sha256:{hex}"),
+        "sha256:7cc4b5ae".to_owned(),
+        format!("sha512:{hex}{hex}"),
+        hex.to_owned(),
+    ] {
+        // Refused even under a Docker Hub grant, and even where any registry is allowed.
+        for registry in ["docker.io", "docker.io/library"] {
+            let run = check(
+                dir.path(),
+                &["--allowed-registry", registry, "-"],
+                Some(&pod("tool-a", &[("app", &image)])),
+            );
+            assert_eq!(run.code, 1, "{image}: {}", run.stderr);
+            assert!(
+                run.stdout.contains(&format!(
+                    "container \"app\" image {image:?} is not a valid image reference: it is \
+                     an image ID, not an image name: the runtime runs whatever image it has \
+                     cached with that ID, whichever registry it came from"
+                )),
+                "{}",
+                run.stdout
+            );
+        }
+    }
+    // A Docker Hub image named sha256 with a tag that is not hex is a name.
+    let run = check(
+        dir.path(),
+        &["--allowed-registry", "docker.io", "-"],
+        Some(&pod("tool-a", &[("app", "sha256:latest")])),
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+}
+
+#[test]
+fn manifests_are_read_as_kubectl_reads_them() {
+    let hub = "docker.io/library/nginx:1.27";
+    let bad_pod = pod("tool-a", &[("app", hub)]);
+    let refused: Vec<(&str, String)> = vec![
+        // Typed lists are expanded; their items take the list's kind.
+        (
+            "PodList",
+            format!(
+                "apiVersion: v1\nkind: PodList\nitems:\n- metadata: {{name: p, namespace: tool-a}}\n  \
+                 spec: {{containers: [{{name: app, image: {hub}}}]}}\n"
+            ),
+        ),
+        (
+            "DeploymentList",
+            format!(
+                "{{\"apiVersion\": \"apps/v1\", \"kind\": \"DeploymentList\", \"items\": [{{\"metadata\": \
+                 {{\"name\": \"web\"}}, \"spec\": {{\"template\": {{\"spec\": {{\"containers\": \
+                 [{{\"name\": \"app\", \"image\": \"{hub}\"}}]}}}}}}}}]}}"
+            ),
+        ),
+        // A document starting on the `---` line.
+        (
+            "document on the marker line",
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n--- {{apiVersion: v1, kind: Pod, \
+                 metadata: {{name: p}}, spec: {{containers: [{{name: app, image: {hub}}}]}}}}\n"
+            ),
+        ),
+        // The second object of a JSON stream.
+        (
+            "JSON stream",
+            format!(
+                "{{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {{\"name\": \"c\"}}}}\n\
+                 {{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {{\"name\": \"p\"}}, \
+                 \"spec\": {{\"containers\": [{{\"name\": \"app\", \"image\": \"{hub}\"}}]}}}}"
+            ),
+        ),
+        ("plain pod", bad_pod.clone()),
+    ];
+    let dir = Dir::new(&[]);
+    for (name, manifest) in &refused {
+        let run = check(dir.path(), &["-n", "tool-a", "-"], Some(manifest));
+        assert_eq!(run.code, 1, "{name}: {}{}", run.stdout, run.stderr);
+        assert_eq!(run.stdout.lines().count(), 1, "{name}: {}", run.stdout);
+        assert!(run.stdout.contains(hub), "{name}: {}", run.stdout);
+    }
+    // Merge keys and repeated keys are refused (exit 2), never evaluated as something other
+    // than what kubectl sends.
+    let unreadable = [
+        (
+            format!(
+                "x: &hub {{image: {hub}}}\napiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  \
+                 containers:\n  - name: app\n    image: {PLATFORM}\n    <<: *hub\n"
+            ),
+            "-: YAML merge key (<<) at line 9 column 5 is not read",
+        ),
+        (
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n  - name: app\n    \
+                 image: {hub}\n    image: {PLATFORM}\n"
+            ),
+            "-: invalid YAML: key \"image\" at line 8 column 5 appears twice in one mapping",
+        ),
+        (
+            "apiVersion: v1\nkind: List\nitems: [{apiVersion: v1, kind: List, items: []}]\n"
+                .to_owned(),
+            "- document 1 item 1: a list inside a list is not read",
+        ),
+    ];
+    for (manifest, want) in &unreadable {
+        let run = check(dir.path(), &["-"], Some(manifest));
+        assert_eq!(run.code, 2, "{manifest}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+        assert!(run.stderr.contains(want), "{manifest}: {}", run.stderr);
+    }
 }
 
 fn review(

@@ -256,6 +256,13 @@ mod tests {
                 true,
             ),
             (&any, "Not A Reference", false),
+            // An image ID is refused even where any registry is allowed.
+            (
+                &any,
+                "sha256:7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa",
+                false,
+            ),
+            (&any, "sha256:7cc4b5ae", false),
             (&expired_any, "nginx", false),
             (&future_quay, "quay.io/x", true),
         ];
@@ -294,9 +301,19 @@ mod tests {
                 name: "later".into(),
                 image: None,
             },
+            Container {
+                kind: ContainerKind::ImageVolume,
+                name: "models".into(),
+                image: Some("docker.io/org/models:v1".into()),
+            },
+            Container {
+                kind: ContainerKind::ImageVolume,
+                name: "cached".into(),
+                image: Some("sha256:7cc4b5ae".into()),
+            },
         ];
         let v = checker.check("Deployment tool-a/web", &containers);
-        assert_eq!(v.len(), 2);
+        assert_eq!(v.len(), 4);
         assert_eq!(
             v[0].to_string(),
             "Deployment tool-a/web: initContainer \"init\" image \"busybox:1.36\" resolves to \
@@ -309,7 +326,27 @@ mod tests {
             line.starts_with("Deployment tool-a/web: container \"bad\" image \"UPPER/Case\" is not a valid image reference: "),
             "{line}"
         );
+        assert!(
+            v[2].to_string().starts_with(
+                "Deployment tool-a/web: volume \"models\" image \"docker.io/org/models:v1\" \
+                 resolves to registry docker.io (docker.io/org/models:v1), which namespace tool-a \
+                 may not use"
+            ),
+            "{}",
+            v[2]
+        );
+        assert_eq!(
+            v[3].to_string(),
+            "Deployment tool-a/web: volume \"cached\" image \"sha256:7cc4b5ae\" is not a valid \
+             image reference: it is an image ID, not an image name: the runtime runs whatever \
+             image it has cached with that ID, whichever registry it came from; name the image \
+             as registry/repository[:tag][@sha256:<digest>]"
+        );
         assert!(v.iter().all(|v| !v.to_string().contains('\n')));
+        assert!(
+            v[2].warning()
+                .starts_with("volume \"models\": registry docker.io")
+        );
         assert!(v[0].warning().len() < 256, "{}", v[0].warning());
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! The review and its request are kept whole, but of `request.object` and `request.oldObject`
 //! only the fields the policy reads survive: `metadata.name`, `generateName`, `namespace` and
-//! `labels`, and the names and images of the containers on every pod-spec path of
-//! [`PodBearing`](crate::workload::PodBearing). Everything else (volumes, env, status,
+//! `labels`, and the names and images of the containers and volumes (a volume's `image` source
+//! whole) on every pod-spec path of [`PodBearing`](crate::workload::PodBearing). Everything
+//! else (other volume sources, env, status,
 //! managedFields, annotations) is skipped by the JSON lexer without being allocated, which halves
 //! the CPU a review costs (docs/benchmarks.md). The decision on the result is the one on the
 //! whole review: the tests below and the fuzz harness compare the two.
@@ -23,6 +24,7 @@ const PATH_KEYS: &[&str] = &[
     "containers",
     "initContainers",
     "ephemeralContainers",
+    "volumes",
 ];
 
 /// Keys of `object`/`oldObject` kept whole wherever they are met on those paths.
@@ -180,7 +182,10 @@ mod tests {
             "spec": {
                 "containers": containers,
                 "initContainers": [{"name": "init", "image": "docker.io/library/busybox", "args": ["true"]}],
-                "volumes": [{"name": "home", "hostPath": {"path": "/data/project", "type": "Directory"}}],
+                "volumes": [
+                    {"name": "home", "hostPath": {"path": "/data/project", "type": "Directory"}},
+                    {"name": "models", "image": {"reference": "docker.io/org/models:v1", "pullPolicy": "IfNotPresent"}},
+                ],
                 "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
                 "priority": 0, "enableServiceLinks": true,
             },
@@ -306,6 +311,28 @@ mod tests {
                 ),
             ),
             ("no object", body(("", "Pod"), "CREATE", &Value::Null, None)),
+            (
+                "image volume in a cronjob",
+                body(
+                    ("batch", "CronJob"),
+                    "CREATE",
+                    &wrap(
+                        &["spec", "jobTemplate", "spec", "template", "spec"],
+                        json!({"containers": [{"name": "a", "image": "docker-registry.tools.wmflabs.org/a"}],
+                               "volumes": [{"name": "m", "image": {"reference": "sha256:7cc4b5ae"}}]}),
+                    ),
+                    None,
+                ),
+            ),
+            (
+                "image volume not an object",
+                body(
+                    ("", "Pod"),
+                    "CREATE",
+                    &json!({"metadata": {"name": "web"}, "spec": {"volumes": [{"name": "m", "image": "quay.io/x"}]}}),
+                    None,
+                ),
+            ),
         ];
         let config = Config::default();
         let allowance = Allowance::default();
@@ -333,6 +360,10 @@ mod tests {
                 "spec": {
                     "containers": [{"name": "c0", "image": "quay.io/x/y"}],
                     "initContainers": [{"name": "init", "image": "docker.io/library/busybox"}],
+                    "volumes": [
+                        {"name": "home"},
+                        {"name": "models", "image": {"reference": "docker.io/org/models:v1", "pullPolicy": "IfNotPresent"}},
+                    ],
                 },
             })
         );

@@ -14,7 +14,12 @@
 //!   dashes) joined by `/`, at most 255 characters including `library/`;
 //! - a tag is `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`; a digest is `sha256:` + 64, `sha384:` + 96
 //!   or `sha512:` + 128 lowercase hex digits;
-//! - a bare 64-hex-digit string is an image ID, not a name, and is refused.
+//! - an image ID is refused: a bare 64-hex-digit string, and a registry-less
+//!   `sha256:<hex>` (or `sha384:`, `sha512:`), where the hex digits may be a short prefix and
+//!   a tag or digest may follow. The distribution grammar reads `sha256:<hex>` as Docker Hub's
+//!   `library/sha256` with a tag, but containerd first looks the string up as a (prefix of an)
+//!   image ID among the images it has cached and runs whatever image matches, whichever
+//!   registry it was pulled from: a Docker Hub grant must not admit that.
 //!
 //! Where this parser is stricter than the runtimes, it is on references no allow-list entry
 //! could ever allow: a registry port must be from 1 to 65535, and a first component that must
@@ -155,8 +160,12 @@ pub enum ReferenceErrorKind {
         "an image reference has no URL scheme such as https://; write [registry/]path[:tag][@digest]"
     )]
     Scheme,
-    /// The reference is a bare 64-hex-digit image ID.
-    #[error("a 64-character hexadecimal string is an image ID, not a repository name")]
+    /// The reference is an image ID: 64 hex digits, or a registry-less `algorithm:hex`.
+    #[error(
+        "it is an image ID, not an image name: the runtime runs whatever image it has cached \
+         with that ID, whichever registry it came from; name the image as \
+         registry/repository[:tag][@sha256:<digest>]"
+    )]
     Identifier,
     /// The repository name has an uppercase letter.
     #[error("repository name {name:?} must be lowercase")]
@@ -266,6 +275,21 @@ fn is_tag(s: &str) -> bool {
         && b.iter().all(|c| word(c) || *c == b'.' || *c == b'-')
 }
 
+/// The digest algorithms go-digest v1.0.0 registers, with the hex digits each produces.
+const DIGEST_ALGORITHMS: &[(&str, usize)] = &[("sha256", 64), ("sha384", 96), ("sha512", 128)];
+
+/// Whether `s` is a registry-less `algorithm:hex` (with any tag or digest after it), which
+/// containerd resolves as an image ID or ID prefix before it reads it as a name.
+fn is_image_id(s: &str) -> bool {
+    let Some((algorithm, rest)) = s.split_once(':') else {
+        return false;
+    };
+    let hex = rest.split_once('@').map_or(rest, |(hex, _)| hex);
+    DIGEST_ALGORITHMS.iter().any(|(a, _)| *a == algorithm)
+        && !hex.is_empty()
+        && hex.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
 /// Checks a digest as go-digest v1.0.0 `Digest.Validate` does with its default algorithms.
 fn check_digest(digest: &str) -> Result<(), ReferenceErrorKind> {
     use ReferenceErrorKind as K;
@@ -277,15 +301,10 @@ fn check_digest(digest: &str) -> Result<(), ReferenceErrorKind> {
             digest: digest.to_owned(),
         });
     };
-    let expected = match algorithm {
-        "sha256" => 64,
-        "sha384" => 96,
-        "sha512" => 128,
-        _ => {
-            return Err(K::UnsupportedDigestAlgorithm {
-                algorithm: algorithm.to_owned(),
-            });
-        }
+    let Some(&(_, expected)) = DIGEST_ALGORITHMS.iter().find(|(a, _)| *a == algorithm) else {
+        return Err(K::UnsupportedDigestAlgorithm {
+            algorithm: algorithm.to_owned(),
+        });
     };
     if hex.len() != expected {
         return Err(K::DigestLength {
@@ -354,9 +373,10 @@ fn parse(s: &str) -> Result<ImageRef, ReferenceErrorKind> {
     if s.contains("://") {
         return Err(K::Scheme);
     }
-    if s.len() == 64
+    if (s.len() == 64
         && s.bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)))
+        || is_image_id(s)
     {
         return Err(K::Identifier);
     }
@@ -690,12 +710,25 @@ mod tests {
             "docker.io",
             "library/nginx",
         ),
-        // A digest-looking reference without '@' is a name and a tag, as for the runtimes.
+        // Names that look like an algorithm are names when the tag is not all hex digits, or
+        // when a registry or path comes first.
         (
-            "sha256:7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa",
-            "docker.io/library/sha256:7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa",
+            "sha256:latest",
+            "docker.io/library/sha256:latest",
             "docker.io",
             "library/sha256",
+        ),
+        (
+            "docker.io/library/sha256:7cc4b5ae",
+            "docker.io/library/sha256:7cc4b5ae",
+            "docker.io",
+            "library/sha256",
+        ),
+        (
+            "md5:abc",
+            "docker.io/library/md5:abc",
+            "docker.io",
+            "library/md5",
         ),
     ];
 
@@ -962,6 +995,44 @@ mod tests {
         assert!(parse(&"a".repeat(247)).is_ok());
         let long_host = format!("{}.example.org/{}", "h".repeat(200), "p".repeat(255));
         assert_eq!(parse(&long_host).expect("valid").path().len(), 255);
+    }
+
+    #[test]
+    fn registry_less_digests_are_image_ids() {
+        let hex64 = "7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa";
+        let refused = [
+            format!("sha256:{hex64}"),
+            "sha256:7cc4b5ae".to_owned(),
+            "sha256:7".to_owned(),
+            "sha256:7CC4B5AE".to_owned(),
+            format!("sha384:{}", "a".repeat(96)),
+            "sha512:abc".to_owned(),
+            format!("sha256:7cc4@sha256:{hex64}"),
+        ];
+        for s in &refused {
+            assert_eq!(kind(s), ReferenceErrorKind::Identifier, "{s}");
+        }
+        let allowed = [
+            "sha256:latest",
+            "sha256:7cc4b5aeg",
+            "sha256",
+            "library/sha256:7cc4",
+            "quay.io/sha256:7cc4",
+            "sha1:7cc4",
+            "SHA256:7cc4",
+        ];
+        for s in allowed {
+            assert_ne!(
+                parse(s).map_err(|e| e.kind().clone()).err(),
+                Some(ReferenceErrorKind::Identifier),
+                "{s}"
+            );
+        }
+        let message = parse("sha256:7cc4b5ae").unwrap_err().to_string();
+        assert!(
+            message.contains("whatever image it has cached with that ID, whichever registry"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Where each pod-bearing kind keeps its pod spec, and the container images in it.
+//! Where each pod-bearing kind keeps its pod spec, and the images in it: those of its
+//! containers and those of its image volumes (`volumes[].image.reference`, the ImageVolume
+//! feature), which the kubelet pulls exactly like a container image.
 
 use std::fmt;
 
@@ -6,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
-/// Which list of a pod spec a container is in.
+/// Which list of a pod spec an image is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ContainerKind {
     /// `spec.containers`
@@ -15,6 +17,8 @@ pub enum ContainerKind {
     InitContainer,
     /// `spec.ephemeralContainers` (`kubectl debug`)
     EphemeralContainer,
+    /// `spec.volumes` with an `image` source (the ImageVolume feature)
+    ImageVolume,
 }
 
 impl fmt::Display for ContainerKind {
@@ -23,18 +27,20 @@ impl fmt::Display for ContainerKind {
             Self::Container => "container",
             Self::InitContainer => "initContainer",
             Self::EphemeralContainer => "ephemeralContainer",
+            Self::ImageVolume => "volume",
         })
     }
 }
 
-/// One container of a pod spec and its image.
+/// One container or image volume of a pod spec and its image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Container {
     /// Which list it is in.
     pub kind: ContainerKind,
-    /// Its name.
+    /// Its name (the volume's, for an image volume).
     pub name: String,
-    /// Its image; absent in workload templates that leave it to be filled in later.
+    /// Its image (an image volume's `image.reference`); absent in workload templates that leave
+    /// it to be filled in later.
     pub image: Option<String>,
 }
 
@@ -76,8 +82,8 @@ impl PodBearing {
         }
     }
 
-    /// The containers of `object` (a whole Kubernetes object as JSON). A missing pod spec has
-    /// no containers; a pod spec of the wrong shape is an error.
+    /// The containers and image volumes of `object` (a whole Kubernetes object as JSON), in
+    /// that order. A missing pod spec has none; a pod spec of the wrong shape is an error.
     pub fn containers(self, object: &Value) -> Result<Vec<Container>, ShapeError> {
         let mut at = object;
         for (i, key) in self.pod_spec_path().iter().enumerate() {
@@ -99,6 +105,13 @@ impl PodBearing {
             (ContainerKind::InitContainer, spec.init_containers),
             (ContainerKind::EphemeralContainer, spec.ephemeral_containers),
         ];
+        let volumes = spec.volumes.into_iter().filter_map(|v| {
+            v.image.map(|image| Container {
+                kind: ContainerKind::ImageVolume,
+                name: v.name,
+                image: image.reference,
+            })
+        });
         Ok(lists
             .into_iter()
             .flat_map(|(kind, list)| {
@@ -108,6 +121,7 @@ impl PodBearing {
                     image: c.image,
                 })
             })
+            .chain(volumes)
             .collect())
     }
 }
@@ -127,6 +141,8 @@ struct PodSpecImages {
     init_containers: Vec<ContainerImage>,
     #[serde(default, deserialize_with = "null_as_empty")]
     ephemeral_containers: Vec<ContainerImage>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    volumes: Vec<Volume>,
 }
 
 #[derive(Deserialize)]
@@ -137,8 +153,27 @@ struct ContainerImage {
     image: Option<String>,
 }
 
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ContainerImage>, D::Error> {
-    Ok(Option::<Vec<ContainerImage>>::deserialize(d)?.unwrap_or_default())
+/// A volume; only one with an `image` source has anything to check.
+#[derive(Deserialize)]
+struct Volume {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    image: Option<ImageVolumeSource>,
+}
+
+#[derive(Deserialize)]
+struct ImageVolumeSource {
+    #[serde(default)]
+    reference: Option<String>,
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The API group of an `apiVersion` (`apps/v1` → `apps`, `v1` → ``).
@@ -191,7 +226,12 @@ mod tests {
             "containers": [{"name": "a", "image": "x.org/a"}],
             "initContainers": [{"name": "i", "image": "x.org/i"}],
             "ephemeralContainers": [{"name": "e", "image": "x.org/e"}],
-            "volumes": [{"name": "v"}]
+            "volumes": [
+                {"name": "v", "emptyDir": {}},
+                {"name": "iv", "image": {"reference": "x.org/v", "pullPolicy": "Always"}},
+                {"name": "later", "image": {}},
+                {"name": "none", "image": null}
+            ]
         });
         let want = vec![
             (ContainerKind::Container, "a".into(), Some("x.org/a".into())),
@@ -205,6 +245,12 @@ mod tests {
                 "e".into(),
                 Some("x.org/e".into()),
             ),
+            (
+                ContainerKind::ImageVolume,
+                "iv".into(),
+                Some("x.org/v".into()),
+            ),
+            (ContainerKind::ImageVolume, "later".into(), None),
         ];
         let cases = [
             (PodBearing::Pod, json!({"spec": spec})),
@@ -228,6 +274,7 @@ mod tests {
         assert!(images(PodBearing::Workload, json!({})).is_empty());
         assert!(images(PodBearing::Workload, json!({"spec": {"template": null}})).is_empty());
         assert!(images(PodBearing::Pod, json!({"spec": {"containers": null}})).is_empty());
+        assert!(images(PodBearing::Pod, json!({"spec": {"volumes": null}})).is_empty());
         assert_eq!(
             images(
                 PodBearing::Workload,
@@ -240,6 +287,9 @@ mod tests {
             json!({"spec": {"containers": {"name": "a"}}}),
             json!({"spec": {"containers": [{"name": "a", "image": 7}]}}),
             json!({"spec": {"initContainers": "x"}}),
+            json!({"spec": {"volumes": {"name": "v"}}}),
+            json!({"spec": {"volumes": [{"name": "v", "image": "quay.io/x"}]}}),
+            json!({"spec": {"volumes": [{"name": "v", "image": {"reference": 7}}]}}),
         ];
         for object in bad {
             assert!(PodBearing::Pod.containers(&object).is_err(), "{object}");

@@ -12,8 +12,9 @@
 //! Covered elsewhere, not repeated here: a tenant changing or removing byoc labels with
 //! `kubectl label`/merge patch (`tests/webhook.rs::a_tenant_who_may_patch_its_namespace_cannot_touch_byoc_labels`),
 //! `kubectl debug` (`tests/webhook.rs::kubectl_debug_needs_an_allowed_image`), a pod update
-//! swapping images (`tests/webhook.rs::pod_update_swapping_in_a_bad_image_is_refused`), and
-//! Deployment/CronJob creation (`tests/webhook.rs::workloads_with_docker_hub_images_are_refused_at_apply`).
+//! swapping images (`tests/webhook.rs::pod_update_swapping_in_a_bad_image_is_refused`),
+//! Deployment/CronJob creation (`tests/webhook.rs::workloads_with_docker_hub_images_are_refused_at_apply`),
+//! and image volumes (`tests/webhook.rs::image_volumes_are_checked_like_container_images`).
 
 use byoc_e2e::chaos::{Outcome, try_pod};
 use byoc_e2e::controller;
@@ -1036,6 +1037,71 @@ async fn a_grant_is_no_wider_than_its_registry_and_path() {
         failures.is_empty(),
         "admitted beyond the grant: {failures:?}"
     );
+    kubectl([
+        "delete",
+        "byocgrant",
+        &grant,
+        "--wait=true",
+        "--timeout=60s",
+    ])
+    .success();
+    drop(controller);
+}
+
+#[tokio::test]
+async fn image_ids_are_refused_even_under_a_docker_hub_grant() {
+    // containerd resolves a registry-less `sha256:<hex>` (or a prefix of it) to whatever image
+    // it has cached with that ID, from any registry; the grammar reads it as Docker Hub's
+    // `library/sha256`. A Docker Hub grant must not let it through.
+    let _webhook = Webhook::start(Options::default()).await;
+    let controller = byoc_e2e::controller::shared().await;
+    let client = client().await;
+    let ns = tool_namespace().await;
+    let grant = unique_name("atk-grant");
+    kubectl_stdin(
+        &["create", "-f", "-"],
+        &grant_manifest(
+            &grant,
+            json!({"namespace": ns.name(), "reason": "e2e", "registries": ["docker.io"]}),
+        ),
+    )
+    .success();
+    let _grant = Cleanup::new(["byocgrant", &grant]);
+    eventually(
+        "the grant to reach the webhook",
+        CONVERGE_TIMEOUT,
+        || async {
+            // Control: a Docker Hub image, now granted.
+            match try_pod(&client, ns.name(), "busybox:1.36").await {
+                Outcome::Admitted => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let hex = DIGEST.trim_start_matches("sha256:");
+    let mut failures = Vec::new();
+    for image in [
+        DIGEST.to_owned(),
+        "sha256:0123456789ab".to_owned(),
+        format!("sha512:{hex}{hex}"),
+        format!("sha256:0123@{DIGEST}"),
+        hex.to_owned(),
+    ] {
+        if try_pod(&client, ns.name(), &image).await != Outcome::Denied {
+            failures.push(image);
+        }
+    }
+    assert!(failures.is_empty(), "image IDs admitted: {failures:?}");
+    let name = ns.name();
+    kubectl_run(name, "id", "sha256:0123456789ab").fails_with(&[
+        &denied_by(PODS_WEBHOOK),
+        &format!(
+            "Pod {name}/id: container \"id\" image \"sha256:0123456789ab\" is not a valid image \
+             reference: it is an image ID, not an image name: the runtime runs whatever image it \
+             has cached with that ID, whichever registry it came from"
+        ),
+    ]);
     kubectl([
         "delete",
         "byocgrant",

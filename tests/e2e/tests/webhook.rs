@@ -103,6 +103,84 @@ async fn workloads_with_docker_hub_images_are_refused_at_apply() {
 }
 
 #[tokio::test]
+async fn image_volumes_are_checked_like_container_images() {
+    // hack/local-cluster.sh turns the ImageVolume feature gate on (beta and off by default in
+    // Kubernetes 1.33); without it the API server would drop `volumes[].image`.
+    let _webhook = Webhook::start(Options::default()).await;
+    let ns = tool_namespace().await;
+    let name = ns.name();
+    let spec = |volume_image: &str| {
+        json!({"restartPolicy": "Always",
+               "containers": [{"name": "app", "image": PLATFORM,
+                               "volumeMounts": [{"name": "models", "mountPath": "/models"}]}],
+               "volumes": [{"name": "scratch", "emptyDir": {}},
+                           {"name": "models", "image": {"reference": volume_image, "pullPolicy": "IfNotPresent"}}]})
+    };
+    let pod = |object: &str, volume_image: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": object, "namespace": name},
+               "spec": spec(volume_image)})
+        .to_string()
+    };
+    let deployment = |object: &str, volume_image: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": object, "namespace": name},
+               "spec": {"selector": {"matchLabels": {"app": object}},
+                        "template": {"metadata": {"labels": {"app": object}}, "spec": spec(volume_image)}}})
+        .to_string()
+    };
+    let hub = "docker.io/org/models:v1";
+    kubectl_stdin(&["apply", "-f", "-"], &pod("hub", hub)).fails_with(&[
+        &denied_by(PODS_WEBHOOK),
+        &format!(
+            "Pod {name}/hub: volume \"models\" image \"{hub}\" resolves to registry docker.io \
+             ({hub}), which namespace {name} may not use; allowed here: \
+             docker-registry.tools.wmflabs.org; to use it, ask"
+        ),
+    ]);
+    kubectl_stdin(&["apply", "-f", "-"], &deployment("hub", hub)).fails_with(&[
+        &denied_by(PODS_WEBHOOK),
+        &format!("Deployment {name}/hub: volume \"models\" image \"{hub}\" resolves to registry docker.io"),
+    ]);
+    kubectl(["-n", name, "get", "pod/hub"]).failure();
+    kubectl(["-n", name, "get", "deployment/hub"]).failure();
+
+    // From the platform registry both are admitted and stored with their image volume, and the
+    // pods kube-controller-manager makes from the Deployment carry it (and are admitted too).
+    let platform = "docker-registry.tools.wmflabs.org/toolforge-models:v1";
+    kubectl_stdin(&["apply", "-f", "-"], &pod("ok", platform)).success();
+    let stored = kubectl([
+        "-n",
+        name,
+        "get",
+        "pod",
+        "ok",
+        "-o",
+        "jsonpath={.spec.volumes[?(@.name==\"models\")].image.reference}",
+    ])
+    .success();
+    assert_eq!(stored.stdout.trim(), platform);
+    kubectl_stdin(&["apply", "-f", "-"], &deployment("ok", platform)).success();
+    eventually("the Deployment's pod", CONVERGE_TIMEOUT, || async {
+        let out = kubectl([
+            "-n",
+            name,
+            "get",
+            "pods",
+            "-l",
+            "app=ok",
+            "-o",
+            "jsonpath={.items[*].spec.volumes[?(@.name==\"models\")].image.reference}",
+        ]);
+        if out.stdout.trim() == platform {
+            Ok(())
+        } else {
+            Err(out.to_string())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn kubectl_debug_needs_an_allowed_image() {
     let _webhook = Webhook::start(Options::default()).await;
     let ns = tool_namespace().await;

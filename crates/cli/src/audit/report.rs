@@ -106,7 +106,7 @@ pub struct OwnerReport {
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerReport {
-    /// `container`, `initContainer` or `ephemeralContainer`.
+    /// `container`, `initContainer`, `ephemeralContainer` or `volume` (an image volume).
     #[serde(rename = "type")]
     pub type_: String,
     /// The container's name.

@@ -1,7 +1,8 @@
 //! Which objects the audit reads, which it leaves out, and the policy check of one object.
 //!
-//! The check is the webhook's: [`PodBearing::containers`] finds the images, [`Checker`] judges
-//! them with the namespace's allowance read from its labels by [`Allowance::from_labels`].
+//! The check is the webhook's: [`PodBearing::containers`] finds the images (of containers and
+//! image volumes), [`Checker`] judges them with the namespace's allowance read from its labels
+//! by [`Allowance::from_labels`].
 
 use std::collections::HashMap;
 
@@ -405,6 +406,34 @@ mod tests {
                 kind: "ReplicaSet".into(),
                 name: "o".into()
             })
+        );
+        // Image volumes are audited like containers.
+        let with_volume = |reference: &str| {
+            object(json!({
+                "metadata": {"name": "models", "namespace": "tool-quay"},
+                "spec": {"template": {"spec": {
+                    "containers": [{"name": "app", "image": "quay.io/a/b:1"}],
+                    "volumes": [{"name": "cache", "emptyDir": {}}, {"name": "weights", "image": {"reference": reference}}]
+                }}}
+            }))
+        };
+        assert_eq!(
+            auditor.audit(Source::StatefulSet, &with_volume("quay.io/org/weights:3")),
+            Outcome::Admitted
+        );
+        let Outcome::Refused(finding) =
+            auditor.audit(Source::StatefulSet, &with_volume("docker.io/org/weights:3"))
+        else {
+            panic!("a Docker Hub image volume is not allowed in tool-quay");
+        };
+        assert_eq!(finding.violations.len(), 1);
+        assert!(
+            finding.violations[0].to_string().starts_with(
+                "StatefulSet tool-quay/models: volume \"weights\" image \"docker.io/org/weights:3\" \
+                 resolves to registry docker.io"
+            ),
+            "{}",
+            finding.violations[0]
         );
         let malformed =
             object(json!({"metadata": {"name": "p", "namespace": "t"}, "spec": {"containers": 3}}));
