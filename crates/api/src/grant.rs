@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
     printcolumn(
         name = "Registries",
         type_ = "string",
-        json_path = ".spec.registries",
-        description = "Allowed registries; empty means any registry"
+        json_path = ".status.registries",
+        description = "The registries the grant allows (any, or a comma-separated list), as the controller last read them"
     ),
     printcolumn(
         name = "Expires",
@@ -84,11 +84,24 @@ pub struct ByocGrantSpec {
     #[x_kube(validation = Rule::new("self.all(e, size(e.replace('_', '__').replace(':', '..')) <= 63)").message("a registry entry is too long to be stored as a namespace label: at most 63 characters, where '_' and ':' count twice"))]
     pub registries: Vec<String>,
 
-    /// When the grant stops applying (RFC 3339). After it, pods of the namespace are again
-    /// limited to the default registries. Absent means the grant does not expire.
+    /// When the grant stops applying, an RFC 3339 time such as `2027-03-31T00:00:00Z` (at
+    /// most nine fractional digits, offsets up to ±23:59, years up to 9998). After it, pods of
+    /// the namespace are again limited to the default registries. Absent means the grant does
+    /// not expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = EXPIRES_AT_PATTERN))]
     pub expires_at: Option<Time>,
 }
+
+/// The pattern the CRD puts on `spec.expiresAt`, on top of the `date-time` format.
+///
+/// Kubernetes' `date-time` format accepts values the Rust side cannot read (k8s-openapi's `Time`
+/// parses with jiff): more than nine fractional digits, any character before the fraction,
+/// offsets up to ±99:99, and times past jiff's last instant (9999-12-30T22:00Z). One such grant
+/// would fail every typed list of grants, so the API server must refuse them. This is RFC 3339
+/// (`T`/`Z` in either case) with at most nine fractional digits, offsets up to ±23:59 and years
+/// up to 9998; the format still refuses impossible dates such as February 30.
+pub const EXPIRES_AT_PATTERN: &str = r"^(?:[0-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$";
 
 /// What the controller observed when it last applied a grant.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -102,6 +115,29 @@ pub struct ByocGrantStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+
+    /// The registries `spec.registries` grants, for `kubectl get`: `any` when it is absent or
+    /// empty, else the entries joined with `,`. Absent until the controller has read the spec,
+    /// and while the spec cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registries: Option<String>,
+}
+
+impl ByocGrantStatus {
+    /// The `Ready` condition, if the controller has written one.
+    pub fn ready_condition(&self) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == READY)
+    }
+}
+
+/// How a grant's registries read in tables and `status.registries`: `any` when there are none,
+/// else the entries joined with `,`.
+pub fn registries_summary(registries: &[String]) -> String {
+    if registries.is_empty() {
+        "any".to_owned()
+    } else {
+        registries.join(",")
+    }
 }
 
 /// The type of the only condition a grant carries.
@@ -157,11 +193,7 @@ impl ByocGrant {
 
     /// The `Ready` condition, if the controller has written one.
     pub fn ready_condition(&self) -> Option<&Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == READY)
+        self.status.as_ref()?.ready_condition()
     }
 }
 
@@ -264,6 +296,91 @@ mod tests {
                 (got, want) => panic!("{spec:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    /// The cases of `testdata/expires-at.txt`: (value, whether the CRD accepts it).
+    fn expires_at_cases() -> Vec<(&'static str, bool)> {
+        include_str!("../testdata/expires-at.txt")
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| match l.split_once(' ') {
+                Some(("accept", value)) => (value, true),
+                Some(("reject", value)) => (value, false),
+                _ => panic!("testdata/expires-at.txt: bad line {l:?}"),
+            })
+            .collect()
+    }
+
+    /// Whether the Rust side reads `value` as an `expiresAt`, as it does when listing grants.
+    fn rust_reads(value: &str) -> bool {
+        serde_json::from_value::<Time>(serde_json::Value::from(value)).is_ok()
+    }
+
+    fn expires_at_regex() -> regex::Regex {
+        regex::Regex::new(EXPIRES_AT_PATTERN).expect("EXPIRES_AT_PATTERN compiles")
+    }
+
+    #[test]
+    fn the_expires_at_pattern_accepts_only_what_rust_reads() {
+        let re = expires_at_regex();
+        let cases = expires_at_cases();
+        assert!(cases.len() > 30, "the table was not read");
+        for (value, accepted) in cases {
+            // What the API server accepts: the pattern, and the date-time format's calendar
+            // check (the e2e test feeds the API server this same table).
+            let schema = re.is_match(value) && real_date(value);
+            assert_eq!(
+                schema, accepted,
+                "{value:?}: the schema would accept: {schema}"
+            );
+            assert!(!accepted || rust_reads(value), "{value:?} does not read");
+        }
+    }
+
+    #[test]
+    fn the_schema_carries_the_expires_at_pattern() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(ByocGrant::crd()).unwrap();
+        let field = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["expiresAt"];
+        assert_eq!(field["pattern"], EXPIRES_AT_PATTERN, "{field}");
+        assert_eq!(field["format"], "date-time", "{field}");
+    }
+
+    /// Whether a value that matches the pattern names a real calendar day, as Go's date parsing
+    /// (and so the API server's `date-time` format) checks it.
+    fn real_date(value: &str) -> bool {
+        let number = |range: std::ops::Range<usize>| -> u32 { value[range].parse().unwrap() };
+        let (year, month, day) = (number(0..4), number(5..7), number(8..10));
+        let days = match month {
+            2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        day <= days
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Every value the schema accepts (the pattern, on a real calendar day) reads on the
+        /// Rust side.
+        #[test]
+        fn everything_the_schema_accepts_reads(value in EXPIRES_AT_PATTERN.trim_start_matches('^').trim_end_matches('$')) {
+            proptest::prop_assert!(expires_at_regex().is_match(&value));
+            proptest::prop_assume!(real_date(&value));
+            proptest::prop_assert!(rust_reads(&value), "{value:?} does not read");
+        }
+    }
+
+    #[test]
+    fn registries_summaries() {
+        assert_eq!(registries_summary(&[]), "any");
+        assert_eq!(
+            registries_summary(&["quay.io".into(), "ghcr.io/wikimedia".into()]),
+            "quay.io,ghcr.io/wikimedia"
+        );
     }
 
     #[test]

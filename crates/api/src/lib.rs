@@ -1,13 +1,16 @@
-//! The byoc-operator API: the cluster-scoped [`ByocGrant`] custom resource, the allow-list entry
-//! type [`RegistryPattern`], and the namespace label contract between controller and webhook
+//! The byoc-operator API: the cluster-scoped [`ByocGrant`] custom resource, [`StoredGrant`]
+//! (which reads stored grants one object at a time), the allow-list entry type
+//! [`RegistryPattern`], and the namespace label contract between controller and webhook
 //! ([`labels`]). Every other crate depends on this one and on nothing else of the project.
 
 pub mod grant;
 pub mod labels;
 pub mod registry;
+pub mod stored;
 
 pub use grant::{ByocGrant, ByocGrantSpec, ByocGrantStatus, InvalidGrant, ReadyReason};
 pub use registry::{REGISTRY_PATTERN_REGEX, RegistryPattern, RegistryPatternError};
+pub use stored::{StoredGrant, UnreadableGrant};
 
 /// The API group of [`ByocGrant`], also the prefix of every label the controller owns.
 pub const GROUP: &str = "byoc.toolforge.org";

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use byoc_api::ByocGrant;
+use byoc_api::{ByocGrant, StoredGrant};
 use clap::{Args, ValueHint};
 use jiff::SignedDuration;
 use kube::api::{ListParams, ObjectList};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
-use kube::{Api, Client, Config};
+use kube::{Api, Client, Config, Resource};
 use thiserror::Error;
 
 use crate::duration::parse_duration;
@@ -186,14 +186,21 @@ impl<T> Context<T> for Result<T, kube::Error> {
     }
 }
 
-/// The cluster-scoped ByocGrant API.
+/// The cluster-scoped ByocGrant API, for writing grants.
 pub fn grants(client: &Client) -> Api<ByocGrant> {
     Api::all(client.clone())
 }
 
-/// Every ByocGrant, sorted by namespace then name.
-pub async fn list_grants(client: &Client) -> Result<Vec<ByocGrant>, ClusterError> {
-    let api = grants(client);
+/// The same API for reading (and deleting) grants: an object that does not read as a ByocGrant
+/// comes back as [`StoredGrant::Unreadable`] instead of failing the request.
+pub fn stored_grants(client: &Client) -> Api<StoredGrant> {
+    Api::all(client.clone())
+}
+
+/// Every ByocGrant, those that do not read included, sorted by namespace (unknown last) then
+/// name.
+pub async fn list_grants(client: &Client) -> Result<Vec<StoredGrant>, ClusterError> {
+    let api = stored_grants(client);
     let mut all = Vec::new();
     let mut pages = Pages::new(500);
     while let Some(lp) = pages.next_params() {
@@ -203,10 +210,28 @@ pub async fn list_grants(client: &Client) -> Result<Vec<ByocGrant>, ClusterError
             .grant_context(|| "list ByocGrants".into())?;
         all.extend(pages.take(page));
     }
-    all.sort_by(|a, b| {
-        (&a.spec.namespace, &a.metadata.name).cmp(&(&b.spec.namespace, &b.metadata.name))
-    });
+    all.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     Ok(all)
+}
+
+/// Namespace (unknown last), then name.
+fn sort_key(grant: &StoredGrant) -> (bool, Option<&str>, Option<&str>) {
+    let namespace = grant.target_namespace();
+    (namespace.is_none(), namespace, grant.meta().name.as_deref())
+}
+
+/// Warns on stderr about each grant that does not read, once per command.
+pub fn warn_unreadable(grants: &[StoredGrant]) {
+    for grant in grants {
+        if let StoredGrant::Unreadable(u) = grant {
+            let name = u.metadata.name.as_deref().unwrap_or_default();
+            eprintln!(
+                "warning: byocgrant/{name} cannot be read, so it grants nothing: {}; fix it \
+                 (kubectl edit byocgrant {name}) or delete it (kubectl byoc revoke --name {name})",
+                u.error
+            );
+        }
+    }
 }
 
 /// The state of a paginated list: `limit` per page, following `continue` tokens.

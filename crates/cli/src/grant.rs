@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use byoc_api::{ByocGrant, ByocGrantSpec};
-use clap::{Args, ValueEnum};
+use byoc_api::{ByocGrant, ByocGrantSpec, StoredGrant};
+use clap::{ArgGroup, Args, ValueEnum};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -18,18 +18,29 @@ use crate::output::{ObjectFormat, emit};
 
 /// `grant` arguments.
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  \
+#[command(
+    group(
+        ArgGroup::new("allowed")
+            .required(true)
+            .args(["registries", "any_registry"])
+    ),
+    after_help = "Examples:\n  \
     # Let tool-wikibugs run images from quay.io and ghcr.io/wikimedia for 90 days\n  \
     kubectl byoc grant tool-wikibugs --reason 'T302863: mixes java and python' \\\n    \
     --registry quay.io --registry ghcr.io/wikimedia --expires 90d\n\n  \
     # Any registry, until a date; a second grant for the same namespace needs its own name\n  \
-    kubectl byoc grant tool-x --reason T123 --expires 2027-03-31 --name tool-x-migration\n\n  \
+    kubectl byoc grant tool-x --reason T123 --any-registry --expires 2027-03-31 \\\n    \
+    --name tool-x-migration\n\n  \
     # Check with the API server without changing anything, or write a manifest for GitOps\n  \
-    kubectl byoc grant tool-x --reason T123 --dry-run\n  \
-    kubectl byoc grant tool-x --reason T123 --expires 2w --dry-run=client -o yaml > grant.yaml\n\n\
-    Running it again with other flags updates the grant to exactly what they say (registries, \
-    expiry and reason are replaced, not merged). Exit status: 0 done (or --wait: Ready), 1 \
-    --wait ended without the grant being Ready, 2 invalid input or API error.")]
+    kubectl byoc grant tool-x --reason T123 --registry quay.io --dry-run\n  \
+    kubectl byoc grant tool-x --reason T123 --registry quay.io --expires 2w --dry-run=client \\\n    \
+    -o yaml > grant.yaml\n\n\
+    One of --registry and --any-registry is required, never both. Running it again with other \
+    flags updates the grant to exactly what they say (registries, expiry and reason are \
+    replaced, not merged; a grant whose stored spec cannot be read is overwritten). Exit \
+    status: 0 done (or --wait: Ready), 1 --wait ended without the grant being Ready, 2 invalid \
+    input or API error."
+)]
 pub struct GrantArgs {
     /// The tool namespace whose pods may use the registries; it may be created later.
     #[arg(value_name = "NAMESPACE")]
@@ -38,9 +49,12 @@ pub struct GrantArgs {
     #[arg(long, value_name = "TEXT")]
     reason: String,
     /// A registry the namespace may use, host[:port][/path-prefix]; repeat for several.
-    /// Without any, the namespace may use any registry.
     #[arg(long = "registry", value_name = "REGISTRY")]
     registries: Vec<String>,
+    /// Let the namespace use any registry (a grant without registries). Required, on purpose,
+    /// when no --registry is given.
+    #[arg(long, conflicts_with = "registries")]
+    any_registry: bool,
     /// When the grant ends: a duration from now (90d, 12h, 2w, 1d12h), an RFC 3339 time or a
     /// date (midnight UTC). Without it the grant does not expire.
     #[arg(long, value_name = "WHEN")]
@@ -161,16 +175,39 @@ async fn apply(
         dry_run,
         field_manager: Some("kubectl-byoc".into()),
     };
-    let existing = api
+    let existing = cluster::stored_grants(client)
         .get_opt(name)
         .await
         .grant_context(|| format!("read ByocGrant {name}"))?;
-    let Some(mut grant) = existing else {
-        let grant = api
-            .create(&pp, &ByocGrant::new(name, spec))
-            .await
-            .grant_context(|| format!("create ByocGrant {name}"))?;
-        return Ok((grant, Action::Created));
+    let (mut grant, readable) = match existing {
+        Some(StoredGrant::Readable(grant)) => (grant, true),
+        // What cannot be read is overwritten with the flags, as an update would be.
+        Some(StoredGrant::Unreadable(u)) if u.namespace.as_ref() == Some(&spec.namespace) => {
+            eprintln!(
+                "warning: byocgrant/{name} could not be read ({}); replacing its spec",
+                u.error
+            );
+            let grant = ByocGrant {
+                metadata: u.metadata,
+                spec: spec.clone(),
+                status: None,
+            };
+            (grant, false)
+        }
+        Some(StoredGrant::Unreadable(u)) => {
+            return Err(Failure::Usage(format!(
+                "ByocGrant {name} exists but cannot be read ({}) and is not for namespace {}: \
+                 choose another --name, or delete it (kubectl byoc revoke --name {name})",
+                u.error, spec.namespace
+            )));
+        }
+        None => {
+            let grant = api
+                .create(&pp, &ByocGrant::new(name, spec))
+                .await
+                .grant_context(|| format!("create ByocGrant {name}"))?;
+            return Ok((grant, Action::Created));
+        }
     };
     if grant.spec.namespace != spec.namespace {
         return Err(Failure::Usage(format!(
@@ -184,7 +221,7 @@ async fn apply(
             "ByocGrant {name} is being deleted: wait until it is gone, or choose another --name"
         )));
     }
-    if grant.spec == spec {
+    if readable && grant.spec == spec {
         return Ok((grant, Action::Unchanged));
     }
     grant.spec = spec;
@@ -240,17 +277,24 @@ async fn wait_ready(
     grant: &ByocGrant,
     timeout: Duration,
 ) -> Result<bool, Failure> {
-    let api = cluster::grants(client);
+    let api = cluster::stored_grants(client);
     let name = grant.metadata.name.clone().unwrap_or_default();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let Some(current) = api
+        let current = match api
             .get_opt(&name)
             .await
             .grant_context(|| format!("read ByocGrant {name}"))?
-        else {
-            eprintln!("byocgrant/{name} was deleted while waiting for it");
-            return Ok(false);
+        {
+            Some(StoredGrant::Readable(current)) => current,
+            Some(StoredGrant::Unreadable(u)) => {
+                eprintln!("byocgrant/{name} cannot be read any more: {}", u.error);
+                return Ok(false);
+            }
+            None => {
+                eprintln!("byocgrant/{name} was deleted while waiting for it");
+                return Ok(false);
+            }
         };
         let view = GrantView::new(&current, duration::now());
         if view.ready != "Unknown" {
@@ -309,6 +353,7 @@ mod tests {
             "--expires",
             "90d",
         ]);
+        assert!(!a.any_registry);
         let s = spec(&a, now).unwrap();
         assert_eq!(s.registries, ["quay.io", "ghcr.io/x"]);
         assert_eq!(
@@ -317,21 +362,29 @@ mod tests {
         );
         assert_eq!(a.dry_run, None);
         assert_eq!(
-            args(&["x", "--reason", "r", "--dry-run"]).dry_run,
+            args(&["x", "--reason", "r", "--any-registry", "--dry-run"]).dry_run,
             Some(DryRun::Server)
         );
         assert_eq!(
-            args(&["x", "--reason", "r", "--dry-run=client"]).dry_run,
+            args(&[
+                "x",
+                "--reason",
+                "r",
+                "--registry",
+                "quay.io",
+                "--dry-run=client"
+            ])
+            .dry_run,
             Some(DryRun::Client)
         );
 
         let cases = [
             (
-                &["Tool_A", "--reason", "T1"][..],
+                &["Tool_A", "--reason", "T1", "--any-registry"][..],
                 "invalid grant: spec.namespace \"Tool_A\"",
             ),
             (
-                &["tool-a", "--reason", "  "],
+                &["tool-a", "--reason", "  ", "--any-registry"],
                 "invalid grant: spec.reason must not be empty",
             ),
             (
@@ -339,11 +392,25 @@ mod tests {
                 "must not include a URL scheme",
             ),
             (
-                &["tool-a", "--reason", "T1", "--expires", "2020-01-01"],
+                &[
+                    "tool-a",
+                    "--reason",
+                    "T1",
+                    "--any-registry",
+                    "--expires",
+                    "2020-01-01",
+                ],
                 "--expires \"2020-01-01\" is",
             ),
             (
-                &["tool-a", "--reason", "T1", "--expires", "soon"],
+                &[
+                    "tool-a",
+                    "--reason",
+                    "T1",
+                    "--any-registry",
+                    "--expires",
+                    "soon",
+                ],
                 "is neither a duration",
             ),
         ];
@@ -351,6 +418,49 @@ mod tests {
             let err = spec(&args(argv), now).unwrap_err().to_string();
             assert!(err.contains(want), "{argv:?}: {err}");
         }
+    }
+
+    #[test]
+    fn any_registry_only_on_purpose() {
+        let now: Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+        let any = args(&["tool-a", "--reason", "T1", "--any-registry"]);
+        assert!(any.any_registry);
+        assert!(
+            spec(&any, now).unwrap().registries.is_empty(),
+            "absent = any"
+        );
+        let some = args(&["tool-a", "--reason", "T1", "--registry", "quay.io"]);
+        assert_eq!(spec(&some, now).unwrap().registries, ["quay.io"]);
+
+        let parse = |argv: &[&str]| {
+            Cli::try_parse_from(std::iter::once("grant").chain(argv.iter().copied()))
+                .map(|_| ())
+                .unwrap_err()
+        };
+        // Neither: refused with a usage error that names both flags.
+        let neither = parse(&["tool-a", "--reason", "T1"]);
+        assert_eq!(
+            neither.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        let text = neither.to_string();
+        assert!(
+            text.contains("--registry <REGISTRY>") && text.contains("--any-registry"),
+            "{text}"
+        );
+        // Both: refused as a conflict.
+        let both = parse(&[
+            "tool-a",
+            "--reason",
+            "T1",
+            "--registry",
+            "quay.io",
+            "--any-registry",
+        ]);
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(both.to_string().contains("--any-registry"), "{both}");
+        assert_eq!(neither.exit_code(), 2);
+        assert_eq!(both.exit_code(), 2);
     }
 
     #[test]

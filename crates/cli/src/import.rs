@@ -2,12 +2,12 @@
 
 use std::collections::BTreeSet;
 
-use byoc_api::{ByocGrant, ByocGrantSpec};
+use byoc_api::{ByocGrant, ByocGrantSpec, StoredGrant};
 use clap::Args;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::PostParams;
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 
 use crate::Failure;
 use crate::allowlist::AllowList;
@@ -107,6 +107,7 @@ pub async fn run(args: ImportArgs) -> Result<bool, Failure> {
     let list = AllowList::parse(text);
     let now = duration::now();
     let grants = cluster::list_grants(&client).await?;
+    cluster::warn_unreadable(&grants);
     let steps = plan(&list, &grants, now);
     let reason = args.reason.clone().unwrap_or_else(|| {
         format!(
@@ -217,11 +218,11 @@ fn pick_key<'a>(
 }
 
 /// Decides every line against the existing grants, in line order.
-fn plan(list: &AllowList, grants: &[ByocGrant], now: Timestamp) -> Vec<Step> {
+fn plan(list: &AllowList, grants: &[StoredGrant], now: Timestamp) -> Vec<Step> {
     let mut steps = Vec::new();
     for entry in &list.entries {
         let ns = &entry.namespace;
-        let covering = grants.iter().find(|g| {
+        let covering = grants.iter().filter_map(StoredGrant::readable).find(|g| {
             &g.spec.namespace == ns
                 && g.spec.registries.is_empty()
                 && !g.is_expired_at(now)
@@ -229,7 +230,7 @@ fn plan(list: &AllowList, grants: &[ByocGrant], now: Timestamp) -> Vec<Step> {
         });
         let same_name = grants
             .iter()
-            .find(|g| g.metadata.name.as_deref() == Some(ns.as_str()));
+            .find(|g| g.meta().name.as_deref() == Some(ns.as_str()));
         let step = match (covering, same_name) {
             (Some(g), _) => Step::Skip {
                 line: entry.line,
@@ -239,7 +240,7 @@ fn plan(list: &AllowList, grants: &[ByocGrant], now: Timestamp) -> Vec<Step> {
                     g.metadata.name.as_deref().unwrap_or_default()
                 ),
             },
-            (None, Some(g)) => Step::Conflict {
+            (None, Some(StoredGrant::Readable(g))) => Step::Conflict {
                 line: entry.line,
                 namespace: ns.clone(),
                 why: format!(
@@ -247,6 +248,15 @@ fn plan(list: &AllowList, grants: &[ByocGrant], now: Timestamp) -> Vec<Step> {
                      then update or revoke it and run the import again",
                     describe(&g.spec, now),
                     g.spec.namespace
+                ),
+            },
+            (None, Some(StoredGrant::Unreadable(u))) => Step::Conflict {
+                line: entry.line,
+                namespace: ns.clone(),
+                why: format!(
+                    "byocgrant/{ns} exists but cannot be read ({}); fix or revoke it and run \
+                     the import again",
+                    u.error
                 ),
             },
             (None, None) => Step::Create {
@@ -317,7 +327,12 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    fn grant(name: &str, namespace: &str, registries: &[&str], expires: Option<&str>) -> ByocGrant {
+    fn grant(
+        name: &str,
+        namespace: &str,
+        registries: &[&str],
+        expires: Option<&str>,
+    ) -> StoredGrant {
         ByocGrant::new(
             name,
             ByocGrantSpec {
@@ -327,6 +342,7 @@ mod tests {
                 expires_at: expires.map(|e| Time(e.parse().unwrap())),
             },
         )
+        .into()
     }
 
     #[test]
@@ -334,7 +350,7 @@ mod tests {
         let now: Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
         let list = AllowList::parse(
             "tool-new\ntool-done\ntool-other-name\ntool-partial\ntool-expired\nBAD\ntool-new\n\
-             tool-both\n",
+             tool-both\ntool-bad\n",
         );
         let grants = [
             grant("tool-done", "tool-done", &[], None),
@@ -353,6 +369,12 @@ mod tests {
             ),
             // A narrower grant under another name does not cover the namespace: create.
             grant("tool-both-quay", "tool-both", &["quay.io"], None),
+            // An unreadable grant covers nothing, and its name is taken.
+            StoredGrant::from_value(&serde_json::json!({
+                "metadata": { "name": "tool-bad" },
+                "spec": { "namespace": "tool-bad", "reason": "r", "expiresAt": "+99:99" },
+            }))
+            .unwrap(),
         ];
         let steps = plan(&list, &grants, now);
         let summary: Vec<String> = steps
@@ -364,6 +386,8 @@ mod tests {
                 Step::Invalid { line, text, .. } => format!("{line} invalid {text}"),
             })
             .collect();
+        let (summary, unreadable) = summary.split_at(summary.len() - 1);
+        let unreadable = &unreadable[0];
         assert_eq!(
             summary,
             [
@@ -380,6 +404,17 @@ mod tests {
                 "7 skip repeats line 1",
                 "8 create tool-both",
             ]
+        );
+        let (head, tail) = unreadable
+            .split_once("(spec.expiresAt: ")
+            .expect("the field");
+        assert_eq!(
+            head,
+            "9 conflict byocgrant/tool-bad exists but cannot be read "
+        );
+        assert!(
+            tail.ends_with("); fix or revoke it and run the import again"),
+            "{tail}"
         );
         // After the creates, a second plan creates nothing.
         let mut after = grants.to_vec();

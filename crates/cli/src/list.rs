@@ -1,6 +1,7 @@
 //! `kubectl byoc list`: every grant, with the time it has left and whether it is applied.
 
-use byoc_api::{ByocGrant, ByocGrantSpec};
+use byoc_api::grant::registries_summary;
+use byoc_api::{ByocGrant, ByocGrantSpec, StoredGrant, UnreadableGrant};
 use clap::{Args, ValueEnum};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -17,10 +18,11 @@ use crate::table::Table;
     kubectl byoc list\n  \
     kubectl byoc list -n tool-wikibugs -o wide\n  \
     kubectl byoc list -o json | jq -r '.grants[] | select(.expired) | .name'\n\n\
-    Columns: EXPIRES is the time left (never, 89d, expired); READY is Unknown until the \
-    controller has reported on the grant's latest change. -o json and -o yaml print the \
-    stable format of docs/cli.md. Exit status: 0 listed (also when there is no grant), 2 API \
-    error.")]
+    Columns: REGISTRIES is `any` for a grant without registries; EXPIRES is the time left \
+    (never, 89d, expired); READY is Unknown until the controller has reported on the grant's \
+    latest change. A stored grant that cannot be read (it grants nothing) is listed with \
+    REASON Unreadable, and a warning on stderr says why. -o json and -o yaml print the stable \
+    format of docs/cli.md. Exit status: 0 listed (also when there is no grant), 2 API error.")]
 pub struct ListArgs {
     /// Only the grants of this namespace.
     #[arg(long, short = 'n', value_name = "NAMESPACE")]
@@ -47,21 +49,30 @@ pub enum ListFormat {
 pub async fn run(args: ListArgs) -> Result<bool, Failure> {
     let client = args.cluster.client().await?;
     let now = duration::now();
-    let grants: Vec<GrantView> = cluster::list_grants(&client)
+    let stored: Vec<StoredGrant> = cluster::list_grants(&client)
         .await?
-        .iter()
+        .into_iter()
+        // A grant whose namespace cannot be read may be for any namespace: it is shown.
         .filter(|g| {
             args.namespace
-                .as_ref()
-                .is_none_or(|ns| &g.spec.namespace == ns)
+                .as_deref()
+                .is_none_or(|ns| g.target_namespace().is_none_or(|t| t == ns))
         })
-        .map(|g| GrantView::new(g, now))
         .collect();
+    cluster::warn_unreadable(&stored);
+    let (mut grants, mut unreadable) = (Vec::new(), Vec::new());
+    for g in &stored {
+        match g {
+            StoredGrant::Readable(g) => grants.push(GrantView::new(g, now)),
+            StoredGrant::Unreadable(u) => unreadable.push(UnreadableView::new(u)),
+        }
+    }
+    let list = GrantList::new(grants, unreadable, now);
     let text = match args.output {
-        None => table(&grants, false, now),
-        Some(ListFormat::Wide) => table(&grants, true, now),
-        Some(ListFormat::Json) => ObjectFormat::Json.render(&GrantList::new(grants, now))?,
-        Some(ListFormat::Yaml) => ObjectFormat::Yaml.render(&GrantList::new(grants, now))?,
+        None => table(&list, false, now),
+        Some(ListFormat::Wide) => table(&list, true, now),
+        Some(ListFormat::Json) => ObjectFormat::Json.render(&list)?,
+        Some(ListFormat::Yaml) => ObjectFormat::Yaml.render(&list)?,
     };
     if text.is_empty() {
         match &args.namespace {
@@ -82,15 +93,47 @@ pub struct GrantList {
     /// When the list was read; `secondsLeft` and `expired` are relative to it.
     time: Timestamp,
     grants: Vec<GrantView>,
+    /// Stored grants that do not read as ByocGrants; they grant nothing.
+    unreadable: Vec<UnreadableView>,
 }
 
 impl GrantList {
-    fn new(grants: Vec<GrantView>, time: Timestamp) -> Self {
+    fn new(grants: Vec<GrantView>, unreadable: Vec<UnreadableView>, time: Timestamp) -> Self {
         Self {
             kind: "ByocGrantList",
             version: 1,
             time,
             grants,
+            unreadable,
+        }
+    }
+}
+
+/// A stored grant that does not read, as `list` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreadableView {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.namespace`, when it can be read.
+    pub namespace: Option<String>,
+    /// Why the grant cannot be read, led by the field's path.
+    pub error: String,
+    /// `metadata.creationTimestamp`.
+    pub created_at: Option<Timestamp>,
+    /// Whether the grant is being deleted.
+    pub deleting: bool,
+}
+
+impl UnreadableView {
+    /// The view of `grant`.
+    pub fn new(grant: &UnreadableGrant) -> Self {
+        Self {
+            name: grant.metadata.name.clone().unwrap_or_default(),
+            namespace: grant.namespace.clone(),
+            error: grant.error.clone(),
+            created_at: grant.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            deleting: grant.metadata.deletion_timestamp.is_some(),
         }
     }
 }
@@ -161,15 +204,6 @@ impl GrantView {
     }
 }
 
-/// The REGISTRIES cell: `any`, or the entries joined with commas.
-pub fn registries_cell(registries: &[String]) -> String {
-    if registries.is_empty() {
-        "any".to_owned()
-    } else {
-        registries.join(",")
-    }
-}
-
 /// One line about a grant spec for messages: `namespace tool-a, registries quay.io, expires
 /// 2027-03-31T00:00:00Z (in 89d)`.
 pub fn describe(spec: &ByocGrantSpec, now: Timestamp) -> String {
@@ -186,9 +220,10 @@ pub fn describe(spec: &ByocGrantSpec, now: Timestamp) -> String {
     format!("namespace {}, {registries}, {expiry}", spec.namespace)
 }
 
-/// The table of `list` and `list -o wide`; empty when there are no grants.
-fn table(grants: &[GrantView], wide: bool, now: Timestamp) -> String {
-    if grants.is_empty() {
+/// The table of `list` and `list -o wide`; empty when there are no grants. Grants that do not
+/// read come last, with `?` where their spec would be.
+fn table(list: &GrantList, wide: bool, now: Timestamp) -> String {
+    if list.grants.is_empty() && list.unreadable.is_empty() {
         return String::new();
     }
     let mut headers = vec![
@@ -203,11 +238,11 @@ fn table(grants: &[GrantView], wide: bool, now: Timestamp) -> String {
         headers.extend(["EXPIRES-AT", "AGE", "JUSTIFICATION"]);
     }
     let mut t = Table::new(headers);
-    for g in grants {
+    for g in &list.grants {
         let mut row = vec![
             g.name.clone(),
             g.namespace.clone(),
-            registries_cell(&g.registries),
+            registries_summary(&g.registries),
             g.expires_at
                 .map_or_else(|| "never".to_owned(), |t| time_left(t, now)),
             g.ready.to_owned(),
@@ -225,6 +260,26 @@ fn table(grants: &[GrantView], wide: bool, now: Timestamp) -> String {
                     .map(|t| human(now.duration_since(t)))
                     .unwrap_or_default(),
                 g.reason.clone(),
+            ]);
+        }
+        t.push(row);
+    }
+    for u in &list.unreadable {
+        let mut row = vec![
+            u.name.clone(),
+            u.namespace.clone().unwrap_or_else(|| "?".to_owned()),
+            "?".to_owned(),
+            "?".to_owned(),
+            "False".to_owned(),
+            if u.deleting { "Deleting" } else { "Unreadable" }.to_owned(),
+        ];
+        if wide {
+            row.extend([
+                "?".to_owned(),
+                u.created_at
+                    .map(|t| human(now.duration_since(t)))
+                    .unwrap_or_default(),
+                u.error.clone(),
             ]);
         }
         t.push(row);
@@ -267,6 +322,7 @@ mod tests {
                 last_transition_time: Time(ts("2026-01-01T00:00:00Z")),
                 observed_generation: Some(generation),
             }],
+            registries: None,
         });
     }
 
@@ -301,15 +357,17 @@ mod tests {
         assert!(views[1].any_registry && views[1].seconds_left.is_none());
         assert_eq!((views[2].expired, views[2].seconds_left), (true, Some(0)));
 
-        let text = table(&views, false, now);
+        let list = GrantList::new(views, vec![unreadable("tool-d")], now);
+        let text = table(&list, false, now);
         assert_eq!(
             text,
             "NAME     NAMESPACE   REGISTRIES                  EXPIRES   READY     REASON\n\
              tool-a   tool-a      quay.io,ghcr.io/wikimedia   89d       True      Applied\n\
              tool-b   tool-b      any                         never     Unknown\n\
-             tool-c   tool-c      any                         expired   False     Expired\n"
+             tool-c   tool-c      any                         expired   False     Expired\n\
+             tool-d   tool-d      ?                           ?         False     Unreadable\n"
         );
-        let wide = table(&views, true, now);
+        let wide = table(&list, true, now);
         assert!(
             wide.lines()
                 .next()
@@ -319,7 +377,27 @@ mod tests {
         );
         assert!(wide.contains("2027-02-19T11:59:59Z"), "{wide}");
         assert!(wide.contains("T1: tool-c"), "{wide}");
-        assert_eq!(table(&[], true, now), "");
+        assert!(wide.contains("spec.expiresAt: "), "{wide}");
+        assert_eq!(table(&GrantList::new(vec![], vec![], now), true, now), "");
+        // Only an unreadable grant: still a table, with its row.
+        let only = table(
+            &GrantList::new(vec![], vec![unreadable("x")], now),
+            false,
+            now,
+        );
+        assert_eq!(only.lines().count(), 2, "{only}");
+    }
+
+    /// A stored grant for namespace `name` whose expiresAt does not read.
+    fn unreadable(name: &str) -> UnreadableView {
+        let object = serde_json::json!({
+            "metadata": { "name": name },
+            "spec": { "namespace": name, "reason": "r", "expiresAt": "2027-01-01T00:00:00+99:99" },
+        });
+        match StoredGrant::from_value(&object).unwrap() {
+            StoredGrant::Unreadable(u) => UnreadableView::new(&u),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -328,7 +406,7 @@ mod tests {
         let mut g = grant("tool-a", &["quay.io"], Some("2026-11-22T12:00:00Z"));
         g.metadata.creation_timestamp = Some(Time(ts("2026-11-01T00:00:00Z")));
         ready(&mut g, 2, "True", "Applied");
-        let list = GrantList::new(vec![GrantView::new(&g, now)], now);
+        let list = GrantList::new(vec![GrantView::new(&g, now)], vec![unreadable("bad")], now);
         assert_eq!(
             serde_json::to_value(&list).unwrap(),
             serde_json::json!({
@@ -348,6 +426,13 @@ mod tests {
                     "readyReason": "Applied",
                     "readyMessage": "Applied message",
                     "createdAt": "2026-11-01T00:00:00Z",
+                    "deleting": false
+                }],
+                "unreadable": [{
+                    "name": "bad",
+                    "namespace": "bad",
+                    "error": list.unreadable[0].error,
+                    "createdAt": null,
                     "deleting": false
                 }]
             })

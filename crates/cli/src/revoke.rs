@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use byoc_api::ByocGrant;
+use byoc_api::StoredGrant;
 use clap::{ArgGroup, Args};
-use jiff::SignedDuration;
-use kube::Client;
+use jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Preconditions};
+use kube::{Client, Resource};
 
 use crate::Failure;
 use crate::cluster::{self, ClusterArgs, Context};
@@ -26,7 +26,9 @@ use crate::output::emit;
     # In scripts: succeed when there is nothing to revoke; wait until the labels are gone\n  \
     kubectl byoc revoke tool-x --ignore-not-found --wait\n\n\
     Pods already running keep running; new pods (and changed images) from the revoked \
-    registries are refused once the controller has removed the namespace labels. Exit status: \
+    registries are refused once the controller has removed the namespace labels. A grant that \
+    cannot be read is revoked like any other (by --name when its namespace cannot be read \
+    either). Exit status: \
     0 revoked, 1 nothing to revoke (0 with --ignore-not-found) or --wait timed out, 2 invalid \
     input or API error."
 )]
@@ -57,6 +59,7 @@ pub struct RevokeArgs {
 pub async fn run(args: RevokeArgs) -> Result<bool, Failure> {
     let client = args.cluster.client().await?;
     let all = cluster::list_grants(&client).await?;
+    cluster::warn_unreadable(&all);
     let target = match (args.namespace.clone(), args.name.clone()) {
         (Some(ns), _) => Target::Namespace(ns),
         (None, Some(name)) => Target::Name(name),
@@ -76,12 +79,12 @@ pub async fn run(args: RevokeArgs) -> Result<bool, Failure> {
         return Ok(false);
     }
     let now = duration::now();
-    let api = cluster::grants(&client);
+    let api = cluster::stored_grants(&client);
     let mut deleted = Vec::new();
     let mut out = String::new();
     for grant in &targets {
-        let name = grant.metadata.name.clone().unwrap_or_default();
-        if grant.metadata.deletion_timestamp.is_some() {
+        let name = grant.meta().name.clone().unwrap_or_default();
+        if grant.meta().deletion_timestamp.is_some() {
             eprintln!("byocgrant/{name} is already being deleted");
             deleted.push(*grant);
             continue;
@@ -89,7 +92,7 @@ pub async fn run(args: RevokeArgs) -> Result<bool, Failure> {
         let dp = DeleteParams {
             dry_run: args.dry_run,
             preconditions: Some(Preconditions {
-                uid: grant.metadata.uid.clone(),
+                uid: grant.meta().uid.clone(),
                 resource_version: None,
             }),
             ..DeleteParams::default()
@@ -108,14 +111,16 @@ pub async fn run(args: RevokeArgs) -> Result<bool, Failure> {
         };
         out.push_str(&format!(
             "byocgrant/{name} deleted{dry}: {}\n",
-            describe(&grant.spec, now)
+            describe_stored(grant, now)
         ));
         deleted.push(*grant);
     }
     emit(&out)?;
     let remaining: Vec<&str> = all
         .iter()
-        .filter(|g| g.spec.namespace == namespace && !targets.contains(g) && !g.is_expired_at(now))
+        .filter(|g| !targets.contains(g))
+        .filter_map(StoredGrant::readable)
+        .filter(|g| g.spec.namespace == namespace && !g.is_expired_at(now))
         .filter_map(|g| g.metadata.name.as_deref())
         .collect();
     if !remaining.is_empty() {
@@ -145,21 +150,30 @@ enum Target {
     Name(String),
 }
 
+/// What a deleted grant granted: its spec, or why it could not be read.
+fn describe_stored(grant: &StoredGrant, now: Timestamp) -> String {
+    match grant {
+        StoredGrant::Readable(g) => describe(&g.spec, now),
+        StoredGrant::Unreadable(u) => format!("unreadable grant ({})", u.error),
+    }
+}
+
 /// The grants to delete, and the namespace they grant.
-fn select<'a>(all: &'a [ByocGrant], target: &Target) -> (Vec<&'a ByocGrant>, String) {
-    let targets: Vec<&ByocGrant> = all
+fn select<'a>(all: &'a [StoredGrant], target: &Target) -> (Vec<&'a StoredGrant>, String) {
+    let targets: Vec<&StoredGrant> = all
         .iter()
         .filter(|g| match target {
-            Target::Namespace(ns) => &g.spec.namespace == ns,
-            Target::Name(name) => g.metadata.name.as_ref() == Some(name),
+            Target::Namespace(ns) => g.target_namespace() == Some(ns.as_str()),
+            Target::Name(name) => g.meta().name.as_ref() == Some(name),
         })
         .collect();
     let namespace = match target {
         Target::Namespace(ns) => ns.clone(),
         Target::Name(_) => targets
             .first()
-            .map(|g| g.spec.namespace.clone())
-            .unwrap_or_default(),
+            .and_then(|g| g.target_namespace())
+            .unwrap_or_default()
+            .to_owned(),
     };
     (targets, namespace)
 }
@@ -168,19 +182,19 @@ fn select<'a>(all: &'a [ByocGrant], target: &Target) -> (Vec<&'a ByocGrant>, Str
 /// labels).
 async fn wait_gone(
     client: &Client,
-    grants: &[&ByocGrant],
+    grants: &[&StoredGrant],
     timeout: Duration,
 ) -> Result<bool, Failure> {
-    let api = cluster::grants(client);
+    let api = cluster::stored_grants(client);
     let deadline = tokio::time::Instant::now() + timeout;
     for grant in grants {
-        let name = grant.metadata.name.clone().unwrap_or_default();
+        let name = grant.meta().name.clone().unwrap_or_default();
         loop {
             let current = api
                 .get_opt(&name)
                 .await
                 .grant_context(|| format!("read ByocGrant {name}"))?;
-            if current.is_none_or(|g| g.metadata.uid != grant.metadata.uid) {
+            if current.is_none_or(|g| g.meta().uid != grant.meta().uid) {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -201,9 +215,10 @@ async fn wait_gone(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use byoc_api::ByocGrantSpec;
+    use byoc_api::{ByocGrant, ByocGrantSpec};
+    use serde_json::json;
 
-    fn grant(name: &str, namespace: &str) -> ByocGrant {
+    fn grant(name: &str, namespace: &str) -> StoredGrant {
         ByocGrant::new(
             name,
             ByocGrantSpec {
@@ -213,6 +228,18 @@ mod tests {
                 expires_at: None,
             },
         )
+        .into()
+    }
+
+    /// A stored grant whose expiresAt does not read; `namespace` as stored.
+    fn unreadable(name: &str, namespace: serde_json::Value) -> StoredGrant {
+        let object = json!({
+            "metadata": { "name": name },
+            "spec": { "namespace": namespace, "reason": "r", "expiresAt": "2027-01-01T00:00:00x5Z" },
+        });
+        let stored = StoredGrant::from_value(&object).unwrap();
+        assert!(stored.readable().is_none());
+        stored
     }
 
     #[test]
@@ -220,19 +247,33 @@ mod tests {
         let all = [
             grant("a", "tool-a"),
             grant("a-2", "tool-a"),
+            unreadable("a-bad", json!("tool-a")),
             grant("b", "tool-b"),
+            unreadable("lost", json!(7)),
         ];
-        let names = |(v, ns): (Vec<&ByocGrant>, String)| {
-            let names: Vec<String> = v.iter().map(|g| g.metadata.name.clone().unwrap()).collect();
+        let names = |(v, ns): (Vec<&StoredGrant>, String)| {
+            let names: Vec<String> = v.iter().map(|g| g.meta().name.clone().unwrap()).collect();
             (names, ns)
         };
         assert_eq!(
             names(select(&all, &Target::Namespace("tool-a".into()))),
-            (vec!["a".into(), "a-2".into()], "tool-a".into())
+            (
+                vec!["a".into(), "a-2".into(), "a-bad".into()],
+                "tool-a".into()
+            )
         );
         assert_eq!(
             names(select(&all, &Target::Name("a-2".into()))),
             (vec!["a-2".into()], "tool-a".into())
+        );
+        assert_eq!(
+            names(select(&all, &Target::Name("a-bad".into()))),
+            (vec!["a-bad".into()], "tool-a".into())
+        );
+        // Without a readable namespace, only its name reaches it.
+        assert_eq!(
+            names(select(&all, &Target::Name("lost".into()))),
+            (vec!["lost".into()], String::new())
         );
         assert_eq!(
             names(select(&all, &Target::Namespace("tool-c".into()))),
@@ -241,6 +282,20 @@ mod tests {
         assert_eq!(
             names(select(&all, &Target::Name("zzz".into()))),
             (vec![], String::new())
+        );
+    }
+
+    #[test]
+    fn deleted_grants_are_described() {
+        let now: Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            describe_stored(&grant("a", "tool-a"), now),
+            "namespace tool-a, any registry, never expires"
+        );
+        let text = describe_stored(&unreadable("b", json!("tool-b")), now);
+        assert!(
+            text.starts_with("unreadable grant (spec.expiresAt: "),
+            "{text}"
         );
     }
 }

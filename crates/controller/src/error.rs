@@ -50,6 +50,16 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// Removing the finalizer of a deleted grant that does not read failed.
+    #[error("cannot remove the finalizer of ByocGrant {grant}: {source}")]
+    RemoveFinalizer {
+        /// The grant.
+        grant: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+
     /// Adding or removing the finalizer failed, or the apply/cleanup inside it did.
     #[error(transparent)]
     Finalizer(#[from] Box<finalizer::Error<Error>>),
@@ -63,6 +73,7 @@ impl Error {
             Self::RemoveForeignLabels { .. } => "remove_foreign_labels",
             Self::EncodeLabels { .. } => "encode_labels",
             Self::PatchStatus { .. } => "patch_status",
+            Self::RemoveFinalizer { .. } => "remove_finalizer",
             Self::Finalizer(e) => match &**e {
                 finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
                     inner.metric_label()

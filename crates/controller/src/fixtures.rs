@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use byoc_api::grant::READY;
-use byoc_api::{ByocGrant, ByocGrantSpec, ByocGrantStatus};
+use byoc_api::{ByocGrant, ByocGrantSpec, ByocGrantStatus, StoredGrant};
 use http::{Method, Request, Response, StatusCode};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
@@ -45,6 +45,29 @@ pub fn grant(name: &str, namespace: &str, registries: &[&str], expires: Option<&
     g
 }
 
+/// `grant` as the controller's watch delivers it.
+pub fn stored(grant: ByocGrant) -> Arc<StoredGrant> {
+    Arc::new(grant.into())
+}
+
+/// A stored grant at generation 1 for `namespace` whose `expiresAt` does not read (ten
+/// fractional digits), with `finalizers`, as the watch delivers it.
+pub fn unreadable(name: &str, namespace: &str, finalizers: &[&str]) -> StoredGrant {
+    let object = json!({
+        "apiVersion": "byoc.toolforge.org/v1alpha1",
+        "kind": "ByocGrant",
+        "metadata": { "name": name, "generation": 1, "finalizers": finalizers },
+        "spec": {
+            "namespace": namespace,
+            "reason": "test",
+            "expiresAt": "2027-03-31T00:00:00.1234567891Z",
+        },
+    });
+    let stored = StoredGrant::from_value(&object).expect("metadata reads");
+    assert!(stored.readable().is_none(), "{stored:?}");
+    stored
+}
+
 /// A finalized grant whose status already says `reason` with `message`.
 pub fn grant_with_status(
     name: &str,
@@ -64,6 +87,7 @@ pub fn grant_with_status(
             observed_generation: Some(1),
             last_transition_time: Time(ts("2026-01-01T00:00:00Z")),
         }],
+        registries: Some(byoc_api::grant::registries_summary(&g.spec.registries)),
     });
     g
 }
@@ -111,12 +135,28 @@ pub struct Scenario {
 impl Scenario {
     /// A scenario in which this replica leads.
     pub fn new(grants: Vec<ByocGrant>, namespaces: Vec<Namespace>) -> Self {
-        Self::with(grants, namespaces, true, true)
+        Self::stored(grants.into_iter().map(Into::into).collect(), namespaces)
+    }
+
+    /// A scenario in which this replica leads, with grants as the watch delivers them.
+    pub fn stored(grants: Vec<StoredGrant>, namespaces: Vec<Namespace>) -> Self {
+        Self::build(
+            grants,
+            namespaces,
+            true,
+            tokio::sync::watch::channel(true).1,
+        )
     }
 
     /// A scenario in which this replica is a standby.
     pub fn standby(grants: Vec<ByocGrant>, namespaces: Vec<Namespace>) -> Self {
-        Self::with(grants, namespaces, false, true)
+        let grants = grants.into_iter().map(Into::into).collect();
+        Self::build(
+            grants,
+            namespaces,
+            false,
+            tokio::sync::watch::channel(true).1,
+        )
     }
 
     /// A scenario in which this replica leads but its caches have not been filled; returns the
@@ -126,25 +166,12 @@ impl Scenario {
         namespaces: Vec<Namespace>,
     ) -> (Self, tokio::sync::watch::Sender<bool>) {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let grants = grants.into_iter().map(Into::into).collect();
         (Self::build(grants, namespaces, true, rx), tx)
     }
 
-    fn with(
-        grants: Vec<ByocGrant>,
-        namespaces: Vec<Namespace>,
-        leader: bool,
-        synced: bool,
-    ) -> Self {
-        Self::build(
-            grants,
-            namespaces,
-            leader,
-            tokio::sync::watch::channel(synced).1,
-        )
-    }
-
     fn build(
-        grants: Vec<ByocGrant>,
+        grants: Vec<StoredGrant>,
         namespaces: Vec<Namespace>,
         leader: bool,
         synced: tokio::sync::watch::Receiver<bool>,
@@ -347,6 +374,18 @@ impl Step {
                 assert!(ready["lastTransitionTime"].is_string(), "{body}");
             }),
             answer: Answer::Object(json!(grant(name, "tool-a", &[], None))),
+        }
+    }
+
+    /// This step, with `check` run on the request body too.
+    pub fn also(self, check: impl FnOnce(&Value) + Send + 'static) -> Self {
+        let first = self.check;
+        Self {
+            check: Box::new(move |body| {
+                first(body);
+                check(body);
+            }),
+            ..self
         }
     }
 

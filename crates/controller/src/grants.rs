@@ -1,11 +1,14 @@
 //! The ByocGrant reconciler: finalizer, namespace labels, `Ready` condition, events, and a
-//! requeue at the grant's expiry.
+//! requeue at the grant's expiry. A stored grant that does not read grants nothing and is
+//! reported; the others are reconciled as usual.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use byoc_api::ByocGrant;
+use byoc_api::{ByocGrant, ByocGrantStatus, StoredGrant, UnreadableGrant};
 use jiff::Timestamp;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{PatchOperation, RemoveOperation, TestOperation};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -32,17 +35,25 @@ pub const RESYNC: Duration = Duration::from_secs(600);
 pub const RETRY: Duration = Duration::from_secs(5);
 
 /// Reconciles one grant; a standby does nothing.
-#[instrument(skip_all, fields(grant = %grant.name_any(), namespace = %grant.spec.namespace))]
-pub async fn reconcile(grant: Arc<ByocGrant>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[instrument(skip_all, fields(grant = %stored.name_any(), namespace = stored.target_namespace()))]
+pub async fn reconcile(stored: Arc<StoredGrant>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.leadership.is_leader() || !ctx.caches_synced().await {
         return Ok(Action::await_change());
     }
     let _timer = ctx.metrics.reconcile(Reconciler::Grant);
+    match &*stored {
+        StoredGrant::Readable(grant) => reconcile_readable(Arc::new(grant.clone()), &ctx).await,
+        StoredGrant::Unreadable(grant) => reconcile_unreadable(&stored, grant, &ctx).await,
+    }
+}
+
+/// Reconciles a grant that reads: the finalizer, then [`apply`] or [`cleanup`].
+async fn reconcile_readable(grant: Arc<ByocGrant>, ctx: &Context) -> Result<Action, Error> {
     let api: Api<ByocGrant> = Api::all(ctx.client.clone());
     finalizer(&api, FINALIZER, grant, |event| async {
         match event {
-            finalizer::Event::Apply(grant) => apply(&grant, &ctx).await,
-            finalizer::Event::Cleanup(grant) => cleanup(&grant, &ctx).await,
+            finalizer::Event::Apply(grant) => apply(&grant, ctx).await,
+            finalizer::Event::Cleanup(grant) => cleanup(&grant, ctx).await,
         }
     })
     .await
@@ -55,8 +66,80 @@ pub async fn reconcile(grant: Arc<ByocGrant>, ctx: Arc<Context>) -> Result<Actio
     })
 }
 
+/// A stored grant that does not read grants nothing: its namespace, when the spec names one,
+/// is brought in line without it (dropping the labels it carried while it read), and it is
+/// reported: `Ready` condition `Invalid` with the error (when the status can be written), a
+/// Warning event, and the `Invalid` gauge. Once deleted, its finalizer goes after that sync.
+async fn reconcile_unreadable(
+    stored: &StoredGrant,
+    grant: &UnreadableGrant,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let name = stored.name_any();
+    let synced = match &grant.namespace {
+        Some(namespace) => sync_namespace(ctx, namespace, now).await.map(|_| ()),
+        None => Ok(()),
+    };
+    if grant.metadata.deletion_timestamp.is_some() {
+        synced?;
+        remove_finalizer(stored, ctx).await?;
+        ctx.metrics.grant_deleted(&name);
+        info!("unreadable grant deleted");
+        return Ok(Action::await_change());
+    }
+    warn!(error = %grant.error, "grant cannot be read; it grants nothing");
+    let verdict = Verdict::unreadable(&grant.error);
+    ctx.metrics.grant_state(&name, verdict.reason);
+    let generation = grant.metadata.generation;
+    publish(
+        stored,
+        grant.status.as_ref(),
+        generation,
+        &verdict,
+        ctx,
+        now,
+    )
+    .await?;
+    synced?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Removes [`FINALIZER`] from a grant that has it, as kube's finalizer helper does: a JSON
+/// patch that first tests the entry is still where it was.
+async fn remove_finalizer(stored: &StoredGrant, ctx: &Context) -> Result<(), Error> {
+    let finalizers = stored.finalizers();
+    let Some(index) = finalizers.iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let path = || PointerBuf::from_tokens(["metadata", "finalizers", &index.to_string()]);
+    let patch = json_patch::Patch(vec![
+        PatchOperation::Test(TestOperation {
+            path: path(),
+            value: FINALIZER.into(),
+        }),
+        PatchOperation::Remove(RemoveOperation { path: path() }),
+    ]);
+    let api: Api<StoredGrant> = Api::all(ctx.client.clone());
+    match api
+        .patch::<()>(
+            &stored.name_any(),
+            &PatchParams::default(),
+            &Patch::Json(patch),
+        )
+        .await
+    {
+        // Gone already, or the finalizer moved: the next event tells.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 422 => Ok(()),
+        result => result.map(|_| ()).map_err(|source| Error::RemoveFinalizer {
+            grant: stored.name_any(),
+            source,
+        }),
+    }
+}
+
 /// Counts and logs a failed reconcile, and retries it after [`RETRY`].
-pub fn error_policy(grant: Arc<ByocGrant>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(grant: Arc<StoredGrant>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(grant = %grant.name_any(), error = %error, "reconcile failed");
     ctx.metrics.error(Reconciler::Grant, error);
     Action::requeue(RETRY)
@@ -65,10 +148,15 @@ pub fn error_policy(grant: Arc<ByocGrant>, error: &Error, ctx: Arc<Context>) -> 
 /// The grants that target `namespace` and are not being deleted: what a namespace change
 /// should reconcile. (A deleted grant's cleanup has its own trigger; re-running it because of
 /// its own label removal would only race its disappearance.)
-pub fn targeting(grants: &Store<ByocGrant>, namespace: &Namespace) -> Vec<ObjectRef<ByocGrant>> {
+pub fn targeting(
+    grants: &Store<StoredGrant>,
+    namespace: &Namespace,
+) -> Vec<ObjectRef<StoredGrant>> {
     let name = namespace.name_any();
     grants
-        .state_filter(|g| g.spec.namespace == name && g.metadata.deletion_timestamp.is_none())
+        .state_filter(|g| {
+            g.target_namespace() == Some(name.as_str()) && g.meta().deletion_timestamp.is_none()
+        })
         .iter()
         .map(|g| ObjectRef::from_obj(&**g))
         .collect()
@@ -80,7 +168,8 @@ async fn apply(grant: &ByocGrant, ctx: &Context) -> Result<Action, Error> {
     let standing = Standing::of(grant, now);
     let synced = sync_namespace(ctx, &grant.spec.namespace, now).await;
     let verdict = Verdict::new(grant, &standing, synced.as_ref().copied());
-    publish(grant, &verdict, ctx, now).await?;
+    let generation = grant.metadata.generation;
+    publish(grant, grant.status.as_ref(), generation, &verdict, ctx, now).await?;
     // After the status: the gauge never runs ahead of what the API shows.
     ctx.metrics.grant_state(&grant.name_any(), verdict.reason);
     synced?;
@@ -98,30 +187,35 @@ async fn cleanup(grant: &ByocGrant, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// Writes the status when it changed, and tells the story in an event when the condition did.
-async fn publish(
-    grant: &ByocGrant,
+/// Writes the status of `grant` (at `generation`, now `current`) when it changed, and tells
+/// the story in an event when the condition did. The response is read as a [`StoredGrant`], so
+/// an object that does not read can still be reported.
+async fn publish<K: Resource<DynamicType = ()>>(
+    grant: &K,
+    current: Option<&ByocGrantStatus>,
+    generation: Option<i64>,
     verdict: &Verdict,
     ctx: &Context,
     now: Timestamp,
 ) -> Result<(), Error> {
-    let event = verdict.event(grant.ready_condition());
-    if let Some(status) = next_status(grant, verdict, now) {
-        let api: Api<ByocGrant> = Api::all(ctx.client.clone());
+    let event = verdict.event(current.and_then(ByocGrantStatus::ready_condition));
+    if let Some(status) = next_status(current, generation, verdict, now) {
+        let api: Api<StoredGrant> = Api::all(ctx.client.clone());
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        api.patch_status(
-            &grant.name_any(),
-            &params,
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .map_err(|source| Error::PatchStatus {
-            grant: grant.name_any(),
-            source,
-        })?;
+        let mut body = json!({ "status": status });
+        // A merge patch removes a field only when told so with null.
+        if status.registries.is_none() {
+            body["status"]["registries"] = serde_json::Value::Null;
+        }
+        api.patch_status(&grant.name_any(), &params, &Patch::Merge(body))
+            .await
+            .map_err(|source| Error::PatchStatus {
+                grant: grant.name_any(),
+                source,
+            })?;
         ctx.metrics.status_write();
         info!(reason = verdict.reason.as_str(), message = %verdict.message, "status updated");
     }
@@ -132,7 +226,7 @@ async fn publish(
 }
 
 /// Publishes an event about `grant`; events are best effort, a failure is only logged.
-async fn emit(grant: &ByocGrant, event: &Event, ctx: &Context) {
+async fn emit<K: Resource<DynamicType = ()>>(grant: &K, event: &Event, ctx: &Context) {
     if let Err(error) = ctx.recorder.publish(event, &grant.object_ref(&())).await {
         warn!(%error, reason = %event.reason, "cannot publish event");
     }
@@ -153,7 +247,9 @@ fn requeue(standing: &Standing, now: Timestamp) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{Finalized, Scenario, Step, grant, grant_with_status, namespace, ts};
+    use crate::fixtures::{
+        Finalized, Scenario, Step, grant, grant_with_status, namespace, stored, ts, unreadable,
+    };
     use http::Method;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -190,7 +286,7 @@ mod tests {
         let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
         let steps = vec![Step::add_finalizer("g")];
         let action = scenario
-            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .check(steps, reconcile(stored(g), scenario.ctx()))
             .await;
         assert_eq!(action.unwrap(), Action::await_change());
     }
@@ -212,7 +308,7 @@ mod tests {
             Step::event("Applied"),
         ];
         let action = scenario
-            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .check(steps, reconcile(stored(g), scenario.ctx()))
             .await;
         assert_eq!(action.unwrap(), Action::requeue(RESYNC));
         let text = scenario.metrics();
@@ -239,7 +335,7 @@ mod tests {
         );
         let scenario = Scenario::new(vec![g.clone()], vec![ns]);
         let action = scenario
-            .check(vec![], reconcile(Arc::new(g), scenario.ctx()))
+            .check(vec![], reconcile(stored(g), scenario.ctx()))
             .await;
         assert_eq!(action.unwrap(), Action::requeue(RESYNC));
         let text = scenario.metrics();
@@ -259,7 +355,7 @@ mod tests {
         let g = grant("g", "tool-a", &["quay.io"], None);
         let scenario = Scenario::standby(vec![g.clone()], vec![namespace("tool-a", &[])]);
         let action = scenario
-            .check(vec![], reconcile(Arc::new(g), scenario.ctx()))
+            .check(vec![], reconcile(stored(g), scenario.ctx()))
             .await;
         assert_eq!(action.unwrap(), Action::await_change());
         assert!(!scenario.metrics().contains("reconciles_total{"));
@@ -273,7 +369,7 @@ mod tests {
             Scenario::unsynced(vec![g.clone()], vec![namespace("tool-a", &[])]);
         let ctx = scenario.ctx();
         let work = async {
-            let pending = tokio::spawn(reconcile(Arc::new(g), ctx.clone()));
+            let pending = tokio::spawn(reconcile(stored(g), ctx.clone()));
             tokio::time::sleep(Duration::from_millis(50)).await;
             assert!(
                 !pending.is_finished(),
@@ -305,7 +401,7 @@ mod tests {
             Step::remove_labels("tool-a", &["byoc.toolforge.org/any"]),
         ];
         scenario
-            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .check(steps, reconcile(stored(g), scenario.ctx()))
             .await
             .unwrap();
     }
@@ -319,7 +415,7 @@ mod tests {
             Step::event("NamespaceNotFound"),
         ];
         scenario
-            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .check(steps, reconcile(stored(g), scenario.ctx()))
             .await
             .unwrap();
     }
@@ -339,7 +435,7 @@ mod tests {
             Step::event("Expired"),
         ];
         scenario
-            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .check(steps, reconcile(stored(g), scenario.ctx()))
             .await
             .unwrap();
     }
@@ -367,7 +463,7 @@ mod tests {
             Step::remove_finalizer("g"),
         ];
         let action = scenario
-            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .check(steps, reconcile(stored(g), scenario.ctx()))
             .await;
         assert_eq!(action.unwrap(), Action::await_change());
     }
@@ -379,7 +475,7 @@ mod tests {
         let scenario = Scenario::new(vec![g.clone()], vec![]);
         let steps = vec![Step::remove_finalizer("g")];
         scenario
-            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .check(steps, reconcile(stored(g), scenario.ctx()))
             .await
             .unwrap();
     }
@@ -398,7 +494,7 @@ mod tests {
             ),
         ];
         let action = scenario
-            .check(steps, reconcile(Arc::new(g), scenario.ctx()))
+            .check(steps, reconcile(stored(g), scenario.ctx()))
             .await;
         assert_eq!(action.unwrap(), Action::await_change());
     }
@@ -414,14 +510,11 @@ mod tests {
         ];
         let ctx = scenario.ctx();
         let result = scenario
-            .check(steps, reconcile(Arc::new(g.clone()), ctx.clone()))
+            .check(steps, reconcile(stored(g.clone()), ctx.clone()))
             .await;
         let error = result.unwrap_err();
         assert_eq!(error.metric_label(), "apply_labels");
-        assert_eq!(
-            error_policy(Arc::new(g), &error, ctx),
-            Action::requeue(RETRY)
-        );
+        assert_eq!(error_policy(stored(g), &error, ctx), Action::requeue(RETRY));
         let text = scenario.metrics();
         assert!(
             text.contains(
@@ -433,6 +526,114 @@ mod tests {
             text.contains(r#"byoc_controller_grants{state="Error"} 1"#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_grant_is_reported_and_grants_nothing() {
+        // It carried quay.io while it read; a good grant of the same namespace carries ghcr.io.
+        let bad = unreadable("bad", "tool-a", &[FINALIZER]);
+        let good = grant("good", "tool-a", &["ghcr.io"], None).finalized();
+        let ns = namespace(
+            "tool-a",
+            &[
+                ("byoc.toolforge.org/quay.io", "never"),
+                ("byoc.toolforge.org/ghcr.io", "never"),
+            ],
+        );
+        let scenario = Scenario::stored(vec![bad.clone(), good.into()], vec![ns]);
+        let steps = vec![
+            Step::apply_labels(
+                "tool-a",
+                json!({ "byoc.toolforge.org/ghcr.io": "never" }),
+                &[],
+            ),
+            Step::status("bad", "False", "Invalid").also(|body| {
+                let status = &body["status"];
+                // Cleared explicitly: a merge patch keeps what it does not mention.
+                assert_eq!(status["registries"], json!(null), "{body}");
+                let message = status["conditions"][0]["message"]
+                    .as_str()
+                    .unwrap_or_default();
+                assert!(
+                    message.starts_with(
+                        "this grant cannot be read, so it grants nothing: spec.expiresAt: "
+                    ),
+                    "{body}"
+                );
+            }),
+            Step::event("Invalid").also(|body| assert_eq!(body["type"], "Warning", "{body}")),
+        ];
+        let action = scenario
+            .check(steps, reconcile(Arc::new(bad), scenario.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::requeue(RESYNC));
+        let text = scenario.metrics();
+        assert!(
+            text.contains(r#"byoc_controller_grants{state="Invalid"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_grant_without_a_namespace_is_only_reported() {
+        let mut object = json!({
+            "metadata": { "name": "bad", "generation": 1 },
+            "spec": { "namespace": 7, "reason": "test" },
+        });
+        let bad = StoredGrant::from_value(&object).unwrap();
+        let scenario = Scenario::stored(vec![bad.clone()], vec![namespace("tool-a", &[])]);
+        let steps = vec![
+            Step::status("bad", "False", "Invalid"),
+            Step::event("Invalid"),
+        ];
+        scenario
+            .check(steps, reconcile(Arc::new(bad), scenario.ctx()))
+            .await
+            .unwrap();
+        // Its status says so already: nothing more is written.
+        object["status"] = json!({
+            "observedGeneration": 1,
+            "conditions": [{
+                "type": "Ready", "status": "False", "reason": "Invalid",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+                "observedGeneration": 1,
+                "message": "this grant cannot be read, so it grants nothing: spec.namespace: \
+                            invalid type: integer `7`, expected a string; fix it or delete it",
+            }],
+        });
+        let settled = StoredGrant::from_value(&object).unwrap();
+        let scenario = Scenario::stored(vec![settled.clone()], vec![]);
+        scenario
+            .check(vec![], reconcile(Arc::new(settled), scenario.ctx()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_deleted_unreadable_grant_loses_its_labels_then_its_finalizer() {
+        let mut bad = unreadable("bad", "tool-a", &["other.example/keep", FINALIZER]);
+        bad.meta_mut().deletion_timestamp = Some(Time(ts("2026-01-01T00:00:00Z")));
+        let ns = namespace("tool-a", &[("byoc.toolforge.org/quay.io", "never")]);
+        let scenario = Scenario::stored(vec![bad.clone()], vec![ns]);
+        let steps = vec![
+            Step::apply_labels("tool-a", json!(null), &[]),
+            Step::remove_finalizer("bad").also(|body| {
+                assert_eq!(body[0]["path"], "/metadata/finalizers/1", "{body}");
+            }),
+        ];
+        let action = scenario
+            .check(steps, reconcile(Arc::new(bad), scenario.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::await_change());
+
+        // Without our finalizer there is nothing to remove.
+        let mut bare = unreadable("bare", "tool-b", &[]);
+        bare.meta_mut().deletion_timestamp = Some(Time(ts("2026-01-01T00:00:00Z")));
+        let scenario = Scenario::stored(vec![bare.clone()], vec![]);
+        scenario
+            .check(vec![], reconcile(Arc::new(bare), scenario.ctx()))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

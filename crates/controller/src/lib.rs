@@ -6,7 +6,9 @@
 //!
 //! - [`grants`], keyed on ByocGrants and also triggered by changes of the namespaces they
 //!   target: a finalizer so that deletion removes the grant's labels, the `Ready` condition,
-//!   events, and a requeue at `expiresAt`;
+//!   events, and a requeue at `expiresAt`. Grants are watched as [`byoc_api::StoredGrant`]s, so
+//!   one stored object that does not read is reported (condition `Invalid`, a Warning event,
+//!   the `Invalid` gauge) and grants nothing, while every other grant is reconciled;
 //! - [`namespaces`], keyed on Namespaces: removes labels under the prefix from namespaces that
 //!   no grant targets (hand-made or left over).
 //!
@@ -29,7 +31,7 @@ mod fixtures;
 
 use std::sync::Arc;
 
-use byoc_api::ByocGrant;
+use byoc_api::StoredGrant;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -48,8 +50,8 @@ pub const FIELD_MANAGER: &str = "byoc-controller";
 pub struct Context {
     /// The API client.
     pub client: Client,
-    /// Every ByocGrant, as the watch last saw it.
-    pub grants: Store<ByocGrant>,
+    /// Every ByocGrant, as the watch last saw it; those that do not read are kept as such.
+    pub grants: Store<StoredGrant>,
     /// Every Namespace, as the watch last saw it.
     pub namespaces: Store<Namespace>,
     /// Whether this replica may write.
@@ -68,7 +70,7 @@ impl Context {
     /// turns true once both stores have been filled.
     pub fn new(
         client: Client,
-        grants: Store<ByocGrant>,
+        grants: Store<StoredGrant>,
         namespaces: Store<Namespace>,
         leadership: Leadership,
         metrics: Arc<Metrics>,

@@ -29,7 +29,10 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
     let _timer = ctx.metrics.reconcile(Reconciler::Namespace);
     let name = namespace.name_any();
     let carries_ours = namespace.labels().keys().any(|k| labels::is_owned_key(k));
-    let targeted = ctx.grants.find(|g| g.spec.namespace == name).is_some();
+    let targeted = ctx
+        .grants
+        .find(|g| g.target_namespace() == Some(name.as_str()))
+        .is_some();
     if carries_ours || targeted {
         sync_namespace(&ctx, &name, Timestamp::now()).await?;
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use byoc_api::ByocGrant;
+use byoc_api::StoredGrant;
 use byoc_runtime::{AdminServer, Readiness, Shutdown};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -85,7 +85,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
 
     let config = controller::Config::default().concurrency(settings.concurrency);
     let grant_controller = Controller::new(
-        Api::<ByocGrant>::all(client.clone()),
+        Api::<StoredGrant>::all(client.clone()),
         watcher::Config::default(),
     )
     .with_config(config.clone());

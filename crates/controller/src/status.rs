@@ -4,7 +4,7 @@
 //! condition's `status` does, so a reconcile that finds nothing new writes nothing (and does
 //! not trigger itself).
 
-use byoc_api::grant::READY;
+use byoc_api::grant::{READY, registries_summary};
 use byoc_api::{ByocGrant, ByocGrantStatus, ReadyReason};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -20,6 +20,8 @@ pub struct Verdict {
     pub reason: ReadyReason,
     /// The human-readable message.
     pub message: String,
+    /// What `status.registries` should say; `None` when the spec cannot be read.
+    pub registries: Option<String>,
 }
 
 impl Verdict {
@@ -51,7 +53,23 @@ impl Verdict {
                 format!("namespace {ns} carries this grant: {}", describe(grant)),
             ),
         };
-        Self { reason, message }
+        Self {
+            reason,
+            message,
+            registries: Some(registries_summary(&grant.spec.registries)),
+        }
+    }
+
+    /// The verdict on a stored grant that does not read as a ByocGrant (`error` says why): it
+    /// grants nothing until it is fixed.
+    pub fn unreadable(error: &str) -> Self {
+        Self {
+            reason: ReadyReason::Invalid,
+            message: format!(
+                "this grant cannot be read, so it grants nothing: {error}; fix it or delete it"
+            ),
+            registries: None,
+        }
     }
 
     /// The event to publish when the `Ready` condition moves from `previous` to this verdict:
@@ -85,17 +103,17 @@ pub fn revoked_event(namespace: &str) -> Event {
     )
 }
 
-/// The status `grant` should have for `verdict` at `now`, or `None` when it already has it.
-/// Other conditions are kept as they are.
+/// The status a grant at `generation` whose status is `current` should have for `verdict` at
+/// `now`, or `None` when it already has it. Other conditions are kept as they are.
 pub fn next_status(
-    grant: &ByocGrant,
+    current: Option<&ByocGrantStatus>,
+    generation: Option<i64>,
     verdict: &Verdict,
     now: Timestamp,
 ) -> Option<ByocGrantStatus> {
-    let old = grant.status.clone().unwrap_or_default();
-    let generation = grant.metadata.generation;
+    let old = current.cloned().unwrap_or_default();
     let status = verdict.reason.status();
-    let last_transition_time = match grant.ready_condition() {
+    let last_transition_time = match old.ready_condition() {
         Some(previous) if previous.status == status => previous.last_transition_time.clone(),
         // The API server keeps whole seconds; so do we, so that a re-read compares equal.
         _ => Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
@@ -116,6 +134,7 @@ pub fn next_status(
     let new = ByocGrantStatus {
         observed_generation: generation,
         conditions,
+        registries: verdict.registries.clone(),
     };
     (new != old).then_some(new)
 }
@@ -266,7 +285,59 @@ mod tests {
         Verdict {
             reason,
             message: message.into(),
+            registries: Some("any".into()),
         }
+    }
+
+    fn next_of(g: &ByocGrant, verdict: &Verdict, now: Timestamp) -> Option<ByocGrantStatus> {
+        next_status(g.status.as_ref(), g.metadata.generation, verdict, now)
+    }
+
+    #[test]
+    fn status_registries_say_what_the_spec_grants() {
+        let now = ts(NOW);
+        let cases = [
+            (grant(&[], None), Some("any")),
+            (
+                grant(&["quay.io", "ghcr.io/wikimedia"], None),
+                Some("quay.io,ghcr.io/wikimedia"),
+            ),
+            // Expired or not, the column shows the spec; READY and EXPIRES say the rest.
+            (
+                grant(&["quay.io"], Some("2026-01-01T00:00:00Z")),
+                Some("quay.io"),
+            ),
+        ];
+        for (g, want) in cases {
+            let v = Verdict::new(&g, &Standing::of(&g, now), Ok(NamespaceState::Labelled));
+            assert_eq!(v.registries.as_deref(), want, "{:?}", g.spec);
+            let status = next_of(&g, &v, now).unwrap();
+            assert_eq!(status.registries.as_deref(), want);
+        }
+    }
+
+    #[test]
+    fn an_unreadable_grant_is_invalid_and_loses_its_registries() {
+        let now = ts(NOW);
+        let mut g = grant(&[], None);
+        g.status = next_of(&g, &verdict(ReadyReason::Applied, "m"), now);
+        let v = Verdict::unreadable("spec.expiresAt: bad");
+        assert_eq!(v.reason, ReadyReason::Invalid);
+        assert_eq!(
+            v.message,
+            "this grant cannot be read, so it grants nothing: spec.expiresAt: bad; fix it or \
+             delete it"
+        );
+        let status = next_of(&g, &v, now).unwrap();
+        assert_eq!(status.registries, None);
+        assert_eq!(status.conditions[0].reason, "Invalid");
+        let event = v.event(g.ready_condition()).unwrap();
+        assert_eq!(
+            (event.reason.as_str(), event.type_),
+            ("Invalid", EventType::Warning)
+        );
+        g.status = Some(status);
+        assert_eq!(next_of(&g, &v, now), None, "reported once");
     }
 
     #[test]
@@ -276,7 +347,7 @@ mod tests {
         let mut g = grant(&[], None);
 
         // First verdict: a new condition at t0, observedGeneration set on both levels.
-        let first = next_status(&g, &verdict(ReadyReason::NamespaceNotFound, "m1"), t0).unwrap();
+        let first = next_of(&g, &verdict(ReadyReason::NamespaceNotFound, "m1"), t0).unwrap();
         assert_eq!(first.observed_generation, Some(2));
         let c = &first.conditions[0];
         assert_eq!(
@@ -291,17 +362,17 @@ mod tests {
 
         // The same verdict later: nothing to write.
         assert_eq!(
-            next_status(&g, &verdict(ReadyReason::NamespaceNotFound, "m1"), t1),
+            next_of(&g, &verdict(ReadyReason::NamespaceNotFound, "m1"), t1),
             None
         );
 
         // Another reason with the same status: written, but the transition time stays.
-        let expired = next_status(&g, &verdict(ReadyReason::Expired, "m2"), t1).unwrap();
+        let expired = next_of(&g, &verdict(ReadyReason::Expired, "m2"), t1).unwrap();
         assert_eq!(expired.conditions[0].reason, "Expired");
         assert_eq!(expired.conditions[0].last_transition_time.0, t0);
 
         // A new status: the transition time moves, to whole seconds.
-        let applied = next_status(&g, &verdict(ReadyReason::Applied, "m3"), t1).unwrap();
+        let applied = next_of(&g, &verdict(ReadyReason::Applied, "m3"), t1).unwrap();
         assert_eq!(applied.conditions[0].status, "True");
         assert_eq!(
             applied.conditions[0].last_transition_time.0,
@@ -311,7 +382,7 @@ mod tests {
 
         // A new generation with the same verdict: observedGeneration moves, nothing else.
         g.metadata.generation = Some(3);
-        let bumped = next_status(&g, &verdict(ReadyReason::Applied, "m3"), t1).unwrap();
+        let bumped = next_of(&g, &verdict(ReadyReason::Applied, "m3"), t1).unwrap();
         assert_eq!(bumped.observed_generation, Some(3));
         assert_eq!(bumped.conditions[0].observed_generation, Some(3));
         assert_eq!(
@@ -334,8 +405,9 @@ mod tests {
         g.status = Some(ByocGrantStatus {
             observed_generation: None,
             conditions: vec![other.clone()],
+            registries: None,
         });
-        let status = next_status(&g, &verdict(ReadyReason::Applied, "m"), ts(NOW)).unwrap();
+        let status = next_of(&g, &verdict(ReadyReason::Applied, "m"), ts(NOW)).unwrap();
         assert_eq!(status.conditions.len(), 2);
         assert_eq!(status.conditions[0], other);
         assert_eq!(status.conditions[1].type_, "Ready");
@@ -353,7 +425,7 @@ mod tests {
             (event.reason.as_str(), event.type_),
             ("Applied", EventType::Normal)
         );
-        g.status = next_status(&g, &applied, t0);
+        g.status = next_of(&g, &applied, t0);
         assert!(
             applied.event(g.ready_condition()).is_none(),
             "same verdict is no news"

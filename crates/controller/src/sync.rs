@@ -39,12 +39,10 @@ pub async fn sync_namespace(
         return Ok(NamespaceState::Terminating);
     }
     let grants = ctx.grants.state();
-    let desired =
-        desired::desired_labels(grants.iter().map(|g| &**g), name, now).map_err(|source| {
-            Error::EncodeLabels {
-                namespace: name.to_owned(),
-                source,
-            }
+    let desired = desired::desired_labels(grants.iter().filter_map(|g| g.readable()), name, now)
+        .map_err(|source| Error::EncodeLabels {
+            namespace: name.to_owned(),
+            source,
         })?;
     if desired::in_sync(namespace.labels(), &desired) {
         debug!(namespace = name, "labels in sync");

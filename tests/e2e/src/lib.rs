@@ -441,22 +441,26 @@ where
     }
 }
 
-/// Installs `crds/byocgrants.yaml` the way an admin would (`kubectl apply --server-side`,
-/// idempotent; once per test process, the first test to ask does it) and waits until it is
-/// Established.
+/// `kubectl apply --server-side` of `crds/byocgrants.yaml`, as an admin installs or upgrades
+/// the CRD (field manager `byoc-e2e`, taking over conflicting fields).
+pub fn apply_crd_file() -> Output {
+    let file = crd_file();
+    kubectl([
+        "apply".as_ref(),
+        "--server-side".as_ref(),
+        "--force-conflicts".as_ref(),
+        "--field-manager=byoc-e2e".as_ref(),
+        "-f".as_ref(),
+        file.as_os_str(),
+    ])
+}
+
+/// Installs `crds/byocgrants.yaml` the way an admin would ([`apply_crd_file`], idempotent; once
+/// per test process, the first test to ask does it) and waits until it is Established.
 pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
     static APPLIED: OnceLock<()> = OnceLock::new();
     APPLIED.get_or_init(|| {
-        let file = crd_file();
-        kubectl([
-            "apply".as_ref(),
-            "--server-side".as_ref(),
-            "--force-conflicts".as_ref(),
-            "--field-manager=byoc-e2e".as_ref(),
-            "-f".as_ref(),
-            file.as_os_str(),
-        ])
-        .success();
+        apply_crd_file().success();
     });
     let name = byoc_api::ByocGrant::crd_name();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());

@@ -151,7 +151,15 @@ async fn grant_shows_in_list_with_time_left_and_revoke_removes_it() {
 
     // Same flags with a fixed time: configured once, then unchanged.
     let at = "2099-01-01T00:00:00Z";
-    let again = ["grant", name, "--reason", "T302863: e2e", "--expires", at];
+    let again = [
+        "grant",
+        name,
+        "--reason",
+        "T302863: e2e",
+        "--any-registry",
+        "--expires",
+        at,
+    ];
     let out = byoc(again).exits(0);
     assert!(
         out.stdout.starts_with(&format!(
@@ -202,13 +210,30 @@ async fn grant_validates_like_the_crd_and_warns_about_unknown_namespaces() {
     let _controller = controller::shared().await;
     let ghost = unique_name("cli-ghost");
     let _cleanup = Cleanup::new(["byocgrant", ghost.as_str()]);
+    // "Any registry" only on purpose: neither flag, or both, is a usage error.
+    let out = byoc(["grant", ghost.as_str(), "--reason", "T1"]).exits(2);
+    assert!(
+        out.stderr.contains("--registry <REGISTRY>") && out.stderr.contains("--any-registry"),
+        "{out}"
+    );
+    let both = ["--reason", "T1", "--any-registry", "--registry", "quay.io"];
+    let out = byoc(["grant", ghost.as_str()].iter().chain(&both)).exits(2);
+    assert!(out.stderr.contains("cannot be used with"), "{out}");
+    assert!(listed(&ghost).is_none(), "nothing was created");
+
     let cases: [(&[&str], &str); 5] = [
         (
-            &["--reason", "T1", "--expires", "2020-01-01T00:00:00Z"],
+            &[
+                "--reason",
+                "T1",
+                "--any-registry",
+                "--expires",
+                "2020-01-01T00:00:00Z",
+            ],
             "in the past",
         ),
         (
-            &["--reason", "T1", "--expires", "soon"],
+            &["--reason", "T1", "--any-registry", "--expires", "soon"],
             "is neither a duration",
         ),
         (
@@ -219,17 +244,35 @@ async fn grant_validates_like_the_crd_and_warns_about_unknown_namespaces() {
             &["--reason", "T1", "--registry", "https://quay.io"],
             "must not include a URL scheme",
         ),
-        (&["--reason", " "], "reason must not be empty"),
+        (
+            &["--reason", " ", "--any-registry"],
+            "reason must not be empty",
+        ),
     ];
     for (flags, message) in cases {
         let out = byoc(["grant", ghost.as_str()].iter().chain(flags)).exits(2);
         assert!(out.stderr.contains(message), "{flags:?}: {out}");
     }
-    let out = byoc(["grant", "Not_A_Namespace", "--reason", "T1"]).exits(2);
+    let out = byoc([
+        "grant",
+        "Not_A_Namespace",
+        "--reason",
+        "T1",
+        "--any-registry",
+    ])
+    .exits(2);
     assert!(out.stderr.contains("is not a namespace name"), "{out}");
 
     // A server-side dry run stores nothing.
-    let out = byoc(["grant", ghost.as_str(), "--reason", "T1", "--dry-run"]).exits(0);
+    let out = byoc([
+        "grant",
+        ghost.as_str(),
+        "--reason",
+        "T1",
+        "--any-registry",
+        "--dry-run",
+    ])
+    .exits(0);
     assert!(out.stdout.contains(" created (server dry run): "), "{out}");
     assert!(listed(&ghost).is_none());
     // A client-side dry run writes a manifest the API server accepts.
@@ -238,6 +281,7 @@ async fn grant_validates_like_the_crd_and_warns_about_unknown_namespaces() {
         &ghost,
         "--reason",
         "T1",
+        "--any-registry",
         "--expires",
         "2w",
         "--dry-run=client",
@@ -249,7 +293,14 @@ async fn grant_validates_like_the_crd_and_warns_about_unknown_namespaces() {
     kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &manifest).success();
 
     // A namespace that does not exist is a warning, not a failure.
-    let out = byoc(["grant", ghost.as_str(), "--reason", "T1: created later"]).exits(0);
+    let out = byoc([
+        "grant",
+        ghost.as_str(),
+        "--reason",
+        "T1: created later",
+        "--any-registry",
+    ])
+    .exits(0);
     assert!(
         out.stderr.contains(&format!(
             "warning: namespace {ghost} does not exist (yet); the grant applies once it is created"
@@ -265,6 +316,7 @@ async fn grant_validates_like_the_crd_and_warns_about_unknown_namespaces() {
         ghost.as_str(),
         "--reason",
         "T1",
+        "--any-registry",
     ])
     .exits(2);
     assert!(

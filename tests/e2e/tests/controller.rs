@@ -1,23 +1,25 @@
 //! The controller against the real API server (issue 4, DESIGN §3, §6): grants become namespace
 //! labels and Ready conditions; changes, unions, deletion, expiry, late namespaces and
 //! hand-edited labels all converge; a restarted controller converges without writing what is
-//! already right; two replicas elect one leader. The controller runs as its own ServiceAccount.
+//! already right, and an unreadable grant stops nothing (issue 12); two replicas elect one
+//! leader. The controller runs as its own ServiceAccount.
 //!
 //! `cargo build -p byoc-controller && hack/local-cluster.sh exec -- cargo test -p byoc-e2e --test controller`
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use byoc_api::ByocGrant;
+use byoc_api::{ByocGrant, StoredGrant};
+use byoc_e2e::cli::{CliOutput, byoc};
 use byoc_e2e::controller::{ControllerProcess, NAME, SYSTEM_NAMESPACE, exclusive, shared};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, byoc_labels, client, create_grant,
-    eventually, kubectl, kubectl_stdin, unique_name,
+    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, apply_crd_file, byoc_labels, client,
+    create_grant, eventually, grant_manifest, kubectl, kubectl_stdin, parse_table, unique_name,
 };
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::runtime::wait::await_condition;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
@@ -181,13 +183,13 @@ async fn wait_all_grants_seen(client: &Client, controller: &ControllerProcess) {
         "the leader to reconcile every grant",
         CONVERGE_TIMEOUT,
         || async {
-            let live = Api::<ByocGrant>::all(client.clone())
+            let live = Api::<StoredGrant>::all(client.clone())
                 .list(&Default::default())
                 .await
                 .map_err(|e| e.to_string())?
                 .items
                 .iter()
-                .filter(|g| g.metadata.deletion_timestamp.is_none())
+                .filter(|g| g.meta().deletion_timestamp.is_none())
                 .count();
             let seen = grants_seen(controller).await;
             if seen == live as f64 {
@@ -610,6 +612,285 @@ async fn a_restarted_controller_converges_without_writing_again() {
         grant(&client, &kept).await.resource_version(),
         kept_grant.resource_version()
     );
+}
+
+/// An `expiresAt` the CRD's `date-time` format accepts but the Rust side cannot read: ten
+/// fractional digits.
+const UNREADABLE_EXPIRY: &str = "2099-01-01T00:00:00.1234567891Z";
+
+/// Whether the API server currently stores `expiresAt: UNREADABLE_EXPIRY` (server dry run).
+fn accepts_unreadable_expiry() -> bool {
+    let spec = json!({ "namespace": "tool-x", "reason": "probe", "expiresAt": UNREADABLE_EXPIRY });
+    let manifest = grant_manifest(&unique_name("probe"), spec);
+    kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &manifest)
+        .status
+        .success()
+}
+
+/// The ByocGrant CRD as it was before `spec.expiresAt` had a pattern (only Kubernetes'
+/// `date-time` format), while the guard lives: the way grants with unreadable expiries were
+/// stored before the pattern existed. Dropping it applies the committed CRD again.
+struct CrdWithoutExpiryPattern;
+
+impl CrdWithoutExpiryPattern {
+    async fn apply() -> Self {
+        let remove = json!([{
+            "op": "remove",
+            "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/expiresAt/pattern",
+        }]);
+        kubectl([
+            "patch",
+            "crd",
+            ByocGrant::crd_name(),
+            "--type=json",
+            "-p",
+            &remove.to_string(),
+        ])
+        .success();
+        let guard = Self;
+        wait_expiry_schema(true).await;
+        guard
+    }
+}
+
+impl Drop for CrdWithoutExpiryPattern {
+    fn drop(&mut self) {
+        let out = apply_crd_file();
+        if !out.status.success() {
+            eprintln!("cannot restore the ByocGrant CRD: {out}");
+        }
+    }
+}
+
+/// Waits until the API server's schema accepts (or refuses) [`UNREADABLE_EXPIRY`].
+async fn wait_expiry_schema(accepts: bool) {
+    eventually(
+        &format!("the API server to accept {UNREADABLE_EXPIRY}: {accepts}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            if accepts_unreadable_expiry() == accepts {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    )
+    .await;
+}
+
+/// Issue 12: a grant whose stored `expiresAt` the Rust side cannot read does not stop the
+/// others. It is stored honestly, the way such grants came to exist: under the CRD as it was
+/// before `expiresAt` had a pattern (Kubernetes' `date-time` format accepts ten fractional
+/// digits), after which the current CRD is applied again; nothing is written behind the API
+/// server's back. After a controller restart, every other grant is reconciled (one created while
+/// no controller ran), the unreadable one grants nothing (its namespace loses its label) and is
+/// reported (Ready False/Invalid naming the field, a Warning event, the Invalid gauge);
+/// `kubectl byoc list` lists the rest and names it; `kubectl byoc grant` repairs such a grant,
+/// and `kubectl byoc revoke` deletes one (the controller removes its finalizer).
+#[tokio::test]
+async fn an_unreadable_grant_stops_no_other_after_a_restart() {
+    let cluster = exclusive().await;
+    let client = client().await;
+    byoc_e2e::install_crd(&client).await;
+    let first = cluster.spawn(&unique_name("unreadable"), &[]);
+    first.wait_leader().await;
+
+    let good_ns = TestNamespace::create(&client, "tool-good").await;
+    let bad_ns = TestNamespace::create(&client, "tool-bad").await;
+    let (good, later, repaired, removed) = (
+        unique_name("good"),
+        unique_name("later"),
+        unique_name("repaired"),
+        unique_name("removed"),
+    );
+    let _good = create_grant(&good, good_ns.name(), &["quay.io"], None);
+    let _repaired = create_grant(&repaired, bad_ns.name(), &["ghcr.io"], None);
+    let _removed = create_grant(&removed, bad_ns.name(), &["docker.io"], None);
+    wait_labels(
+        &client,
+        bad_ns.name(),
+        &[
+            ("byoc.toolforge.org/docker.io", "never"),
+            ("byoc.toolforge.org/ghcr.io", "never"),
+        ],
+    )
+    .await;
+    wait_reason(&client, &good, "Applied").await;
+    assert!(first.stop().success(), "{}", first.log_tail());
+
+    // While no controller runs: the two grants of bad_ns get an unreadable expiry under the
+    // old schema, the current one comes back (and refuses such values again), and a new grant
+    // is created.
+    assert!(
+        !accepts_unreadable_expiry(),
+        "the committed CRD must refuse {UNREADABLE_EXPIRY}"
+    );
+    {
+        let _old_schema = CrdWithoutExpiryPattern::apply().await;
+        let patch = json!({ "spec": { "expiresAt": UNREADABLE_EXPIRY } }).to_string();
+        for name in [&repaired, &removed] {
+            kubectl(["patch", "byocgrant", name, "--type=merge", "-p", &patch]).success();
+        }
+    }
+    wait_expiry_schema(false).await;
+    let stored = kubectl([
+        "get",
+        "byocgrant",
+        &repaired,
+        "-o",
+        "jsonpath={.spec.expiresAt}",
+    ])
+    .success();
+    assert_eq!(stored.stdout, UNREADABLE_EXPIRY, "{stored}");
+    let typed = Api::<ByocGrant>::all(client.clone())
+        .list(&Default::default())
+        .await;
+    assert!(
+        typed.is_err(),
+        "a typed list must fail on the unreadable grant, or this test proves nothing"
+    );
+    let _later = create_grant(&later, good_ns.name(), &[], None);
+
+    // The restarted controller reconciles every other grant...
+    let second = cluster.spawn(&unique_name("unreadable"), &[]);
+    second.wait_leader().await;
+    wait_labels(
+        &client,
+        good_ns.name(),
+        &[
+            ("byoc.toolforge.org/any", "never"),
+            ("byoc.toolforge.org/quay.io", "never"),
+        ],
+    )
+    .await;
+    wait_reason(&client, &later, "Applied").await;
+    wait_reason(&client, &good, "Applied").await;
+    // ...and the unreadable ones grant nothing and say why.
+    wait_labels(&client, bad_ns.name(), &[]).await;
+    for name in [&repaired, &removed] {
+        let message = eventually(
+            &format!("{name} to be reported Invalid"),
+            CONVERGE_TIMEOUT,
+            || async {
+                let out = kubectl([
+                    "get",
+                    "byocgrant",
+                    name,
+                    "-o",
+                    r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}/{.status.conditions[?(@.type=="Ready")].message}"#,
+                ])
+                .success();
+                match out.stdout.split_once('/') {
+                    Some(("Invalid", message)) => Ok(message.to_owned()),
+                    _ => Err(out.stdout),
+                }
+            },
+        )
+        .await;
+        assert!(
+            message
+                .starts_with("this grant cannot be read, so it grants nothing: spec.expiresAt: "),
+            "{message}"
+        );
+        wait_event(name, "Invalid").await;
+    }
+    assert_eq!(
+        second
+            .metric(r#"byoc_controller_grants{state="Invalid"}"#)
+            .await,
+        2.0
+    );
+
+    // kubectl get byoc: "any" plainly, the registries of the others, nothing for the unreadable.
+    let out = kubectl(["get", "byoc", &good, &later, &repaired]).success();
+    let (header, rows) = parse_table(&out.stdout);
+    assert_eq!(header[2], "REGISTRIES", "{out}");
+    let cells: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r[0].as_str(), r[2].as_str(), r[5].as_str()))
+        .collect();
+    for want in [
+        (good.as_str(), "quay.io", "Applied"),
+        (later.as_str(), "any", "Applied"),
+        (repaired.as_str(), "", "Invalid"),
+    ] {
+        assert!(cells.contains(&want), "{want:?} in {out}");
+    }
+
+    // kubectl byoc list: lists the rest, names the unreadable ones and why.
+    let out = byoc(["list"]).exits(0);
+    let (_, rows) = parse_table(&out.stdout);
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {out}"))
+            .clone()
+    };
+    assert_eq!(
+        row(&good)[2..6],
+        ["quay.io", "never", "True", "Applied"],
+        "{out}"
+    );
+    assert_eq!(row(&later)[2], "any", "{out}");
+    assert_eq!(
+        row(&repaired)[1..6],
+        [bad_ns.name(), "?", "?", "False", "Unreadable"],
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: byocgrant/{repaired} cannot be read, so it grants nothing: spec.expiresAt: "
+        )),
+        "{out}"
+    );
+    let json = byoc(["list", "-o", "json"]).exits(0).json();
+    let unreadable: Vec<&str> = json["unreadable"]
+        .as_array()
+        .expect("unreadable")
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert!(
+        unreadable.contains(&repaired.as_str()) && unreadable.contains(&removed.as_str()),
+        "{json}"
+    );
+
+    // The admin's ways out: `grant` overwrites an unreadable spec, `revoke` deletes one.
+    let out = byoc([
+        "grant",
+        bad_ns.name(),
+        "--name",
+        &repaired,
+        "--reason",
+        "T1: repaired",
+        "--registry",
+        "ghcr.io",
+        "--wait",
+    ])
+    .exits(0);
+    assert!(
+        out.stderr.contains("could not be read") && out.stdout.contains(" configured: "),
+        "{out}"
+    );
+    wait_labels(
+        &client,
+        bad_ns.name(),
+        &[("byoc.toolforge.org/ghcr.io", "never")],
+    )
+    .await;
+    let out = byoc(["revoke", "--name", &removed, "--wait"]).exits(0);
+    assert!(
+        out.stdout.starts_with(&format!(
+            "byocgrant/{removed} deleted: unreadable grant (spec.expiresAt: "
+        )),
+        "{out}"
+    );
+    wait_gone(&client, &removed).await;
+    Api::<ByocGrant>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("with the unreadable grants gone, a typed list reads again");
+    second.assert_running();
 }
 
 #[tokio::test]
