@@ -119,7 +119,9 @@ impl LeanNamespace {
             .and_then(Value::as_str)
             .map(str::to_owned)
         else {
-            return Err(serde_json::Error::custom("a Namespace without metadata.name"));
+            return Err(serde_json::Error::custom(
+                "a Namespace without metadata.name",
+            ));
         };
         let metadata = object_meta(metadata.unwrap_or_default()).unwrap_or_else(|_| ObjectMeta {
             name: Some(name),
@@ -247,7 +249,10 @@ mod tests {
     fn assert_meta(what: &str, meta: &ObjectMeta) {
         assert_eq!(meta.resource_version.as_deref(), Some("42"), "{what}");
         assert_eq!(
-            meta.labels.as_ref().and_then(|l| l.get("team")).map(String::as_str),
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get("team"))
+                .map(String::as_str),
             Some("a"),
             "{what}"
         );
@@ -281,7 +286,10 @@ mod tests {
                 serde_json::from_value::<Lenient<DynamicObject>>(pod(managed_time, condition_time))
                     .unwrap();
             assert_eq!(dynamic.name_any(), "p", "{what}");
-            assert_eq!(dynamic.data["spec"]["containers"][0]["image"], "quay.io/x:1");
+            assert_eq!(
+                dynamic.data["spec"]["containers"][0]["image"],
+                "quay.io/x:1"
+            );
             assert_meta(what, &dynamic.metadata);
             if condition_time.is_none() {
                 let Lenient(typed) =
@@ -335,6 +343,9 @@ mod tests {
             Namespace::url_path(&(), None)
         );
         assert_eq!(LeanNamespace::api_version(&()), "v1");
-        assert_eq!(Lenient::<Pod>::url_path(&(), Some("ns")), Pod::url_path(&(), Some("ns")));
+        assert_eq!(
+            Lenient::<Pod>::url_path(&(), Some("ns")),
+            Pod::url_path(&(), Some("ns"))
+        );
     }
 }
