@@ -502,9 +502,10 @@ pub fn create_grant(
     Cleanup::new(["byocgrant", name])
 }
 
-/// The `byoc.toolforge.org/` labels of a namespace.
+/// The `byoc.toolforge.org/` labels of a namespace (read leniently, as the operator reads it:
+/// some tests give namespaces times k8s-openapi cannot read).
 pub async fn byoc_labels(client: &Client, namespace: &str) -> BTreeMap<String, String> {
-    let ns = Api::<Namespace>::all(client.clone())
+    let ns = Api::<byoc_api::LeanNamespace>::all(client.clone())
         .get(namespace)
         .await
         .expect("get namespace");
