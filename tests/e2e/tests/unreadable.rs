@@ -74,7 +74,7 @@ fn tenant_of(namespace: &str) -> String {
 fn far_managed_fields(object: &[&str]) -> Value {
     let mut args = vec!["get"];
     args.extend(object);
-    args.extend(["-o", "json"]);
+    args.extend(["-o", "json", "--show-managed-fields"]);
     let current: Value = serde_json::from_str(&kubectl(args).success().stdout).expect("JSON");
     let mut fields = current["metadata"]["managedFields"].clone();
     fields.as_array_mut().expect("managedFields").push(json!({
@@ -112,7 +112,7 @@ async fn tenant_patch(tenant: &str, object: &[&str], patch: Value, stored_at: &s
                 .copied()
                 .filter(|a| !a.starts_with("--subresource")),
         )
-        .chain(["-o", stored_at])
+        .chain(["--show-managed-fields", "-o", stored_at])
         .collect();
     let stored = kubectl(get).success().stdout;
     assert!(
