@@ -515,6 +515,25 @@ pub async fn byoc_labels(client: &Client, namespace: &str) -> BTreeMap<String, S
         .collect()
 }
 
+/// Waits until the `byoc.toolforge.org/` label keys of `namespace` are exactly `want`.
+pub async fn wait_byoc_labels(client: &Client, namespace: &str, want: &[&str]) {
+    let want: std::collections::BTreeSet<String> = want.iter().map(|k| (*k).to_owned()).collect();
+    eventually(
+        &format!("labels {want:?} on {namespace}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            let got: std::collections::BTreeSet<String> =
+                byoc_labels(client, namespace).await.into_keys().collect();
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
+}
+
 /// The value of `KEY=value` in `hack/versions.env` (e.g. `KUBERNETES_VERSION`).
 pub fn pinned_version(key: &str) -> String {
     let path = repo_root().join("hack/versions.env");

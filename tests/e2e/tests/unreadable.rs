@@ -13,25 +13,22 @@
 //! hack/local-cluster.sh exec -- cargo test -p byoc-e2e --test unreadable
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use byoc_e2e::chaos::{Outcome, PLATFORM_IMAGE, WebhookOptions, WebhookProcess, try_pod};
+use byoc_e2e::chaos::{Outcome, PLATFORM_IMAGE, WebhookOptions, WebhookProcess, wait_outcome};
 use byoc_e2e::cli::{CliOutput, byoc};
 use byoc_e2e::controller::{self, ControllerProcess};
 use byoc_e2e::webhook::{Options, Webhook};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, TestNamespace, byoc_labels, client, create_grant, eventually, kubectl,
-    kubectl_as, kubectl_run, unique_name,
+    CONVERGE_TIMEOUT, TestNamespace, client, create_grant, eventually, kubectl, kubectl_as,
+    kubectl_run, unique_name, wait_byoc_labels,
 };
-use kube::Client;
 use serde_json::{Value, json};
 
 /// Valid for the API server, past what jiff can represent (9999-12-30T22:00Z).
 const FAR: &str = "9999-12-31T00:00:00Z";
 const QUAY_IMAGE: &str = "quay.io/prometheus/node-exporter:v1.8.0";
 const GHCR_IMAGE: &str = "ghcr.io/wikimedia/tool:1";
-/// How long a change may take to reach the webhook's cache once the API server shows it.
-const PROPAGATION: Duration = Duration::from_secs(10);
 
 /// How the tenant makes its namespace unreadable to a typed client.
 #[derive(Clone, Copy, Debug)]
@@ -148,39 +145,6 @@ async fn poison_namespace(tenant: &str, name: &str, how: Poison) {
     }
 }
 
-async fn wait_labels(client: &Client, namespace: &str, want: &[&str]) {
-    eventually(
-        &format!("labels {want:?} on {namespace}"),
-        CONVERGE_TIMEOUT,
-        || async {
-            let got: Vec<String> = byoc_labels(client, namespace).await.into_keys().collect();
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        },
-    )
-    .await;
-}
-
-/// Waits until a pod with `image` in `namespace` gets `want`; returns how long that took.
-async fn wait_outcome(client: &Client, namespace: &str, image: &str, want: Outcome) -> Duration {
-    let started = Instant::now();
-    eventually(
-        &format!("{image} in {namespace} to be {want:?}"),
-        PROPAGATION,
-        || async {
-            match try_pod(client, namespace, image).await {
-                got if got == want => Ok(()),
-                got => Err(format!("{got:?}")),
-            }
-        },
-    )
-    .await;
-    started.elapsed()
-}
-
 async fn start_controller(access: &controller::Exclusive) -> ControllerProcess {
     let process = access.spawn(&unique_name("unread-ctl"), &["--lease-duration=4"]);
     process.wait_leader().await;
@@ -200,7 +164,7 @@ async fn a_poisoned_namespace_stops_nothing(how: Poison) {
 
     let quay = unique_name("unread-quay");
     let _quay = create_grant(&quay, name, &["quay.io"], None);
-    wait_labels(&client, name, &["byoc.toolforge.org/quay.io"]).await;
+    wait_byoc_labels(&client, name, &["byoc.toolforge.org/quay.io"]).await;
     wait_outcome(&client, name, QUAY_IMAGE, Outcome::Admitted).await;
     // A pod for the audit, its own managedFields timed far too.
     kubectl_run(name, "app", PLATFORM_IMAGE).success();
@@ -217,7 +181,7 @@ async fn a_poisoned_namespace_stops_nothing(how: Poison) {
 
     // (a) The admin revokes: the label goes and the webhook refuses quay.io within seconds.
     kubectl(["delete", "byocgrant", &quay, "--wait=false"]).success();
-    wait_labels(&client, name, &[]).await;
+    wait_byoc_labels(&client, name, &[]).await;
     let took = wait_outcome(&client, name, QUAY_IMAGE, Outcome::Denied).await;
     eprintln!("{how:?}: the revoked grant refused {took:?} after its label went");
     assert!(
@@ -235,10 +199,10 @@ async fn a_poisoned_namespace_stops_nothing(how: Poison) {
     let _running = start_controller(&access).await;
     let ghcr = unique_name("unread-ghcr");
     let _ghcr = create_grant(&ghcr, name, &["ghcr.io/wikimedia"], None);
-    wait_labels(&client, name, &["byoc.toolforge.org/ghcr.io_wikimedia"]).await;
+    wait_byoc_labels(&client, name, &["byoc.toolforge.org/ghcr.io_wikimedia"]).await;
     wait_outcome(&client, name, GHCR_IMAGE, Outcome::Admitted).await;
     kubectl(["delete", "byocgrant", &ghcr, "--wait=true", "--timeout=60s"]).success();
-    wait_labels(&client, name, &[]).await;
+    wait_byoc_labels(&client, name, &[]).await;
     wait_outcome(&client, name, GHCR_IMAGE, Outcome::Denied).await;
 
     // (c) The audit reads the namespace and the pod, alone and cluster-wide.
