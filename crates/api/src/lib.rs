@@ -1,14 +1,17 @@
 //! The byoc-operator API: the cluster-scoped [`ByocGrant`] custom resource, [`StoredGrant`]
 //! (which reads stored grants one object at a time), the allow-list entry type
-//! [`RegistryPattern`], and the namespace label contract between controller and webhook
-//! ([`labels`]). Every other crate depends on this one and on nothing else of the project.
+//! [`RegistryPattern`], the namespace label contract between controller and webhook
+//! ([`labels`]), and readers of watched objects that never fail on fields the operator does
+//! not use ([`lenient`]). Every other crate depends on this one and on nothing else of the project.
 
 pub mod grant;
 pub mod labels;
+pub mod lenient;
 pub mod registry;
 pub mod stored;
 
 pub use grant::{ByocGrant, ByocGrantSpec, ByocGrantStatus, InvalidGrant, ReadyReason};
+pub use lenient::{LeanNamespace, Lenient};
 pub use registry::{REGISTRY_PATTERN_REGEX, RegistryPattern, RegistryPatternError};
 pub use stored::{StoredGrant, UnreadableGrant};
 

@@ -14,10 +14,12 @@ use kube::core::ClusterResourceScope;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::{ByocGrant, ByocGrantStatus};
+use crate::{ByocGrant, ByocGrantStatus, lenient};
 
 /// A ByocGrant as listed or watched: the typed grant, or what could be read of an object that
-/// is not a valid one. Only an object whose metadata does not read fails to deserialize.
+/// is not a valid one. Metadata is read by [`crate::lenient::object_meta`] (no
+/// `managedFields`), and a `status` that does not read is left out (the controller rewrites
+/// it); only an object whose remaining metadata does not read fails to deserialize.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StoredGrant {
     /// The object reads as a ByocGrant.
@@ -42,6 +44,21 @@ pub struct UnreadableGrant {
 impl StoredGrant {
     /// Reads one stored object; fails only when its metadata does not read.
     pub fn from_value(value: &Value) -> Result<Self, serde_json::Error> {
+        Self::read(value.clone())
+    }
+
+    fn read(mut value: Value) -> Result<Self, serde_json::Error> {
+        if let Some(metadata) = value.get_mut("metadata") {
+            *metadata = serde_json::to_value(lenient::object_meta(metadata.take())?)?;
+        }
+        if let Some(object) = value.as_object_mut()
+            && object
+                .get("status")
+                .is_some_and(|s| ByocGrantStatus::deserialize(s).is_err())
+        {
+            object.remove("status");
+        }
+        let value = &value;
         let error = match serde_path_to_error::deserialize::<_, ByocGrant>(value) {
             Ok(grant) => return Ok(Self::Readable(grant)),
             Err(e) => match e.path().to_string().as_str() {
@@ -99,7 +116,7 @@ impl From<ByocGrant> for StoredGrant {
 impl<'de> Deserialize<'de> for StoredGrant {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(deserializer)?;
-        Self::from_value(&value).map_err(serde::de::Error::custom)
+        Self::read(value).map_err(serde::de::Error::custom)
     }
 }
 

@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use byoc_api::{ByocGrant, ByocGrantSpec, StoredGrant};
+use byoc_api::{ByocGrant, ByocGrantSpec, LeanNamespace, StoredGrant};
 use clap::{ArgGroup, Args, ValueEnum};
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -238,9 +237,9 @@ async fn apply(
 
 /// Warns on stderr when the namespace does not exist (yet); a grant may precede it.
 async fn warn_if_namespace_missing(client: &Client, namespace: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
+    let api: Api<LeanNamespace> = Api::all(client.clone());
     // Admins who may not read namespaces still get their grant; only a sure "missing" warns.
-    if let Ok(None) = api.get_metadata_opt(namespace).await {
+    if let Ok(None) = api.get_opt(namespace).await {
         eprintln!(
             "warning: namespace {namespace} does not exist (yet); the grant applies once it is \
              created"

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use byoc_api::{ByocGrant, ByocGrantSpec, StoredGrant};
+use byoc_api::{ByocGrant, ByocGrantSpec, LeanNamespace, StoredGrant};
 use clap::Args;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
 use kube::{Api, Client, Resource};
 
@@ -312,11 +312,11 @@ async fn create(
 
 /// The names of all namespaces, or `None` when they cannot be listed (then nothing is warned).
 async fn namespaces(client: &Client) -> Option<BTreeSet<String>> {
-    let api: Api<Namespace> = Api::all(client.clone());
+    let api: Api<LeanNamespace> = Api::all(client.clone());
     let mut names = BTreeSet::new();
     let mut pages = cluster::Pages::new(500);
     while let Some(lp) = pages.next_params() {
-        let page = api.list_metadata(&lp).await.ok()?;
+        let page = api.list(&lp).await.ok()?;
         names.extend(pages.take(page).into_iter().filter_map(|n| n.metadata.name));
     }
     Some(names)

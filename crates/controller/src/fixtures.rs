@@ -7,11 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use byoc_api::LeanNamespace;
 use byoc_api::grant::READY;
 use byoc_api::{ByocGrant, ByocGrantSpec, ByocGrantStatus, StoredGrant};
 use http::{Method, Request, Response, StatusCode};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::Client;
 use kube::client::Body;
@@ -109,8 +109,8 @@ impl Finalized for ByocGrant {
 }
 
 /// A namespace with `labels`.
-pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
-    Namespace {
+pub fn namespace(name: &str, labels: &[(&str, &str)]) -> LeanNamespace {
+    LeanNamespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
             labels: Some(
@@ -121,8 +121,19 @@ pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
             ),
             ..ObjectMeta::default()
         },
-        ..Namespace::default()
     }
+}
+
+/// Namespace `name` with `labels` as the API server answers a patch: with a `managedFields` time
+/// a tenant wrote that k8s-openapi cannot read (9999-12-31), and a status condition so timed.
+fn served_namespace(name: &str, labels: &[(&str, &str)]) -> Value {
+    const FAR: &str = "9999-12-31T00:00:00Z";
+    let mut metadata = json!(namespace(name, labels).metadata);
+    metadata["managedFields"] = json!([{ "manager": "x", "operation": "Update",
+        "apiVersion": "v1", "time": FAR, "fieldsType": "FieldsV1", "fieldsV1": {} }]);
+    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": metadata,
+            "status": { "phase": "Active", "conditions": [{ "type": "X", "status": "True",
+                        "lastTransitionTime": FAR }] } })
 }
 
 /// Caches filled with objects, a context on a mock client, and the mock's handle.
@@ -134,12 +145,12 @@ pub struct Scenario {
 
 impl Scenario {
     /// A scenario in which this replica leads.
-    pub fn new(grants: Vec<ByocGrant>, namespaces: Vec<Namespace>) -> Self {
+    pub fn new(grants: Vec<ByocGrant>, namespaces: Vec<LeanNamespace>) -> Self {
         Self::stored(grants.into_iter().map(Into::into).collect(), namespaces)
     }
 
     /// A scenario in which this replica leads, with grants as the watch delivers them.
-    pub fn stored(grants: Vec<StoredGrant>, namespaces: Vec<Namespace>) -> Self {
+    pub fn stored(grants: Vec<StoredGrant>, namespaces: Vec<LeanNamespace>) -> Self {
         Self::build(
             grants,
             namespaces,
@@ -149,7 +160,7 @@ impl Scenario {
     }
 
     /// A scenario in which this replica is a standby.
-    pub fn standby(grants: Vec<ByocGrant>, namespaces: Vec<Namespace>) -> Self {
+    pub fn standby(grants: Vec<ByocGrant>, namespaces: Vec<LeanNamespace>) -> Self {
         let grants = grants.into_iter().map(Into::into).collect();
         Self::build(
             grants,
@@ -163,7 +174,7 @@ impl Scenario {
     /// sender that marks them filled.
     pub fn unsynced(
         grants: Vec<ByocGrant>,
-        namespaces: Vec<Namespace>,
+        namespaces: Vec<LeanNamespace>,
     ) -> (Self, tokio::sync::watch::Sender<bool>) {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let grants = grants.into_iter().map(Into::into).collect();
@@ -172,7 +183,7 @@ impl Scenario {
 
     fn build(
         grants: Vec<StoredGrant>,
-        namespaces: Vec<Namespace>,
+        namespaces: Vec<LeanNamespace>,
         leader: bool,
         synced: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
@@ -331,7 +342,7 @@ impl Step {
             query: vec![("fieldManager", "byoc-controller"), ("force", "true")],
             content_type: Some("application/apply-patch+yaml"),
             check: Box::new(move |body| assert_eq!(*body, expected)),
-            answer: Answer::Object(json!(namespace(name, &after))),
+            answer: Answer::Object(served_namespace(name, &after)),
         }
     }
 
@@ -346,7 +357,7 @@ impl Step {
             query: vec![("fieldManager", "byoc-controller")],
             content_type: Some("application/merge-patch+json"),
             check: Box::new(move |body| assert_eq!(*body, expected)),
-            answer: Answer::Object(json!(namespace(name, &[]))),
+            answer: Answer::Object(served_namespace(name, &[])),
         }
     }
 

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use byoc_api::LeanNamespace;
 use byoc_api::{ByocGrant, ByocGrantStatus, StoredGrant, UnreadableGrant};
 use jiff::Timestamp;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{PatchOperation, RemoveOperation, TestOperation};
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::Event;
@@ -152,7 +152,7 @@ pub fn error_policy(grant: Arc<StoredGrant>, error: &Error, ctx: Arc<Context>) -
 /// its own label removal would only race its disappearance.)
 pub fn targeting(
     grants: &Store<StoredGrant>,
-    namespace: &Namespace,
+    namespace: &LeanNamespace,
 ) -> Vec<ObjectRef<StoredGrant>> {
     let name = namespace.name_any();
     grants

@@ -31,8 +31,8 @@ mod fixtures;
 
 use std::sync::Arc;
 
+use byoc_api::LeanNamespace;
 use byoc_api::StoredGrant;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -53,7 +53,7 @@ pub struct Context {
     /// Every ByocGrant, as the watch last saw it; those that do not read are kept as such.
     pub grants: Store<StoredGrant>,
     /// Every Namespace, as the watch last saw it.
-    pub namespaces: Store<Namespace>,
+    pub namespaces: Store<LeanNamespace>,
     /// Whether this replica may write.
     pub leadership: Leadership,
     /// The metrics.
@@ -71,7 +71,7 @@ impl Context {
     pub fn new(
         client: Client,
         grants: Store<StoredGrant>,
-        namespaces: Store<Namespace>,
+        namespaces: Store<LeanNamespace>,
         leadership: Leadership,
         metrics: Arc<Metrics>,
         instance: &str,

@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
+use byoc_api::LeanNamespace;
 use byoc_api::labels;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tracing::{instrument, warn};
@@ -22,7 +22,7 @@ use crate::{Context, Error};
 /// Brings the labels under the prefix of a namespace that carries any, or that a grant
 /// targets, in line with the grants (no write when they are); a standby does nothing.
 #[instrument(skip_all, fields(namespace = %namespace.name_any()))]
-pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(namespace: Arc<LeanNamespace>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.leadership.is_leader() || !ctx.caches_synced().await {
         return Ok(Action::await_change());
     }
@@ -40,7 +40,7 @@ pub async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<A
 }
 
 /// Counts and logs a failed reconcile, and retries it after [`crate::grants::RETRY`].
-pub fn error_policy(namespace: Arc<Namespace>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(namespace: Arc<LeanNamespace>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(namespace = %namespace.name_any(), error = %error, "reconcile failed");
     ctx.metrics.error(Reconciler::Namespace, error);
     Action::requeue(crate::grants::RETRY)

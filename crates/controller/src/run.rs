@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use byoc_api::LeanNamespace;
 use byoc_api::StoredGrant;
 use byoc_runtime::{AdminServer, Readiness, Shutdown};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -90,7 +90,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
     )
     .with_config(config.clone());
     let namespace_controller = Controller::new(
-        Api::<Namespace>::all(client.clone()),
+        Api::<LeanNamespace>::all(client.clone()),
         watcher::Config::default(),
     )
     .with_config(config);
@@ -121,7 +121,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
         let store = ctx.grants.clone();
         let grant_run = grant_controller
             .watches(
-                Api::<Namespace>::all(client),
+                Api::<LeanNamespace>::all(client),
                 watcher::Config::default(),
                 move |ns| grants::targeting(&store, &ns),
             )

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use byoc_api::LeanNamespace;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -49,7 +49,7 @@ pub async fn sync_namespace(
         return Ok(NamespaceState::Labelled);
     }
 
-    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let api: Api<LeanNamespace> = Api::all(ctx.client.clone());
     let applied = api
         .patch(
             name,

@@ -1,12 +1,13 @@
-//! The namespace cache: a metadata-only watch of every Namespace, so a review never waits for
-//! the API server. Only names and labels are kept.
+//! The namespace cache: a watch of every Namespace, so a review never waits for the API server.
+//! Namespaces are read as [`LeanNamespace`] (metadata only, without `managedFields` and
+//! without `status`, which clients may fill with times Rust cannot read), and only names and
+//! labels are kept.
 
 use std::future::Future;
 
+use byoc_api::LeanNamespace;
 use byoc_policy::Allowance;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
@@ -14,7 +15,7 @@ use kube::{Api, Client};
 use prometheus_client::metrics::gauge::Gauge;
 
 /// A namespace as cached: metadata only.
-pub type CachedNamespace = PartialObjectMeta<Namespace>;
+pub type CachedNamespace = LeanNamespace;
 
 /// Read access to the cached namespaces. Cheap to clone.
 #[derive(Clone)]
@@ -66,7 +67,8 @@ pub fn watch(client: Client, size: Gauge) -> (NamespaceCache, impl Future<Output
     // `any_semantic`: the first list comes from the API server's watch cache, which is what
     // makes start-up fast with thousands of namespaces.
     let config = watcher::Config::default().any_semantic();
-    // `Api<PartialObjectMeta<_>>` makes the watch metadata-only.
+    // Full objects (namespaces are small), read leniently: the metadata API's
+    // `PartialObjectMeta` would fail on a `managedFields` time a tenant wrote.
     let stream = watcher::watcher(Api::<CachedNamespace>::all(client), config)
         .default_backoff()
         .modify(strip)
@@ -90,7 +92,6 @@ pub fn watch(client: Client, size: Gauge) -> (NamespaceCache, impl Future<Output
 /// Drops what the webhook never reads, which is most of a namespace's metadata.
 fn strip(ns: &mut CachedNamespace) {
     let meta = &mut ns.metadata;
-    meta.managed_fields = None;
     meta.annotations = None;
     meta.owner_references = None;
     meta.finalizers = None;
@@ -112,7 +113,7 @@ mod tests {
             labels: Some(labels),
             ..ObjectMeta::default()
         };
-        kube::core::PartialObjectMetaExt::into_response_partial(meta)
+        LeanNamespace { metadata: meta }
     }
 
     #[test]
@@ -151,10 +152,9 @@ mod tests {
     fn strip_keeps_name_and_labels() {
         let mut ns = namespace("tool-a", &[("team", "a")]);
         ns.metadata.annotations = Some([("big".to_owned(), "x".repeat(1000))].into());
-        ns.metadata.managed_fields = Some(vec![Default::default()]);
         strip(&mut ns);
         assert_eq!(ns.metadata.name.as_deref(), Some("tool-a"));
         assert_eq!(ns.metadata.labels.as_ref().map(BTreeMap::len), Some(1));
-        assert!(ns.metadata.annotations.is_none() && ns.metadata.managed_fields.is_none());
+        assert!(ns.metadata.annotations.is_none());
     }
 }

@@ -3,7 +3,7 @@
 //! namespace label guard.
 //!
 //! - [`review`]: an AdmissionReview body in, the request or a refusal out (pure);
-//! - [`cache`]: a metadata-only watch of Namespaces, whose labels carry the grants;
+//! - [`cache`]: a watch of Namespaces (read as `LeanNamespace`), whose labels carry the grants;
 //! - [`tls`]: the serving certificate, re-read when its files change;
 //! - [`server`]: `POST /validate`, with a tracing span and metrics per request, read timeouts;
 //! - [`limit`]: the cap on open connections;

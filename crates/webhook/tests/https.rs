@@ -20,7 +20,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use kube::api::ObjectMeta;
-use kube::core::PartialObjectMetaExt;
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use prometheus_client::registry::Registry;
@@ -91,12 +90,13 @@ fn namespace(name: &str, labels: &[(&str, &str)]) -> CachedNamespace {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    ObjectMeta {
-        name: Some(name.into()),
-        labels: Some(labels),
-        ..ObjectMeta::default()
+    CachedNamespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
     }
-    .into_response_partial()
 }
 
 /// A webhook serving on a free loopback port.

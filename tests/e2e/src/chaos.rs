@@ -785,6 +785,32 @@ pub enum Outcome {
     Other(String),
 }
 
+/// How long a change may take to reach the webhook's cache once the API server shows it.
+pub const PROPAGATION: Duration = Duration::from_secs(10);
+
+/// Waits (up to [`PROPAGATION`]) until a pod with `image` in `namespace` gets `want` from the
+/// webhook; returns how long that took.
+pub async fn wait_outcome(
+    client: &Client,
+    namespace: &str,
+    image: &str,
+    want: Outcome,
+) -> Duration {
+    let started = Instant::now();
+    crate::eventually(
+        &format!("{image} in {namespace} to be {want:?}"),
+        PROPAGATION,
+        || async {
+            match try_pod(client, namespace, image).await {
+                got if got == want => Ok(()),
+                got => Err(format!("{got:?}")),
+            }
+        },
+    )
+    .await;
+    started.elapsed()
+}
+
 /// A server-side dry-run create of a pod with `image` in `namespace`: goes through every
 /// admission step, stores nothing.
 pub async fn try_pod(client: &Client, namespace: &str, image: &str) -> Outcome {

@@ -519,9 +519,10 @@ pub fn create_grant(
     Cleanup::new(["byocgrant", name])
 }
 
-/// The `byoc.toolforge.org/` labels of a namespace.
+/// The `byoc.toolforge.org/` labels of a namespace (read leniently, as the operator reads it:
+/// some tests give namespaces times k8s-openapi cannot read).
 pub async fn byoc_labels(client: &Client, namespace: &str) -> BTreeMap<String, String> {
-    let ns = Api::<Namespace>::all(client.clone())
+    let ns = Api::<byoc_api::LeanNamespace>::all(client.clone())
         .get(namespace)
         .await
         .expect("get namespace");
@@ -529,6 +530,25 @@ pub async fn byoc_labels(client: &Client, namespace: &str) -> BTreeMap<String, S
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+}
+
+/// Waits until the `byoc.toolforge.org/` label keys of `namespace` are exactly `want`.
+pub async fn wait_byoc_labels(client: &Client, namespace: &str, want: &[&str]) {
+    let want: std::collections::BTreeSet<String> = want.iter().map(|k| (*k).to_owned()).collect();
+    eventually(
+        &format!("labels {want:?} on {namespace}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            let got: std::collections::BTreeSet<String> =
+                byoc_labels(client, namespace).await.into_keys().collect();
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 /// The value of `KEY=value` in `hack/versions.env` (e.g. `KUBERNETES_VERSION`).

@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 use byoc_api::ByocGrant;
 use byoc_api::labels::owned_labels;
 use byoc_e2e::chaos::{
-    self, Outcome, PLATFORM_IMAGE, WebhookOptions, WebhookProcess, admission_response, pod_review,
-    restart_component, try_pod,
+    self, Outcome, PLATFORM_IMAGE, PROPAGATION, WebhookOptions, WebhookProcess, admission_response,
+    pod_review, restart_component, try_pod, wait_outcome,
 };
 use byoc_e2e::controller::{self, ControllerProcess, SYSTEM_NAMESPACE};
 use byoc_e2e::webhook::NAMESPACES_WEBHOOK;
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, byoc_labels, client, create_grant,
-    eventually, grant_manifest, kubectl, kubectl_run, kubectl_stdin, unique_name,
+    eventually, grant_manifest, kubectl, kubectl_run, kubectl_stdin, unique_name, wait_byoc_labels,
 };
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, ListParams};
@@ -36,45 +36,8 @@ use tokio::task::JoinHandle;
 
 const QUAY_IMAGE: &str = "quay.io/prometheus/node-exporter:v1.8.0";
 
-/// How long a change may take to reach the webhook's cache once the API server shows it.
-const PROPAGATION: Duration = Duration::from_secs(10);
-
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-async fn wait_labels(client: &Client, namespace: &str, want: &[&str]) {
-    let want: BTreeSet<String> = want.iter().map(|k| (*k).to_owned()).collect();
-    eventually(
-        &format!("labels {want:?} on {namespace}"),
-        CONVERGE_TIMEOUT,
-        || async {
-            let got: BTreeSet<String> = byoc_labels(client, namespace).await.into_keys().collect();
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        },
-    )
-    .await;
-}
-
-/// Waits until a pod with `image` in `namespace` gets `want` from the webhook.
-async fn wait_outcome(client: &Client, namespace: &str, image: &str, want: Outcome) -> Duration {
-    let started = Instant::now();
-    eventually(
-        &format!("{image} in {namespace} to be {want:?}"),
-        PROPAGATION,
-        || async {
-            match try_pod(client, namespace, image).await {
-                got if got == want => Ok(()),
-                got => Err(format!("{got:?}")),
-            }
-        },
-    )
-    .await;
-    started.elapsed()
-}
 
 /// A tool namespace where pods can be created.
 async fn tool_namespace(client: &Client, prefix: &str) -> TestNamespace {
@@ -130,7 +93,7 @@ async fn grants_survive(component: &str) {
     let before = tool_namespace(&client, "fault-before").await;
     let before_grant = unique_name("fault-before");
     let _g1 = create_grant(&before_grant, before.name(), &["quay.io"], None);
-    wait_labels(&client, before.name(), &["byoc.toolforge.org/quay.io"]).await;
+    wait_byoc_labels(&client, before.name(), &["byoc.toolforge.org/quay.io"]).await;
     wait_outcome(&client, before.name(), QUAY_IMAGE, Outcome::Admitted).await;
 
     let started = Instant::now();
@@ -145,14 +108,14 @@ async fn grants_survive(component: &str) {
     let after = tool_namespace(&client, "fault-after").await;
     let after_grant = unique_name("fault-after");
     let _g2 = create_grant(&after_grant, after.name(), &["quay.io"], None);
-    wait_labels(&client, after.name(), &["byoc.toolforge.org/quay.io"]).await;
+    wait_byoc_labels(&client, after.name(), &["byoc.toolforge.org/quay.io"]).await;
     let took = wait_outcome(&client, after.name(), QUAY_IMAGE, Outcome::Admitted).await;
     eprintln!("a grant made after the restart admitted {took:?} after its label appeared");
     wait_cache_complete(&client, &webhook).await;
 
     // Revoking the first grant after the restart: the label goes, and the webhook refuses.
     kubectl(["delete", "byocgrant", &before_grant, "--wait=false"]).success();
-    wait_labels(&client, before.name(), &[]).await;
+    wait_byoc_labels(&client, before.name(), &[]).await;
     let took = wait_outcome(&client, before.name(), QUAY_IMAGE, Outcome::Denied).await;
     eprintln!("revocation refused {took:?} after the label went");
     for _ in 0..20 {

@@ -10,11 +10,10 @@ mod scan;
 
 use std::collections::HashMap;
 
+use byoc_api::{LeanNamespace, Lenient};
 use byoc_policy::{Allowance, Config};
 use clap::{Args, ValueEnum, ValueHint};
 use futures::future::try_join_all;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::PartialObjectMeta;
 use kube::core::DynamicObject;
 use kube::{Api, Client};
 
@@ -137,16 +136,17 @@ pub async fn run(args: AuditArgs) -> Result<bool, Failure> {
     Ok(!report.refused)
 }
 
-/// The namespaces in scope, metadata only.
+/// The namespaces in scope, metadata only (read leniently: a tenant's `managedFields` time
+/// must not fail the audit).
 async fn read_namespaces(
     client: &Client,
     only: Option<&str>,
     chunk: u32,
-) -> Result<Vec<PartialObjectMeta<Namespace>>, Failure> {
-    let api: Api<Namespace> = Api::all(client.clone());
+) -> Result<Vec<LeanNamespace>, Failure> {
+    let api: Api<LeanNamespace> = Api::all(client.clone());
     if let Some(name) = only {
         return match api
-            .get_metadata_opt(name)
+            .get_opt(name)
             .await
             .context(|| format!("read namespace {name}"))?
         {
@@ -158,7 +158,7 @@ async fn read_namespaces(
     let mut pages = Pages::new(chunk);
     while let Some(lp) = pages.next_params() {
         let page = api
-            .list_metadata(&lp)
+            .list(&lp)
             .await
             .context(|| "list namespaces".to_owned())?;
         all.extend(pages.take(page));
@@ -185,7 +185,8 @@ async fn scan(
     progress: &Progress,
 ) -> Result<Tally, Failure> {
     let resource = source.resource();
-    let api: Api<DynamicObject> = match namespace {
+    // Read leniently: one object's `managedFields` time must not fail the whole list.
+    let api: Api<Lenient<DynamicObject>> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
@@ -199,7 +200,7 @@ async fn scan(
             .context(|| format!("list {}", resource.plural))?;
         let items = pages.take(page);
         listed += items.len();
-        for object in &items {
+        for Lenient(object) in &items {
             match auditor.audit(source, object) {
                 Outcome::Skipped | Outcome::Exempt => tally.skipped += 1,
                 Outcome::Admitted => tally.audited += 1,
