@@ -186,3 +186,109 @@ pub fn leftovers(cluster_dir: &std::path::Path) -> String {
         .expect("run hack/node.sh leftovers");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A host outside the node, made by the test on this machine: a network namespace joined to it
+/// by a veth pair (`198.18.200.1/30` here, [`OutsideHost::ADDRESS`] there, inside the
+/// benchmarking range that is never routed) with a TCP listener on [`OutsideHost::PORT`]. A
+/// packet from a pod that the node failed to drop would reach the listener, so the egress test
+/// can fail, and no packet is ever aimed at an address off the machine. Removed on drop.
+pub struct OutsideHost {
+    listener: std::process::Child,
+    accepted: PathBuf,
+}
+
+impl OutsideHost {
+    /// The outside host's address.
+    pub const ADDRESS: &str = "198.18.200.2";
+    /// Its listening port.
+    pub const PORT: u16 = 8080;
+    const NETNS: &str = "byoc-e2e-outside";
+
+    /// Creates the namespace, the veth pair and the listener (removing a crashed run's first).
+    pub fn start() -> Self {
+        let _ = Command::new("ip")
+            .args(["netns", "del", Self::NETNS])
+            .status();
+        let ip = |args: &[&str]| run(Command::new("ip").args(args));
+        ip(&["netns", "add", Self::NETNS]);
+        ip(&[
+            "link",
+            "add",
+            "byoc-out0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "byoc-out1",
+            "netns",
+            Self::NETNS,
+        ]);
+        ip(&["addr", "add", "198.18.200.1/30", "dev", "byoc-out0"]);
+        ip(&["link", "set", "byoc-out0", "up"]);
+        let address = format!("{}/30", Self::ADDRESS);
+        for args in [
+            &["addr", "add", &address, "dev", "byoc-out1"][..],
+            &["link", "set", "byoc-out1", "up"],
+        ] {
+            ip(&[&["netns", "exec", Self::NETNS, "ip"][..], args].concat());
+        }
+        let accepted =
+            std::env::temp_dir().join(format!("byoc-e2e-outside-{}", std::process::id()));
+        let _ = std::fs::remove_file(&accepted);
+        // One line per accepted connection.
+        let script = format!(
+            "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('{}', {}))\ns.listen()\nwhile True:\n    c, a = s.accept()\n    \
+             open({:?}, 'a').write(a[0] + '\\n')\n    c.close()\n",
+            Self::ADDRESS,
+            Self::PORT,
+            accepted.display().to_string()
+        );
+        let listener = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                Self::NETNS,
+                "/usr/bin/python3",
+                "-c",
+                &script,
+            ])
+            .spawn()
+            .expect("start the outside host's listener");
+        let host = Self { listener, accepted };
+        // The listener answers this machine (OUTPUT, not FORWARD): the test can fail.
+        let target: std::net::SocketAddr = format!("{}:{}", Self::ADDRESS, Self::PORT)
+            .parse()
+            .expect("socket address");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the outside host's listener did not answer this machine"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        host
+    }
+
+    /// The source addresses of the connections the listener accepted.
+    pub fn accepted(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.accepted)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for OutsideHost {
+    fn drop(&mut self) {
+        let _ = self.listener.kill();
+        let _ = self.listener.wait();
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", Self::NETNS])
+            .status();
+        let _ = std::fs::remove_file(&self.accepted);
+    }
+}

@@ -25,8 +25,8 @@ use byoc_e2e::chaos::{
 use byoc_e2e::controller::{self, ControllerProcess, SYSTEM_NAMESPACE};
 use byoc_e2e::webhook::NAMESPACES_WEBHOOK;
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, byoc_labels, client, create_grant,
-    eventually, grant_manifest, kubectl, kubectl_run, kubectl_stdin, unique_name, wait_byoc_labels,
+    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, client, create_grant, eventually,
+    grant_manifest, kubectl, kubectl_run, kubectl_stdin, unique_name, wait_byoc_labels,
 };
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, ListParams};
@@ -499,7 +499,7 @@ async fn a_labelled_namespace_is_deleted_while_the_webhook_is_down() {
     let tool = tool_namespace(&client, "fault-del").await;
     let grant = unique_name("fault-del");
     let _grant = create_grant(&grant, tool.name(), &["quay.io"], None);
-    wait_labels(&client, tool.name(), &["byoc.toolforge.org/quay.io"]).await;
+    wait_byoc_labels(&client, tool.name(), &["byoc.toolforge.org/quay.io"]).await;
     // Something for the namespace controller to delete.
     kubectl_run(tool.name(), "app", PLATFORM_IMAGE).success();
 

@@ -17,7 +17,8 @@ use std::time::Duration;
 use byoc_e2e::chaos::{Outcome, try_pod};
 use byoc_e2e::controller::{NAME as LEASE, SYSTEM_NAMESPACE};
 use byoc_e2e::node::{
-    RELEASE, TEST_IMAGE_PATH, egress_drops, helm_upgrade, image, installed, wait_running,
+    OutsideHost, RELEASE, TEST_IMAGE_PATH, egress_drops, helm_upgrade, image, installed,
+    wait_running,
 };
 use byoc_e2e::webhook::{NAMESPACES_WEBHOOK, PODS_WEBHOOK, denied_by};
 use byoc_e2e::{
@@ -209,9 +210,13 @@ async fn nothing_a_pod_sends_leaves_the_machine() {
     kubectl_run(ns.name(), "egress", &platform).success();
     wait_running(&client, ns.name(), "egress").await;
 
+    // A host on this machine, outside the node, that answers: the pod's packets for it would
+    // reach it if the node's FORWARD rule did not drop them.
+    let outside = OutsideHost::start();
+    let reached_before = outside.accepted().len();
     let before = egress_drops();
-    // 203.0.113.1 is TEST-NET-3 (documentation only): the pod's packets for it reach the node
-    // through its default route, and the FORWARD rule drops them there.
+    let target = OutsideHost::ADDRESS;
+    let port = OutsideHost::PORT.to_string();
     let out = kubectl([
         "-n",
         ns.name(),
@@ -221,10 +226,16 @@ async fn nothing_a_pod_sends_leaves_the_machine() {
         "nc",
         "-w",
         "3",
-        "203.0.113.1",
-        "80",
+        target,
+        &port,
     ]);
-    assert!(!out.status.success(), "the pod reached 203.0.113.1: {out}");
+    assert!(!out.status.success(), "the pod reached {target}: {out}");
+    assert_eq!(
+        outside.accepted().len(),
+        reached_before,
+        "the outside host accepted a connection from the pod: {:?}",
+        outside.accepted()
+    );
     let after = egress_drops();
     assert!(
         after > before,
