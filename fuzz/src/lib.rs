@@ -21,9 +21,8 @@ use byoc_policy::config::CONTROLLER_USER;
 use byoc_policy::{Config, ImageRef, Mode, decide};
 use byoc_webhook::cache::CachedNamespace;
 use byoc_webhook::{Metrics, NamespaceCache, Webhook};
-use kube::api::ObjectMeta;
-use kube::core::PartialObjectMetaExt;
 use jiff::Timestamp;
+use kube::api::ObjectMeta;
 use kube::core::DynamicObject;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
@@ -132,7 +131,7 @@ fn namespace_cache() -> NamespaceCache {
             labels: Some(labels),
             ..ObjectMeta::default()
         };
-        writer.apply_watcher_event(&Event::Apply(meta.into_response_partial()));
+        writer.apply_watcher_event(&Event::Apply(CachedNamespace { metadata: meta }));
     }
     // The store stays readable only while its writer lives; this one lives for the process.
     std::mem::forget(writer);
@@ -222,8 +221,8 @@ impl Harness {
             whole.lines,
             shown(body)
         );
-        let as_the_api_server_sends = std::str::from_utf8(body).is_ok()
-            && !enforce.result.message.contains("duplicate key");
+        let as_the_api_server_sends =
+            std::str::from_utf8(body).is_ok() && !enforce.result.message.contains("duplicate key");
         if as_the_api_server_sends {
             assert_eq!(
                 enforce.allowed,
