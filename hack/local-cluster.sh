@@ -438,12 +438,14 @@ write_env() {
   mv "$dir/env.tmp" "$dir/env"
 }
 
-# lock: one cluster per state dir. The lock is held on fd 9 by this script only (components and
-# CMD are started with fd 9 closed), so it is released when this script dies, however it dies.
+# lock: one cluster per state dir. The lock is held on fd 9 by this script and its short-lived
+# helpers only (components and CMD are started with fd 9 closed), so it is released when this
+# script dies, however it dies.
 lock() {
   mkdir -p "$dir"
   exec 9>"$dir/.lock"
-  if ! flock -n 9; then
+  # A crashed script's last child (a sleep of its wait loop) may hold the lock a moment longer.
+  if ! flock -w 10 9; then
     die "a cluster is already running in $dir (script pid $(cat "$dir/owner.pid" 2>/dev/null || echo '?')); stop it with '$0 down' or use another --dir"
   fi
   have_lock=1
@@ -535,7 +537,8 @@ cmd_exec() {
 cmd_down() {
   mkdir -p "$dir"
   exec 9>"$dir/.lock"
-  if ! flock -n 9; then
+  # A crashed script's last child (a sleep of its wait loop) may hold the lock a moment longer.
+  if ! flock -w 10 9; then
     local owner
     owner=$(cat "$dir/owner.pid" 2>/dev/null || true)
     [[ $owner =~ ^[0-9]+$ ]] || die "$dir is locked but owner.pid is unreadable"
