@@ -90,3 +90,16 @@ impl Webhook {
 pub fn denied_by(webhook: &str) -> String {
     format!("admission webhook \"{webhook}\" denied the request")
 }
+
+/// Runs `kubectl run hub --image=nginx:1.27` in `namespace` and asserts the pods webhook refuses
+/// it with the §4 message (object, container, image, resolved registry, what is allowed).
+pub fn assert_docker_hub_refused(namespace: &str) {
+    crate::kubectl_run(namespace, "hub", "nginx:1.27").fails_with(&[
+        &denied_by(PODS_WEBHOOK),
+        &format!(
+            "Pod {namespace}/hub: container \"hub\" image \"nginx:1.27\" resolves to registry \
+             docker.io (docker.io/library/nginx:1.27), which namespace {namespace} may not use; \
+             allowed here: docker-registry.tools.wmflabs.org; to use it, ask"
+        ),
+    ]);
+}

@@ -20,7 +20,7 @@ use byoc_e2e::node::{
     OutsideHost, RELEASE, TEST_IMAGE_PATH, egress_drops, helm_upgrade, image, installed,
     wait_running,
 };
-use byoc_e2e::webhook::{NAMESPACES_WEBHOOK, PODS_WEBHOOK, denied_by};
+use byoc_e2e::webhook::{NAMESPACES_WEBHOOK, PODS_WEBHOOK, assert_docker_hub_refused, denied_by};
 use byoc_e2e::{
     CONVERGE_TIMEOUT, TestNamespace, byoc_labels, client, create_grant, eventually, kubectl,
     kubectl_run, unique_name,
@@ -174,14 +174,7 @@ async fn docker_hub_is_refused_with_the_policy_message() {
     let client = client().await;
     let ns = tool_namespace(&client, "node-hub").await;
     let name = ns.name();
-    kubectl_run(name, "hub", "nginx:1.27").fails_with(&[
-        &denied_by(PODS_WEBHOOK),
-        &format!(
-            "Pod {name}/hub: container \"hub\" image \"nginx:1.27\" resolves to registry \
-             docker.io (docker.io/library/nginx:1.27), which namespace {name} may not use; \
-             allowed here: docker-registry.tools.wmflabs.org; to use it, ask"
-        ),
-    ]);
+    assert_docker_hub_refused(name);
 }
 
 #[tokio::test]

@@ -6,7 +6,9 @@
 //! ```
 
 use byoc_e2e::controller;
-use byoc_e2e::webhook::{CONTROLLER_USER, NAMESPACES_WEBHOOK, Options, PODS_WEBHOOK, Webhook};
+use byoc_e2e::webhook::{
+    CONTROLLER_USER, NAMESPACES_WEBHOOK, Options, PODS_WEBHOOK, Webhook, assert_docker_hub_refused,
+};
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, TestNamespace, client, eventually, grant_manifest, kubectl,
     kubectl_as, kubectl_run, kubectl_stdin, unique_name,
@@ -33,14 +35,7 @@ async fn docker_hub_pod_is_refused_and_platform_pod_admitted() {
     let ns = tool_namespace().await;
     let name = ns.name();
 
-    kubectl_run(name, "hub", "nginx:1.27").fails_with(&[
-        &denied_by(PODS_WEBHOOK),
-        &format!(
-            "Pod {name}/hub: container \"hub\" image \"nginx:1.27\" resolves to registry \
-             docker.io (docker.io/library/nginx:1.27), which namespace {name} may not use; \
-             allowed here: docker-registry.tools.wmflabs.org; to use it, ask"
-        ),
-    ]);
+    assert_docker_hub_refused(name);
     assert!(
         kubectl(["-n", name, "get", "pod", "hub"])
             .failure()
