@@ -31,14 +31,20 @@ fmt-check: ## Fail when the code is not formatted
 lint: ## clippy on every crate and target, warnings denied
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+CRDS := byocgrants byocrequests
+
 .PHONY: crds
 crds: ## Regenerate crds/ from the Rust types
-	$(CARGO) run --quiet --locked -p byoc-api --bin crdgen > crds/byocgrants.yaml
+	@for crd in $(CRDS); do \
+	  $(CARGO) run --quiet --locked -p byoc-api --bin crdgen -- $$crd > crds/$$crd.yaml || exit 1; \
+	done
 
 .PHONY: crds-check
 crds-check: ## Fail when crds/ differs from what the Rust types generate
-	@$(CARGO) run --quiet --locked -p byoc-api --bin crdgen | diff -u crds/byocgrants.yaml - \
-	  || { echo "crds/byocgrants.yaml is stale or was edited by hand: run 'make crds' and commit it" >&2; exit 1; }
+	@for crd in $(CRDS); do \
+	  $(CARGO) run --quiet --locked -p byoc-api --bin crdgen -- $$crd | diff -u crds/$$crd.yaml - \
+	    || { echo "crds/$$crd.yaml is stale or was edited by hand: run 'make crds' and commit it" >&2; exit 1; }; \
+	done
 
 .PHONY: unit
 unit: ## Unit and integration tests that need no cluster

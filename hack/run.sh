@@ -195,10 +195,11 @@ mkdir -p "$state"
 chmod 700 "$state"
 rm -f "$state"/*.log
 
-log "applying the CRD and hack/manifests/ to $server"
+log "applying the CRDs and hack/manifests/ to $server"
 kubectl apply --server-side --force-conflicts --field-manager=byoc-run \
-  -f "$repo/crds/byocgrants.yaml" -f "$here/manifests/" >/dev/null
-kubectl wait --for=condition=Established --timeout=60s crd/byocgrants.byoc.toolforge.org >/dev/null
+  -f "$repo/crds/" -f "$here/manifests/" >/dev/null
+kubectl wait --for=condition=Established --timeout=60s \
+  crd/byocgrants.byoc.toolforge.org crd/byocrequests.byoc.toolforge.org >/dev/null
 
 # A CA and a serving certificate for 127.0.0.1, new each run.
 log "generating the webhook's serving certificate"

@@ -80,8 +80,8 @@ pub struct ByocGrantSpec {
     /// as a namespace label (`_` and `:` count twice).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 63)), extend("x-kubernetes-list-type" = "set"))]
-    #[x_kube(validation = Rule::new(format!("self.all(e, e.matches(r'{}'))", crate::REGISTRY_PATTERN_REGEX)).message("each registry must be host[:port][/path-prefix] in lowercase, with a '.' or a port in the host or host 'localhost', for example quay.io, ghcr.io/wikimedia or registry.example.org:5000/team"))]
-    #[x_kube(validation = Rule::new("self.all(e, size(e.replace('_', '__').replace(':', '..')) <= 63)").message("a registry entry is too long to be stored as a namespace label: at most 63 characters, where '_' and ':' count twice"))]
+    #[x_kube(validation = Rule::new(registries_format_rule()).message(REGISTRIES_FORMAT_MESSAGE))]
+    #[x_kube(validation = Rule::new(REGISTRIES_LENGTH_RULE).message(REGISTRIES_LENGTH_MESSAGE))]
     pub registries: Vec<String>,
 
     /// When the grant stops applying, an RFC 3339 time such as `2027-03-31T00:00:00Z` (at
@@ -92,6 +92,25 @@ pub struct ByocGrantSpec {
     #[schemars(regex(pattern = EXPIRES_AT_PATTERN))]
     pub expires_at: Option<Time>,
 }
+
+/// The CEL rule on `spec.registries` (of grants and requests): every entry matches
+/// [`REGISTRY_PATTERN_REGEX`](crate::REGISTRY_PATTERN_REGEX).
+pub fn registries_format_rule() -> String {
+    format!(
+        "self.all(e, e.matches(r'{}'))",
+        crate::REGISTRY_PATTERN_REGEX
+    )
+}
+
+/// The message of [`registries_format_rule`].
+pub const REGISTRIES_FORMAT_MESSAGE: &str = "each registry must be host[:port][/path-prefix] in lowercase, with a '.' or a port in the host or host 'localhost', for example quay.io, ghcr.io/wikimedia or registry.example.org:5000/team";
+
+/// The CEL rule on `spec.registries`: every entry fits in a namespace label once encoded.
+pub const REGISTRIES_LENGTH_RULE: &str =
+    "self.all(e, size(e.replace('_', '__').replace(':', '..')) <= 63)";
+
+/// The message of [`REGISTRIES_LENGTH_RULE`].
+pub const REGISTRIES_LENGTH_MESSAGE: &str = "a registry entry is too long to be stored as a namespace label: at most 63 characters, where '_' and ':' count twice";
 
 /// The pattern the CRD puts on `spec.expiresAt`, on top of the `date-time` format.
 ///

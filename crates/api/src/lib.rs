@@ -1,4 +1,5 @@
-//! The byoc-operator API: the cluster-scoped [`ByocGrant`] custom resource, [`StoredGrant`]
+//! The byoc-operator API: the cluster-scoped [`ByocGrant`] custom resource, the namespaced
+//! [`ByocRequest`] a tool maintainer files to ask for one, [`StoredGrant`]
 //! (which reads stored grants one object at a time), the allow-list entry type
 //! [`RegistryPattern`], the namespace label contract between controller and webhook
 //! ([`labels`]), and readers of watched objects that never fail on fields the operator does
@@ -8,11 +9,15 @@ pub mod grant;
 pub mod labels;
 pub mod lenient;
 pub mod registry;
+pub mod request;
 pub mod stored;
 
 pub use grant::{ByocGrant, ByocGrantSpec, ByocGrantStatus, InvalidGrant, ReadyReason};
 pub use lenient::{LeanNamespace, Lenient};
 pub use registry::{REGISTRY_PATTERN_REGEX, RegistryPattern, RegistryPatternError};
+pub use request::{
+    ByocRequest, ByocRequestSpec, ByocRequestStatus, REQUEST_ANNOTATION, RequestPhase,
+};
 pub use stored::{StoredGrant, UnreadableGrant};
 
 /// The API group of [`ByocGrant`], also the prefix of every label the controller owns.

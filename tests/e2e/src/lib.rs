@@ -458,10 +458,10 @@ where
     }
 }
 
-/// `kubectl apply --server-side` of `crds/byocgrants.yaml`, as an admin installs or upgrades
-/// the CRD (field manager `byoc-e2e`, taking over conflicting fields).
+/// `kubectl apply --server-side` of `crds/` (every CRD of the project), as an admin installs or
+/// upgrades them (field manager `byoc-e2e`, taking over conflicting fields).
 pub fn apply_crd_file() -> Output {
-    let file = crd_file();
+    let file = repo_root().join("crds");
     kubectl([
         "apply".as_ref(),
         "--server-side".as_ref(),
@@ -472,8 +472,8 @@ pub fn apply_crd_file() -> Output {
     ])
 }
 
-/// Installs `crds/byocgrants.yaml` the way an admin would ([`apply_crd_file`], idempotent; once
-/// per test process, the first test to ask does it) and waits until it is Established.
+/// Installs `crds/` the way an admin would ([`apply_crd_file`], idempotent; once per test
+/// process, the first test to ask does it) and waits until the ByocGrant CRD is Established.
 pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
     static APPLIED: OnceLock<()> = OnceLock::new();
     APPLIED.get_or_init(|| {

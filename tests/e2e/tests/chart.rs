@@ -96,14 +96,25 @@ fn every_variant_renders() {
         );
         println!("ok: helm template {}: {} objects", v.name, objects.len());
     }
-    // The CRD comes through the link to crds/byocgrants.yaml.
+    // The CRDs come through the links to crds/byocgrants.yaml and crds/byocrequests.yaml.
     let default = VARIANTS[0].render().expect("default render");
     let crds: Vec<&Object> = of_kind(&default, "CustomResourceDefinition").collect();
-    assert_eq!(crds.len(), 1, "the default render carries one CRD");
-    assert!(
-        crds[0].value["spec"]["versions"][0]["schema"]["openAPIV3Schema"].is_object(),
-        "the CRD has its schema"
+    let names: Vec<&str> = crds.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "byocgrants.byoc.toolforge.org",
+            "byocrequests.byoc.toolforge.org"
+        ],
+        "the default render carries the project's CRDs"
     );
+    for crd in crds {
+        assert!(
+            crd.value["spec"]["versions"][0]["schema"]["openAPIV3Schema"].is_object(),
+            "{} has its schema",
+            crd.name
+        );
+    }
 }
 
 #[test]
@@ -228,8 +239,12 @@ fn the_packaged_chart_embeds_the_crd_and_renders_the_same() {
         listing
             .stdout
             .lines()
-            .any(|l| l == "byoc-operator/files/byocgrants.yaml"),
-        "the package holds a copy of the CRD: {}",
+            .any(|l| l == "byoc-operator/files/byocgrants.yaml")
+            && listing
+                .stdout
+                .lines()
+                .any(|l| l == "byoc-operator/files/byocrequests.yaml"),
+        "the package holds a copy of each CRD: {}",
         listing.stdout
     );
     let packaged = helm([

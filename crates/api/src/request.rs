@@ -1,0 +1,229 @@
+//! The `ByocRequest` custom resource (DESIGN §3b): a tool maintainer's request for a grant.
+//!
+//! A request grants nothing: only a [`ByocGrant`](crate::ByocGrant) does, and the webhook never
+//! reads requests. An admin approves one by creating the grant it asks for (recording the request
+//! in [`REQUEST_ANNOTATION`] on the grant), or denies it; the controller then keeps the status of
+//! an approved request true to its grant.
+
+// clippy reads the repeated `type_ = "string"` of the printcolumn attributes as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// The annotation on a [`ByocGrant`](crate::ByocGrant) made by approving a request: its value is
+/// `<namespace>/<name>` of the [`ByocRequest`].
+pub const REQUEST_ANNOTATION: &str = "byoc.toolforge.org/request";
+
+/// The pattern the CRD puts on `spec.duration`: one or more `<number><unit>` terms with units
+/// `s`, `m`, `h`, `d` (24 hours) and `w` (7 days), like `90d` or `1d12h`.
+pub const DURATION_PATTERN: &str = r"^(?:[0-9]{1,6}[smhdw]){1,5}$";
+
+/// A tool maintainer's request for a ByocGrant for their own namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "byoc.toolforge.org",
+    version = "v1alpha1",
+    kind = "ByocRequest",
+    plural = "byocrequests",
+    shortname = "byocreq",
+    category = "toolforge",
+    namespaced,
+    status = "ByocRequestStatus",
+    derive = "PartialEq",
+    doc = "ByocRequest asks the platform admins for a ByocGrant for this namespace: the registries its pods need beyond the platform's default ones, why, and for how long. It grants nothing by itself; an admin approves it (which creates the grant) or denies it.",
+    printcolumn(
+        name = "Registries",
+        type_ = "string",
+        json_path = ".status.registries",
+        description = "The registries asked for or, once approved, those the grant allows (any, or a comma-separated list)"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Approved, Denied, Expired or Revoked"
+    ),
+    printcolumn(
+        name = "Grant",
+        type_ = "string",
+        json_path = ".status.grant",
+        description = "The ByocGrant created by approving this request"
+    ),
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".status.expiresAt",
+        description = "When the grant stops applying; empty means never or not approved"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: delete this request and create a new one"))]
+#[serde(rename_all = "camelCase")]
+pub struct ByocRequestSpec {
+    /// Registries the namespace's pods need to pull from, each `host[:port][/path-prefix]` in
+    /// lowercase, for example `quay.io` or `ghcr.io/wikimedia`; the same grammar as a grant's.
+    /// Absent or empty asks for any registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)), extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = Rule::new(crate::grant::registries_format_rule()).message(crate::grant::REGISTRIES_FORMAT_MESSAGE))]
+    #[x_kube(validation = Rule::new(crate::grant::REGISTRIES_LENGTH_RULE).message(crate::grant::REGISTRIES_LENGTH_MESSAGE))]
+    pub registries: Vec<String>,
+
+    /// Why the tool needs its own images, for the admins who review the request (for example a
+    /// Phabricator task). Must not be empty.
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self.trim() != ''").message("reason must not be empty or blank: say why this namespace needs its own images"))]
+    pub reason: String,
+
+    /// How long the grant should last, like `90d`, `12h`, `2w` or `1d12h` (units s, m, h, d, w).
+    /// Absent asks for a grant that does not expire. Admins may approve a shorter one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 40), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("!self.matches('^(?:0+[smhdw])+$')").message("duration must be positive"))]
+    pub duration: Option<String>,
+}
+
+/// Where a request stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum RequestPhase {
+    /// Waiting for an admin's decision.
+    Pending,
+    /// An admin created the grant; it applies.
+    Approved,
+    /// An admin refused it; `message` says why.
+    Denied,
+    /// The grant reached its `expiresAt`.
+    Expired,
+    /// The grant was deleted.
+    Revoked,
+}
+
+impl RequestPhase {
+    /// The phase as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Approved => "Approved",
+            Self::Denied => "Denied",
+            Self::Expired => "Expired",
+            Self::Revoked => "Revoked",
+        }
+    }
+
+    /// Whether an admin has decided (approve or deny are no longer possible).
+    pub fn is_decided(self) -> bool {
+        self != Self::Pending
+    }
+}
+
+/// Where a request stands, written by `kubectl byoc approve|deny` and the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ByocRequestStatus {
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Pending, Approved, Denied, Expired or Revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RequestPhase>,
+
+    /// The registries asked for or, once approved, those the grant allows, for `kubectl get`:
+    /// `any`, or the entries joined with `,`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registries: Option<String>,
+
+    /// The name of the ByocGrant created by approving this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+
+    /// When the grant stops applying, as the grant says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+
+    /// The user who approved or denied the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+
+    /// A human-readable note: the reason of a denial, or what happened to the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// Conditions with observedGeneration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+impl ByocRequest {
+    /// The phase, `Pending` until someone writes one.
+    pub fn phase(&self) -> RequestPhase {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or(RequestPhase::Pending)
+    }
+}
+
+/// The CustomResourceDefinition as YAML, as committed in `crds/byocrequests.yaml`.
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    use kube::CustomResourceExt;
+    let yaml = serde_saphyr::to_string(&ByocRequest::crd())?;
+    Ok(format!(
+        "# Generated by `make crds` from crates/api/src/request.rs; do not edit by hand.\n{yaml}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_crd_is_fresh() {
+        let committed = include_str!("../../../crds/byocrequests.yaml");
+        assert!(
+            crd_yaml().unwrap() == committed,
+            "crds/byocrequests.yaml is stale or was edited by hand: run `make crds` and commit it"
+        );
+    }
+
+    #[test]
+    fn duration_pattern_matches_the_cli_grammar() {
+        let re = regex::Regex::new(DURATION_PATTERN).unwrap();
+        for ok in ["90d", "12h", "2w", "1d12h", "30m", "45s", "0d1h"] {
+            assert!(re.is_match(ok), "{ok}");
+        }
+        for bad in ["", "90", "d", "90days", "1.5d", "-1d", "90D", " 90d", "1y"] {
+            assert!(!re.is_match(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn phases() {
+        let mut request = ByocRequest::new(
+            "r",
+            ByocRequestSpec {
+                registries: vec![],
+                reason: "x".into(),
+                duration: None,
+            },
+        );
+        assert_eq!(request.phase(), RequestPhase::Pending);
+        assert!(!request.phase().is_decided());
+        request.status = Some(ByocRequestStatus {
+            phase: Some(RequestPhase::Denied),
+            ..Default::default()
+        });
+        assert_eq!(request.phase(), RequestPhase::Denied);
+        assert!(request.phase().is_decided());
+        let json = serde_json::to_value(&request.status).unwrap();
+        assert_eq!(json["phase"], "Denied");
+        assert_eq!(RequestPhase::Revoked.as_str(), "Revoked");
+    }
+}
