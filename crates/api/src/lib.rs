@@ -16,7 +16,8 @@ pub use grant::{ByocGrant, ByocGrantSpec, ByocGrantStatus, InvalidGrant, ReadyRe
 pub use lenient::{LeanNamespace, Lenient};
 pub use registry::{REGISTRY_PATTERN_REGEX, RegistryPattern, RegistryPatternError};
 pub use request::{
-    ByocRequest, ByocRequestSpec, ByocRequestStatus, REQUEST_ANNOTATION, RequestPhase,
+    ByocRequest, ByocRequestSpec, ByocRequestStatus, InvalidRequest, REQUEST_ANNOTATION,
+    RequestPhase,
 };
 pub use stored::{StoredGrant, UnreadableGrant};
 

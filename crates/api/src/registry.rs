@@ -197,6 +197,21 @@ impl RegistryPattern {
     pub fn path(&self) -> Option<&str> {
         self.path.as_deref()
     }
+
+    /// Whether every image this entry allows is also allowed by `wider`: same host and port,
+    /// and `wider` has no path prefix, the same one, or one this entry continues after a `/`.
+    /// (`quay.io` covers `quay.io/x`; `quay.io/x` covers neither `quay.io` nor `quay.io/xy`.)
+    pub fn is_covered_by(&self, wider: &RegistryPattern) -> bool {
+        self.host == wider.host
+            && self.port == wider.port
+            && match (&wider.path, &self.path) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(outer), Some(inner)) => inner
+                    .strip_prefix(outer.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+            }
+    }
 }
 
 /// Why a string is not a valid [`RegistryPattern`]; each message quotes the entry.
@@ -1037,6 +1052,31 @@ mod tests {
             prop_assert_eq!(parse(&canonical), Ok(p));
         }
         Ok(())
+    }
+
+    #[test]
+    fn coverage_follows_path_boundaries() {
+        let cases = [
+            ("quay.io/x", "quay.io", true),
+            ("quay.io", "quay.io", true),
+            ("quay.io/x/y", "quay.io/x", true),
+            ("quay.io/x", "quay.io/x", true),
+            ("quay.io", "quay.io/x", false),
+            ("quay.io/xy", "quay.io/x", false),
+            ("quay.io:443", "quay.io", false),
+            ("quay.io", "quay.io:443", false),
+            ("ghcr.io", "quay.io", false),
+            (
+                "registry.example.org:5000/a",
+                "registry.example.org:5000",
+                true,
+            ),
+        ];
+        for (inner, outer, want) in cases {
+            let inner: RegistryPattern = inner.parse().unwrap();
+            let outer: RegistryPattern = outer.parse().unwrap();
+            assert_eq!(inner.is_covered_by(&outer), want, "{inner} in {outer}");
+        }
     }
 
     proptest! {

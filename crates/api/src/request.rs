@@ -161,6 +161,87 @@ pub struct ByocRequestStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// The type of the condition a request carries: `True` while the grant it led to applies.
+/// Its reason is the phase (or `GrantUnreadable`), its message the status message.
+pub const GRANTED: &str = "Granted";
+
+/// The value of [`REQUEST_ANNOTATION`] for request `name` in `namespace`.
+pub fn request_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Why a request spec is not valid; the same rules the CRD schema enforces at the API server.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InvalidRequest {
+    /// `spec.reason` is blank or too long.
+    #[error(
+        "spec.reason must not be empty or blank, nor longer than 1024 characters: say why this \
+         namespace needs its own images"
+    )]
+    Reason,
+    /// Too many registries.
+    #[error("spec.registries: at most 64 entries, got {0}")]
+    TooManyRegistries(usize),
+    /// A registry listed twice.
+    #[error("spec.registries: {0:?} is listed twice")]
+    Duplicate(String),
+    /// A registry entry the grant grammar refuses.
+    #[error("{0}")]
+    Registry(crate::InvalidGrant),
+    /// `spec.duration` does not match [`DURATION_PATTERN`], or is zero.
+    #[error(
+        "spec.duration {0:?} is not a positive duration: one to five terms of a number (at most \
+         6 digits) and a unit s, m, h, d or w, like 90d, 12h, 2w or 1d12h"
+    )]
+    Duration(String),
+}
+
+impl ByocRequestSpec {
+    /// Checks the spec of a request in `namespace` as the CRD schema does.
+    pub fn validate(&self, namespace: &str) -> Result<(), InvalidRequest> {
+        if self.reason.trim().is_empty() || self.reason.chars().count() > 1024 {
+            return Err(InvalidRequest::Reason);
+        }
+        if self.registries.len() > 64 {
+            return Err(InvalidRequest::TooManyRegistries(self.registries.len()));
+        }
+        for (i, r) in self.registries.iter().enumerate() {
+            if self.registries[..i].contains(r) {
+                return Err(InvalidRequest::Duplicate(r.clone()));
+            }
+        }
+        let grant = crate::ByocGrantSpec {
+            namespace: namespace.to_owned(),
+            reason: self.reason.clone(),
+            registries: self.registries.clone(),
+            expires_at: None,
+        };
+        grant.validate().map_err(InvalidRequest::Registry)?;
+        match &self.duration {
+            Some(d) if !is_duration(d) => Err(InvalidRequest::Duration(d.clone())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `s` matches [`DURATION_PATTERN`] and is not zero, as the CRD requires.
+pub fn is_duration(s: &str) -> bool {
+    let mut terms = 0;
+    let mut positive = false;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit = rest.as_bytes().get(digits).copied();
+        if !(1..=6).contains(&digits) || !unit.is_some_and(|u| b"smhdw".contains(&u)) {
+            return false;
+        }
+        positive |= rest[..digits].bytes().any(|b| b != b'0');
+        terms += 1;
+        rest = &rest[digits + 1..];
+    }
+    (1..=5).contains(&terms) && positive
+}
+
 impl ByocRequest {
     /// The phase, `Pending` until someone writes one.
     pub fn phase(&self) -> RequestPhase {
@@ -202,6 +283,80 @@ mod tests {
         for bad in ["", "90", "d", "90days", "1.5d", "-1d", "90D", " 90d", "1y"] {
             assert!(!re.is_match(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_follow_the_pattern_and_the_positive_rule() {
+        let re = regex::Regex::new(DURATION_PATTERN).unwrap();
+        let zero = regex::Regex::new("^(?:0+[smhdw])+$").unwrap();
+        let cases = [
+            "90d",
+            "12h",
+            "2w",
+            "1d12h",
+            "30m",
+            "45s",
+            "0d1h",
+            "",
+            "90",
+            "d",
+            "90days",
+            "1.5d",
+            "-1d",
+            "90D",
+            " 90d",
+            "1y",
+            "0d",
+            "00h0m",
+            "1234567d",
+            "123456d",
+            "1s1s1s1s1s",
+            "1s1s1s1s1s1s",
+            "1d ",
+            "d1",
+        ];
+        for s in cases {
+            // The pattern, and the CEL rule's own regex for zero.
+            let want = re.is_match(s) && !zero.is_match(s);
+            assert_eq!(is_duration(s), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn validation_matches_the_crd_rules() {
+        let spec = |registries: &[&str], reason: &str, duration: Option<&str>| ByocRequestSpec {
+            registries: registries.iter().map(|s| s.to_string()).collect(),
+            reason: reason.into(),
+            duration: duration.map(Into::into),
+        };
+        let many: Vec<String> = (0..65).map(|i| format!("r{i}.example.org")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let long = "x".repeat(1025);
+        let cases: &[(ByocRequestSpec, Option<&str>)] = &[
+            (spec(&["quay.io/x"], "T1", Some("90d")), None),
+            (spec(&[], "T1", None), None),
+            (spec(&["quay.io"], " ", None), Some("spec.reason")),
+            (spec(&["quay.io"], &long, None), Some("spec.reason")),
+            (
+                spec(&["quay"], "T1", None),
+                Some("spec.registries: registry entry \"quay\""),
+            ),
+            (
+                spec(&["quay.io", "quay.io"], "T1", None),
+                Some("listed twice"),
+            ),
+            (spec(&many, "T1", None), Some("at most 64")),
+            (spec(&[], "T1", Some("0d")), Some("spec.duration \"0d\"")),
+            (spec(&[], "T1", Some("1y")), Some("spec.duration")),
+        ];
+        for (spec, want) in cases {
+            match (spec.validate("tool-a"), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(want)) => assert!(e.to_string().contains(want), "{spec:?}: {e}"),
+                (got, want) => panic!("{spec:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert_eq!(request_key("tool-a", "r"), "tool-a/r");
     }
 
     #[test]

@@ -110,6 +110,13 @@ pub enum ClusterError {
          crds/byocgrants.yaml`"
     )]
     NoCrd,
+    /// The ByocRequest CustomResourceDefinition is not installed.
+    #[error(
+        "the ByocRequest API (byocrequests.byoc.toolforge.org/v1alpha1) is not installed in this \
+         cluster: install the byoc-operator chart, or `kubectl apply --server-side -f \
+         crds/byocrequests.yaml`"
+    )]
+    NoRequestCrd,
 }
 
 impl ClusterError {
@@ -161,6 +168,8 @@ pub trait Context<T> {
     /// Like [`Context::context`] for requests on ByocGrants: a 404 that names no object means
     /// the CRD is missing.
     fn grant_context(self, what: impl FnOnce() -> String) -> Result<T, ClusterError>;
+    /// The same for requests on ByocRequests.
+    fn request_context(self, what: impl FnOnce() -> String) -> Result<T, ClusterError>;
 }
 
 impl<T> Context<T> for Result<T, kube::Error> {
@@ -172,17 +181,31 @@ impl<T> Context<T> for Result<T, kube::Error> {
     }
 
     fn grant_context(self, what: impl FnOnce() -> String) -> Result<T, ClusterError> {
-        self.map_err(|source| match &source {
-            kube::Error::Api(s)
-                if s.code == 404 && s.details.as_ref().is_none_or(|d| d.name.is_empty()) =>
-            {
-                ClusterError::NoCrd
-            }
-            _ => ClusterError::Api {
-                what: what(),
-                source,
-            },
-        })
+        self.map_err(|source| missing_crd(source, ClusterError::NoCrd, what))
+    }
+
+    fn request_context(self, what: impl FnOnce() -> String) -> Result<T, ClusterError> {
+        self.map_err(|source| missing_crd(source, ClusterError::NoRequestCrd, what))
+    }
+}
+
+/// `missing` for a 404 that names no object (the API is not installed), else the error with
+/// `what`.
+fn missing_crd(
+    source: kube::Error,
+    missing: ClusterError,
+    what: impl FnOnce() -> String,
+) -> ClusterError {
+    match &source {
+        kube::Error::Api(s)
+            if s.code == 404 && s.details.as_ref().is_none_or(|d| d.name.is_empty()) =>
+        {
+            missing
+        }
+        _ => ClusterError::Api {
+            what: what(),
+            source,
+        },
     }
 }
 
@@ -331,6 +354,11 @@ mod tests {
         assert!(matches!(
             missing.grant_context(|| "list".into()),
             Err(ClusterError::NoCrd)
+        ));
+        let missing = api_error(404, "", "the server could not find the requested resource");
+        assert!(matches!(
+            missing.request_context(|| "list".into()),
+            Err(ClusterError::NoRequestCrd)
         ));
         let gone = api_error(404, "x", "byocgrants.byoc.toolforge.org \"x\" not found")
             .grant_context(|| "delete ByocGrant x".into())

@@ -2,6 +2,7 @@
 //! `kubectl byoc ...`.
 
 mod allowlist;
+mod approve;
 mod audit;
 mod check;
 mod cluster;
@@ -12,6 +13,7 @@ mod import;
 mod list;
 mod manifest;
 mod output;
+mod request;
 mod revoke;
 mod table;
 
@@ -33,6 +35,9 @@ use thiserror::Error;
     kubectl byoc grant tool-wikibugs --reason 'T302863' --registry quay.io --expires 90d\n  \
     kubectl byoc list\n  \
     kubectl byoc revoke tool-wikibugs\n  \
+    kubectl byoc request --registry quay.io/wikibugs --reason 'T302863' --duration 90d\n  \
+    kubectl byoc requests -A\n  \
+    kubectl byoc approve -n tool-wikibugs byoc-x7k2p\n  \
     kubectl byoc audit -o json\n  \
     kubectl byoc import-configmap --configmap tools-system/byoc-allowlist --dry-run\n\n\
     Cluster commands read the kubeconfig like kubectl ($KUBECONFIG, --kubeconfig, --context). \
@@ -87,6 +92,14 @@ enum Command {
     Revoke(revoke::RevokeArgs),
     /// List grants with the time they have left and whether they are applied.
     List(list::ListArgs),
+    /// Ask the platform admins for a grant for a namespace (creates a ByocRequest).
+    Request(request::RequestArgs),
+    /// List ByocRequests, pending first.
+    Requests(request::RequestsArgs),
+    /// Approve a ByocRequest: create its ByocGrant (possibly narrower) and mark it Approved.
+    Approve(approve::ApproveArgs),
+    /// Deny a ByocRequest, saying why.
+    Deny(approve::DenyArgs),
     /// List running pods and workloads that the registry policy would refuse now.
     Audit(audit::AuditArgs),
     /// Turn a legacy allow-list ConfigMap (one namespace per line) into ByocGrants.
@@ -160,6 +173,10 @@ fn main() -> ExitCode {
         Command::Grant(args) => block_on(grant::run(args)),
         Command::Revoke(args) => block_on(revoke::run(args)),
         Command::List(args) => block_on(list::run(args)),
+        Command::Request(args) => block_on(request::run_request(args)),
+        Command::Requests(args) => block_on(request::run_requests(args)),
+        Command::Approve(args) => block_on(approve::run_approve(args)),
+        Command::Deny(args) => block_on(approve::run_deny(args)),
         Command::Audit(args) => block_on(audit::run(args)),
         Command::ImportConfigmap(args) => block_on(import::run(args)),
         Command::Completion { shell } => {
