@@ -60,6 +60,26 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// Writing a request's status failed.
+    #[error("cannot update the status of ByocRequest {request}: {source}")]
+    UpdateRequestStatus {
+        /// The request, `namespace/name`.
+        request: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Reading the grant an approved request led to failed.
+    #[error("cannot read ByocGrant {grant}: {source}")]
+    ReadGrant {
+        /// The grant.
+        grant: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+
     /// Adding or removing the finalizer failed, or the apply/cleanup inside it did.
     #[error(transparent)]
     Finalizer(#[from] Box<finalizer::Error<Error>>),
@@ -74,6 +94,8 @@ impl Error {
             Self::EncodeLabels { .. } => "encode_labels",
             Self::PatchStatus { .. } => "patch_status",
             Self::RemoveFinalizer { .. } => "remove_finalizer",
+            Self::UpdateRequestStatus { .. } => "update_request_status",
+            Self::ReadGrant { .. } => "read_grant",
             Self::Finalizer(e) => match &**e {
                 finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
                     inner.metric_label()
@@ -134,6 +156,20 @@ mod tests {
                     source: api_error(),
                 },
                 "patch_status",
+            ),
+            (
+                Error::UpdateRequestStatus {
+                    request: "ns/r".into(),
+                    source: api_error(),
+                },
+                "update_request_status",
+            ),
+            (
+                Error::ReadGrant {
+                    grant: "g".into(),
+                    source: api_error(),
+                },
+                "read_grant",
             ),
         ];
         for (error, label) in cases {

@@ -12,6 +12,9 @@
 //! - [`namespaces`], keyed on Namespaces: removes labels under the prefix from namespaces that
 //!   no grant targets (hand-made or left over).
 //!
+//! A third, [`requests`], keeps the status of each ByocRequest true to the grant approving it
+//! created (it never writes labels or grants).
+//!
 //! Every replica watches; only the lease holder ([`leader`]) reconciles, and a replica that
 //! becomes leader reconciles everything once. What to write is decided by pure functions in
 //! [`desired`] and [`status`], tested without a cluster.
@@ -22,6 +25,7 @@ pub mod grants;
 pub mod leader;
 pub mod metrics;
 pub mod namespaces;
+pub mod requests;
 pub mod run;
 pub mod status;
 pub mod sync;
@@ -58,7 +62,7 @@ pub struct Context {
     pub leadership: Leadership,
     /// The metrics.
     pub metrics: Arc<Metrics>,
-    /// Publishes Kubernetes events about grants.
+    /// Publishes Kubernetes events about grants and requests.
     pub recorder: Recorder,
     /// Becomes true once both caches have been filled.
     synced: watch::Receiver<bool>,

@@ -12,13 +12,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Which of the two reconcilers a sample is about.
+/// Which reconciler a sample is about.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Reconciler {
     /// The ByocGrant reconciler (labels, status, finalizer, expiry): `byocgrant`.
     Grant,
     /// The Namespace reconciler (our labels on namespaces without grants): `namespace`.
     Namespace,
+    /// The ByocRequest reconciler (request status true to its grant): `byocrequest`.
+    Request,
 }
 
 /// Which kind of namespace label write a sample is about.
@@ -35,6 +37,7 @@ impl EncodeLabelValue for Reconciler {
         let name = match self {
             Self::Grant => "byocgrant",
             Self::Namespace => "namespace",
+            Self::Request => "byocrequest",
         };
         EncodeLabelValue::encode(&name, encoder)
     }
@@ -80,6 +83,7 @@ pub struct Metrics {
     grants: Family<StateLabels, Gauge>,
     label_writes: Family<WriteLabels, Counter>,
     status_writes: Counter,
+    request_status_writes: Counter,
     leader: Gauge,
     /// The last state seen per grant, so the gauge moves by one per change.
     states: Mutex<HashMap<String, ReadyReason>>,
@@ -97,6 +101,7 @@ impl Default for Metrics {
             grants: Family::default(),
             label_writes: Family::default(),
             status_writes: Counter::default(),
+            request_status_writes: Counter::default(),
             leader: Gauge::default(),
             states: Mutex::default(),
         }
@@ -139,6 +144,11 @@ impl Metrics {
             metrics.status_writes.clone(),
         );
         r.register(
+            "request_status_writes",
+            "Updates sent to ByocRequest statuses",
+            metrics.request_status_writes.clone(),
+        );
+        r.register(
             "leader",
             "1 while this replica holds the lease",
             metrics.leader.clone(),
@@ -176,6 +186,11 @@ impl Metrics {
     /// Counts a patch of a grant's status.
     pub fn status_write(&self) {
         self.status_writes.inc();
+    }
+
+    /// Counts an update of a request's status.
+    pub fn request_status_write(&self) {
+        self.request_status_writes.inc();
     }
 
     /// Records the state of a grant.
@@ -273,6 +288,8 @@ mod tests {
         drop(m.reconcile(Reconciler::Grant));
         drop(m.reconcile(Reconciler::Grant));
         drop(m.reconcile(Reconciler::Namespace));
+        drop(m.reconcile(Reconciler::Request));
+        m.request_status_write();
         m.error(
             Reconciler::Grant,
             &crate::Error::PatchStatus {
@@ -291,6 +308,8 @@ mod tests {
             r#"byoc_controller_reconcile_duration_seconds_count{controller="byocgrant"} 2"#,
             r#"byoc_controller_namespace_label_writes_total{kind="apply"} 1"#,
             "byoc_controller_status_writes_total 1",
+            r#"byoc_controller_reconciles_total{controller="byocrequest"} 1"#,
+            "byoc_controller_request_status_writes_total 1",
             "byoc_controller_leader 1",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");

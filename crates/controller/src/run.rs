@@ -1,4 +1,4 @@
-//! Wiring: the admin server, the leader election, the two controllers, and an orderly
+//! Wiring: the admin server, the leader election, the three controllers, and an orderly
 //! shutdown (controllers drain, then the lease is released, then the admin server stops).
 
 use std::net::SocketAddr;
@@ -18,7 +18,8 @@ use prometheus_client::registry::Registry;
 use tracing::{debug, error, info, warn};
 
 use crate::leader::{Election, LeaseSettings};
-use crate::{Context, Metrics, grants, namespaces};
+use crate::requests::WatchedRequest;
+use crate::{Context, Metrics, grants, namespaces, requests};
 
 /// How to run the controller.
 #[derive(Clone, Debug)]
@@ -93,6 +94,11 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
         Api::<LeanNamespace>::all(client.clone()),
         watcher::Config::default(),
     )
+    .with_config(config.clone());
+    let request_controller = Controller::new(
+        Api::<WatchedRequest>::all(client.clone()),
+        watcher::Config::default(),
+    )
     .with_config(config);
     let grant_store = grant_controller.store();
     let namespace_store = namespace_controller.store();
@@ -119,6 +125,16 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
 
     let outcome = {
         let store = ctx.grants.clone();
+        let request_run = request_controller
+            .watches(
+                Api::<StoredGrant>::all(client.clone()),
+                watcher::Config::default(),
+                requests::for_grant,
+            )
+            .reconcile_all_on(leadership.acquired())
+            .graceful_shutdown_on(stopped(&shutdown))
+            .run(requests::reconcile, requests::error_policy, ctx.clone())
+            .for_each(|result| log_result("byocrequest", result));
         let grant_run = grant_controller
             .watches(
                 Api::<LeanNamespace>::all(client),
@@ -135,7 +151,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
             .run(namespaces::reconcile, namespaces::error_policy, ctx)
             .for_each(|result| log_result("namespace", result));
         tokio::select! {
-            ((), ()) = futures::future::join(grant_run, namespace_run) => Ok(()),
+            ((), (), ()) = futures::future::join3(grant_run, namespace_run, request_run) => Ok(()),
             ended = &mut election => Err(RunError::ElectionEnded(match ended {
                 Ok(Ok(_)) => "it stopped".to_owned(),
                 Ok(Err(e)) => e.to_string(),
