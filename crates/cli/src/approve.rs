@@ -25,7 +25,7 @@ use crate::cluster::{self, ClusterArgs, Context};
 use crate::duration::{self, TimeError, parse_duration, parse_expiry};
 use crate::list::describe;
 use crate::output::{ObjectFormat, emit};
-use crate::request::requests;
+use crate::request::{read_requests, requests};
 
 /// `approve` arguments.
 #[derive(Args, Debug)]
@@ -194,7 +194,7 @@ fn grant_spec(
         let asked_patterns: Vec<RegistryPattern> =
             asked.iter().filter_map(|a| a.parse().ok()).collect();
         for entry in &granted {
-            let pattern: RegistryPattern = entry.parse().map_err(|e| InvalidGrant::Registry(e))?;
+            let pattern: RegistryPattern = entry.parse().map_err(InvalidGrant::Registry)?;
             if !asked_patterns.iter().any(|a| pattern.is_covered_by(a)) {
                 return Err(Refusal::Wider {
                     entry: entry.clone(),
@@ -341,11 +341,13 @@ async fn whoami(client: &Client) -> Result<String, Failure> {
         })
 }
 
+/// Reads a request, its metadata leniently (see [`read_requests`]).
 async fn get(client: &Client, namespace: &str, name: &str) -> Result<ByocRequest, Failure> {
-    requests(client, namespace)
+    read_requests(client, Some(namespace))
         .get_opt(name)
         .await
         .request_context(|| format!("read ByocRequest {namespace}/{name}"))?
+        .map(|r| r.0)
         .ok_or_else(|| Failure::Usage(format!("no ByocRequest {name} in namespace {namespace}")))
 }
 

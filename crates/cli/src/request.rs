@@ -2,10 +2,10 @@
 //! (everyone sees where requests stand).
 
 use byoc_api::grant::registries_summary;
-use byoc_api::{ByocRequest, ByocRequestSpec, RequestPhase};
+use byoc_api::{ByocRequest, ByocRequestSpec, Lenient, RequestPhase};
 use clap::{ArgGroup, Args, ValueEnum};
 use jiff::Timestamp;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 
@@ -218,19 +218,15 @@ pub async fn run_requests(args: RequestsArgs) -> Result<bool, Failure> {
 
 /// The ByocRequests of `namespace`, or of every namespace.
 async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<ByocRequest>, Failure> {
-    let api: Api<ByocRequest> = match namespace {
-        Some(ns) => requests(client, ns),
-        None => Api::all(client.clone()),
-    };
+    let api = read_requests(client, namespace);
     let mut all = Vec::new();
     let mut pages = Pages::new(500);
     while let Some(lp) = pages.next_params() {
-        let lp: ListParams = lp;
         let page = api
             .list(&lp)
             .await
             .request_context(|| "list ByocRequests".into())?;
-        all.extend(pages.take(page));
+        all.extend(pages.take(page).into_iter().map(|r| r.0));
     }
     Ok(all)
 }
@@ -303,6 +299,16 @@ fn table(items: &[ByocRequest], all: bool, wide: bool, now: Timestamp) -> String
         t.push(row);
     }
     t.to_string()
+}
+
+/// The ByocRequest API of `namespace` (every namespace with `None`) for reading: metadata is
+/// read leniently, so a request whose `managedFields` a tenant wrote in a form Rust cannot read
+/// (a far time) fails neither the list nor the other requests.
+pub fn read_requests(client: &Client, namespace: Option<&str>) -> Api<Lenient<ByocRequest>> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// The ByocRequest API of `namespace`.
