@@ -206,6 +206,175 @@ fn an_external_webhook_gets_its_url_and_ca_and_the_same_rules() {
 }
 
 /// Certificates are generated per render: drop them before comparing two renders.
+/// Every (apiGroup, resource, verb) a ClusterRole's rules allow.
+fn permissions(role: &Value) -> std::collections::BTreeSet<(String, String, String)> {
+    let mut all = std::collections::BTreeSet::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        let list = |key: &str| -> Vec<String> {
+            rule[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        };
+        for group in list("apiGroups") {
+            for resource in list("resources") {
+                for verb in list("verbs") {
+                    all.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    all
+}
+
+/// The verbs `role` allows on `resource` of `group`.
+fn verbs_on(role: &Value, group: &str, resource: &str) -> Vec<String> {
+    permissions(role)
+        .into_iter()
+        .filter(|(g, r, _)| g == group && r == resource)
+        .map(|(_, _, v)| v)
+        .collect()
+}
+
+#[test]
+fn request_rbac_lets_tenants_file_requests_and_only_admins_decide() {
+    const GROUP: &str = "byoc.toolforge.org";
+    let default = VARIANTS[0].render().expect("default render");
+    let role = |name: &str| -> &Value {
+        &of_kind(&default, "ClusterRole")
+            .find(|o| o.name == name)
+            .unwrap_or_else(|| panic!("no ClusterRole {name}"))
+            .value
+    };
+    // Tenants: aggregated into edit and admin, never view; requests only, never their status.
+    let edit = role("byoc-operator-request-edit");
+    let labels = &edit["metadata"]["labels"];
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-edit"],
+        "true"
+    );
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-admin"],
+        "true"
+    );
+    assert!(
+        labels
+            .get("rbac.authorization.k8s.io/aggregate-to-view")
+            .is_none()
+    );
+    let want: std::collections::BTreeSet<(String, String, String)> =
+        ["create", "delete", "get", "list", "watch"]
+            .into_iter()
+            .map(|v| (GROUP.to_owned(), "byocrequests".to_owned(), v.to_owned()))
+            .collect();
+    assert_eq!(
+        permissions(edit),
+        want,
+        "request-edit: exactly these, nothing on status or grants"
+    );
+    // No role aggregated into edit/admin/view touches grants or request status.
+    for o in of_kind(&default, "ClusterRole") {
+        let aggregated = o.value["metadata"]["labels"].as_object().is_some_and(|l| {
+            l.keys()
+                .any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+        });
+        if aggregated {
+            for (g, r, v) in permissions(&o.value) {
+                assert!(
+                    !(g == GROUP && (r.starts_with("byocgrants") || r == "byocrequests/status")),
+                    "{} is aggregated and allows {v} {r}",
+                    o.name
+                );
+            }
+        }
+    }
+    // Admins: what approve/deny need.
+    let admin = role("byoc-operator-grant-admin");
+    assert!(verbs_on(admin, GROUP, "byocgrants").contains(&"create".to_owned()));
+    assert_eq!(
+        verbs_on(admin, GROUP, "byocrequests"),
+        ["get", "list", "watch"]
+    );
+    assert_eq!(
+        verbs_on(admin, GROUP, "byocrequests/status"),
+        ["get", "patch", "update"]
+    );
+    assert_eq!(verbs_on(admin, "", "namespaces"), ["get"]);
+    // The controller: reads requests, updates their status, publishes events; never creates
+    // grants.
+    let controller = role("byoc-operator-controller");
+    assert_eq!(
+        verbs_on(controller, GROUP, "byocrequests"),
+        ["get", "list", "watch"]
+    );
+    assert_eq!(
+        verbs_on(controller, GROUP, "byocrequests/status"),
+        ["update"]
+    );
+    assert_eq!(
+        verbs_on(controller, "events.k8s.io", "events"),
+        ["create", "patch"]
+    );
+    assert!(!verbs_on(controller, GROUP, "byocgrants").contains(&"create".to_owned()));
+    // `make run` (hack/manifests/) grants the same.
+    let hack = |file: &str| {
+        let text = std::fs::read_to_string(repo_root().join("hack/manifests").join(file))
+            .expect("read hack/manifests");
+        byoc_e2e::chart::parse_objects(&text).expect("hack/manifests parse")
+    };
+    let requests = hack("requests.yaml");
+    let controllers = hack("controller.yaml");
+    let host = |objects: &[Object], name: &str| -> Value {
+        of_kind(objects, "ClusterRole")
+            .find(|o| o.name == name)
+            .unwrap_or_else(|| panic!("hack/manifests: no ClusterRole {name}"))
+            .value
+            .clone()
+    };
+    let host_edit = host(&requests, "byoc-request-edit");
+    assert_eq!(permissions(&host_edit), permissions(edit));
+    assert_eq!(
+        host_edit["metadata"]["labels"],
+        json!({
+            "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+            "rbac.authorization.k8s.io/aggregate-to-admin": "true",
+        })
+    );
+    assert_eq!(
+        permissions(&host(&requests, "byoc-grant-admin")),
+        permissions(admin)
+    );
+    assert_eq!(
+        permissions(&host(&controllers, "byoc-controller")),
+        permissions(controller)
+    );
+    // The roles for people can be left out.
+    let out = helm([
+        "template",
+        "r",
+        &chart(),
+        "--kube-version",
+        &kube_version(),
+        "--set",
+        "requestRoles.create=false",
+        "--set",
+        "grantRoles.create=false",
+    ]);
+    assert!(out.status.success(), "{out}");
+    let objects = byoc_e2e::chart::parse_objects(&out.stdout).expect("parse");
+    let names: Vec<&str> = of_kind(&objects, "ClusterRole")
+        .map(|o| o.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["r-byoc-operator-controller"],
+        "only the controller's ClusterRole"
+    );
+}
+
 fn without_generated(objects: &[Object]) -> Vec<Value> {
     objects
         .iter()
