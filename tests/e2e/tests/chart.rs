@@ -370,8 +370,8 @@ fn request_rbac_lets_tenants_file_requests_and_only_admins_decide() {
         .collect();
     assert_eq!(
         names,
-        ["r-byoc-operator-controller"],
-        "only the controller's ClusterRole"
+        ["r-byoc-operator-controller", "r-byoc-operator-webhook"],
+        "only the components' ClusterRoles"
     );
 }
 
