@@ -274,10 +274,11 @@ pub async fn run_approve(args: ApproveArgs) -> Result<bool, Failure> {
     let namespace = namespace(&client, args.namespace.as_deref());
     let by = whoami(&client).await?;
     let request = get(&client, &namespace, &args.name).await?;
+    // First: in a namespace being deleted, the request is being deleted too.
+    namespace_present(&client, &namespace).await?;
     let now = duration::now();
     let spec =
         grant_spec(&request, &args.registries, args.expires.as_deref(), now).map_err(refused)?;
-    namespace_present(&client, &namespace).await?;
     let grant = create_grant(&client, &request, spec).await?;
     let decided = decide(&client, request, |r| Ok(approved(r, &grant, &by))).await;
     if let Err(failure) = decided {

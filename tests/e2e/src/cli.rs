@@ -56,6 +56,16 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    kubectl_byoc_with(kubeconfig_path(), args)
+}
+
+/// Runs `kubectl byoc ARGS...` like [`kubectl_byoc`], with `KUBECONFIG=kubeconfig` (for
+/// example one that impersonates a user).
+pub fn kubectl_byoc_with<I, S>(kubeconfig: &std::path::Path, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let dir = binary()
         .parent()
         .expect("the binary's directory")
@@ -65,7 +75,7 @@ where
         .expect("a PATH");
     let mut cmd = Command::new("kubectl");
     cmd.env("PATH", path)
-        .env("KUBECONFIG", kubeconfig_path())
+        .env("KUBECONFIG", kubeconfig)
         .arg("byoc");
     run(cmd, args)
 }

@@ -590,6 +590,23 @@ pub fn write_token_kubeconfig(user: &str, token: &str, path: &Path) {
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// Writes to `path` a copy of the local cluster's kubeconfig whose user impersonates `user`
+/// (kubeconfig `as:`, which kubectl and kube-rs honour; the user gets `system:authenticated`)
+/// and whose context's namespace is `namespace`.
+pub fn write_impersonating_kubeconfig(user: &str, namespace: &str, path: &Path) {
+    let text = std::fs::read_to_string(kubeconfig_path()).expect("read KUBECONFIG");
+    let mut kubeconfig: serde_json::Value =
+        serde_saphyr::from_str(&text).expect("KUBECONFIG is YAML");
+    for entry in kubeconfig["users"].as_array_mut().into_iter().flatten() {
+        entry["user"]["as"] = serde_json::json!(user);
+    }
+    for entry in kubeconfig["contexts"].as_array_mut().into_iter().flatten() {
+        entry["context"]["namespace"] = serde_json::json!(namespace);
+    }
+    std::fs::write(path, kubeconfig.to_string())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
 /// Stops a child process with SIGTERM (SIGKILL after 20 s) and returns how it exited; `what`
 /// names it in the message when it had to be killed.
 pub fn terminate(child: &mut std::process::Child, what: &str) -> ExitStatus {

@@ -1,0 +1,966 @@
+//! The request-and-approve flow (issue 14, DESIGN §3b) through the real API server, the real
+//! webhook and controller, the real `kubectl` and the `kubectl byoc` plugin, with users bound by
+//! RBAC: a tool maintainer with the built-in `edit` role in their namespace (the chart's
+//! `request-edit` role, aggregated, as `hack/manifests/requests.yaml` installs it) and a platform
+//! admin with the `grant-admin` role. Users are impersonated through their kubeconfig (`as:`),
+//! so kubectl and the plugin both act as them.
+//!
+//! ```text
+//! hack/local-cluster.sh exec -- cargo test -p byoc-e2e --test requests
+//! ```
+//!
+//! The attacks a tenant could try to get a grant without an admin are tested here too (and
+//! listed in docs/threat-model.md): a request created with an Approved status, status writes
+//! through the subresource and through the object, a request aimed at another namespace, a
+//! grant created by hand, approving one's own request, deleting and re-creating an approved
+//! request, and two admins racing to approve.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use byoc_e2e::chaos::{Outcome, wait_outcome};
+use byoc_e2e::cli::kubectl_byoc_with;
+use byoc_e2e::controller::{self, logs_dir};
+use byoc_e2e::webhook::{Options, Webhook};
+use byoc_e2e::{
+    CONVERGE_TIMEOUT, Cleanup, Output, TestNamespace, client, eventually, kubectl, kubectl_as,
+    kubectl_stdin, parse_table, repo_root, unique_name, write_impersonating_kubeconfig,
+};
+use serde_json::{Value, json};
+
+/// A user of the cluster: impersonated by a kubeconfig of their own, with role bindings that
+/// go at drop.
+struct User {
+    name: String,
+    kubeconfig: PathBuf,
+    _bindings: Vec<Cleanup>,
+}
+
+impl User {
+    /// Runs `kubectl byoc ARGS...` as this user.
+    fn byoc(&self, args: &[&str]) -> Output {
+        kubectl_byoc_with(&self.kubeconfig, args)
+    }
+
+    /// Runs `kubectl --as=USER ARGS...`.
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        kubectl_as(&self.name, args, stdin)
+    }
+}
+
+/// Installs the CRDs, the controller's RBAC and `hack/manifests/requests.yaml` (once per test
+/// process), and waits until the ByocRequest API serves.
+async fn install() {
+    static APPLIED: OnceLock<()> = OnceLock::new();
+    controller::setup().await;
+    APPLIED.get_or_init(|| {
+        let manifest = repo_root().join("hack/manifests/requests.yaml");
+        kubectl([
+            "apply".as_ref(),
+            "--server-side".as_ref(),
+            "--field-manager=byoc-e2e".as_ref(),
+            "-f".as_ref(),
+            manifest.as_os_str(),
+        ])
+        .success();
+    });
+    eventually("the ByocRequest API", CONVERGE_TIMEOUT, || async {
+        let out = kubectl(["get", "byocrequests", "-A"]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(out.to_string())
+        }
+    })
+    .await;
+}
+
+/// A tool maintainer: `edit` in `namespace` (a RoleBinding), nothing else; their kubeconfig's
+/// current namespace is `namespace`.
+async fn maintainer(namespace: &str) -> User {
+    let name = unique_name("maintainer");
+    let binding = unique_name("req-edit");
+    kubectl([
+        "-n",
+        namespace,
+        "create",
+        "rolebinding",
+        &binding,
+        "--clusterrole=edit",
+        &format!("--user={name}"),
+    ])
+    .success();
+    let cleanup = Cleanup::new(["-n", namespace, "rolebinding", &binding]);
+    // The aggregation controller copies request-edit into edit; RBAC caches take a moment.
+    wait_can(&name, "create", "byocrequests", namespace).await;
+    user(name, namespace, vec![cleanup])
+}
+
+/// A platform admin: the grant-admin ClusterRole (cluster-wide), nothing else.
+async fn admin() -> User {
+    let name = unique_name("platform-admin");
+    let binding = unique_name("req-admin");
+    kubectl([
+        "create",
+        "clusterrolebinding",
+        &binding,
+        "--clusterrole=byoc-grant-admin",
+        &format!("--user={name}"),
+    ])
+    .success();
+    let cleanup = Cleanup::new(["clusterrolebinding", &binding]);
+    wait_can(&name, "update", "byocrequests/status", "default").await;
+    user(name, "default", vec![cleanup])
+}
+
+fn user(name: String, namespace: &str, bindings: Vec<Cleanup>) -> User {
+    let kubeconfig = logs_dir().join(format!("{name}.kubeconfig"));
+    write_impersonating_kubeconfig(&name, namespace, &kubeconfig);
+    User {
+        name,
+        kubeconfig,
+        _bindings: bindings,
+    }
+}
+
+/// Waits until `user` may `verb` `resource` in `namespace`.
+async fn wait_can(user: &str, verb: &str, resource: &str, namespace: &str) {
+    eventually(
+        &format!("{user} may {verb} {resource} in {namespace}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            let out = kubectl_as(
+                user,
+                &["auth", "can-i", verb, resource, "-n", namespace],
+                None,
+            );
+            if out.stdout.trim() == "yes" {
+                Ok(())
+            } else {
+                Err(out.to_string())
+            }
+        },
+    )
+    .await;
+}
+
+/// A tool namespace whose pods can be created.
+async fn tool_namespace(prefix: &str) -> TestNamespace {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    ns.wait_for_default_service_account(&client).await;
+    ns
+}
+
+/// Request `name` in `namespace`, as the admin reads it.
+fn request(namespace: &str, name: &str) -> Value {
+    let out = kubectl(["-n", namespace, "get", "byocrequest", name, "-o", "json"]).success();
+    serde_json::from_str(&out.stdout).expect("JSON")
+}
+
+/// Waits until request `name` has `phase`, and returns it.
+async fn wait_phase(namespace: &str, name: &str, phase: &str) -> Value {
+    eventually(
+        &format!("ByocRequest {namespace}/{name} to be {phase}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            let r = request(namespace, name);
+            if r["status"]["phase"] == phase {
+                Ok(r)
+            } else {
+                Err(r["status"].to_string())
+            }
+        },
+    )
+    .await
+}
+
+/// The live (not being deleted) ByocGrants whose annotation records `namespace/name`.
+fn grants_of(namespace: &str, name: &str) -> Vec<Value> {
+    let out = kubectl(["get", "byocgrants", "-o", "json"]).success();
+    let list: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let key = format!("{namespace}/{name}");
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["metadata"]["annotations"]["byoc.toolforge.org/request"] == key.as_str())
+        .filter(|g| g["metadata"]["deletionTimestamp"].is_null())
+        .cloned()
+        .collect()
+}
+
+/// Waits until exactly `count` live grants record `namespace/name`, and returns them.
+async fn wait_grants(namespace: &str, name: &str, count: usize) -> Vec<Value> {
+    eventually(
+        &format!("{count} ByocGrant(s) for ByocRequest {namespace}/{name}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            let grants = grants_of(namespace, name);
+            if grants.len() == count {
+                Ok(grants)
+            } else {
+                Err(format!("{grants:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// The reasons of the events about request `name`, oldest first.
+fn event_reasons(namespace: &str, name: &str) -> Vec<String> {
+    let out = kubectl(["-n", namespace, "get", "events.events.k8s.io", "-o", "json"]).success();
+    let list: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let mut events: Vec<(String, String)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["regarding"]["kind"] == "ByocRequest" && e["regarding"]["name"] == name)
+        .map(|e| {
+            (
+                e["eventTime"].as_str().unwrap_or_default().to_owned(),
+                e["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    events.sort();
+    events.into_iter().map(|(_, reason)| reason).collect()
+}
+
+async fn wait_event(namespace: &str, name: &str, reason: &str) {
+    eventually(
+        &format!("a {reason} event on ByocRequest {namespace}/{name}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            let reasons = event_reasons(namespace, name);
+            if reasons.iter().any(|r| r == reason) {
+                Ok(())
+            } else {
+                Err(format!("{reasons:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// The name `kubectl byoc request` printed: `byocrequest/NAME created in namespace ...`.
+fn filed_name(out: &Output) -> String {
+    out.stdout
+        .strip_prefix("byocrequest/")
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(name, _)| name.to_owned())
+        .unwrap_or_else(|| panic!("no request name in {out}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_maintainer_asks_an_admin_approves_and_a_revocation_shows() {
+    let _webhook = Webhook::start(Options::default()).await;
+    install().await;
+    let _controller = controller::shared().await;
+    let client = client().await;
+    let ns = tool_namespace("req-tool").await;
+    let tool = ns.name();
+    let maintainer = maintainer(tool).await;
+    let admin = admin().await;
+    let image = "quay.io/x/bot:1.0";
+
+    // The maintainer files a request in their current namespace (from the kubeconfig).
+    let out = maintainer
+        .byoc(&["request", "--registry", "quay.io/x", "--reason", "r"])
+        .success();
+    let name = filed_name(&out);
+    assert!(
+        out.stdout.contains(&format!(
+            "created in namespace {tool}: registries quay.io/x"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("kubectl byoc approve -n {tool} {name}")),
+        "what happens next: {out}"
+    );
+    let pending = wait_phase(tool, &name, "Pending").await;
+    assert_eq!(pending["status"]["registries"], "quay.io/x");
+    assert_eq!(pending["status"]["conditions"][0]["type"], "Granted");
+    assert_eq!(pending["status"]["conditions"][0]["status"], "False");
+    // A request grants nothing.
+    wait_outcome(&client, tool, image, Outcome::Denied).await;
+
+    // The maintainer cannot decide: no status writes, no grants, no approval of their own.
+    let approved_status = json!({"status": {"phase": "Approved", "grant": "x", "decidedBy": "me"}});
+    maintainer
+        .kubectl(
+            &[
+                "-n",
+                tool,
+                "patch",
+                "byocrequest",
+                &name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &approved_status.to_string(),
+            ],
+            None,
+        )
+        .fails_with(&["forbidden", "byocrequests/status"]);
+    maintainer
+        .kubectl(
+            &[
+                "-n",
+                tool,
+                "patch",
+                "byocrequest",
+                &name,
+                "--type=merge",
+                "-p",
+                &approved_status.to_string(),
+            ],
+            None,
+        )
+        .fails_with(&["forbidden"]);
+    let grant = json!({
+        "apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocGrant",
+        "metadata": {"name": unique_name("self-grant"),
+                     "annotations": {"byoc.toolforge.org/request": format!("{tool}/{name}")}},
+        "spec": {"namespace": tool, "reason": "mine", "registries": ["quay.io/x"]},
+    });
+    maintainer
+        .kubectl(&["create", "-f", "-"], Some(&grant.to_string()))
+        .fails_with(&["forbidden", "byocgrants"]);
+    maintainer
+        .byoc(&["approve", &name])
+        .fails_with(&["forbidden"]);
+    assert!(
+        grants_of(tool, &name).is_empty(),
+        "a refused approval creates no grant"
+    );
+    assert_eq!(request(tool, &name)["status"]["phase"], "Pending");
+
+    // The admin approves: a grant that records the request, the request Approved by them.
+    let out = admin.byoc(&["approve", "-n", tool, &name]).success();
+    assert!(
+        out.stdout.starts_with(&format!(
+            "byocrequest/{name} approved by {}: byocgrant/",
+            admin.name
+        )),
+        "{out}"
+    );
+    let grants = wait_grants(tool, &name, 1).await;
+    let grant = &grants[0];
+    let grant_name = grant["metadata"]["name"].as_str().unwrap().to_owned();
+    let _grant = Cleanup::new(["byocgrant", &grant_name]);
+    assert_eq!(grant["spec"]["namespace"], tool);
+    assert_eq!(grant["spec"]["registries"], json!(["quay.io/x"]));
+    assert_eq!(
+        grant["spec"]["reason"],
+        format!("r (ByocRequest {tool}/{name})")
+    );
+    assert!(
+        grant["spec"]["expiresAt"].is_null(),
+        "no duration asked: no expiry"
+    );
+    let approved = wait_phase(tool, &name, "Approved").await;
+    assert_eq!(approved["status"]["decidedBy"], admin.name.as_str());
+    assert_eq!(approved["status"]["grant"], grant_name.as_str());
+    eventually("the Granted condition", CONVERGE_TIMEOUT, || async {
+        let r = request(tool, &name);
+        let c = &r["status"]["conditions"][0];
+        if c["status"] == "True" && c["reason"] == "Approved" {
+            Ok(())
+        } else {
+            Err(r["status"].to_string())
+        }
+    })
+    .await;
+    wait_outcome(&client, tool, image, Outcome::Admitted).await;
+
+    // Approving twice: a clear error, nothing changed.
+    admin
+        .byoc(&["approve", "-n", tool, &name])
+        .fails_with(&[&format!(
+            "ByocRequest {tool}/{name} is already Approved (decided by {})",
+            admin.name
+        )]);
+    assert_eq!(grants_of(tool, &name).len(), 1, "still one grant");
+
+    // What everyone sees: kubectl get -A, the plugin's list, describe.
+    let out = kubectl(["get", "byocreq", "-A"]).success();
+    let (header, rows) = parse_table(&out.stdout);
+    assert_eq!(
+        header,
+        [
+            "NAMESPACE",
+            "NAME",
+            "REGISTRIES",
+            "PHASE",
+            "GRANT",
+            "EXPIRES",
+            "AGE"
+        ],
+        "{out}"
+    );
+    let row = rows
+        .iter()
+        .find(|r| r[0] == tool && r[1] == name)
+        .unwrap_or_else(|| panic!("no row for {name}: {out}"));
+    assert_eq!(
+        &row[2..6],
+        ["quay.io/x", "Approved", grant_name.as_str(), ""],
+        "{out}"
+    );
+    let out = maintainer.byoc(&["requests"]).success();
+    let (header, rows) = parse_table(&out.stdout);
+    assert_eq!(
+        header[..4],
+        ["NAME", "REGISTRIES", "PHASE", "GRANT"],
+        "{out}"
+    );
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0][2], "Approved", "{out}");
+    wait_event(tool, &name, "Pending").await;
+    wait_event(tool, &name, "Approved").await;
+
+    // The admin revokes: the request says so, and tells it.
+    kubectl(["delete", "byoc", &grant_name]).success();
+    let revoked = wait_phase(tool, &name, "Revoked").await;
+    let message = revoked["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("ByocGrant {grant_name} was deleted")),
+        "{revoked}"
+    );
+    wait_event(tool, &name, "Revoked").await;
+    let out = kubectl(["-n", tool, "describe", "byocreq", &name]).success();
+    for reason in ["Pending", "Approved", "Revoked"] {
+        assert!(
+            out.stdout.contains(reason),
+            "describe tells {reason}: {out}"
+        );
+    }
+    wait_outcome(&client, tool, image, Outcome::Denied).await;
+}
+
+#[tokio::test]
+async fn deny_expiry_and_refused_approvals() {
+    install().await;
+    let _controller = controller::shared().await;
+    let ns = tool_namespace("req-deny").await;
+    let tool = ns.name();
+    let maintainer = maintainer(tool).await;
+    let admin = admin().await;
+
+    // Widening is refused, and nothing changes.
+    maintainer
+        .byoc(&[
+            "request",
+            "--name",
+            "wide",
+            "--registry",
+            "quay.io/a",
+            "--registry",
+            "ghcr.io/b",
+            "--reason",
+            "T1",
+            "--duration",
+            "30d",
+        ])
+        .success();
+    wait_phase(tool, "wide", "Pending").await;
+    admin
+        .byoc(&["approve", "-n", tool, "wide", "--registry", "docker.io"])
+        .fails_with(&[
+            "--registry docker.io would widen the request, which asks for quay.io/a, ghcr.io/b",
+        ]);
+    admin
+        .byoc(&["approve", "-n", tool, "wide", "--registry", "quay.io"])
+        .fails_with(&["would widen"]);
+    admin
+        .byoc(&["approve", "-n", tool, "wide", "--expires", "60d"])
+        .fails_with(&["is later than the 30d the request asks for", "only shorten"]);
+    assert!(grants_of(tool, "wide").is_empty());
+    assert_eq!(request(tool, "wide")["status"]["phase"], "Pending");
+
+    // Deny: Denied with the message and who; then approve and deny again are refused.
+    let out = admin
+        .byoc(&[
+            "deny",
+            "-n",
+            tool,
+            "wide",
+            "--reason",
+            "use the build service",
+        ])
+        .success();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "byocrequest/wide denied by {}: use the build service\n",
+            admin.name
+        )
+    );
+    let denied = wait_phase(tool, "wide", "Denied").await;
+    assert_eq!(denied["status"]["decidedBy"], admin.name.as_str());
+    assert_eq!(
+        denied["status"]["message"],
+        format!("denied by {}: use the build service", admin.name)
+    );
+    wait_event(tool, "wide", "Denied").await;
+    admin.byoc(&["approve", "-n", tool, "wide"]).fails_with(&[
+        &format!("ByocRequest {tool}/wide is already Denied"),
+        "use the build service",
+    ]);
+    admin
+        .byoc(&["deny", "-n", tool, "wide", "--reason", "again"])
+        .fails_with(&["is already Denied"]);
+    assert!(grants_of(tool, "wide").is_empty());
+    maintainer
+        .byoc(&["approve", "-n", tool, "nope"])
+        .fails_with(&[&format!("no ByocRequest nope in namespace {tool}")]);
+
+    // A narrowed, short approval; the grant expires and the request says so.
+    maintainer
+        .byoc(&[
+            "request",
+            "--name",
+            "short",
+            "--registry",
+            "quay.io",
+            "--reason",
+            "T2",
+            "--duration",
+            "90d",
+        ])
+        .success();
+    let out = admin
+        .byoc(&[
+            "approve",
+            "-n",
+            tool,
+            "short",
+            "--registry",
+            "quay.io/short",
+            "--expires",
+            "10s",
+        ])
+        .success();
+    assert!(
+        out.stdout.contains("registries quay.io/short, expires "),
+        "{out}"
+    );
+    let grants = wait_grants(tool, "short", 1).await;
+    let _grant = Cleanup::new(["byocgrant", grants[0]["metadata"]["name"].as_str().unwrap()]);
+    assert_eq!(grants[0]["spec"]["registries"], json!(["quay.io/short"]));
+    let approved = wait_phase(tool, "short", "Approved").await;
+    assert_eq!(approved["status"]["registries"], "quay.io/short");
+    assert!(approved["status"]["expiresAt"].is_string(), "{approved}");
+    let expired = wait_phase(tool, "short", "Expired").await;
+    assert!(
+        expired["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expired at")),
+        "{expired}"
+    );
+    wait_event(tool, "short", "Expired").await;
+    admin
+        .byoc(&["approve", "-n", tool, "short"])
+        .fails_with(&["is already Expired"]);
+}
+
+#[tokio::test]
+async fn approving_for_a_namespace_being_deleted_changes_nothing() {
+    install().await;
+    let _controller = controller::shared().await;
+    let admin = admin().await;
+    let ns = tool_namespace("req-gone").await;
+    let tool = ns.name().to_owned();
+    // A finalizer holds the request, so the namespace stays Terminating while we look.
+    let hold = "byoc-e2e.toolforge.org/hold";
+    let manifest = json!({
+        "apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocRequest",
+        "metadata": {"name": "held", "namespace": tool, "finalizers": [hold]},
+        "spec": {"reason": "T3", "registries": ["quay.io"]},
+    });
+    kubectl_stdin(&["create", "-f", "-"], &manifest.to_string()).success();
+    wait_phase(&tool, "held", "Pending").await;
+    kubectl(["delete", "namespace", &tool, "--wait=false"]).success();
+    eventually("the request to be deleting", CONVERGE_TIMEOUT, || async {
+        let r = request(&tool, "held");
+        if r["metadata"]["deletionTimestamp"].is_string() {
+            Ok(())
+        } else {
+            Err(r["metadata"].to_string())
+        }
+    })
+    .await;
+    admin
+        .byoc(&["approve", "-n", &tool, "held"])
+        .fails_with(&[&format!(
+            "namespace {tool} is being deleted: nothing changed"
+        )]);
+    assert!(grants_of(&tool, "held").is_empty());
+    // Let it go; then there is nothing to approve.
+    kubectl([
+        "-n",
+        &tool,
+        "patch",
+        "byocrequest",
+        "held",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ])
+    .success();
+    eventually("the namespace to be gone", CONVERGE_TIMEOUT, || async {
+        let out = kubectl(["get", "namespace", &tool]);
+        if out.status.success() {
+            Err(out.stdout)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    admin
+        .byoc(&["approve", "-n", &tool, "held"])
+        .fails_with(&[&format!("no ByocRequest held in namespace {tool}")]);
+    assert!(grants_of(&tool, "held").is_empty());
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_get_a_grant_without_an_admin() {
+    install().await;
+    let _controller = controller::shared().await;
+    let ns = tool_namespace("req-atk").await;
+    let tool = ns.name();
+    let other = tool_namespace("req-other").await;
+    let maintainer = maintainer(tool).await;
+    let admin = admin().await;
+
+    // A request created with a status that says Approved: the status is dropped on create.
+    let forged = json!({
+        "apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocRequest",
+        "metadata": {"name": "forged", "namespace": tool},
+        "spec": {"reason": "T4", "registries": ["quay.io"]},
+        "status": {"phase": "Approved", "grant": "someone-elses", "decidedBy": "admin"},
+    });
+    maintainer
+        .kubectl(&["create", "-f", "-"], Some(&forged.to_string()))
+        .success();
+    let r = wait_phase(tool, "forged", "Pending").await;
+    assert!(
+        r["status"]["grant"].is_null() && r["status"]["decidedBy"].is_null(),
+        "{r}"
+    );
+
+    // With more rights than edit gives (update and patch on requests, not their status), a
+    // status change through the object is ignored, and the spec cannot change.
+    let role = unique_name("req-update");
+    kubectl([
+        "-n",
+        tool,
+        "create",
+        "role",
+        &role,
+        "--verb=update,patch",
+        "--resource=byocrequests",
+    ])
+    .success();
+    let _role = Cleanup::new(["-n", tool, "role", &role]);
+    kubectl([
+        "-n",
+        tool,
+        "create",
+        "rolebinding",
+        &role,
+        &format!("--role={role}"),
+        &format!("--user={}", maintainer.name),
+    ])
+    .success();
+    let _binding = Cleanup::new(["-n", tool, "rolebinding", &role]);
+    wait_can(&maintainer.name, "patch", "byocrequests", tool).await;
+    maintainer
+        .kubectl(
+            &[
+                "-n",
+                tool,
+                "patch",
+                "byocrequest",
+                "forged",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"phase":"Approved","grant":"x"}}"#,
+            ],
+            None,
+        )
+        .success();
+    assert_eq!(request(tool, "forged")["status"]["phase"], "Pending");
+    maintainer
+        .kubectl(
+            &[
+                "-n",
+                tool,
+                "patch",
+                "byocrequest",
+                "forged",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"registries":["quay.io","ghcr.io"]}}"#,
+            ],
+            None,
+        )
+        .fails_with(&["spec is immutable"]);
+    maintainer
+        .kubectl(
+            &[
+                "-n",
+                tool,
+                "patch",
+                "byocrequest",
+                "forged",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"phase":"Approved"}}"#,
+            ],
+            None,
+        )
+        .fails_with(&["forbidden"]);
+
+    // Another namespace: no right to file there, and a request cannot name one.
+    maintainer
+        .byoc(&[
+            "request",
+            "-n",
+            other.name(),
+            "--registry",
+            "quay.io",
+            "--reason",
+            "T5",
+        ])
+        .fails_with(&["forbidden"]);
+    let aimed = json!({
+        "apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocRequest",
+        "metadata": {"name": "aimed", "namespace": tool},
+        "spec": {"reason": "T6", "registries": ["quay.io"], "namespace": other.name()},
+    });
+    maintainer
+        .kubectl(
+            &["create", "--validate=false", "-f", "-"],
+            Some(&aimed.to_string()),
+        )
+        .success();
+    assert!(
+        request(tool, "aimed")["spec"]["namespace"].is_null(),
+        "unknown fields are pruned"
+    );
+    admin.byoc(&["approve", "-n", tool, "aimed"]).success();
+    let grants = wait_grants(tool, "aimed", 1).await;
+    let grant_name = grants[0]["metadata"]["name"].as_str().unwrap().to_owned();
+    let _grant = Cleanup::new(["byocgrant", &grant_name]);
+    assert_eq!(
+        grants[0]["spec"]["namespace"], tool,
+        "the request's own namespace, always"
+    );
+    wait_phase(tool, "aimed", "Approved").await;
+
+    // Deleting and re-creating an approved request (same name, wider): Pending, not Approved,
+    // and the grant is untouched.
+    maintainer
+        .kubectl(&["-n", tool, "delete", "byocrequest", "aimed"], None)
+        .success();
+    maintainer
+        .byoc(&[
+            "request",
+            "--name",
+            "aimed",
+            "--any-registry",
+            "--reason",
+            "T7",
+        ])
+        .success();
+    let again = wait_phase(tool, "aimed", "Pending").await;
+    assert_eq!(again["status"]["registries"], "any");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(request(tool, "aimed")["status"]["phase"], "Pending");
+    let grants = grants_of(tool, "aimed");
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0]["spec"]["registries"], json!(["quay.io"]));
+    admin
+        .byoc(&["deny", "-n", tool, "aimed", "--reason", "no"])
+        .success();
+}
+
+#[tokio::test]
+async fn racing_approvals_make_one_grant_and_a_failed_status_write_is_undone() {
+    install().await;
+    let _controller = controller::shared().await;
+    let ns = tool_namespace("req-race").await;
+    let tool = ns.name();
+    let maintainer = maintainer(tool).await;
+    let second = admin().await;
+    let admin = admin().await;
+
+    // Two admins approve the same request at once, three times over: each time exactly one
+    // wins, and exactly one grant remains.
+    for i in 0..3 {
+        let name = format!("race-{i}");
+        maintainer
+            .byoc(&[
+                "request",
+                "--name",
+                &name,
+                "--registry",
+                "quay.io",
+                "--reason",
+                "T8",
+            ])
+            .success();
+        wait_phase(tool, &name, "Pending").await;
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| admin.byoc(&["approve", "-n", tool, &name]));
+            let b = s.spawn(|| second.byoc(&["approve", "-n", tool, &name]));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let wins = [&a, &b].iter().filter(|o| o.status.success()).count();
+        assert_eq!(wins, 1, "exactly one approval wins:\n{a}\n{b}");
+        let loser = if a.status.success() { &b } else { &a };
+        assert!(
+            loser.stderr.contains("is already Approved"),
+            "the loser says why: {loser}"
+        );
+        let grants = wait_grants(tool, &name, 1).await;
+        let r = wait_phase(tool, &name, "Approved").await;
+        assert_eq!(r["status"]["grant"], grants[0]["metadata"]["name"], "{r}");
+        kubectl([
+            "delete",
+            "byocgrant",
+            grants[0]["metadata"]["name"].as_str().unwrap(),
+        ])
+        .success();
+    }
+
+    // The status write fails after the grant was created (an admission policy refuses it):
+    // the grant is deleted again and the request stays Pending.
+    let policy = unique_name("req-block");
+    let vap = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": policy},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["byoc.toolforge.org"], "apiVersions": ["*"],
+                "operations": ["UPDATE"], "resources": ["byocrequests/status"],
+            }]},
+            "validations": [{
+                "expression": format!(
+                    "!(object.metadata.name == 'blocked' && object.metadata.namespace == '{tool}' \
+                     && has(object.status) && has(object.status.phase) \
+                     && object.status.phase == 'Approved')"
+                ),
+                "message": "e2e: approvals of this request are blocked",
+            }],
+        },
+    });
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": policy},
+        "spec": {"policyName": policy, "validationActions": ["Deny"]},
+    });
+    kubectl_stdin(&["create", "-f", "-"], &vap.to_string()).success();
+    let _vap = Cleanup::new(["validatingadmissionpolicy", &policy]);
+    kubectl_stdin(&["create", "-f", "-"], &binding.to_string()).success();
+    let _binding = Cleanup::new(["validatingadmissionpolicybinding", &policy]);
+    maintainer
+        .byoc(&[
+            "request",
+            "--name",
+            "blocked",
+            "--registry",
+            "quay.io",
+            "--reason",
+            "T9",
+        ])
+        .success();
+    wait_phase(tool, "blocked", "Pending").await;
+    // Wait until the policy is in force (a server-side dry run of the same status change).
+    eventually(
+        "the policy to block approvals",
+        CONVERGE_TIMEOUT,
+        || async {
+            let out = kubectl([
+                "-n",
+                tool,
+                "patch",
+                "byocrequest",
+                "blocked",
+                "--subresource=status",
+                "--type=merge",
+                "--dry-run=server",
+                "-p",
+                r#"{"status":{"phase":"Approved"}}"#,
+            ]);
+            if out.stderr.contains("approvals of this request are blocked") {
+                Ok(())
+            } else {
+                Err(out.to_string())
+            }
+        },
+    )
+    .await;
+    let out = admin.byoc(&["approve", "-n", tool, "blocked"]).failure();
+    assert!(
+        out.stderr.contains("approvals of this request are blocked"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("it had created was deleted again: nothing changed"),
+        "{out}"
+    );
+    wait_grants(tool, "blocked", 0).await;
+    assert_eq!(request(tool, "blocked")["status"]["phase"], "Pending");
+}
+
+#[tokio::test]
+async fn the_api_explains_itself() {
+    install().await;
+    let out = kubectl(["explain", "byocrequest.spec"]).success();
+    for needle in [
+        "Registries the namespace's pods need to pull from",
+        "Why the tool needs its own images",
+        "How long the grant should last",
+        "duration",
+        "reason",
+        "registries",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle}: {out}");
+    }
+    let out = kubectl(["explain", "byocrequest"]).success();
+    assert!(
+        out.stdout
+            .contains("ByocRequest asks the platform admins for a ByocGrant"),
+        "{out}"
+    );
+    // Validation at the API server, with messages a human understands.
+    let ns = tool_namespace("req-bad").await;
+    for (spec, message) in [
+        (json!({"reason": " "}), "reason must not be empty or blank"),
+        (
+            json!({"reason": "r", "duration": "0d"}),
+            "duration must be positive",
+        ),
+        (
+            json!({"reason": "r", "registries": ["Quay.io"]}),
+            "each registry must be host[:port]",
+        ),
+    ] {
+        let manifest = json!({
+            "apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocRequest",
+            "metadata": {"generateName": "bad-", "namespace": ns.name()}, "spec": spec,
+        });
+        kubectl_stdin(&["create", "-f", "-"], &manifest.to_string()).fails_with(&[message]);
+    }
+}
