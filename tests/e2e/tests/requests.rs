@@ -110,7 +110,7 @@ async fn admin() -> User {
     ])
     .success();
     let cleanup = Cleanup::new(["clusterrolebinding", &binding]);
-    wait_can(&name, "update", "byocrequests/status", "default").await;
+    wait_can(&name, "create", "byocgrants", "default").await;
     user(name, "default", vec![cleanup])
 }
 
