@@ -223,17 +223,23 @@ pub fn stored_grants(client: &Client) -> Api<StoredGrant> {
 /// Every ByocGrant, those that do not read included, sorted by namespace (unknown last) then
 /// name.
 pub async fn list_grants(client: &Client) -> Result<Vec<StoredGrant>, ClusterError> {
-    let api = stored_grants(client);
+    let mut all = list_all(&stored_grants(client))
+        .await
+        .grant_context(|| "list ByocGrants".into())?;
+    all.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    Ok(all)
+}
+
+/// Every object `api` lists, 500 a page.
+pub async fn list_all<K>(api: &Api<K>) -> Result<Vec<K>, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let mut all = Vec::new();
     let mut pages = Pages::new(500);
     while let Some(lp) = pages.next_params() {
-        let page = api
-            .list(&lp)
-            .await
-            .grant_context(|| "list ByocGrants".into())?;
-        all.extend(pages.take(page));
+        all.extend(pages.take(api.list(&lp).await?));
     }
-    all.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     Ok(all)
 }
 

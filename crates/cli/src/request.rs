@@ -10,7 +10,7 @@ use kube::{Api, Client, Resource};
 use serde::Serialize;
 
 use crate::Failure;
-use crate::cluster::{ClusterArgs, Context, Pages};
+use crate::cluster::{ClusterArgs, Context, list_all};
 use crate::duration::{self, human, parse_duration};
 use crate::output::{ObjectFormat, emit, shell_quote};
 use crate::table::Table;
@@ -218,17 +218,10 @@ pub async fn run_requests(args: RequestsArgs) -> Result<bool, Failure> {
 
 /// The ByocRequests of `namespace`, or of every namespace.
 async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<ByocRequest>, Failure> {
-    let api = read_requests(client, namespace);
-    let mut all = Vec::new();
-    let mut pages = Pages::new(500);
-    while let Some(lp) = pages.next_params() {
-        let page = api
-            .list(&lp)
-            .await
-            .request_context(|| "list ByocRequests".into())?;
-        all.extend(pages.take(page).into_iter().map(|r| r.0));
-    }
-    Ok(all)
+    let all = list_all(&read_requests(client, namespace))
+        .await
+        .request_context(|| "list ByocRequests".into())?;
+    Ok(all.into_iter().map(|r| r.0).collect())
 }
 
 /// Pending first, oldest first (the queue admins work through); then the decided ones, newest

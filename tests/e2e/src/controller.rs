@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OnceCell, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::{
-    CONVERGE_TIMEOUT, client, eventually, free_port, http_get, install_crd, kubectl, repo_root,
-    terminate, write_token_kubeconfig,
+    CONVERGE_TIMEOUT, apply_server_side, client, eventually, free_port, http_get, install_crd,
+    kubectl, repo_root, terminate, write_token_kubeconfig,
 };
 
 /// The controller's namespace, ServiceAccount and Lease.
@@ -67,15 +67,7 @@ pub async fn setup() -> &'static Path {
     SETUP
         .get_or_init(|| async {
             install_crd(&client().await).await;
-            let manifest = repo_root().join("hack/manifests/controller.yaml");
-            kubectl([
-                "apply".as_ref(),
-                "--server-side".as_ref(),
-                "--field-manager=byoc-e2e".as_ref(),
-                "-f".as_ref(),
-                manifest.as_os_str(),
-            ])
-            .success();
+            apply_server_side(&repo_root().join("hack/manifests/controller.yaml"));
             let token = kubectl([
                 "create",
                 "token",

@@ -590,6 +590,41 @@ pub fn write_token_kubeconfig(user: &str, token: &str, path: &Path) {
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// `kubectl apply --server-side` of the manifest at `path` as the admin (field manager
+/// `byoc-e2e`); asserts it succeeded.
+pub fn apply_server_side(path: &Path) -> Output {
+    kubectl([
+        "apply".as_ref(),
+        "--server-side".as_ref(),
+        "--field-manager=byoc-e2e".as_ref(),
+        "-f".as_ref(),
+        path.as_os_str(),
+    ])
+    .success()
+}
+
+/// Waits until `user` may `verb` `resource` (cluster-wide, or in `namespace`): RBAC caches,
+/// and the aggregation of ClusterRoles, take a moment.
+pub async fn wait_can(user: &str, verb: &str, resource: &str, namespace: Option<&str>) {
+    eventually(
+        &format!("{user} may {verb} {resource}"),
+        CONVERGE_TIMEOUT,
+        || async {
+            let mut args = vec!["auth", "can-i", verb, resource];
+            if let Some(ns) = namespace {
+                args.extend(["-n", ns]);
+            }
+            let out = kubectl_as(user, &args, None);
+            if out.stdout.trim() == "yes" {
+                Ok(())
+            } else {
+                Err(out.to_string())
+            }
+        },
+    )
+    .await;
+}
+
 /// Writes to `path` a copy of the local cluster's kubeconfig whose user impersonates `user`
 /// (kubeconfig `as:`, which kubectl and kube-rs honour; the user gets `system:authenticated`)
 /// and whose context's namespace is `namespace`.

@@ -22,7 +22,7 @@ use byoc_e2e::webhook::{CONTROLLER_USER, NAMESPACES_WEBHOOK, Options, PODS_WEBHO
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, Output, TEST_LABEL, TestNamespace, byoc_labels, client,
     create_grant, eventually, grant_manifest, kubectl, kubectl_as, kubectl_run, kubectl_stdin,
-    unique_name,
+    unique_name, wait_can,
 };
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client};
@@ -87,27 +87,6 @@ fn cluster_role(verbs: &str, resources: &str) -> (String, Cleanup) {
     .success();
     let cleanup = Cleanup::new(["clusterrole", &name]);
     (name, cleanup)
-}
-
-/// Waits until `user` may `verb` `resource` (RBAC caches take a moment).
-async fn wait_can(user: &str, verb: &str, resource: &str, namespace: Option<&str>) {
-    eventually(
-        &format!("{user} may {verb} {resource}"),
-        CONVERGE_TIMEOUT,
-        || async {
-            let mut args = vec!["auth", "can-i", verb, resource];
-            if let Some(ns) = namespace {
-                args.extend(["-n", ns]);
-            }
-            let out = kubectl_as(user, &args, None);
-            if out.stdout.trim() == "yes" {
-                Ok(())
-            } else {
-                Err(out.to_string())
-            }
-        },
-    )
-    .await;
 }
 
 fn namespace_manifest(name: &str, labels: Value) -> String {

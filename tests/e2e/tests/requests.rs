@@ -24,8 +24,9 @@ use byoc_e2e::cli::kubectl_byoc_with;
 use byoc_e2e::controller::{self, logs_dir};
 use byoc_e2e::webhook::{Options, Webhook};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, Cleanup, Output, TestNamespace, client, eventually, kubectl, kubectl_as,
-    kubectl_stdin, parse_table, repo_root, unique_name, write_impersonating_kubeconfig,
+    CONVERGE_TIMEOUT, Cleanup, Output, TestNamespace, apply_server_side, client, eventually,
+    kubectl, kubectl_as, kubectl_stdin, parse_table, repo_root, unique_name, wait_can,
+    write_impersonating_kubeconfig,
 };
 use serde_json::{Value, json};
 
@@ -43,6 +44,24 @@ impl User {
         kubectl_byoc_with(&self.kubeconfig, args)
     }
 
+    /// `kubectl --as=USER -n NAMESPACE patch byocrequest NAME --type=merge -p BODY`, on the
+    /// status subresource with `status`.
+    fn patch_request(&self, namespace: &str, name: &str, status: bool, body: &str) -> Output {
+        let mut args = vec![
+            "-n",
+            namespace,
+            "patch",
+            "byocrequest",
+            name,
+            "--type=merge",
+        ];
+        if status {
+            args.push("--subresource=status");
+        }
+        args.extend(["-p", body]);
+        self.kubectl(&args, None)
+    }
+
     /// Runs `kubectl --as=USER ARGS...`.
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
         kubectl_as(&self.name, args, stdin)
@@ -55,15 +74,7 @@ async fn install() {
     static APPLIED: OnceLock<()> = OnceLock::new();
     controller::setup().await;
     APPLIED.get_or_init(|| {
-        let manifest = repo_root().join("hack/manifests/requests.yaml");
-        kubectl([
-            "apply".as_ref(),
-            "--server-side".as_ref(),
-            "--field-manager=byoc-e2e".as_ref(),
-            "-f".as_ref(),
-            manifest.as_os_str(),
-        ])
-        .success();
+        apply_server_side(&repo_root().join("hack/manifests/requests.yaml"));
     });
     eventually("the ByocRequest API", CONVERGE_TIMEOUT, || async {
         let out = kubectl(["get", "byocrequests", "-A"]);
@@ -93,7 +104,7 @@ async fn maintainer(namespace: &str) -> User {
     .success();
     let cleanup = Cleanup::new(["-n", namespace, "rolebinding", &binding]);
     // The aggregation controller copies request-edit into edit; RBAC caches take a moment.
-    wait_can(&name, "create", "byocrequests", namespace).await;
+    wait_can(&name, "create", "byocrequests", Some(namespace)).await;
     user(name, namespace, vec![cleanup])
 }
 
@@ -110,7 +121,7 @@ async fn admin() -> User {
     ])
     .success();
     let cleanup = Cleanup::new(["clusterrolebinding", &binding]);
-    wait_can(&name, "create", "byocgrants", "default").await;
+    wait_can(&name, "create", "byocgrants", None).await;
     user(name, "default", vec![cleanup])
 }
 
@@ -122,27 +133,6 @@ fn user(name: String, namespace: &str, bindings: Vec<Cleanup>) -> User {
         kubeconfig,
         _bindings: bindings,
     }
-}
-
-/// Waits until `user` may `verb` `resource` in `namespace`.
-async fn wait_can(user: &str, verb: &str, resource: &str, namespace: &str) {
-    eventually(
-        &format!("{user} may {verb} {resource} in {namespace}"),
-        CONVERGE_TIMEOUT,
-        || async {
-            let out = kubectl_as(
-                user,
-                &["auth", "can-i", verb, resource, "-n", namespace],
-                None,
-            );
-            if out.stdout.trim() == "yes" {
-                Ok(())
-            } else {
-                Err(out.to_string())
-            }
-        },
-    )
-    .await;
 }
 
 /// A tool namespace whose pods can be created.
@@ -293,35 +283,10 @@ async fn a_maintainer_asks_an_admin_approves_and_a_revocation_shows() {
     // The maintainer cannot decide: no status writes, no grants, no approval of their own.
     let approved_status = json!({"status": {"phase": "Approved", "grant": "x", "decidedBy": "me"}});
     maintainer
-        .kubectl(
-            &[
-                "-n",
-                tool,
-                "patch",
-                "byocrequest",
-                &name,
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                &approved_status.to_string(),
-            ],
-            None,
-        )
+        .patch_request(tool, &name, true, &approved_status.to_string())
         .fails_with(&["forbidden", "byocrequests/status"]);
     maintainer
-        .kubectl(
-            &[
-                "-n",
-                tool,
-                "patch",
-                "byocrequest",
-                &name,
-                "--type=merge",
-                "-p",
-                &approved_status.to_string(),
-            ],
-            None,
-        )
+        .patch_request(tool, &name, false, &approved_status.to_string())
         .fails_with(&["forbidden"]);
     let grant = json!({
         "apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocGrant",
@@ -680,53 +645,26 @@ async fn a_tenant_cannot_get_a_grant_without_an_admin() {
     ])
     .success();
     let _binding = Cleanup::new(["-n", tool, "rolebinding", &role]);
-    wait_can(&maintainer.name, "patch", "byocrequests", tool).await;
+    wait_can(&maintainer.name, "patch", "byocrequests", Some(tool)).await;
     maintainer
-        .kubectl(
-            &[
-                "-n",
-                tool,
-                "patch",
-                "byocrequest",
-                "forged",
-                "--type=merge",
-                "-p",
-                r#"{"status":{"phase":"Approved","grant":"x"}}"#,
-            ],
-            None,
+        .patch_request(
+            tool,
+            "forged",
+            false,
+            r#"{"status":{"phase":"Approved","grant":"x"}}"#,
         )
         .success();
     assert_eq!(request(tool, "forged")["status"]["phase"], "Pending");
     maintainer
-        .kubectl(
-            &[
-                "-n",
-                tool,
-                "patch",
-                "byocrequest",
-                "forged",
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"registries":["quay.io","ghcr.io"]}}"#,
-            ],
-            None,
+        .patch_request(
+            tool,
+            "forged",
+            false,
+            r#"{"spec":{"registries":["quay.io","ghcr.io"]}}"#,
         )
         .fails_with(&["spec is immutable"]);
     maintainer
-        .kubectl(
-            &[
-                "-n",
-                tool,
-                "patch",
-                "byocrequest",
-                "forged",
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                r#"{"status":{"phase":"Approved"}}"#,
-            ],
-            None,
-        )
+        .patch_request(tool, "forged", true, r#"{"status":{"phase":"Approved"}}"#)
         .fails_with(&["forbidden"]);
 
     // Another namespace: no right to file there, and a request cannot name one.
