@@ -274,6 +274,7 @@ enum Answer {
 }
 
 const GRANTS: &str = "/apis/byoc.toolforge.org/v1alpha1/byocgrants";
+const REQUESTS: &str = "/apis/byoc.toolforge.org/v1alpha1";
 
 impl Step {
     /// The JSON patch that adds [`FINALIZER`] to grant `name`.
@@ -418,6 +419,53 @@ impl Step {
         }
     }
 
+    /// The update (PUT, with the resourceVersion the cache had) of the status of ByocRequest
+    /// `namespace/name` to `phase`, with a `Granted` condition and observedGeneration.
+    pub fn request_status(namespace: &str, name: &str, phase: &'static str) -> Self {
+        Self {
+            method: Method::PUT,
+            path: format!("{REQUESTS}/namespaces/{namespace}/byocrequests/{name}/status"),
+            query: vec![],
+            content_type: Some("application/json"),
+            check: Box::new(move |body| {
+                assert_eq!(body["metadata"]["resourceVersion"], "7", "{body}");
+                let s = &body["status"];
+                assert_eq!(s["phase"], phase, "{body}");
+                assert_eq!(s["observedGeneration"], 1, "{body}");
+                assert_eq!(s["conditions"][0]["type"], "Granted", "{body}");
+                assert_eq!(s["conditions"][0]["observedGeneration"], 1, "{body}");
+            }),
+            answer: Answer::Echo,
+        }
+    }
+
+    /// A new event about a ByocRequest in `namespace` with `reason`.
+    pub fn request_event(namespace: &str, reason: &'static str) -> Self {
+        Self {
+            method: Method::POST,
+            path: format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events"),
+            query: vec![],
+            content_type: None,
+            check: Box::new(move |body| {
+                assert_eq!(body["reason"], reason, "{body}");
+                assert_eq!(body["regarding"]["kind"], "ByocRequest", "{body}");
+            }),
+            answer: Answer::Echo,
+        }
+    }
+
+    /// A read of grant `name`, answered with `grant`, or 404 without one.
+    pub fn get_grant(name: &str, grant: Option<Value>) -> Self {
+        Self {
+            method: Method::GET,
+            path: format!("{GRANTS}/{name}"),
+            query: vec![],
+            content_type: None,
+            check: Box::new(|_| {}),
+            answer: grant.map_or(Answer::Fail(404), Answer::Object),
+        }
+    }
+
     /// A request to `path` that fails with `code`.
     pub fn fail(method: Method, path: &str, code: u16) -> Self {
         Self {
@@ -505,11 +553,17 @@ async fn serve(
 }
 
 fn failure(code: u16) -> Response<Body> {
+    // The reason kube's `get_opt` reads as "absent" (404), and the others as the server says.
+    let reason = match code {
+        404 => "NotFound",
+        409 => "Conflict",
+        _ => "Forbidden",
+    };
     json_response(
         StatusCode::from_u16(code).expect("status code"),
         &json!({
             "kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "message": "refused by the test", "reason": "Forbidden", "code": code,
+            "message": "refused by the test", "reason": reason, "code": code,
         }),
     )
 }

@@ -345,6 +345,7 @@ fn records(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, ke
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{Scenario, Step};
     use byoc_api::{ByocGrantSpec, ByocRequestSpec};
 
     fn ts(s: &str) -> Timestamp {
@@ -618,6 +619,118 @@ mod tests {
             (e.reason.as_str(), e.type_),
             ("Revoked", EventType::Warning)
         );
+    }
+
+    /// `request(phase)` as the watch delivers it, at resourceVersion 7.
+    fn watched(phase: Option<RequestPhase>) -> Arc<WatchedRequest> {
+        let mut r = request(phase);
+        r.metadata.resource_version = Some("7".into());
+        Arc::new(Lenient(r))
+    }
+
+    #[tokio::test]
+    async fn a_new_request_becomes_pending_with_an_event() {
+        let scenario = Scenario::new(vec![], vec![]);
+        let steps = vec![
+            Step::request_status("tool-a", "req", "Pending"),
+            Step::request_event("tool-a", "Pending"),
+        ];
+        let action = scenario
+            .check(steps, reconcile(watched(None), scenario.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::requeue(RESYNC));
+        let text = scenario.metrics();
+        assert!(
+            text.contains("byoc_controller_request_status_writes_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"byoc_controller_reconciles_total{controller="byocrequest"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_approved_request_whose_grant_is_gone_is_revoked() {
+        let scenario = Scenario::new(vec![], vec![]);
+        let steps = vec![
+            Step::get_grant("tool-a-abcde", None),
+            Step::request_status("tool-a", "req", "Revoked"),
+            Step::request_event("tool-a", "Revoked"),
+        ];
+        scenario
+            .check(
+                steps,
+                reconcile(watched(Some(RequestPhase::Approved)), scenario.ctx()),
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_approved_request_follows_its_grant_until_it_expires() {
+        let GrantState::Present(g) = grant(&["quay.io"], Some("2099-01-01T00:00:00Z")) else {
+            unreachable!()
+        };
+        let scenario = Scenario::new(vec![], vec![]);
+        let steps = vec![
+            Step::get_grant("tool-a-abcde", Some(serde_json::json!(g))),
+            Step::request_status("tool-a", "req", "Approved").also(|body| {
+                assert_eq!(
+                    body["status"]["expiresAt"], "2099-01-01T00:00:00Z",
+                    "{body}"
+                );
+                assert_eq!(body["status"]["decidedBy"], "alice", "{body}");
+            }),
+            Step::request_event("tool-a", "Approved"),
+        ];
+        let action = scenario
+            .check(
+                steps,
+                reconcile(watched(Some(RequestPhase::Approved)), scenario.ctx()),
+            )
+            .await;
+        assert_eq!(action.unwrap(), Action::requeue(RESYNC));
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_writes_nothing_more_and_retries() {
+        // An admin decided since the cache was filled: the update carries the old
+        // resourceVersion and is refused; no event, no error, a quick retry.
+        let scenario = Scenario::new(vec![], vec![]);
+        let path = "/apis/byoc.toolforge.org/v1alpha1/namespaces/tool-a/byocrequests/req/status";
+        let steps = vec![Step::fail(http::Method::PUT, path, 409)];
+        let action = scenario
+            .check(steps, reconcile(watched(None), scenario.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::requeue(RETRY));
+        assert!(
+            scenario
+                .metrics()
+                .contains("byoc_controller_request_status_writes_total 0")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_update_is_an_error_and_a_standby_does_nothing() {
+        let scenario = Scenario::new(vec![], vec![]);
+        let path = "/apis/byoc.toolforge.org/v1alpha1/namespaces/tool-a/byocrequests/req/status";
+        let steps = vec![Step::fail(http::Method::PUT, path, 403)];
+        let ctx = scenario.ctx();
+        let error = scenario
+            .check(steps, reconcile(watched(None), ctx.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(error.metric_label(), "update_request_status");
+        assert_eq!(
+            error_policy(watched(None), &error, ctx),
+            Action::requeue(RETRY)
+        );
+        let standby = Scenario::standby(vec![], vec![]);
+        let action = standby
+            .check(vec![], reconcile(watched(None), standby.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::await_change());
     }
 
     #[test]
