@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::Failure;
 use crate::cluster::{ClusterArgs, Context, list_all};
-use crate::duration::{self, human, parse_duration};
+use crate::duration::{self, human};
 use crate::output::{ObjectFormat, emit, shell_quote};
 use crate::table::Table;
 
@@ -74,9 +74,6 @@ pub async fn run_request(args: RequestArgs) -> Result<bool, Failure> {
         reason: args.reason.clone(),
         duration: args.duration.clone(),
     };
-    if let Some(d) = &spec.duration {
-        parse_duration(d).map_err(|e| Failure::Usage(format!("--duration {e}")))?;
-    }
     let client = args.cluster.client().await?;
     let namespace = args
         .namespace
