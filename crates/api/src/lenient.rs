@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Resource;
 use kube::core::ClusterResourceScope;
 use serde::de::{DeserializeOwned, Error as _};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 /// Reads an object's `metadata` without the fields the operator never uses and clients may
@@ -64,6 +64,14 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
         read(Value::deserialize(deserializer)?)
             .map(Self)
             .map_err(D::Error::custom)
+    }
+}
+
+/// Written as the object itself, so an `Api<Lenient<K>>` can also send objects (`replace`,
+/// `replace_status`) and read the answer leniently.
+impl<K: Serialize> Serialize for Lenient<K> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
     }
 }
 

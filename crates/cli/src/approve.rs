@@ -9,7 +9,7 @@
 use byoc_api::grant::registries_summary;
 use byoc_api::request::request_key;
 use byoc_api::{
-    ByocGrant, ByocGrantSpec, ByocRequest, ByocRequestStatus, InvalidGrant, LeanNamespace,
+    ByocGrant, ByocGrantSpec, ByocRequest, ByocRequestStatus, InvalidGrant, LeanNamespace, Lenient,
     REQUEST_ANNOTATION, RegistryPattern, RequestPhase,
 };
 use clap::Args;
@@ -21,11 +21,11 @@ use kube::{Api, Client};
 use thiserror::Error;
 
 use crate::Failure;
-use crate::cluster::{self, ClusterArgs, Context};
+use crate::cluster::{self, ClusterArgs, ClusterError, Context};
 use crate::duration::{self, TimeError, parse_duration, parse_expiry};
 use crate::list::describe;
 use crate::output::{ObjectFormat, emit};
-use crate::request::{read_requests, requests};
+use crate::request::read_requests;
 
 /// `approve` arguments.
 #[derive(Args, Debug)]
@@ -394,7 +394,8 @@ async fn create_grant(
 /// Writes the status `make` computes from the request, with the request's resourceVersion and
 /// UID as preconditions. On a conflict the request is read again and `make` decides anew, so a
 /// write from the controller meanwhile is no obstacle, and another decision is never
-/// overwritten.
+/// overwritten. When the outcome of a write is unknown (no answer, an answer that does not
+/// read), the request is read again: the write happened if it shows this decision.
 async fn decide(
     client: &Client,
     mut request: ByocRequest,
@@ -403,30 +404,50 @@ async fn decide(
     let namespace = request.metadata.namespace.clone().unwrap_or_default();
     let name = request.metadata.name.clone().unwrap_or_default();
     let uid = request.metadata.uid.clone();
-    let api = requests(client, &namespace);
+    let api = read_requests(client, Some(&namespace));
+    let failed = |source| -> Failure {
+        ClusterError::Api {
+            what: format!("update the status of ByocRequest {namespace}/{name}"),
+            source,
+        }
+        .into()
+    };
     for _ in 0..5 {
         open(&request).map_err(refused)?;
-        request.status = Some(make(&request).map_err(refused)?);
+        let status = make(&request).map_err(refused)?;
+        request.status = Some(status.clone());
+        let sent = Lenient(request);
         match api
-            .replace_status(&name, &PostParams::default(), &request)
+            .replace_status(&name, &PostParams::default(), &sent)
             .await
         {
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                request = get(client, &namespace, &name).await?;
-                if request.metadata.uid != uid {
-                    return Err(refused(Refusal::Replaced(key(&request))));
+            Ok(updated) => return Ok(updated.0),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e @ kube::Error::Api(_)) => return Err(failed(e)),
+            Err(e) => {
+                let current = get(client, &namespace, &name).await?;
+                if current.metadata.uid == uid && same_decision(current.status.as_ref(), &status) {
+                    return Ok(current);
                 }
+                return Err(failed(e));
             }
-            other => {
-                return Ok(other.request_context(|| {
-                    format!("update the status of ByocRequest {namespace}/{name}")
-                })?);
-            }
+        }
+        request = get(client, &namespace, &name).await?;
+        if request.metadata.uid != uid {
+            return Err(refused(Refusal::Replaced(key(&request))));
         }
     }
     Err(Failure::Usage(format!(
         "ByocRequest {namespace}/{name} keeps changing: try again"
     )))
+}
+
+/// Whether a stored status records the decision `written` (the controller may have rewritten
+/// the message since).
+fn same_decision(stored: Option<&ByocRequestStatus>, written: &ByocRequestStatus) -> bool {
+    stored.is_some_and(|s| {
+        (s.phase, &s.grant, &s.decided_by) == (written.phase, &written.grant, &written.decided_by)
+    })
 }
 
 /// Deletes the grant an approval created when the request could not be marked Approved, and
@@ -591,6 +612,23 @@ mod tests {
             s.message.as_deref(),
             Some("denied by bob: use the build service")
         );
+    }
+
+    #[test]
+    fn a_decision_is_recognised_after_the_controller_rewrote_the_message() {
+        let r = request(&["quay.io"], None);
+        let mut grant = ByocGrant::new(
+            "g",
+            grant_spec(&r, &[], None, "2026-11-21T12:00:00Z".parse().unwrap()).unwrap(),
+        );
+        grant.metadata.name = Some("g".into());
+        let written = approved(&r, &grant, "alice");
+        let mut stored = written.clone();
+        stored.message = Some("approved by alice: ByocGrant g allows quay.io without end".into());
+        assert!(same_decision(Some(&stored), &written));
+        stored.decided_by = Some("bob".into());
+        assert!(!same_decision(Some(&stored), &written));
+        assert!(!same_decision(None, &written));
     }
 
     #[test]

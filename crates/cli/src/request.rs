@@ -92,7 +92,7 @@ pub async fn run_request(args: RequestArgs) -> Result<bool, Failure> {
         dry_run: false,
         field_manager: Some("kubectl-byoc".into()),
     };
-    let created = requests(&client, &namespace)
+    let created = Api::<ByocRequest>::namespaced(client.clone(), &namespace)
         .create(&pp, &request)
         .await
         .request_context(|| format!("create a ByocRequest in namespace {namespace}"))?;
@@ -299,11 +299,6 @@ pub fn read_requests(client: &Client, namespace: Option<&str>) -> Api<Lenient<By
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
-}
-
-/// The ByocRequest API of `namespace`.
-pub fn requests(client: &Client, namespace: &str) -> Api<ByocRequest> {
-    Api::namespaced(client.clone(), namespace)
 }
 
 /// `kubectl byoc approve -n NS NAME`, quoted for a shell.

@@ -247,9 +247,10 @@ pub async fn reconcile(watched: Arc<WatchedRequest>, ctx: Arc<Context>) -> Resul
     let outcome = desired(request, grant.as_ref(), now);
     if request.status.as_ref() != Some(&outcome.status) {
         let namespace = request.namespace().unwrap_or_default();
-        let api: Api<ByocRequest> = Api::namespaced(ctx.client.clone(), &namespace);
-        let mut updated = request.clone();
-        updated.status = Some(outcome.status.clone());
+        // Read back leniently too: the answer carries the same metadata.
+        let api: Api<WatchedRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+        let mut updated = Lenient(request.clone());
+        updated.0.status = Some(outcome.status.clone());
         // The resourceVersion makes this a compare-and-swap: an admin's decision made since
         // the cache was filled is never overwritten; the watch brings it back here.
         match api

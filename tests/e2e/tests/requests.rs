@@ -863,6 +863,108 @@ async fn racing_approvals_make_one_grant_and_a_failed_status_write_is_undone() {
 }
 
 #[tokio::test]
+async fn a_request_timed_past_jiffs_range_stops_no_listing_and_no_reconcile() {
+    install().await;
+    let _controller = controller::shared().await;
+    let ns = tool_namespace("req-far").await;
+    let tool = ns.name();
+    let maintainer = maintainer(tool).await;
+    let admin = admin().await;
+    // Valid for the API server, past what jiff (and so a typed read) can represent.
+    const FAR: &str = "9999-12-31T00:00:00Z";
+    let far_entry = json!({
+        "manager": "x", "operation": "Update",
+        "apiVersion": "byoc.toolforge.org/v1alpha1", "time": FAR,
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:annotations": {"f:a": {}}}},
+    });
+    let stored_times = || {
+        kubectl([
+            "-n",
+            tool,
+            "get",
+            "byocrequest",
+            "far",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].time}",
+        ])
+        .success()
+        .stdout
+    };
+    // With `edit` (create, no update): the API server stamps its own time on create.
+    let poisoned = json!({
+        "apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocRequest",
+        "metadata": {
+            "name": "far", "namespace": tool, "annotations": {"a": "b"},
+            "managedFields": [far_entry],
+        },
+        "spec": {"reason": "T10", "registries": ["quay.io"]},
+    });
+    maintainer
+        .kubectl(&["create", "-f", "-"], Some(&poisoned.to_string()))
+        .success();
+    assert!(
+        !stored_times().contains(FAR),
+        "a create keeps no client time"
+    );
+    // Whoever may patch requests can store one: then nothing may stop reading.
+    let out = kubectl([
+        "-n",
+        tool,
+        "get",
+        "byocrequest",
+        "far",
+        "--show-managed-fields",
+        "-o",
+        "json",
+    ])
+    .success();
+    let current: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let mut fields = current["metadata"]["managedFields"].clone();
+    fields
+        .as_array_mut()
+        .expect("managedFields")
+        .push(far_entry);
+    let patch = json!({"metadata": {"managedFields": fields}}).to_string();
+    kubectl([
+        "-n",
+        tool,
+        "patch",
+        "byocrequest",
+        "far",
+        "--type=merge",
+        "-p",
+        &patch,
+    ])
+    .success();
+    assert!(stored_times().contains(FAR), "the API server kept {FAR}");
+    // The controller's watch reads it, and the request after it.
+    wait_phase(tool, "far", "Pending").await;
+    maintainer
+        .byoc(&[
+            "request",
+            "--name",
+            "after",
+            "--registry",
+            "quay.io",
+            "--reason",
+            "T11",
+        ])
+        .success();
+    wait_phase(tool, "after", "Pending").await;
+    // The plugin lists and decides it.
+    let out = admin.byoc(&["requests", "-A"]).success();
+    assert!(
+        out.stdout.contains("far") && out.stdout.contains("after"),
+        "{out}"
+    );
+    admin.byoc(&["approve", "-n", tool, "far"]).success();
+    let grants = wait_grants(tool, "far", 1).await;
+    let _grant = Cleanup::new(["byocgrant", grants[0]["metadata"]["name"].as_str().unwrap()]);
+    wait_phase(tool, "far", "Approved").await;
+}
+
+#[tokio::test]
 async fn the_api_explains_itself() {
     install().await;
     let out = kubectl(["explain", "byocrequest.spec"]).success();
