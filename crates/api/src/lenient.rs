@@ -356,4 +356,25 @@ mod tests {
             Pod::url_path(&(), Some("ns"))
         );
     }
+
+    #[test]
+    fn it_is_written_as_the_object_itself() {
+        let request = crate::ByocRequest::new(
+            "r",
+            crate::ByocRequestSpec {
+                registries: vec!["quay.io".into()],
+                reason: "T1".into(),
+                duration: None,
+            },
+        );
+        assert_eq!(
+            serde_json::to_value(Lenient(request.clone())).unwrap(),
+            serde_json::to_value(&request).unwrap()
+        );
+        // And a request whose managedFields time is far still reads back.
+        let mut value = serde_json::to_value(&request).unwrap();
+        value["metadata"]["managedFields"] = managed(FAR);
+        let Lenient(back) = serde_json::from_value::<Lenient<crate::ByocRequest>>(value).unwrap();
+        assert_eq!(back, request);
+    }
 }
