@@ -135,6 +135,27 @@ fn user(name: String, namespace: &str, bindings: Vec<Cleanup>) -> User {
     }
 }
 
+/// What most tests need: the CRDs and roles, the shared controller, a tool namespace with its
+/// maintainer, and a platform admin.
+struct Stage {
+    maintainer: User,
+    admin: User,
+    ns: TestNamespace,
+    _controller: controller::SharedController,
+}
+
+async fn stage(prefix: &str) -> Stage {
+    install().await;
+    let controller = controller::shared().await;
+    let ns = tool_namespace(prefix).await;
+    Stage {
+        maintainer: maintainer(ns.name()).await,
+        admin: admin().await,
+        ns,
+        _controller: controller,
+    }
+}
+
 /// A tool namespace whose pods can be created.
 async fn tool_namespace(prefix: &str) -> TestNamespace {
     let client = client().await;
@@ -248,13 +269,10 @@ fn filed_name(out: &Output) -> String {
 #[tokio::test]
 async fn a_maintainer_asks_an_admin_approves_and_a_revocation_shows() {
     let _webhook = Webhook::start(Options::default()).await;
-    install().await;
-    let _controller = controller::shared().await;
+    let stage = stage("req-tool").await;
+    let tool = stage.ns.name();
+    let (maintainer, admin) = (&stage.maintainer, &stage.admin);
     let client = client().await;
-    let ns = tool_namespace("req-tool").await;
-    let tool = ns.name();
-    let maintainer = maintainer(tool).await;
-    let admin = admin().await;
     let image = "quay.io/x/bot:1.0";
 
     // The maintainer files a request in their current namespace (from the kubeconfig).
@@ -411,12 +429,9 @@ async fn a_maintainer_asks_an_admin_approves_and_a_revocation_shows() {
 
 #[tokio::test]
 async fn deny_expiry_and_refused_approvals() {
-    install().await;
-    let _controller = controller::shared().await;
-    let ns = tool_namespace("req-deny").await;
-    let tool = ns.name();
-    let maintainer = maintainer(tool).await;
-    let admin = admin().await;
+    let stage = stage("req-deny").await;
+    let tool = stage.ns.name();
+    let (maintainer, admin) = (&stage.maintainer, &stage.admin);
 
     // Widening is refused, and nothing changes.
     maintainer
@@ -596,13 +611,10 @@ async fn approving_for_a_namespace_being_deleted_changes_nothing() {
 
 #[tokio::test]
 async fn a_tenant_cannot_get_a_grant_without_an_admin() {
-    install().await;
-    let _controller = controller::shared().await;
-    let ns = tool_namespace("req-atk").await;
-    let tool = ns.name();
+    let stage = stage("req-atk").await;
+    let tool = stage.ns.name();
+    let (maintainer, admin) = (&stage.maintainer, &stage.admin);
     let other = tool_namespace("req-other").await;
-    let maintainer = maintainer(tool).await;
-    let admin = admin().await;
 
     // A request created with a status that says Approved: the status is dropped on create.
     let forged = json!({
@@ -733,13 +745,10 @@ async fn a_tenant_cannot_get_a_grant_without_an_admin() {
 
 #[tokio::test]
 async fn racing_approvals_make_one_grant_and_a_failed_status_write_is_undone() {
-    install().await;
-    let _controller = controller::shared().await;
-    let ns = tool_namespace("req-race").await;
-    let tool = ns.name();
-    let maintainer = maintainer(tool).await;
-    let second = admin().await;
-    let admin = admin().await;
+    let stage = stage("req-race").await;
+    let tool = stage.ns.name();
+    let (maintainer, admin) = (&stage.maintainer, &stage.admin);
+    let second = self::admin().await;
 
     // Two admins approve the same request at once, three times over: each time exactly one
     // wins, and exactly one grant remains.
@@ -864,12 +873,9 @@ async fn racing_approvals_make_one_grant_and_a_failed_status_write_is_undone() {
 
 #[tokio::test]
 async fn a_request_timed_past_jiffs_range_stops_no_listing_and_no_reconcile() {
-    install().await;
-    let _controller = controller::shared().await;
-    let ns = tool_namespace("req-far").await;
-    let tool = ns.name();
-    let maintainer = maintainer(tool).await;
-    let admin = admin().await;
+    let stage = stage("req-far").await;
+    let tool = stage.ns.name();
+    let (maintainer, admin) = (&stage.maintainer, &stage.admin);
     // Valid for the API server, past what jiff (and so a typed read) can represent.
     const FAR: &str = "9999-12-31T00:00:00Z";
     let far_entry = json!({
