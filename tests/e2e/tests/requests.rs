@@ -883,8 +883,8 @@ async fn a_request_timed_past_jiffs_range_stops_no_listing_and_no_reconcile() {
         "apiVersion": "byoc.toolforge.org/v1alpha1", "time": FAR,
         "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:annotations": {"f:a": {}}}},
     });
-    let stored_times = || {
-        kubectl([
+    let managed_fields = || -> Value {
+        let out = kubectl([
             "-n",
             tool,
             "get",
@@ -892,11 +892,13 @@ async fn a_request_timed_past_jiffs_range_stops_no_listing_and_no_reconcile() {
             "far",
             "--show-managed-fields",
             "-o",
-            "jsonpath={.metadata.managedFields[*].time}",
+            "json",
         ])
-        .success()
-        .stdout
+        .success();
+        let current: Value = serde_json::from_str(&out.stdout).expect("JSON");
+        current["metadata"]["managedFields"].clone()
     };
+    let stored_times = || managed_fields().to_string();
     // With `edit` (create, no update): the API server stamps its own time on create.
     let poisoned = json!({
         "apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocRequest",
@@ -914,19 +916,7 @@ async fn a_request_timed_past_jiffs_range_stops_no_listing_and_no_reconcile() {
         "a create keeps no client time"
     );
     // Whoever may patch requests can store one: then nothing may stop reading.
-    let out = kubectl([
-        "-n",
-        tool,
-        "get",
-        "byocrequest",
-        "far",
-        "--show-managed-fields",
-        "-o",
-        "json",
-    ])
-    .success();
-    let current: Value = serde_json::from_str(&out.stdout).expect("JSON");
-    let mut fields = current["metadata"]["managedFields"].clone();
+    let mut fields = managed_fields();
     fields
         .as_array_mut()
         .expect("managedFields")
