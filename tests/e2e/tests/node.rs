@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use byoc_e2e::chaos::{Outcome, PROPAGATION, try_pod, wait_outcome};
+use byoc_e2e::chaos::{Outcome, try_pod, wait_outcome};
 use byoc_e2e::controller::{NAME as LEASE, SYSTEM_NAMESPACE};
 use byoc_e2e::node::{
     OutsideHost, RELEASE, TEST_IMAGE_PATH, egress_drops, helm_upgrade, image, installed,
@@ -22,15 +22,15 @@ use byoc_e2e::node::{
 };
 use byoc_e2e::webhook::{NAMESPACES_WEBHOOK, PODS_WEBHOOK, assert_docker_hub_refused, denied_by};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, TestNamespace, byoc_labels, client, create_grant, eventually, kubectl,
-    kubectl_run, unique_name, wait_byoc_labels,
+    CONVERGE_TIMEOUT, Cleanup, TestNamespace, byoc_labels, client, create_grant, eventually,
+    kubectl, kubectl_run, unique_name, wait_byoc_labels,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ListParams;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 async fn tool_namespace(client: &Client, prefix: &str) -> TestNamespace {
     let ns = TestNamespace::create(client, prefix).await;
@@ -207,26 +207,49 @@ fn assert_quay_refused(namespace: &str, pod: &str) {
     kubectl(["-n", namespace, "get", "pod", pod]).failure();
 }
 
+/// A tool namespace with a `quay.io/toolforge` grant (expiring at `expires`) and pod `granted`
+/// from quay.io Running in it under that grant.
+struct GrantedPod {
+    ns: TestNamespace,
+    grant: String,
+    _cleanup: Cleanup,
+    pod: Pod,
+}
+
+impl GrantedPod {
+    async fn start(client: &Client, prefix: &str, expires: Option<&str>) -> Self {
+        let ns = tool_namespace(client, prefix).await;
+        let grant = unique_name(prefix);
+        let cleanup = create_grant(&grant, ns.name(), &["quay.io/toolforge"], expires);
+        wait_granted(client, ns.name()).await;
+        kubectl_run(ns.name(), "granted", &format!("quay.io/{TEST_IMAGE_PATH}")).success();
+        let pod = wait_running(client, ns.name(), "granted").await;
+        Self {
+            ns,
+            grant,
+            _cleanup: cleanup,
+            pod,
+        }
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs the node and the chart: make e2e-node"]
 async fn revoking_a_grant_refuses_new_pods_and_leaves_running_ones() {
     installed();
     let client = client().await;
-    let ns = tool_namespace(&client, "node-revoke").await;
-    let grant = unique_name("node-revoke");
-    let _grant = create_grant(&grant, ns.name(), &["quay.io/toolforge"], None);
-    wait_granted(&client, ns.name()).await;
-    let quay = format!("quay.io/{TEST_IMAGE_PATH}");
-    kubectl_run(ns.name(), "granted", &quay).success();
-    let running = wait_running(&client, ns.name(), "granted").await;
+    let granted = GrantedPod::start(&client, "node-revoke", None).await;
+    let ns = &granted.ns;
 
-    // Deleting waits for the controller's finalizer, which removes the labels first.
-    kubectl(["delete", "byocgrant", &grant, "--wait=true"]).success();
+    // Deleting waits for the controller's finalizer, which removes the labels first; the
+    // refusal must follow within PROPAGATION (10 s) or wait_outcome fails.
+    kubectl(["delete", "byocgrant", &granted.grant, "--wait=true"]).success();
+    let quay = format!("quay.io/{TEST_IMAGE_PATH}");
     let took = wait_outcome(&client, ns.name(), &quay, Outcome::Denied).await;
     eprintln!("revoked: a new quay.io pod refused {took:?} after the grant was gone");
     assert_quay_refused(ns.name(), "revoked");
     assert!(byoc_labels(&client, ns.name()).await.is_empty());
-    assert_still_running(&client, ns.name(), "granted", &running).await;
+    assert_still_running(&client, ns.name(), "granted", &granted.pod).await;
 }
 
 #[tokio::test]
@@ -234,39 +257,31 @@ async fn revoking_a_grant_refuses_new_pods_and_leaves_running_ones() {
 async fn an_expired_grant_refuses_new_pods_and_leaves_running_ones() {
     installed();
     let client = client().await;
-    let ns = tool_namespace(&client, "node-expiry").await;
-    let grant = unique_name("node-expiry");
     // Far enough ahead for the labels and a first pod, on a loaded machine.
     let expires = Timestamp::from_second(Timestamp::now().as_second() + 20).expect("a time");
-    let _grant = create_grant(
-        &grant,
-        ns.name(),
-        &["quay.io/toolforge"],
-        Some(&expires.to_string()),
-    );
-    wait_granted(&client, ns.name()).await;
-    let quay = format!("quay.io/{TEST_IMAGE_PATH}");
-    kubectl_run(ns.name(), "granted", &quay).success();
+    let granted = GrantedPod::start(&client, "node-expiry", Some(&expires.to_string())).await;
+    let (ns, grant) = (&granted.ns, &granted.grant);
+    let created = granted.pod.creation_timestamp().expect("a creation time").0;
     assert!(
-        Timestamp::now() < expires,
-        "the grant expired at {expires} before a pod could be created under it"
+        created < expires,
+        "the grant expired at {expires} before pod granted was created ({created})"
     );
-    let running = wait_running(&client, ns.name(), "granted").await;
 
+    let quay = format!("quay.io/{TEST_IMAGE_PATH}");
     let left = expires.duration_since(Timestamp::now());
     if left > SignedDuration::ZERO {
         tokio::time::sleep(left.unsigned_abs()).await;
     }
-    // The webhook reads the expiry from the label: it refuses without waiting for the controller.
+    // The webhook reads the expiry from the label: it refuses without waiting for the
+    // controller, within PROPAGATION (10 s) or wait_outcome fails.
     let took = wait_outcome(&client, ns.name(), &quay, Outcome::Denied).await;
-    assert!(took < PROPAGATION);
     eprintln!("expired: a new quay.io pod refused {took:?} after {expires}");
     assert_quay_refused(ns.name(), "expired");
     eventually("the grant Expired", CONVERGE_TIMEOUT, || async {
         let reason = kubectl([
             "get",
             "byocgrant",
-            &grant,
+            grant,
             "-o",
             "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
         ])
@@ -280,7 +295,7 @@ async fn an_expired_grant_refuses_new_pods_and_leaves_running_ones() {
     })
     .await;
     wait_byoc_labels(&client, ns.name(), &[]).await;
-    assert_still_running(&client, ns.name(), "granted", &running).await;
+    assert_still_running(&client, ns.name(), "granted", &granted.pod).await;
 }
 
 #[tokio::test]
