@@ -313,6 +313,10 @@ pub struct PodMemory {
     /// The most the cgroup has been charged since the pod started, page cache included, in bytes
     /// (`memory.max_usage_in_bytes` on v1, `memory.peak` on v2).
     pub peak: u64,
+    /// The resident set (`VmRSS`, file-backed pages such as the binary's text included) summed
+    /// over the pod's processes, its sandbox's `pause` among them, in bytes: comparable with a
+    /// host process's RSS.
+    pub processes_rss: u64,
 }
 
 /// Reads [`PodMemory`] of the pod with `uid` from this machine's cgroup file system.
@@ -344,7 +348,30 @@ pub fn pod_memory(uid: &str) -> Result<PodMemory, String> {
         .trim()
         .parse()
         .map_err(|e| format!("{}/{peak_file}: {e}", dir.display()))?;
-    Ok(PodMemory { rss, peak })
+    let mut processes_rss = 0;
+    for pid in cgroup_pids(&dir) {
+        processes_rss += crate::chaos::proc_status_kib(pid, "VmRSS") * 1024;
+    }
+    Ok(PodMemory {
+        rss,
+        peak,
+        processes_rss,
+    })
+}
+
+/// The processes in cgroup `dir` and every cgroup below it.
+fn cgroup_pids(dir: &std::path::Path) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(cgroup_pids(&entry.path()));
+        }
+    }
+    pids
 }
 
 /// The first directory named `name` below `root`, at most `depth` levels down.
