@@ -33,6 +33,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
+log_prefix=local-cluster
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
 
 timeout_s=${BYOC_CLUSTER_TIMEOUT:-120}
 dir=${BYOC_CLUSTER_DIR:-$repo/target/local-cluster}
@@ -51,7 +54,6 @@ declare -A pids=()
 cmd_pid=""          # the process group of CMD in `exec` mode
 stopping=0
 have_lock=0         # this run owns the state dir; only then may it stop or remove anything there
-picked_ports=" "    # ports handed out in this run, so two components never get the same one
 # Set at start-up by pick_port and the start_* functions.
 etcd_port="" etcd_peer_port="" apiserver_port="" kcm_port="" etcd_url="" apiserver_url="" bin=""
 
@@ -62,80 +64,22 @@ elapsed() {
   printf '%d.%d' $((tenths / 10)) $((tenths % 10))
 }
 
-# A log line never fails: stderr may be a pipe whose reader is gone (`make run 2>&1 | tee`, then
-# Ctrl-C), and stopping the cluster must not depend on it.
-log() { printf '[local-cluster] %s\n' "$*" >&2 2>/dev/null || true; }
-die() { log "error: $*"; exit 1; }
-
-# usage [STATUS]: prints the header of this file.
-usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
-  exit "${1:-2}"
-}
-
-# ---------------------------------------------------------------------------------------------
-# Ports
-
-# port_in_use PORT: something accepts connections on 127.0.0.1:PORT.
-port_in_use() { (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# pick_port VAR: stores a free loopback port in VAR. Ports come from 20000-31999, below Linux's
-# ephemeral range (32768+) so outgoing connections cannot take them between pick and bind; a
-# component that still loses the race is restarted on new ports (see start_with_retry).
-pick_port() {
-  local p _
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 12000))
-    [[ $picked_ports == *" $p "* ]] && continue
-    port_in_use "$p" && continue
-    picked_ports+="$p "
-    printf -v "$1" '%s' "$p"
-    return 0
-  done
-  die "found no free port on 127.0.0.1"
-}
+# Ports are picked free by pick_port (hack/lib.sh); a component that still loses the race for
+# its port is restarted on new ports (see start_with_retry).
 
 # ---------------------------------------------------------------------------------------------
 # Processes
 
-# running PID: the process exists and is not a zombie.
-running() {
-  local state
-  [[ -r /proc/$1/stat ]] || return 1
-  state=$(sed 's/^.*) \([A-Za-z]\).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $state && $state != Z ]]
-}
-
-# launch NAME CMD...: starts a component in its own session (so a terminal's Ctrl-C reaches only
-# this script, which then stops the components in order), logs to DIR/NAME.log.
+# launch NAME CMD...: starts a component (spawn), logging to DIR/NAME.log.
 launch() {
   local name=$1; shift
-  printf '=== %s: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$dir/$name.log"
-  setsid "$@" </dev/null >>"$dir/$name.log" 2>&1 9>&- &
+  spawn "$dir/$name.log" "$@"
   pids[$name]=$!
   echo "$!" >"$dir/run/$name.pid"
 }
 
-# stop_pid PID NAME: SIGTERM, then SIGKILL after 20 s; reaps the process if it is our child.
-stop_pid() {
-  local pid=$1 name=$2 i
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 200); do
-    running "$pid" || break
-    if ((i == 200)); then
-      log "$name ($pid) did not stop after 20s; killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    sleep 0.1
-  done
-  wait "$pid" 2>/dev/null || true
-}
-
 # ours PID: PID runs and its command line names this state dir (so it is one of our components).
-ours() {
-  [[ $1 =~ ^[0-9]+$ ]] && running "$1" &&
-    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$dir/"
-}
+ours() { names_dir "$1" "$dir"; }
 
 # current_pid NAME: the pid of NAME now: the one in run/NAME.pid (`restart` replaces it there),
 # else the one we started.
@@ -185,8 +129,7 @@ stop_stale() {
   for name in kube-controller-manager kube-apiserver etcd; do
     [[ -e $dir/run/$name.pid ]] || continue
     pid=$(<"$dir/run/$name.pid")
-    if [[ $pid =~ ^[0-9]+$ ]] && running "$pid" &&
-      tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
+    if ours "$pid"; then
       log "stopping $name ($pid) left over from a previous run"
       stop_pid "$pid" "$name"
     fi
@@ -223,104 +166,30 @@ on_exit() {
 # ---------------------------------------------------------------------------------------------
 # Certificates and kubeconfigs
 
-# sign NAME SUBJECT EXTENSIONS: a P-256 key and a certificate signed by the local CA, in pki/.
-sign() {
-  local name=$1 subject=$2 ext=$3 pki=$dir/pki
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/$name.key" 2>/dev/null
-  openssl req -new -key "$pki/$name.key" -subj "$subject" -out "$pki/$name.csr"
-  printf '%s\n' "$ext" >"$pki/$name.ext"
-  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 365 -sha256 -extfile "$pki/$name.ext" \
-    -out "$pki/$name.crt" 2>/dev/null
-  rm -f "$pki/$name.csr" "$pki/$name.ext"
-}
-
 make_pki() {
   local pki=$dir/pki
   mkdir -p "$pki"
   chmod 700 "$pki"
   # Cluster CA: trusted for serving and client certificates alike.
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/ca.key" 2>/dev/null
-  cat >"$pki/ca.cnf" <<'EOF'
-[req]
-distinguished_name = dn
-prompt = no
-x509_extensions = v3_ca
-[dn]
-CN = byoc-local-ca
-[v3_ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign,digitalSignature
-subjectKeyIdentifier = hash
-EOF
-  openssl req -x509 -new -key "$pki/ca.key" -config "$pki/ca.cnf" -days 365 -sha256 -out "$pki/ca.crt"
-  rm -f "$pki/ca.cnf"
-
-  local leaf='basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-authorityKeyIdentifier = keyid'
-  sign apiserver "/CN=kube-apiserver" "$leaf
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1,DNS:localhost,IP:$service_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  new_ca "$pki/ca" byoc-local-ca 365
+  sign "$pki/ca" "$pki/apiserver" "/CN=kube-apiserver" 365 "extendedKeyUsage = serverAuth" \
+    "subjectAltName = IP:127.0.0.1,DNS:localhost,IP:$service_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   # The admin is in system:masters; the controller manager uses its bootstrap RBAC identity.
-  sign admin "/O=system:masters/CN=byoc-admin" "$leaf
-extendedKeyUsage = clientAuth"
-  sign kube-controller-manager "/CN=system:kube-controller-manager" "$leaf
-extendedKeyUsage = clientAuth"
+  sign "$pki/ca" "$pki/admin" "/O=system:masters/CN=byoc-admin" 365 "extendedKeyUsage = clientAuth"
+  sign "$pki/ca" "$pki/kube-controller-manager" "/CN=system:kube-controller-manager" 365 \
+    "extendedKeyUsage = clientAuth"
 
   # Service-account token signing key pair (RS256, as kubeadm does).
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
   openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 }
 
-# write_kubeconfig FILE USER: a kubeconfig for USER's certificate pki/USER.{crt,key}, with the
-# credentials embedded so the file can be copied.
-write_kubeconfig() {
-  local file=$1 user=$2 pki=$dir/pki
-  cat >"$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: byoc-local
-  cluster:
-    server: $apiserver_url
-    certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
-users:
-- name: $user
-  user:
-    client-certificate-data: $(base64 -w0 <"$pki/$user.crt")
-    client-key-data: $(base64 -w0 <"$pki/$user.key")
-contexts:
-- name: byoc-local
-  context:
-    cluster: byoc-local
-    user: $user
-current-context: byoc-local
-EOF
-  chmod 600 "$file"
-}
-
 # ---------------------------------------------------------------------------------------------
 # Start-up
 
-# wait_until NAME CHECK...: waits until CHECK succeeds. Returns 1 if NAME's process exits first,
-# 2 on timeout.
-wait_until() {
-  local name=$1 deadline=$((SECONDS + timeout_s)); shift
-  until "$@" >/dev/null 2>&1; do
-    running "${pids[$name]}" || return 1
-    ((SECONDS < deadline)) || return 2
-    sleep 0.2
-  done
-}
-
-# fail NAME WHY: reports a component that did not start, with the end of its log, and exits.
-fail() {
-  local name=$1 why=$2
-  log "$name $why; last lines of $dir/$name.log:"
-  tail -n 40 "$dir/$name.log" | sed 's/^/    /' >&2
-  exit 1
-}
+# failed NAME WHY: reports a component that did not start or stopped, with the end of its log,
+# and exits.
+failed() { fail "$dir/$1.log" "$1 $2"; }
 
 # start_with_retry NAME START_FN CHECK...: runs START_FN (which picks ports and calls launch),
 # waits for CHECK. A component that exits because its port was taken meanwhile is restarted on
@@ -330,10 +199,10 @@ start_with_retry() {
   for attempt in 1 2 3; do
     "$start_fn"
     rc=0
-    wait_until "$name" "$@" || rc=$?
+    wait_until "${pids[$name]}" "$@" || rc=$?
     case $rc in
       0) return 0 ;;
-      2) fail "$name" "was not ready after ${timeout_s}s" ;;
+      2) failed "$name" "was not ready after ${timeout_s}s" ;;
     esac
     wait "${pids[$name]}" 2>/dev/null || true
     unset "pids[$name]"
@@ -341,7 +210,7 @@ start_with_retry() {
       log "$name lost its port to another process; retrying on new ports"
       continue
     fi
-    fail "$name" "exited during start-up"
+    failed "$name" "exited during start-up"
   done
 }
 
@@ -374,8 +243,9 @@ start_apiserver() {
   local pki=$dir/pki
   pick_port apiserver_port
   apiserver_url=https://$apiserver_host:$apiserver_port
-  write_kubeconfig "$dir/kubeconfig" admin
-  write_kubeconfig "$dir/kube-controller-manager.kubeconfig" kube-controller-manager
+  write_kubeconfig "$dir/kubeconfig" "$apiserver_url" "$pki/ca" admin "$pki/admin"
+  write_kubeconfig "$dir/kube-controller-manager.kubeconfig" "$apiserver_url" "$pki/ca" \
+    kube-controller-manager "$pki/kube-controller-manager"
   # Default admission plugins are kept: they include NamespaceLifecycle, ServiceAccount,
   # MutatingAdmissionWebhook, ValidatingAdmissionWebhook and ValidatingAdmissionPolicy.
   # --endpoint-reconciler-type=none: a loopback address is not a valid Endpoints address.
@@ -506,7 +376,7 @@ cmd_up() {
   while true; do
     for name in "${!pids[@]}"; do
       [[ -e $dir/run/$name.restarting ]] && continue
-      running "$(current_pid "$name")" || fail "$name" "exited unexpectedly"
+      running "$(current_pid "$name")" || failed "$name" "exited unexpectedly"
     done
     sleep 1 &
     wait $! || true
@@ -581,13 +451,13 @@ cmd_restart() {
   # a replacement that finds its port still taken is started again.
   local attempt
   for attempt in $(seq 1 50); do
-    setsid "${args[@]}" </dev/null >>"$dir/$name.log" 2>&1 9>&- &
+    spawn "$dir/$name.log" "${args[@]}"
     pids[$name]=$!
     echo "$!" >"$dir/run/$name.pid"
     rc=0
     case $name in
-      etcd) wait_until etcd etcd_healthy || rc=$? ;;
-      kube-apiserver) wait_until kube-apiserver apiserver_ready || rc=$? ;;
+      etcd) wait_until "${pids[$name]}" etcd_healthy || rc=$? ;;
+      kube-apiserver) wait_until "${pids[$name]}" apiserver_ready || rc=$? ;;
       kube-controller-manager) sleep 1; running "${pids[$name]}" || rc=1 ;;
     esac
     ((rc == 1)) && tail -n 5 "$dir/$name.log" | grep -q 'address already in use' || break
@@ -595,7 +465,7 @@ cmd_restart() {
     sleep 0.2
   done
   rm -f "$dir/run/$name.restarting"
-  ((rc == 0)) || fail "$name" "did not come back after the restart"
+  ((rc == 0)) || failed "$name" "did not come back after the restart"
   log "$name restarted (${pids[$name]})"
 }
 

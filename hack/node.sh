@@ -32,6 +32,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+log_prefix=node
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
 
 bridge=byoc0
 node_ip=198.19.0.1
@@ -51,13 +54,6 @@ sysctls=(net.ipv4.ip_forward vm.overcommit_memory vm.panic_on_oom kernel.panic k
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 packages=(containerd runc containernetworking-plugins iptables conntrack docker-registry skopeo)
 timeout_s=${BYOC_CLUSTER_TIMEOUT:-120}
-
-log() { printf '[node] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
-  exit "${1:-2}"
-}
 
 # ---------------------------------------------------------------------------------------------
 # Packages
@@ -99,18 +95,10 @@ can_run_containers() {
 # ---------------------------------------------------------------------------------------------
 # Processes
 
-running() {
-  local state
-  [[ -r /proc/$1/stat ]] || return 1
-  state=$(sed 's/^.*) \([A-Za-z]\).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $state && $state != Z ]]
-}
-
-# launch NAME CMD...: starts CMD in its own session, logging to DIR/node-NAME.log.
+# launch NAME CMD...: starts CMD (spawn), logging to DIR/node-NAME.log.
 launch() {
   local name=$1; shift
-  printf '=== %s: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$dir/node-$name.log"
-  setsid "$@" </dev/null >>"$dir/node-$name.log" 2>&1 9>&- &
+  spawn "$dir/node-$name.log" "$@"
   echo "$!" >"$nd/run/$name.pid"
 }
 
@@ -138,17 +126,10 @@ node_pids() {
 
 # stop_name NAME: SIGTERM to a daemon started by launch, SIGKILL after 10 s.
 stop_name() {
-  local name=$1 pid i
+  local name=$1 pid
   [[ -r $nd/run/$name.pid ]] || return 0
   pid=$(<"$nd/run/$name.pid")
-  if [[ $pid =~ ^[0-9]+$ ]] && running "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$nd/"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
-      running "$pid" || break
-      ((i == 100)) && { log "$name ($pid) did not stop after 10s; killing it"; kill -KILL "$pid" 2>/dev/null || true; }
-      sleep 0.1
-    done
-  fi
+  if names_dir "$pid" "$nd"; then stop_pid "$pid" "$name" 10; fi
   rm -f "$nd/run/$name.pid"
 }
 
@@ -235,16 +216,11 @@ cmd_leftovers() {
 # ---------------------------------------------------------------------------------------------
 # prepare
 
-sign() {
-  local name=$1 subject=$2 ext=$3 pki=$dir/pki/node
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/$name.key" 2>/dev/null
-  openssl req -new -key "$pki/$name.key" -subj "$subject" -out "$pki/$name.csr"
-  printf '%s\n' "basicConstraints = critical,CA:FALSE" "keyUsage = critical,digitalSignature" \
-    "authorityKeyIdentifier = keyid" "$ext" >"$pki/$name.ext"
-  openssl x509 -req -in "$pki/$name.csr" -CA "$dir/pki/ca.crt" -CAkey "$dir/pki/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 365 -sha256 -extfile "$pki/$name.ext" \
-    -out "$pki/$name.crt" 2>/dev/null
-  rm -f "$pki/$name.csr" "$pki/$name.ext"
+# sign_node NAME SUBJECT EXTENSION...: pki/node/NAME.{key,crt}, signed by the cluster CA.
+sign_node() {
+  local name=$1 subject=$2
+  shift 2
+  sign "$dir/pki/ca" "$dir/pki/node/$name" "$subject" 365 "$@"
 }
 
 cmd_prepare() {
@@ -283,14 +259,14 @@ cmd_prepare() {
   ipt -A "$chain" ! -i "$bridge" -o "$bridge" -j DROP
   ipt -I FORWARD 1 -j "$chain"
 
-  local leaf="extendedKeyUsage = clientAuth"
-  sign kubelet "/O=system:nodes/CN=system:node:$node_name" "$leaf"
-  sign kube-proxy "/CN=system:kube-proxy" "$leaf"
-  sign kube-scheduler "/CN=system:kube-scheduler" "$leaf"
+  local client="extendedKeyUsage = clientAuth"
+  sign_node kubelet "/O=system:nodes/CN=system:node:$node_name" "$client"
+  sign_node kube-proxy "/CN=system:kube-proxy" "$client"
+  sign_node kube-scheduler "/CN=system:kube-scheduler" "$client"
   # kube-apiserver -> kubelet (logs, exec): an admin, as kubeadm's apiserver-kubelet-client is.
-  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$leaf"
-  sign apiserver "/CN=kube-apiserver" "extendedKeyUsage = serverAuth
-subjectAltName = IP:$node_ip,IP:127.0.0.1,DNS:localhost,IP:$service_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  sign_node apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
+  sign_node apiserver "/CN=kube-apiserver" "extendedKeyUsage = serverAuth" \
+    "subjectAltName = IP:$node_ip,IP:127.0.0.1,DNS:localhost,IP:$service_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 
   # The extra kube-apiserver arguments (later arguments win over earlier ones).
   printf '%s\n' \
@@ -306,52 +282,17 @@ subjectAltName = IP:$node_ip,IP:127.0.0.1,DNS:localhost,IP:$service_ip,DNS:kuber
 # ---------------------------------------------------------------------------------------------
 # start
 
-# kubeconfig USER: DIR/node/USER.kubeconfig for the certificate pki/USER.
+# kubeconfig USER: DIR/node/USER.kubeconfig for the certificate pki/node/USER.
 kubeconfig() {
-  local user=$1
-  cat >"$nd/$user.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: byoc-local
-  cluster:
-    server: $apiserver_url
-    certificate-authority: $dir/pki/ca.crt
-users:
-- name: $user
-  user:
-    client-certificate: $dir/pki/node/$user.crt
-    client-key: $dir/pki/node/$user.key
-contexts:
-- name: byoc-local
-  context: {cluster: byoc-local, user: $user}
-current-context: byoc-local
-EOF
-  chmod 600 "$nd/$user.kubeconfig"
+  write_kubeconfig "$nd/$1.kubeconfig" "$apiserver_url" "$dir/pki/ca" "$1" "$dir/pki/node/$1"
 }
 
 # wait_for NAME WHAT CHECK...: waits until CHECK succeeds; fails with NAME's log if its process
 # exits or the timeout passes.
 wait_for() {
-  local name=$1 what=$2 deadline=$((SECONDS + timeout_s)) pid; shift 2
-  pid=$(<"$nd/run/$name.pid")
-  until "$@" >/dev/null 2>&1; do
-    if ! running "$pid" || ((SECONDS >= deadline)); then
-      log "$name: $what did not happen; last lines of $dir/node-$name.log:"
-      tail -n 30 "$dir/node-$name.log" | sed 's/^/    /' >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
-}
-
-free_port() {
-  local p _
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 12000))
-    (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
-  done
-  die "found no free port on 127.0.0.1"
+  local name=$1 what=$2
+  shift 2
+  wait_until "$(<"$nd/run/$name.pid")" "$@" || fail "$dir/node-$name.log" "$name: $what did not happen"
 }
 
 start_registry() {
@@ -458,8 +399,8 @@ start_kubelet() {
   # The kubelet's identity gets the node role (the API server authorizes with RBAC only).
   kubectl --kubeconfig "$dir/kubeconfig" create clusterrolebinding byoc-node --clusterrole=system:node \
     --group=system:nodes --dry-run=client -o yaml | kubectl --kubeconfig "$dir/kubeconfig" apply -f - >/dev/null
-  port=$(free_port)
-  healthz=$(free_port)
+  pick_port port
+  pick_port healthz
   kubeconfig kubelet
   mkdir -p "$nd/kubelet-pki" "$nd/volume-plugins"
   local c
@@ -503,24 +444,29 @@ EOF
 }
 
 start_kube_proxy() {
+  local healthz metrics
+  pick_port healthz
+  pick_port metrics
   kubeconfig kube-proxy
   launch kube-proxy "$bin/kube-proxy" \
     --kubeconfig="$nd/kube-proxy.kubeconfig" --hostname-override="$node_name" \
     --proxy-mode=iptables --cluster-cidr="$pod_cidr" \
     --nodeport-addresses="$node_ip/32" --iptables-localhost-nodeports=false \
     --bind-address="$node_ip" \
-    --healthz-bind-address="127.0.0.1:$(free_port)" --metrics-bind-address="127.0.0.1:$(free_port)" \
+    --healthz-bind-address="127.0.0.1:$healthz" --metrics-bind-address="127.0.0.1:$metrics" \
     --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 \
     --v=1
 }
 
 start_scheduler() {
+  local port
+  pick_port port
   kubeconfig kube-scheduler
   launch kube-scheduler "$bin/kube-scheduler" \
     --kubeconfig="$nd/kube-scheduler.kubeconfig" \
     --authentication-kubeconfig="$nd/kube-scheduler.kubeconfig" \
     --authorization-kubeconfig="$nd/kube-scheduler.kubeconfig" \
-    --bind-address=127.0.0.1 --secure-port="$(free_port)" --leader-elect=false
+    --bind-address=127.0.0.1 --secure-port="$port" --leader-elect=false
 }
 
 node_ready() {

@@ -14,6 +14,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
+log_prefix=run
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
 mode=${BYOC_MODE:-enforce}
 system_ns=byoc-system
 release=byoc-operator
@@ -21,9 +24,6 @@ sample_ns=tool-demo
 registry=127.0.0.1:5000
 # What build-images.sh pushes; the registry mirrors serve it under every mirrored registry.
 test_path=toolforge/byoc-operator/test:1
-
-log() { printf '[run] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 case $mode in enforce | warn | audit) ;; *) die "BYOC_MODE must be enforce, warn or audit, not '$mode'" ;; esac
 
@@ -68,21 +68,7 @@ log "helm install $release charts/byoc-operator into $system_ns"
   { kubectl -n "$system_ns" get pods -o wide >&2; die "helm install did not become ready"; }
 
 log "creating the sample tool namespace $sample_ns and its grant"
-kubectl apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: $sample_ns
----
-apiVersion: byoc.toolforge.org/v1alpha1
-kind: ByocGrant
-metadata:
-  name: $sample_ns
-spec:
-  namespace: $sample_ns
-  reason: "make run sample: images under quay.io/toolforge"
-  registries: [quay.io/toolforge]
-EOF
+apply_sample_grant "$sample_ns" "make run sample: images under quay.io/toolforge" quay.io/toolforge
 kubectl wait --for=condition=Ready --timeout=60s "byocgrant/$sample_ns" >/dev/null ||
   log "warning: the grant $sample_ns is not Ready after 60s; see 'kubectl -n $system_ns logs deploy/$release-controller'"
 

@@ -24,6 +24,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
+log_prefix=run
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
 state=${BYOC_RUN_DIR:-$repo/target/run}
 bin=${CARGO_TARGET_DIR:-$repo/target}/debug
 mode=${BYOC_MODE:-enforce}
@@ -33,11 +36,7 @@ system_ns=byoc-system
 exempt=(kube-system kube-public kube-node-lease "$system_ns")
 webhook_name=byoc-webhook
 sample_ns="tool-demo"
-
-# A log line never fails: stderr may be a pipe whose reader is gone (`make run 2>&1 | tee`, then
-# Ctrl-C), and the cleanup must not depend on it.
-log() { printf '[run] %s\n' "$*" >&2 2>/dev/null || true; }
-die() { log "error: $*"; exit 1; }
+timeout_s=60   # how long the webhook and the controller may take to become ready
 
 case $mode in enforce | warn | audit) ;; *) die "BYOC_MODE must be enforce, warn or audit, not '$mode'" ;; esac
 case ${BYOC_RUN:-} in
@@ -105,21 +104,6 @@ registered=0
 cleaned=0
 webhook_port="" webhook_admin="" controller_admin=""
 
-# pick_port VAR: a free loopback port, below Linux's ephemeral range.
-picked=" "
-pick_port() {
-  local p _
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 12000))
-    [[ $picked == *" $p "* ]] && continue
-    (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
-    picked+="$p "
-    printf -v "$1" '%s' "$p"
-    return 0
-  done
-  die "found no free port on 127.0.0.1"
-}
-
 # start NAME KUBECONFIG CMD...: runs CMD in the background with its own kubeconfig, logging to
 # STATE/NAME.log.
 start() {
@@ -129,23 +113,14 @@ start() {
   pids[$name]=$!
 }
 
-running() { kill -0 "$1" 2>/dev/null; }
-
-# wait_ready NAME URL: waits until URL answers 200, or fails if NAME exits or 60 s pass.
+# wait_ready NAME URL: waits until URL answers 200, or fails if NAME exits or timeout_s pass.
 wait_ready() {
-  local name=$1 url=$2 i
-  for i in $(seq 1 300); do
-    curl -fsS --max-time 1 "$url" >/dev/null 2>&1 && return 0
-    running "${pids[$name]}" || { show_log "$name"; die "$name exited during start-up"; }
-    sleep 0.2
-  done
-  show_log "$name"
-  die "$name was not ready after 60s ($url)"
-}
-
-show_log() {
-  log "last lines of $state/$1.log:"
-  tail -n 30 "$state/$1.log" | sed 's/^/    /' >&2
+  local name=$1 url=$2 rc=0
+  wait_until "${pids[$name]}" curl -fsS --max-time 1 "$url" || rc=$?
+  case $rc in
+    1) fail "$state/$name.log" "$name exited during start-up" ;;
+    2) fail "$state/$name.log" "$name was not ready after ${timeout_s}s ($url)" ;;
+  esac
 }
 
 # shellcheck disable=SC2317 # called from traps
@@ -206,17 +181,9 @@ log "generating the webhook's serving certificate"
 pki=$state/pki
 rm -rf "$pki"
 mkdir -p "$pki"
-openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
-  -keyout "$pki/ca.key" -out "$pki/ca.crt" -days 7 -subj "/CN=byoc-run-webhook-ca" \
-  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
-openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
-  -keyout "$pki/tls.key" -out "$pki/tls.csr" -subj "/CN=byoc-webhook" 2>/dev/null
-printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
-  "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$pki/tls.ext"
-openssl x509 -req -in "$pki/tls.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
-  -set_serial "0x$(openssl rand -hex 16)" -days 7 -sha256 -extfile "$pki/tls.ext" \
-  -out "$pki/tls.crt" 2>/dev/null
-rm -f "$pki/tls.csr" "$pki/tls.ext"
+new_ca "$pki/ca" byoc-run-webhook-ca 7
+sign "$pki/ca" "$pki/tls" "/CN=byoc-webhook" 7 "extendedKeyUsage = serverAuth" \
+  "subjectAltName = IP:127.0.0.1,DNS:localhost"
 
 # token_kubeconfig SERVICE_ACCOUNT FILE: a kubeconfig for the current cluster that authenticates
 # with a token of SERVICE_ACCOUNT in byoc-system, so the process has exactly that identity (for
@@ -283,21 +250,8 @@ registered=1
 kubectl apply -f - >/dev/null <<<"$registration"
 
 log "creating the sample tool namespace $sample_ns and its grant"
-kubectl apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: $sample_ns
----
-apiVersion: byoc.toolforge.org/v1alpha1
-kind: ByocGrant
-metadata:
-  name: $sample_ns
-spec:
-  namespace: $sample_ns
-  reason: "make run sample: runs the upstream Prometheus node exporter image"
-  registries: [quay.io/prometheus]
-EOF
+apply_sample_grant "$sample_ns" "make run sample: runs the upstream Prometheus node exporter image" \
+  quay.io/prometheus
 labelled=0
 for _ in $(seq 1 100); do
   if kubectl get namespace "$sample_ns" -o jsonpath='{.metadata.labels}' | grep -q 'byoc.toolforge.org/'; then
@@ -343,9 +297,6 @@ EOF
 status=0
 wait -n "${pids[@]}" || status=$?
 for name in "${!pids[@]}"; do
-  if ! running "${pids[$name]}"; then
-    show_log "$name"
-    log "$name exited unexpectedly (status $status); stopping"
-  fi
+  running "${pids[$name]}" || fail "$state/$name.log" "$name exited unexpectedly (status $status); stopping"
 done
 exit 1

@@ -11,7 +11,8 @@
 //!    in five denied) for `--seconds`, `--repeats` times: throughput, p50, p99;
 //! 4. pod creation through the API server, one at a time, `--pods` (200) per phase, phases
 //!    interleaved in every repeat: no admission check, this webhook, and the same rule as an
-//!    in-process CEL ValidatingAdmissionPolicy.
+//!    in-process CEL ValidatingAdmissionPolicy (the pod-create timing and the CEL policy are
+//!    `byoc_e2e::bench`, shared with the node's benchmark).
 //!
 //! Prints a Markdown report: medians over the repeats. The namespaces stay (the cluster is
 //! throw-away); the webhook registration and the policy are removed.
@@ -24,6 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use byoc_e2e::bench::{
+    self, Latencies, PLATFORM, admission_api, median, not_exempt, register_cel_policy,
+    remove_admission, replace, wait_for_enforcement,
+};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Full};
@@ -32,21 +37,13 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio_rustls::TlsConnector;
 
-const PLATFORM: &str = "docker-registry.tools.wmflabs.org";
-const EXEMPT: [&str; 4] = [
-    "kube-system",
-    "kube-public",
-    "kube-node-lease",
-    "byoc-system",
-];
 const NAME: &str = "byoc-bench";
 
 #[derive(Debug, Parser)]
@@ -111,11 +108,15 @@ async fn main() -> Result<()> {
             let before = (cpu_time(webhook.child.id())?, cpu_time(std::process::id())?);
             let mut r = run_load(webhook.listen, &connector, &bodies, connections, seconds).await?;
             let after = (cpu_time(webhook.child.id())?, cpu_time(std::process::id())?);
-            let n = u32::try_from(r.count.max(1))?;
+            let n = u32::try_from(r.latencies.len().max(1))?;
             r.cpu_per_request = Some(((after.0 - before.0) / n, (after.1 - before.1) / n));
             eprintln!(
-                "load {connections}x{repeat}: {:.0}/s p50 {:?} p99 {:?} errors {} cpu/review {:?}",
-                r.rate, r.p50, r.p99, r.errors, r.cpu_per_request
+                "load {connections}x{repeat}: {:.0}/s p50 {:.3} ms p99 {:.3} ms errors {} cpu/review {:?}",
+                r.rate,
+                r.latencies.p50_ms(),
+                r.latencies.p99_ms(),
+                r.errors,
+                r.cpu_per_request
             );
             series.push(r);
         }
@@ -127,7 +128,7 @@ async fn main() -> Result<()> {
     // Pod creation through the API server.
     let ns = "bench-pods";
     ensure_namespace(&client, ns).await?;
-    let mut phases: [(&str, Vec<Latency>); 3] = [
+    let mut phases: [(&str, Vec<Latencies>); 3] = [
         ("no admission check", Vec::new()),
         ("byoc-webhook", Vec::new()),
         ("CEL ValidatingAdmissionPolicy", Vec::new()),
@@ -135,20 +136,28 @@ async fn main() -> Result<()> {
     for repeat in 0..args.repeats * usize::from(args.pods > 0) {
         for (i, (phase, results)) in phases.iter_mut().enumerate() {
             match i {
-                0 => unregister(&client).await?,
+                0 => remove_admission(&client, NAME).await?,
                 1 => register_webhook(&client, webhook.listen, &pki.ca_pem).await?,
-                _ => register_cel(&client).await?,
+                _ => register_cel_policy(&client, NAME).await?,
             }
-            wait_for_enforcement(&client, ns, i != 0).await?;
-            let r = create_pods(&client, ns, args.pods).await?;
-            eprintln!("pods {repeat} {phase}: p50 {:?} p99 {:?}", r.p50, r.p99);
+            wait_for_enforcement(&client, ns, i != 0)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let image = format!("{PLATFORM}/toolforge-python311-sssd-base:latest");
+            let pods = (0..args.pods).map(|i| bench::pod(&format!("bench-{i}"), &image));
+            let r = bench::create_pods(&client, ns, pods).await?;
+            eprintln!(
+                "pods {repeat} {phase}: p50 {:.3} ms p99 {:.3} ms",
+                r.p50_ms(),
+                r.p99_ms()
+            );
             results.push(r);
             Api::<Pod>::namespaced(client.clone(), ns)
                 .delete_collection(&DeleteParams::default(), &ListParams::default())
                 .await?;
         }
     }
-    unregister(&client).await?;
+    remove_admission(&client, NAME).await?;
     webhook.stop();
 
     print_report(
@@ -167,10 +176,11 @@ fn print_report(
     rss_after: u64,
     hwm: u64,
     load: &[(usize, Vec<Latency>)],
-    phases: &[(&str, Vec<Latency>)],
+    phases: &[(&str, Vec<Latencies>)],
 ) {
     let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1000.0);
     let median_of = |v: &[Latency], f: fn(&Latency) -> f64| median(v.iter().map(f).collect());
+    let median_ms = |v: &[Latencies], f: fn(&Latencies) -> f64| median(v.iter().map(f).collect());
     println!("\n### Results ({} repeats, medians)\n", args.repeats);
     println!("| what | value |\n|---|---|");
     println!(
@@ -201,8 +211,8 @@ fn print_report(
         println!(
             "| {connections} connection(s) | {:.0} | {:.3} ms | {:.3} ms | {:.0} µs | {:.0} µs |",
             median_of(series, |l| l.rate),
-            median_of(series, |l| l.p50_ms()),
-            median_of(series, |l| l.p99_ms()),
+            median_of(series, |l| l.latencies.p50_ms()),
+            median_of(series, |l| l.latencies.p99_ms()),
             median(series.iter().map(|l| cpu(l, false)).collect()),
             median(series.iter().map(|l| cpu(l, true)).collect()),
         );
@@ -211,21 +221,16 @@ fn print_report(
         return;
     }
     println!("\n| pod create through the API server | p50 | p99 |\n|---|---|---|");
-    let base = median_of(&phases[0].1, |l| l.p99_ms());
+    let base = median_ms(&phases[0].1, Latencies::p99_ms);
     for (phase, results) in phases {
-        let p99 = median_of(results, |l| l.p99_ms());
+        let p99 = median_ms(results, Latencies::p99_ms);
         println!(
             "| {phase} | {:.2} ms | {:.2} ms ({:+.2} ms) |",
-            median_of(results, |l| l.p50_ms()),
+            median_ms(results, Latencies::p50_ms),
             p99,
             p99 - base
         );
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
 fn tempdir() -> Result<PathBuf> {
@@ -471,42 +476,23 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
 // ---------------------------------------------------------------------------------------------
 // Load
 
-/// Latencies of one run.
+/// One load run: its latencies, rate and errors.
 struct Latency {
+    latencies: Latencies,
     rate: f64,
-    p50: Duration,
-    p99: Duration,
     errors: usize,
-    count: usize,
     /// CPU time per request of the webhook process and of this client, when measured.
     cpu_per_request: Option<(Duration, Duration)>,
 }
 
 impl Latency {
-    fn of(mut samples: Vec<Duration>, elapsed: Duration, errors: usize) -> Self {
-        samples.sort();
-        let at = |q: f64| {
-            samples
-                .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
+    fn of(samples: Vec<Duration>, elapsed: Duration, errors: usize) -> Self {
         Self {
             rate: samples.len() as f64 / elapsed.as_secs_f64(),
-            p50: at(0.50),
-            p99: at(0.99),
+            latencies: Latencies::new(samples),
             errors,
-            count: samples.len(),
             cpu_per_request: None,
         }
-    }
-
-    fn p50_ms(&self) -> f64 {
-        self.p50.as_secs_f64() * 1000.0
-    }
-
-    fn p99_ms(&self) -> f64 {
-        self.p99.as_secs_f64() * 1000.0
     }
 }
 
@@ -629,45 +615,10 @@ async fn run_load(
 // ---------------------------------------------------------------------------------------------
 // Pod creation through the API server
 
-fn dynamic_api(client: &Client, kind: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
-    Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk))
-}
-
-async fn replace(api: &Api<DynamicObject>, object: Value) -> Result<()> {
-    let object: DynamicObject = serde_json::from_value(object)?;
-    let name = object.metadata.name.clone().unwrap_or_default();
-    let _ = api.delete(&name, &DeleteParams::default()).await;
-    api.create(&PostParams::default(), &object).await?;
-    Ok(())
-}
-
-fn not_exempt() -> Value {
-    json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": EXEMPT}]})
-}
-
-async fn unregister(client: &Client) -> Result<()> {
-    for kind in [
-        "ValidatingWebhookConfiguration",
-        "ValidatingAdmissionPolicyBinding",
-        "ValidatingAdmissionPolicy",
-    ] {
-        match dynamic_api(client, kind)
-            .delete(NAME, &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
 async fn register_webhook(client: &Client, listen: SocketAddr, ca_pem: &str) -> Result<()> {
-    unregister(client).await?;
+    remove_admission(client, NAME).await?;
     let rule = |group: &str, resources: &[&str]| json!({"apiGroups": [group], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": resources, "scope": "Namespaced"});
-    replace(&dynamic_api(client, "ValidatingWebhookConfiguration"), json!({
+    replace(&admission_api(client, "ValidatingWebhookConfiguration"), json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": NAME},
         "webhooks": [{
@@ -680,89 +631,6 @@ async fn register_webhook(client: &Client, listen: SocketAddr, ca_pem: &str) -> 
             "failurePolicy": "Fail", "sideEffects": "None", "timeoutSeconds": 5, "admissionReviewVersions": ["v1"],
         }],
     }))
-    .await
-}
-
-/// The default-registry rule and the "any registry" grant label, in CEL. A floor, not an
-/// equivalent: CEL has no reference grammar, so `startsWith` stands in for parsing and
-/// registry entries from grants are not read.
-async fn register_cel(client: &Client) -> Result<()> {
-    unregister(client).await?;
-    let from_platform = format!("c.image.startsWith('{PLATFORM}/')");
-    let all = |list: &str| {
-        format!("(!has(object.spec.{list}) || object.spec.{list}.all(c, {from_platform}))")
-    };
-    let expression = format!(
-        "('byoc.toolforge.org/any' in namespaceObject.metadata.?labels.orValue({{}})) || ({} && {} && {})",
-        all("containers"),
-        all("initContainers"),
-        all("ephemeralContainers")
-    );
-    replace(&dynamic_api(client, "ValidatingAdmissionPolicy"), json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": NAME},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {
-                "namespaceSelector": not_exempt(),
-                "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                                   "resources": ["pods", "pods/ephemeralcontainers"]}],
-            },
-            "validations": [{"expression": expression, "message": format!("images must come from {PLATFORM}")}],
-        },
-    }))
     .await?;
-    replace(&dynamic_api(client, "ValidatingAdmissionPolicyBinding"), json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": NAME},
-        "spec": {"policyName": NAME, "validationActions": ["Deny"]},
-    }))
-    .await
-}
-
-fn pod(name: &str, image: &str) -> Result<Pod> {
-    Ok(serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": "bench"}},
-        "spec": {"containers": [{"name": "app", "image": image}]},
-    }))?)
-}
-
-/// Waits until a server-side dry run of a Docker Hub pod is refused (`enforced`) or admitted.
-async fn wait_for_enforcement(client: &Client, ns: &str, enforced: bool) -> Result<()> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let probe = pod("probe", "nginx")?;
-    for _ in 0..300 {
-        let admitted = api
-            .create(
-                &PostParams {
-                    dry_run: true,
-                    ..PostParams::default()
-                },
-                &probe,
-            )
-            .await
-            .is_ok();
-        if admitted != enforced {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!(
-        "admission did not become {} within 30s",
-        if enforced { "enforcing" } else { "open" }
-    )
-}
-
-async fn create_pods(client: &Client, ns: &str, n: usize) -> Result<Latency> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let image = format!("{PLATFORM}/toolforge-python311-sssd-base:latest");
-    let started = Instant::now();
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        let pod = pod(&format!("bench-{i}"), &image)?;
-        let t = Instant::now();
-        api.create(&PostParams::default(), &pod).await?;
-        samples.push(t.elapsed());
-    }
-    Ok(Latency::of(samples, started.elapsed(), 0))
+    Ok(())
 }

@@ -302,3 +302,94 @@ impl Drop for OutsideHost {
         let _ = std::fs::remove_file(&self.accepted);
     }
 }
+
+/// A pod's memory as its cgroup on the node counts it (the kubelet's cgroup driver is
+/// `cgroupfs`, so the pod's cgroup is a directory `pod<UID>` below the node's cgroup root).
+#[derive(Clone, Copy, Debug)]
+pub struct PodMemory {
+    /// Anonymous memory of the pod's processes, in bytes (`memory.stat`: `total_rss` on cgroup
+    /// v1, `anon` on v2): what the processes hold, without the page cache.
+    pub rss: u64,
+    /// The most the cgroup has been charged since the pod started, page cache included, in bytes
+    /// (`memory.max_usage_in_bytes` on v1, `memory.peak` on v2).
+    pub peak: u64,
+    /// The resident set (`VmRSS`, file-backed pages such as the binary's text included) summed
+    /// over the pod's processes, its sandbox's `pause` among them, in bytes: comparable with a
+    /// host process's RSS.
+    pub processes_rss: u64,
+}
+
+/// Reads [`PodMemory`] of the pod with `uid` from this machine's cgroup file system.
+pub fn pod_memory(uid: &str) -> Result<PodMemory, String> {
+    let name = format!("pod{uid}");
+    let (dir, v1) = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|root| {
+            let dir = find_dir(std::path::Path::new(root), &name, 5)?;
+            Some((dir, root.ends_with("memory")))
+        })
+        .ok_or_else(|| format!("no cgroup {name} under /sys/fs/cgroup"))?;
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .map_err(|e| format!("{}/{file}: {e}", dir.display()))
+    };
+    let stat = read("memory.stat")?;
+    let key = if v1 { "total_rss" } else { "anon" };
+    let rss = stat
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        .ok_or_else(|| format!("no {key} in {}/memory.stat", dir.display()))?;
+    let peak_file = if v1 {
+        "memory.max_usage_in_bytes"
+    } else {
+        "memory.peak"
+    };
+    let peak = read(peak_file)?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{}/{peak_file}: {e}", dir.display()))?;
+    let mut processes_rss = 0;
+    for pid in cgroup_pids(&dir) {
+        processes_rss += crate::chaos::proc_status_kib(pid, "VmRSS") * 1024;
+    }
+    Ok(PodMemory {
+        rss,
+        peak,
+        processes_rss,
+    })
+}
+
+/// The processes in cgroup `dir` and every cgroup below it.
+fn cgroup_pids(dir: &std::path::Path) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(cgroup_pids(&entry.path()));
+        }
+    }
+    pids
+}
+
+/// The first directory named `name` below `root`, at most `depth` levels down.
+fn find_dir(root: &std::path::Path, name: &str, depth: usize) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(root).ok()?;
+    let dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    if let Some(found) = dirs
+        .iter()
+        .find(|d| d.file_name().is_some_and(|n| n == name))
+    {
+        return Some(found.clone());
+    }
+    if depth == 0 {
+        return None;
+    }
+    dirs.iter().find_map(|d| find_dir(d, name, depth - 1))
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use byoc_e2e::chaos::{Outcome, try_pod};
+use byoc_e2e::chaos::{Outcome, try_pod, wait_outcome};
 use byoc_e2e::controller::{NAME as LEASE, SYSTEM_NAMESPACE};
 use byoc_e2e::node::{
     OutsideHost, RELEASE, TEST_IMAGE_PATH, egress_drops, helm_upgrade, image, installed,
@@ -22,14 +22,15 @@ use byoc_e2e::node::{
 };
 use byoc_e2e::webhook::{NAMESPACES_WEBHOOK, PODS_WEBHOOK, assert_docker_hub_refused, denied_by};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, TestNamespace, byoc_labels, client, create_grant, eventually, kubectl,
-    kubectl_run, unique_name,
+    CONVERGE_TIMEOUT, Cleanup, TestNamespace, byoc_labels, client, create_grant, eventually,
+    kubectl, kubectl_run, unique_name, wait_byoc_labels,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ListParams;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 async fn tool_namespace(client: &Client, prefix: &str) -> TestNamespace {
     let ns = TestNamespace::create(client, prefix).await;
@@ -65,6 +66,18 @@ fn image_id(pod: &Pod) -> String {
         .and_then(|c| c.first())
         .map(|c| c.image_id.clone())
         .unwrap_or_default()
+}
+
+/// Waits until the controller (a pod of the release) has written a grant's labels on `namespace`.
+async fn wait_granted(client: &Client, namespace: &str) {
+    eventually("the grant's labels", CONVERGE_TIMEOUT, || async {
+        if byoc_labels(client, namespace).await.is_empty() {
+            Err("none yet".to_owned())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
 }
 
 /// Waits until the Deployment of `component` has all its replicas updated and Ready.
@@ -141,15 +154,7 @@ async fn quay_image_runs_in_a_granted_namespace_and_is_refused_in_another() {
         &["quay.io/toolforge"],
         None,
     );
-    eventually("the grant's labels", CONVERGE_TIMEOUT, || async {
-        let labels = byoc_labels(&client, granted.name()).await;
-        if labels.is_empty() {
-            Err("none yet".to_owned())
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    wait_granted(&client, granted.name()).await;
 
     let quay = format!("quay.io/{TEST_IMAGE_PATH}");
     kubectl_run(granted.name(), "quay", &quay).success();
@@ -165,6 +170,132 @@ async fn quay_image_runs_in_a_granted_namespace_and_is_refused_in_another() {
         &format!("image \"{quay}\" resolves to registry quay.io"),
     ]);
     kubectl(["-n", other.name(), "get", "pod", "quay"]).failure();
+}
+
+/// Asserts that pod `name` in `namespace` is still the Running pod `before` (same uid, no
+/// restart) and answers `kubectl exec`: what a grant let in is never stopped by its end.
+async fn assert_still_running(client: &Client, namespace: &str, name: &str, before: &Pod) {
+    let now = Api::<Pod>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .expect("get the pod");
+    let status = now.status.clone().unwrap_or_default();
+    assert_eq!(
+        now.metadata.uid, before.metadata.uid,
+        "pod {name} was replaced"
+    );
+    assert_eq!(status.phase.as_deref(), Some("Running"), "{status:?}");
+    let restarts: i32 = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|c| c.restart_count)
+        .sum();
+    assert_eq!(restarts, 0, "pod {name} restarted: {status:?}");
+    kubectl(["-n", namespace, "exec", name, "--", "true"]).success();
+}
+
+/// The refusal of a pod from quay.io once no grant lets it in: by the pods webhook, naming the
+/// registry, with only the platform registry left.
+fn assert_quay_refused(namespace: &str, pod: &str) {
+    let quay = format!("quay.io/{TEST_IMAGE_PATH}");
+    kubectl_run(namespace, pod, &quay).fails_with(&[
+        &denied_by(PODS_WEBHOOK),
+        &format!("image \"{quay}\" resolves to registry quay.io"),
+        "allowed here: docker-registry.tools.wmflabs.org;",
+    ]);
+    kubectl(["-n", namespace, "get", "pod", pod]).failure();
+}
+
+/// A tool namespace with a `quay.io/toolforge` grant (expiring at `expires`) and pod `granted`
+/// from quay.io Running in it under that grant.
+struct GrantedPod {
+    ns: TestNamespace,
+    grant: String,
+    _cleanup: Cleanup,
+    pod: Pod,
+}
+
+impl GrantedPod {
+    async fn start(client: &Client, prefix: &str, expires: Option<&str>) -> Self {
+        let ns = tool_namespace(client, prefix).await;
+        let grant = unique_name(prefix);
+        let cleanup = create_grant(&grant, ns.name(), &["quay.io/toolforge"], expires);
+        wait_granted(client, ns.name()).await;
+        kubectl_run(ns.name(), "granted", &format!("quay.io/{TEST_IMAGE_PATH}")).success();
+        let pod = wait_running(client, ns.name(), "granted").await;
+        Self {
+            ns,
+            grant,
+            _cleanup: cleanup,
+            pod,
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the node and the chart: make e2e-node"]
+async fn revoking_a_grant_refuses_new_pods_and_leaves_running_ones() {
+    installed();
+    let client = client().await;
+    let granted = GrantedPod::start(&client, "node-revoke", None).await;
+    let ns = &granted.ns;
+
+    // Deleting waits for the controller's finalizer, which removes the labels first; the
+    // refusal must follow within PROPAGATION (10 s) or wait_outcome fails.
+    kubectl(["delete", "byocgrant", &granted.grant, "--wait=true"]).success();
+    let quay = format!("quay.io/{TEST_IMAGE_PATH}");
+    let took = wait_outcome(&client, ns.name(), &quay, Outcome::Denied).await;
+    eprintln!("revoked: a new quay.io pod refused {took:?} after the grant was gone");
+    assert_quay_refused(ns.name(), "revoked");
+    assert!(byoc_labels(&client, ns.name()).await.is_empty());
+    assert_still_running(&client, ns.name(), "granted", &granted.pod).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the node and the chart: make e2e-node"]
+async fn an_expired_grant_refuses_new_pods_and_leaves_running_ones() {
+    installed();
+    let client = client().await;
+    // Far enough ahead for the labels and a first pod, on a loaded machine.
+    let expires = Timestamp::from_second(Timestamp::now().as_second() + 20).expect("a time");
+    let granted = GrantedPod::start(&client, "node-expiry", Some(&expires.to_string())).await;
+    let (ns, grant) = (&granted.ns, &granted.grant);
+    let created = granted.pod.creation_timestamp().expect("a creation time").0;
+    assert!(
+        created < expires,
+        "the grant expired at {expires} before pod granted was created ({created})"
+    );
+
+    let quay = format!("quay.io/{TEST_IMAGE_PATH}");
+    let left = expires.duration_since(Timestamp::now());
+    if left > SignedDuration::ZERO {
+        tokio::time::sleep(left.unsigned_abs()).await;
+    }
+    // The webhook reads the expiry from the label: it refuses without waiting for the
+    // controller, within PROPAGATION (10 s) or wait_outcome fails.
+    let took = wait_outcome(&client, ns.name(), &quay, Outcome::Denied).await;
+    eprintln!("expired: a new quay.io pod refused {took:?} after {expires}");
+    assert_quay_refused(ns.name(), "expired");
+    eventually("the grant Expired", CONVERGE_TIMEOUT, || async {
+        let reason = kubectl([
+            "get",
+            "byocgrant",
+            grant,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+        ])
+        .success()
+        .stdout;
+        if reason == "Expired" {
+            Ok(())
+        } else {
+            Err(reason)
+        }
+    })
+    .await;
+    wait_byoc_labels(&client, ns.name(), &[]).await;
+    assert_still_running(&client, ns.name(), "granted", &granted.pod).await;
 }
 
 #[tokio::test]
@@ -369,18 +500,6 @@ async fn controller_leader_pod_deleted_the_other_takes_over() {
         &["quay.io/toolforge"],
         None,
     );
-    eventually(
-        "the new leader labels the namespace",
-        CONVERGE_TIMEOUT,
-        || async {
-            let labels = byoc_labels(&client, ns.name()).await;
-            if labels.is_empty() {
-                Err("no labels yet".to_owned())
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .await;
+    wait_granted(&client, ns.name()).await;
     wait_rolled_out(&client, "controller").await;
 }

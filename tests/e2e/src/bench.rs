@@ -1,0 +1,247 @@
+//! Timing pod creation through the API server with and without admission checks, shared by the
+//! webhook's benchmark (`crates/webhook/examples/bench.rs`, host processes) and the node's
+//! (`tests/e2e/tests/node_bench.rs`, the operator as pods): latency series and their
+//! percentiles, the CEL ValidatingAdmissionPolicy that stands beside the webhook as the floor,
+//! and the check that an admission phase is in force before it is timed.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+/// The platform registry: always allowed by the byoc policy and by the CEL floor.
+pub const PLATFORM: &str = "docker-registry.tools.wmflabs.org";
+
+/// The namespaces neither the webhook (the chart's defaults) nor the CEL floor check.
+pub const EXEMPT: [&str; 4] = [
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "byoc-system",
+];
+
+/// A series of latencies, sorted.
+#[derive(Clone, Debug, Default)]
+pub struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    /// The series of `samples`, in any order.
+    pub fn new(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        Self(samples)
+    }
+
+    /// How many samples.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The sample at quantile `q` (0.0–1.0): the one at index ⌊len·q⌋, the largest for 1.0;
+    /// zero for an empty series.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let index = ((self.0.len() as f64 * q) as usize).min(self.0.len().saturating_sub(1));
+        self.0.get(index).copied().unwrap_or_default()
+    }
+
+    /// The median, in milliseconds.
+    pub fn p50_ms(&self) -> f64 {
+        self.quantile(0.50).as_secs_f64() * 1000.0
+    }
+
+    /// The 99th percentile, in milliseconds.
+    pub fn p99_ms(&self) -> f64 {
+        self.quantile(0.99).as_secs_f64() * 1000.0
+    }
+}
+
+/// The median of `values` (the upper one of an even count); 0 for none.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The load average from `/proc/loadavg` (1, 5 and 15 minutes), as it reads.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// An API of `kind` in `admissionregistration.k8s.io/v1`.
+pub fn admission_api(client: &Client, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+    Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk))
+}
+
+/// Deletes the cluster-scoped `object`'s namesake (if any) and creates `object`.
+///
+/// # Panics
+/// When `object` is no Kubernetes object (a bug of the caller).
+pub async fn replace(api: &Api<DynamicObject>, object: Value) -> kube::Result<()> {
+    let object: DynamicObject = serde_json::from_value(object).expect("a Kubernetes object");
+    let _ = api
+        .delete(&object.name_any(), &DeleteParams::default())
+        .await;
+    api.create(&PostParams::default(), &object).await?;
+    Ok(())
+}
+
+/// The namespace selector that leaves out [`EXEMPT`].
+pub fn not_exempt() -> Value {
+    json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": EXEMPT}]})
+}
+
+/// Deletes the ValidatingWebhookConfiguration, ValidatingAdmissionPolicyBinding and
+/// ValidatingAdmissionPolicy named `name`, those that exist.
+pub async fn remove_admission(client: &Client, name: &str) -> kube::Result<()> {
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicy",
+    ] {
+        match admission_api(client, kind)
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Registers the default-registry rule and the "any registry" grant label in CEL, as a
+/// ValidatingAdmissionPolicy and binding named `name` (replacing whatever admission objects
+/// have that name). A floor, not an equivalent: CEL has no reference grammar, so `startsWith`
+/// stands in for parsing, and registry entries from grants are not read.
+pub async fn register_cel_policy(client: &Client, name: &str) -> kube::Result<()> {
+    remove_admission(client, name).await?;
+    let from_platform = format!("c.image.startsWith('{PLATFORM}/')");
+    let all = |list: &str| {
+        format!("(!has(object.spec.{list}) || object.spec.{list}.all(c, {from_platform}))")
+    };
+    let expression = format!(
+        "('byoc.toolforge.org/any' in namespaceObject.metadata.?labels.orValue({{}})) || ({} && {} && {})",
+        all("containers"),
+        all("initContainers"),
+        all("ephemeralContainers")
+    );
+    replace(&admission_api(client, "ValidatingAdmissionPolicy"), json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "namespaceSelector": not_exempt(),
+                "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                                   "resources": ["pods", "pods/ephemeralcontainers"]}],
+            },
+            "validations": [{"expression": expression, "message": format!("images must come from {PLATFORM}")}],
+        },
+    }))
+    .await?;
+    replace(&admission_api(client, "ValidatingAdmissionPolicyBinding"), json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }))
+    .await
+}
+
+/// A pod `name` with one container running `image`, labelled `app=bench`.
+pub fn pod(name: &str, image: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "app", "image": image}]},
+    }))
+    .expect("a Pod")
+}
+
+/// Waits (up to 30 s) until a server-side dry run of a Docker Hub pod in `namespace` is refused
+/// (`enforced`) or admitted: the admission phase about to be timed is in force.
+pub async fn wait_for_enforcement(
+    client: &Client,
+    namespace: &str,
+    enforced: bool,
+) -> Result<(), String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let probe = pod("probe", "nginx");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    for _ in 0..300 {
+        if api.create(&dry_run, &probe).await.is_ok() != enforced {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "admission in {namespace} did not become {} within 30s",
+        if enforced { "enforcing" } else { "open" }
+    ))
+}
+
+/// Creates `pods` in `namespace` one after another and returns how long each create call took
+/// (request to response).
+pub async fn create_pods(
+    client: &Client,
+    namespace: &str,
+    pods: impl IntoIterator<Item = Pod>,
+) -> kube::Result<Latencies> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut samples = Vec::new();
+    for pod in pods {
+        let started = Instant::now();
+        api.create(&PostParams::default(), &pod).await?;
+        samples.push(started.elapsed());
+    }
+    Ok(Latencies::new(samples))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_the_sample_at_the_floor_index() {
+        let ms = |v: &[u64]| Latencies::new(v.iter().map(|&m| Duration::from_millis(m)).collect());
+        let hundred = ms(&(1..=100).rev().collect::<Vec<_>>());
+        for (series, q, want) in [
+            (&hundred, 0.5, 51),
+            (&hundred, 0.99, 100),
+            (&hundred, 1.0, 100),
+            (&hundred, 0.0, 1),
+            (&ms(&[7]), 0.99, 7),
+            (&ms(&[3, 1, 2]), 0.5, 2),
+            (&ms(&[]), 0.99, 0),
+        ] {
+            assert_eq!(
+                series.quantile(q),
+                Duration::from_millis(want),
+                "{series:?} q {q}"
+            );
+        }
+    }
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        for (values, want) in [
+            (vec![3.0, 1.0, 2.0], 2.0),
+            (vec![4.0, 1.0, 3.0, 2.0], 3.0),
+            (vec![5.0], 5.0),
+            (vec![], 0.0),
+        ] {
+            assert_eq!(median(values.clone()), want, "{values:?}");
+        }
+    }
+}
