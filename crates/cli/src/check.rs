@@ -36,14 +36,7 @@ impl Check {
         grant_files: &[String],
         now: Option<&str>,
     ) -> Result<Self, Failure> {
-        let mut config = match config_file {
-            Some(file) => {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| Failure::Usage(format!("{file}: cannot read: {e}")))?;
-                Config::from_yaml(&text).map_err(|e| Failure::Usage(format!("{file}: {e}")))?
-            }
-            None => Config::default(),
-        };
+        let mut config = read_config(config_file)?;
         if !allowed_registries.is_empty() {
             config.default_registries = allowed_registries
                 .iter()
@@ -199,6 +192,18 @@ impl Check {
             dry_run: true,
             options: None,
         })
+    }
+}
+
+/// Reads the policy configuration of `--config`, the defaults without one.
+pub fn read_config(file: Option<&str>) -> Result<Config, Failure> {
+    match file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Failure::Usage(format!("{file}: cannot read: {e}")))?;
+            Config::from_yaml(&text).map_err(|e| Failure::Usage(format!("{file}: {e}")))
+        }
+        None => Ok(Config::default()),
     }
 }
 
