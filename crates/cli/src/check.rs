@@ -197,14 +197,7 @@ impl Check {
 
 /// Reads the policy configuration of `--config`, the defaults without one.
 pub fn read_config(file: Option<&str>) -> Result<Config, Failure> {
-    match file {
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| Failure::Usage(format!("{file}: cannot read: {e}")))?;
-            Config::from_yaml(&text).map_err(|e| Failure::Usage(format!("{file}: {e}")))
-        }
-        None => Ok(Config::default()),
-    }
+    Config::read(file.map(std::path::Path::new)).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// Reads `--grant` files into the namespace labels the controller would write at `now`.

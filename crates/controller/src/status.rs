@@ -153,7 +153,7 @@ fn describe(grant: &ByocGrant) -> String {
 }
 
 /// An event; the note is cut to the 1 kB the API allows.
-fn event(type_: EventType, reason: &str, action: &str, note: &str) -> Event {
+pub(crate) fn event(type_: EventType, reason: &str, action: &str, note: &str) -> Event {
     const MAX_NOTE: usize = 1024;
     let mut end = note.len().min(MAX_NOTE);
     while !note.is_char_boundary(end) {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use byoc_api::RegistryPattern;
 use byoc_api::grant::is_dns1123_label;
@@ -155,6 +156,14 @@ impl Default for Config {
 /// A configuration file that cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Not YAML, or fields of the wrong shape (the message names the field and position).
     #[error("invalid policy configuration: {0}")]
     Parse(String),
@@ -166,9 +175,34 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A configuration file's content cannot be used.
+    #[error("{}: {error}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its content.
+        #[source]
+        error: Box<ConfigError>,
+    },
 }
 
 impl Config {
+    /// Reads the configuration file at `path` (the defaults without one), as the webhook, the
+    /// controller and `kubectl byoc` all do; errors other than reading name the file.
+    pub fn read(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|error| ConfigError::InFile {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })
+    }
+
     /// Parses and validates a YAML configuration.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         let config: Self = if text.trim().is_empty() {
@@ -286,6 +320,36 @@ mod tests {
             c.ask_for_grant("tool-b", None),
             "ask for a grant: kubectl byoc request -n tool-b --registry <registry> --reason '...'"
         );
+    }
+
+    #[test]
+    fn files_are_read_and_named_in_errors() {
+        let dir = std::env::temp_dir().join(format!("byoc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.yaml");
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&good, "expiryWarning: 3d\n").unwrap();
+        std::fs::write(&bad, "expiryWarning: soon\n").unwrap();
+        assert_eq!(Config::read(None).unwrap(), Config::default());
+        assert_eq!(
+            Config::read(Some(&good)).unwrap().expiry_warning,
+            SignedDuration::from_hours(72)
+        );
+        let err = Config::read(Some(&bad)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: invalid policy configuration: ",
+                bad.display()
+            )) && err.contains("expiryWarning: \"soon\""),
+            "{err}"
+        );
+        let missing = dir.join("missing.yaml");
+        let err = Config::read(Some(&missing)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("cannot read {}: ", missing.display())),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
