@@ -244,9 +244,15 @@ impl Metrics {
         self.grant_expiry(grant, None);
     }
 
-    /// Records whether this replica is the leader.
+    /// Records whether this replica is the leader. A replica that is not drops its grant
+    /// expiry samples: only the leader keeps them current, so only it exports them.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+        if !leader {
+            let mut expiring = self.expiring.lock().unwrap_or_else(PoisonError::into_inner);
+            expiring.clear();
+            self.expiries.clear();
+        }
     }
 
     fn state_gauge(&self, reason: ReadyReason) -> Gauge {
@@ -329,6 +335,12 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
+        // Leadership lost: a standby exports none.
+        m.set_leader(false);
+        assert!(!encode(&registry).contains("byoc_grant_expiry_timestamp_seconds{"));
+        m.set_leader(true);
+        m.grant_expiry("a", Some(("tool-a", at)));
+        m.grant_expiry("b", Some(("tool-b", at)));
         // expiresAt removed, grant deleted: the samples go.
         m.grant_expiry("a", None);
         m.grant_deleted("b");
