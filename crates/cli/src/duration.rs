@@ -138,36 +138,9 @@ mod tests {
 
     #[test]
     fn durations() {
-        let cases = [
-            ("90d", 90 * 86_400),
-            ("12h", 12 * 3_600),
-            ("2w", 14 * 86_400),
-            ("1d12h", 36 * 3_600),
-            ("30m", 1_800),
-            ("45s", 45),
-            ("1w1d1h1m1s", 694_861),
-            ("0d1h", 3_600),
-        ];
-        for (input, secs) in cases {
-            assert_eq!(
-                parse_duration(input),
-                Ok(SignedDuration::from_secs(secs)),
-                "{input}"
-            );
-        }
-        for bad in [
-            "",
-            "d",
-            "90",
-            "90 d",
-            "-1d",
-            "1.5d",
-            "90D",
-            "1y",
-            "1d 2h",
-            "h1",
-            "99999999999999w",
-        ] {
+        // The grammar is byoc_api::duration's (tested there); here, the CLI's errors.
+        assert_eq!(parse_duration("1d12h"), Ok(SignedDuration::from_hours(36)));
+        for bad in ["", "90", "1.5d", "99999999999999w"] {
             assert_eq!(
                 parse_duration(bad),
                 Err(TimeError::Duration(bad.into())),

@@ -148,25 +148,13 @@ pub async fn announce(grant: &ByocGrant, event: &Event, ctx: &Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use byoc_api::ByocGrantSpec;
-
-    fn ts(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
+    use crate::fixtures::{self, ts};
 
     const NOW: &str = "2026-06-01T12:00:00Z";
     const WINDOW: SignedDuration = SignedDuration::from_hours(14 * 24);
 
     fn grant(registries: &[&str], expires: Option<&str>) -> ByocGrant {
-        ByocGrant::new(
-            "g",
-            ByocGrantSpec {
-                namespace: "tool-a".into(),
-                reason: "test".into(),
-                registries: registries.iter().map(|s| s.to_string()).collect(),
-                expires_at: expires.map(|e| Time(ts(e))),
-            },
-        )
+        fixtures::grant("g", "tool-a", registries, expires)
     }
 
     #[test]

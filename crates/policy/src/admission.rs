@@ -361,6 +361,20 @@ mod tests {
         )
     }
 
+    /// The CREATE of Deployment `tool-a/web` with one container running `image`.
+    fn deployment_req(image: &str) -> AdmissionRequest<DynamicObject> {
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+        review(
+            "CREATE",
+            ("apps", "v1", "Deployment"),
+            Some("tool-a"),
+            "u",
+            deploy,
+            None,
+        )
+    }
+
     const PLATFORM: &str = "docker-registry.tools.wmflabs.org/toolforge-python311:latest";
 
     #[test]
@@ -468,16 +482,7 @@ mod tests {
         let d = decide(&config, &req, &allowance, now());
         assert_eq!((d.reason, d.reminders.len()), (Reason::Allowed, 1));
         // A Deployment gets them too.
-        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "quay.io/x"}]}}}});
-        let req = review(
-            "CREATE",
-            ("apps", "v1", "Deployment"),
-            Some("tool-a"),
-            "u",
-            deploy,
-            None,
-        );
+        let req = deployment_req("quay.io/x");
         let r = respond(&config, &req, &decide(&config, &req, &allowance, now()));
         assert!(r.allowed);
         assert!(
@@ -540,21 +545,7 @@ mod tests {
     fn workloads_unknown_kinds_and_malformed() {
         let config = Config::default();
         let allowance = Allowance::default();
-        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}}});
-        let d = decide(
-            &config,
-            &review(
-                "CREATE",
-                ("apps", "v1", "Deployment"),
-                Some("tool-a"),
-                "u",
-                deploy,
-                None,
-            ),
-            &allowance,
-            now(),
-        );
+        let d = decide(&config, &deployment_req("nginx"), &allowance, now());
         assert_eq!(d.reason, Reason::RegistryNotAllowed);
         assert!(d.lines[0].starts_with("Deployment tool-a/web: container \"app\""));
 

@@ -11,7 +11,7 @@ use byoc_e2e::webhook::{
 };
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, TestNamespace, client, eventually, grant_manifest, kubectl,
-    kubectl_as, kubectl_run, kubectl_stdin, unique_name,
+    kubectl_as, kubectl_run, kubectl_run_dry, kubectl_stdin, unique_name,
 };
 use serde_json::json;
 
@@ -265,17 +265,7 @@ async fn a_grant_lets_exactly_its_registries_in_and_revoking_shuts_them_out() {
     let _controller = controller::shared().await;
     let ns = tool_namespace().await;
     let name = ns.name();
-    let try_pod = |pod: &str, image: &str| {
-        kubectl([
-            "-n",
-            name,
-            "run",
-            pod,
-            &format!("--image={image}"),
-            "--restart=Never",
-            "--dry-run=server",
-        ])
-    };
+    let try_pod = |pod: &str, image: &str| kubectl_run_dry(name, pod, image);
     let exporter = "quay.io/prometheus/node-exporter:v1.8.2";
     try_pod("before", exporter).fails_with(&["resolves to registry quay.io"]);
 
@@ -488,15 +478,7 @@ async fn grant_until(namespace: &str, registries: &[&str], expires: &str, image:
                       "registries": registries, "expiresAt": expires});
     kubectl_stdin(&["apply", "-f", "-"], &grant_manifest(&grant, spec)).success();
     eventually("the grant to admit its image", CONVERGE_TIMEOUT, || async {
-        let out = kubectl([
-            "-n",
-            namespace,
-            "run",
-            "probe",
-            &format!("--image={image}"),
-            "--restart=Never",
-            "--dry-run=server",
-        ]);
+        let out = kubectl_run_dry(namespace, "probe", image);
         if out.status.success() {
             Ok(())
         } else {
