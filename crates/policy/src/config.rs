@@ -157,7 +157,7 @@ impl Default for Config {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("{}: cannot read: {source}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -346,7 +346,7 @@ mod tests {
         let missing = dir.join("missing.yaml");
         let err = Config::read(Some(&missing)).unwrap_err().to_string();
         assert!(
-            err.starts_with(&format!("cannot read {}: ", missing.display())),
+            err.starts_with(&format!("{}: cannot read: ", missing.display())),
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
