@@ -131,6 +131,18 @@ mod tests {
     }
 
     #[test]
+    fn the_crd_pattern_accepts_what_parses() {
+        let re = regex::Regex::new(crate::request::DURATION_PATTERN).unwrap();
+        for input in [
+            "90d", "12h", "2w", "1d12h", "0d", "0s0m", "999999d", "", "90", "d", "-1d", "1.5d",
+            "90D", "1y", " 90d", "1d 2h", "h1",
+        ] {
+            let parses = matches!(parse(input), Ok(_) | Err(DurationError::Zero));
+            assert_eq!(re.is_match(input), parses, "{input:?}");
+        }
+    }
+
+    #[test]
     fn formats_what_it_parses() {
         for (secs, text) in [
             (0, "0s"),
