@@ -219,11 +219,13 @@ token_kubeconfig byoc-controller "$state/controller.kubeconfig"
 exempt_yaml=$(printf '%s, ' "${exempt[@]}")
 exempt_yaml="[${exempt_yaml%, }]"
 cat >"$state/policy.yaml" <<EOF
-# Written by hack/run.sh; the webhook's policy configuration (byoc-policy Config).
+# Written by hack/run.sh; the policy configuration of the webhook and the controller
+# (byoc-policy Config).
 mode: $mode
 defaultRegistries: [docker-registry.tools.wmflabs.org]
 exemptNamespaces: $exempt_yaml
 labelWriters: [system:serviceaccount:$system_ns:byoc-controller]
+expiryWarning: 14d
 EOF
 
 pick_port webhook_port
@@ -237,7 +239,7 @@ start webhook "$state/webhook.kubeconfig" "$bin/byoc-webhook" \
   --tls-cert "$pki/tls.crt" --tls-key "$pki/tls.key"
 log "starting the controller (admin http://127.0.0.1:$controller_admin)"
 start controller "$state/controller.kubeconfig" "$bin/byoc-controller" \
-  --admin-addr "127.0.0.1:$controller_admin"
+  --config "$state/policy.yaml" --admin-addr "127.0.0.1:$controller_admin"
 wait_ready webhook "http://127.0.0.1:$webhook_admin/readyz"
 wait_ready controller "http://127.0.0.1:$controller_admin/readyz"
 

@@ -130,7 +130,9 @@ pub struct ByocGrantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// The `Ready` condition: `True` when the namespace labels carry this grant.
+    /// `Ready`: `True` when the namespace labels carry this grant. `ExpiringSoon`: `True` once
+    /// `expiresAt` is within the policy's `expiryWarning` window (the controller then publishes
+    /// an `ExpiringSoon` event, once); absent otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -159,8 +161,11 @@ pub fn registries_summary(registries: &[String]) -> String {
     }
 }
 
-/// The type of the only condition a grant carries.
+/// The type of the condition that says whether a grant applies.
 pub const READY: &str = "Ready";
+
+/// The type of the condition that says a grant ends within the policy's `expiryWarning`.
+pub const EXPIRING_SOON: &str = "ExpiringSoon";
 
 /// Why a grant is, or is not, Ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -208,6 +208,19 @@ impl Allowance {
             .map(|(p, _)| p)
     }
 
+    /// Every part that applies at `now`, with when it ends: `None` for the "any registry"
+    /// allowance (listed first), else the registry entry.
+    pub fn parts_at(
+        &self,
+        now: Timestamp,
+    ) -> impl Iterator<Item = (Option<&RegistryPattern>, Expiry)> {
+        self.any
+            .map(|e| (None, e))
+            .into_iter()
+            .chain(self.registries.iter().map(|(p, e)| (Some(p), *e)))
+            .filter(move |(_, e)| e.is_active_at(now))
+    }
+
     /// The earliest time at which part of this allowance expires, if any does.
     pub fn next_expiry(&self) -> Option<Timestamp> {
         self.any
@@ -501,6 +514,20 @@ mod tests {
             ["quay.io"]
         );
         assert!(!a.allows_any_at(ts("2026-06-01T00:00:00Z")));
+        let parts: Vec<(Option<String>, Expiry)> = a
+            .parts_at(now)
+            .map(|(p, e)| (p.map(ToString::to_string), e))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (None, Expiry::At(ts("2026-06-01T00:00:00Z"))),
+                (
+                    Some("quay.io".into()),
+                    Expiry::At(ts("2027-01-01T00:00:00Z"))
+                ),
+            ]
+        );
         a.retain_active_at(now);
         assert_eq!(a.next_expiry(), Some(ts("2026-06-01T00:00:00Z")));
         a.retain_active_at(ts("2030-01-01T00:00:00Z"));

@@ -1,10 +1,11 @@
 //! The byoc-operator API: the cluster-scoped [`ByocGrant`] custom resource, the namespaced
 //! [`ByocRequest`] a tool maintainer files to ask for one, [`StoredGrant`]
 //! (which reads stored grants one object at a time), the allow-list entry type
-//! [`RegistryPattern`], the namespace label contract between controller and webhook
+//! [`RegistryPattern`], the duration grammar ([`duration`]), the namespace label contract between controller and webhook
 //! ([`labels`]), and readers of watched objects that never fail on fields the operator does
 //! not use ([`lenient`]). Every other crate depends on this one and on nothing else of the project.
 
+pub mod duration;
 pub mod grant;
 pub mod labels;
 pub mod lenient;

@@ -36,14 +36,7 @@ impl Check {
         grant_files: &[String],
         now: Option<&str>,
     ) -> Result<Self, Failure> {
-        let mut config = match config_file {
-            Some(file) => {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| Failure::Usage(format!("{file}: cannot read: {e}")))?;
-                Config::from_yaml(&text).map_err(|e| Failure::Usage(format!("{file}: {e}")))?
-            }
-            None => Config::default(),
-        };
+        let mut config = read_config(config_file)?;
         if !allowed_registries.is_empty() {
             config.default_registries = allowed_registries
                 .iter()
@@ -200,6 +193,11 @@ impl Check {
             options: None,
         })
     }
+}
+
+/// Reads the policy configuration of `--config`, the defaults without one.
+pub fn read_config(file: Option<&str>) -> Result<Config, Failure> {
+    Config::read(file.map(std::path::Path::new)).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// Reads `--grant` files into the namespace labels the controller would write at `now`.

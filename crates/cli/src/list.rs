@@ -3,7 +3,7 @@
 use byoc_api::grant::registries_summary;
 use byoc_api::{ByocGrant, ByocGrantSpec, StoredGrant, UnreadableGrant};
 use clap::{Args, ValueEnum};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::Failure;
@@ -19,7 +19,8 @@ use crate::table::Table;
     kubectl byoc list -n tool-wikibugs -o wide\n  \
     kubectl byoc list -o json | jq -r '.grants[] | select(.expired) | .name'\n\n\
     Columns: REGISTRIES is `any` for a grant without registries; EXPIRES is the time left \
-    (never, 89d, expired); READY is Unknown until the controller has reported on the grant's \
+    (never, 89d, expired), followed by `(soon)` when it ends within the policy's expiryWarning \
+    (read from --config as the webhook reads it; 14d by default); READY is Unknown until the controller has reported on the grant's \
     latest change. A stored grant that cannot be read (it grants nothing) is listed with \
     REASON Unreadable, and a warning on stderr says why. -o json and -o yaml print the stable \
     format of docs/cli.md. Exit status: 0 listed (also when there is no grant), 2 API error.")]
@@ -30,6 +31,9 @@ pub struct ListArgs {
     /// Output format: a table (default), a wider table, or the documented JSON/YAML.
     #[arg(long, short = 'o', value_enum, value_name = "FORMAT")]
     output: Option<ListFormat>,
+    /// Policy configuration file (YAML, as the webhook reads it), for its expiryWarning.
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    config: Option<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -47,6 +51,7 @@ pub enum ListFormat {
 
 /// Runs `list`; always succeeds when the grants could be read.
 pub async fn run(args: ListArgs) -> Result<bool, Failure> {
+    let window = crate::check::read_config(args.config.as_deref())?.expiry_warning;
     let client = args.cluster.client().await?;
     let now = duration::now();
     let stored: Vec<StoredGrant> = cluster::list_grants(&client)
@@ -63,7 +68,7 @@ pub async fn run(args: ListArgs) -> Result<bool, Failure> {
     let (mut grants, mut unreadable) = (Vec::new(), Vec::new());
     for g in &stored {
         match g {
-            StoredGrant::Readable(g) => grants.push(GrantView::new(g, now)),
+            StoredGrant::Readable(g) => grants.push(GrantView::new(g, now).expiring_within(window)),
             StoredGrant::Unreadable(u) => unreadable.push(UnreadableView::new(u)),
         }
     }
@@ -158,6 +163,8 @@ pub struct GrantView {
     pub expired: bool,
     /// Whole seconds until `expiresAt` (0 once expired); absent when the grant never expires.
     pub seconds_left: Option<i64>,
+    /// Whether the grant ends within the policy's `expiryWarning` window (and has not ended).
+    pub expiring_soon: bool,
     /// `True`, `False`, or `Unknown` while the controller has not reported on the latest
     /// generation.
     pub ready: &'static str,
@@ -191,6 +198,7 @@ impl GrantView {
             expires_at,
             expired: grant.is_expired_at(now),
             seconds_left: expires_at.map(|t| t.duration_since(now).as_secs().max(0)),
+            expiring_soon: false,
             ready: match condition.map(|c| c.status.as_str()) {
                 Some("True") => "True",
                 Some("False") => "False",
@@ -201,6 +209,16 @@ impl GrantView {
             created_at: grant.metadata.creation_timestamp.as_ref().map(|t| t.0),
             deleting: grant.metadata.deletion_timestamp.is_some(),
         }
+    }
+}
+
+impl GrantView {
+    /// This view, marked [`expiring_soon`](Self::expiring_soon) when it ends within `window`.
+    pub fn expiring_within(mut self, window: SignedDuration) -> Self {
+        self.expiring_soon = self
+            .seconds_left
+            .is_some_and(|left| !self.expired && left <= window.as_secs());
+        self
     }
 }
 
@@ -243,8 +261,11 @@ fn table(list: &GrantList, wide: bool, now: Timestamp) -> String {
             g.name.clone(),
             g.namespace.clone(),
             registries_summary(&g.registries),
-            g.expires_at
-                .map_or_else(|| "never".to_owned(), |t| time_left(t, now)),
+            match g.expires_at {
+                None => "never".to_owned(),
+                Some(t) if g.expiring_soon => format!("{} (soon)", time_left(t, now)),
+                Some(t) => time_left(t, now),
+            },
             g.ready.to_owned(),
             if g.deleting {
                 "Deleting".to_owned()
@@ -340,10 +361,18 @@ mod tests {
         let mut c = grant("tool-c", &[], Some("2026-11-20T12:00:00Z"));
         ready(&mut c, 2, "False", "Expired");
 
-        let views: Vec<GrantView> = [&a, &b, &c]
+        let mut d = grant("tool-e", &["quay.io"], Some("2026-12-05T12:00:00Z"));
+        ready(&mut d, 2, "True", "Applied");
+        let window = SignedDuration::from_hours(14 * 24);
+        let views: Vec<GrantView> = [&a, &b, &c, &d]
             .iter()
-            .map(|g| GrantView::new(g, now))
+            .map(|g| GrantView::new(g, now).expiring_within(window))
             .collect();
+        assert_eq!(
+            views.iter().map(|v| v.expiring_soon).collect::<Vec<_>>(),
+            [false, false, false, true],
+            "only an unexpired grant ending within the window"
+        );
         assert_eq!(views[0].seconds_left, Some(89 * 86_400 + 86_399));
         assert_eq!(
             (views[0].ready, views[0].ready_reason.as_deref()),
@@ -361,11 +390,12 @@ mod tests {
         let text = table(&list, false, now);
         assert_eq!(
             text,
-            "NAME     NAMESPACE   REGISTRIES                  EXPIRES   READY     REASON\n\
-             tool-a   tool-a      quay.io,ghcr.io/wikimedia   89d       True      Applied\n\
-             tool-b   tool-b      any                         never     Unknown\n\
-             tool-c   tool-c      any                         expired   False     Expired\n\
-             tool-d   tool-d      ?                           ?         False     Unreadable\n"
+            "NAME     NAMESPACE   REGISTRIES                  EXPIRES      READY     REASON\n\
+             tool-a   tool-a      quay.io,ghcr.io/wikimedia   89d          True      Applied\n\
+             tool-b   tool-b      any                         never        Unknown\n\
+             tool-c   tool-c      any                         expired      False     Expired\n\
+             tool-e   tool-e      quay.io                     14d (soon)   True      Applied\n\
+             tool-d   tool-d      ?                           ?            False     Unreadable\n"
         );
         let wide = table(&list, true, now);
         assert!(
@@ -422,6 +452,7 @@ mod tests {
                     "expiresAt": "2026-11-22T12:00:00Z",
                     "expired": false,
                     "secondsLeft": 86400,
+                    "expiringSoon": false,
                     "ready": "True",
                     "readyReason": "Applied",
                     "readyMessage": "Applied message",

@@ -114,8 +114,8 @@ fn deployment_from_docker_hub_is_refused_naming_container_image_and_registry() {
         [
             "Deployment tool-wikibugs/web: container \"app\" image \"nginx:1.27\" resolves to registry \
           docker.io (docker.io/library/nginx:1.27), which namespace tool-wikibugs may not use; \
-          allowed here: docker-registry.tools.wmflabs.org; to use it, ask the platform admins for a \
-          BYOC grant"
+          allowed here: docker-registry.tools.wmflabs.org; to use it, ask for a grant: kubectl \
+          byoc request -n tool-wikibugs --registry docker.io --reason '...'"
         ]
     );
     assert!(run.stderr.contains("skipped Service"), "{}", run.stderr);
@@ -183,6 +183,75 @@ fn grants_count_until_they_expire() {
             assert!(run.stdout.is_empty());
         }
     }
+}
+
+#[test]
+fn a_grant_ending_soon_is_noted_on_stderr_with_the_same_exit_code() {
+    let dir = Dir::new(&[
+        ("deploy.yaml", DEPLOYMENT),
+        ("grant.yaml", GRANT),
+        ("off.yaml", "expiryWarning: 0s\n"),
+        ("wide.yaml", "expiryWarning: 120d\n"),
+    ]);
+    let note = "warning: deploy.yaml document 1: Deployment tool-wikibugs/web: container \"app\" \
+                image \"nginx:1.27\" is allowed only by a BYOC grant for docker.io/library that \
+                expires at 2027-03-31T00:00:00Z";
+    // (extra arguments, --now, note expected, its days left)
+    let cases: [(&[&str], &str, bool, &str); 6] = [
+        (&[], "2027-03-29T12:00:00Z", true, "(1 day left)"),
+        (&[], "2027-03-17T00:00:00Z", true, "(14 days left)"),
+        (&[], "2027-03-16T23:59:59Z", false, ""),
+        (&["--config", "off.yaml"], "2027-03-29T12:00:00Z", false, ""),
+        (
+            &["--config", "wide.yaml"],
+            "2027-01-01T00:00:00Z",
+            true,
+            "(89 days left)",
+        ),
+        (&[], "2027-03-31T00:00:00Z", false, ""),
+    ];
+    for (extra, now, noted, days) in cases {
+        let mut args = extra.to_vec();
+        args.extend(["--grant", "grant.yaml", "--now", now, "deploy.yaml"]);
+        let run = check(dir.path(), &args, None);
+        let expired = now == "2027-03-31T00:00:00Z";
+        assert_eq!(run.code, i32::from(expired), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.contains(note), noted, "{args:?}: {}", run.stderr);
+        if noted {
+            assert!(
+                run.stderr.contains(&format!(
+                    "{note} {days}; to keep using it, ask for a grant: kubectl byoc request -n \
+                     tool-wikibugs --registry docker.io/library --reason '...'\n"
+                )),
+                "{args:?}: {}",
+                run.stderr
+            );
+            // The stdout contract is untouched: nothing for an admitted object.
+            assert!(run.stdout.is_empty(), "{}", run.stdout);
+        }
+    }
+    // -o json carries the note in the object's warnings.
+    let run = check(
+        dir.path(),
+        &[
+            "-o",
+            "json",
+            "--grant",
+            "grant.yaml",
+            "--now",
+            "2027-03-29T12:00:00Z",
+            "deploy.yaml",
+        ],
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let warnings = &report["results"][0]["warnings"];
+    assert_eq!(warnings.as_array().map(Vec::len), Some(1), "{report}");
+    assert!(
+        warnings[0].as_str().unwrap().contains("(1 day left)"),
+        "{report}"
+    );
 }
 
 /// Every rule of DESIGN §4, one pod per case, in namespace tool-a with a grant for

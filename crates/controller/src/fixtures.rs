@@ -404,14 +404,20 @@ impl Step {
     /// A new event about a grant with `reason`, in the `default` namespace (where events
     /// about cluster-scoped objects go), reported by this controller.
     pub fn event(reason: &'static str) -> Self {
+        Self::event_about("default", "ByocGrant", reason)
+    }
+
+    /// A new event about an object of `kind` in `namespace`, with `reason`, reported by this
+    /// controller.
+    pub fn event_about(namespace: &str, kind: &'static str, reason: &'static str) -> Self {
         Self {
             method: Method::POST,
-            path: "/apis/events.k8s.io/v1/namespaces/default/events".into(),
+            path: format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events"),
             query: vec![],
             content_type: None,
             check: Box::new(move |body| {
                 assert_eq!(body["reason"], reason, "{body}");
-                assert_eq!(body["regarding"]["kind"], "ByocGrant", "{body}");
+                assert_eq!(body["regarding"]["kind"], kind, "{body}");
                 assert_eq!(body["reportingController"], "byoc-controller", "{body}");
                 assert_eq!(body["reportingInstance"], "test-replica", "{body}");
             }),
@@ -463,6 +469,15 @@ impl Step {
             content_type: None,
             check: Box::new(|_| {}),
             answer: grant.map_or(Answer::Fail(404), Answer::Object),
+    /// A GET of `path`, answered with `object`.
+    pub fn get(path: &str, object: Value) -> Self {
+        Self {
+            method: Method::GET,
+            path: path.into(),
+            query: vec![],
+            content_type: None,
+            check: Box::new(|_| {}),
+            answer: Answer::Object(object),
         }
     }
 

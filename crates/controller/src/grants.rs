@@ -20,6 +20,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::desired::{NamespaceState, Standing};
+use crate::expiry;
 use crate::metrics::Reconciler;
 use crate::status::{Verdict, next_status, revoked_event};
 use crate::sync::sync_namespace;
@@ -94,11 +95,13 @@ async fn reconcile_unreadable(
     // status cannot be written.
     ctx.metrics.grant_state(&name, verdict.reason);
     let generation = grant.metadata.generation;
+    ctx.metrics.grant_expiry(&name, None);
     publish(
         stored,
         grant.status.as_ref(),
         generation,
         &verdict,
+        None,
         ctx,
         now,
     )
@@ -171,11 +174,30 @@ async fn apply(grant: &ByocGrant, ctx: &Context) -> Result<Action, Error> {
     let synced = sync_namespace(ctx, &grant.spec.namespace, now).await;
     let verdict = Verdict::new(grant, &standing, synced.as_ref().copied());
     let generation = grant.metadata.generation;
-    publish(grant, grant.status.as_ref(), generation, &verdict, ctx, now).await?;
+    let window = ctx.expiry_warning;
+    let ending = expiry::ends_within(grant, &standing, window, now);
+    let entered = publish(
+        grant,
+        grant.status.as_ref(),
+        generation,
+        &verdict,
+        ending,
+        ctx,
+        now,
+    )
+    .await?;
     // After the status: the gauge never runs ahead of what the API shows.
     ctx.metrics.grant_state(&grant.name_any(), verdict.reason);
+    let expiry = grant
+        .expires_at()
+        .map(|at| (grant.spec.namespace.as_str(), at));
+    ctx.metrics.grant_expiry(&grant.name_any(), expiry);
+    if let (true, Some(at)) = (entered, ending) {
+        expiry::announce(grant, &expiry::reminder(grant, at, now), ctx).await;
+    }
     synced?;
-    Ok(requeue(&standing, now))
+    let until_window = expiry::until_window(grant, window, now);
+    Ok(requeue(&standing, until_window, now))
 }
 
 /// Removes the grant's labels (the caches already count it as gone) before the finalizer goes.
@@ -190,18 +212,24 @@ async fn cleanup(grant: &ByocGrant, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// Writes the status of `grant` (at `generation`, now `current`) when it changed, and tells
-/// the story in an event when the condition did. The response is read as a [`StoredGrant`], so
-/// an object that does not read can still be reported.
+/// the story in an event when the condition did. `ending` is when the grant ends if that is
+/// within the expiry warning window ([`expiry::mark`]); returns whether it has just entered
+/// the window, once the status saying so is written. The response is read as a
+/// [`StoredGrant`], so an object that does not read can still be reported.
 async fn publish<K: Resource<DynamicType = ()>>(
     grant: &K,
     current: Option<&ByocGrantStatus>,
     generation: Option<i64>,
     verdict: &Verdict,
+    ending: Option<Timestamp>,
     ctx: &Context,
     now: Timestamp,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let event = verdict.event(current.and_then(ByocGrantStatus::ready_condition));
-    if let Some(status) = next_status(current, generation, verdict, now) {
+    let mut status = next_status(current, generation, verdict, now)
+        .unwrap_or_else(|| current.cloned().unwrap_or_default());
+    let entered = expiry::mark(&mut status, ending, ctx.expiry_warning, generation, now);
+    if Some(&status) != current {
         let api: Api<StoredGrant> = Api::all(ctx.client.clone());
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -224,7 +252,7 @@ async fn publish<K: Resource<DynamicType = ()>>(
     if let Some(event) = event {
         emit(grant, &event, ctx).await;
     }
-    Ok(())
+    Ok(entered)
 }
 
 /// Publishes an event about `grant`; events are best effort, a failure is only logged.
@@ -234,16 +262,18 @@ async fn emit<K: Resource<DynamicType = ()>>(grant: &K, event: &Event, ctx: &Con
     }
 }
 
-/// When to look at the grant again: just after its expiry, and at least every [`RESYNC`].
-fn requeue(standing: &Standing, now: Timestamp) -> Action {
+/// When to look at the grant again: just after its expiry or its entry into the expiry
+/// warning window (`until_window`), and at least every [`RESYNC`].
+fn requeue(standing: &Standing, until_window: Option<Duration>, now: Timestamp) -> Action {
     const MARGIN: Duration = Duration::from_millis(100);
     let until_expiry = match standing {
-        Standing::Active(allowance) => allowance.next_expiry().map(|at| {
-            Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO) + MARGIN
-        }),
+        Standing::Active(allowance) => allowance
+            .next_expiry()
+            .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)),
         Standing::Expired(_) | Standing::Invalid(_) => None,
     };
-    Action::requeue(until_expiry.map_or(RESYNC, |d| d.min(RESYNC)))
+    let next = [until_expiry, until_window].into_iter().flatten().min();
+    Action::requeue(next.map_or(RESYNC, |d| (d + MARGIN).min(RESYNC)))
 }
 
 #[cfg(test)]
@@ -258,28 +288,189 @@ mod tests {
     const APPLIED_QUAY: &str = "namespace tool-a carries this grant: registries quay.io";
 
     #[test]
-    fn requeue_at_expiry() {
+    fn requeue_at_expiry_or_window_entry() {
         let now = ts("2026-06-01T12:00:00Z");
-        let soon = grant("g", "tool-a", &["quay.io"], Some("2026-06-01T12:00:30Z"));
-        assert_eq!(
-            requeue(&Standing::of(&soon, now), now),
-            Action::requeue(Duration::from_millis(30_100))
+        let window = jiff::SignedDuration::from_hours(14 * 24);
+        let cases = [
+            // Expires in 30 s (inside the window already).
+            (Some("2026-06-01T12:00:30Z"), Duration::from_millis(30_100)),
+            // Enters the window in 60 s.
+            (Some("2026-06-15T12:01:00Z"), Duration::from_millis(60_100)),
+            (Some("2027-01-01T00:00:00Z"), RESYNC),
+            (None, RESYNC),
+            (Some("2026-01-01T00:00:00Z"), RESYNC),
+        ];
+        for (expires, want) in cases {
+            let g = grant("g", "tool-a", &["quay.io"], expires);
+            let until_window = expiry::until_window(&g, window, now);
+            assert_eq!(
+                requeue(&Standing::of(&g, now), until_window, now),
+                Action::requeue(want),
+                "{expires:?}"
+            );
+        }
+    }
+
+    /// An RFC 3339 time `hours` from now, in whole seconds.
+    fn hours_from_now(hours: i64) -> String {
+        let t = Timestamp::now() + jiff::SignedDuration::from_hours(hours);
+        Timestamp::from_second(t.as_second()).unwrap().to_string()
+    }
+
+    /// A grant for quay.io in tool-a ending in 3 days, approved from request `tool-a/req`.
+    fn expiring(name: &str) -> ByocGrant {
+        let mut g = grant(name, "tool-a", &["quay.io"], Some(&hours_from_now(72))).finalized();
+        g.metadata.annotations = Some(
+            [(
+                byoc_api::REQUEST_ANNOTATION.to_owned(),
+                "tool-a/req".to_owned(),
+            )]
+            .into(),
         );
-        let later = grant("g", "tool-a", &["quay.io"], Some("2027-01-01T00:00:00Z"));
-        assert_eq!(
-            requeue(&Standing::of(&later, now), now),
-            Action::requeue(RESYNC)
+        g
+    }
+
+    fn quay_label(g: &ByocGrant) -> serde_json::Value {
+        let expiry = byoc_api::labels::Expiry::from_option(g.expires_at());
+        json!({ "byoc.toolforge.org/quay.io": expiry.to_label_value() })
+    }
+
+    /// Gives `g` the status of a grant applied and announced as expiring soon.
+    fn announced(g: &mut ByocGrant) {
+        let now = Timestamp::now();
+        let ready = Verdict::new(g, &Standing::of(g, now), Ok(NamespaceState::Labelled));
+        let mut status = next_status(None, Some(1), &ready, now).unwrap();
+        let window = jiff::SignedDuration::from_hours(14 * 24);
+        assert!(expiry::mark(
+            &mut status,
+            g.expires_at(),
+            window,
+            Some(1),
+            now
+        ));
+        g.status = Some(status);
+    }
+
+    const REQUEST: &str = "/apis/byoc.toolforge.org/v1alpha1/namespaces/tool-a/byocrequests/req";
+
+    #[tokio::test]
+    async fn a_grant_entering_the_window_is_announced_on_it_and_its_request() {
+        let g = expiring("g");
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let request = json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": { "name": "req", "namespace": "tool-a", "uid": "req-uid" },
+        });
+        let steps = vec![
+            Step::apply_labels("tool-a", quay_label(&g), &[]),
+            Step::status("g", "True", "Applied").also(|body| {
+                let soon = &body["status"]["conditions"][1];
+                assert_eq!(soon["type"], "ExpiringSoon", "{body}");
+                assert_eq!(soon["status"], "True", "{body}");
+            }),
+            Step::event("Applied"),
+            Step::event("ExpiringSoon").also(|body| {
+                let note = body["note"].as_str().unwrap_or_default();
+                assert!(note.contains("(2 days left)"), "{body}");
+                assert_eq!(body["type"], "Warning", "{body}");
+            }),
+            Step::get(REQUEST, request),
+            Step::event_about("tool-a", "ByocRequest", "ExpiringSoon").also(|body| {
+                assert_eq!(body["regarding"]["uid"], "req-uid", "{body}");
+                assert_eq!(body["regarding"]["name"], "req", "{body}");
+            }),
+        ];
+        let action = scenario
+            .check(steps, reconcile(stored(g.clone()), scenario.ctx()))
+            .await;
+        // Expiry is 3 days away, inside the window: the usual resync.
+        assert_eq!(action.unwrap(), Action::requeue(RESYNC));
+        let text = scenario.metrics();
+        let want = format!(
+            r#"byoc_grant_expiry_timestamp_seconds{{grant="g",namespace="tool-a"}} {}"#,
+            g.expires_at().unwrap().as_second()
         );
-        let never = grant("g", "tool-a", &[], None);
-        assert_eq!(
-            requeue(&Standing::of(&never, now), now),
-            Action::requeue(RESYNC)
+        assert!(text.contains(&want), "{want} missing from\n{text}");
+    }
+
+    #[tokio::test]
+    async fn an_announced_grant_is_not_announced_again() {
+        // What a restarted controller, or a new leader, finds: the condition says it all.
+        let mut g = expiring("g");
+        announced(&mut g);
+        let ns = namespace(
+            "tool-a",
+            &[(
+                "byoc.toolforge.org/quay.io",
+                quay_label(&g)["byoc.toolforge.org/quay.io"]
+                    .as_str()
+                    .unwrap(),
+            )],
         );
-        let expired = grant("g", "tool-a", &[], Some("2026-01-01T00:00:00Z"));
-        assert_eq!(
-            requeue(&Standing::of(&expired, now), now),
-            Action::requeue(RESYNC)
+        let scenario = Scenario::new(vec![g.clone()], vec![ns]);
+        scenario
+            .check(vec![], reconcile(stored(g), scenario.ctx()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_that_is_gone_or_elsewhere_gets_no_event() {
+        let g = expiring("g");
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let steps = vec![
+            Step::apply_labels("tool-a", quay_label(&g), &[]),
+            Step::status("g", "True", "Applied"),
+            Step::event("Applied"),
+            Step::event("ExpiringSoon"),
+            Step::fail(Method::GET, REQUEST, 404),
+        ];
+        let action = scenario
+            .check(steps, reconcile(stored(g), scenario.ctx()))
+            .await;
+        assert_eq!(action.unwrap(), Action::requeue(RESYNC));
+
+        // An annotation naming a request of another namespace is not followed.
+        let mut g = expiring("h");
+        g.metadata.annotations = Some(
+            [(
+                byoc_api::REQUEST_ANNOTATION.to_owned(),
+                "tool-b/req".to_owned(),
+            )]
+            .into(),
         );
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let steps = vec![
+            Step::apply_labels("tool-a", quay_label(&g), &[]),
+            Step::status("h", "True", "Applied"),
+            Step::event("Applied"),
+            Step::event("ExpiringSoon"),
+        ];
+        scenario
+            .check(steps, reconcile(stored(g), scenario.ctx()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_grant_extended_beyond_the_window_loses_the_condition() {
+        let mut g = expiring("g");
+        announced(&mut g);
+        // Extended to 60 days: the status loses ExpiringSoon, and nothing is announced.
+        g.spec.expires_at = Some(Time(hours_from_now(60 * 24).parse().unwrap()));
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let steps = vec![
+            Step::apply_labels("tool-a", quay_label(&g), &[]),
+            Step::status("g", "True", "Applied").also(|body| {
+                let conditions = body["status"]["conditions"].as_array().unwrap();
+                assert_eq!(conditions.len(), 1, "{body}");
+            }),
+            Step::event("Applied"),
+        ];
+        scenario
+            .check(steps, reconcile(stored(g), scenario.ctx()))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

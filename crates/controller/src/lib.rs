@@ -6,7 +6,8 @@
 //!
 //! - [`grants`], keyed on ByocGrants and also triggered by changes of the namespaces they
 //!   target: a finalizer so that deletion removes the grant's labels, the `Ready` condition,
-//!   events, and a requeue at `expiresAt`. Grants are watched as [`byoc_api::StoredGrant`]s, so
+//!   events, a requeue at `expiresAt`, and the `ExpiringSoon` reminder of [`expiry`]. Grants
+//!   are watched as [`byoc_api::StoredGrant`]s, so
 //!   one stored object that does not read is reported (condition `Invalid`, a Warning event,
 //!   the `Invalid` gauge) and grants nothing, while every other grant is reconciled;
 //! - [`namespaces`], keyed on Namespaces: removes labels under the prefix from namespaces that
@@ -21,6 +22,7 @@
 
 pub mod desired;
 pub mod error;
+pub mod expiry;
 pub mod grants;
 pub mod leader;
 pub mod metrics;
@@ -37,6 +39,7 @@ use std::sync::Arc;
 
 use byoc_api::LeanNamespace;
 use byoc_api::StoredGrant;
+use jiff::SignedDuration;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -64,6 +67,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes events about grants and requests.
     pub recorder: Recorder,
+    /// The policy's `expiryWarning`: how long before its end a grant is announced as expiring.
+    pub expiry_warning: SignedDuration,
     /// Becomes true once both caches have been filled.
     synced: watch::Receiver<bool>,
     locks: sync::NamespaceLocks,
@@ -92,9 +97,16 @@ impl Context {
             namespaces,
             leadership,
             metrics,
+            expiry_warning: byoc_policy::config::DEFAULT_EXPIRY_WARNING,
             synced,
             locks: sync::NamespaceLocks::default(),
         }
+    }
+
+    /// This context with the policy's `expiryWarning` window (default 14 days).
+    pub fn with_expiry_warning(mut self, window: SignedDuration) -> Self {
+        self.expiry_warning = window;
+        self
     }
 
     /// Waits until both caches have been filled (false if that can no longer happen). Each

@@ -1,10 +1,12 @@
 //! `byoc-controller`: turns ByocGrants into namespace labels. See the crate docs.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use byoc_controller::leader::LeaseSettings;
 use byoc_controller::{Settings, run};
+use byoc_policy::Config;
 use byoc_runtime::Shutdown;
 use byoc_runtime::logging::{self, LogFormat};
 use clap::Parser;
@@ -38,6 +40,11 @@ struct Args {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
+
+    /// Policy configuration (YAML, the webhook's): the controller reads its `expiryWarning`.
+    /// Built-in defaults when absent.
+    #[arg(long, env = "BYOC_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -47,6 +54,13 @@ async fn main() -> ExitCode {
     // kube's TLS uses the process-wide rustls provider: ring, as everywhere in this workspace.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    let config = match Config::read(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "cannot use the policy configuration");
+            return ExitCode::FAILURE;
+        }
+    };
     let shutdown = match Shutdown::on_signals() {
         Ok(s) => s,
         Err(e) => {
@@ -70,6 +84,7 @@ async fn main() -> ExitCode {
             duration_secs: args.lease_duration,
         },
         concurrency: args.concurrency,
+        expiry_warning: config.expiry_warning,
     };
     match run(client, settings, shutdown).await {
         Ok(()) => {

@@ -5,6 +5,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use byoc_api::ReadyReason;
+use jiff::Timestamp;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -70,6 +71,12 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExpiryLabels {
+    grant: String,
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabels {
     kind: LabelWrite,
 }
@@ -85,8 +92,11 @@ pub struct Metrics {
     status_writes: Counter,
     request_status_writes: Counter,
     leader: Gauge,
+    expiries: Family<ExpiryLabels, Gauge>,
     /// The last state seen per grant, so the gauge moves by one per change.
     states: Mutex<HashMap<String, ReadyReason>>,
+    /// The namespace of each grant with an expiry sample, so that the sample can be removed.
+    expiring: Mutex<HashMap<String, String>>,
 }
 
 impl Default for Metrics {
@@ -103,7 +113,9 @@ impl Default for Metrics {
             status_writes: Counter::default(),
             request_status_writes: Counter::default(),
             leader: Gauge::default(),
+            expiries: Family::default(),
             states: Mutex::default(),
+            expiring: Mutex::default(),
         }
     }
 }
@@ -112,6 +124,13 @@ impl Metrics {
     /// Creates the metrics and registers them under `byoc_controller_`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
+        // Named for what it describes, not for who exports it: alerts read it as a grant's.
+        registry.register(
+            "byoc_grant_expiry_timestamp_seconds",
+            "When each ByocGrant with spec.expiresAt ends, in Unix seconds (exported by the \
+             leader)",
+            metrics.expiries.clone(),
+        );
         let r = registry.sub_registry_with_prefix("byoc_controller");
         r.register(
             "reconciles",
@@ -206,17 +225,49 @@ impl Metrics {
         self.state_gauge(reason).inc();
     }
 
+    /// Records when `grant` ends: `Some((namespace, expiresAt))`, or `None` when it does not
+    /// (or cannot be read), which removes its sample.
+    pub fn grant_expiry(&self, grant: &str, expiry: Option<(&str, Timestamp)>) {
+        let mut expiring = self.expiring.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = match expiry {
+            Some((namespace, _)) => expiring.insert(grant.to_owned(), namespace.to_owned()),
+            None => expiring.remove(grant),
+        };
+        if let Some(old) = old.filter(|old| expiry.is_none_or(|(ns, _)| ns != old)) {
+            self.expiries.remove(&ExpiryLabels {
+                grant: grant.to_owned(),
+                namespace: old,
+            });
+        }
+        if let Some((namespace, at)) = expiry {
+            self.expiries
+                .get_or_create(&ExpiryLabels {
+                    grant: grant.to_owned(),
+                    namespace: namespace.to_owned(),
+                })
+                .set(at.as_second());
+        }
+    }
+
     /// Forgets a deleted grant.
     pub fn grant_deleted(&self, grant: &str) {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(old) = states.remove(grant) {
             self.state_gauge(old).dec();
         }
+        drop(states);
+        self.grant_expiry(grant, None);
     }
 
-    /// Records whether this replica is the leader.
+    /// Records whether this replica is the leader. A replica that is not drops its grant
+    /// expiry samples: only the leader keeps them current, so only it exports them.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+        if !leader {
+            let mut expiring = self.expiring.lock().unwrap_or_else(PoisonError::into_inner);
+            expiring.clear();
+            self.expiries.clear();
+        }
     }
 
     fn state_gauge(&self, reason: ReadyReason) -> Gauge {
@@ -277,6 +328,41 @@ mod tests {
         let text = encode(&registry);
         assert!(
             text.contains(r#"byoc_controller_grants{state="Applied"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn grant_expiries_follow_the_grants() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let at: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        m.grant_expiry("a", Some(("tool-a", at)));
+        m.grant_expiry("b", Some(("tool-b", at)));
+        m.grant_expiry(
+            "b",
+            Some(("tool-b", at + jiff::SignedDuration::from_secs(60))),
+        );
+        let text = encode(&registry);
+        for want in [
+            r#"byoc_grant_expiry_timestamp_seconds{grant="a",namespace="tool-a"} 1796083200"#,
+            r#"byoc_grant_expiry_timestamp_seconds{grant="b",namespace="tool-b"} 1796083260"#,
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        // Leadership lost: a standby exports none.
+        m.set_leader(false);
+        assert!(!encode(&registry).contains("byoc_grant_expiry_timestamp_seconds{"));
+        m.set_leader(true);
+        m.grant_expiry("a", Some(("tool-a", at)));
+        m.grant_expiry("b", Some(("tool-b", at)));
+        // expiresAt removed, grant deleted: the samples go.
+        m.grant_expiry("a", None);
+        m.grant_deleted("b");
+        m.grant_deleted("never-seen");
+        let text = encode(&registry);
+        assert!(
+            !text.contains("byoc_grant_expiry_timestamp_seconds{"),
             "{text}"
         );
     }

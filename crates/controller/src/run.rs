@@ -9,6 +9,7 @@ use byoc_api::LeanNamespace;
 use byoc_api::StoredGrant;
 use byoc_runtime::{AdminServer, Readiness, Shutdown};
 use futures::StreamExt;
+use jiff::SignedDuration;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -30,6 +31,8 @@ pub struct Settings {
     pub lease: LeaseSettings,
     /// How many reconciles of each controller may run at once.
     pub concurrency: u16,
+    /// The policy's `expiryWarning` window, for `ExpiringSoon` reminders.
+    pub expiry_warning: SignedDuration,
 }
 
 /// Why the controller stopped other than by a shutdown signal.
@@ -103,15 +106,18 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
     let grant_store = grant_controller.store();
     let namespace_store = namespace_controller.store();
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        grant_store.clone(),
-        namespace_store.clone(),
-        leadership.clone(),
-        metrics.clone(),
-        &lease.identity,
-        synced_rx,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            grant_store.clone(),
+            namespace_store.clone(),
+            leadership.clone(),
+            metrics.clone(),
+            &lease.identity,
+            synced_rx,
+        )
+        .with_expiry_warning(settings.expiry_warning),
+    );
 
     let ready_task = tokio::spawn(async move {
         if synced(&grant_store).await && synced(&namespace_store).await {

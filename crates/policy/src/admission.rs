@@ -8,7 +8,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use crate::config::{Config, Mode};
-use crate::decision::{Checker, Problem, Violation};
+use crate::decision::{Checker, Problem, Reminder, Violation};
 use crate::workload::PodBearing;
 
 /// Why a request got its decision; bounded, so it can label metrics.
@@ -59,6 +59,8 @@ pub struct Decision {
     pub lines: Vec<String>,
     /// The refused containers, for warnings and reports.
     pub violations: Vec<Violation>,
+    /// Containers admitted only by a grant that ends soon; sent as warnings when admitted.
+    pub reminders: Vec<Reminder>,
 }
 
 impl Decision {
@@ -67,6 +69,7 @@ impl Decision {
             reason,
             lines: Vec::new(),
             violations: Vec::new(),
+            reminders: Vec::new(),
         }
     }
 
@@ -75,10 +78,11 @@ impl Decision {
             reason,
             lines: vec![line],
             violations: Vec::new(),
+            reminders: Vec::new(),
         }
     }
 
-    fn from_violations(violations: Vec<Violation>) -> Self {
+    fn checked(violations: Vec<Violation>, reminders: Vec<Reminder>) -> Self {
         let reason = if violations.is_empty() {
             Reason::Allowed
         } else if violations
@@ -94,6 +98,7 @@ impl Decision {
             reason,
             lines,
             violations,
+            reminders,
         }
     }
 
@@ -173,7 +178,12 @@ pub fn decide(
     };
     let to_check = containers.iter().filter(|c| !old.contains(c));
     let checker = Checker::new(config, allowance, namespace, now);
-    Decision::from_violations(checker.check(&subject, to_check))
+    // Reminders cover every container, changed or not: whoever applies the object learns that
+    // what runs will stop being admitted.
+    Decision::checked(
+        checker.check(&subject, to_check),
+        checker.reminders(&subject, &containers),
+    )
 }
 
 /// The name of the object for messages: pods created by a controller have only a generateName.
@@ -235,14 +245,15 @@ fn guard_namespace_labels(
              controller from ByocGrants; to run images from other registries, {}",
             changes.join(", "),
             labels::PREFIX,
-            config.how_to_ask().trim_start_matches("to use it, ")
+            config.ask_for_grant(name, None)
         ),
     )
 }
 
 /// The AdmissionResponse for `decision` under the configured mode. Refusals are HTTP-200
 /// reviews with `allowed: false` and code 403; warn mode admits with warnings; audit mode
-/// admits with an audit annotation.
+/// admits with an audit annotation. An admitted request with reminders gets them as warnings,
+/// in every mode.
 pub fn respond(
     config: &Config,
     req: &AdmissionRequest<DynamicObject>,
@@ -268,6 +279,12 @@ pub fn respond(
             }
             Mode::Enforce => {}
         }
+    }
+    if !decision.reminders.is_empty() {
+        response
+            .warnings
+            .get_or_insert_default()
+            .extend(decision.reminders.iter().map(ToString::to_string));
     }
     response
 }
@@ -344,6 +361,20 @@ mod tests {
         )
     }
 
+    /// The CREATE of Deployment `tool-a/web` with one container running `image`.
+    fn deployment_req(image: &str) -> AdmissionRequest<DynamicObject> {
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+        review(
+            "CREATE",
+            ("apps", "v1", "Deployment"),
+            Some("tool-a"),
+            "u",
+            deploy,
+            None,
+        )
+    }
+
     const PLATFORM: &str = "docker-registry.tools.wmflabs.org/toolforge-python311:latest";
 
     #[test]
@@ -392,6 +423,72 @@ mod tests {
         let r = respond(&audit, &bad, &decide(&audit, &bad, &allowance, now()));
         assert!(r.allowed && r.warnings.is_none());
         assert!(r.audit_annotations["violation"].contains("nginx"));
+    }
+
+    #[test]
+    fn reminders_are_warnings_of_admitted_requests_in_every_mode() {
+        let mut allowance = Allowance::default();
+        allowance.merge(
+            Allowance::for_grant(&byoc_api::ByocGrantSpec {
+                namespace: "tool-a".into(),
+                reason: "r".into(),
+                registries: vec!["quay.io".into()],
+                expires_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    "2026-11-24T12:00:00Z".parse().unwrap(),
+                )),
+            })
+            .unwrap(),
+        );
+        let expiring = pod("p", &[("app", "quay.io/x"), ("sidecar", PLATFORM)]);
+        let mixed = pod("p", &[("app", "quay.io/x"), ("bad", "nginx")]);
+        // (mode, namespace, object, admitted, warnings that are reminders, other warnings)
+        let cases = [
+            (Mode::Enforce, "tool-a", expiring.clone(), true, 1, 0),
+            (Mode::Warn, "tool-a", expiring.clone(), true, 1, 0),
+            (Mode::Audit, "tool-a", expiring.clone(), true, 1, 0),
+            (Mode::Enforce, "tool-a", mixed.clone(), false, 0, 0),
+            (Mode::Warn, "tool-a", mixed.clone(), true, 1, 1),
+            (Mode::Audit, "tool-a", mixed, true, 1, 0),
+            (Mode::Enforce, "kube-system", expiring.clone(), true, 0, 0),
+        ];
+        for (mode, ns, object, admitted, reminders, others) in cases {
+            let config = Config {
+                mode,
+                ..Config::default()
+            };
+            let req = pod_req("CREATE", ns, object, None);
+            let r = respond(&config, &req, &decide(&config, &req, &allowance, now()));
+            assert_eq!(r.allowed, admitted, "{mode} {ns}");
+            let warnings = r.warnings.unwrap_or_default();
+            let (got_reminders, got_others): (Vec<_>, Vec<_>) = warnings
+                .iter()
+                .partition(|w| w.contains("expires at 2026-11-24T12:00:00Z (3 days left)"));
+            assert_eq!(
+                (got_reminders.len(), got_others.len()),
+                (reminders, others),
+                "{mode} {ns}: {warnings:?}"
+            );
+            assert!(
+                got_reminders.iter().all(|w| w.starts_with(&format!(
+                    "Pod {ns}/p: container \"app\" image \"quay.io/x\" is allowed only by a BYOC \
+                     grant for quay.io"
+                ))),
+                "{warnings:?}"
+            );
+        }
+        // An update that changes nothing still reminds whoever applies it.
+        let config = Config::default();
+        let req = pod_req("UPDATE", "tool-a", expiring.clone(), Some(expiring));
+        let d = decide(&config, &req, &allowance, now());
+        assert_eq!((d.reason, d.reminders.len()), (Reason::Allowed, 1));
+        // A Deployment gets them too.
+        let req = deployment_req("quay.io/x");
+        let r = respond(&config, &req, &decide(&config, &req, &allowance, now()));
+        assert!(r.allowed);
+        assert!(
+            r.warnings.unwrap_or_default()[0]
+                .starts_with("Deployment tool-a/web: container \"app\""),
+        );
     }
 
     #[test]
@@ -448,21 +545,7 @@ mod tests {
     fn workloads_unknown_kinds_and_malformed() {
         let config = Config::default();
         let allowance = Allowance::default();
-        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}}});
-        let d = decide(
-            &config,
-            &review(
-                "CREATE",
-                ("apps", "v1", "Deployment"),
-                Some("tool-a"),
-                "u",
-                deploy,
-                None,
-            ),
-            &allowance,
-            now(),
-        );
+        let d = decide(&config, &deployment_req("nginx"), &allowance, now());
         assert_eq!(d.reason, Reason::RegistryNotAllowed);
         assert!(d.lines[0].starts_with("Deployment tool-a/web: container \"app\""));
 
@@ -642,5 +725,13 @@ mod tests {
         let d = decide(&config, &req, &a, now());
         assert_eq!(d.reason, Reason::LabelProtected);
         assert!(d.lines[0].starts_with("Namespace tool-a: user \"alice\" may not add byoc.toolforge.org/any, remove byoc.toolforge.org/quay.io: "), "{}", d.lines[0]);
+        assert!(
+            d.lines[0].ends_with(
+                "to run images from other registries, ask for a grant: kubectl byoc request -n \
+                 tool-a --registry <registry> --reason '...'"
+            ),
+            "{}",
+            d.lines[0]
+        );
     }
 }

@@ -2,9 +2,11 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use byoc_api::RegistryPattern;
 use byoc_api::grant::is_dns1123_label;
+use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -46,6 +48,7 @@ impl fmt::Display for Mode {
 /// exemptNamespaces: [kube-system, kube-public, kube-node-lease, byoc-system]
 /// grantRequestUrl: https://example.org/how-to-request-byoc
 /// labelWriters: [system:serviceaccount:byoc-system:byoc-controller]
+/// expiryWarning: 14d               # 0s turns expiry reminders off
 /// ```
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -66,6 +69,43 @@ pub struct Config {
     /// service account).
     #[serde(default = "default_label_writers")]
     pub label_writers: BTreeSet<String>,
+    /// How long before an allowance ends the images it alone admits get a reminder (webhook
+    /// warning, `check` note, `ExpiringSoon` event); zero turns reminders off. Written like
+    /// `14d`, `36h` or `2w`.
+    #[serde(default = "default_expiry_warning", with = "window")]
+    pub expiry_warning: SignedDuration,
+}
+
+/// The default of [`Config::expiry_warning`]: 14 days.
+pub const DEFAULT_EXPIRY_WARNING: SignedDuration = SignedDuration::from_secs(14 * 86_400);
+
+/// The longest warning window accepted: a year and a day.
+const MAX_EXPIRY_WARNING: SignedDuration = SignedDuration::from_secs(366 * 86_400);
+
+fn default_expiry_warning() -> SignedDuration {
+    DEFAULT_EXPIRY_WARNING
+}
+
+/// `expiryWarning` as written: the duration grammar of requests, where zero is allowed.
+mod window {
+    use byoc_api::duration::{self, DurationError};
+    use jiff::SignedDuration;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &SignedDuration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&duration::format(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SignedDuration, D::Error> {
+        let text = String::deserialize(d)?;
+        match duration::parse(&text) {
+            Ok(window) => Ok(window),
+            Err(DurationError::Zero) => Ok(SignedDuration::ZERO),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "expiryWarning: {text:?} is {e}"
+            ))),
+        }
+    }
 }
 
 /// The platform registry of Wikimedia Toolforge.
@@ -108,6 +148,7 @@ impl Default for Config {
             exempt_namespaces: default_exempt_namespaces(),
             grant_request_url: None,
             label_writers: default_label_writers(),
+            expiry_warning: DEFAULT_EXPIRY_WARNING,
         }
     }
 }
@@ -115,6 +156,14 @@ impl Default for Config {
 /// A configuration file that cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Not YAML, or fields of the wrong shape (the message names the field and position).
     #[error("invalid policy configuration: {0}")]
     Parse(String),
@@ -126,9 +175,34 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A configuration file's content cannot be used.
+    #[error("{}: {error}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its content.
+        #[source]
+        error: Box<ConfigError>,
+    },
 }
 
 impl Config {
+    /// Reads the configuration file at `path` (the defaults without one), as the webhook, the
+    /// controller and `kubectl byoc` all do; errors other than reading name the file.
+    pub fn read(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|error| ConfigError::InFile {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })
+    }
+
     /// Parses and validates a YAML configuration.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         let config: Self = if text.trim().is_empty() {
@@ -157,6 +231,16 @@ impl Config {
                 problem: "user names must not be empty".into(),
             });
         }
+        if self.expiry_warning > MAX_EXPIRY_WARNING {
+            return Err(ConfigError::Invalid {
+                field: "expiryWarning",
+                problem: format!(
+                    "{} is longer than the {} allowed",
+                    byoc_api::duration::format(self.expiry_warning),
+                    byoc_api::duration::format(MAX_EXPIRY_WARNING)
+                ),
+            });
+        }
         if let Some(url) = &self.grant_request_url
             && (!(url.starts_with("https://") || url.starts_with("http://")) || url.contains(' '))
         {
@@ -173,11 +257,21 @@ impl Config {
         self.exempt_namespaces.contains(namespace)
     }
 
-    /// How a denied tool maintainer can get a grant.
-    pub fn how_to_ask(&self) -> String {
+    /// The "how to ask" part of a denial: `to use it, ` and [`Config::ask_for_grant`].
+    pub fn how_to_ask(&self, namespace: &str, registry: Option<&str>) -> String {
+        format!("to use it, {}", self.ask_for_grant(namespace, registry))
+    }
+
+    /// How a tool maintainer gets a grant for `registry` (a placeholder when `None`) in
+    /// `namespace`: the configured `grantRequestUrl`, else the command that files a
+    /// ByocRequest.
+    pub fn ask_for_grant(&self, namespace: &str, registry: Option<&str>) -> String {
         match &self.grant_request_url {
-            Some(url) => format!("to use it, ask for a BYOC grant at {url}"),
-            None => "to use it, ask the platform admins for a BYOC grant".to_owned(),
+            Some(url) => format!("ask for a BYOC grant at {url}"),
+            None => format!(
+                "ask for a grant: kubectl byoc request -n {namespace} --registry {} --reason '...'",
+                registry.unwrap_or("<registry>")
+            ),
         }
     }
 }
@@ -207,7 +301,98 @@ mod tests {
         assert_eq!(c.mode, Mode::Warn);
         assert_eq!(c.default_registries.len(), 2);
         assert_eq!(c.exempt_namespaces.len(), 1);
-        assert!(c.how_to_ask().contains("https://example.org/byoc"));
+        assert_eq!(
+            c.how_to_ask("tool-a", Some("quay.io")),
+            "to use it, ask for a BYOC grant at https://example.org/byoc"
+        );
+        assert_eq!(c.expiry_warning, DEFAULT_EXPIRY_WARNING);
+    }
+
+    #[test]
+    fn how_to_ask_names_the_request_command() {
+        let c = Config::default();
+        assert_eq!(
+            c.how_to_ask("tool-a", Some("quay.io")),
+            "to use it, ask for a grant: kubectl byoc request -n tool-a --registry quay.io \
+             --reason '...'"
+        );
+        assert_eq!(
+            c.ask_for_grant("tool-b", None),
+            "ask for a grant: kubectl byoc request -n tool-b --registry <registry> --reason '...'"
+        );
+    }
+
+    #[test]
+    fn files_are_read_and_named_in_errors() {
+        let dir = std::env::temp_dir().join(format!("byoc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.yaml");
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&good, "expiryWarning: 3d\n").unwrap();
+        std::fs::write(&bad, "expiryWarning: soon\n").unwrap();
+        assert_eq!(Config::read(None).unwrap(), Config::default());
+        assert_eq!(
+            Config::read(Some(&good)).unwrap().expiry_warning,
+            SignedDuration::from_hours(72)
+        );
+        let err = Config::read(Some(&bad)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: invalid policy configuration: ",
+                bad.display()
+            )) && err.contains("expiryWarning: \"soon\""),
+            "{err}"
+        );
+        let missing = dir.join("missing.yaml");
+        let err = Config::read(Some(&missing)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}: cannot read: ", missing.display())),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn expiry_warning_windows() {
+        let day = 86_400;
+        let cases = [
+            ("", 14 * day),
+            ("expiryWarning: 14d\n", 14 * day),
+            ("expiryWarning: 2w\n", 14 * day),
+            ("expiryWarning: 36h\n", 36 * 3_600),
+            ("expiryWarning: 1d12h\n", 36 * 3_600),
+            ("expiryWarning: 0s\n", 0),
+            ("expiryWarning: 0d\n", 0),
+            ("expiryWarning: 366d\n", 366 * day),
+        ];
+        for (text, secs) in cases {
+            let c = Config::from_yaml(text).unwrap();
+            assert_eq!(
+                c.expiry_warning,
+                SignedDuration::from_secs(secs),
+                "{text:?}"
+            );
+            // What is written back reads the same.
+            let again = Config::from_yaml(&serde_saphyr::to_string(&c).unwrap()).unwrap();
+            assert_eq!(again, c, "{text:?}");
+        }
+        for (text, needle) in [
+            (
+                "expiryWarning: 14\n",
+                "expiryWarning: \"14\" is not a duration",
+            ),
+            ("expiryWarning: fortnight\n", "expiryWarning: \"fortnight\""),
+            ("expiryWarning: -1d\n", "expiryWarning: \"-1d\""),
+            ("expiryWarning: 1y\n", "expiryWarning: \"1y\""),
+            (
+                "expiryWarning: 367d\n",
+                "expiryWarning: 367d is longer than the 366d allowed",
+            ),
+            ("expiryWarning: [14d]\n", "expiryWarning"),
+        ] {
+            let err = Config::from_yaml(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use byoc_api::labels::Allowance;
+use byoc_api::RegistryPattern;
+use byoc_api::duration;
+use byoc_api::labels::{Allowance, Expiry};
 use jiff::Timestamp;
 
 use crate::config::Config;
@@ -93,6 +95,54 @@ impl Violation {
     }
 }
 
+/// An admitted container whose image is allowed only by a grant that ends within the
+/// configured `expiryWarning` window: no default registry and no longer-lasting grant covers it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reminder {
+    /// The object, like `Deployment tool-a/web`.
+    pub subject: String,
+    /// Which list the container is in.
+    pub kind: ContainerKind,
+    /// The container's name.
+    pub container: String,
+    /// The image as written.
+    pub image: String,
+    /// The registry entry of the allowance that admits it; `None` for "any registry".
+    pub entry: Option<RegistryPattern>,
+    /// When that allowance ends.
+    pub expires_at: Timestamp,
+    /// Whole days left until then (rounded down).
+    pub days_left: i64,
+    /// How to ask for a new grant, for the message.
+    pub how_to_ask: String,
+}
+
+impl fmt::Display for Reminder {
+    /// The reminder as webhook warnings and `kubectl byoc check` show it; the part the API
+    /// server keeps of a long warning (256 characters) names the image, the grant and the time.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            subject,
+            kind,
+            container,
+            image,
+            expires_at,
+            ..
+        } = self;
+        let what = match &self.entry {
+            Some(entry) => entry.to_string(),
+            None => "any registry".to_owned(),
+        };
+        let days = duration::days_left_note(self.days_left);
+        write!(
+            f,
+            "{subject}: {kind} {container:?} image {image:?} is allowed only by a BYOC grant for \
+             {what} that expires at {expires_at} ({days}); to keep using it, {}",
+            self.how_to_ask
+        )
+    }
+}
+
 /// Checks containers of one namespace at one instant.
 pub struct Checker<'a> {
     config: &'a Config,
@@ -170,13 +220,69 @@ impl<'a> Checker<'a> {
         }
         if !violations.is_empty() {
             let allowed_here = self.allowed_here();
-            let how_to_ask = self.config.how_to_ask();
             for v in &mut violations {
                 v.allowed_here.clone_from(&allowed_here);
-                v.how_to_ask.clone_from(&how_to_ask);
+                let registry = match &v.problem {
+                    Problem::NotAllowed { registry, .. } => Some(registry.as_str()),
+                    Problem::InvalidReference(_) => None,
+                };
+                v.how_to_ask = self.config.how_to_ask(self.namespace, registry);
             }
         }
         violations
+    }
+
+    /// The reminders among `containers` of `subject`: allowed images that only an allowance
+    /// ending within the `expiryWarning` window admits. Images that are refused, or allowed by
+    /// a default registry or by an allowance that lasts longer, get none.
+    pub fn reminders<'c>(
+        &self,
+        subject: &str,
+        containers: impl IntoIterator<Item = &'c Container>,
+    ) -> Vec<Reminder> {
+        let window = self.config.expiry_warning;
+        let soon = |e: Expiry| matches!(e, Expiry::At(t) if t.duration_since(self.now) <= window);
+        // Most namespaces have no grant ending soon: nothing to parse then.
+        if !self.allowance.parts_at(self.now).any(|(_, e)| soon(e)) {
+            return Vec::new();
+        }
+        let mut reminders = Vec::new();
+        for c in containers {
+            let Some(Ok(image)) = c.image.as_deref().map(str::parse::<ImageRef>) else {
+                continue;
+            };
+            if self
+                .config
+                .default_registries
+                .iter()
+                .any(|p| image.is_allowed_by(p))
+            {
+                continue;
+            }
+            // The longest-lasting part that covers the image; on a tie the specific entry,
+            // which `parts_at` lists after "any".
+            let Some((entry, Expiry::At(expires_at))) = self
+                .allowance
+                .parts_at(self.now)
+                .filter(|(p, _)| p.is_none_or(|p| image.is_allowed_by(p)))
+                .max_by_key(|(_, e)| *e)
+                .filter(|(_, e)| soon(*e))
+            else {
+                continue;
+            };
+            let registry = entry.map_or_else(|| image.registry(), ToString::to_string);
+            reminders.push(Reminder {
+                subject: subject.to_owned(),
+                kind: c.kind,
+                container: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                entry: entry.cloned(),
+                expires_at,
+                days_left: duration::days_left(expires_at, self.now),
+                how_to_ask: self.config.ask_for_grant(self.namespace, Some(&registry)),
+            });
+        }
+        reminders
     }
 
     /// The registries this namespace may use, for messages.
@@ -270,6 +376,240 @@ mod tests {
             let checker = Checker::new(&config, allowance, "tool-a", now());
             assert_eq!(checker.problem(image).is_none(), *ok, "{image}");
         }
+    }
+
+    fn containers(images: &[&str]) -> Vec<Container> {
+        images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| Container {
+                kind: ContainerKind::Container,
+                name: format!("c{i}"),
+                image: Some((*image).to_owned()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reminders_only_for_images_that_a_grant_ending_soon_alone_admits() {
+        type Grants<'a> = &'a [(&'a [&'a str], Option<&'a str>)];
+        // (what, grants, window, image, expected (entry, expiry, days left))
+        type Case<'a> = (
+            &'a str,
+            Grants<'a>,
+            &'a str,
+            &'a str,
+            Option<(&'a str, &'a str, i64)>,
+        );
+        const IN_3D: &str = "2026-11-24T12:00:00Z";
+        const IN_5D: &str = "2026-11-26T12:00:00Z";
+        const IN_60D: &str = "2027-01-20T12:00:00Z";
+        let cases: &[Case] = &[
+            (
+                "a grant ending in 3 days",
+                &[(&["quay.io"], Some(IN_3D))],
+                "",
+                "quay.io/x:1",
+                Some(("quay.io", IN_3D, 3)),
+            ),
+            (
+                "a grant ending in 60 days",
+                &[(&["quay.io"], Some(IN_60D))],
+                "",
+                "quay.io/x",
+                None,
+            ),
+            (
+                "a grant that never ends",
+                &[(&["quay.io"], None)],
+                "",
+                "quay.io/x",
+                None,
+            ),
+            (
+                "overlapping grants: the later one still covers it",
+                &[(&["quay.io"], Some(IN_3D)), (&["quay.io"], Some(IN_60D))],
+                "",
+                "quay.io/x",
+                None,
+            ),
+            (
+                "an unexpiring any-registry grant covers it too",
+                &[(&["quay.io"], Some(IN_3D)), (&[], None)],
+                "",
+                "quay.io/x",
+                None,
+            ),
+            (
+                "any registry ending soon, the image's registry granted for good",
+                &[(&[], Some(IN_3D)), (&["quay.io"], None)],
+                "",
+                "quay.io/x",
+                None,
+            ),
+            (
+                "any registry ending soon is all that admits ghcr.io",
+                &[(&[], Some(IN_3D)), (&["quay.io"], None)],
+                "",
+                "ghcr.io/x",
+                Some(("any", IN_3D, 3)),
+            ),
+            (
+                "two grants ending soon: the later one is named",
+                &[(&[], Some(IN_3D)), (&["quay.io"], Some(IN_5D))],
+                "",
+                "quay.io/x",
+                Some(("quay.io", IN_5D, 5)),
+            ),
+            (
+                "a path-prefix grant ending soon under a host-wide one that lasts",
+                &[
+                    (&["ghcr.io/wikimedia"], Some(IN_3D)),
+                    (&["ghcr.io"], Some(IN_60D)),
+                ],
+                "",
+                "ghcr.io/wikimedia/x",
+                None,
+            ),
+            (
+                "a host-wide grant ending soon, the lasting prefix does not cover the image",
+                &[
+                    (&["ghcr.io/wikimedia"], Some(IN_60D)),
+                    (&["ghcr.io"], Some(IN_3D)),
+                ],
+                "",
+                "ghcr.io/other/x",
+                Some(("ghcr.io", IN_3D, 3)),
+            ),
+            (
+                "exactly at the window's edge",
+                &[(&["quay.io"], Some("2026-12-05T12:00:00Z"))],
+                "",
+                "quay.io/x",
+                Some(("quay.io", "2026-12-05T12:00:00Z", 14)),
+            ),
+            (
+                "one second beyond the window",
+                &[(&["quay.io"], Some("2026-12-05T12:00:01Z"))],
+                "",
+                "quay.io/x",
+                None,
+            ),
+            (
+                "one second left",
+                &[(&["quay.io"], Some("2026-11-21T12:00:01Z"))],
+                "",
+                "quay.io/x",
+                Some(("quay.io", "2026-11-21T12:00:01Z", 0)),
+            ),
+            (
+                "already expired: refused, no reminder",
+                &[(&["quay.io"], Some("2026-11-21T12:00:00Z"))],
+                "",
+                "quay.io/x",
+                None,
+            ),
+            (
+                "a platform image",
+                &[(&[], Some(IN_3D))],
+                "",
+                "docker-registry.tools.wmflabs.org/toolforge-python311",
+                None,
+            ),
+            (
+                "an image that does not parse",
+                &[(&[], Some(IN_3D))],
+                "",
+                "Not An Image",
+                None,
+            ),
+            (
+                "a wider window",
+                &[(&["quay.io"], Some(IN_60D))],
+                "expiryWarning: 60d\n",
+                "quay.io/x",
+                Some(("quay.io", IN_60D, 60)),
+            ),
+            (
+                "reminders turned off",
+                &[(&["quay.io"], Some(IN_3D))],
+                "expiryWarning: 0s\n",
+                "quay.io/x",
+                None,
+            ),
+        ];
+        for (what, grants, config, image, want) in cases {
+            let config = Config::from_yaml(config).unwrap();
+            let allowance = allowance(grants);
+            let checker = Checker::new(&config, &allowance, "tool-a", now());
+            let got = checker.reminders("Pod tool-a/p", &containers(&[image]));
+            let got: Option<(String, Timestamp, i64)> = match got.as_slice() {
+                [] => None,
+                [r] => Some((
+                    r.entry
+                        .as_ref()
+                        .map_or_else(|| "any".to_owned(), ToString::to_string),
+                    r.expires_at,
+                    r.days_left,
+                )),
+                more => panic!("{what}: {more:?}"),
+            };
+            let want = want.map(|(e, t, d)| (e.to_owned(), t.parse().unwrap(), d));
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn reminder_lines() {
+        let allowance = allowance(&[(&[], Some("2026-11-24T12:00:00Z"))]);
+        let images = ["ghcr.io/x:1", "quay.io/y"];
+        let config = Config::default();
+        let checker = Checker::new(&config, &allowance, "tool-a", now());
+        let r = checker.reminders("Deployment tool-a/web", &containers(&images));
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            r[0].to_string(),
+            "Deployment tool-a/web: container \"c0\" image \"ghcr.io/x:1\" is allowed only by a \
+             BYOC grant for any registry that expires at 2026-11-24T12:00:00Z (3 days left); to \
+             keep using it, ask for a grant: kubectl byoc request -n tool-a --registry ghcr.io \
+             --reason '...'"
+        );
+        assert!(r[1].to_string().contains("--registry quay.io "), "{}", r[1]);
+        let with_url = Config {
+            grant_request_url: Some("https://example.org/byoc".into()),
+            ..Config::default()
+        };
+        let checker = Checker::new(&with_url, &allowance, "tool-a", now());
+        let r = checker.reminders("Pod tool-a/p", &containers(&images[..1]));
+        assert!(
+            r[0].to_string()
+                .ends_with("to keep using it, ask for a BYOC grant at https://example.org/byoc"),
+            "{}",
+            r[0]
+        );
+        assert!(r[0].to_string().len() < 256, "{}", r[0]);
+    }
+
+    #[test]
+    fn denials_name_the_request_command() {
+        let config = Config::default();
+        let none = allowance(&[]);
+        let checker = Checker::new(&config, &none, "tool-a", now());
+        let v = checker.check("Pod tool-a/p", &containers(&["quay.io/x", "UPPER/Case"]));
+        assert!(
+            v[0].to_string().ends_with(
+                "allowed here: docker-registry.tools.wmflabs.org; to use it, ask for a grant: \
+                 kubectl byoc request -n tool-a --registry quay.io --reason '...'"
+            ),
+            "{}",
+            v[0]
+        );
+        // An invalid reference is refused whatever the grants: no "how to ask".
+        assert!(
+            !v[1].to_string().contains("kubectl byoc request"),
+            "{}",
+            v[1]
+        );
     }
 
     #[test]

@@ -96,14 +96,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("no rustls crypto provider")?
         .clone();
 
-    let config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            Config::from_yaml(&text).with_context(|| path.display().to_string())?
-        }
-        None => Config::default(),
-    };
+    let config = Config::read(args.config.as_deref())?;
     let files = CertFiles {
         cert: args.tls_cert.clone(),
         key: args.tls_key.clone(),

@@ -28,6 +28,7 @@ struct ErrorLabels {
 pub struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     unreadable: Family<ErrorLabels, Counter>,
+    reminded: Counter,
     duration: Histogram,
     /// The number of cached namespaces.
     pub cached_namespaces: Gauge,
@@ -44,6 +45,7 @@ impl Metrics {
         let metrics = Self {
             decisions: Family::default(),
             unreadable: Family::default(),
+            reminded: Counter::default(),
             // 25 µs .. ~0.4 s
             duration: Histogram::new(exponential_buckets(0.000_025, 2.0, 15)),
             cached_namespaces: Gauge::default(),
@@ -61,6 +63,11 @@ impl Metrics {
             "unreadable_requests",
             "Requests refused because they are not a readable AdmissionReview, by error",
             metrics.unreadable.clone(),
+        );
+        registry.register(
+            "expiry_reminders",
+            "Admitted requests warned that a grant they depend on ends within expiryWarning",
+            metrics.reminded.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -105,6 +112,11 @@ impl Metrics {
         self.unreadable.get_or_create(&ErrorLabels { error }).inc();
     }
 
+    /// Counts one admitted request that got expiry reminders.
+    pub fn reminded(&self) {
+        self.reminded.inc();
+    }
+
     /// Records how long a request took.
     pub fn observe(&self, elapsed: Duration) {
         self.duration.observe(elapsed.as_secs_f64());
@@ -130,6 +142,7 @@ mod tests {
         let m = Metrics::register(&mut registry);
         m.decision(Verdict::Denied, "registry_not_allowed");
         m.unreadable("not_json");
+        m.reminded();
         m.observe(Duration::from_micros(80));
         m.cached_namespaces.set(3);
         m.reload(&Reload::Reloaded);
@@ -140,6 +153,7 @@ mod tests {
         for line in [
             "byoc_webhook_decisions_total{result=\"denied\",reason=\"registry_not_allowed\"} 1",
             "byoc_webhook_unreadable_requests_total{error=\"not_json\"} 1",
+            "byoc_webhook_expiry_reminders_total 1",
             "byoc_webhook_request_duration_seconds_count 1",
             "byoc_webhook_cached_namespaces 3",
             "byoc_webhook_certificate_reloads_total{error=\"none\"} 1",

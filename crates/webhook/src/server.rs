@@ -70,6 +70,13 @@ impl Webhook {
                 let verdict = Verdict::of(&decision, self.config.mode);
                 self.metrics.decision(verdict, decision.reason.as_str());
                 log(verdict, &decision);
+                if verdict != Verdict::Denied && !decision.reminders.is_empty() {
+                    self.metrics.reminded();
+                    tracing::info!(
+                        reminders = decision.reminders.len(),
+                        "admitted with expiry reminders"
+                    );
+                }
                 respond(&self.config, &req, &decision)
             }
             Err(unreadable) => self.unreadable(&unreadable),

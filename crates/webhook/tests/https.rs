@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum_server::Handle;
+use byoc_api::labels::Expiry;
 use byoc_policy::{Config, Mode};
 use byoc_webhook::cache::CachedNamespace;
 use byoc_webhook::review::MAX_BODY_BYTES;
@@ -127,6 +128,10 @@ impl Server {
         for ns in [
             namespace("tool-a", &[]),
             namespace("tool-quay", &[("byoc.toolforge.org/quay.io", "never")]),
+            namespace(
+                "tool-soon",
+                &[("byoc.toolforge.org/quay.io", &soon().to_label_value())],
+            ),
         ] {
             writer.apply_watcher_event(&Event::Apply(ns));
         }
@@ -230,6 +235,13 @@ fn pod_review(uid: &str, namespace: &str, images: &[&str]) -> Value {
     })
 }
 
+/// An expiry three days from now, inside the default 14-day warning window.
+fn soon() -> Expiry {
+    Expiry::from_option(Some(
+        jiff::Timestamp::now() + jiff::SignedDuration::from_hours(72),
+    ))
+}
+
 fn response(review: &Value) -> &Value {
     &review["response"]
 }
@@ -275,6 +287,49 @@ async fn allowed_and_denied_reviews() {
         "byoc_webhook_decisions_total{result=\"admitted\",reason=\"exempt\"} 1",
         "byoc_webhook_decisions_total{result=\"denied\",reason=\"registry_not_allowed\"} 3",
         "byoc_webhook_request_duration_seconds_count 6",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_grant_ending_soon_admits_with_a_reminder() {
+    let server = Server::start(Mode::Enforce).await;
+    let (mut c, _) = server.connect().await.unwrap();
+    let Expiry::At(at) = soon() else {
+        unreachable!()
+    };
+    // (namespace, images, reminders)
+    let cases: [(&str, &[&str], usize); 3] = [
+        ("tool-soon", &["quay.io/x:1", PLATFORM], 1),
+        ("tool-quay", &["quay.io/x:1"], 0),
+        ("tool-soon", &[PLATFORM], 0),
+    ];
+    for (ns, images, reminders) in cases {
+        let (status, review) = post(&mut c, pod_review("r", ns, images).to_string())
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        let r = response(&review);
+        assert_eq!(r["allowed"], true, "{r}");
+        let warnings = r["warnings"].as_array().map_or(0, Vec::len);
+        assert_eq!(warnings, reminders, "{ns} {images:?}: {r}");
+        if reminders > 0 {
+            let warning = r["warnings"][0].as_str().unwrap();
+            assert_eq!(
+                warning,
+                format!(
+                    "Pod {ns}/web: container \"c0\" image \"quay.io/x:1\" is allowed only by a BYOC \
+                     grant for quay.io that expires at {at} (2 days left); to keep using it, ask \
+                     for a grant: kubectl byoc request -n {ns} --registry quay.io --reason '...'"
+                )
+            );
+        }
+    }
+    let metrics = server.metrics();
+    for line in [
+        "byoc_webhook_decisions_total{result=\"admitted\",reason=\"allowed\"} 3",
+        "byoc_webhook_expiry_reminders_total 1",
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }

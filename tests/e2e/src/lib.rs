@@ -289,14 +289,27 @@ where
 /// `kubectl -n NAMESPACE run POD --image=IMAGE --restart=Never`: one bare pod, which stays
 /// Pending (there is no kubelet) once admitted.
 pub fn kubectl_run(namespace: &str, pod: &str, image: &str) -> Output {
-    kubectl([
+    kubectl(run_args(namespace, pod, image))
+}
+
+/// [`kubectl_run`] with `--dry-run=server`: admission decides, no pod is stored.
+pub fn kubectl_run_dry(namespace: &str, pod: &str, image: &str) -> Output {
+    let mut args = run_args(namespace, pod, image);
+    args.push("--dry-run=server".to_owned());
+    kubectl(args)
+}
+
+fn run_args(namespace: &str, pod: &str, image: &str) -> Vec<String> {
+    [
         "-n",
         namespace,
         "run",
         pod,
         &format!("--image={image}"),
         "--restart=Never",
-    ])
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// Runs `kubectl ARGS...` as the admin with `manifest` (YAML or JSON) on stdin, e.g.

@@ -92,14 +92,16 @@ pub fn denied_by(webhook: &str) -> String {
 }
 
 /// Runs `kubectl run hub --image=nginx:1.27` in `namespace` and asserts the pods webhook refuses
-/// it with the §4 message (object, container, image, resolved registry, what is allowed).
+/// it with the §4 message (object, container, image, resolved registry, what is allowed, and the
+/// command that asks for a grant).
 pub fn assert_docker_hub_refused(namespace: &str) {
     crate::kubectl_run(namespace, "hub", "nginx:1.27").fails_with(&[
         &denied_by(PODS_WEBHOOK),
         &format!(
             "Pod {namespace}/hub: container \"hub\" image \"nginx:1.27\" resolves to registry \
              docker.io (docker.io/library/nginx:1.27), which namespace {namespace} may not use; \
-             allowed here: docker-registry.tools.wmflabs.org; to use it, ask"
+             allowed here: docker-registry.tools.wmflabs.org; to use it, ask for a grant: \
+             kubectl byoc request -n {namespace} --registry docker.io --reason '...'"
         ),
     ]);
 }

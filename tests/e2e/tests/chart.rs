@@ -9,9 +9,9 @@
 //!  3. `values.schema.json` and the chart's own checks refuse bad values with a message naming
 //!     the value;
 //!  4. on the local control plane, with the ByocGrant CRD applied first: every rendered object
-//!     of every variant passes `kubectl apply --server-side --dry-run=server` (cert-manager and
-//!     ServiceMonitor objects, whose CRDs the cluster lacks, are checked by lint and rendering
-//!     only), and the objects the API server returns are checked: the webhook configuration,
+//!     of every variant passes `kubectl apply --server-side --dry-run=server` (cert-manager,
+//!     ServiceMonitor and PrometheusRule objects, whose CRDs the cluster lacks, are checked by
+//!     lint and rendering only), and the objects the API server returns are checked: the webhook configuration,
 //!     the Deployments, the rendered policy (evaluated by kubectl-byoc with exactly the
 //!     webhook's code) and the binaries' acceptance of the Deployments' arguments;
 //!  5. a real `helm install`/`upgrade`/`uninstall`: the CRD is upgraded with the chart,
@@ -150,6 +150,86 @@ fn issuer_ref_uses_that_issuer_and_creates_none() {
             "{}: issuerRef {issuer}",
             c.name
         );
+    }
+}
+
+/// The controller reads the webhook's policy (for `expiryWarning`) from the same ConfigMap at
+/// the same path; the optional PrometheusRule alerts on `byoc_grant_expiry_timestamp_seconds`.
+#[test]
+fn the_controller_reads_the_policy_and_the_rule_alerts_on_expiring_grants() {
+    // (variant, expiryWarning in the policy, the rule's threshold in seconds when enabled)
+    let cases = [
+        (VARIANTS[0], "14d", None),
+        (VARIANTS[1], "1w", Some(("604800", "5m", "page"))),
+    ];
+    for (v, window, rule) in cases {
+        let objects = v
+            .render()
+            .unwrap_or_else(|e| panic!("helm template {}: {e}", v.name));
+        let policy = of_kind(&objects, "ConfigMap")
+            .find(|c| c.name.ends_with("-webhook-policy"))
+            .expect("the policy ConfigMap");
+        let config = policy.value["data"]["config.yaml"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            config.contains(&format!("\nexpiryWarning: {window}\n")),
+            "{}: {config}",
+            v.name
+        );
+        let controller = byoc_e2e::chart::component(&objects, "Deployment", "controller")
+            .expect("the controller Deployment");
+        let spec = &controller.value["spec"]["template"]["spec"];
+        let args = spec["containers"][0]["args"].to_string();
+        assert!(
+            args.contains("\"--config=/etc/byoc-operator/policy/config.yaml\""),
+            "{}: {args}",
+            v.name
+        );
+        assert_eq!(
+            spec["containers"][0]["volumeMounts"][0]["mountPath"], "/etc/byoc-operator/policy",
+            "{}",
+            v.name
+        );
+        assert_eq!(
+            spec["volumes"][0]["configMap"]["name"], policy.name,
+            "{}",
+            v.name
+        );
+        assert!(
+            controller.value["spec"]["template"]["metadata"]["annotations"]["checksum/policy"]
+                .is_string(),
+            "{}: a policy change rolls the controller",
+            v.name
+        );
+        let rules: Vec<&Object> = of_kind(&objects, "PrometheusRule").collect();
+        match rule {
+            None => assert!(rules.is_empty(), "{}: no PrometheusRule by default", v.name),
+            Some((seconds, for_, severity)) => {
+                assert_eq!(rules.len(), 1, "{}", v.name);
+                assert_eq!(
+                    rules[0].value["metadata"]["labels"]["release"],
+                    "prometheus"
+                );
+                let alert = &rules[0].value["spec"]["groups"][0]["rules"][0];
+                assert_eq!(alert["alert"], "ByocGrantExpiringSoon");
+                let expr = alert["expr"].as_str().unwrap_or_default();
+                assert!(
+                    expr.contains(&format!(
+                        "max by (grant, namespace) (byoc_grant_expiry_timestamp_seconds) - time() < {seconds}"
+                    )) && expr.contains("- time() > 0"),
+                    "{expr}"
+                );
+                assert_eq!(
+                    (alert["for"].as_str(), alert["labels"]["severity"].as_str()),
+                    (Some(for_), Some(severity))
+                );
+                let description = alert["annotations"]["description"]
+                    .as_str()
+                    .unwrap_or_default();
+                assert!(description.contains("{{ $labels.grant }}"), "{description}");
+            }
+        }
     }
 }
 
@@ -469,6 +549,13 @@ fn bad_values_are_refused_naming_the_value() {
             "policy.grantRequestUrl=ftp://x",
             &["/policy/grantRequestUrl"],
         ),
+        ("policy.expiryWarning=soon", &["/policy/expiryWarning"]),
+        ("policy.expiryWarning=14", &["/policy/expiryWarning"]),
+        (
+            "prometheusRule.expiringWithinDays=0",
+            &["/prometheusRule/expiringWithinDays", "minimum"],
+        ),
+        ("prometheusRule.for=1d", &["/prometheusRule/for"]),
         ("crds.enabled=yes", &["/crds/enabled", "want boolean"]),
         (
             "certManager.issuerRef.kind=Cluster",
@@ -910,7 +997,10 @@ fn dry_run_checks(report: &mut Report, namespaces: &mut Namespaces) {
         // cert-manager and prometheus-operator kinds need CRDs this cluster does not have.
         let applicable: Vec<&Object> = objects
             .iter()
-            .filter(|o| !["Certificate", "Issuer", "ServiceMonitor"].contains(&o.kind.as_str()))
+            .filter(|o| {
+                !["Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"]
+                    .contains(&o.kind.as_str())
+            })
             .collect();
         let stored = match dry_run(&applicable) {
             Ok(stored) => stored,

@@ -605,8 +605,8 @@ async fn audit_lists_exactly_the_offending_pods_and_workloads() {
                 "message": format!("CronJob {name}/backup: initContainer \"fetch\" image \
                     \"quay.io/org/fetch:2\" resolves to registry quay.io (quay.io/org/fetch:2), \
                     which namespace {name} may not use; allowed here: \
-                    docker-registry.tools.wmflabs.org; to use it, ask the platform admins for a \
-                    BYOC grant")}])
+                    docker-registry.tools.wmflabs.org; to use it, ask for a grant: kubectl byoc \
+                    request -n {name} --registry quay.io --reason '...'")}])
     );
 
     // The same through every namespace, and page by page (continue tokens) with one per page.
@@ -922,8 +922,9 @@ async fn a_grant_admits_pods_from_its_registry_and_revoking_refuses_them_again()
     .await;
     let (_, rows) = parse_table(&kubectl_byoc(["list", "-n", name]).exits(0).stdout);
     assert_eq!(rows.len(), 1, "{rows:?}");
+    // A grant ending within the default 14-day expiryWarning is marked.
     let minutes_left: u32 = rows[0][3]
-        .strip_suffix('m')
+        .strip_suffix("m (soon)")
         .and_then(|m| m.parse().ok())
         .unwrap_or_else(|| panic!("EXPIRES of a 1h grant: {rows:?}"));
     assert!((55..=60).contains(&minutes_left), "{rows:?}");
@@ -931,7 +932,53 @@ async fn a_grant_admits_pods_from_its_registry_and_revoking_refuses_them_again()
         [&rows[0][..3], &rows[0][4..]].concat(),
         [name, name, "quay.io", "True", "Applied"]
     );
+    assert_eq!(listed(name).expect("listed")["expiringSoon"], true);
+    // With a 30-minute expiryWarning (--config, as the webhook reads it) it is not.
+    let dir = std::env::temp_dir().join(unique_name("cli-expiry"));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let config = dir.join("policy.yaml");
+    std::fs::write(&config, "expiryWarning: 30m\n").expect("write the policy");
+    let config = config.display().to_string();
+    let (_, rows) = parse_table(
+        &kubectl_byoc(["list", "-n", name, "--config", &config])
+            .exits(0)
+            .stdout,
+    );
+    assert!(rows[0][3].ends_with('m'), "{rows:?}");
     byoc(["audit", "-n", name]).exits(0);
+
+    // `check` with the grant as stored: admitted (exit 0, nothing on stdout), with the same
+    // reminder as the webhook's on stderr.
+    let stored = kubectl(["get", "byocgrant", name, "-o", "yaml"])
+        .success()
+        .stdout;
+    let expires_at = kubectl(["get", "byocgrant", name, "-o", "jsonpath={.spec.expiresAt}"])
+        .success()
+        .stdout;
+    let grant_file = dir.join("grant.yaml");
+    let pod_file = dir.join("pod.yaml");
+    std::fs::write(&grant_file, stored).expect("write the grant");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": name},
+                     "spec": {"containers": [{"name": "app", "image": image}]}});
+    std::fs::write(&pod_file, pod.to_string()).expect("write the pod");
+    let grant_arg = grant_file.display().to_string();
+    let pod_arg = pod_file.display().to_string();
+    let out = kubectl_byoc(["check", "--grant", &grant_arg, &pod_arg]).exits(0);
+    assert!(out.stdout.is_empty(), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "Pod {name}/p: container \"app\" image \"{image}\" is allowed only by a BYOC grant \
+             for quay.io that expires at {expires_at} (less than a day left); to keep using it, \
+             ask for a grant: kubectl byoc request -n {name} --registry quay.io --reason '...'"
+        )),
+        "{out}"
+    );
+    let out = kubectl_byoc([
+        "check", "--config", &config, "--grant", &grant_arg, &pod_arg,
+    ])
+    .exits(0);
+    assert!(!out.stderr.contains("is allowed only by"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 
     let out = kubectl_byoc(["revoke", name, "--wait"]).exits(0);
     assert!(

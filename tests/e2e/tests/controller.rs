@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use byoc_api::{ByocGrant, StoredGrant};
+use byoc_api::{ByocGrant, ByocRequest, ByocRequestSpec, StoredGrant};
 use byoc_e2e::cli::{CliOutput, byoc};
 use byoc_e2e::controller::{ControllerProcess, NAME, SYSTEM_NAMESPACE, exclusive, shared};
 use byoc_e2e::{
@@ -612,6 +612,156 @@ async fn a_restarted_controller_converges_without_writing_again() {
         grant(&client, &kept).await.resource_version(),
         kept_grant.resource_version()
     );
+}
+
+/// How many events with `reason` are about the object `name` in `namespace`.
+fn events_about(namespace: &str, name: &str, reason: &str) -> usize {
+    kubectl([
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        &format!("involvedObject.name={name},reason={reason}"),
+        "-o",
+        "name",
+    ])
+    .success()
+    .stdout
+    .lines()
+    .count()
+}
+
+/// The `ExpiringSoon` condition's status on grant `name`, if it has one.
+async fn expiring_soon(client: &Client, name: &str) -> Option<String> {
+    grant(client, name)
+        .await
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "ExpiringSoon")
+        .map(|c| c.status)
+}
+
+/// A grant for quay.io in `namespace` ending at `expires`, approved from request
+/// `namespace/request` (the annotation `kubectl byoc approve` writes).
+fn create_requested_grant(
+    name: &str,
+    namespace: &str,
+    request: &str,
+    expires: Timestamp,
+) -> Cleanup {
+    let mut manifest: serde_json::Value = serde_json::from_str(&grant_manifest(
+        name,
+        json!({ "namespace": namespace, "reason": "e2e: expiry reminder", "registries": ["quay.io"],
+                "expiresAt": expires.to_string() }),
+    ))
+    .expect("a manifest");
+    manifest["metadata"]["annotations"] =
+        json!({ byoc_api::REQUEST_ANNOTATION: format!("{namespace}/{request}") });
+    kubectl_stdin(&["create", "-f", "-"], &manifest.to_string()).success();
+    Cleanup::new(["byocgrant", name])
+}
+
+#[tokio::test]
+async fn a_grant_entering_the_expiry_window_is_announced_once_across_restarts() {
+    let cluster = exclusive().await;
+    let client = client().await;
+    let first = cluster.spawn(&unique_name("expiry"), &[]);
+    first.wait_leader().await;
+    let ns = TestNamespace::create(&client, "tool").await;
+
+    // The request the grant was approved from, made as a maintainer would (its status is the
+    // request flow's business; the reminder only needs the object).
+    let requests: Api<ByocRequest> = Api::namespaced(client.clone(), ns.name());
+    let request = ByocRequest::new(
+        "exporter",
+        ByocRequestSpec {
+            registries: vec!["quay.io".into()],
+            reason: "e2e: expiry reminder".into(),
+            duration: Some("3d".into()),
+        },
+    );
+    requests
+        .create(&Default::default(), &request)
+        .await
+        .expect("create the ByocRequest");
+
+    let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now");
+    let soon_at = now + SignedDuration::from_hours(72);
+    let later_at = now + SignedDuration::from_hours(60 * 24);
+    let (soon, later) = (unique_name("grant"), unique_name("grant"));
+    let _soon = create_requested_grant(&soon, ns.name(), "exporter", soon_at);
+    let _later = create_grant(&later, ns.name(), &["ghcr.io"], Some(&later_at.to_string()));
+
+    // Announced on the grant (events about cluster-scoped objects go to default) and on the
+    // request, where `kubectl describe byocreq` shows it.
+    wait_event(&soon, "ExpiringSoon").await;
+    eventually("the reminder on the request", CONVERGE_TIMEOUT, || async {
+        match events_about(ns.name(), "exporter", "ExpiringSoon") {
+            1 => Ok(()),
+            n => Err(format!("{n} events")),
+        }
+    })
+    .await;
+    let describe = kubectl(["-n", ns.name(), "describe", "byocreq", "exporter"]).success();
+    assert!(
+        describe.stdout.contains("ExpiringSoon")
+            && describe.stdout.contains(&format!("expires at {soon_at}")),
+        "{describe}"
+    );
+    wait_reason(&client, &soon, "Applied").await;
+    assert_eq!(expiring_soon(&client, &soon).await.as_deref(), Some("True"));
+    let series = |g: &str| {
+        format!(
+            r#"byoc_grant_expiry_timestamp_seconds{{grant="{g}",namespace="{}"}}"#,
+            ns.name()
+        )
+    };
+    assert_eq!(
+        first.metric(&series(&soon)).await,
+        soon_at.as_second() as f64
+    );
+    assert_eq!(
+        first.metric(&series(&later)).await,
+        later_at.as_second() as f64
+    );
+    // 60 days away: outside the window, no condition, no event.
+    wait_reason(&client, &later, "Applied").await;
+    assert_eq!(expiring_soon(&client, &later).await, None);
+    assert_eq!(events_about("default", &later, "ExpiringSoon"), 0);
+
+    // A restarted controller reconciles everything again and announces nothing twice.
+    assert!(first.stop().success(), "{}", first.log_tail());
+    let second = cluster.spawn(&unique_name("expiry"), &[]);
+    second.wait_leader().await;
+    wait_all_grants_seen(&client, &second).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(events_about("default", &soon, "ExpiringSoon"), 1);
+    assert_eq!(events_about(ns.name(), "exporter", "ExpiringSoon"), 1);
+    assert_eq!(
+        second.metric(&series(&soon)).await,
+        soon_at.as_second() as f64
+    );
+
+    // Extended beyond the window: the condition goes; deleted: the sample goes.
+    let extended = json!({ "spec": { "expiresAt": later_at.to_string() } }).to_string();
+    kubectl(["patch", "byocgrant", &soon, "--type=merge", "-p", &extended]).success();
+    eventually("ExpiringSoon to go", CONVERGE_TIMEOUT, || async {
+        match expiring_soon(&client, &soon).await {
+            None => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    delete_grant(&client, &soon).await;
+    eventually("the expiry sample to go", CONVERGE_TIMEOUT, || async {
+        match second.get("/metrics").await {
+            Ok((_, body)) if !body.contains(&format!("grant=\"{soon}\"")) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
 
 /// An `expiresAt` the CRD's `date-time` format accepts but the Rust side cannot read: ten

@@ -11,7 +11,7 @@ use byoc_e2e::webhook::{
 };
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, TestNamespace, client, eventually, grant_manifest, kubectl,
-    kubectl_as, kubectl_run, kubectl_stdin, unique_name,
+    kubectl_as, kubectl_run, kubectl_run_dry, kubectl_stdin, unique_name,
 };
 use serde_json::json;
 
@@ -265,17 +265,7 @@ async fn a_grant_lets_exactly_its_registries_in_and_revoking_shuts_them_out() {
     let _controller = controller::shared().await;
     let ns = tool_namespace().await;
     let name = ns.name();
-    let try_pod = |pod: &str, image: &str| {
-        kubectl([
-            "-n",
-            name,
-            "run",
-            pod,
-            &format!("--image={image}"),
-            "--restart=Never",
-            "--dry-run=server",
-        ])
-    };
+    let try_pod = |pod: &str, image: &str| kubectl_run_dry(name, pod, image);
     let exporter = "quay.io/prometheus/node-exporter:v1.8.2";
     try_pod("before", exporter).fails_with(&["resolves to registry quay.io"]);
 
@@ -469,4 +459,94 @@ async fn warn_mode_admits_with_a_warning_shown_by_kubectl() {
     kubectl(["-n", name, "get", "pod", "hub"]).success();
     let warned = "byoc_webhook_decisions_total{result=\"warned\",reason=\"registry_not_allowed\"}";
     assert_eq!(webhook.metric(warned), 1.0, "{}", webhook.metrics());
+}
+
+/// An RFC 3339 time `days` from now, in whole seconds (as the namespace labels keep it).
+fn days_from_now(days: i64) -> String {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let t = Timestamp::now() + SignedDuration::from_hours(24 * days);
+    Timestamp::from_second(t.as_second())
+        .expect("a time")
+        .to_string()
+}
+
+/// Creates a grant for `registries` in `namespace` ending at `expires`, and waits until a pod
+/// from `image` is admitted there.
+async fn grant_until(namespace: &str, registries: &[&str], expires: &str, image: &str) -> Cleanup {
+    let grant = unique_name("grant");
+    let spec = json!({"namespace": namespace, "reason": "e2e: expiry reminders",
+                      "registries": registries, "expiresAt": expires});
+    kubectl_stdin(&["apply", "-f", "-"], &grant_manifest(&grant, spec)).success();
+    eventually("the grant to admit its image", CONVERGE_TIMEOUT, || async {
+        let out = kubectl_run_dry(namespace, "probe", image);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(out.to_string())
+        }
+    })
+    .await;
+    Cleanup::new(["byocgrant", grant.as_str()])
+}
+
+#[tokio::test]
+async fn a_grant_ending_soon_makes_kubectl_print_a_warning_naming_the_expiry() {
+    let webhook = Webhook::start(Options::default()).await;
+    let _controller = controller::shared().await;
+    let soon = tool_namespace().await;
+    let later = tool_namespace().await;
+    let image = "quay.io/prometheus/node-exporter:v1.8.2";
+    let in_3_days = days_from_now(3);
+    let _soon = grant_until(soon.name(), &["quay.io/prometheus"], &in_3_days, image).await;
+    let _later = grant_until(
+        later.name(),
+        &["quay.io/prometheus"],
+        &days_from_now(60),
+        image,
+    )
+    .await;
+    let ns = soon.name();
+    let ask = format!(
+        "to keep using it, ask for a grant: kubectl byoc request -n {ns} --registry \
+         quay.io/prometheus --reason '...'"
+    );
+
+    // kubectl run: admitted, and kubectl prints the reminder.
+    let out = kubectl_run(ns, "exporter", image).success();
+    assert!(
+        out.stderr.contains(&format!(
+            "Warning: Pod {ns}/exporter: container \"exporter\" image \"{image}\" is allowed only \
+             by a BYOC grant for quay.io/prometheus that expires at {in_3_days} (2 days left); {ask}"
+        )),
+        "{out}"
+    );
+    kubectl(["-n", ns, "get", "pod", "exporter"]).success();
+
+    // kubectl apply of a Deployment: the same reminder, naming the Deployment.
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "app", "image": image}]}}}});
+    let out = kubectl_stdin(&["apply", "-f", "-"], &deployment.to_string()).success();
+    assert!(
+        out.stderr.contains(&format!(
+            "Warning: Deployment {ns}/web: container \"app\" image \"{image}\" is allowed only by \
+             a BYOC grant for quay.io/prometheus that expires at {in_3_days}"
+        )),
+        "{out}"
+    );
+
+    // A platform image in the same namespace, and the same image under a grant ending in 60
+    // days: no warning.
+    let out = kubectl_run(ns, "platform", PLATFORM).success();
+    assert!(!out.stderr.contains("Warning:"), "{out}");
+    let out = kubectl_run(later.name(), "exporter", image).success();
+    assert!(!out.stderr.contains("Warning:"), "{out}");
+
+    assert!(
+        webhook.metric("byoc_webhook_expiry_reminders_total") >= 2.0,
+        "{}",
+        webhook.metrics()
+    );
 }

@@ -11,7 +11,7 @@ mod scan;
 use std::collections::HashMap;
 
 use byoc_api::{LeanNamespace, Lenient};
-use byoc_policy::{Allowance, Config};
+use byoc_policy::Allowance;
 use clap::{Args, ValueEnum, ValueHint};
 use futures::future::try_join_all;
 use kube::core::DynamicObject;
@@ -68,14 +68,7 @@ pub enum AuditFormat {
 
 /// Runs `audit`; `Ok(false)` when something would be refused.
 pub async fn run(args: AuditArgs) -> Result<bool, Failure> {
-    let config = match &args.config {
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| Failure::Usage(format!("{file}: cannot read: {e}")))?;
-            Config::from_yaml(&text).map_err(|e| Failure::Usage(format!("{file}: {e}")))?
-        }
-        None => Config::default(),
-    };
+    let config = crate::check::read_config(args.config.as_deref())?;
     let client = args.cluster.client().await?;
     let now = duration::now();
     let namespaces = read_namespaces(&client, args.namespace.as_deref(), args.chunk_size).await?;

@@ -390,8 +390,8 @@ mod tests {
             finding.violations[0].to_string(),
             "Deployment tool-quay/web: container \"app\" image \"nginx:1.27\" resolves to registry \
              docker.io (docker.io/library/nginx:1.27), which namespace tool-quay may not use; \
-             allowed here: docker-registry.tools.wmflabs.org, quay.io; to use it, ask the \
-             platform admins for a BYOC grant"
+             allowed here: docker-registry.tools.wmflabs.org, quay.io; to use it, ask for a \
+             grant: kubectl byoc request -n tool-quay --registry docker.io --reason '...'"
         );
         let pod = object(json!({
             "metadata": {"name": "p", "namespace": "tool-other", "ownerReferences": owned("ReplicaSet", "apps/v1")},
