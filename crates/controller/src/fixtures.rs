@@ -462,13 +462,13 @@ impl Step {
 
     /// A read of grant `name`, answered with `grant`, or 404 without one.
     pub fn get_grant(name: &str, grant: Option<Value>) -> Self {
-        Self {
-            method: Method::GET,
-            path: format!("{GRANTS}/{name}"),
-            query: vec![],
-            content_type: None,
-            check: Box::new(|_| {}),
-            answer: grant.map_or(Answer::Fail(404), Answer::Object),
+        let path = format!("{GRANTS}/{name}");
+        match grant {
+            Some(grant) => Self::get(&path, grant),
+            None => Self::fail(Method::GET, &path, 404),
+        }
+    }
+
     /// A GET of `path`, answered with `object`.
     pub fn get(path: &str, object: Value) -> Self {
         Self {
