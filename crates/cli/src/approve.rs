@@ -1,10 +1,11 @@
 //! `kubectl byoc approve` and `kubectl byoc deny`: an admin decides on a ByocRequest.
 //!
-//! Approving creates the ByocGrant (the admin may narrow the registries or shorten the time,
-//! never widen them), then moves the request from Pending to Approved with an update that
-//! carries the request's resourceVersion and UID: of two admins racing, or an admin racing a
-//! deny, exactly one moves it. When that update fails the grant just created is deleted again
-//! (by UID), so a failed approval changes nothing.
+//! Approving creates the ByocGrant the admin states (registries and expiry are required on the
+//! command line; they may narrow what the request asks for, never widen it, checked against the
+//! request as read when the command runs), recording the request's UID, then moves the request
+//! from Pending to Approved with an update that carries the request's resourceVersion and UID:
+//! of two admins racing, or an admin racing a deny, exactly one moves it. When that update fails
+//! the grant just created is deleted again (by UID), so a failed approval changes nothing.
 
 use byoc_api::grant::registries_summary;
 use byoc_api::request::request_key;
