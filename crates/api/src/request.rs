@@ -412,14 +412,7 @@ mod tests {
 
     #[test]
     fn records_pin_namespace_name_and_uid() {
-        let mut request = ByocRequest::new(
-            "r",
-            ByocRequestSpec {
-                registries: vec![],
-                reason: "x".into(),
-                duration: None,
-            },
-        );
+        let mut request = any_registry_request();
         request.metadata.namespace = Some("tool-a".into());
         assert_eq!(RequestRecord::of(&request), None, "no UID: not stored");
         request.metadata.uid = Some("u-1".into());
@@ -435,16 +428,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn phases() {
-        let mut request = ByocRequest::new(
+    /// Request `r` for any registry, without end.
+    fn any_registry_request() -> ByocRequest {
+        ByocRequest::new(
             "r",
             ByocRequestSpec {
                 registries: vec![],
                 reason: "x".into(),
                 duration: None,
             },
-        );
+        )
+    }
+
+    #[test]
+    fn phases() {
+        let mut request = any_registry_request();
         assert_eq!(request.phase(), RequestPhase::Pending);
         assert!(!request.phase().is_decided());
         request.status = Some(ByocRequestStatus {

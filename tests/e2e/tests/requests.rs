@@ -782,8 +782,8 @@ async fn approving_for_a_namespace_being_deleted_changes_nothing() {
         }
     })
     .await;
-    admin
-        .byoc(&[
+    let approve = || {
+        admin.byoc(&[
             "approve",
             "-n",
             &tool,
@@ -792,9 +792,10 @@ async fn approving_for_a_namespace_being_deleted_changes_nothing() {
             "quay.io",
             "--no-expiry",
         ])
-        .fails_with(&[&format!(
-            "namespace {tool} is being deleted: nothing changed"
-        )]);
+    };
+    approve().fails_with(&[&format!(
+        "namespace {tool} is being deleted: nothing changed"
+    )]);
     assert!(grants_of(&tool, "held").is_empty());
     // Let it go; then there is nothing to approve.
     kubectl([
@@ -817,17 +818,7 @@ async fn approving_for_a_namespace_being_deleted_changes_nothing() {
         }
     })
     .await;
-    admin
-        .byoc(&[
-            "approve",
-            "-n",
-            &tool,
-            "held",
-            "--registry",
-            "quay.io",
-            "--no-expiry",
-        ])
-        .fails_with(&[&format!("no ByocRequest held in namespace {tool}")]);
+    approve().fails_with(&[&format!("no ByocRequest held in namespace {tool}")]);
     assert!(grants_of(&tool, "held").is_empty());
 }
 
