@@ -18,7 +18,7 @@ pub use lenient::{LeanNamespace, Lenient};
 pub use registry::{REGISTRY_PATTERN_REGEX, RegistryPattern, RegistryPatternError};
 pub use request::{
     ByocRequest, ByocRequestSpec, ByocRequestStatus, InvalidRequest, REQUEST_ANNOTATION,
-    RequestPhase,
+    RequestPhase, RequestRecord,
 };
 pub use stored::{StoredGrant, UnreadableGrant};
 

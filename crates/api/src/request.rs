@@ -13,7 +13,8 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// The annotation on a [`ByocGrant`](crate::ByocGrant) made by approving a request: its value is
-/// `<namespace>/<name>` of the [`ByocRequest`].
+/// `<namespace>/<name>/<uid>` of the [`ByocRequest`] (see [`RequestRecord`]). The UID pins the
+/// one request approved: a request deleted and created again under the same name has another.
 pub const REQUEST_ANNOTATION: &str = "byoc.toolforge.org/request";
 
 /// The pattern the CRD puts on `spec.duration`: one or more `<number><unit>` terms with units
@@ -165,9 +166,59 @@ pub struct ByocRequestStatus {
 /// Its reason is the phase (or `GrantUnreadable`), its message the status message.
 pub const GRANTED: &str = "Granted";
 
-/// The value of [`REQUEST_ANNOTATION`] for request `name` in `namespace`.
+/// A request as people name it: `<namespace>/<name>`.
 pub fn request_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
+}
+
+/// The request a grant's [`REQUEST_ANNOTATION`] records: `<namespace>/<name>/<uid>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// The request's namespace.
+    pub namespace: String,
+    /// The request's name.
+    pub name: String,
+    /// The request's UID.
+    pub uid: String,
+}
+
+impl RequestRecord {
+    /// The record of `request`; `None` without a namespace, name or UID (not a stored request).
+    pub fn of(request: &ByocRequest) -> Option<Self> {
+        let meta = &request.metadata;
+        let record = Self {
+            namespace: meta.namespace.clone()?,
+            name: meta.name.clone()?,
+            uid: meta.uid.clone()?,
+        };
+        (!record.namespace.is_empty() && !record.name.is_empty() && !record.uid.is_empty())
+            .then_some(record)
+    }
+
+    /// Reads an annotation value; `None` unless it has three non-empty parts.
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.split('/');
+        let (namespace, name, uid) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || [namespace, name, uid].iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        Some(Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            uid: uid.to_owned(),
+        })
+    }
+
+    /// Whether this records `request` itself: same namespace, name and UID.
+    pub fn is(&self, request: &ByocRequest) -> bool {
+        Self::of(request).as_ref() == Some(self)
+    }
+}
+
+impl std::fmt::Display for RequestRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.namespace, self.name, self.uid)
+    }
 }
 
 /// Why a request spec is not valid; the same rules the CRD schema enforces at the API server.
@@ -360,15 +411,38 @@ mod tests {
     }
 
     #[test]
-    fn phases() {
-        let mut request = ByocRequest::new(
+    fn records_pin_namespace_name_and_uid() {
+        let mut request = any_registry_request();
+        request.metadata.namespace = Some("tool-a".into());
+        assert_eq!(RequestRecord::of(&request), None, "no UID: not stored");
+        request.metadata.uid = Some("u-1".into());
+        let record = RequestRecord::of(&request).unwrap();
+        assert_eq!(record.to_string(), "tool-a/r/u-1");
+        assert_eq!(RequestRecord::parse("tool-a/r/u-1"), Some(record.clone()));
+        assert!(record.is(&request));
+        let mut replaced = request.clone();
+        replaced.metadata.uid = Some("u-2".into());
+        assert!(!record.is(&replaced), "same name, another request");
+        for bad in ["", "tool-a/r", "tool-a/r/", "/r/u", "tool-a//u", "a/b/c/d"] {
+            assert_eq!(RequestRecord::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Request `r` for any registry, without end.
+    fn any_registry_request() -> ByocRequest {
+        ByocRequest::new(
             "r",
             ByocRequestSpec {
                 registries: vec![],
                 reason: "x".into(),
                 duration: None,
             },
-        );
+        )
+    }
+
+    #[test]
+    fn phases() {
+        let mut request = any_registry_request();
         assert_eq!(request.phase(), RequestPhase::Pending);
         assert!(!request.phase().is_decided());
         request.status = Some(ByocRequestStatus {

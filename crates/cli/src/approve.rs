@@ -1,18 +1,19 @@
 //! `kubectl byoc approve` and `kubectl byoc deny`: an admin decides on a ByocRequest.
 //!
-//! Approving creates the ByocGrant (the admin may narrow the registries or shorten the time,
-//! never widen them), then moves the request from Pending to Approved with an update that
-//! carries the request's resourceVersion and UID: of two admins racing, or an admin racing a
-//! deny, exactly one moves it. When that update fails the grant just created is deleted again
-//! (by UID), so a failed approval changes nothing.
+//! Approving creates the ByocGrant the admin states (registries and expiry are required on the
+//! command line; they may narrow what the request asks for, never widen it, checked against the
+//! request as read when the command runs), recording the request's UID, then moves the request
+//! from Pending to Approved with an update that carries the request's resourceVersion and UID:
+//! of two admins racing, or an admin racing a deny, exactly one moves it. When that update fails
+//! the grant just created is deleted again (by UID), so a failed approval changes nothing.
 
 use byoc_api::grant::registries_summary;
 use byoc_api::request::request_key;
 use byoc_api::{
     ByocGrant, ByocGrantSpec, ByocRequest, ByocRequestStatus, InvalidGrant, LeanNamespace, Lenient,
-    REQUEST_ANNOTATION, RegistryPattern, RequestPhase,
+    REQUEST_ANNOTATION, RegistryPattern, RequestPhase, RequestRecord,
 };
-use clap::Args;
+use clap::{ArgGroup, Args};
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -29,33 +30,49 @@ use crate::request::read_requests;
 
 /// `approve` arguments.
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  \
-    # Approve what was asked for\n  \
-    kubectl byoc approve -n tool-wikibugs byoc-x7k2p\n\n  \
+#[command(
+    group(ArgGroup::new("granted").required(true).args(["registries", "any_registry"])),
+    group(ArgGroup::new("until").required(true).args(["expires", "no_expiry"])),
+    after_help = "Examples:\n  \
+    # Approve what was asked for (`kubectl byoc request` prints this command)\n  \
+    kubectl byoc approve -n tool-wikibugs byoc-x7k2p --registry quay.io/wikibugs --expires 90d\n\n  \
     # Approve less: one of the registries asked for, for 30 days instead of 90\n  \
-    kubectl byoc approve -n tool-wikibugs byoc-x7k2p --registry quay.io/wikibugs --expires 30d\n\n\
-    Creates a ByocGrant for the request's namespace (named after it, with a generated suffix) \
-    whose reason records the request, annotated byoc.toolforge.org/request=NAMESPACE/NAME, and \
-    marks the request Approved by you (as the API server knows you). --registry and --expires \
-    may only narrow the request: a registry it does not cover, or an expiry past the duration \
-    it asks for, is refused. A request that is not Pending, is being deleted, or whose namespace \
-    is gone is refused, and nothing changes. Needs: create byocgrants, update \
+    kubectl byoc approve -n tool-wikibugs byoc-x7k2p --registry quay.io/wikibugs/bot --expires 30d\n\n  \
+    # A request for any registry without end, approved as asked\n  \
+    kubectl byoc approve -n tool-x byoc-q2w3e --any-registry --no-expiry\n\n\
+    You state what the grant allows: --registry (or --any-registry) and --expires (or \
+    --no-expiry) are required, and are checked against the request as it is when you run the \
+    command: a registry it does not cover, --any-registry when it names registries, an expiry \
+    past the duration it asks for, or --no-expiry when it asks for a duration, is refused. So \
+    a request deleted and created again under the same name between your review and this \
+    command never gets more than you typed. Creates a ByocGrant for the request's namespace \
+    (named after it, with a generated suffix) whose reason records the request, annotated \
+    byoc.toolforge.org/request=NAMESPACE/NAME/UID, and marks the request Approved by you (as \
+    the API server knows you). A request that is not Pending, is being deleted, or whose \
+    namespace is gone is refused, and nothing changes. Needs: create byocgrants, update \
     byocrequests/status, get namespaces. Exit status: 0 approved, 2 refused, invalid input or \
-    API error.")]
+    API error."
+)]
 pub struct ApproveArgs {
     /// The ByocRequest.
     #[arg(value_name = "NAME")]
     name: String,
-    /// Its namespace (default: the kubeconfig context's).
+    /// Its namespace (required: an admin names the tenant explicitly).
     #[arg(long, short = 'n', value_name = "NAMESPACE")]
-    namespace: Option<String>,
-    /// Grant only this registry (repeat for several); each must be covered by the request.
+    namespace: String,
+    /// Grant this registry (repeat for several); each must be covered by the request.
     #[arg(long = "registry", value_name = "REGISTRY")]
     registries: Vec<String>,
-    /// End the grant sooner than the request asks: a duration from now (30d), an RFC 3339 time
-    /// or a date.
+    /// Grant any registry; only for a request that asks for any registry.
+    #[arg(long, conflicts_with = "registries")]
+    any_registry: bool,
+    /// When the grant ends: a duration from now (30d), an RFC 3339 time or a date; no later
+    /// than the duration the request asks for.
     #[arg(long, value_name = "WHEN")]
     expires: Option<String>,
+    /// A grant without end; only for a request that asks for no duration.
+    #[arg(long, conflicts_with = "expires")]
+    no_expiry: bool,
     /// Print the created ByocGrant instead of a summary.
     #[arg(long, short = 'o', value_enum, value_name = "FORMAT")]
     output: Option<ObjectFormat>,
@@ -74,9 +91,9 @@ pub struct DenyArgs {
     /// The ByocRequest.
     #[arg(value_name = "NAME")]
     name: String,
-    /// Its namespace (default: the kubeconfig context's).
+    /// Its namespace (required: an admin names the tenant explicitly).
     #[arg(long, short = 'n', value_name = "NAMESPACE")]
-    namespace: Option<String>,
+    namespace: String,
     /// Why, for the maintainer.
     #[arg(long, value_name = "TEXT")]
     reason: String,
@@ -103,13 +120,13 @@ pub enum Refusal {
     /// The request was deleted and created again while deciding.
     #[error("ByocRequest {0} was deleted and created again meanwhile: look at it again")]
     Replaced(String),
-    /// An approved registry the request does not cover.
+    /// A stated registry (or any registry) the request does not cover.
     #[error(
-        "--registry {entry} would widen the request, which asks for {asked}: an approval may \
-         only narrow it (to grant more, use kubectl byoc grant)"
+        "{entry} would widen the request, which asks for {asked}: an approval may only narrow \
+         it (to grant more, use kubectl byoc grant)"
     )]
     Wider {
-        /// The entry.
+        /// `--registry R` or `--any-registry`.
         entry: String,
         /// What the request asks for.
         asked: String,
@@ -127,6 +144,12 @@ pub enum Refusal {
         /// The latest expiry allowed.
         max: Timestamp,
     },
+    /// `--no-expiry` for a request that asks for a duration.
+    #[error(
+        "--no-expiry would outlast the {0} the request asks for: an approval may only shorten \
+         it (state --expires {0} or sooner)"
+    )]
+    Endless(String),
     /// `--expires` does not read.
     #[error("--expires {0}")]
     Expiry(#[from] TimeError),
@@ -172,58 +195,67 @@ fn key(request: &ByocRequest) -> String {
     )
 }
 
-/// The grant spec approving `request` at `now` creates: the registries and duration asked for,
-/// or the narrower ones the admin gave.
+/// The grant an admin states on the command line.
+#[derive(Clone, Copy, Debug)]
+struct Stated<'a> {
+    /// The registries; empty for any registry (`--any-registry`).
+    registries: &'a [String],
+    /// `--expires`; `None` for a grant without end (`--no-expiry`).
+    expires: Option<&'a str>,
+}
+
+/// The grant spec approving `request` at `now` creates: exactly what the admin stated, refused
+/// when that is wider or longer than the request asks for.
 fn grant_spec(
     request: &ByocRequest,
-    registries: &[String],
-    expires: Option<&str>,
+    stated: Stated<'_>,
     now: Timestamp,
 ) -> Result<ByocGrantSpec, Refusal> {
     open(request)?;
     let asked = &request.spec.registries;
     let mut granted: Vec<String> = Vec::new();
-    for entry in registries {
+    for entry in stated.registries {
         if !granted.contains(entry) {
             granted.push(entry.clone());
         }
     }
-    if granted.is_empty() {
-        granted = asked.clone();
-    } else if !asked.is_empty() {
+    if !asked.is_empty() {
+        let wider = |entry: String| Refusal::Wider {
+            entry,
+            asked: asked.join(", "),
+        };
+        if granted.is_empty() {
+            return Err(wider("--any-registry".into()));
+        }
         let asked_patterns: Vec<RegistryPattern> =
             asked.iter().filter_map(|a| a.parse().ok()).collect();
         for entry in &granted {
             let pattern: RegistryPattern = entry.parse().map_err(InvalidGrant::Registry)?;
             if !asked_patterns.iter().any(|a| pattern.is_covered_by(a)) {
-                return Err(Refusal::Wider {
-                    entry: entry.clone(),
-                    asked: asked.join(", "),
-                });
+                return Err(wider(format!("--registry {entry}")));
             }
         }
     }
-    let max = match &request.spec.duration {
-        Some(d) => {
-            let span = parse_duration(d).map_err(Refusal::Duration)?;
-            Some((
-                d,
-                now.checked_add(span)
-                    .map_err(|_| Refusal::Duration(TimeError::Duration(d.clone())))?,
-            ))
+    let expires_at = match (stated.expires, &request.spec.duration) {
+        (None, None) => None,
+        (None, Some(duration)) => return Err(Refusal::Endless(duration.clone())),
+        (Some(expires), asked) => {
+            let at = parse_expiry(expires, now)?;
+            if let Some(duration) = asked {
+                let span = parse_duration(duration).map_err(Refusal::Duration)?;
+                // A duration ending past the last representable time bounds no expiry there is.
+                if let Ok(max) = now.checked_add(span)
+                    && at > max
+                {
+                    return Err(Refusal::Longer {
+                        at,
+                        duration: duration.clone(),
+                        max,
+                    });
+                }
+            }
+            Some(at)
         }
-        None => None,
-    };
-    let expires_at = match (expires.map(|e| parse_expiry(e, now)).transpose()?, max) {
-        (Some(at), Some((duration, max))) if at > max => {
-            return Err(Refusal::Longer {
-                at,
-                duration: duration.clone(),
-                max,
-            });
-        }
-        (Some(at), _) => Some(at),
-        (None, max) => max.map(|(_, max)| max),
     };
     let spec = ByocGrantSpec {
         namespace: request.metadata.namespace.clone().unwrap_or_default(),
@@ -271,14 +303,17 @@ fn denied(request: &ByocRequest, by: &str, reason: &str) -> ByocRequestStatus {
 /// Runs `approve`.
 pub async fn run_approve(args: ApproveArgs) -> Result<bool, Failure> {
     let client = args.cluster.client().await?;
-    let namespace = namespace(&client, args.namespace.as_deref());
+    let namespace = &args.namespace;
     let by = whoami(&client).await?;
-    let request = get(&client, &namespace, &args.name).await?;
+    let request = get(&client, namespace, &args.name).await?;
     // First: in a namespace being deleted, the request is being deleted too.
-    namespace_present(&client, &namespace).await?;
+    namespace_present(&client, namespace).await?;
     let now = duration::now();
-    let spec =
-        grant_spec(&request, &args.registries, args.expires.as_deref(), now).map_err(refused)?;
+    let stated = Stated {
+        registries: &args.registries,
+        expires: args.expires.as_deref(),
+    };
+    let spec = grant_spec(&request, stated, now).map_err(refused)?;
     let grant = create_grant(&client, &request, spec).await?;
     let decided = decide(&client, request, |r| Ok(approved(r, &grant, &by))).await;
     if let Err(failure) = decided {
@@ -304,9 +339,8 @@ pub async fn run_deny(args: DenyArgs) -> Result<bool, Failure> {
         ));
     }
     let client = args.cluster.client().await?;
-    let namespace = namespace(&client, args.namespace.as_deref());
     let by = whoami(&client).await?;
-    let request = get(&client, &namespace, &args.name).await?;
+    let request = get(&client, &args.namespace, &args.name).await?;
     open(&request).map_err(refused)?;
     let reason = args.reason.trim();
     decide(&client, request, |r| Ok(denied(r, &by, reason))).await?;
@@ -319,10 +353,6 @@ pub async fn run_deny(args: DenyArgs) -> Result<bool, Failure> {
 
 fn refused(refusal: Refusal) -> Failure {
     Failure::Usage(refusal.to_string())
-}
-
-fn namespace(client: &Client, given: Option<&str>) -> String {
-    given.map_or_else(|| client.default_namespace().to_owned(), str::to_owned)
 }
 
 /// The user name the API server knows this client as (a SelfSubjectReview).
@@ -375,10 +405,16 @@ async fn create_grant(
     request: &ByocRequest,
     spec: ByocGrantSpec,
 ) -> Result<ByocGrant, Failure> {
+    let record = RequestRecord::of(request).ok_or_else(|| {
+        Failure::Usage(format!(
+            "ByocRequest {} as read has no namespace, name or UID",
+            key(request)
+        ))
+    })?;
     let mut grant = ByocGrant::new("", spec);
     grant.metadata = ObjectMeta {
         generate_name: Some(format!("{}-", grant.spec.namespace)),
-        annotations: Some([(REQUEST_ANNOTATION.to_owned(), key(request))].into()),
+        annotations: Some([(REQUEST_ANNOTATION.to_owned(), record.to_string())].into()),
         ..ObjectMeta::default()
     };
     let pp = PostParams {
@@ -498,15 +534,28 @@ mod tests {
         s.iter().map(|s| s.to_string()).collect()
     }
 
+    fn spec(
+        r: &ByocRequest,
+        registries: &[&str],
+        expires: Option<&str>,
+        now: Timestamp,
+    ) -> Result<ByocGrantSpec, Refusal> {
+        let registries = strings(registries);
+        let stated = Stated {
+            registries: &registries,
+            expires,
+        };
+        grant_spec(r, stated, now)
+    }
+
     #[test]
-    fn approvals_may_narrow_never_widen() {
+    fn approvals_grant_what_is_stated_and_may_narrow_never_widen() {
         let now = ts("2026-11-21T12:00:00Z");
         let quay = request(&["quay.io", "ghcr.io/wikimedia"], Some("90d"));
         let any = request(&[], None);
-        let ok = |r: &ByocRequest, regs: &[&str], exp: Option<&str>| {
-            grant_spec(r, &strings(regs), exp, now).unwrap()
-        };
-        let s = ok(&quay, &[], None);
+        let ok =
+            |r: &ByocRequest, regs: &[&str], exp: Option<&str>| spec(r, regs, exp, now).unwrap();
+        let s = ok(&quay, &["quay.io", "ghcr.io/wikimedia"], Some("90d"));
         assert_eq!(s.namespace, "tool-a");
         assert_eq!(s.registries, ["quay.io", "ghcr.io/wikimedia"]);
         assert_eq!(s.expires_at.unwrap().0, ts("2027-02-19T12:00:00Z"));
@@ -514,49 +563,76 @@ mod tests {
         let s = ok(&quay, &["quay.io/x", "ghcr.io/wikimedia/bot"], Some("30d"));
         assert_eq!(s.registries, ["quay.io/x", "ghcr.io/wikimedia/bot"]);
         assert_eq!(s.expires_at.unwrap().0, ts("2026-12-21T12:00:00Z"));
-        assert_eq!(
-            ok(&quay, &[], Some("90d")).expires_at.unwrap().0,
-            ts("2027-02-19T12:00:00Z")
-        );
-        // A request for any registry without end: anything narrower, any expiry.
+        // A request for any registry without end: what is stated, anything up to that.
         let s = ok(&any, &["quay.io"], Some("2030-01-01"));
         assert_eq!(s.registries, ["quay.io"]);
         let s = ok(&any, &[], None);
         assert!(s.registries.is_empty() && s.expires_at.is_none());
+        let s = ok(&any, &["quay.io", "quay.io"], None);
+        assert_eq!(s.registries, ["quay.io"]);
+        // A duration ending past year 9999 bounds nothing: any expiry there is is shorter.
+        let endless = request(&["quay.io"], Some("999999w"));
+        let s = ok(&endless, &["quay.io"], Some("1d"));
+        assert_eq!(s.expires_at.unwrap().0, ts("2026-11-22T12:00:00Z"));
 
         let cases: &[(&ByocRequest, &[&str], Option<&str>, &str)] = &[
             (
                 &quay,
                 &["ghcr.io"],
-                None,
+                Some("1d"),
                 "--registry ghcr.io would widen the request, which asks for quay.io, ghcr.io/wikimedia",
             ),
-            (&quay, &["ghcr.io/wikimediax"], None, "would widen"),
-            (&quay, &["quay.io:443"], None, "would widen"),
+            (&quay, &["ghcr.io/wikimediax"], Some("1d"), "would widen"),
+            (&quay, &["quay.io:443"], Some("1d"), "would widen"),
+            // Stated any registry, the request (swapped or not) names registries.
             (
                 &quay,
                 &[],
+                Some("1d"),
+                "--any-registry would widen the request, which asks for quay.io, ghcr.io/wikimedia",
+            ),
+            (
+                &quay,
+                &["quay.io"],
                 Some("91d"),
                 "is later than the 90d the request asks for (until 2027-02-19T12:00:00Z)",
             ),
-            (&quay, &[], Some("2028-01-01"), "only shorten"),
+            (&quay, &["quay.io"], Some("2028-01-01"), "only shorten"),
+            // Stated no end, the request asks for a duration.
             (
                 &quay,
-                &[],
+                &["quay.io"],
+                None,
+                "--no-expiry would outlast the 90d the request asks for: an approval may only \
+                 shorten it (state --expires 90d or sooner)",
+            ),
+            (
+                &endless,
+                &["quay.io"],
+                None,
+                "--no-expiry would outlast the 999999w",
+            ),
+            (
+                &quay,
+                &["quay.io"],
                 Some("2020-01-01"),
                 "--expires \"2020-01-01\" is",
             ),
             (
-                &quay,
+                &any,
+                &["quay.io"],
+                Some("999999w"),
+                "--expires \"999999w\" is too long: from now it ends past the last representable time",
+            ),
+            (
+                &any,
                 &["https://quay.io"],
                 None,
                 "the grant would be invalid: spec.registries",
             ),
         ];
         for (r, regs, exp, want) in cases {
-            let err = grant_spec(r, &strings(regs), *exp, now)
-                .unwrap_err()
-                .to_string();
+            let err = spec(r, regs, *exp, now).unwrap_err().to_string();
             assert!(err.contains(want), "{regs:?} {exp:?}: {err}");
         }
     }
@@ -572,7 +648,7 @@ mod tests {
             ..ByocRequestStatus::default()
         });
         assert_eq!(
-            grant_spec(&r, &[], None, now).unwrap_err().to_string(),
+            spec(&r, &[], None, now).unwrap_err().to_string(),
             "ByocRequest tool-a/byoc-x is already Approved (decided by root), ByocGrant \
              tool-a-abcde: nothing changed"
         );
@@ -598,7 +674,10 @@ mod tests {
     fn statuses_record_the_decision() {
         let now = ts("2026-11-21T12:00:00Z");
         let r = request(&["quay.io"], Some("1d"));
-        let mut grant = ByocGrant::new("tool-a-abcde", grant_spec(&r, &[], None, now).unwrap());
+        let mut grant = ByocGrant::new(
+            "tool-a-abcde",
+            spec(&r, &["quay.io"], Some("1d"), now).unwrap(),
+        );
         grant.metadata.name = Some("tool-a-abcde".into());
         let s = approved(&r, &grant, "alice");
         assert_eq!(s.phase, Some(RequestPhase::Approved));
@@ -619,7 +698,7 @@ mod tests {
         let r = request(&["quay.io"], None);
         let mut grant = ByocGrant::new(
             "g",
-            grant_spec(&r, &[], None, "2026-11-21T12:00:00Z".parse().unwrap()).unwrap(),
+            spec(&r, &["quay.io"], None, ts("2026-11-21T12:00:00Z")).unwrap(),
         );
         grant.metadata.name = Some("g".into());
         let written = approved(&r, &grant, "alice");

@@ -14,6 +14,9 @@ pub enum TimeError {
          for example 90d, 12h, 2w or 1d12h"
     )]
     Duration(String),
+    /// A duration that ends past the last time there is (the end of year 9999).
+    #[error("{0:?} is too long: from now it ends past the last representable time (year 9999)")]
+    TooLong(String),
     /// A duration of zero.
     #[error("{0:?} is zero: a duration must be positive")]
     Zero(String),
@@ -60,7 +63,7 @@ pub fn parse_expiry(input: &str, now: Timestamp) -> Result<Timestamp, TimeError>
     let at = if looks_like_duration {
         let duration = parse_duration(input)?;
         now.checked_add(duration)
-            .map_err(|_| TimeError::Duration(input.to_owned()))?
+            .map_err(|_| TimeError::TooLong(input.to_owned()))?
     } else if let Ok(t) = input.parse::<Timestamp>() {
         t
     } else if let Some(date) = input
@@ -191,6 +194,14 @@ mod tests {
             Err(TimeError::Duration("5x".into()))
         );
         assert_eq!(parse_expiry("0h", now), Err(TimeError::Zero("0h".into())));
+        // A duration that reads but ends past year 9999 is too long, not "not a duration".
+        let long = parse_expiry("999999w", now).unwrap_err();
+        assert_eq!(long, TimeError::TooLong("999999w".into()));
+        assert_eq!(
+            long.to_string(),
+            "\"999999w\" is too long: from now it ends past the last representable time (year \
+             9999)"
+        );
     }
 
     #[test]

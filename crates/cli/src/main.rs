@@ -37,7 +37,7 @@ use thiserror::Error;
     kubectl byoc revoke tool-wikibugs\n  \
     kubectl byoc request --registry quay.io/wikibugs --reason 'T302863' --duration 90d\n  \
     kubectl byoc requests -A\n  \
-    kubectl byoc approve -n tool-wikibugs byoc-x7k2p\n  \
+    kubectl byoc approve -n tool-wikibugs byoc-x7k2p --registry quay.io/wikibugs --expires 90d\n  \
     kubectl byoc audit -o json\n  \
     kubectl byoc import-configmap --configmap tools-system/byoc-allowlist --dry-run\n\n\
     Cluster commands read the kubeconfig like kubectl ($KUBECONFIG, --kubeconfig, --context). \

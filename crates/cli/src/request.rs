@@ -301,13 +301,26 @@ pub fn read_requests(client: &Client, namespace: Option<&str>) -> Api<Lenient<By
     }
 }
 
-/// `kubectl byoc approve -n NS NAME`, quoted for a shell.
+/// The command that approves exactly what `request` asks for, quoted for a shell:
+/// `kubectl byoc approve -n NS NAME`, its registries (or `--any-registry`) and its duration
+/// (or `--no-expiry`).
 pub fn approve_command(request: &ByocRequest) -> String {
-    format!(
-        "kubectl byoc approve -n {} {}",
+    let mut words = vec![
+        "kubectl byoc approve -n".to_owned(),
         shell_quote(request.meta().namespace.as_deref().unwrap_or_default()),
-        shell_quote(request.meta().name.as_deref().unwrap_or_default())
-    )
+        shell_quote(request.meta().name.as_deref().unwrap_or_default()),
+    ];
+    if request.spec.registries.is_empty() {
+        words.push("--any-registry".into());
+    }
+    for registry in &request.spec.registries {
+        words.extend(["--registry".to_owned(), shell_quote(registry)]);
+    }
+    match &request.spec.duration {
+        Some(duration) => words.extend(["--expires".to_owned(), shell_quote(duration)]),
+        None => words.push("--no-expiry".into()),
+    }
+    words.join(" ")
 }
 
 #[cfg(test)]
@@ -440,10 +453,25 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(
-            text.contains("kubectl byoc approve -n tool-a byoc-x"),
-            "{text}"
+        let command = "kubectl byoc approve -n tool-a byoc-x --registry quay.io/x --expires 90d";
+        assert!(text.contains(command), "{text}");
+        assert_eq!(approve_command(&r), command);
+        let mut wide = request("tool-a", "byoc-y", "2026-11-21T11:00:00Z", None, &[]);
+        wide.spec.duration = None;
+        assert_eq!(
+            approve_command(&wide),
+            "kubectl byoc approve -n tool-a byoc-y --any-registry --no-expiry"
         );
-        assert_eq!(approve_command(&r), "kubectl byoc approve -n tool-a byoc-x");
+        let two = request(
+            "tool-a",
+            "b",
+            "2026-11-21T11:00:00Z",
+            None,
+            &["quay.io", "ghcr.io/w"],
+        );
+        assert_eq!(
+            approve_command(&two),
+            "kubectl byoc approve -n tool-a b --registry quay.io --registry ghcr.io/w --expires 90d"
+        );
     }
 }

@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use byoc_api::grant::EXPIRING_SOON;
-use byoc_api::{ByocGrant, ByocGrantStatus, ByocRequest, REQUEST_ANNOTATION, duration};
+use byoc_api::{
+    ByocGrant, ByocGrantStatus, ByocRequest, REQUEST_ANNOTATION, RequestRecord, duration,
+};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType};
@@ -125,22 +127,20 @@ pub async fn announce(grant: &ByocGrant, event: &Event, ctx: &Context) {
         return;
     };
     // A request asks for its own namespace: one elsewhere is not this grant's.
-    let Some(name) = value
-        .split_once('/')
-        .filter(|(ns, name)| *ns == grant.spec.namespace && !name.is_empty())
-        .map(|(_, name)| name)
+    let Some(record) = RequestRecord::parse(value).filter(|r| r.namespace == grant.spec.namespace)
     else {
         warn!(annotation = %value, "the request annotation does not name a request in the grant's namespace");
         return;
     };
-    let api: Api<ByocRequest> = Api::namespaced(ctx.client.clone(), &grant.spec.namespace);
-    match api.get_metadata_opt(name).await {
-        Ok(Some(request)) => {
+    let api: Api<ByocRequest> = Api::namespaced(ctx.client.clone(), &record.namespace);
+    match api.get_metadata_opt(&record.name).await {
+        // A request re-created under the same name is not the one this grant came from.
+        Ok(Some(request)) if request.metadata.uid.as_deref() == Some(record.uid.as_str()) => {
             if let Err(error) = ctx.recorder.publish(event, &request.object_ref(&())).await {
                 warn!(%error, request = %value, "cannot publish the ExpiringSoon event on the request");
             }
         }
-        Ok(None) => debug!(request = %value, "the grant's request is gone"),
+        Ok(_) => debug!(request = %value, "the grant's request is gone"),
         Err(error) => warn!(%error, request = %value, "cannot read the grant's request"),
     }
 }

@@ -317,13 +317,14 @@ mod tests {
         Timestamp::from_second(t.as_second()).unwrap().to_string()
     }
 
-    /// A grant for quay.io in tool-a ending in 3 days, approved from request `tool-a/req`.
+    /// A grant for quay.io in tool-a ending in 3 days, approved from request `tool-a/req` (uid
+    /// `req-uid`).
     fn expiring(name: &str) -> ByocGrant {
         let mut g = grant(name, "tool-a", &["quay.io"], Some(&hours_from_now(72))).finalized();
         g.metadata.annotations = Some(
             [(
                 byoc_api::REQUEST_ANNOTATION.to_owned(),
-                "tool-a/req".to_owned(),
+                "tool-a/req/req-uid".to_owned(),
             )]
             .into(),
         );
@@ -430,12 +431,33 @@ mod tests {
             .await;
         assert_eq!(action.unwrap(), Action::requeue(RESYNC));
 
+        // A request re-created under the same name (another uid) is not the grant's.
+        let g = expiring("g");
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let steps = vec![
+            Step::apply_labels("tool-a", quay_label(&g), &[]),
+            Step::status("g", "True", "Applied"),
+            Step::event("Applied"),
+            Step::event("ExpiringSoon"),
+            Step::get(
+                REQUEST,
+                json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                    "metadata": { "name": "req", "namespace": "tool-a", "uid": "other-uid" },
+                }),
+            ),
+        ];
+        scenario
+            .check(steps, reconcile(stored(g), scenario.ctx()))
+            .await
+            .unwrap();
+
         // An annotation naming a request of another namespace is not followed.
         let mut g = expiring("h");
         g.metadata.annotations = Some(
             [(
                 byoc_api::REQUEST_ANNOTATION.to_owned(),
-                "tool-b/req".to_owned(),
+                "tool-b/req/req-uid".to_owned(),
             )]
             .into(),
         );

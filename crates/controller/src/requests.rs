@@ -15,10 +15,10 @@ use byoc_api::grant::registries_summary;
 use byoc_api::request::{GRANTED, request_key};
 use byoc_api::{
     ByocGrant, ByocRequest, ByocRequestStatus, Lenient, REQUEST_ANNOTATION, RequestPhase,
-    StoredGrant,
+    RequestRecord, StoredGrant,
 };
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -221,11 +221,12 @@ fn story(previous: Option<&Condition>, now: &Condition, phase: RequestPhase) -> 
     Some(event(type_, reason, "Reconcile", &now.message))
 }
 
-/// The request a grant made by approving records in [`REQUEST_ANNOTATION`], if any.
+/// The request a grant made by approving records in [`REQUEST_ANNOTATION`], if any. The
+/// reference is by name; the reconciler then counts the grant only for the request with the
+/// recorded UID, so a request created again under that name does not take it over.
 pub fn for_grant(grant: StoredGrant) -> Option<ObjectRef<WatchedRequest>> {
-    let key = grant.meta().annotations.as_ref()?.get(REQUEST_ANNOTATION)?;
-    let (namespace, name) = key.split_once('/')?;
-    (!namespace.is_empty() && !name.is_empty()).then(|| ObjectRef::new(name).within(namespace))
+    let record = recorded(grant.meta())?;
+    Some(ObjectRef::new(&record.name).within(&record.namespace))
 }
 
 /// Reconciles one request; a standby does nothing.
@@ -293,16 +294,12 @@ pub fn error_policy(request: Arc<WatchedRequest>, error: &Error, ctx: Arc<Contex
 /// server, not the cache, so a deletion just seen is not missed), else one whose annotation
 /// records the request.
 async fn grant_of(request: &ByocRequest, ctx: &Context) -> Result<GrantState, Error> {
-    let key = request_key(
-        &request.namespace().unwrap_or_default(),
-        &request.name_any(),
-    );
-    let recorded = request.status.as_ref().and_then(|s| s.grant.clone());
-    let name = recorded.or_else(|| {
+    let named = request.status.as_ref().and_then(|s| s.grant.clone());
+    let name = named.or_else(|| {
         ctx.grants
             .state()
             .iter()
-            .find(|g| records(g.meta(), &key))
+            .find(|g| records(g.meta(), request))
             .map(|g| g.name_any())
     });
     let Some(name) = name else {
@@ -326,7 +323,7 @@ async fn grant_of(request: &ByocRequest, ctx: &Context) -> Result<GrantState, Er
     Ok(match stored {
         None => gone("was deleted"),
         Some(g) if g.meta().deletion_timestamp.is_some() => gone("was deleted"),
-        Some(g) if !records(g.meta(), &key) => gone("no longer records this request"),
+        Some(g) if !records(g.meta(), request) => gone("no longer records this request"),
         Some(StoredGrant::Readable(g)) => GrantState::Present(Box::new(g)),
         Some(StoredGrant::Unreadable(u)) => GrantState::Unreadable {
             name: name.clone(),
@@ -335,12 +332,14 @@ async fn grant_of(request: &ByocRequest, ctx: &Context) -> Result<GrantState, Er
     })
 }
 
-/// Whether a grant's annotation records request `key`.
-fn records(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> bool {
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(REQUEST_ANNOTATION))
-        .is_some_and(|v| v == key)
+/// The request a grant's annotation records, if it reads.
+fn recorded(meta: &ObjectMeta) -> Option<RequestRecord> {
+    RequestRecord::parse(meta.annotations.as_ref()?.get(REQUEST_ANNOTATION)?)
+}
+
+/// Whether a grant's annotation records `request` itself (namespace, name and UID).
+fn records(meta: &ObjectMeta, request: &ByocRequest) -> bool {
+    recorded(meta).is_some_and(|r| r.is(request))
 }
 
 #[cfg(test)]
@@ -365,6 +364,7 @@ mod tests {
             },
         );
         r.metadata.namespace = Some("tool-a".into());
+        r.metadata.uid = Some("uid-1".into());
         r.metadata.generation = Some(1);
         r.status = phase.map(|phase| ByocRequestStatus {
             phase: Some(phase),
@@ -387,7 +387,8 @@ mod tests {
                 expires_at: expires.map(|e| Time(ts(e))),
             },
         );
-        g.metadata.annotations = Some([(REQUEST_ANNOTATION.into(), "tool-a/req".into())].into());
+        g.metadata.annotations =
+            Some([(REQUEST_ANNOTATION.into(), "tool-a/req/uid-1".into())].into());
         GrantState::Present(Box::new(g))
     }
 
@@ -695,6 +696,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_grant_of_an_earlier_request_of_the_same_name_is_not_this_ones() {
+        // The grant was made for the request `tool-a/req` that was deleted; this one, created
+        // again under the name, has another UID. Named in its status or found in the cache,
+        // the grant is not its grant.
+        let GrantState::Present(mut g) = grant(&["quay.io"], None) else {
+            unreachable!()
+        };
+        g.metadata.annotations =
+            Some([(REQUEST_ANNOTATION.into(), "tool-a/req/uid-0".into())].into());
+        let scenario = Scenario::new(vec![], vec![]);
+        let steps = vec![
+            Step::get_grant("tool-a-abcde", Some(serde_json::json!(g))),
+            Step::request_status("tool-a", "req", "Revoked").also(|body| {
+                let message = body["status"]["message"].as_str().unwrap_or_default();
+                assert!(message.contains("no longer records this request"), "{body}");
+            }),
+            Step::request_event("tool-a", "Revoked"),
+        ];
+        scenario
+            .check(
+                steps,
+                reconcile(watched(Some(RequestPhase::Approved)), scenario.ctx()),
+            )
+            .await
+            .unwrap();
+
+        let mut unnamed = request(Some(RequestPhase::Approved));
+        unnamed.status.as_mut().unwrap().grant = None;
+        unnamed.metadata.resource_version = Some("7".into());
+        let scenario = Scenario::new(vec![*g], vec![]);
+        let steps = vec![
+            Step::request_status("tool-a", "req", "Revoked").also(|body| {
+                let message = body["status"]["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains("no ByocGrant records this request"),
+                    "{body}"
+                );
+            }),
+            Step::request_event("tool-a", "Revoked"),
+        ];
+        scenario
+            .check(steps, reconcile(Arc::new(Lenient(unnamed)), scenario.ctx()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn a_lost_race_writes_nothing_more_and_retries() {
         // An admin decided since the cache was filled: the update carries the old
         // resourceVersion and is refused; no event, no error, a quick retry.
@@ -744,7 +792,7 @@ mod tests {
             (r.name.as_str(), r.namespace.as_deref()),
             ("req", Some("tool-a"))
         );
-        for bad in ["", "tool-a", "/req", "tool-a/"] {
+        for bad in ["", "tool-a", "/req", "tool-a/", "tool-a/req", "tool-a/req/"] {
             let mut g = g.clone();
             g.metadata.annotations = Some([(REQUEST_ANNOTATION.into(), bad.into())].into());
             assert_eq!(for_grant(StoredGrant::Readable(*g)), None, "{bad:?}");

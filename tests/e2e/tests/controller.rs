@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use byoc_api::{ByocGrant, ByocRequest, ByocRequestSpec, StoredGrant};
+use byoc_api::{ByocGrant, ByocRequest, ByocRequestSpec, RequestRecord, StoredGrant};
 use byoc_e2e::cli::{CliOutput, byoc};
 use byoc_e2e::controller::{ControllerProcess, NAME, SYSTEM_NAMESPACE, exclusive, shared};
 use byoc_e2e::{
@@ -643,12 +643,12 @@ async fn expiring_soon(client: &Client, name: &str) -> Option<String> {
         .map(|c| c.status)
 }
 
-/// A grant for quay.io in `namespace` ending at `expires`, approved from request
-/// `namespace/request` (the annotation `kubectl byoc approve` writes).
+/// A grant for quay.io in `namespace` ending at `expires`, approved from `request` (the
+/// annotation `kubectl byoc approve` writes).
 fn create_requested_grant(
     name: &str,
     namespace: &str,
-    request: &str,
+    request: &RequestRecord,
     expires: Timestamp,
 ) -> Cleanup {
     let mut manifest: serde_json::Value = serde_json::from_str(&grant_manifest(
@@ -658,7 +658,7 @@ fn create_requested_grant(
     ))
     .expect("a manifest");
     manifest["metadata"]["annotations"] =
-        json!({ byoc_api::REQUEST_ANNOTATION: format!("{namespace}/{request}") });
+        json!({ byoc_api::REQUEST_ANNOTATION: request.to_string() });
     kubectl_stdin(&["create", "-f", "-"], &manifest.to_string()).success();
     Cleanup::new(["byocgrant", name])
 }
@@ -682,16 +682,17 @@ async fn a_grant_entering_the_expiry_window_is_announced_once_across_restarts() 
             duration: Some("3d".into()),
         },
     );
-    requests
+    let request = requests
         .create(&Default::default(), &request)
         .await
         .expect("create the ByocRequest");
+    let record = RequestRecord::of(&request).expect("a stored request has a uid");
 
     let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now");
     let soon_at = now + SignedDuration::from_hours(72);
     let later_at = now + SignedDuration::from_hours(60 * 24);
     let (soon, later) = (unique_name("grant"), unique_name("grant"));
-    let _soon = create_requested_grant(&soon, ns.name(), "exporter", soon_at);
+    let _soon = create_requested_grant(&soon, ns.name(), &record, soon_at);
     let _later = create_grant(&later, ns.name(), &["ghcr.io"], Some(&later_at.to_string()));
 
     // Announced on the grant (events about cluster-scoped objects go to default) and on the

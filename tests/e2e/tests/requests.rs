@@ -187,16 +187,21 @@ async fn wait_phase(namespace: &str, name: &str, phase: &str) -> Value {
     .await
 }
 
-/// The live (not being deleted) ByocGrants whose annotation records `namespace/name`.
+/// The live (not being deleted) ByocGrants whose annotation records a request `namespace/name`
+/// (of any UID: `namespace/name/uid`).
 fn grants_of(namespace: &str, name: &str) -> Vec<Value> {
     let out = kubectl(["get", "byocgrants", "-o", "json"]).success();
     let list: Value = serde_json::from_str(&out.stdout).expect("JSON");
-    let key = format!("{namespace}/{name}");
+    let key = format!("{namespace}/{name}/");
     list["items"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|g| g["metadata"]["annotations"]["byoc.toolforge.org/request"] == key.as_str())
+        .filter(|g| {
+            g["metadata"]["annotations"]["byoc.toolforge.org/request"]
+                .as_str()
+                .is_some_and(|v| v.starts_with(&key) && v.len() > key.len())
+        })
         .filter(|g| g["metadata"]["deletionTimestamp"].is_null())
         .cloned()
         .collect()
@@ -286,9 +291,19 @@ async fn a_maintainer_asks_an_admin_approves_and_a_revocation_shows() {
         )),
         "{out}"
     );
+    // What happens next: the command that approves exactly what was asked for.
+    let approve = [
+        "approve",
+        "-n",
+        tool,
+        name.as_str(),
+        "--registry",
+        "quay.io/x",
+        "--no-expiry",
+    ];
     assert!(
         out.stdout
-            .contains(&format!("kubectl byoc approve -n {tool} {name}")),
+            .contains(&format!("(kubectl byoc {})", approve.join(" "))),
         "what happens next: {out}"
     );
     let pending = wait_phase(tool, &name, "Pending").await;
@@ -315,9 +330,7 @@ async fn a_maintainer_asks_an_admin_approves_and_a_revocation_shows() {
     maintainer
         .kubectl(&["create", "-f", "-"], Some(&grant.to_string()))
         .fails_with(&["forbidden", "byocgrants"]);
-    maintainer
-        .byoc(&["approve", &name])
-        .fails_with(&["forbidden"]);
+    maintainer.byoc(&approve).fails_with(&["forbidden"]);
     assert!(
         grants_of(tool, &name).is_empty(),
         "a refused approval creates no grant"
@@ -325,7 +338,7 @@ async fn a_maintainer_asks_an_admin_approves_and_a_revocation_shows() {
     assert_eq!(request(tool, &name)["status"]["phase"], "Pending");
 
     // The admin approves: a grant that records the request, the request Approved by them.
-    let out = admin.byoc(&["approve", "-n", tool, &name]).success();
+    let out = admin.byoc(&approve).success();
     assert!(
         out.stdout.starts_with(&format!(
             "byocrequest/{name} approved by {}: byocgrant/",
@@ -337,6 +350,12 @@ async fn a_maintainer_asks_an_admin_approves_and_a_revocation_shows() {
     let grant = &grants[0];
     let grant_name = grant["metadata"]["name"].as_str().unwrap().to_owned();
     let _grant = Cleanup::new(["byocgrant", &grant_name]);
+    let uid = pending["metadata"]["uid"].as_str().expect("a UID");
+    assert_eq!(
+        grant["metadata"]["annotations"]["byoc.toolforge.org/request"],
+        format!("{tool}/{name}/{uid}"),
+        "the grant pins the request it approved"
+    );
     assert_eq!(grant["spec"]["namespace"], tool);
     assert_eq!(grant["spec"]["registries"], json!(["quay.io/x"]));
     assert_eq!(
@@ -363,12 +382,10 @@ async fn a_maintainer_asks_an_admin_approves_and_a_revocation_shows() {
     wait_outcome(&client, tool, image, Outcome::Admitted).await;
 
     // Approving twice: a clear error, nothing changed.
-    admin
-        .byoc(&["approve", "-n", tool, &name])
-        .fails_with(&[&format!(
-            "ByocRequest {tool}/{name} is already Approved (decided by {})",
-            admin.name
-        )]);
+    admin.byoc(&approve).fails_with(&[&format!(
+        "ByocRequest {tool}/{name} is already Approved (decided by {})",
+        admin.name
+    )]);
     assert_eq!(grants_of(tool, &name).len(), 1, "still one grant");
 
     // What everyone sees: kubectl get -A, the plugin's list, describe.
@@ -450,17 +467,38 @@ async fn deny_expiry_and_refused_approvals() {
         ])
         .success();
     wait_phase(tool, "wide", "Pending").await;
-    admin
-        .byoc(&["approve", "-n", tool, "wide", "--registry", "docker.io"])
-        .fails_with(&[
-            "--registry docker.io would widen the request, which asks for quay.io/a, ghcr.io/b",
-        ]);
-    admin
-        .byoc(&["approve", "-n", tool, "wide", "--registry", "quay.io"])
-        .fails_with(&["would widen"]);
-    admin
-        .byoc(&["approve", "-n", tool, "wide", "--expires", "60d"])
+    let approve = |more: &[&str]| {
+        let mut args = vec!["approve", "-n", tool, "wide"];
+        args.extend(more);
+        admin.byoc(&args)
+    };
+    approve(&["--registry", "docker.io", "--expires", "30d"]).fails_with(&[
+        "--registry docker.io would widen the request, which asks for quay.io/a, ghcr.io/b",
+    ]);
+    approve(&["--registry", "quay.io", "--expires", "1d"]).fails_with(&["would widen"]);
+    approve(&["--any-registry", "--expires", "1d"]).fails_with(&[
+        "--any-registry would widen the request, which asks for quay.io/a, ghcr.io/b",
+    ]);
+    approve(&["--registry", "quay.io/a", "--expires", "60d"])
         .fails_with(&["is later than the 30d the request asks for", "only shorten"]);
+    approve(&["--registry", "quay.io/a", "--no-expiry"])
+        .fails_with(&["--no-expiry would outlast the 30d the request asks for"]);
+    // The admin states the grant: what it allows, and until when; and names the namespace.
+    approve(&["--expires", "30d"]).fails_with(&["--registry", "--any-registry"]);
+    approve(&["--registry", "quay.io/a"]).fails_with(&["--expires", "--no-expiry"]);
+    admin
+        .byoc(&[
+            "approve",
+            "wide",
+            "--registry",
+            "quay.io/a",
+            "--expires",
+            "1d",
+        ])
+        .fails_with(&["--namespace"]);
+    admin
+        .byoc(&["deny", "wide", "--reason", "no"])
+        .fails_with(&["--namespace"]);
     assert!(grants_of(tool, "wide").is_empty());
     assert_eq!(request(tool, "wide")["status"]["phase"], "Pending");
 
@@ -489,7 +527,7 @@ async fn deny_expiry_and_refused_approvals() {
         format!("denied by {}: use the build service", admin.name)
     );
     wait_event(tool, "wide", "Denied").await;
-    admin.byoc(&["approve", "-n", tool, "wide"]).fails_with(&[
+    approve(&["--registry", "quay.io/a", "--expires", "1d"]).fails_with(&[
         &format!("ByocRequest {tool}/wide is already Denied"),
         "use the build service",
     ]);
@@ -498,7 +536,14 @@ async fn deny_expiry_and_refused_approvals() {
         .fails_with(&["is already Denied"]);
     assert!(grants_of(tool, "wide").is_empty());
     maintainer
-        .byoc(&["approve", "-n", tool, "nope"])
+        .byoc(&[
+            "approve",
+            "-n",
+            tool,
+            "nope",
+            "--any-registry",
+            "--no-expiry",
+        ])
         .fails_with(&[&format!("no ByocRequest nope in namespace {tool}")]);
 
     // A narrowed, short approval; the grant expires and the request says so.
@@ -546,8 +591,169 @@ async fn deny_expiry_and_refused_approvals() {
     );
     wait_event(tool, "short", "Expired").await;
     admin
-        .byoc(&["approve", "-n", tool, "short"])
+        .byoc(&[
+            "approve",
+            "-n",
+            tool,
+            "short",
+            "--registry",
+            "quay.io",
+            "--expires",
+            "1d",
+        ])
         .fails_with(&["is already Expired"]);
+}
+
+#[tokio::test]
+async fn an_approval_grants_what_the_admin_stated_whatever_the_request_became() {
+    let stage = stage("req-swap").await;
+    let tool = stage.ns.name();
+    let (maintainer, admin) = (&stage.maintainer, &stage.admin);
+    let file = |args: &[&str]| {
+        let mut all = vec!["request"];
+        all.extend(args);
+        maintainer.byoc(&all).success()
+    };
+    let delete = |name: &str| {
+        maintainer
+            .kubectl(&["-n", tool, "delete", "byocrequest", name], None)
+            .success();
+    };
+    let uid = |r: &Value| r["metadata"]["uid"].as_str().expect("a UID").to_owned();
+
+    // The admin reviews a narrow request and the command it prints; the tenant swaps it for a
+    // wider one of the same name before the admin runs that command: the grant is only what
+    // the admin typed, and records the request it was made for.
+    let out = file(&[
+        "--name",
+        "swap",
+        "--registry",
+        "quay.io/narrow",
+        "--reason",
+        "T1",
+        "--duration",
+        "7d",
+    ]);
+    let approve = [
+        "approve",
+        "-n",
+        tool,
+        "swap",
+        "--registry",
+        "quay.io/narrow",
+        "--expires",
+        "7d",
+    ];
+    assert!(
+        out.stdout
+            .contains(&format!("(kubectl byoc {})", approve.join(" "))),
+        "{out}"
+    );
+    let reviewed = wait_phase(tool, "swap", "Pending").await;
+    delete("swap");
+    file(&["--name", "swap", "--any-registry", "--reason", "T1"]);
+    let swapped = wait_phase(tool, "swap", "Pending").await;
+    assert_ne!(uid(&reviewed), uid(&swapped));
+    admin.byoc(&approve).success();
+    let grants = wait_grants(tool, "swap", 1).await;
+    let _grant = Cleanup::new(["byocgrant", grants[0]["metadata"]["name"].as_str().unwrap()]);
+    assert_eq!(grants[0]["spec"]["registries"], json!(["quay.io/narrow"]));
+    assert!(grants[0]["spec"]["expiresAt"].is_string(), "{}", grants[0]);
+    assert_eq!(
+        grants[0]["metadata"]["annotations"]["byoc.toolforge.org/request"],
+        format!("{tool}/swap/{}", uid(&swapped))
+    );
+    let approved = wait_phase(tool, "swap", "Approved").await;
+    assert_eq!(approved["status"]["registries"], "quay.io/narrow");
+
+    // Swapped for a narrower one: what the admin typed is now wider, so it is refused.
+    file(&[
+        "--name",
+        "narrow",
+        "--registry",
+        "quay.io",
+        "--reason",
+        "T2",
+    ]);
+    wait_phase(tool, "narrow", "Pending").await;
+    delete("narrow");
+    file(&[
+        "--name",
+        "narrow",
+        "--registry",
+        "quay.io/x",
+        "--reason",
+        "T2",
+        "--duration",
+        "1d",
+    ]);
+    let approve_narrow = |more: &[&str]| {
+        let mut args = vec!["approve", "-n", tool, "narrow"];
+        args.extend(more);
+        admin.byoc(&args)
+    };
+    approve_narrow(&["--registry", "quay.io", "--no-expiry"])
+        .fails_with(&["--registry quay.io would widen the request, which asks for quay.io/x"]);
+    approve_narrow(&["--registry", "quay.io/x", "--no-expiry"])
+        .fails_with(&["--no-expiry would outlast the 1d the request asks for"]);
+    assert!(grants_of(tool, "narrow").is_empty());
+    assert_eq!(request(tool, "narrow")["status"]["phase"], "Pending");
+
+    // A duration the API accepts that ends past year 9999: any expiry the admin states is
+    // shorter, and one past year 9999 is too long, not "not a duration".
+    file(&[
+        "--name",
+        "long",
+        "--registry",
+        "quay.io",
+        "--reason",
+        "T3",
+        "--duration",
+        "999999w",
+    ]);
+    wait_phase(tool, "long", "Pending").await;
+    let approve_long = |more: &[&str]| {
+        let mut args = vec!["approve", "-n", tool, "long", "--registry", "quay.io"];
+        args.extend(more);
+        admin.byoc(&args)
+    };
+    approve_long(&["--expires", "999999w"]).fails_with(&[
+        "--expires \"999999w\" is too long: from now it ends past the last representable time",
+    ]);
+    approve_long(&["--no-expiry"]).fails_with(&["--no-expiry would outlast the 999999w"]);
+    approve_long(&["--expires", "1d"]).success();
+    let grants = wait_grants(tool, "long", 1).await;
+    let _long = Cleanup::new(["byocgrant", grants[0]["metadata"]["name"].as_str().unwrap()]);
+    assert!(grants[0]["spec"]["expiresAt"].is_string(), "{}", grants[0]);
+
+    // A reason that moves the cursor and starts lines cannot forge rows in the admin's list.
+    let forged_row = "\n\u{1b}[1A\u{1b}[2K\rforged   quay.io/narrow   Pending";
+    file(&[
+        "--name",
+        "forge",
+        "--any-registry",
+        "--reason",
+        &format!("T4{forged_row}"),
+    ]);
+    wait_phase(tool, "forge", "Pending").await;
+    let out = admin
+        .byoc(&["requests", "-n", tool, "-o", "wide"])
+        .success();
+    assert!(
+        !out.stdout.contains('\u{1b}') && !out.stdout.contains('\r'),
+        "{:?}",
+        out.stdout
+    );
+    assert_eq!(
+        out.stdout.lines().count(),
+        1 + 4,
+        "a header and 4 requests: {out}"
+    );
+    assert!(
+        out.stdout
+            .contains("T4\\n\\u{1b}[1A\\u{1b}[2K\\rforged   quay.io/narrow   Pending"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -576,11 +782,20 @@ async fn approving_for_a_namespace_being_deleted_changes_nothing() {
         }
     })
     .await;
-    admin
-        .byoc(&["approve", "-n", &tool, "held"])
-        .fails_with(&[&format!(
-            "namespace {tool} is being deleted: nothing changed"
-        )]);
+    let approve = || {
+        admin.byoc(&[
+            "approve",
+            "-n",
+            &tool,
+            "held",
+            "--registry",
+            "quay.io",
+            "--no-expiry",
+        ])
+    };
+    approve().fails_with(&[&format!(
+        "namespace {tool} is being deleted: nothing changed"
+    )]);
     assert!(grants_of(&tool, "held").is_empty());
     // Let it go; then there is nothing to approve.
     kubectl([
@@ -603,9 +818,7 @@ async fn approving_for_a_namespace_being_deleted_changes_nothing() {
         }
     })
     .await;
-    admin
-        .byoc(&["approve", "-n", &tool, "held"])
-        .fails_with(&[&format!("no ByocRequest held in namespace {tool}")]);
+    approve().fails_with(&[&format!("no ByocRequest held in namespace {tool}")]);
     assert!(grants_of(&tool, "held").is_empty());
 }
 
@@ -706,7 +919,17 @@ async fn a_tenant_cannot_get_a_grant_without_an_admin() {
         request(tool, "aimed")["spec"]["namespace"].is_null(),
         "unknown fields are pruned"
     );
-    admin.byoc(&["approve", "-n", tool, "aimed"]).success();
+    admin
+        .byoc(&[
+            "approve",
+            "-n",
+            tool,
+            "aimed",
+            "--registry",
+            "quay.io",
+            "--no-expiry",
+        ])
+        .success();
     let grants = wait_grants(tool, "aimed", 1).await;
     let grant_name = grants[0]["metadata"]["name"].as_str().unwrap().to_owned();
     let _grant = Cleanup::new(["byocgrant", &grant_name]);
@@ -766,9 +989,18 @@ async fn racing_approvals_make_one_grant_and_a_failed_status_write_is_undone() {
             ])
             .success();
         wait_phase(tool, &name, "Pending").await;
+        let approve = [
+            "approve",
+            "-n",
+            tool,
+            name.as_str(),
+            "--registry",
+            "quay.io",
+            "--no-expiry",
+        ];
         let (a, b) = std::thread::scope(|s| {
-            let a = s.spawn(|| admin.byoc(&["approve", "-n", tool, &name]));
-            let b = s.spawn(|| second.byoc(&["approve", "-n", tool, &name]));
+            let a = s.spawn(|| admin.byoc(&approve));
+            let b = s.spawn(|| second.byoc(&approve));
             (a.join().unwrap(), b.join().unwrap())
         });
         let wins = [&a, &b].iter().filter(|o| o.status.success()).count();
@@ -857,7 +1089,17 @@ async fn racing_approvals_make_one_grant_and_a_failed_status_write_is_undone() {
         },
     )
     .await;
-    let out = admin.byoc(&["approve", "-n", tool, "blocked"]).failure();
+    let out = admin
+        .byoc(&[
+            "approve",
+            "-n",
+            tool,
+            "blocked",
+            "--registry",
+            "quay.io",
+            "--no-expiry",
+        ])
+        .failure();
     assert!(
         out.stderr.contains("approvals of this request are blocked"),
         "{out}"
@@ -954,7 +1196,17 @@ async fn a_request_timed_past_jiffs_range_stops_no_listing_and_no_reconcile() {
         out.stdout.contains("far") && out.stdout.contains("after"),
         "{out}"
     );
-    admin.byoc(&["approve", "-n", tool, "far"]).success();
+    admin
+        .byoc(&[
+            "approve",
+            "-n",
+            tool,
+            "far",
+            "--registry",
+            "quay.io",
+            "--no-expiry",
+        ])
+        .success();
     let grants = wait_grants(tool, "far", 1).await;
     let _grant = Cleanup::new(["byocgrant", grants[0]["metadata"]["name"].as_str().unwrap()]);
     wait_phase(tool, "far", "Approved").await;
