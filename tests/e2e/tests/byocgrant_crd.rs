@@ -115,7 +115,8 @@ async fn the_crd_installs_idempotently_and_is_established() {
     .success();
     assert_eq!(
         squash(&out.stdout),
-        "byocgrants byoc byoc.toolforge.org/v1alpha1 false ByocGrant",
+        "byocgrants byoc byoc.toolforge.org/v1alpha1 false ByocGrant \
+         byocrequests byocreq byoc.toolforge.org/v1alpha1 true ByocRequest",
         "{out}"
     );
 }
