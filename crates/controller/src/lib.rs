@@ -12,6 +12,9 @@
 //! - [`namespaces`], keyed on Namespaces: removes labels under the prefix from namespaces that
 //!   no grant targets (hand-made or left over).
 //!
+//! With `--reports`, a third reconciler, [`reports`], keeps a `PolicyReport` per namespace: the
+//! inventory of what runs there and whether the policy allows it.
+//!
 //! Every replica watches; only the lease holder ([`leader`]) reconciles, and a replica that
 //! becomes leader reconciles everything once. What to write is decided by pure functions in
 //! [`desired`] and [`status`], tested without a cluster.
@@ -22,6 +25,7 @@ pub mod grants;
 pub mod leader;
 pub mod metrics;
 pub mod namespaces;
+pub mod reports;
 pub mod run;
 pub mod status;
 pub mod sync;

@@ -1,10 +1,12 @@
 //! `byoc-controller`: turns ByocGrants into namespace labels. See the crate docs.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use byoc_controller::leader::LeaseSettings;
 use byoc_controller::{Settings, run};
+use byoc_policy::Config;
 use byoc_runtime::Shutdown;
 use byoc_runtime::logging::{self, LogFormat};
 use clap::Parser;
@@ -35,6 +37,17 @@ struct Args {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
 
+    /// Keep a PolicyReport (`wgpolicyk8s.io/v1alpha2`, `byoc-registry-policy`) per non-exempt
+    /// namespace: the inventory of its workloads' images and whether the policy allows them.
+    /// Needs the PolicyReport CRD.
+    #[arg(long, env = "BYOC_REPORTS")]
+    reports: bool,
+
+    /// Policy configuration (YAML, see byoc-policy's Config), as the webhook reads it; built-in
+    /// defaults when absent. The reports judge with it.
+    #[arg(long, env = "BYOC_CONFIG")]
+    config: Option<PathBuf>,
+
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
@@ -47,6 +60,16 @@ async fn main() -> ExitCode {
     // kube's TLS uses the process-wide rustls provider: ring, as everywhere in this workspace.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    let config = match &args.config {
+        Some(path) => match read_config(path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "cannot read the policy configuration");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
     let shutdown = match Shutdown::on_signals() {
         Ok(s) => s,
         Err(e) => {
@@ -70,6 +93,7 @@ async fn main() -> ExitCode {
             duration_secs: args.lease_duration,
         },
         concurrency: args.concurrency,
+        reports: args.reports.then_some(config),
     };
     match run(client, settings, shutdown).await {
         Ok(()) => {
@@ -81,6 +105,13 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads the policy configuration file.
+fn read_config(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Config::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// `HOSTNAME-PID`: unique per process on one machine, and the pod name in a cluster.

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod controller;
 pub mod images;
 pub mod node;
+pub mod reports;
 pub mod webhook;
 
 use std::collections::BTreeMap;
