@@ -6,7 +6,7 @@
 //! schema in `charts/byoc-operator/files/policyreports.yaml`. Each result names its images in
 //! `properties`, one index per image: `image.N` (as written), `registry.N` (the registry it
 //! resolves to; absent when the reference does not parse) and `allowedBy.N` (the grant that
-//! allows it, [`ALLOWED_BY_PLATFORM`] or [`ALLOWED_BY_REFUSED`]), `N` counting from 1.
+//! allows it, [`ALLOWED_BY_PLATFORM`], [`ALLOWED_BY_REFUSED`] or [`ALLOWED_BY_LABELS`]), `N` counting from 1.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -32,6 +32,9 @@ pub const SOURCE: &str = "byoc-operator";
 pub const ALLOWED_BY_PLATFORM: &str = "platform";
 /// `allowedBy.N` of an image the policy refuses.
 pub const ALLOWED_BY_REFUSED: &str = "REFUSED";
+/// `allowedBy.N` of an allowed image whose grant is not known (yet): the namespace labels,
+/// which decide, are ahead of the grants the writer has seen.
+pub const ALLOWED_BY_LABELS: &str = "namespace labels";
 /// The label that marks reports the controller manages.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY_LABEL`] on the controller's reports.

@@ -8,6 +8,7 @@ mod cluster;
 mod completion;
 mod duration;
 mod grant;
+mod images;
 mod import;
 mod list;
 mod manifest;
@@ -34,6 +35,7 @@ use thiserror::Error;
     kubectl byoc list\n  \
     kubectl byoc revoke tool-wikibugs\n  \
     kubectl byoc audit -o json\n  \
+    kubectl byoc images -A --registry quay.io\n  \
     kubectl byoc import-configmap --configmap tools-system/byoc-allowlist --dry-run\n\n\
     Cluster commands read the kubeconfig like kubectl ($KUBECONFIG, --kubeconfig, --context). \
     Exit status: 0 success, 1 the command's negative answer (something refused, nothing to \
@@ -89,6 +91,8 @@ enum Command {
     List(list::ListArgs),
     /// List running pods and workloads that the registry policy would refuse now.
     Audit(audit::AuditArgs),
+    /// List the images in use: registry, namespaces, workloads and the grant that allows each.
+    Images(images::ImagesArgs),
     /// Turn a legacy allow-list ConfigMap (one namespace per line) into ByocGrants.
     ImportConfigmap(import::ImportArgs),
     /// Print a shell completion script.
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
         Command::Revoke(args) => block_on(revoke::run(args)),
         Command::List(args) => block_on(list::run(args)),
         Command::Audit(args) => block_on(audit::run(args)),
+        Command::Images(args) => block_on(images::run(args)),
         Command::ImportConfigmap(args) => block_on(import::run(args)),
         Command::Completion { shell } => {
             output::emit(&completion::script(shell, Cli::command())).map(|()| true)

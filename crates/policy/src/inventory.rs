@@ -19,7 +19,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, PodTemplate, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
-use kube::core::ApiResource;
+use kube::core::{ApiResource, NamespaceResourceScope};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -231,7 +231,7 @@ impl Trimmed {
 }
 
 /// The k8s-openapi types of the kinds that run pods.
-pub trait Inventoried: Resource<DynamicType = ()> {
+pub trait Inventoried: Resource<DynamicType = (), Scope = NamespaceResourceScope> {
     /// The kind.
     const SOURCE: Source;
 }
@@ -283,7 +283,7 @@ impl<'de, K: Inventoried> Deserialize<'de> for Of<K> {
 
 impl<K: Inventoried> Resource for Of<K> {
     type DynamicType = ();
-    type Scope = K::Scope;
+    type Scope = NamespaceResourceScope;
 
     fn kind(dt: &()) -> Cow<'_, str> {
         K::kind(dt)

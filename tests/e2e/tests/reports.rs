@@ -10,14 +10,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use byoc_api::report::{ALLOWED_BY_REFUSED, Outcome, PolicyReport, REPORT_NAME};
+use byoc_e2e::cli::{CliOutput, kubectl_byoc};
 use byoc_e2e::controller::{ControllerProcess, Exclusive, exclusive};
 use byoc_e2e::reports::{self, policy_file, result, wait_report};
 use byoc_e2e::webhook::{Options, Webhook};
 use byoc_e2e::{
-    Cleanup, TestNamespace, client, create_grant, kubectl, kubectl_run, kubectl_stdin, unique_name,
-    wait_byoc_labels,
+    Cleanup, TestNamespace, client, create_grant, kubectl, kubectl_run, kubectl_stdin, parse_table,
+    unique_name, wait_byoc_labels,
 };
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use serde_json::json;
 
@@ -69,8 +70,9 @@ async fn a_revoked_grant_fails_the_workload_it_let_in_and_a_new_grant_passes_it(
     let client = client().await;
     setup(&client).await;
     let cluster = exclusive().await;
-    let ns = TestNamespace::create(&client, "e2e-rep").await;
-    let ns = ns.name();
+    let namespace = TestNamespace::create(&client, "e2e-rep").await;
+    namespace.wait_for_default_service_account(&client).await;
+    let ns = namespace.name();
     let empty = TestNamespace::create(&client, "e2e-rep-empty").await;
     let exempt_name = unique_name("e2e-rep-exempt");
     let policy = policy_file(&exempt_name, "enforce", &[&exempt_name]);
@@ -214,7 +216,8 @@ async fn an_expiring_grant_fails_its_workloads_without_any_other_change() {
     let ns = TestNamespace::create(&client, "e2e-rep-exp").await;
     let ns = ns.name();
     let policy = policy_file("expiry", "warn", &[]);
-    let expires = Timestamp::now() + SignedDuration::from_secs(20);
+    // Whole seconds: labels carry the expiry truncated to the second.
+    let expires = Timestamp::from_second(Timestamp::now().as_second() + 20).unwrap();
     let grant = unique_name("e2e-rep-exp");
     let _grant = create_grant(&grant, ns, &["quay.io"], Some(&expires.to_string()));
     let controller = start(&cluster, "reports-expiry", &policy).await;
@@ -311,4 +314,77 @@ async fn a_restart_writes_nothing_and_a_tampered_report_is_put_back() {
     })
     .await;
     assert!(second.stop().success(), "{}", second.log_tail());
+}
+
+#[tokio::test]
+async fn images_reads_the_reports_and_a_live_scan_agrees() {
+    let client = client().await;
+    setup(&client).await;
+    let cluster = exclusive().await;
+    let namespace = TestNamespace::create(&client, "e2e-rep-img").await;
+    namespace.wait_for_default_service_account(&client).await;
+    let ns = namespace.name();
+    let policy = policy_file("images", "enforce", &[]);
+    let grant = unique_name("e2e-rep-img");
+    let _grant = create_grant(&grant, ns, &["quay.io"], None);
+    let controller = start(&cluster, "reports-images", &policy).await;
+    create_deployment(ns, "exporter", QUAY_IMAGE);
+    // No webhook here: a refused image runs too, as it would after a revocation.
+    kubectl_run(ns, "hub", "nginx:1.27").success();
+    wait_report(&client, ns, "two results", REACT, |r| {
+        has_result(r, "Deployment", "exporter", Outcome::Pass)?;
+        has_result(r, "Pod", "hub", Outcome::Fail)
+    })
+    .await;
+
+    let from_reports = kubectl_byoc(["images", "-n", ns, "-o", "json"])
+        .exits(0)
+        .json();
+    assert_eq!(from_reports["kind"], "ByocImages");
+    assert_eq!(from_reports["source"], "reports");
+    assert_eq!(
+        from_reports["images"],
+        json!([
+            {"image": "nginx:1.27", "registry": "docker.io", "allowedBy": "REFUSED",
+             "namespaces": [ns], "workloads": [{"namespace": ns, "kind": "Pod", "name": "hub"}]},
+            {"image": QUAY_IMAGE, "registry": "quay.io", "allowedBy": grant,
+             "namespaces": [ns], "workloads": [{"namespace": ns, "kind": "Deployment", "name": "exporter"}]},
+        ])
+    );
+    let live = kubectl_byoc([
+        "images",
+        "-n",
+        ns,
+        "--live",
+        "--config",
+        &policy.display().to_string(),
+        "-o",
+        "json",
+    ])
+    .exits(0)
+    .json();
+    assert_eq!(live["source"], "live");
+    assert_eq!(live["images"], from_reports["images"]);
+
+    // The table, across namespaces, filtered by registry.
+    let table = kubectl_byoc(["images", "-A", "--registry", "quay.io"]).exits(0);
+    let (headers, rows) = parse_table(&table.stdout);
+    assert_eq!(
+        headers,
+        ["IMAGE", "REGISTRY", "GRANT", "NAMESPACES", "WORKLOADS"]
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == QUAY_IMAGE && r[2] == grant && r[3] == "1" && r[4] == "1"),
+        "{}",
+        table.stdout
+    );
+    assert!(rows.iter().all(|r| r[1] == "quay.io"), "{}", table.stdout);
+    let wide = kubectl_byoc(["images", "-n", ns, "-o", "wide"]).exits(0);
+    assert!(
+        wide.stdout.contains(&format!("{ns}/Deployment/exporter")),
+        "{}",
+        wide.stdout
+    );
+    assert!(controller.stop().success(), "{}", controller.log_tail());
 }

@@ -68,14 +68,7 @@ pub enum AuditFormat {
 
 /// Runs `audit`; `Ok(false)` when something would be refused.
 pub async fn run(args: AuditArgs) -> Result<bool, Failure> {
-    let config = match &args.config {
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| Failure::Usage(format!("{file}: cannot read: {e}")))?;
-            Config::from_yaml(&text).map_err(|e| Failure::Usage(format!("{file}: {e}")))?
-        }
-        None => Config::default(),
-    };
+    let config = read_config(args.config.as_deref())?;
     let client = args.cluster.client().await?;
     let now = duration::now();
     let namespaces = read_namespaces(&client, args.namespace.as_deref(), args.chunk_size).await?;
@@ -136,9 +129,19 @@ pub async fn run(args: AuditArgs) -> Result<bool, Failure> {
     Ok(!report.refused)
 }
 
+/// The policy configuration in `file`, as the webhook reads it; the defaults without one.
+pub(crate) fn read_config(file: Option<&str>) -> Result<Config, Failure> {
+    let Some(file) = file else {
+        return Ok(Config::default());
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::Usage(format!("{file}: cannot read: {e}")))?;
+    Config::from_yaml(&text).map_err(|e| Failure::Usage(format!("{file}: {e}")))
+}
+
 /// The namespaces in scope, metadata only (read leniently: a tenant's `managedFields` time
 /// must not fail the audit).
-async fn read_namespaces(
+pub(crate) async fn read_namespaces(
     client: &Client,
     only: Option<&str>,
     chunk: u32,

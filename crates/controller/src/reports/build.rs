@@ -4,17 +4,14 @@
 use std::collections::BTreeMap;
 
 use byoc_api::report::{
-    ALLOWED_BY_REFUSED, ImageProperty, MANAGED_BY, MANAGED_BY_LABEL, Outcome, POLICY, PolicyReport,
-    REPORT_NAME, RULE, ReportResult, ResourceRef, ResultTime, SOURCE, Summary,
+    ALLOWED_BY_LABELS, ALLOWED_BY_REFUSED, ImageProperty, MANAGED_BY, MANAGED_BY_LABEL, Outcome,
+    POLICY, PolicyReport, REPORT_NAME, RULE, ReportResult, ResourceRef, ResultTime, SOURCE,
+    Summary,
 };
 use byoc_policy::inventory::{AllowedBy, Verdict};
 use byoc_policy::{Config, Mode};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-/// `allowedBy.N` of an allowed image whose grant the controller does not know (yet): the
-/// namespace labels, which decide, are ahead of the grants it has seen.
-pub const ALLOWED_BY_LABELS: &str = "namespace labels";
 
 /// The message of a result that passes.
 pub const PASS_MESSAGE: &str = "every image comes from a registry allowed in this namespace";

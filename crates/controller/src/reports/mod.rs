@@ -230,7 +230,6 @@ fn kind_events<K>(
 ) -> BoxStream<'static, Result<ObjectRef<LeanNamespace>, watcher::Error>>
 where
     K: Inventoried + Clone + std::fmt::Debug + Send + Sync + 'static,
-    K::Scope: Send,
 {
     let index = index.clone();
     watcher(
