@@ -13,6 +13,7 @@
 //! [`kubectl`] and friends (the real `kubectl` binary), [`TestNamespace`] and [`Cleanup`] (objects
 //! deleted when the test ends, even when it panics), [`install_crd`] and [`eventually`].
 
+pub mod bench;
 pub mod chaos;
 pub mod chart;
 pub mod cli;

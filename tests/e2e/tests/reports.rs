@@ -388,3 +388,251 @@ async fn images_reads_the_reports_and_a_live_scan_agrees() {
     );
     assert!(controller.stop().success(), "{}", controller.log_tail());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Scale benchmark (docs/benchmarks.md), by hand:
+//
+//   cargo build --release -p byoc-controller
+//   BYOC_CONTROLLER_BIN=$PWD/target/release/byoc-controller BYOC_BENCH_NAMESPACES=3000 \
+//     hack/local-cluster.sh exec -- cargo test --release -p byoc-e2e --test reports -- \
+//     --ignored --nocapture reports_scale_benchmark
+
+/// The label value of the benchmark's namespaces and grants.
+const BENCH: &str = "bench-reports";
+
+/// Creates namespace `bench-r-i` with its default ServiceAccount, a `quay.io` grant, and three
+/// workloads: a Deployment (no replicas) and a bare Pod from quay.io, a suspended CronJob from
+/// the platform registry. 32 namespaces in flight.
+async fn create_bench_namespaces(client: &Client, n: usize) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::batch::v1::CronJob;
+    use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+    use kube::api::PostParams;
+    use std::sync::Arc;
+    let permits = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (client, permits) = (client.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire().await.expect("semaphore");
+            let name = format!("bench-r-{i:04}");
+            let pp = PostParams::default();
+            let labels = json!({ byoc_e2e::TEST_LABEL: BENCH });
+            // kube-controller-manager may create the ServiceAccount first: that is fine.
+            let create = |api: kube::Api<kube::core::DynamicObject>, value: serde_json::Value| {
+                let pp = pp.clone();
+                async move {
+                    let object: kube::core::DynamicObject =
+                        serde_json::from_value(value).expect("an object");
+                    match api.create(&pp, &object).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 409 && s.details.as_ref().is_some_and(|d| d.kind == "serviceaccounts") => {}
+                        Err(e) => panic!("create {:?}: {e}", object.metadata.name),
+                    }
+                }
+            };
+            let api = |ar: kube::core::ApiResource, ns: Option<&str>| match ns {
+                Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &ar),
+                None => kube::Api::all_with(client.clone(), &ar),
+            };
+            use kube::core::ApiResource as R;
+            create(
+                api(R::erase::<Namespace>(&()), None),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}),
+            )
+            .await;
+            create(
+                api(R::erase::<ServiceAccount>(&()), Some(&name)),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+            )
+            .await;
+            create(
+                api(R::erase::<byoc_api::ByocGrant>(&()), None),
+                json!({"apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocGrant",
+                    "metadata": {"name": name, "labels": labels},
+                    "spec": {"namespace": name, "reason": "benchmark", "registries": ["quay.io"]}}),
+            )
+            .await;
+            let template = |image: &str| json!({"metadata": {"labels": {"app": "x"}},
+                "spec": {"containers": [{"name": "app", "image": image}]}});
+            create(
+                api(R::erase::<Deployment>(&()), Some(&name)),
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                    "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "x"}},
+                        "template": template(QUAY_IMAGE)}}),
+            )
+            .await;
+            create(
+                api(R::erase::<CronJob>(&()), Some(&name)),
+                json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+                    "spec": {"schedule": "0 3 * * *", "suspend": true, "jobTemplate": {"spec": {
+                        "template": {"spec": {"restartPolicy": "Never",
+                            "containers": [{"name": "job", "image": PLATFORM_IMAGE}]}}}}}}),
+            )
+            .await;
+            create(
+                api(R::erase::<Pod>(&()), Some(&name)),
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shell"},
+                    "spec": {"containers": [{"name": "shell", "image": QUAY_IMAGE}]}}),
+            )
+            .await;
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("create task");
+    }
+}
+
+/// Polls the controller's `series` (every 50 ms) until it reaches `n`; the time since `since`.
+async fn wait_metric(
+    controller: &ControllerProcess,
+    series: &str,
+    n: usize,
+    since: Instant,
+) -> Duration {
+    let deadline = since + Duration::from_secs(900);
+    loop {
+        let value = controller.metric(series).await;
+        if value >= n as f64 {
+            return since.elapsed();
+        }
+        controller.assert_running();
+        assert!(Instant::now() < deadline, "{series} is only {value} of {n}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "scale benchmark: minutes of work; run on its own cluster (see docs/benchmarks.md)"]
+async fn reports_scale_benchmark() {
+    use byoc_e2e::bench::{cpu_secs, load_average, percentile, rss_mib};
+    use kube::Api;
+    use kube::runtime::wait::await_condition;
+    let client = client().await;
+    setup(&client).await;
+    let cluster = exclusive().await;
+    let n: usize = std::env::var("BYOC_BENCH_NAMESPACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let policy = policy_file("bench", "enforce", &[]);
+    println!(
+        "reports scale benchmark: {n} namespaces x 3 workloads, load {}, binary {}",
+        load_average(),
+        byoc_e2e::controller::binary().display()
+    );
+    let t = Instant::now();
+    create_bench_namespaces(&client, n).await;
+    println!(
+        "created {n} namespaces, grants and 3n workloads in {:.2?}",
+        t.elapsed()
+    );
+
+    // Reports off: the grants become labels; then the controller's memory at rest.
+    let off = cluster.spawn("bench-off", &[&format!("--config={}", policy.display())]);
+    off.wait_leader().await;
+    let labelled = wait_metric(&off, r#"byoc_controller_grants{state="Applied"}"#, n, t).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (rss_off, hwm_off) = rss_mib(off.pid());
+    println!(
+        "reports off: {n} grants Applied {labelled:.2?} after the first create; RSS {rss_off:.1} MiB (peak {hwm_off:.1}), CPU {:.1}s, load {}",
+        cpu_secs(off.pid()),
+        load_average()
+    );
+    assert!(off.stop().success(), "{}", off.log_tail());
+
+    // Reports on, on the same cluster: start -> every report written.
+    let started = Instant::now();
+    let config = format!("--config={}", policy.display());
+    let on = cluster.spawn("bench-on", &["--reports", &config]);
+    // Its admin port answers from the start; the time still counts from the spawn.
+    on.wait_ready().await;
+    let written = wait_metric(
+        &on,
+        r#"byoc_controller_report_writes_total{kind="apply"}"#,
+        n,
+        started,
+    )
+    .await;
+    let (rss_on, hwm_on) = rss_mib(on.pid());
+    println!(
+        "reports on: start -> {n} reports written {written:.2?}; RSS {rss_on:.1} MiB (peak {hwm_on:.1}), CPU {:.1}s, load {}",
+        cpu_secs(on.pid()),
+        load_average()
+    );
+    let reports = Api::<PolicyReport>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("list reports");
+    let complete = reports
+        .items
+        .iter()
+        .filter(|r| {
+            r.metadata
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| ns.starts_with("bench-r-"))
+        })
+        .filter(|r| r.summary.pass == 3 && r.results.len() == 3)
+        .count();
+    assert_eq!(complete, n, "reports with three passing results");
+
+    // One grant revoked -> its namespace's report, watched.
+    let revokes: usize = std::env::var("BYOC_BENCH_REVOKES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .min(n);
+    let grants = Api::<byoc_api::ByocGrant>::all(client.clone());
+    let mut latencies = Vec::with_capacity(revokes);
+    for i in 0..revokes {
+        let name = format!("bench-r-{i:04}");
+        let api = Api::<PolicyReport>::namespaced(client.clone(), &name);
+        let seen = tokio::spawn(async move {
+            await_condition(api, REPORT_NAME, |r: Option<&PolicyReport>| {
+                r.is_some_and(|r| r.summary.fail == 2)
+            })
+            .await
+            .expect("watch the report");
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let sent = Instant::now();
+        grants
+            .delete(&name, &Default::default())
+            .await
+            .expect("delete grant");
+        let at = tokio::time::timeout(Duration::from_secs(60), seen)
+            .await
+            .expect("the report to fail")
+            .expect("watch task");
+        latencies.push(at.duration_since(sent));
+    }
+    latencies.sort();
+    let (rss, hwm) = rss_mib(on.pid());
+    println!(
+        "revoke -> report over {revokes} revokes: p50 {:.1?}, p90 {:.1?}, p99 {:.1?}, max {:.1?} (RSS {rss:.1} MiB, peak {hwm:.1}), load {}",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        latencies[latencies.len() - 1],
+        load_average()
+    );
+    assert!(on.stop().success(), "{}", on.log_tail());
+    kubectl([
+        "delete",
+        "byocgrants",
+        "-l",
+        &format!("{}={BENCH}", byoc_e2e::TEST_LABEL),
+        "--wait=false",
+    ])
+    .success();
+    kubectl([
+        "delete",
+        "namespaces",
+        "-l",
+        &format!("{}={BENCH}", byoc_e2e::TEST_LABEL),
+        "--wait=false",
+    ])
+    .success();
+}
