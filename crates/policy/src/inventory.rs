@@ -140,13 +140,18 @@ impl Source {
             return Some("being deleted");
         }
         match self {
-            Self::Pod => matches!(phase, Some("Succeeded" | "Failed")).then_some("finished pod"),
+            Self::Pod => finished(phase).then_some("finished pod"),
             Self::ReplicaSet => controlled_by(metadata, "apps/", "Deployment")
                 .then_some("ReplicaSet of a Deployment"),
             Self::Job => controlled_by(metadata, "batch/", "CronJob").then_some("Job of a CronJob"),
             _ => None,
         }
     }
+}
+
+/// Whether a pod in `phase` has finished and runs nothing.
+fn finished(phase: Option<&str>) -> bool {
+    matches!(phase, Some("Succeeded" | "Failed"))
 }
 
 /// The controller of an object, if it has one.
@@ -223,10 +228,9 @@ impl Trimmed {
         self.metadata.uid.as_deref().unwrap_or_default()
     }
 
-    /// Why it is left out of an audit, if it is ([`Source::skip_reason`]).
-    pub fn skip_reason(&self) -> Option<&'static str> {
-        self.source
-            .skip_reason(&self.metadata, self.phase.as_deref())
+    /// Whether it is a pod that has finished (`Succeeded` or `Failed`) and runs nothing.
+    pub fn is_finished_pod(&self) -> bool {
+        self.source == Source::Pod && finished(self.phase.as_deref())
     }
 }
 
@@ -417,8 +421,9 @@ pub struct Verdict {
 /// not, an orphaned one is; a pod of a custom resource or a node is a bare pod. The images of a
 /// pod with a controller among `objects` are judged with its top-level workload's (through a
 /// ReplicaSet or Job to its Deployment or CronJob), so a pod still running an older template,
-/// or a pod that names a workload as its controller, shows under that workload. Objects being
-/// deleted are left out.
+/// or a pod that names a workload as its controller, shows under that workload. Finished pods
+/// are left out; objects being deleted are not (a pod being deleted runs until its grace period
+/// ends, which its owner chooses).
 ///
 /// Each object is judged as the webhook would judge an UPDATE adding all its images now:
 /// `config` and the namespace's `allowance` (read from its labels) at `now`.
@@ -430,7 +435,7 @@ pub fn judge_namespace<'a>(
 ) -> Vec<Verdict> {
     let objects: Vec<&Trimmed> = objects
         .into_iter()
-        .filter(|o| o.source != Source::PodTemplate && o.metadata.deletion_timestamp.is_none())
+        .filter(|o| o.source != Source::PodTemplate)
         .collect();
     let by_uid: HashMap<&str, &Trimmed> = objects
         .iter()
@@ -453,7 +458,7 @@ pub fn judge_namespace<'a>(
     let mut pods_under: HashMap<&str, Vec<&Trimmed>> = HashMap::new();
     let mut tops: Vec<&Trimmed> = Vec::new();
     for o in &objects {
-        if o.source == Source::Pod && o.skip_reason().is_some() {
+        if o.is_finished_pod() {
             continue;
         }
         let top = top_of(o);
@@ -646,10 +651,11 @@ mod tests {
             p.phase = Some("Succeeded".into());
             p
         };
+        // Being deleted, it still runs until its grace period ends.
         let deleting = {
-            let mut d = object(Source::Deployment, "going", None, &["x.org/going"]);
-            d.metadata.deletion_timestamp = Some(Time(now()));
-            d
+            let mut p = object(Source::Pod, "going", None, &["x.org/going"]);
+            p.metadata.deletion_timestamp = Some(Time(now()));
+            p
         };
         let objects = [
             object(Source::Deployment, "web", None, &["x.org/web:2"]),
@@ -731,6 +737,7 @@ mod tests {
                 (Source::ReplicaSet, "orphan".into(), vec!["x.org/o".into()]),
                 (Source::CronJob, "nightly".into(), vec!["x.org/cron".into()]),
                 (Source::Pod, "bare".into(), vec!["x.org/bare".into()]),
+                (Source::Pod, "going".into(), vec!["x.org/going".into()]),
                 (Source::Pod, "mirror".into(), vec!["x.org/static".into()]),
             ]
         );
