@@ -481,7 +481,11 @@ pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
     APPLIED.get_or_init(|| {
         apply_crd_file().success();
     });
-    let name = byoc_api::ByocGrant::crd_name();
+    wait_crd_established(client, byoc_api::ByocGrant::crd_name()).await
+}
+
+/// Waits (up to [`CONVERGE_TIMEOUT`]) until the CRD `name` is Established; returns it.
+pub async fn wait_crd_established(client: &Client, name: &str) -> CustomResourceDefinition {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     tokio::time::timeout(
         CONVERGE_TIMEOUT,

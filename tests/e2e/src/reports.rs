@@ -6,11 +6,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use byoc_api::report::{PolicyReport, REPORT_NAME, ReportResult};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 
-use crate::{CONVERGE_TIMEOUT, eventually, kubectl, repo_root};
+use crate::{eventually, kubectl, repo_root};
 
 /// The CRD's name.
 pub const CRD_NAME: &str = "policyreports.wgpolicyk8s.io";
@@ -31,15 +29,7 @@ pub async fn install_crd(client: &Client) {
         ])
         .success();
     });
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    tokio::time::timeout(
-        CONVERGE_TIMEOUT,
-        await_condition(api, CRD_NAME, conditions::is_crd_established()),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("CRD {CRD_NAME} not Established after {CONVERGE_TIMEOUT:?}"))
-    .unwrap_or_else(|e| panic!("watch CRD {CRD_NAME}: {e}"))
-    .unwrap_or_else(|| panic!("CRD {CRD_NAME} was deleted"));
+    crate::wait_crd_established(client, CRD_NAME).await;
 }
 
 /// Writes a policy file (the webhook's format) with the default registries and mode `mode`,

@@ -60,22 +60,50 @@ fn has_result(report: &PolicyReport, kind: &str, name: &str, want: Outcome) -> R
     }
 }
 
+/// Installs both CRDs.
 async fn setup(client: &Client) {
     byoc_e2e::install_crd(client).await;
     reports::install_crd(client).await;
 }
 
+/// What every test starts from: both CRDs installed, sole use of the controller role, a fresh
+/// namespace `PREFIX-...` where pods can be created, and a policy file of `mode` that also
+/// exempts `exempt`.
+struct Fixture {
+    client: Client,
+    cluster: Exclusive,
+    namespace: TestNamespace,
+    policy: std::path::PathBuf,
+}
+
+impl Fixture {
+    async fn new(prefix: &str, mode: &str, exempt: &[&str]) -> Self {
+        let client = client().await;
+        setup(&client).await;
+        let cluster = exclusive().await;
+        let namespace = TestNamespace::create(&client, prefix).await;
+        namespace.wait_for_default_service_account(&client).await;
+        let policy = policy_file(namespace.name(), mode, exempt);
+        Self {
+            client,
+            cluster,
+            namespace,
+            policy,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_revoked_grant_fails_the_workload_it_let_in_and_a_new_grant_passes_it() {
-    let client = client().await;
-    setup(&client).await;
-    let cluster = exclusive().await;
-    let namespace = TestNamespace::create(&client, "e2e-rep").await;
-    namespace.wait_for_default_service_account(&client).await;
+    let exempt_name = unique_name("e2e-rep-exempt");
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep", "enforce", &[&exempt_name]).await;
     let ns = namespace.name();
     let empty = TestNamespace::create(&client, "e2e-rep-empty").await;
-    let exempt_name = unique_name("e2e-rep-exempt");
-    let policy = policy_file(&exempt_name, "enforce", &[&exempt_name]);
     kubectl(["create", "namespace", &exempt_name]).success();
     let _exempt = Cleanup::new(["namespace", exempt_name.as_str()]);
     create_deployment(&exempt_name, "hub", "nginx:1.27");
@@ -229,12 +257,13 @@ async fn a_revoked_grant_fails_the_workload_it_let_in_and_a_new_grant_passes_it(
 
 #[tokio::test]
 async fn an_expiring_grant_fails_its_workloads_without_any_other_change() {
-    let client = client().await;
-    setup(&client).await;
-    let cluster = exclusive().await;
-    let ns = TestNamespace::create(&client, "e2e-rep-exp").await;
-    let ns = ns.name();
-    let policy = policy_file("expiry", "warn", &[]);
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep-exp", "warn", &[]).await;
+    let ns = namespace.name();
     // Whole seconds: labels carry the expiry truncated to the second.
     let expires = Timestamp::from_second(Timestamp::now().as_second() + 20).unwrap();
     let grant = unique_name("e2e-rep-exp");
@@ -266,12 +295,13 @@ async fn an_expiring_grant_fails_its_workloads_without_any_other_change() {
 
 #[tokio::test]
 async fn a_restart_writes_nothing_and_a_tampered_report_is_put_back() {
-    let client = client().await;
-    setup(&client).await;
-    let cluster = exclusive().await;
-    let ns = TestNamespace::create(&client, "e2e-rep-rv").await;
-    let ns = ns.name();
-    let policy = policy_file("restart", "enforce", &[]);
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep-rv", "enforce", &[]).await;
+    let ns = namespace.name();
     let first = start(&cluster, "reports-a", &policy).await;
     create_deployment(ns, "web", PLATFORM_IMAGE);
     create_deployment(ns, "hub", "nginx:1.27");
@@ -337,13 +367,13 @@ async fn a_restart_writes_nothing_and_a_tampered_report_is_put_back() {
 
 #[tokio::test]
 async fn images_reads_the_reports_and_a_live_scan_agrees() {
-    let client = client().await;
-    setup(&client).await;
-    let cluster = exclusive().await;
-    let namespace = TestNamespace::create(&client, "e2e-rep-img").await;
-    namespace.wait_for_default_service_account(&client).await;
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep-img", "enforce", &[]).await;
     let ns = namespace.name();
-    let policy = policy_file("images", "enforce", &[]);
     let grant = unique_name("e2e-rep-img");
     let _grant = create_grant(&grant, ns, &["quay.io"], None);
     let controller = start(&cluster, "reports-images", &policy).await;
