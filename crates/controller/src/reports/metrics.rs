@@ -34,7 +34,7 @@ struct WriteLabels {
 /// A report write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReportWrite {
-    /// A server-side apply of a namespace's report: `apply`.
+    /// A write of a namespace's report (created, or applied server-side): `apply`.
     Apply,
     /// The deletion of a report no longer wanted: `delete`.
     Delete,

@@ -13,8 +13,8 @@ pub mod build;
 pub mod index;
 pub mod metrics;
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use byoc_api::report::{PolicyReport, REPORT_NAME};
@@ -27,7 +27,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -76,6 +77,58 @@ pub struct ReportContext {
     leadership: Leadership,
     metrics: Arc<ReportMetrics>,
     synced: watch::Receiver<bool>,
+    written: Arc<Written>,
+}
+
+/// The reports this replica wrote whose watch event has not arrived yet, by namespace: until it
+/// does, the cache holds an older report, and comparing with it would write the same content
+/// again. Watch events come in resourceVersion order, so once a namespace's event for its
+/// written version has arrived, any later difference in the cache is someone else's change.
+#[derive(Default)]
+struct Written(Mutex<HashMap<String, PolicyReport>>);
+
+impl Written {
+    /// What the report of `namespace` is: the one written last, if the cache has not caught up.
+    fn get(&self, namespace: &str) -> Option<PolicyReport> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(namespace)
+            .cloned()
+    }
+
+    /// Remembers a report just written, unless the cache (`cached`, read under the lock that
+    /// [`Written::seen`] takes) already holds it: its watch event may beat the write's response.
+    fn insert(&self, report: PolicyReport, cached: impl FnOnce() -> Option<Arc<PolicyReport>>) {
+        let namespace = report.metadata.namespace.clone().unwrap_or_default();
+        let mut written = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if cached().is_some_and(|c| c.metadata.resource_version == report.metadata.resource_version)
+        {
+            written.remove(&namespace);
+        } else {
+            written.insert(namespace, report);
+        }
+    }
+
+    /// Forgets a namespace's written report.
+    fn remove(&self, namespace: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(namespace);
+    }
+
+    /// The cache has seen `report`: forget the written one if this is it.
+    fn seen(&self, report: &PolicyReport) {
+        let namespace = report.metadata.namespace.as_deref().unwrap_or_default();
+        let mut written = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if written
+            .get(namespace)
+            .is_some_and(|w| w.metadata.resource_version == report.metadata.resource_version)
+        {
+            written.remove(namespace);
+        }
+    }
 }
 
 /// The report reconciler's watches and what it shares, ready to run.
@@ -121,6 +174,8 @@ impl Reporter {
             stream::iter(names.into_iter().map(|n| Ok(ObjectRef::new(&n))))
         })
         .try_flatten();
+        let written = Arc::new(Written::default());
+        let seen = written.clone();
         let report_events = reflector::reflector(
             report_writer,
             watcher(
@@ -130,7 +185,10 @@ impl Reporter {
             .default_backoff(),
         )
         .touched_objects()
-        .map_ok(|report| ObjectRef::new(&report.namespace().unwrap_or_default()));
+        .map_ok(move |report| {
+            seen.seen(&report);
+            ObjectRef::new(&report.namespace().unwrap_or_default())
+        });
         let grant_events = watcher(
             Api::<StoredGrant>::all(client.clone()),
             watcher::Config::default(),
@@ -177,6 +235,7 @@ impl Reporter {
                 leadership,
                 metrics,
                 synced,
+                written,
             }),
             namespaces,
             triggers,
@@ -263,7 +322,11 @@ async fn reconcile(
         return Ok(Action::await_change());
     }
     let name = namespace.name_any();
-    let stored = ctx.reports.get(&ObjectRef::new(REPORT_NAME).within(&name));
+    let stored = ctx
+        .written
+        .get(&name)
+        .map(Arc::new)
+        .or_else(|| ctx.reports.get(&ObjectRef::new(REPORT_NAME).within(&name)));
     if namespace.metadata.deletion_timestamp.is_some() {
         // The namespace controller deletes the report with everything else.
         ctx.metrics.forget(&name);
@@ -317,7 +380,7 @@ async fn reconcile(
         (Some(desired), Some(stored)) if build::is_current(&desired, &stored) => {
             debug!(namespace = %name, "report current");
         }
-        (Some(desired), _) => apply(&ctx, &name, &desired).await?,
+        (Some(desired), stored) => write(&ctx, &name, &desired, stored.is_some()).await?,
     }
     // The verdicts change when an allowance or a grant ends.
     allowance.retain_active_at(now);
@@ -336,11 +399,13 @@ async fn reconcile(
     })
 }
 
-/// Writes the report (server-side apply, forced: the report is ours).
-async fn apply(
+/// Writes the report: created when there is none (cheaper for the API server than an apply),
+/// else applied server-side, forced (the report is ours). Remembered until the watch shows it.
+async fn write(
     ctx: &ReportContext,
     namespace: &str,
     report: &PolicyReport,
+    exists: bool,
 ) -> Result<(), ReportError> {
     let api: Api<PolicyReport> = Api::namespaced(ctx.client.clone(), namespace);
     let body = json!({
@@ -354,16 +419,50 @@ async fn apply(
         "summary": report.summary,
         "results": report.results,
     });
-    api.patch(
-        REPORT_NAME,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(|source| ReportError::Apply {
+    let error = |source| ReportError::Apply {
         namespace: namespace.to_owned(),
         source,
-    })?;
+    };
+    let created = if exists {
+        None
+    } else {
+        let dynamic: Api<DynamicObject> = Api::namespaced_with(
+            ctx.client.clone(),
+            namespace,
+            &ApiResource::erase::<PolicyReport>(&()),
+        );
+        let object: DynamicObject =
+            serde_json::from_value(body.clone()).map_err(|e| error(kube::Error::SerdeError(e)))?;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match dynamic.create(&params, &object).await {
+            Ok(created) => Some(
+                serde_json::to_value(created)
+                    .and_then(serde_json::from_value)
+                    .map_err(|e| error(kube::Error::SerdeError(e)))?,
+            ),
+            // Created meanwhile (by someone else, or before the cache knew): apply.
+            Err(kube::Error::Api(s)) if s.code == 409 => None,
+            Err(e) => return Err(error(e)),
+        }
+    };
+    let written = match created {
+        Some(report) => report,
+        None => api
+            .patch(
+                REPORT_NAME,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .map_err(error)?,
+    };
+    ctx.written.insert(written, || {
+        ctx.reports
+            .get(&ObjectRef::new(REPORT_NAME).within(namespace))
+    });
     ctx.metrics.write(ReportWrite::Apply);
     info!(namespace, summary = ?report.summary, "report written");
     Ok(())
@@ -371,6 +470,7 @@ async fn apply(
 
 /// Deletes the report of a namespace that should carry none (a 404 is success).
 async fn delete(ctx: &ReportContext, namespace: &str) -> Result<(), ReportError> {
+    ctx.written.remove(namespace);
     let api: Api<PolicyReport> = Api::namespaced(ctx.client.clone(), namespace);
     match api.delete(REPORT_NAME, &DeleteParams::default()).await {
         Ok(_) => {}
@@ -395,4 +495,42 @@ fn error_policy(
 ) -> Action {
     warn!(namespace = %namespace.name_any(), error = %error, "report reconcile failed");
     Action::requeue(RETRY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn report(namespace: &str, rv: &str) -> PolicyReport {
+        PolicyReport {
+            metadata: ObjectMeta {
+                name: Some(REPORT_NAME.into()),
+                namespace: Some(namespace.into()),
+                resource_version: Some(rv.into()),
+                ..ObjectMeta::default()
+            },
+            ..PolicyReport::default()
+        }
+    }
+
+    #[test]
+    fn a_written_report_counts_until_the_watch_shows_it() {
+        let written = Written::default();
+        // The watch was faster than the write's response: nothing to remember.
+        written.insert(report("a", "7"), || Some(Arc::new(report("a", "7"))));
+        assert_eq!(written.get("a"), None);
+        written.insert(report("a", "7"), || Some(Arc::new(report("a", "6"))));
+        // An older event (the cache catching up to before the write) changes nothing.
+        written.seen(&report("a", "6"));
+        assert_eq!(written.get("a"), Some(report("a", "7")));
+        written.seen(&report("b", "7"));
+        assert!(written.get("a").is_some());
+        // The write's own event: from now on the cache is at least as new.
+        written.seen(&report("a", "7"));
+        assert_eq!(written.get("a"), None);
+        written.insert(report("a", "9"), || None);
+        written.remove("a");
+        assert_eq!(written.get("a"), None);
+    }
 }
