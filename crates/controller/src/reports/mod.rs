@@ -213,11 +213,15 @@ impl Reporter {
         let (synced_tx, synced) = watch::channel(false);
         tokio::spawn({
             let mut listed = index.synced();
-            let (namespaces, reports) = (namespaces.clone(), reports.clone());
+            let (namespaces, reports, grants) =
+                (namespaces.clone(), reports.clone(), grants.clone());
             async move {
+                // Grants too: a report written before they are known would name no grant,
+                // and be written again once they are.
                 let all = listed.wait_for(|l| *l).await.is_ok()
                     && crate::run::synced(&namespaces).await
-                    && crate::run::synced(&reports).await;
+                    && crate::run::synced(&reports).await
+                    && crate::run::synced(&grants).await;
                 if all {
                     info!("inventory caches synced");
                     let _ = synced_tx.send(true);
