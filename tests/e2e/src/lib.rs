@@ -463,7 +463,12 @@ where
 /// `kubectl apply --server-side` of `crds/` (every CRD of the project), as an admin installs or
 /// upgrades them (field manager `byoc-e2e`, taking over conflicting fields).
 pub fn apply_crd_file() -> Output {
-    let file = repo_root().join("crds");
+    apply_server_side(&repo_root().join("crds"))
+}
+
+/// `kubectl apply --server-side -f FILE` as an admin (field manager `byoc-e2e`, taking over
+/// conflicting fields).
+pub fn apply_server_side(file: &Path) -> Output {
     kubectl([
         "apply".as_ref(),
         "--server-side".as_ref(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use byoc_api::report::{PolicyReport, REPORT_NAME, ReportResult};
 use kube::{Api, Client};
 
-use crate::{eventually, kubectl, repo_root};
+use crate::{apply_server_side, eventually, repo_root};
 
 /// The CRD's name.
 pub const CRD_NAME: &str = "policyreports.wgpolicyk8s.io";
@@ -18,16 +18,8 @@ pub const CRD_NAME: &str = "policyreports.wgpolicyk8s.io";
 pub async fn install_crd(client: &Client) {
     static APPLIED: OnceLock<()> = OnceLock::new();
     APPLIED.get_or_init(|| {
-        let file = repo_root().join("charts/byoc-operator/files/policyreports.yaml");
-        kubectl([
-            "apply".as_ref(),
-            "--server-side".as_ref(),
-            "--force-conflicts".as_ref(),
-            "--field-manager=byoc-e2e".as_ref(),
-            "-f".as_ref(),
-            file.as_os_str(),
-        ])
-        .success();
+        apply_server_side(&repo_root().join("charts/byoc-operator/files/policyreports.yaml"))
+            .success();
     });
     crate::wait_crd_established(client, CRD_NAME).await;
 }
