@@ -62,6 +62,7 @@ done
 log "helm install $release charts/byoc-operator into $system_ns"
 "$helm" install "$release" "$repo/charts/byoc-operator" --namespace "$system_ns" --create-namespace \
   --set "policy.mode=$mode" \
+  --set reports.enabled=true --set reports.installCRD=true \
   --set "controller.image.digest=${digest_of[byoc-controller]}" \
   --set "webhook.image.digest=${digest_of[byoc-webhook]}" \
   --wait --timeout 5m >/dev/null ||
@@ -98,6 +99,12 @@ Try:
   kubectl -n $sample_ns run granted2 --image=quay.io/$test_path
   # the grant labels belong to the controller, even an admin cannot set them
   kubectl label namespace $sample_ns byoc.toolforge.org/any=never
+  # the inventory: one PolicyReport per namespace, one result per workload or bare pod; the
+  # pod the revoked grant let in keeps running and now fails, naming the rule it breaks
+  kubectl get policyreport -A
+  kubectl -n $sample_ns get policyreport byoc-registry-policy -o yaml
+  # every image in use, its registry and the grant that allows it (or REFUSED)
+  kubectl byoc images -A
 
 Logs: kubectl -n $system_ns logs deploy/$release-webhook (and -controller); the
 node's daemons log to ${BYOC_CLUSTER_DIR:-$repo/target/local-cluster}/node-*.log.

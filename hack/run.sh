@@ -170,9 +170,10 @@ mkdir -p "$state"
 chmod 700 "$state"
 rm -f "$state"/*.log
 
-log "applying the CRDs and hack/manifests/ to $server"
+log "applying the CRDs (ours and PolicyReport) and hack/manifests/ to $server"
 kubectl apply --server-side --force-conflicts --field-manager=byoc-run \
-  -f "$repo/crds/" -f "$here/manifests/" >/dev/null
+  -f "$repo/crds/" -f "$repo/charts/byoc-operator/files/policyreports.yaml" \
+  -f "$here/manifests/" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
   crd/byocgrants.byoc.toolforge.org crd/byocrequests.byoc.toolforge.org >/dev/null
 
@@ -219,8 +220,8 @@ token_kubeconfig byoc-controller "$state/controller.kubeconfig"
 exempt_yaml=$(printf '%s, ' "${exempt[@]}")
 exempt_yaml="[${exempt_yaml%, }]"
 cat >"$state/policy.yaml" <<EOF
-# Written by hack/run.sh; the policy configuration of the webhook and the controller
-# (byoc-policy Config).
+# Written by hack/run.sh; the policy configuration of the webhook and the controller (its
+# expiry reminders and PolicyReports; byoc-policy Config).
 mode: $mode
 defaultRegistries: [docker-registry.tools.wmflabs.org]
 exemptNamespaces: $exempt_yaml
@@ -239,7 +240,7 @@ start webhook "$state/webhook.kubeconfig" "$bin/byoc-webhook" \
   --tls-cert "$pki/tls.crt" --tls-key "$pki/tls.key"
 log "starting the controller (admin http://127.0.0.1:$controller_admin)"
 start controller "$state/controller.kubeconfig" "$bin/byoc-controller" \
-  --config "$state/policy.yaml" --admin-addr "127.0.0.1:$controller_admin"
+  --admin-addr "127.0.0.1:$controller_admin" --reports --config "$state/policy.yaml"
 wait_ready webhook "http://127.0.0.1:$webhook_admin/readyz"
 wait_ready controller "http://127.0.0.1:$controller_admin/readyz"
 
@@ -287,6 +288,12 @@ There is no kubelet: admitted pods are created and stay Pending. Try:
   kubectl -n $sample_ns create deployment web --image=nginx
   # the grant labels belong to the controller, even an admin cannot set them
   kubectl label namespace $sample_ns byoc.toolforge.org/any=never
+  # the inventory: one PolicyReport per namespace, one result per workload or bare pod; the
+  # pods the revoked grant let in now fail, naming the rule they break
+  kubectl get policyreport -A
+  kubectl -n $sample_ns get policyreport byoc-registry-policy -o yaml
+  # every image in use, its registry and the grant that allows it (or REFUSED)
+  kubectl byoc images -A
 
 Webhook:    https://127.0.0.1:$webhook_port/validate, metrics http://127.0.0.1:$webhook_admin/metrics
 Controller: metrics http://127.0.0.1:$controller_admin/metrics

@@ -3,13 +3,15 @@
 //! (which reads stored grants one object at a time), the allow-list entry type
 //! [`RegistryPattern`], the duration grammar ([`duration`]), the namespace label contract between controller and webhook
 //! ([`labels`]), and readers of watched objects that never fail on fields the operator does
-//! not use ([`lenient`]). Every other crate depends on this one and on nothing else of the project.
+//! not use ([`lenient`]), and the `PolicyReport` the controller keeps per namespace
+//! ([`report`]). Every other crate depends on this one and on nothing else of the project.
 
 pub mod duration;
 pub mod grant;
 pub mod labels;
 pub mod lenient;
 pub mod registry;
+pub mod report;
 pub mod request;
 pub mod stored;
 

@@ -9,6 +9,7 @@ mod cluster;
 mod completion;
 mod duration;
 mod grant;
+mod images;
 mod import;
 mod list;
 mod manifest;
@@ -39,6 +40,7 @@ use thiserror::Error;
     kubectl byoc requests -A\n  \
     kubectl byoc approve -n tool-wikibugs byoc-x7k2p --registry quay.io/wikibugs --expires 90d\n  \
     kubectl byoc audit -o json\n  \
+    kubectl byoc images -A --registry quay.io\n  \
     kubectl byoc import-configmap --configmap tools-system/byoc-allowlist --dry-run\n\n\
     Cluster commands read the kubeconfig like kubectl ($KUBECONFIG, --kubeconfig, --context). \
     Exit status: 0 success, 1 the command's negative answer (something refused, nothing to \
@@ -102,6 +104,8 @@ enum Command {
     Deny(approve::DenyArgs),
     /// List running pods and workloads that the registry policy would refuse now.
     Audit(audit::AuditArgs),
+    /// List the images in use: registry, namespaces, workloads and the grant that allows each.
+    Images(images::ImagesArgs),
     /// Turn a legacy allow-list ConfigMap (one namespace per line) into ByocGrants.
     ImportConfigmap(import::ImportArgs),
     /// Print a shell completion script.
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
         Command::Approve(args) => block_on(approve::run_approve(args)),
         Command::Deny(args) => block_on(approve::run_deny(args)),
         Command::Audit(args) => block_on(audit::run(args)),
+        Command::Images(args) => block_on(images::run(args)),
         Command::ImportConfigmap(args) => block_on(import::run(args)),
         Command::Completion { shell } => {
             output::emit(&completion::script(shell, Cli::command())).map(|()| true)

@@ -38,6 +38,7 @@ fn every_command_has_help_with_examples() {
         "revoke",
         "list",
         "audit",
+        "images",
         "import-configmap",
         "completion",
     ] {
@@ -111,7 +112,7 @@ fn client_dry_run_prints_a_grant_without_a_cluster() {
 
 #[test]
 fn invalid_input_exits_2_before_any_request() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 10] = [
         // "Any registry" only on purpose: neither flag, or both, is a usage error.
         (
             &["grant", "tool-a", "--reason", "T1", "--dry-run=client"],
@@ -174,6 +175,11 @@ fn invalid_input_exits_2_before_any_request() {
             &["audit", "--config", "/nonexistent.yaml"],
             "/nonexistent.yaml: cannot read",
         ),
+        (
+            &["images", "--registry", "quay.io:x"],
+            "error: --registry quay.io:x: ",
+        ),
+        (&["images", "-A", "-n", "tool-a"], "cannot be used with"),
     ];
     for (args, message) in cases {
         let run = run(args);
@@ -189,6 +195,7 @@ fn without_a_kubeconfig_cluster_commands_say_how_to_point_at_one() {
         &["list"][..],
         &["revoke", "tool-a"],
         &["audit"],
+        &["images", "-A"],
         &["grant", "tool-a", "--reason", "T1", "--any-registry"],
         &["import-configmap", "--configmap", "a/b"],
     ] {
@@ -265,6 +272,7 @@ fn kubectl_completes_the_plugin_through_kubectl_complete_byoc() {
         "revoke\t",
         "list\t",
         "audit\t",
+        "images\t",
         "import-configmap\t",
     ] {
         assert!(commands.contains(name), "{name:?} missing from\n{commands}");

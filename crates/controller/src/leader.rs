@@ -24,7 +24,7 @@ impl Leadership {
 
     /// Yields each time this replica becomes the leader, and at once if it already is: the
     /// moment to reconcile everything, since a standby skipped every change it saw.
-    pub fn acquired(&self) -> impl Stream<Item = ()> + Send + 'static {
+    pub fn acquired(&self) -> impl Stream<Item = ()> + Send + use<> {
         let mut rx = self.0.clone();
         rx.mark_changed();
         futures::stream::unfold(rx, |mut rx| async move {

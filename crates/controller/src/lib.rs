@@ -15,6 +15,8 @@
 //!
 //! A third, [`requests`], keeps the status of each ByocRequest true to the grant approving it
 //! created (it never writes labels or grants).
+//! With `--reports`, a fourth reconciler, [`reports`], keeps a `PolicyReport` per namespace: the
+//! inventory of what runs there and whether the policy allows it.
 //!
 //! Every replica watches; only the lease holder ([`leader`]) reconciles, and a replica that
 //! becomes leader reconciles everything once. What to write is decided by pure functions in
@@ -27,6 +29,7 @@ pub mod grants;
 pub mod leader;
 pub mod metrics;
 pub mod namespaces;
+pub mod reports;
 pub mod requests;
 pub mod run;
 pub mod status;

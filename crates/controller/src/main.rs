@@ -37,12 +37,18 @@ struct Args {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
 
+    /// Keep a PolicyReport (`wgpolicyk8s.io/v1alpha2`, `byoc-registry-policy`) per non-exempt
+    /// namespace: the inventory of its workloads' images and whether the policy allows them.
+    /// Needs the PolicyReport CRD.
+    #[arg(long, env = "BYOC_REPORTS")]
+    reports: bool,
+
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
 
-    /// Policy configuration (YAML, the webhook's): the controller reads its `expiryWarning`.
-    /// Built-in defaults when absent.
+    /// Policy configuration (YAML, the webhook's): the controller reads its `expiryWarning`,
+    /// and the reports judge with it. Built-in defaults when absent.
     #[arg(long, env = "BYOC_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -85,6 +91,7 @@ async fn main() -> ExitCode {
         },
         concurrency: args.concurrency,
         expiry_warning: config.expiry_warning,
+        reports: args.reports.then_some(config),
     };
     match run(client, settings, shutdown).await {
         Ok(()) => {

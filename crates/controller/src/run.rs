@@ -1,4 +1,5 @@
-//! Wiring: the admin server, the leader election, the three controllers, and an orderly
+//! Wiring: the admin server, the leader election, the three controllers (four with the
+//! PolicyReports of [`crate::reports`]), and an orderly
 //! shutdown (controllers drain, then the lease is released, then the admin server stops).
 
 use std::net::SocketAddr;
@@ -19,6 +20,8 @@ use prometheus_client::registry::Registry;
 use tracing::{debug, error, info, warn};
 
 use crate::leader::{Election, LeaseSettings};
+use crate::reports::Reporter;
+use crate::reports::metrics::ReportMetrics;
 use crate::requests::WatchedRequest;
 use crate::{Context, Metrics, grants, namespaces, requests};
 
@@ -33,6 +36,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// The policy's `expiryWarning` window, for `ExpiringSoon` reminders.
     pub expiry_warning: SignedDuration,
+    /// The policy configuration when the PolicyReports of [`crate::reports`] are on.
+    pub reports: Option<byoc_policy::Config>,
 }
 
 /// Why the controller stopped other than by a shutdown signal.
@@ -59,6 +64,10 @@ pub enum RunError {
 pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Result<(), RunError> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let report_metrics = settings
+        .reports
+        .is_some()
+        .then(|| Arc::new(ReportMetrics::register(&mut registry)));
     let readiness = Readiness::default();
     let addr = settings.admin_addr;
     let admin = AdminServer::bind(addr, readiness.clone(), registry)
@@ -105,6 +114,20 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
     .with_config(config);
     let grant_store = grant_controller.store();
     let namespace_store = namespace_controller.store();
+    let reporter = settings
+        .reports
+        .clone()
+        .zip(report_metrics)
+        .map(|(config, metrics)| {
+            info!(mode = %config.mode, "PolicyReports on");
+            Reporter::new(
+                client.clone(),
+                config,
+                grant_store.clone(),
+                leadership.clone(),
+                metrics,
+            )
+        });
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(
         Context::new(
@@ -156,8 +179,16 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
             .graceful_shutdown_on(stopped(&shutdown))
             .run(namespaces::reconcile, namespaces::error_policy, ctx)
             .for_each(|result| log_result("namespace", result));
+        let report_run = async {
+            if let Some(reporter) = reporter {
+                reporter
+                    .run(settings.concurrency, stopped(&shutdown))
+                    .for_each(|result| log_result("policyreport", result))
+                    .await;
+            }
+        };
         tokio::select! {
-            ((), (), ()) = futures::future::join3(grant_run, namespace_run, request_run) => Ok(()),
+            ((), (), (), ()) = futures::future::join4(grant_run, namespace_run, request_run, report_run) => Ok(()),
             ended = &mut election => Err(RunError::ElectionEnded(match ended {
                 Ok(Ok(_)) => "it stopped".to_owned(),
                 Ok(Err(e)) => e.to_string(),
@@ -192,7 +223,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
 /// The controller's own runner waits on the same store; kube-runtime 5 wakes only one waiter of
 /// a store, so this one polls again every 100 ms rather than wait for a wake-up that may never
 /// come.
-async fn synced<K>(store: &Store<K>) -> bool
+pub(crate) async fn synced<K>(store: &Store<K>) -> bool
 where
     K: kube::runtime::reflector::Lookup + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,

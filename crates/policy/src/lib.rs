@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod config;
 pub mod decision;
+pub mod inventory;
 pub mod read;
 pub mod reference;
 pub mod workload;

@@ -127,7 +127,7 @@ impl PodBearing {
 }
 
 /// A pod spec whose container lists do not have the shape Kubernetes defines.
-#[derive(Debug, Error, PartialEq)]
+#[derive(Clone, Debug, Error, PartialEq)]
 #[error("malformed pod spec: {0}")]
 pub struct ShapeError(String);
 

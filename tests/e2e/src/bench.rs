@@ -2,7 +2,8 @@
 //! webhook's benchmark (`crates/webhook/examples/bench.rs`, host processes) and the node's
 //! (`tests/e2e/tests/node_bench.rs`, the operator as pods): latency series and their
 //! percentiles, the CEL ValidatingAdmissionPolicy that stands beside the webhook as the floor,
-//! and the check that an admission phase is in force before it is timed.
+//! and the check that an admission phase is in force before it is timed; and a process's
+//! memory and CPU from `/proc` for the controller's benchmarks.
 
 use std::time::{Duration, Instant};
 
@@ -206,6 +207,51 @@ pub async fn create_pods(
         samples.push(started.elapsed());
     }
     Ok(Latencies::new(samples))
+}
+
+/// (VmRSS, VmHWM) of a process, in MiB.
+pub fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU time (user + system) a process has used, in seconds.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The `p`th percentile of `sorted` (nearest rank).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ pub async fn setup() -> &'static Path {
     SETUP
         .get_or_init(|| async {
             install_crd(&client().await).await;
-            apply_server_side(&repo_root().join("hack/manifests/controller.yaml"));
+            apply_server_side(&repo_root().join("hack/manifests/controller.yaml")).success();
             let token = kubectl([
                 "create",
                 "token",

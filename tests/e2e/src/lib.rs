@@ -20,6 +20,7 @@ pub mod cli;
 pub mod controller;
 pub mod images;
 pub mod node;
+pub mod reports;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -475,7 +476,12 @@ where
 /// `kubectl apply --server-side` of `crds/` (every CRD of the project), as an admin installs or
 /// upgrades them (field manager `byoc-e2e`, taking over conflicting fields).
 pub fn apply_crd_file() -> Output {
-    let file = repo_root().join("crds");
+    apply_server_side(&repo_root().join("crds"))
+}
+
+/// `kubectl apply --server-side -f FILE` as an admin (field manager `byoc-e2e`, taking over
+/// conflicting fields).
+pub fn apply_server_side(file: &Path) -> Output {
     kubectl([
         "apply".as_ref(),
         "--server-side".as_ref(),
@@ -493,7 +499,11 @@ pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
     APPLIED.get_or_init(|| {
         apply_crd_file().success();
     });
-    let name = byoc_api::ByocGrant::crd_name();
+    wait_crd_established(client, byoc_api::ByocGrant::crd_name()).await
+}
+
+/// Waits (up to [`CONVERGE_TIMEOUT`]) until the CRD `name` is Established; returns it.
+pub async fn wait_crd_established(client: &Client, name: &str) -> CustomResourceDefinition {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     tokio::time::timeout(
         CONVERGE_TIMEOUT,
@@ -602,19 +612,6 @@ pub fn write_token_kubeconfig(user: &str, token: &str, path: &Path) {
     });
     std::fs::write(path, kubeconfig.to_string())
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-/// `kubectl apply --server-side` of the manifest at `path` as the admin (field manager
-/// `byoc-e2e`); asserts it succeeded.
-pub fn apply_server_side(path: &Path) -> Output {
-    kubectl([
-        "apply".as_ref(),
-        "--server-side".as_ref(),
-        "--field-manager=byoc-e2e".as_ref(),
-        "-f".as_ref(),
-        path.as_os_str(),
-    ])
-    .success()
 }
 
 /// Waits until `user` may `verb` `resource` (cluster-wide, or in `namespace`): RBAC caches,

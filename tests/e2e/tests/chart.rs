@@ -117,6 +117,95 @@ fn every_variant_renders() {
     }
 }
 
+/// The controller's container args of a rendered variant.
+fn controller_args(objects: &[Object]) -> Vec<String> {
+    let deployment = component(objects, "Deployment", "controller").expect("the controller");
+    deployment.value["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// PolicyReports (issue 15): off by default; `reports.enabled` adds `--reports` and the RBAC
+/// to watch workloads and write reports; `reports.installCRD` adds the PolicyReport CRD. The
+/// controller always reads the webhook's policy, mounted at the webhook's path.
+#[test]
+fn reports_are_off_by_default_and_bring_their_rbac_and_crd_when_on() {
+    let rules = |objects: &[Object]| -> Vec<Value> {
+        component(objects, "ClusterRole", "controller")
+            .expect("the controller's ClusterRole")
+            .value["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let grants_resource = |rules: &[Value], resource: &str| {
+        rules.iter().any(|r| {
+            r["resources"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|x| x == resource))
+        })
+    };
+    let default = VARIANTS[0].render().expect("default render");
+    let args = controller_args(&default);
+    assert!(!args.iter().any(|a| a == "--reports"), "{args:?}");
+    assert!(
+        args.iter()
+            .any(|a| a == "--config=/etc/byoc-operator/policy/config.yaml"),
+        "{args:?}"
+    );
+    assert!(!grants_resource(&rules(&default), "pods"));
+    assert!(!grants_resource(&rules(&default), "policyreports"));
+    assert!(
+        !of_kind(&default, "CustomResourceDefinition")
+            .any(|c| c.name == "policyreports.wgpolicyk8s.io")
+    );
+    let full = VARIANTS[1].render().expect("full render");
+    let args = controller_args(&full);
+    assert!(args.iter().any(|a| a == "--reports"), "{args:?}");
+    let rules = rules(&full);
+    for resource in [
+        "pods",
+        "deployments",
+        "replicasets",
+        "statefulsets",
+        "daemonsets",
+        "jobs",
+        "cronjobs",
+        "replicationcontrollers",
+        "policyreports",
+    ] {
+        assert!(grants_resource(&rules, resource), "{resource}: {rules:?}");
+    }
+    // Workloads are read, never written.
+    for rule in &rules {
+        if rule["resources"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x == "pods"))
+        {
+            assert_eq!(rule["verbs"], json!(["list", "watch"]), "{rule}");
+        }
+    }
+    let crd = of_kind(&full, "CustomResourceDefinition")
+        .find(|c| c.name == "policyreports.wgpolicyk8s.io")
+        .expect("the PolicyReport CRD with reports.installCRD");
+    assert_eq!(crd.value["spec"]["versions"][0]["name"], "v1alpha2");
+    let deployment = component(&full, "Deployment", "controller").expect("the controller");
+    let pod = &deployment.value["spec"]["template"];
+    assert_eq!(
+        pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/etc/byoc-operator/policy"
+    );
+    let webhook = component(&full, "Deployment", "webhook").expect("the webhook");
+    assert_eq!(
+        pod["metadata"]["annotations"]["checksum/policy"],
+        webhook.value["spec"]["template"]["metadata"]["annotations"]["checksum/policy"],
+        "a policy change rolls the controller too"
+    );
+}
+
 #[test]
 fn issuer_ref_uses_that_issuer_and_creates_none() {
     let out = helm([

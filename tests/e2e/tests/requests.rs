@@ -74,7 +74,7 @@ async fn install() {
     static APPLIED: OnceLock<()> = OnceLock::new();
     controller::setup().await;
     APPLIED.get_or_init(|| {
-        apply_server_side(&repo_root().join("hack/manifests/requests.yaml"));
+        apply_server_side(&repo_root().join("hack/manifests/requests.yaml")).success();
     });
     eventually("the ByocRequest API", CONVERGE_TIMEOUT, || async {
         let out = kubectl(["get", "byocrequests", "-A"]);

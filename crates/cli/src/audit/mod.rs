@@ -131,7 +131,7 @@ pub async fn run(args: AuditArgs) -> Result<bool, Failure> {
 
 /// The namespaces in scope, metadata only (read leniently: a tenant's `managedFields` time
 /// must not fail the audit).
-async fn read_namespaces(
+pub(crate) async fn read_namespaces(
     client: &Client,
     only: Option<&str>,
     chunk: u32,

@@ -1,4 +1,5 @@
-//! Which objects the audit reads, which it leaves out, and the policy check of one object.
+//! The policy check of one audited object. Which kinds are read and which objects are left out
+//! is [`Source`]'s, shared with the controller's PolicyReports.
 //!
 //! The check is the webhook's: [`PodBearing::containers`] finds the images (of containers and
 //! image volumes), [`Checker`] judges them with the namespace's allowance read from its labels
@@ -7,127 +8,19 @@
 use std::collections::HashMap;
 
 use byoc_policy::decision::{Checker, Violation};
-use byoc_policy::workload::PodBearing;
+pub use byoc_policy::inventory::Source;
+use byoc_policy::inventory::controller_of;
 use byoc_policy::{Allowance, Config};
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, PodTemplate, ReplicationController};
-use kube::core::{ApiResource, DynamicObject};
+use kube::core::DynamicObject;
 
-/// A kind the audit lists. The order is the report's: workloads first, pods last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Source {
-    /// `apps/v1` Deployment.
-    Deployment,
-    /// `apps/v1` ReplicaSet not controlled by a Deployment.
-    ReplicaSet,
-    /// `apps/v1` StatefulSet.
-    StatefulSet,
-    /// `apps/v1` DaemonSet.
-    DaemonSet,
-    /// `batch/v1` CronJob.
-    CronJob,
-    /// `batch/v1` Job not controlled by a CronJob.
-    Job,
-    /// `v1` ReplicationController.
-    ReplicationController,
-    /// `v1` PodTemplate.
-    PodTemplate,
-    /// `v1` Pod that has not finished.
-    Pod,
-}
-
-impl Source {
-    /// Every kind, in report order.
-    pub const ALL: [Self; 9] = [
-        Self::Deployment,
-        Self::ReplicaSet,
-        Self::StatefulSet,
-        Self::DaemonSet,
-        Self::CronJob,
-        Self::Job,
-        Self::ReplicationController,
-        Self::PodTemplate,
-        Self::Pod,
-    ];
-
-    /// The API resource to list.
-    pub fn resource(self) -> ApiResource {
-        match self {
-            Self::Deployment => ApiResource::erase::<Deployment>(&()),
-            Self::ReplicaSet => ApiResource::erase::<ReplicaSet>(&()),
-            Self::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
-            Self::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
-            Self::CronJob => ApiResource::erase::<CronJob>(&()),
-            Self::Job => ApiResource::erase::<Job>(&()),
-            Self::ReplicationController => ApiResource::erase::<ReplicationController>(&()),
-            Self::PodTemplate => ApiResource::erase::<PodTemplate>(&()),
-            Self::Pod => ApiResource::erase::<Pod>(&()),
-        }
-    }
-
-    /// The kind's name.
-    pub fn kind(self) -> &'static str {
-        match self {
-            Self::Deployment => "Deployment",
-            Self::ReplicaSet => "ReplicaSet",
-            Self::StatefulSet => "StatefulSet",
-            Self::DaemonSet => "DaemonSet",
-            Self::CronJob => "CronJob",
-            Self::Job => "Job",
-            Self::ReplicationController => "ReplicationController",
-            Self::PodTemplate => "PodTemplate",
-            Self::Pod => "Pod",
-        }
-    }
-
-    /// Where the pod spec is, as the webhook sees this kind.
-    pub fn bearing(self) -> PodBearing {
-        match self {
-            Self::Pod => PodBearing::Pod,
-            Self::PodTemplate => PodBearing::PodTemplate,
-            Self::CronJob => PodBearing::CronJob,
-            _ => PodBearing::Workload,
-        }
-    }
-
-    /// Whether this is a workload (anything but a Pod).
-    pub fn is_workload(self) -> bool {
-        self != Self::Pod
-    }
-
-    /// Why an object of this kind is left out, if it is: it is being deleted, its controller is
-    /// audited instead, or (a pod) it has finished and runs nothing.
-    pub fn skip_reason(self, object: &DynamicObject) -> Option<&'static str> {
-        if object.metadata.deletion_timestamp.is_some() {
-            return Some("being deleted");
-        }
-        match self {
-            Self::Pod => {
-                let phase = object
-                    .data
-                    .pointer("/status/phase")
-                    .and_then(|p| p.as_str());
-                matches!(phase, Some("Succeeded" | "Failed")).then_some("finished pod")
-            }
-            Self::ReplicaSet => {
-                controlled_by(object, "apps/", "Deployment").then_some("ReplicaSet of a Deployment")
-            }
-            Self::Job => controlled_by(object, "batch/", "CronJob").then_some("Job of a CronJob"),
-            _ => None,
-        }
-    }
-}
-
-/// Whether `object`'s controller is a `kind` of an API group version starting with `group`.
-fn controlled_by(object: &DynamicObject, group: &str, kind: &str) -> bool {
-    object
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && o.kind == kind && o.api_version.starts_with(group))
+/// Why `object` is left out, if it is ([`Source::skip_reason`]).
+pub fn skip_reason(source: Source, object: &DynamicObject) -> Option<&'static str> {
+    let phase = object
+        .data
+        .pointer("/status/phase")
+        .and_then(|p| p.as_str());
+    source.skip_reason(&object.metadata, phase)
 }
 
 /// The controller of an object, for the report.
@@ -199,7 +92,7 @@ impl<'a> Auditor<'a> {
 
     /// Checks one object of `source` as the webhook would check its creation.
     pub fn audit(&self, source: Source, object: &DynamicObject) -> Outcome {
-        if source.skip_reason(object).is_some() {
+        if skip_reason(source, object).is_some() {
             return Outcome::Skipped;
         }
         let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
@@ -217,16 +110,10 @@ impl<'a> Auditor<'a> {
         if violations.is_empty() {
             return Outcome::Admitted;
         }
-        let owner = object
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true))
-            .map(|o| Owner {
-                kind: o.kind.clone(),
-                name: o.name.clone(),
-            });
+        let owner = controller_of(&object.metadata).map(|o| Owner {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+        });
         Outcome::Refused(Finding {
             source,
             namespace: namespace.to_owned(),
@@ -241,7 +128,6 @@ impl<'a> Auditor<'a> {
 mod tests {
     use super::*;
     use byoc_api::ByocGrantSpec;
-    use byoc_policy::workload::group_of;
     use serde_json::json;
 
     fn object(value: serde_json::Value) -> DynamicObject {
@@ -250,23 +136,6 @@ mod tests {
 
     fn owned(kind: &str, api_version: &str) -> serde_json::Value {
         json!([{"apiVersion": api_version, "kind": kind, "name": "o", "uid": "u", "controller": true}])
-    }
-
-    #[test]
-    fn kinds_match_the_webhook() {
-        for source in Source::ALL {
-            let r = source.resource();
-            assert_eq!(r.kind, source.kind());
-            assert_eq!(
-                PodBearing::of(group_of(&r.api_version), &r.kind),
-                Some(source.bearing()),
-                "{source:?}"
-            );
-        }
-        let mut sorted = Source::ALL;
-        sorted.sort();
-        assert_eq!(sorted, Source::ALL);
-        assert_eq!(Source::ALL.iter().filter(|s| !s.is_workload()).count(), 1);
     }
 
     #[test]
@@ -333,7 +202,7 @@ mod tests {
         ];
         for (source, value, skipped) in cases {
             assert_eq!(
-                source.skip_reason(&object(value.clone())).is_some(),
+                skip_reason(source, &object(value.clone())).is_some(),
                 skipped,
                 "{source:?} {value}"
             );

@@ -1,0 +1,502 @@
+//! `kubectl byoc images`: every image in use, the registry it comes from, the namespaces and
+//! workloads that run it, and the grant that allows it (or `platform`, or `REFUSED`): what the
+//! platform team reads before a security rebuild.
+//!
+//! Read from the controller's PolicyReports when there are any (one list request), else from a
+//! live scan judged by the same code (`byoc_policy::inventory`): the workloads and pods listed
+//! page by page, trimmed as they are read.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use byoc_api::report::{ImageProperty, PolicyReport, REPORT_NAME};
+use byoc_api::{ByocGrant, RegistryPattern, StoredGrant};
+use byoc_policy::inventory::{Inventoried, Of, Trimmed, Verdict, judge_namespace};
+use byoc_policy::{Allowance, Config, ImageRef};
+use clap::{Args, ValueEnum, ValueHint};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use serde::Serialize;
+
+use crate::Failure;
+use crate::audit::read_namespaces;
+use crate::check::read_config;
+use crate::cluster::{self, ClusterArgs, Context, Pages};
+use crate::duration;
+use crate::output::{ObjectFormat, emit};
+use crate::table::Table;
+
+/// `images` arguments.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    # Every image in use, with the grant that allows it\n  \
+    kubectl byoc images -A\n\n  \
+    # Before rebuilding: who runs images from quay.io, and where?\n  \
+    kubectl byoc images -A --registry quay.io -o wide\n\n  \
+    # One namespace, as JSON (the stable format of docs/cli.md)\n  \
+    kubectl byoc images -n tool-wikibugs -o json\n\n\
+    The inventory comes from the controller's PolicyReports (byoc-registry-policy, one per \
+    namespace with workloads) when the cluster has any, else from a live scan of Deployments, \
+    ReplicaSets, StatefulSets, DaemonSets, CronJobs, Jobs, ReplicationControllers and Pods, \
+    judged as the reports judge them (--live forces the scan). Pods count under their \
+    top-level workload. Exempt namespaces are left out. Exit status: 0, or 2 on invalid input \
+    or an API error.")]
+pub struct ImagesArgs {
+    /// Only this namespace.
+    #[arg(
+        long,
+        short = 'n',
+        value_name = "NAMESPACE",
+        conflicts_with = "all_namespaces"
+    )]
+    namespace: Option<String>,
+    /// Every namespace (the default).
+    #[arg(long, short = 'A')]
+    all_namespaces: bool,
+    /// Only images from this registry entry, `host[:port][/path-prefix]`, matched as the
+    /// policy matches grants.
+    #[arg(long, value_name = "REGISTRY")]
+    registry: Option<String>,
+    /// Scan the cluster even when PolicyReports exist.
+    #[arg(long)]
+    live: bool,
+    /// The policy configuration file of a live scan, as the webhook reads it (default: the
+    /// built-in defaults).
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    config: Option<String>,
+    /// Output format: a wider table naming every workload, or the documented JSON.
+    #[arg(long, short = 'o', value_enum, value_name = "FORMAT")]
+    output: Option<ImagesFormat>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// How `images` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ImagesFormat {
+    /// The table with the namespaces and workloads by name.
+    Wide,
+    /// JSON, as documented in docs/cli.md.
+    Json,
+}
+
+/// The `images -o json` document.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    /// Always `ByocImages`.
+    pub kind: &'static str,
+    /// The format version; fields are only added within a version.
+    pub version: u32,
+    /// `reports` or `live`.
+    pub source: &'static str,
+    /// One entry per image and what allows it, by image.
+    pub images: Vec<ImageEntry>,
+}
+
+/// One image, allowed the same way everywhere it is listed.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageEntry {
+    /// The image as written.
+    pub image: String,
+    /// The registry it resolves to; `None` when the reference does not parse.
+    pub registry: Option<String>,
+    /// The grant that allows it, `platform`, `REFUSED`, or `namespace labels`.
+    pub allowed_by: String,
+    /// The namespaces that run it.
+    pub namespaces: Vec<String>,
+    /// The workloads and bare pods that run it.
+    pub workloads: Vec<WorkloadRef>,
+}
+
+/// A workload or bare pod.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WorkloadRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// One image of one workload, whichever source it came from.
+#[derive(Debug, PartialEq)]
+struct Use {
+    workload: WorkloadRef,
+    image: ImageProperty,
+}
+
+/// Runs `images`.
+pub async fn run(args: ImagesArgs) -> Result<bool, Failure> {
+    let filter = match &args.registry {
+        Some(r) => Some(
+            r.parse::<RegistryPattern>()
+                .map_err(|e| Failure::Usage(format!("--registry {r}: {e}")))?,
+        ),
+        None => None,
+    };
+    let client = args.cluster.client().await?;
+    let namespace = args.namespace.as_deref();
+    let reports = if args.live {
+        Vec::new()
+    } else {
+        list_reports(&client, namespace).await?
+    };
+    let (source, uses) = if reports.is_empty() {
+        let config = read_config(args.config.as_deref())?;
+        ("live", live_scan(&client, &config, namespace).await?)
+    } else {
+        ("reports", from_reports(&reports))
+    };
+    eprintln!(
+        "{}",
+        match source {
+            "live" => "images from a live scan of the cluster (no PolicyReports found)",
+            _ => "images from the byoc-registry-policy PolicyReports",
+        }
+    );
+    let uses = uses
+        .into_iter()
+        .filter(|u| filter.as_ref().is_none_or(|f| matches(&u.image.image, f)));
+    let inventory = Inventory {
+        kind: "ByocImages",
+        version: 1,
+        source,
+        images: group(uses),
+    };
+    let text = match args.output {
+        None => table(&inventory, false),
+        Some(ImagesFormat::Wide) => table(&inventory, true),
+        Some(ImagesFormat::Json) => ObjectFormat::Json.render(&inventory)?,
+    };
+    emit(&text)?;
+    Ok(true)
+}
+
+/// Whether `image` comes from the registry entry `filter`.
+fn matches(image: &str, filter: &RegistryPattern) -> bool {
+    image
+        .parse::<ImageRef>()
+        .is_ok_and(|r| r.is_allowed_by(filter))
+}
+
+/// The controller's reports in scope; none when the PolicyReport API is not installed.
+async fn list_reports(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Result<Vec<PolicyReport>, Failure> {
+    let api: Api<PolicyReport> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let lp = ListParams::default().fields(&format!("metadata.name={REPORT_NAME}"));
+    match api.list(&lp).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+        other => Ok(other.context(|| "list PolicyReports".to_owned())?.items),
+    }
+}
+
+/// The uses the reports name.
+fn from_reports(reports: &[PolicyReport]) -> Vec<Use> {
+    reports
+        .iter()
+        .flat_map(|r| &r.results)
+        .flat_map(|result| {
+            let images = ImageProperty::from_properties(&result.properties);
+            result.resources.iter().flat_map(move |o| {
+                images.clone().into_iter().map(|image| Use {
+                    workload: WorkloadRef {
+                        namespace: o.namespace.clone(),
+                        kind: o.kind.clone(),
+                        name: o.name.clone(),
+                    },
+                    image,
+                })
+            })
+        })
+        .collect()
+}
+
+/// Lists and judges every running object in scope, as the controller's reports do.
+async fn live_scan(
+    client: &Client,
+    config: &Config,
+    namespace: Option<&str>,
+) -> Result<Vec<Use>, Failure> {
+    let now = duration::now();
+    let namespaces = read_namespaces(client, namespace, 500).await?;
+    let grants: Vec<ByocGrant> = match cluster::list_grants(client).await {
+        Ok(all) => all
+            .into_iter()
+            .filter_map(|g| match g {
+                StoredGrant::Readable(g) => Some(g),
+                StoredGrant::Unreadable(_) => None,
+            })
+            .collect(),
+        // Without the ByocGrant API nothing is granted: allowed images are the platform's.
+        Err(cluster::ClusterError::NoCrd) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let lists = futures::try_join!(
+        list::<Deployment>(client, namespace),
+        list::<ReplicaSet>(client, namespace),
+        list::<StatefulSet>(client, namespace),
+        list::<DaemonSet>(client, namespace),
+        list::<CronJob>(client, namespace),
+        list::<Job>(client, namespace),
+        list::<ReplicationController>(client, namespace),
+        list::<Pod>(client, namespace),
+    )?;
+    let (a, b, c, d, e, f, g, h) = lists;
+    let mut by_namespace: HashMap<String, Vec<Trimmed>> = HashMap::new();
+    for object in [a, b, c, d, e, f, g, h].into_iter().flatten() {
+        by_namespace
+            .entry(object.namespace().to_owned())
+            .or_default()
+            .push(object);
+    }
+    let mut uses = Vec::new();
+    for ns in &namespaces {
+        let name = ns.metadata.name.clone().unwrap_or_default();
+        if config.is_exempt(&name) {
+            continue;
+        }
+        let Some(objects) = by_namespace.get(&name) else {
+            continue;
+        };
+        let empty = BTreeMap::new();
+        let (allowance, _) = Allowance::from_labels(ns.metadata.labels.as_ref().unwrap_or(&empty));
+        let verdicts = judge_namespace(config, &allowance, now, objects);
+        uses.extend(uses_of(&verdicts, &name, &grants, now));
+    }
+    Ok(uses)
+}
+
+/// The uses of `verdicts`, naming grants as the reports do.
+fn uses_of(
+    verdicts: &[Verdict],
+    namespace: &str,
+    grants: &[ByocGrant],
+    now: Timestamp,
+) -> Vec<Use> {
+    verdicts
+        .iter()
+        .flat_map(|v| {
+            v.images.iter().map(move |u| Use {
+                workload: WorkloadRef {
+                    namespace: namespace.to_owned(),
+                    kind: v.source.kind().to_owned(),
+                    name: v.name.clone(),
+                },
+                image: ImageProperty {
+                    image: u.image.clone(),
+                    registry: u.registry.clone(),
+                    allowed_by: match &u.allowed_by {
+                        Some(a) => a
+                            .grant_name(grants, namespace, now)
+                            .unwrap_or_else(|| byoc_api::report::ALLOWED_BY_LABELS.to_owned()),
+                        None => byoc_api::report::ALLOWED_BY_REFUSED.to_owned(),
+                    },
+                },
+            })
+        })
+        .collect()
+}
+
+/// Every object of kind `K` in scope, trimmed as it is read, page by page.
+async fn list<K>(client: &Client, namespace: Option<&str>) -> Result<Vec<Trimmed>, Failure>
+where
+    K: Inventoried + Clone + std::fmt::Debug,
+{
+    let api: Api<Of<K>> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mut all = Vec::new();
+    let mut pages = Pages::new(500);
+    while let Some(lp) = pages.next_params() {
+        let page = api
+            .list(&lp)
+            .await
+            .context(|| format!("list {}", K::SOURCE.resource().plural))?;
+        all.extend(pages.take(page).into_iter().map(|o| o.object));
+    }
+    Ok(all)
+}
+
+/// Groups uses by image and allowance, images sorted by name.
+fn group(uses: impl IntoIterator<Item = Use>) -> Vec<ImageEntry> {
+    let mut groups: BTreeMap<(String, String), (Option<String>, BTreeSet<WorkloadRef>)> =
+        BTreeMap::new();
+    for Use { workload, image } in uses {
+        let entry = groups
+            .entry((image.image, image.allowed_by))
+            .or_insert_with(|| (image.registry, BTreeSet::new()));
+        entry.1.insert(workload);
+    }
+    groups
+        .into_iter()
+        .map(|((image, allowed_by), (registry, workloads))| ImageEntry {
+            image,
+            registry,
+            allowed_by,
+            namespaces: workloads
+                .iter()
+                .map(|w| w.namespace.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            workloads: workloads.into_iter().collect(),
+        })
+        .collect()
+}
+
+/// The table: counts by default, names with `wide`.
+fn table(inventory: &Inventory, wide: bool) -> String {
+    let mut t = Table::new(vec![
+        "IMAGE",
+        "REGISTRY",
+        "GRANT",
+        "NAMESPACES",
+        "WORKLOADS",
+    ]);
+    for e in &inventory.images {
+        let (namespaces, workloads) = if wide {
+            (
+                e.namespaces.join(","),
+                e.workloads
+                    .iter()
+                    .map(|w| format!("{}/{}/{}", w.namespace, w.kind, w.name))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+        } else {
+            (
+                e.namespaces.len().to_string(),
+                e.workloads.len().to_string(),
+            )
+        };
+        t.push(vec![
+            e.image.clone(),
+            e.registry.clone().unwrap_or_else(|| "<invalid>".to_owned()),
+            e.allowed_by.clone(),
+            namespaces,
+            workloads,
+        ]);
+    }
+    t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use byoc_api::report::{ReportResult, ResourceRef};
+
+    fn use_of(ns: &str, kind: &str, name: &str, image: &str, allowed_by: &str) -> Use {
+        Use {
+            workload: WorkloadRef {
+                namespace: ns.into(),
+                kind: kind.into(),
+                name: name.into(),
+            },
+            image: ImageProperty {
+                image: image.into(),
+                registry: image.parse::<ImageRef>().ok().map(|r| r.registry()),
+                allowed_by: allowed_by.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn uses_group_by_image_and_allowance() {
+        let uses = vec![
+            use_of("tool-b", "Deployment", "web", "quay.io/a:1", "grant-b"),
+            use_of("tool-a", "Deployment", "web", "quay.io/a:1", "grant-a"),
+            use_of("tool-a", "CronJob", "nightly", "quay.io/a:1", "grant-a"),
+            use_of("tool-c", "Pod", "p", "nginx", "REFUSED"),
+            use_of("tool-c", "Pod", "p", "Bad Ref", "REFUSED"),
+        ];
+        let inventory = Inventory {
+            kind: "ByocImages",
+            version: 1,
+            source: "live",
+            images: group(uses),
+        };
+        assert_eq!(
+            table(&inventory, false),
+            "IMAGE         REGISTRY    GRANT     NAMESPACES   WORKLOADS\n\
+             Bad Ref       <invalid>   REFUSED   1            1\n\
+             nginx         docker.io   REFUSED   1            1\n\
+             quay.io/a:1   quay.io     grant-a   1            2\n\
+             quay.io/a:1   quay.io     grant-b   1            1\n"
+        );
+        let wide = table(&inventory, true);
+        assert!(
+            wide.contains("grant-a   tool-a       tool-a/CronJob/nightly,tool-a/Deployment/web"),
+            "{wide}"
+        );
+    }
+
+    #[test]
+    fn reports_read_back_into_uses() {
+        let report = PolicyReport {
+            results: vec![ReportResult {
+                source: "byoc-operator".into(),
+                policy: "byoc-registry".into(),
+                rule: "allowed-registries".into(),
+                result: byoc_api::report::Outcome::Pass,
+                scored: true,
+                message: String::new(),
+                resources: vec![ResourceRef {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    name: "web".into(),
+                    namespace: "tool-a".into(),
+                    uid: "u".into(),
+                }],
+                properties: ImageProperty::to_properties(&[
+                    use_of("", "", "", "quay.io/a:1", "g").image,
+                    use_of(
+                        "",
+                        "",
+                        "",
+                        "docker-registry.tools.wmflabs.org/x",
+                        "platform",
+                    )
+                    .image,
+                ]),
+                timestamp: Default::default(),
+            }],
+            ..PolicyReport::default()
+        };
+        assert_eq!(
+            from_reports(&[report]),
+            vec![
+                use_of("tool-a", "Deployment", "web", "quay.io/a:1", "g"),
+                use_of(
+                    "tool-a",
+                    "Deployment",
+                    "web",
+                    "docker-registry.tools.wmflabs.org/x",
+                    "platform"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn registry_filter_matches_like_a_grant() {
+        let quay: RegistryPattern = "quay.io".parse().unwrap();
+        let org: RegistryPattern = "ghcr.io/wikimedia".parse().unwrap();
+        assert!(matches("quay.io/a/b:1", &quay));
+        assert!(!matches("quay.io.evil.com/a", &quay));
+        assert!(matches("ghcr.io/wikimedia/x", &org));
+        assert!(!matches("ghcr.io/wikimediaevil/x", &org));
+        assert!(!matches("Not A Ref", &quay));
+    }
+}

@@ -1,0 +1,923 @@
+//! What runs where: the pod-bearing objects of a namespace, which of them are top-level (the
+//! workloads and bare pods an inventory reports), and the policy's verdict on each, with the
+//! registry and the allowance behind every image.
+//!
+//! Shared by `kubectl byoc audit` and `kubectl byoc images` (which list these objects) and the
+//! controller's PolicyReports (which watch them). The verdict is [`Checker`]'s, the webhook's
+//! own, on the images of each object as if they were all added now.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use byoc_api::labels::Allowance;
+use byoc_api::lenient;
+use byoc_api::{ByocGrant, RegistryPattern};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, PodTemplate, ReplicationController};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use kube::core::{ApiResource, NamespaceResourceScope};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::decision::{Checker, Violation};
+use crate::reference::ImageRef;
+use crate::workload::{Container, PodBearing, ShapeError};
+
+/// A pod-bearing kind. The order is the reports': workloads first, pods last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// `apps/v1` Deployment.
+    Deployment,
+    /// `apps/v1` ReplicaSet.
+    ReplicaSet,
+    /// `apps/v1` StatefulSet.
+    StatefulSet,
+    /// `apps/v1` DaemonSet.
+    DaemonSet,
+    /// `batch/v1` CronJob.
+    CronJob,
+    /// `batch/v1` Job.
+    Job,
+    /// `v1` ReplicationController.
+    ReplicationController,
+    /// `v1` PodTemplate.
+    PodTemplate,
+    /// `v1` Pod.
+    Pod,
+}
+
+impl Source {
+    /// Every kind, in report order.
+    pub const ALL: [Self; 9] = [
+        Self::Deployment,
+        Self::ReplicaSet,
+        Self::StatefulSet,
+        Self::DaemonSet,
+        Self::CronJob,
+        Self::Job,
+        Self::ReplicationController,
+        Self::PodTemplate,
+        Self::Pod,
+    ];
+
+    /// The kinds that run pods: every kind but PodTemplate, which runs nothing.
+    pub const RUNNING: [Self; 8] = [
+        Self::Deployment,
+        Self::ReplicaSet,
+        Self::StatefulSet,
+        Self::DaemonSet,
+        Self::CronJob,
+        Self::Job,
+        Self::ReplicationController,
+        Self::Pod,
+    ];
+
+    /// The API resource to list.
+    pub fn resource(self) -> ApiResource {
+        match self {
+            Self::Deployment => ApiResource::erase::<Deployment>(&()),
+            Self::ReplicaSet => ApiResource::erase::<ReplicaSet>(&()),
+            Self::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+            Self::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+            Self::CronJob => ApiResource::erase::<CronJob>(&()),
+            Self::Job => ApiResource::erase::<Job>(&()),
+            Self::ReplicationController => ApiResource::erase::<ReplicationController>(&()),
+            Self::PodTemplate => ApiResource::erase::<PodTemplate>(&()),
+            Self::Pod => ApiResource::erase::<Pod>(&()),
+        }
+    }
+
+    /// The kind's name.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::ReplicaSet => "ReplicaSet",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+            Self::CronJob => "CronJob",
+            Self::Job => "Job",
+            Self::ReplicationController => "ReplicationController",
+            Self::PodTemplate => "PodTemplate",
+            Self::Pod => "Pod",
+        }
+    }
+
+    /// The kind's `apiVersion`.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Self::Deployment | Self::ReplicaSet | Self::StatefulSet | Self::DaemonSet => "apps/v1",
+            Self::CronJob | Self::Job => "batch/v1",
+            Self::ReplicationController | Self::PodTemplate | Self::Pod => "v1",
+        }
+    }
+
+    /// Where the pod spec is, as the webhook sees this kind.
+    pub fn bearing(self) -> PodBearing {
+        match self {
+            Self::Pod => PodBearing::Pod,
+            Self::PodTemplate => PodBearing::PodTemplate,
+            Self::CronJob => PodBearing::CronJob,
+            _ => PodBearing::Workload,
+        }
+    }
+
+    /// Whether this is a workload (anything but a Pod).
+    pub fn is_workload(self) -> bool {
+        self != Self::Pod
+    }
+
+    /// Why an object of this kind is left out of an audit, if it is: it is being deleted, its
+    /// controller is audited instead, or (a pod) it has finished and runs nothing. `phase` is a
+    /// pod's `status.phase`.
+    pub fn skip_reason(self, metadata: &ObjectMeta, phase: Option<&str>) -> Option<&'static str> {
+        if metadata.deletion_timestamp.is_some() {
+            return Some("being deleted");
+        }
+        match self {
+            Self::Pod => finished(phase).then_some("finished pod"),
+            Self::ReplicaSet => controlled_by(metadata, "apps/", "Deployment")
+                .then_some("ReplicaSet of a Deployment"),
+            Self::Job => controlled_by(metadata, "batch/", "CronJob").then_some("Job of a CronJob"),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a pod in `phase` has finished and runs nothing.
+fn finished(phase: Option<&str>) -> bool {
+    matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// The controller of an object, if it has one.
+pub fn controller_of(metadata: &ObjectMeta) -> Option<&OwnerReference> {
+    metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+}
+
+/// Whether the controller of an object is a `kind` of an API group version starting with
+/// `group`.
+fn controlled_by(metadata: &ObjectMeta, group: &str, kind: &str) -> bool {
+    controller_of(metadata).is_some_and(|o| o.kind == kind && o.api_version.starts_with(group))
+}
+
+/// A pod-bearing object trimmed to what the inventory reads: its name, namespace, uid,
+/// owners and deletion mark, a pod's phase, and the images of its pod spec. Labels,
+/// annotations, `managedFields` and the rest of the spec are dropped as it is read, so a
+/// watch cache of these holds a few hundred bytes per object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trimmed {
+    /// Its kind.
+    pub source: Source,
+    /// `name`, `namespace`, `uid`, `resourceVersion`, `ownerReferences`, `deletionTimestamp`.
+    pub metadata: ObjectMeta,
+    /// A pod's `status.phase`.
+    pub phase: Option<String>,
+    /// The containers and image volumes of its pod spec, or why they cannot be read.
+    pub containers: Result<Vec<Container>, ShapeError>,
+}
+
+impl Trimmed {
+    /// Reads an object of kind `source`.
+    pub fn from_value(source: Source, value: &Value) -> Result<Self, serde_json::Error> {
+        let full = lenient::object_meta(value.get("metadata").cloned().unwrap_or_default())?;
+        let metadata = ObjectMeta {
+            name: full.name,
+            namespace: full.namespace,
+            uid: full.uid,
+            resource_version: full.resource_version,
+            owner_references: full.owner_references,
+            deletion_timestamp: full.deletion_timestamp,
+            ..ObjectMeta::default()
+        };
+        let phase = match source {
+            Source::Pod => value
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            _ => None,
+        };
+        Ok(Self {
+            source,
+            metadata,
+            phase,
+            containers: source.bearing().containers(value),
+        })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// Its namespace.
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or_default()
+    }
+
+    /// Its uid.
+    pub fn uid(&self) -> &str {
+        self.metadata.uid.as_deref().unwrap_or_default()
+    }
+
+    /// Whether it is a pod that has finished (`Succeeded` or `Failed`) and runs nothing.
+    pub fn is_finished_pod(&self) -> bool {
+        self.source == Source::Pod && finished(self.phase.as_deref())
+    }
+}
+
+/// The k8s-openapi types of the kinds that run pods.
+pub trait Inventoried: Resource<DynamicType = (), Scope = NamespaceResourceScope> {
+    /// The kind.
+    const SOURCE: Source;
+}
+
+macro_rules! inventoried {
+    ($($t:ty => $s:ident),* $(,)?) => {
+        $(impl Inventoried for $t { const SOURCE: Source = Source::$s; })*
+    };
+}
+
+inventoried! {
+    Deployment => Deployment,
+    ReplicaSet => ReplicaSet,
+    StatefulSet => StatefulSet,
+    DaemonSet => DaemonSet,
+    CronJob => CronJob,
+    Job => Job,
+    ReplicationController => ReplicationController,
+    Pod => Pod,
+}
+
+/// A [`Trimmed`] object of the typed kind `K`, for `Api<Of<K>>` lists and watches: the API
+/// path is `K`'s, what is kept is [`Trimmed`].
+#[derive(Debug)]
+pub struct Of<K> {
+    /// The object.
+    pub object: Trimmed,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Of<K> {
+    fn clone(&self) -> Self {
+        Self {
+            object: self.object.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<'de, K: Inventoried> Deserialize<'de> for Of<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Ok(Self {
+            object: Trimmed::from_value(K::SOURCE, &value).map_err(D::Error::custom)?,
+            kind: PhantomData,
+        })
+    }
+}
+
+impl<K: Inventoried> Resource for Of<K> {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.object.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.object.metadata
+    }
+}
+
+/// What allows an image.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AllowedBy {
+    /// A default registry of the configuration.
+    Platform(RegistryPattern),
+    /// A granted registry entry.
+    Granted(RegistryPattern),
+    /// A grant of any registry.
+    AnyRegistry,
+}
+
+impl AllowedBy {
+    /// What allows `image` in a namespace with `allowance` at `now`, if anything: a default
+    /// registry before a granted entry before "any registry", so that an image the platform
+    /// serves is never attributed to a grant.
+    fn of(
+        config: &Config,
+        allowance: &Allowance,
+        now: Timestamp,
+        image: &ImageRef,
+    ) -> Option<Self> {
+        if let Some(p) = config
+            .default_registries
+            .iter()
+            .find(|p| image.is_allowed_by(p))
+        {
+            return Some(Self::Platform(p.clone()));
+        }
+        if let Some(p) = allowance
+            .registries_at(now)
+            .find(|p| image.is_allowed_by(p))
+        {
+            return Some(Self::Granted(p.clone()));
+        }
+        allowance.allows_any_at(now).then_some(Self::AnyRegistry)
+    }
+
+    /// The name of the grant behind this allowance among `grants` (the platform's for a default
+    /// registry): of the grants of `namespace` in force at `now` that grant it, the one that
+    /// lasts longest, then the first by name. `None` when no grant does (the namespace labels
+    /// are ahead of the grants the caller knows).
+    pub fn grant_name<'g>(
+        &self,
+        grants: impl IntoIterator<Item = &'g ByocGrant>,
+        namespace: &str,
+        now: Timestamp,
+    ) -> Option<String> {
+        let pattern = match self {
+            Self::Platform(_) => return Some(byoc_api::report::ALLOWED_BY_PLATFORM.to_owned()),
+            Self::Granted(p) => Some(p),
+            Self::AnyRegistry => None,
+        };
+        grants
+            .into_iter()
+            .filter(|g| g.spec.namespace == namespace && !g.is_expired_at(now))
+            .filter(|g| match pattern {
+                None => g.spec.registries.is_empty(),
+                Some(p) => g
+                    .spec
+                    .registries
+                    .iter()
+                    .any(|r| r.parse::<RegistryPattern>().is_ok_and(|r| &r == p)),
+            })
+            .max_by(|a, b| {
+                let end = |g: &ByocGrant| g.expires_at().map_or(i128::MAX, |t| t.as_nanosecond());
+                end(a)
+                    .cmp(&end(b))
+                    .then_with(|| b.metadata.name.cmp(&a.metadata.name))
+            })
+            .and_then(|g| g.metadata.name.clone())
+    }
+}
+
+/// One image of a workload and the policy's verdict on it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageUse {
+    /// The image as written.
+    pub image: String,
+    /// The registry it resolves to, when it parses.
+    pub registry: Option<String>,
+    /// What allows it, or `None` when it is refused.
+    pub allowed_by: Option<AllowedBy>,
+}
+
+/// The verdict on one top-level workload or bare pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    /// Its kind.
+    pub source: Source,
+    /// Its name.
+    pub name: String,
+    /// Its uid.
+    pub uid: String,
+    /// Each distinct image of its pod spec and of its running pods, in pod-spec order.
+    pub images: Vec<ImageUse>,
+    /// The refused containers (the webhook's denial lines), or why its pod spec cannot be read.
+    pub refused: Result<Vec<Violation>, String>,
+}
+
+/// Judges the objects of one namespace: one [`Verdict`] per top-level workload and bare pod,
+/// ordered by kind and name.
+///
+/// Top-level are the workloads (not PodTemplates, which run nothing) and unfinished pods whose
+/// controller is not among `objects`, found by uid: a ReplicaSet whose Deployment is there is
+/// not, an orphaned one is; a pod of a custom resource or a node is a bare pod. The images of a
+/// pod with a controller among `objects` are judged with its top-level workload's (through a
+/// ReplicaSet or Job to its Deployment or CronJob), so a pod still running an older template,
+/// or a pod that names a workload as its controller, shows under that workload. Finished pods
+/// are left out; objects being deleted are not (a pod being deleted runs until its grace period
+/// ends, which its owner chooses).
+///
+/// Each object is judged as the webhook would judge an UPDATE adding all its images now:
+/// `config` and the namespace's `allowance` (read from its labels) at `now`.
+pub fn judge_namespace<'a>(
+    config: &Config,
+    allowance: &Allowance,
+    now: Timestamp,
+    objects: impl IntoIterator<Item = &'a Trimmed>,
+) -> Vec<Verdict> {
+    let objects: Vec<&Trimmed> = objects
+        .into_iter()
+        .filter(|o| o.source != Source::PodTemplate)
+        .collect();
+    let by_uid: HashMap<&str, &Trimmed> = objects
+        .iter()
+        .filter(|o| o.source.is_workload() && !o.uid().is_empty())
+        .map(|o| (o.uid(), *o))
+        .collect();
+    // The top-level object of each running object, by uid, and the pods under each.
+    let top_of = |o: &'a Trimmed| -> &'a Trimmed {
+        let mut at = o;
+        // A chain is at most pod → ReplicaSet/Job → Deployment/CronJob; the bound also stops
+        // a cycle of forged owner references.
+        for _ in 0..2 {
+            match controller_of(&at.metadata).and_then(|c| by_uid.get(c.uid.as_str())) {
+                Some(owner) => at = owner,
+                None => break,
+            }
+        }
+        at
+    };
+    let mut pods_under: HashMap<&str, Vec<&Trimmed>> = HashMap::new();
+    let mut tops: Vec<&Trimmed> = Vec::new();
+    for o in &objects {
+        if o.is_finished_pod() {
+            continue;
+        }
+        let top = top_of(o);
+        if std::ptr::eq(top, *o) {
+            tops.push(o);
+        } else if o.source == Source::Pod {
+            pods_under.entry(top.uid()).or_default().push(o);
+        }
+    }
+    tops.sort_by(|a, b| (a.source, a.name()).cmp(&(b.source, b.name())));
+    tops.into_iter()
+        .map(|top| {
+            let pods = pods_under.get(top.uid()).map_or(&[][..], Vec::as_slice);
+            judge(config, allowance, now, top, pods)
+        })
+        .collect()
+}
+
+/// The verdict on `top` and the pods running under it.
+fn judge(
+    config: &Config,
+    allowance: &Allowance,
+    now: Timestamp,
+    top: &Trimmed,
+    pods: &[&Trimmed],
+) -> Verdict {
+    let namespace = top.namespace();
+    let subject = format!("{} {namespace}/{}", top.source.kind(), top.name());
+    let mut containers: Vec<&Container> = Vec::new();
+    let mut unreadable = None;
+    for object in std::iter::once(top).chain(pods.iter().copied()) {
+        match &object.containers {
+            Ok(list) => {
+                for c in list {
+                    if !containers.contains(&c) {
+                        containers.push(c);
+                    }
+                }
+            }
+            Err(e) => {
+                unreadable.get_or_insert_with(|| {
+                    format!(
+                        "{} {namespace}/{}: {e}",
+                        object.source.kind(),
+                        object.name()
+                    )
+                });
+            }
+        }
+    }
+    let checker = Checker::new(config, allowance, namespace, now);
+    let mut images: Vec<ImageUse> = Vec::new();
+    for image in containers.iter().filter_map(|c| c.image.as_deref()) {
+        if images.iter().any(|u| u.image == image) {
+            continue;
+        }
+        let (registry, allowed_by) = match image.parse::<ImageRef>() {
+            Ok(r) => {
+                let allowed_by = match checker.problem(image) {
+                    None => AllowedBy::of(config, allowance, now, &r),
+                    Some(_) => None,
+                };
+                (Some(r.registry()), allowed_by)
+            }
+            Err(_) => (None, None),
+        };
+        images.push(ImageUse {
+            image: image.to_owned(),
+            registry,
+            allowed_by,
+        });
+    }
+    let refused = match unreadable {
+        Some(e) => Err(e),
+        None => Ok(checker.check(&subject, containers)),
+    };
+    Verdict {
+        source: top.source,
+        name: top.name().to_owned(),
+        uid: top.uid().to_owned(),
+        images,
+        refused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::group_of;
+    use byoc_api::ByocGrantSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    fn now() -> Timestamp {
+        "2026-11-30T12:00:00Z".parse().unwrap()
+    }
+
+    /// An object of `source` named `name` (uid `name`), controlled by `owner` (kind, uid).
+    fn object(source: Source, name: &str, owner: Option<(&str, &str)>, images: &[&str]) -> Trimmed {
+        let containers: Vec<_> = images
+            .iter()
+            .map(|i| json!({"name": "app", "image": i}))
+            .collect();
+        let spec = json!({"containers": containers});
+        let mut value = match source.bearing() {
+            PodBearing::Pod => json!({"spec": spec, "status": {"phase": "Running"}}),
+            PodBearing::CronJob => {
+                json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}})
+            }
+            PodBearing::PodTemplate => json!({"template": {"spec": spec}}),
+            PodBearing::Workload => json!({"spec": {"template": {"spec": spec}}}),
+        };
+        value["metadata"] = json!({"name": name, "namespace": "tool-a", "uid": name,
+            "labels": {"app": "x"}, "annotations": {"big": "y"},
+            "managedFields": [{"manager": "m", "time": "9999-12-31T00:00:00Z"}]});
+        if let Some((kind, uid)) = owner {
+            value["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind,
+                "name": uid, "uid": uid, "controller": true}]);
+        }
+        Trimmed::from_value(source, &value).unwrap()
+    }
+
+    fn allowance(registries: &[&str], expires: Option<&str>) -> Allowance {
+        Allowance::for_grant(&spec(registries, expires)).unwrap()
+    }
+
+    fn spec(registries: &[&str], expires: Option<&str>) -> ByocGrantSpec {
+        ByocGrantSpec {
+            namespace: "tool-a".into(),
+            reason: "r".into(),
+            registries: registries.iter().map(|s| s.to_string()).collect(),
+            expires_at: expires.map(|e| Time(e.parse().unwrap())),
+        }
+    }
+
+    #[test]
+    fn kinds_match_the_webhook() {
+        for source in Source::ALL {
+            let r = source.resource();
+            assert_eq!(r.kind, source.kind());
+            assert_eq!(r.api_version, source.api_version());
+            assert_eq!(
+                PodBearing::of(group_of(&r.api_version), &r.kind),
+                Some(source.bearing()),
+                "{source:?}"
+            );
+        }
+        let mut sorted = Source::ALL;
+        sorted.sort();
+        assert_eq!(sorted, Source::ALL);
+        assert!(Source::RUNNING.iter().all(|s| Source::ALL.contains(s)));
+        assert!(!Source::RUNNING.contains(&Source::PodTemplate));
+    }
+
+    #[test]
+    fn trimmed_keeps_only_what_is_read() {
+        let pod = object(Source::Pod, "p", Some(("ReplicaSet", "rs")), &["quay.io/a"]);
+        assert_eq!(pod.metadata.labels, None);
+        assert_eq!(pod.metadata.annotations, None);
+        assert_eq!(pod.metadata.managed_fields, None);
+        assert_eq!(pod.phase.as_deref(), Some("Running"));
+        assert_eq!(controller_of(&pod.metadata).unwrap().uid, "rs");
+        let bad = Trimmed::from_value(
+            Source::Pod,
+            &json!({"metadata": {"name": "p"}, "spec": {"containers": 3}}),
+        )
+        .unwrap();
+        assert!(bad.containers.is_err());
+    }
+
+    /// The top-level objects judged, with their images, for a namespace of `objects`.
+    fn tops(objects: &[Trimmed]) -> Vec<(Source, String, Vec<String>)> {
+        let config = Config::default();
+        judge_namespace(&config, &Allowance::default(), now(), objects)
+            .into_iter()
+            .map(|v| {
+                (
+                    v.source,
+                    v.name,
+                    v.images.into_iter().map(|u| u.image).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pods_are_judged_with_their_top_level_workload() {
+        let finished = {
+            let mut p = object(Source::Pod, "done", None, &["x.org/done"]);
+            p.phase = Some("Succeeded".into());
+            p
+        };
+        // Being deleted, it still runs until its grace period ends.
+        let deleting = {
+            let mut p = object(Source::Pod, "going", None, &["x.org/going"]);
+            p.metadata.deletion_timestamp = Some(Time(now()));
+            p
+        };
+        let objects = [
+            object(Source::Deployment, "web", None, &["x.org/web:2"]),
+            object(
+                Source::ReplicaSet,
+                "web-2",
+                Some(("Deployment", "web")),
+                &["x.org/web:2"],
+            ),
+            object(
+                Source::ReplicaSet,
+                "web-1",
+                Some(("Deployment", "web")),
+                &["x.org/web:1"],
+            ),
+            // A rollout in progress: the old pod still runs the old image.
+            object(
+                Source::Pod,
+                "web-2-a",
+                Some(("ReplicaSet", "web-2")),
+                &["x.org/web:2"],
+            ),
+            object(
+                Source::Pod,
+                "web-1-a",
+                Some(("ReplicaSet", "web-1")),
+                &["x.org/web:1"],
+            ),
+            // A pod claiming the Deployment's ReplicaSet, with an image of its own.
+            object(
+                Source::Pod,
+                "claims",
+                Some(("ReplicaSet", "web-2")),
+                &["evil.org/x"],
+            ),
+            // An orphaned ReplicaSet (its Deployment is gone) is top-level.
+            object(
+                Source::ReplicaSet,
+                "orphan",
+                Some(("Deployment", "gone")),
+                &["x.org/o"],
+            ),
+            object(Source::CronJob, "nightly", None, &["x.org/cron"]),
+            object(
+                Source::Job,
+                "nightly-1",
+                Some(("CronJob", "nightly")),
+                &["x.org/cron"],
+            ),
+            object(
+                Source::Pod,
+                "nightly-1-a",
+                Some(("Job", "nightly-1")),
+                &["x.org/cron"],
+            ),
+            object(Source::Pod, "bare", None, &["x.org/bare"]),
+            object(
+                Source::Pod,
+                "mirror",
+                Some(("Node", "node-1")),
+                &["x.org/static"],
+            ),
+            object(Source::PodTemplate, "tpl", None, &["x.org/tpl"]),
+            finished,
+            deleting,
+        ];
+        assert_eq!(
+            tops(&objects),
+            vec![
+                (
+                    Source::Deployment,
+                    "web".into(),
+                    vec![
+                        "x.org/web:2".into(),
+                        "x.org/web:1".into(),
+                        "evil.org/x".into()
+                    ]
+                ),
+                (Source::ReplicaSet, "orphan".into(), vec!["x.org/o".into()]),
+                (Source::CronJob, "nightly".into(), vec!["x.org/cron".into()]),
+                (Source::Pod, "bare".into(), vec!["x.org/bare".into()]),
+                (Source::Pod, "going".into(), vec!["x.org/going".into()]),
+                (Source::Pod, "mirror".into(), vec!["x.org/static".into()]),
+            ]
+        );
+        // Owner references that form a cycle end the walk; nothing is lost.
+        let cycle = [
+            object(
+                Source::ReplicaSet,
+                "a",
+                Some(("ReplicaSet", "b")),
+                &["x.org/a"],
+            ),
+            object(
+                Source::ReplicaSet,
+                "b",
+                Some(("ReplicaSet", "a")),
+                &["x.org/b"],
+            ),
+            object(Source::Pod, "p", Some(("ReplicaSet", "a")), &["x.org/p"]),
+        ];
+        let judged = tops(&cycle);
+        assert!(
+            judged
+                .iter()
+                .any(|(_, _, images)| images.contains(&"x.org/p".to_owned())),
+            "{judged:?}"
+        );
+    }
+
+    #[test]
+    fn verdicts_name_what_allows_each_image() {
+        let config = Config::default();
+        let objects = [object(
+            Source::Deployment,
+            "web",
+            None,
+            &[
+                "docker-registry.tools.wmflabs.org/web:1",
+                "quay.io/a/b:1",
+                "nginx",
+                "Not A Ref",
+            ],
+        )];
+        let quay = allowance(&["quay.io"], None);
+        let [v] = &judge_namespace(&config, &quay, now(), &objects)[..] else {
+            panic!("one verdict")
+        };
+        let platform = "docker-registry.tools.wmflabs.org".parse().unwrap();
+        assert_eq!(
+            v.images
+                .iter()
+                .map(|u| (u.registry.as_deref(), u.allowed_by.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                (
+                    Some("docker-registry.tools.wmflabs.org"),
+                    Some(AllowedBy::Platform(platform))
+                ),
+                (
+                    Some("quay.io"),
+                    Some(AllowedBy::Granted("quay.io".parse().unwrap()))
+                ),
+                (Some("docker.io"), None),
+                (None, None),
+            ]
+        );
+        let refused = v.refused.as_ref().unwrap();
+        assert_eq!(refused.len(), 2);
+        assert!(
+            refused[0]
+                .to_string()
+                .starts_with("Deployment tool-a/web: container \"app\" image \"nginx\"")
+        );
+        // A grant of any registry allows everything that parses; the platform still comes first.
+        let any = allowance(&[], None);
+        let [v] = &judge_namespace(&config, &any, now(), &objects)[..] else {
+            panic!("one verdict")
+        };
+        assert!(matches!(
+            v.images[0].allowed_by,
+            Some(AllowedBy::Platform(_))
+        ));
+        assert_eq!(v.images[2].allowed_by, Some(AllowedBy::AnyRegistry));
+        assert_eq!(v.refused.as_ref().unwrap().len(), 1);
+        // An expired grant allows nothing: the verdict changes without any other change.
+        let expired = allowance(&["quay.io"], Some("2026-11-30T11:59:59Z"));
+        let [v] = &judge_namespace(&config, &expired, now(), &objects)[..] else {
+            panic!("one verdict")
+        };
+        assert_eq!(v.images[1].allowed_by, None);
+        assert_eq!(v.refused.as_ref().unwrap().len(), 3);
+        // A pod spec that does not read is an error, not a pass.
+        let bad = Trimmed::from_value(
+            Source::Pod,
+            &json!({"metadata": {"name": "p", "namespace": "tool-a", "uid": "p"}, "spec": {"containers": 3}}),
+        )
+        .unwrap();
+        let [v] = &judge_namespace(&config, &quay, now(), [&bad])[..] else {
+            panic!("one verdict")
+        };
+        assert!(
+            v.refused
+                .as_ref()
+                .unwrap_err()
+                .starts_with("Pod tool-a/p: malformed pod spec")
+        );
+    }
+
+    #[test]
+    fn attribution_agrees_with_the_checker() {
+        let config = Config::default();
+        let images = [
+            "docker-registry.tools.wmflabs.org/x",
+            "quay.io/a",
+            "ghcr.io/wikimedia/x",
+            "ghcr.io/other/x",
+            "nginx",
+            "localhost:5000/x",
+            "sha256:7cc4b5ae",
+        ];
+        for allowance in [
+            Allowance::default(),
+            allowance(&["quay.io", "ghcr.io/wikimedia"], None),
+            allowance(&[], None),
+            allowance(&[], Some("2026-11-30T11:00:00Z")),
+        ] {
+            let checker = Checker::new(&config, &allowance, "tool-a", now());
+            for image in images {
+                let attributed = image
+                    .parse::<ImageRef>()
+                    .ok()
+                    .and_then(|r| AllowedBy::of(&config, &allowance, now(), &r));
+                assert_eq!(
+                    attributed.is_some(),
+                    checker.problem(image).is_none() && !image.starts_with("sha256:"),
+                    "{image} {allowance:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_grant_behind_an_allowance() {
+        let grant = |name: &str, ns: &str, registries: &[&str], expires: Option<&str>| {
+            let mut g = ByocGrant::new(name, spec(registries, expires));
+            g.spec.namespace = ns.into();
+            g
+        };
+        let grants = [
+            grant(
+                "short",
+                "tool-a",
+                &["quay.io"],
+                Some("2026-12-01T00:00:00Z"),
+            ),
+            grant(
+                "long",
+                "tool-a",
+                &["quay.io", "ghcr.io"],
+                Some("2027-01-01T00:00:00Z"),
+            ),
+            grant("gone", "tool-a", &["quay.io"], Some("2026-11-01T00:00:00Z")),
+            grant("elsewhere", "tool-b", &["quay.io"], None),
+            grant("any", "tool-a", &[], Some("2026-12-01T00:00:00Z")),
+            grant("b-forever", "tool-a", &["ghcr.io"], None),
+            grant("a-forever", "tool-a", &["ghcr.io"], None),
+        ];
+        let name = |a: AllowedBy| a.grant_name(&grants, "tool-a", now());
+        assert_eq!(
+            name(AllowedBy::Granted("quay.io".parse().unwrap())).as_deref(),
+            Some("long")
+        );
+        assert_eq!(
+            name(AllowedBy::Granted("ghcr.io".parse().unwrap())).as_deref(),
+            Some("a-forever")
+        );
+        assert_eq!(name(AllowedBy::AnyRegistry).as_deref(), Some("any"));
+        assert_eq!(
+            name(AllowedBy::Platform("x.org".parse().unwrap())).as_deref(),
+            Some("platform")
+        );
+        assert_eq!(name(AllowedBy::Granted("docker.io".parse().unwrap())), None);
+    }
+}

@@ -1,0 +1,687 @@
+//! The inventory against the real API server (issue 15, DESIGN §11): the controller, run with
+//! `--reports` as its own ServiceAccount, keeps one PolicyReport per non-exempt namespace with
+//! workloads, one result per top-level workload or bare pod; results follow grants, expiries
+//! and workloads within seconds; nothing is written when nothing changed; a tampered or
+//! deleted report is put back.
+//!
+//! `cargo build -p byoc-controller -p kubectl-byoc && hack/local-cluster.sh exec -- cargo test -p byoc-e2e --test reports`
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use byoc_api::report::{ALLOWED_BY_REFUSED, Outcome, PolicyReport, REPORT_NAME};
+use byoc_e2e::cli::{CliOutput, kubectl_byoc};
+use byoc_e2e::controller::{ControllerProcess, Exclusive, exclusive};
+use byoc_e2e::reports::{self, policy_file, result, wait_report};
+use byoc_e2e::webhook::{Options, Webhook};
+use byoc_e2e::{
+    Cleanup, TestNamespace, client, create_grant, kubectl, kubectl_run, kubectl_stdin, parse_table,
+    unique_name, wait_byoc_labels,
+};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use serde_json::json;
+
+/// The image the tests grant: quay.io, which no default allows.
+const QUAY_IMAGE: &str = "quay.io/prometheus/node-exporter:v1.8.2";
+/// An image the platform registry serves.
+const PLATFORM_IMAGE: &str = "docker-registry.tools.wmflabs.org/toolforge-python311:latest";
+/// How fast a report must follow a change (issue 15: "within 10 s").
+const REACT: Duration = Duration::from_secs(10);
+
+/// Starts a controller with `--reports --config POLICY` and waits until it leads.
+async fn start(cluster: &Exclusive, name: &str, policy: &Path) -> ControllerProcess {
+    let config = format!("--config={}", policy.display());
+    let controller = cluster.spawn(&unique_name(name), &["--reports", &config]);
+    controller.wait_leader().await;
+    controller
+}
+
+/// Creates Deployment `name` running `image` in `namespace` (through the webhook when one is
+/// registered).
+fn create_deployment(namespace: &str, name: &str, image: &str) {
+    kubectl([
+        "-n",
+        namespace,
+        "create",
+        "deployment",
+        name,
+        &format!("--image={image}"),
+    ])
+    .success();
+}
+
+/// Checks that `kind`/`name` has result `want` in `report`.
+fn has_result(report: &PolicyReport, kind: &str, name: &str, want: Outcome) -> Result<(), String> {
+    match result(report, kind, name) {
+        Some(r) if r.result == want => Ok(()),
+        Some(r) => Err(format!("{kind} {name} is {:?}: {}", r.result, r.message)),
+        None => Err(format!("no result for {kind} {name}: {:?}", report.results)),
+    }
+}
+
+/// Installs both CRDs.
+async fn setup(client: &Client) {
+    byoc_e2e::install_crd(client).await;
+    reports::install_crd(client).await;
+}
+
+/// What every test starts from: both CRDs installed, sole use of the controller role, a fresh
+/// namespace `PREFIX-...` where pods can be created, and a policy file of `mode` that also
+/// exempts `exempt`.
+struct Fixture {
+    client: Client,
+    cluster: Exclusive,
+    namespace: TestNamespace,
+    policy: std::path::PathBuf,
+}
+
+impl Fixture {
+    async fn new(prefix: &str, mode: &str, exempt: &[&str]) -> Self {
+        let client = client().await;
+        setup(&client).await;
+        let cluster = exclusive().await;
+        let namespace = TestNamespace::create(&client, prefix).await;
+        namespace.wait_for_default_service_account(&client).await;
+        let policy = policy_file(namespace.name(), mode, exempt);
+        Self {
+            client,
+            cluster,
+            namespace,
+            policy,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_grant_fails_the_workload_it_let_in_and_a_new_grant_passes_it() {
+    let exempt_name = unique_name("e2e-rep-exempt");
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep", "enforce", &[&exempt_name]).await;
+    let ns = namespace.name();
+    let empty = TestNamespace::create(&client, "e2e-rep-empty").await;
+    kubectl(["create", "namespace", &exempt_name]).success();
+    let _exempt = Cleanup::new(["namespace", exempt_name.as_str()]);
+    create_deployment(&exempt_name, "hub", "nginx:1.27");
+
+    // Reports someone else put where the controller keeps none: they are deleted.
+    for namespace in [empty.name(), exempt_name.as_str()] {
+        kubectl_stdin(
+            &["create", "-f", "-"],
+            &json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+                "metadata": {"name": REPORT_NAME, "namespace": namespace},
+                "summary": {"pass": 1},
+                "results": [{"policy": "byoc-registry", "result": "pass", "source": "byoc-operator"}]})
+            .to_string(),
+        )
+        .success();
+    }
+    let grant = unique_name("e2e-rep-quay");
+    let granted = create_grant(&grant, ns, &["quay.io"], None);
+    let controller = start(&cluster, "reports", &policy).await;
+    wait_byoc_labels(&client, ns, &["byoc.toolforge.org/quay.io"]).await;
+    let webhook = Webhook::start(Options::default()).await;
+    create_deployment(ns, "exporter", QUAY_IMAGE);
+
+    // Admitted under the grant: pass, naming the image, its registry and the grant.
+    let report = wait_report(&client, ns, "exporter passes", REACT, |r| {
+        has_result(r, "Deployment", "exporter", Outcome::Pass)
+    })
+    .await;
+    let exporter = result(&report, "Deployment", "exporter").unwrap();
+    assert_eq!(exporter.policy, "byoc-registry");
+    assert_eq!(exporter.rule, "allowed-registries");
+    assert_eq!(exporter.properties["image.1"], QUAY_IMAGE);
+    assert_eq!(exporter.properties["registry.1"], "quay.io");
+    assert_eq!(exporter.properties["allowedBy.1"], grant);
+    assert_eq!((report.summary.pass, report.summary.fail), (1, 0));
+    // The Deployment's ReplicaSet and pods are not results of their own.
+    assert_eq!(report.results.len(), 1, "{:?}", report.results);
+    assert_eq!(
+        controller
+            .metric(&format!(
+                "byoc_workloads{{namespace=\"{ns}\",result=\"pass\"}}"
+            ))
+            .await,
+        1.0
+    );
+
+    // A namespace without workloads has no report; neither has an exempt one.
+    for namespace in [empty.name(), exempt_name.as_str()] {
+        byoc_e2e::eventually(&format!("no report in {namespace}"), REACT, || async {
+            match reports::report(&client, namespace).await {
+                None => Ok(()),
+                Some(r) => Err(format!("{:?}", r.results)),
+            }
+        })
+        .await;
+    }
+
+    // Revoked: within 10 s the result fails with the §4 message, and the counts move.
+    drop(granted);
+    let revoked = Instant::now();
+    let report = wait_report(&client, ns, "exporter fails", REACT, |r| {
+        has_result(r, "Deployment", "exporter", Outcome::Fail)
+    })
+    .await;
+    println!("revoke -> fail in {:.1?}", revoked.elapsed());
+    let exporter = result(&report, "Deployment", "exporter").unwrap();
+    assert!(
+        exporter.message.starts_with(&format!(
+            "Deployment {ns}/exporter: container \"node-exporter\" image \"{QUAY_IMAGE}\" resolves \
+             to registry quay.io ({QUAY_IMAGE}), which namespace {ns} may not use; allowed here: \
+             docker-registry.tools.wmflabs.org; to use it, ask"
+        )),
+        "{}",
+        exporter.message
+    );
+    assert_eq!(exporter.properties["allowedBy.1"], ALLOWED_BY_REFUSED);
+    assert_eq!((report.summary.pass, report.summary.fail), (0, 1));
+    assert_eq!(
+        controller
+            .metric(&format!(
+                "byoc_workloads{{namespace=\"{ns}\",result=\"fail\"}}"
+            ))
+            .await,
+        1.0
+    );
+    assert!(
+        controller
+            .metric("byoc_images_in_use{registry=\"quay.io\"}")
+            .await
+            >= 1.0
+    );
+
+    // Granted again, by another grant: pass, naming it.
+    let regrant = unique_name("e2e-rep-again");
+    let _regranted = create_grant(&regrant, ns, &["quay.io/prometheus"], None);
+    let report = wait_report(&client, ns, "exporter passes again", REACT, |r| {
+        has_result(r, "Deployment", "exporter", Outcome::Pass)
+    })
+    .await;
+    assert_eq!(
+        result(&report, "Deployment", "exporter")
+            .unwrap()
+            .properties["allowedBy.1"],
+        regrant
+    );
+
+    // A bare pod is a result of its own; deleting a workload removes its result; the last
+    // one gone, the report goes too.
+    kubectl_run(ns, "shell", PLATFORM_IMAGE).success();
+    let report = wait_report(&client, ns, "the bare pod passes", REACT, |r| {
+        has_result(r, "Pod", "shell", Outcome::Pass)
+    })
+    .await;
+    assert_eq!(
+        result(&report, "Pod", "shell").unwrap().properties["allowedBy.1"],
+        "platform"
+    );
+    kubectl(["-n", ns, "delete", "deployment", "exporter"]).success();
+    wait_report(
+        &client,
+        ns,
+        "the Deployment's result is gone",
+        REACT,
+        |r| match result(r, "Deployment", "exporter") {
+            Some(_) => Err("still there".into()),
+            None if r.results.len() == 1 => Ok(()),
+            None => Err(format!("{:?}", r.results)),
+        },
+    )
+    .await;
+    kubectl([
+        "-n",
+        ns,
+        "delete",
+        "pod",
+        "shell",
+        "--grace-period=0",
+        "--force",
+    ])
+    .success();
+    byoc_e2e::eventually("the report to go", REACT, || async {
+        match reports::report(&client, ns).await {
+            None => Ok(()),
+            Some(r) => Err(format!("{:?}", r.results)),
+        }
+    })
+    .await;
+    drop(webhook);
+    assert!(controller.stop().success(), "{}", controller.log_tail());
+}
+
+#[tokio::test]
+async fn an_expiring_grant_fails_its_workloads_without_any_other_change() {
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep-exp", "warn", &[]).await;
+    let ns = namespace.name();
+    // Whole seconds: labels carry the expiry truncated to the second.
+    let expires = Timestamp::from_second(Timestamp::now().as_second() + 20).unwrap();
+    let grant = unique_name("e2e-rep-exp");
+    let _grant = create_grant(&grant, ns, &["quay.io"], Some(&expires.to_string()));
+    let controller = start(&cluster, "reports-expiry", &policy).await;
+    create_deployment(ns, "exporter", QUAY_IMAGE);
+    let report = wait_report(&client, ns, "exporter passes", REACT, |r| {
+        has_result(r, "Deployment", "exporter", Outcome::Pass)
+    })
+    .await;
+    assert_eq!(
+        result(&report, "Deployment", "exporter")
+            .unwrap()
+            .properties["allowedBy.1"],
+        grant
+    );
+    // Nothing else is touched: at the expiry the result turns (warn mode: `warn`).
+    let left = Duration::try_from(expires.duration_since(Timestamp::now())).unwrap_or_default();
+    let report = wait_report(&client, ns, "exporter warns", left + REACT, |r| {
+        has_result(r, "Deployment", "exporter", Outcome::Warn)
+    })
+    .await;
+    let late = Timestamp::now().duration_since(expires);
+    println!("expiry -> warn {late:?} after the expiry");
+    assert!(Timestamp::now() >= expires);
+    assert_eq!((report.summary.pass, report.summary.warn), (0, 1));
+    assert!(controller.stop().success(), "{}", controller.log_tail());
+}
+
+#[tokio::test]
+async fn a_restart_writes_nothing_and_a_tampered_report_is_put_back() {
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep-rv", "enforce", &[]).await;
+    let ns = namespace.name();
+    let first = start(&cluster, "reports-a", &policy).await;
+    create_deployment(ns, "web", PLATFORM_IMAGE);
+    create_deployment(ns, "hub", "nginx:1.27");
+    let before = wait_report(&client, ns, "two results", REACT, |r| {
+        has_result(r, "Deployment", "web", Outcome::Pass)?;
+        has_result(r, "Deployment", "hub", Outcome::Fail)
+    })
+    .await;
+    assert!(first.stop().success(), "{}", first.log_tail());
+
+    // A new controller reconciles every namespace and finds the report right: no write.
+    let second = start(&cluster, "reports-b", &policy).await;
+    let series = format!("byoc_workloads{{namespace=\"{ns}\",result=\"pass\"}}");
+    byoc_e2e::eventually(
+        "the restarted controller to judge the namespace",
+        REACT,
+        || async {
+            if second.metric(&series).await == 1.0 {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = reports::report(&client, ns).await.expect("the report");
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "the report was rewritten though nothing changed"
+    );
+
+    // A hand edit of the results is undone; so is a deletion.
+    kubectl_stdin(
+        &[
+            "-n",
+            ns,
+            "patch",
+            "policyreport",
+            REPORT_NAME,
+            "--type=merge",
+            "--patch-file=/dev/stdin",
+        ],
+        &json!({"results": [], "summary": {"pass": 9, "fail": 0}}).to_string(),
+    )
+    .success();
+    wait_report(&client, ns, "results restored", REACT, |r| {
+        has_result(r, "Deployment", "hub", Outcome::Fail)?;
+        if r.summary.pass == 1 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", r.summary))
+        }
+    })
+    .await;
+    kubectl(["-n", ns, "delete", "policyreport", REPORT_NAME]).success();
+    wait_report(&client, ns, "report recreated", REACT, |r| {
+        has_result(r, "Deployment", "hub", Outcome::Fail)
+    })
+    .await;
+    assert!(second.stop().success(), "{}", second.log_tail());
+}
+
+#[tokio::test]
+async fn images_reads_the_reports_and_a_live_scan_agrees() {
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep-img", "enforce", &[]).await;
+    let ns = namespace.name();
+    let grant = unique_name("e2e-rep-img");
+    let _grant = create_grant(&grant, ns, &["quay.io"], None);
+    let controller = start(&cluster, "reports-images", &policy).await;
+    create_deployment(ns, "exporter", QUAY_IMAGE);
+    // No webhook here: a refused image runs too, as it would after a revocation.
+    kubectl_run(ns, "hub", "nginx:1.27").success();
+    wait_report(&client, ns, "two results", REACT, |r| {
+        has_result(r, "Deployment", "exporter", Outcome::Pass)?;
+        has_result(r, "Pod", "hub", Outcome::Fail)
+    })
+    .await;
+
+    let from_reports = kubectl_byoc(["images", "-n", ns, "-o", "json"])
+        .exits(0)
+        .json();
+    assert_eq!(from_reports["kind"], "ByocImages");
+    assert_eq!(from_reports["source"], "reports");
+    assert_eq!(
+        from_reports["images"],
+        json!([
+            {"image": "nginx:1.27", "registry": "docker.io", "allowedBy": "REFUSED",
+             "namespaces": [ns], "workloads": [{"namespace": ns, "kind": "Pod", "name": "hub"}]},
+            {"image": QUAY_IMAGE, "registry": "quay.io", "allowedBy": grant,
+             "namespaces": [ns], "workloads": [{"namespace": ns, "kind": "Deployment", "name": "exporter"}]},
+        ])
+    );
+    let live = kubectl_byoc([
+        "images",
+        "-n",
+        ns,
+        "--live",
+        "--config",
+        &policy.display().to_string(),
+        "-o",
+        "json",
+    ])
+    .exits(0)
+    .json();
+    assert_eq!(live["source"], "live");
+    assert_eq!(live["images"], from_reports["images"]);
+
+    // The table, across namespaces, filtered by registry.
+    let table = kubectl_byoc(["images", "-A", "--registry", "quay.io"]).exits(0);
+    let (headers, rows) = parse_table(&table.stdout);
+    assert_eq!(
+        headers,
+        ["IMAGE", "REGISTRY", "GRANT", "NAMESPACES", "WORKLOADS"]
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == QUAY_IMAGE && r[2] == grant && r[3] == "1" && r[4] == "1"),
+        "{}",
+        table.stdout
+    );
+    assert!(rows.iter().all(|r| r[1] == "quay.io"), "{}", table.stdout);
+    let wide = kubectl_byoc(["images", "-n", ns, "-o", "wide"]).exits(0);
+    assert!(
+        wide.stdout.contains(&format!("{ns}/Deployment/exporter")),
+        "{}",
+        wide.stdout
+    );
+    assert!(controller.stop().success(), "{}", controller.log_tail());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale benchmark (docs/benchmarks.md), by hand:
+//
+//   cargo build --release -p byoc-controller
+//   BYOC_CONTROLLER_BIN=$PWD/target/release/byoc-controller BYOC_BENCH_NAMESPACES=3000 \
+//     hack/local-cluster.sh exec -- cargo test --release -p byoc-e2e --test reports -- \
+//     --ignored --nocapture reports_scale_benchmark
+
+/// The label value of the benchmark's namespaces and grants.
+const BENCH: &str = "bench-reports";
+
+/// Creates namespace `bench-r-i` with its default ServiceAccount, a `quay.io` grant, and three
+/// workloads: a Deployment (no replicas) and a bare Pod from quay.io, a suspended CronJob from
+/// the platform registry. 32 namespaces in flight.
+async fn create_bench_namespaces(client: &Client, n: usize) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::batch::v1::CronJob;
+    use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+    use kube::api::PostParams;
+    use std::sync::Arc;
+    let permits = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (client, permits) = (client.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire().await.expect("semaphore");
+            let name = format!("bench-r-{i:04}");
+            let pp = PostParams::default();
+            let labels = json!({ byoc_e2e::TEST_LABEL: BENCH });
+            // kube-controller-manager may create the ServiceAccount first: that is fine.
+            let create = |api: kube::Api<kube::core::DynamicObject>, value: serde_json::Value| {
+                let pp = pp.clone();
+                async move {
+                    let object: kube::core::DynamicObject =
+                        serde_json::from_value(value).expect("an object");
+                    match api.create(&pp, &object).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 409 && s.details.as_ref().is_some_and(|d| d.kind == "serviceaccounts") => {}
+                        Err(e) => panic!("create {:?}: {e}", object.metadata.name),
+                    }
+                }
+            };
+            let api = |ar: kube::core::ApiResource, ns: Option<&str>| match ns {
+                Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &ar),
+                None => kube::Api::all_with(client.clone(), &ar),
+            };
+            use kube::core::ApiResource as R;
+            create(
+                api(R::erase::<Namespace>(&()), None),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}),
+            )
+            .await;
+            create(
+                api(R::erase::<ServiceAccount>(&()), Some(&name)),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+            )
+            .await;
+            create(
+                api(R::erase::<byoc_api::ByocGrant>(&()), None),
+                json!({"apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocGrant",
+                    "metadata": {"name": name, "labels": labels},
+                    "spec": {"namespace": name, "reason": "benchmark", "registries": ["quay.io"]}}),
+            )
+            .await;
+            let template = |image: &str| json!({"metadata": {"labels": {"app": "x"}},
+                "spec": {"containers": [{"name": "app", "image": image}]}});
+            create(
+                api(R::erase::<Deployment>(&()), Some(&name)),
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                    "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "x"}},
+                        "template": template(QUAY_IMAGE)}}),
+            )
+            .await;
+            create(
+                api(R::erase::<CronJob>(&()), Some(&name)),
+                json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+                    "spec": {"schedule": "0 3 * * *", "suspend": true, "jobTemplate": {"spec": {
+                        "template": {"spec": {"restartPolicy": "Never",
+                            "containers": [{"name": "job", "image": PLATFORM_IMAGE}]}}}}}}),
+            )
+            .await;
+            create(
+                api(R::erase::<Pod>(&()), Some(&name)),
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shell"},
+                    "spec": {"containers": [{"name": "shell", "image": QUAY_IMAGE}]}}),
+            )
+            .await;
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("create task");
+    }
+}
+
+/// Polls the controller's `series` (every 50 ms) until it reaches `n`; the time since `since`.
+async fn wait_metric(
+    controller: &ControllerProcess,
+    series: &str,
+    n: usize,
+    since: Instant,
+) -> Duration {
+    let deadline = since + Duration::from_secs(900);
+    loop {
+        let value = controller.metric(series).await;
+        if value >= n as f64 {
+            return since.elapsed();
+        }
+        controller.assert_running();
+        assert!(Instant::now() < deadline, "{series} is only {value} of {n}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "scale benchmark: minutes of work; run on its own cluster (see docs/benchmarks.md)"]
+async fn reports_scale_benchmark() {
+    use byoc_e2e::bench::{cpu_secs, load_average, percentile, rss_mib};
+    use kube::Api;
+    use kube::runtime::wait::await_condition;
+    let client = client().await;
+    setup(&client).await;
+    let cluster = exclusive().await;
+    let n: usize = std::env::var("BYOC_BENCH_NAMESPACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let policy = policy_file("bench", "enforce", &[]);
+    println!(
+        "reports scale benchmark: {n} namespaces x 3 workloads, load {}, binary {}",
+        load_average(),
+        byoc_e2e::controller::binary().display()
+    );
+    let t = Instant::now();
+    create_bench_namespaces(&client, n).await;
+    println!(
+        "created {n} namespaces, grants and 3n workloads in {:.2?}",
+        t.elapsed()
+    );
+
+    // Reports off: the grants become labels; then the controller's memory at rest.
+    let off = cluster.spawn("bench-off", &[&format!("--config={}", policy.display())]);
+    off.wait_leader().await;
+    let labelled = wait_metric(&off, r#"byoc_controller_grants{state="Applied"}"#, n, t).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (rss_off, hwm_off) = rss_mib(off.pid());
+    println!(
+        "reports off: {n} grants Applied {labelled:.2?} after the first create; RSS {rss_off:.1} MiB (peak {hwm_off:.1}), CPU {:.1}s, load {}",
+        cpu_secs(off.pid()),
+        load_average()
+    );
+    assert!(off.stop().success(), "{}", off.log_tail());
+
+    // Reports on, on the same cluster: start -> every report written.
+    let started = Instant::now();
+    let config = format!("--config={}", policy.display());
+    let on = cluster.spawn("bench-on", &["--reports", &config]);
+    // Its admin port answers from the start; the time still counts from the spawn.
+    on.wait_ready().await;
+    let written = wait_metric(
+        &on,
+        r#"byoc_controller_report_writes_total{kind="apply"}"#,
+        n,
+        started,
+    )
+    .await;
+    let (rss_on, hwm_on) = rss_mib(on.pid());
+    println!(
+        "reports on: start -> {n} reports written {written:.2?}; RSS {rss_on:.1} MiB (peak {hwm_on:.1}), CPU {:.1}s, load {}",
+        cpu_secs(on.pid()),
+        load_average()
+    );
+    let reports = Api::<PolicyReport>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("list reports");
+    let complete = reports
+        .items
+        .iter()
+        .filter(|r| {
+            r.metadata
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| ns.starts_with("bench-r-"))
+        })
+        .filter(|r| r.summary.pass == 3 && r.results.len() == 3)
+        .count();
+    assert_eq!(complete, n, "reports with three passing results");
+
+    // One grant revoked -> its namespace's report, watched.
+    let revokes: usize = std::env::var("BYOC_BENCH_REVOKES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .min(n);
+    let grants = Api::<byoc_api::ByocGrant>::all(client.clone());
+    let mut latencies = Vec::with_capacity(revokes);
+    for i in 0..revokes {
+        let name = format!("bench-r-{i:04}");
+        let api = Api::<PolicyReport>::namespaced(client.clone(), &name);
+        let seen = tokio::spawn(async move {
+            await_condition(api, REPORT_NAME, |r: Option<&PolicyReport>| {
+                r.is_some_and(|r| r.summary.fail == 2)
+            })
+            .await
+            .expect("watch the report");
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let sent = Instant::now();
+        grants
+            .delete(&name, &Default::default())
+            .await
+            .expect("delete grant");
+        let at = tokio::time::timeout(Duration::from_secs(60), seen)
+            .await
+            .expect("the report to fail")
+            .expect("watch task");
+        latencies.push(at.duration_since(sent));
+    }
+    latencies.sort();
+    let (rss, hwm) = rss_mib(on.pid());
+    println!(
+        "revoke -> report over {revokes} revokes: p50 {:.1?}, p90 {:.1?}, p99 {:.1?}, max {:.1?} (RSS {rss:.1} MiB, peak {hwm:.1}), load {}",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        latencies[latencies.len() - 1],
+        load_average()
+    );
+    assert!(on.stop().success(), "{}", on.log_tail());
+    kubectl([
+        "delete",
+        "byocgrants",
+        "-l",
+        &format!("{}={BENCH}", byoc_e2e::TEST_LABEL),
+        "--wait=false",
+    ])
+    .success();
+    kubectl([
+        "delete",
+        "namespaces",
+        "-l",
+        &format!("{}={BENCH}", byoc_e2e::TEST_LABEL),
+        "--wait=false",
+    ])
+    .success();
+}
