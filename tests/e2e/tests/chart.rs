@@ -516,9 +516,25 @@ fn request_rbac_lets_tenants_file_requests_and_only_admins_decide() {
         permissions(&host(&requests, "byoc-grant-admin")),
         permissions(admin)
     );
+    // `make run` turns the PolicyReports on: compare with the chart's controller role then.
+    let out = helm([
+        "template",
+        "byoc-operator",
+        &chart(),
+        "--kube-version",
+        &kube_version(),
+        "--set",
+        "reports.enabled=true",
+    ]);
+    assert!(out.status.success(), "{out}");
+    let with_reports = byoc_e2e::chart::parse_objects(&out.stdout).expect("parse");
+    let chart_controller = &of_kind(&with_reports, "ClusterRole")
+        .find(|o| o.name == "byoc-operator-controller")
+        .expect("the controller's ClusterRole")
+        .value;
     assert_eq!(
         permissions(&host(&controllers, "byoc-controller")),
-        permissions(controller)
+        permissions(chart_controller)
     );
     // The roles for people can be left out.
     let out = helm([
