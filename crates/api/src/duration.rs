@@ -22,33 +22,42 @@ pub enum DurationError {
     Zero,
 }
 
+/// The `<number><unit>` terms of `input` (digits, unit byte), or `None` when it is not one or
+/// more such terms. The one reader of the grammar: [`parse`] sums the terms, and
+/// [`is_duration`](crate::request::is_duration) checks them against the CRD's limits.
+pub(crate) fn terms(input: &str) -> Option<Vec<(&str, u8)>> {
+    let mut terms = Vec::new();
+    let mut rest = input;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit = *rest.as_bytes().get(digits)?;
+        if digits == 0 || !b"smhdw".contains(&unit) {
+            return None;
+        }
+        terms.push((&rest[..digits], unit));
+        rest = &rest[digits + 1..];
+    }
+    (!terms.is_empty()).then_some(terms)
+}
+
 /// Parses `90d`, `12h`, `2w`, `1d12h`, `30m`, `45s`: one or more `<number><unit>` terms, units
 /// `s`, `m`, `h`, `d` (24 hours) and `w` (7 days). A total of zero is [`DurationError::Zero`],
 /// which callers may accept or refuse.
 pub fn parse(input: &str) -> Result<SignedDuration, DurationError> {
     let mut seconds: i64 = 0;
-    let mut rest = input;
-    if rest.is_empty() {
-        return Err(DurationError::Invalid);
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let (number, tail) = rest.split_at(digits);
-        let mut chars = tail.chars();
-        let unit: i64 = match chars.next() {
-            Some('s') => 1,
-            Some('m') => 60,
-            Some('h') => 3_600,
-            Some('d') => DAY,
-            Some('w') => 7 * DAY,
-            _ => return Err(DurationError::Invalid),
+    for (number, unit) in terms(input).ok_or(DurationError::Invalid)? {
+        let unit: i64 = match unit {
+            b's' => 1,
+            b'm' => 60,
+            b'h' => 3_600,
+            b'd' => DAY,
+            _ => 7 * DAY,
         };
         let n: i64 = number.parse().map_err(|_| DurationError::Invalid)?;
         seconds = n
             .checked_mul(unit)
             .and_then(|s| s.checked_add(seconds))
             .ok_or(DurationError::Invalid)?;
-        rest = chars.as_str();
     }
     if seconds == 0 {
         return Err(DurationError::Zero);

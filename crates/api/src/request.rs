@@ -277,20 +277,13 @@ impl ByocRequestSpec {
 
 /// Whether `s` matches [`DURATION_PATTERN`] and is not zero, as the CRD requires.
 pub fn is_duration(s: &str) -> bool {
-    let mut terms = 0;
-    let mut positive = false;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let unit = rest.as_bytes().get(digits).copied();
-        if !(1..=6).contains(&digits) || !unit.is_some_and(|u| b"smhdw".contains(&u)) {
-            return false;
-        }
-        positive |= rest[..digits].bytes().any(|b| b != b'0');
-        terms += 1;
-        rest = &rest[digits + 1..];
-    }
-    (1..=5).contains(&terms) && positive
+    crate::duration::terms(s).is_some_and(|terms| {
+        (1..=5).contains(&terms.len())
+            && terms.iter().all(|(digits, _)| digits.len() <= 6)
+            && terms
+                .iter()
+                .any(|(digits, _)| digits.bytes().any(|b| b != b'0'))
+    })
 }
 
 impl ByocRequest {
