@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle};
 
 use crate::grants::FINALIZER;
-use crate::{Context, Leadership, Metrics};
+use crate::{Context, GrantCache, Leadership, Metrics};
 
 /// A timestamp from RFC 3339.
 pub fn ts(s: &str) -> Timestamp {
@@ -193,7 +193,7 @@ impl Scenario {
         let metrics = Arc::new(Metrics::register(&mut registry));
         let ctx = Context::new(
             client,
-            filled(grants),
+            GrantCache::filled(grants),
             filled(namespaces),
             Leadership::fixed(leader),
             metrics,

@@ -14,7 +14,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::Event;
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -24,7 +24,7 @@ use crate::expiry;
 use crate::metrics::Reconciler;
 use crate::status::{Verdict, next_status, revoked_event};
 use crate::sync::sync_namespace;
-use crate::{Context, Error, FIELD_MANAGER};
+use crate::{Context, Error, FIELD_MANAGER, GrantCache};
 
 /// The finalizer that keeps a deleted grant until its labels are gone.
 pub const FINALIZER: &str = "byoc.toolforge.org/namespace-labels";
@@ -153,16 +153,11 @@ pub fn error_policy(grant: Arc<StoredGrant>, error: &Error, ctx: Arc<Context>) -
 /// The grants that target `namespace` and are not being deleted: what a namespace change
 /// should reconcile. (A deleted grant's cleanup has its own trigger; re-running it because of
 /// its own label removal would only race its disappearance.)
-pub fn targeting(
-    grants: &Store<StoredGrant>,
-    namespace: &LeanNamespace,
-) -> Vec<ObjectRef<StoredGrant>> {
-    let name = namespace.name_any();
+pub fn targeting(grants: &GrantCache, namespace: &LeanNamespace) -> Vec<ObjectRef<StoredGrant>> {
     grants
-        .state_filter(|g| {
-            g.target_namespace() == Some(name.as_str()) && g.meta().deletion_timestamp.is_none()
-        })
+        .targeting(&namespace.name_any())
         .iter()
+        .filter(|g| g.meta().deletion_timestamp.is_none())
         .map(|g| ObjectRef::from_obj(&**g))
         .collect()
 }

@@ -19,9 +19,11 @@
 //! inventory of what runs there and whether the policy allows it.
 //!
 //! Every replica watches; only the lease holder ([`leader`]) reconciles, and a replica that
-//! becomes leader reconciles everything once. What to write is decided by pure functions in
+//! becomes leader reconciles everything once. Grants are read from [`cache::GrantCache`], which
+//! also indexes them by target namespace, so each reconcile reads only the grants it concerns. What to write is decided by pure functions in
 //! [`desired`] and [`status`], tested without a cluster.
 
+pub mod cache;
 pub mod desired;
 pub mod error;
 pub mod expiry;
@@ -41,13 +43,13 @@ mod fixtures;
 use std::sync::Arc;
 
 use byoc_api::LeanNamespace;
-use byoc_api::StoredGrant;
 use jiff::SignedDuration;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 
+pub use cache::GrantCache;
 pub use error::Error;
 pub use leader::Leadership;
 pub use metrics::Metrics;
@@ -60,8 +62,9 @@ pub const FIELD_MANAGER: &str = "byoc-controller";
 pub struct Context {
     /// The API client.
     pub client: Client,
-    /// Every ByocGrant, as the watch last saw it; those that do not read are kept as such.
-    pub grants: Store<StoredGrant>,
+    /// Every ByocGrant, as the watch last saw it (those that do not read are kept as such),
+    /// indexed by target namespace.
+    pub grants: GrantCache,
     /// Every Namespace, as the watch last saw it.
     pub namespaces: Store<LeanNamespace>,
     /// Whether this replica may write.
@@ -82,7 +85,7 @@ impl Context {
     /// turns true once both stores have been filled.
     pub fn new(
         client: Client,
-        grants: Store<StoredGrant>,
+        grants: GrantCache,
         namespaces: Store<LeanNamespace>,
         leadership: Leadership,
         metrics: Arc<Metrics>,

@@ -29,10 +29,7 @@ pub async fn reconcile(namespace: Arc<LeanNamespace>, ctx: Arc<Context>) -> Resu
     let _timer = ctx.metrics.reconcile(Reconciler::Namespace);
     let name = namespace.name_any();
     let carries_ours = namespace.labels().keys().any(|k| labels::is_owned_key(k));
-    let targeted = ctx
-        .grants
-        .find(|g| g.target_namespace() == Some(name.as_str()))
-        .is_some();
+    let targeted = !ctx.grants.targeting(&name).is_empty();
     if carries_ours || targeted {
         sync_namespace(&ctx, &name, Timestamp::now()).await?;
     }

@@ -297,6 +297,7 @@ async fn grant_of(request: &ByocRequest, ctx: &Context) -> Result<GrantState, Er
     let named = request.status.as_ref().and_then(|s| s.grant.clone());
     let name = named.or_else(|| {
         ctx.grants
+            .store()
             .state()
             .iter()
             .find(|g| records(g.meta(), request))

@@ -23,7 +23,7 @@ use crate::leader::{Election, LeaseSettings};
 use crate::reports::Reporter;
 use crate::reports::metrics::ReportMetrics;
 use crate::requests::WatchedRequest;
-use crate::{Context, Metrics, grants, namespaces, requests};
+use crate::{Context, GrantCache, Metrics, grants, namespaces, requests};
 
 /// How to run the controller.
 #[derive(Clone, Debug)]
@@ -97,11 +97,9 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
     });
 
     let config = controller::Config::default().concurrency(settings.concurrency);
-    let grant_controller = Controller::new(
-        Api::<StoredGrant>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(config.clone());
+    let (grant_cache, grant_changes) = GrantCache::watch(Api::all(client.clone()));
+    let grant_controller = Controller::for_stream(grant_changes, grant_cache.store().clone())
+        .with_config(config.clone());
     let namespace_controller = Controller::new(
         Api::<LeanNamespace>::all(client.clone()),
         watcher::Config::default(),
@@ -112,7 +110,6 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
         watcher::Config::default(),
     )
     .with_config(config);
-    let grant_store = grant_controller.store();
     let namespace_store = namespace_controller.store();
     let reporter = settings
         .reports
@@ -123,7 +120,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
             Reporter::new(
                 client.clone(),
                 config,
-                grant_store.clone(),
+                grant_cache.clone(),
                 leadership.clone(),
                 metrics,
             )
@@ -132,7 +129,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
     let ctx = Arc::new(
         Context::new(
             client.clone(),
-            grant_store.clone(),
+            grant_cache.clone(),
             namespace_store.clone(),
             leadership.clone(),
             metrics.clone(),
@@ -143,7 +140,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
     );
 
     let ready_task = tokio::spawn(async move {
-        if synced(&grant_store).await && synced(&namespace_store).await {
+        if synced(grant_cache.store()).await && synced(&namespace_store).await {
             info!("caches synced; ready");
             let _ = synced_tx.send(true);
             readiness.set(true);

@@ -38,7 +38,7 @@ pub async fn sync_namespace(
     if namespace.metadata.deletion_timestamp.is_some() {
         return Ok(NamespaceState::Terminating);
     }
-    let grants = ctx.grants.state();
+    let grants = ctx.grants.targeting(name);
     let desired = desired::desired_labels(grants.iter().filter_map(|g| g.readable()), name, now)
         .map_err(|source| Error::EncodeLabels {
             namespace: name.to_owned(),

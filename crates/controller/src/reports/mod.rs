@@ -37,7 +37,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
-use crate::{FIELD_MANAGER, Leadership};
+use crate::{FIELD_MANAGER, GrantCache, Leadership};
 use index::Index;
 use metrics::{ReportMetrics, ReportWrite};
 
@@ -73,7 +73,7 @@ pub struct ReportContext {
     config: Config,
     index: Arc<Index>,
     reports: Store<PolicyReport>,
-    grants: Store<StoredGrant>,
+    grants: GrantCache,
     leadership: Leadership,
     metrics: Arc<ReportMetrics>,
     synced: watch::Receiver<bool>,
@@ -145,7 +145,7 @@ impl Reporter {
     pub fn new(
         client: Client,
         config: Config,
-        grants: Store<StoredGrant>,
+        grants: GrantCache,
         leadership: Leadership,
         metrics: Arc<ReportMetrics>,
     ) -> Self {
@@ -221,7 +221,7 @@ impl Reporter {
                 let all = listed.wait_for(|l| *l).await.is_ok()
                     && crate::run::synced(&namespaces).await
                     && crate::run::synced(&reports).await
-                    && crate::run::synced(&grants).await;
+                    && crate::run::synced(grants.store()).await;
                 if all {
                     info!("inventory caches synced");
                     let _ = synced_tx.send(true);
@@ -352,10 +352,9 @@ async fn reconcile(
     let verdicts = judge_namespace(&ctx.config, &allowance, now, &objects);
     let grants: Vec<ByocGrant> = ctx
         .grants
-        .state()
+        .targeting(&name)
         .iter()
         .filter_map(|g| g.readable())
-        .filter(|g| g.spec.namespace == name)
         .cloned()
         .collect();
     let grant_name = |a: &AllowedBy| a.grant_name(&grants, &name, now);
