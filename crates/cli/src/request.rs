@@ -263,7 +263,11 @@ fn table(items: &[ByocRequest], all: bool, wide: bool, now: Timestamp) -> String
                 .registries
                 .clone()
                 .unwrap_or_else(|| registries_summary(&r.spec.registries)),
-            r.phase().as_str().to_owned(),
+            match r.metadata.deletion_timestamp {
+                // Held by a finalizer: listed until it goes, but no longer to be decided.
+                Some(_) => format!("{} (Terminating)", r.phase().as_str()),
+                None => r.phase().as_str().to_owned(),
+            },
             status.grant.clone().unwrap_or_default(),
             match (r.phase(), status.expires_at.as_ref()) {
                 (RequestPhase::Approved | RequestPhase::Expired, Some(t)) => {
@@ -420,12 +424,26 @@ mod tests {
             message: Some("approved".into()),
             ..ByocRequestStatus::default()
         });
-        let text = table(&[pending.clone(), approved.clone()], true, false, now);
+        let mut deleting = request(
+            "tool-c",
+            "byoc-z",
+            "2026-11-21T11:30:00Z",
+            None,
+            &["ghcr.io"],
+        );
+        deleting.metadata.deletion_timestamp = Some(Time(ts("2026-11-21T11:45:00Z")));
+        let text = table(
+            &[pending.clone(), deleting, approved.clone()],
+            true,
+            false,
+            now,
+        );
         assert_eq!(
             text,
-            "NAMESPACE   NAME     REGISTRIES   PHASE      GRANT          EXPIRES   AGE\n\
-             tool-a      byoc-x   quay.io/x    Pending                             60m\n\
-             tool-b      byoc-y   quay.io/y    Approved   tool-b-abcde   30d       24h\n"
+            "NAMESPACE   NAME     REGISTRIES   PHASE                   GRANT          EXPIRES   AGE\n\
+             tool-a      byoc-x   quay.io/x    Pending                                          60m\n\
+             tool-c      byoc-z   ghcr.io      Pending (Terminating)                            30m\n\
+             tool-b      byoc-y   quay.io/y    Approved                tool-b-abcde   30d       24h\n"
         );
         let wide = table(&[approved], false, true, now);
         assert!(wide.starts_with("NAME "), "{wide}");

@@ -782,6 +782,9 @@ async fn approving_for_a_namespace_being_deleted_changes_nothing() {
         }
     })
     .await;
+    let out = admin.byoc(&["requests", "-n", &tool]).success();
+    let (_, rows) = parse_table(&out.stdout);
+    assert_eq!(rows[0][2], "Pending (Terminating)", "{out}");
     let approve = || {
         admin.byoc(&[
             "approve",
