@@ -150,7 +150,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
     });
 
     let outcome = {
-        let store = ctx.grants.clone();
+        let cache = ctx.grants.clone();
         let request_run = request_controller
             .watches(
                 Api::<StoredGrant>::all(client.clone()),
@@ -165,7 +165,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
             .watches(
                 Api::<LeanNamespace>::all(client),
                 watcher::Config::default(),
-                move |ns| grants::targeting(&store, &ns),
+                move |ns| grants::targeting(&cache, &ns),
             )
             .reconcile_all_on(leadership.acquired())
             .graceful_shutdown_on(stopped(&shutdown))
