@@ -120,7 +120,7 @@ pub async fn announce(grant: &ByocGrant, event: &Event, ctx: &Context) {
         note = event.note.as_deref().unwrap_or_default(),
         "grant expiring soon"
     );
-    if let Err(error) = ctx.recorder.publish(event, &grant.object_ref(&())).await {
+    if let Err(error) = ctx.publish(event, &grant.object_ref(&())).await {
         warn!(%error, "cannot publish the ExpiringSoon event on the grant");
     }
     let Some(value) = grant.annotations().get(REQUEST_ANNOTATION) else {
@@ -136,7 +136,7 @@ pub async fn announce(grant: &ByocGrant, event: &Event, ctx: &Context) {
     match api.get_metadata_opt(&record.name).await {
         // A request re-created under the same name is not the one this grant came from.
         Ok(Some(request)) if request.metadata.uid.as_deref() == Some(record.uid.as_str()) => {
-            if let Err(error) = ctx.recorder.publish(event, &request.object_ref(&())).await {
+            if let Err(error) = ctx.publish(event, &request.object_ref(&())).await {
                 warn!(%error, request = %value, "cannot publish the ExpiringSoon event on the request");
             }
         }

@@ -252,7 +252,7 @@ async fn publish<K: Resource<DynamicType = ()>>(
 
 /// Publishes an event about `grant`; events are best effort, a failure is only logged.
 async fn emit<K: Resource<DynamicType = ()>>(grant: &K, event: &Event, ctx: &Context) {
-    if let Err(error) = ctx.recorder.publish(event, &grant.object_ref(&())).await {
+    if let Err(error) = ctx.publish(event, &grant.object_ref(&())).await {
         warn!(%error, reason = %event.reason, "cannot publish event");
     }
 }

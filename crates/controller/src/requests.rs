@@ -272,7 +272,7 @@ pub async fn reconcile(watched: Arc<WatchedRequest>, ctx: Arc<Context>) -> Resul
         info!(phase = ?outcome.status.phase, "request status updated");
     }
     if let Some(event) = &outcome.event
-        && let Err(error) = ctx.recorder.publish(event, &request.object_ref(&())).await
+        && let Err(error) = ctx.publish(event, &request.object_ref(&())).await
     {
         warn!(%error, reason = %event.reason, "cannot publish event");
     }
