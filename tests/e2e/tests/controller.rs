@@ -1198,18 +1198,32 @@ async fn wait_applied(
     n: usize,
     since: std::time::Instant,
 ) -> Duration {
+    wait_metric(
+        controller,
+        r#"byoc_controller_grants{state="Applied"}"#,
+        n,
+        since,
+    )
+    .await
+}
+
+/// Time from `since` until the controller's `metric` reaches `n` (polled every 20 ms).
+async fn wait_metric(
+    controller: &ControllerProcess,
+    metric: &str,
+    n: usize,
+    since: std::time::Instant,
+) -> Duration {
     let deadline = since + Duration::from_secs(600);
     loop {
-        let applied = controller
-            .metric(r#"byoc_controller_grants{state="Applied"}"#)
-            .await;
-        if applied >= n as f64 {
+        let value = controller.metric(metric).await;
+        if value >= n as f64 {
             return since.elapsed();
         }
         controller.assert_running();
         assert!(
             std::time::Instant::now() < deadline,
-            "only {applied} of {n} grants Applied"
+            "{metric}: only {value} of {n}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -1269,11 +1283,19 @@ async fn scale_benchmark() {
     let args: Vec<&str> = extra.split_whitespace().collect();
     let controller = cluster.spawn("bench", &args);
     controller.wait_ready().await;
+    // Labels first: each grant's namespace is labelled before its status is written.
+    let labelled = wait_metric(
+        &controller,
+        r#"byoc_controller_namespace_label_writes_total{kind="apply"}"#,
+        n,
+        started,
+    )
+    .await;
     let catch_up = wait_applied(&controller, n, started).await;
     assert_all_ready(&client, "bench-a", n).await;
     let (rss, hwm) = rss_mib(controller.pid());
     println!(
-        "phase 1: controller start -> {n} grants Ready: {catch_up:.2?} (RSS {rss:.1} MiB, peak {hwm:.1} MiB, controller CPU {:.1}s, load {})",
+        "phase 1: controller start -> {n} namespaces labelled: {labelled:.2?}, {n} grants Ready: {catch_up:.2?} (RSS {rss:.1} MiB, peak {hwm:.1} MiB, controller CPU {:.1}s, load {})",
         cpu_secs(controller.pid()),
         load_average()
     );
