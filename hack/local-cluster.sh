@@ -102,7 +102,7 @@ stop() {
   rm -f "$dir/run/$name.pid"
 }
 
-# stop_all: stops CMD (exec mode) and every component, newest first. Idempotent.
+# stop_all: stops CMD (exec mode), then every component, etcd last. Idempotent.
 stop_all() {
   ((have_lock)) || return 0
   if [[ -n $cmd_pid ]]; then
@@ -112,28 +112,39 @@ stop_all() {
     cmd_pid=""
   fi
   [[ ${#pids[@]} -gt 0 ]] && log "stopping control plane"
-  if [[ -d $dir/node ]]; then "$here/node.sh" --dir "$dir" stop || log "the node did not stop cleanly"; fi
+  # In node mode: the node's processes first (the API server waits for its clients' watches to
+  # end), then the API server, then the node's network. The API server listens on the bridge
+  # address and talks to itself there while it stops: with the bridge gone first, that address
+  # would be routed off the machine, and it waited 20 s for an answer that never came.
+  if [[ -d $dir/node ]]; then "$here/node.sh" --dir "$dir" halt || log "the node did not stop cleanly"; fi
   stop kube-controller-manager
   stop kube-apiserver
+  if [[ -d $dir/node ]]; then "$here/node.sh" --dir "$dir" stop || log "the node did not stop cleanly"; fi
   stop etcd
   # What describes a running cluster goes away with it; logs and certificates stay for debugging.
   rm -rf "$dir/etcd" "$dir/env" "$dir/kubeconfig" "$dir/run"
 }
 
-# stop_stale: stops components that a previous, killed run left behind in this state dir. A pid is
-# only trusted if the process's command line names this state dir.
-# Same order as stop_all: kube-apiserver does not stop promptly once etcd is gone.
+# stop_stale: stops components that a previous, killed run left behind in this state dir, in
+# stop_all's order.
 stop_stale() {
-  local name pid
+  if [[ -d $dir/node ]]; then "$here/node.sh" --dir "$dir" halt; fi
+  stop_leftover kube-controller-manager
+  stop_leftover kube-apiserver
   if [[ -d $dir/node ]]; then "$here/node.sh" --dir "$dir" stop; fi
-  for name in kube-controller-manager kube-apiserver etcd; do
-    [[ -e $dir/run/$name.pid ]] || continue
-    pid=$(<"$dir/run/$name.pid")
-    if ours "$pid"; then
-      log "stopping $name ($pid) left over from a previous run"
-      stop_pid "$pid" "$name"
-    fi
-  done
+  stop_leftover etcd
+}
+
+# stop_leftover NAME: stops NAME of a previous run. Its pid is only trusted if the process's
+# command line names this state dir.
+stop_leftover() {
+  local name=$1 pid
+  [[ -e $dir/run/$name.pid ]] || return 0
+  pid=$(<"$dir/run/$name.pid")
+  if ours "$pid"; then
+    log "stopping $name ($pid) left over from a previous run"
+    stop_pid "$pid" "$name"
+  fi
 }
 
 # on_signal SIG: stops everything and exits. SIGPIPE (a write to stdout or stderr after the

@@ -3,7 +3,8 @@
 # containerd + runc + the CNI bridge from Debian packages, and kubelet, kube-proxy and
 # kube-scheduler built by hack/build-control-plane.sh. Nothing a pod sends can leave the machine:
 # pods live on a bridge with no uplink, there is no MASQUERADE/SNAT for them, and FORWARD drops
-# anything between the bridge and any other interface.
+# anything between the bridge and any other interface. Packets for 198.18.0.0/15 leave only by
+# loopback or an interface of this project (mangle POSTROUTING drops the rest).
 #
 #   hack/node.sh --dir DIR prepare      before kube-apiserver starts: removes what a crashed run
 #                                       left, creates the bridge and the firewall rules, signs
@@ -12,6 +13,9 @@
 #   hack/node.sh --dir DIR start URL    once the control plane at URL is ready: starts the
 #                                       registry, containerd, kubelet, kube-proxy and
 #                                       kube-scheduler; returns when the node is Ready
+#   hack/node.sh --dir DIR halt         stops the node's processes (daemons, containers,
+#                                       registry) and leaves its network, for the API server
+#                                       that listens on the bridge to stop before it goes
 #   hack/node.sh --dir DIR stop         stops and removes everything the node started
 #                                       (processes, mounts, bridge, iptables rules, network
 #                                       namespaces, cgroups, sysctls); idempotent
@@ -47,6 +51,10 @@ pause_path=toolforge/byoc-operator/pause:1
 pause_image=docker-registry.tools.wmflabs.org/$pause_path
 cgroup_root=byoc-node
 chain=BYOC-NODE
+# Packets for the cluster's ranges that would leave by an interface this project did not make (the
+# bridge, a test's veth: all named byoc*), say through the default route: dropped instead. In
+# mangle POSTROUTING, where the interface is the real one (after kube-proxy's DNAT to a pod).
+out_chain=BYOC-NODE-OUT
 # Machine-wide: which state dir owns the node now, and the sysctls to restore at stop.
 global=/run/byoc-node
 # Sysctls kubelet (vm.*, kernel.*) and the bridge (ip_forward) change; restored at stop.
@@ -142,6 +150,9 @@ remove_firewall() {
   ipt -D FORWARD -j "$chain" 2>/dev/null || true
   ipt -F "$chain" 2>/dev/null || true
   ipt -X "$chain" 2>/dev/null || true
+  ipt -t mangle -D POSTROUTING -j "$out_chain" 2>/dev/null || true
+  ipt -t mangle -F "$out_chain" 2>/dev/null || true
+  ipt -t mangle -X "$out_chain" 2>/dev/null || true
   local bin
   bin=$(cat "$nd/bin" 2>/dev/null || true)
   # (The whole output is read before grep decides: with pipefail, `grep -q` closing the pipe
@@ -179,8 +190,9 @@ restore_sysctls() {
   rm -f "$global/sysctl"
 }
 
-cmd_stop() {
-  local pids i name
+# cmd_halt: stops every process of the node (daemons, containers, registry); leaves its network.
+cmd_halt() {
+  local pids=() i name
   for name in kube-scheduler kubelet kube-proxy; do stop_name "$name"; done
   # Containers, then containerd and its shims, then the namespace holder, then the registry.
   for i in $(seq 1 50); do
@@ -191,6 +203,10 @@ cmd_stop() {
     sleep 0.1
   done
   ((${#pids[@]} == 0)) || log "processes still running: ${pids[*]}"
+}
+
+cmd_stop() {
+  cmd_halt
   remove_firewall
   ip link del "$bridge" 2>/dev/null || true
   remove_cgroups
@@ -258,6 +274,11 @@ cmd_prepare() {
   ipt -A "$chain" -i "$bridge" ! -o "$bridge" -j DROP
   ipt -A "$chain" ! -i "$bridge" -o "$bridge" -j DROP
   ipt -I FORWARD 1 -j "$chain"
+  ipt -t mangle -N "$out_chain"
+  ipt -t mangle -A "$out_chain" -o lo -j RETURN
+  ipt -t mangle -A "$out_chain" -o byoc+ -j RETURN
+  ipt -t mangle -A "$out_chain" -d 198.18.0.0/15 -j DROP
+  ipt -t mangle -I POSTROUTING 1 -j "$out_chain"
 
   local client="extendedKeyUsage = clientAuth"
   sign_node kubelet "/O=system:nodes/CN=system:node:$node_name" "$client"
@@ -514,6 +535,7 @@ service_ip=${BYOC_SERVICE_IP:-198.18.0.1}
 case $cmd in
   prepare) [[ $# -eq 0 ]] || usage; cmd_prepare ;;
   start) [[ $# -eq 1 ]] || usage; cmd_start "$1" ;;
+  halt) [[ $# -eq 0 ]] || usage; cmd_halt ;;
   stop) [[ $# -eq 0 ]] || usage; cmd_stop ;;
   leftovers) [[ $# -eq 0 ]] || usage; cmd_leftovers ;;
   *) usage ;;

@@ -176,6 +176,21 @@ pub fn egress_drops() -> u64 {
         .unwrap_or_else(|| panic!("no drop rule for the pod bridge in chain BYOC-NODE:\n{out}"))
 }
 
+/// The node's guard for packets leaving the machine (`hack/node.sh`, chain BYOC-NODE-OUT of
+/// the mangle table) as `iptables -S` prints it; empty when POSTROUTING does not jump to it.
+pub fn output_guard() -> Vec<String> {
+    let rules = |chain: &str| -> Vec<String> {
+        run(Command::new("iptables").args(["-w", "5", "-t", "mangle", "-S", chain]))
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    if !rules("POSTROUTING").contains(&"-A POSTROUTING -j BYOC-NODE-OUT".to_owned()) {
+        return Vec::new();
+    }
+    rules("BYOC-NODE-OUT")
+}
+
 /// What `hack/node.sh leftovers` finds of a node on this machine (empty: nothing).
 pub fn leftovers(cluster_dir: &std::path::Path) -> String {
     let out = Command::new(repo_root().join("hack/node.sh"))

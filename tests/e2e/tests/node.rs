@@ -18,7 +18,7 @@ use byoc_e2e::chaos::{Outcome, try_pod, wait_outcome};
 use byoc_e2e::controller::{NAME as LEASE, SYSTEM_NAMESPACE};
 use byoc_e2e::node::{
     OutsideHost, RELEASE, TEST_IMAGE_PATH, egress_drops, helm_upgrade, image, installed,
-    wait_running,
+    output_guard, wait_running,
 };
 use byoc_e2e::webhook::{NAMESPACES_WEBHOOK, PODS_WEBHOOK, assert_docker_hub_refused, denied_by};
 use byoc_e2e::{
@@ -362,6 +362,17 @@ async fn nothing_a_pod_sends_leaves_the_machine() {
     assert!(
         after > before,
         "the FORWARD drop rule did not count the pod's packets ({before} -> {after}): {out}"
+    );
+    // Nothing for the cluster's ranges leaves by another interface than loopback or the
+    // project's own (the bridge, the outside host's veth), whoever sends it.
+    assert_eq!(
+        output_guard(),
+        [
+            "-N BYOC-NODE-OUT",
+            "-A BYOC-NODE-OUT -o lo -j RETURN",
+            "-A BYOC-NODE-OUT -o byoc+ -j RETURN",
+            "-A BYOC-NODE-OUT -d 198.18.0.0/15 -j DROP",
+        ]
     );
 }
 

@@ -113,6 +113,19 @@ fn assert_nothing_left(dir: &Path) {
     );
 }
 
+/// kube-apiserver stopped while it could still reach itself: it listens on the node's bridge
+/// address, and once the bridge is gone that address leads off the machine (its shutdown then
+/// waited 20 s for its own answer and logged this).
+fn assert_the_api_server_stopped_before_the_bridge(dir: &Path) {
+    let log = std::fs::read_to_string(dir.join("kube-apiserver.log")).expect("kube-apiserver.log");
+    let stop = log.rfind("Shutting down kubernetes service endpoint reconciler");
+    assert!(stop.is_some(), "kube-apiserver did not stop gracefully");
+    assert!(
+        !log[stop.unwrap_or(0)..].contains("RemoveEndpoints() timed out"),
+        "kube-apiserver could not reach its own address while it stopped"
+    );
+}
+
 fn cluster_dir() -> PathBuf {
     target_dir().join("node-stop-cluster")
 }
@@ -130,6 +143,7 @@ fn ctrl_c_removes_everything_the_node_started() {
     signal(cluster.id(), "INT");
     wait_exit(&mut cluster, Duration::from_secs(90));
     assert_nothing_left(&dir);
+    assert_the_api_server_stopped_before_the_bridge(&dir);
 }
 
 #[test]
@@ -150,4 +164,5 @@ fn the_next_start_after_a_crash_removes_what_it_left() {
     signal(cluster.id(), "TERM");
     wait_exit(&mut cluster, Duration::from_secs(90));
     assert_nothing_left(&dir);
+    assert_the_api_server_stopped_before_the_bridge(&dir);
 }
