@@ -51,9 +51,10 @@ pause_path=toolforge/byoc-operator/pause:1
 pause_image=docker-registry.tools.wmflabs.org/$pause_path
 cgroup_root=byoc-node
 chain=BYOC-NODE
-# Packets for the cluster's ranges that would leave by an interface this project did not make (the
-# bridge, a test's veth: all named byoc*), say through the default route: dropped instead. In
-# mangle POSTROUTING, where the interface is the real one (after kube-proxy's DNAT to a pod).
+# Packets to or from the cluster's ranges (by their connection's original addresses too) that would
+# leave by an interface this project did not make (the bridge, a test's veth: all named byoc*), say
+# through the default route: dropped instead. In mangle POSTROUTING, where the interface is the real
+# one (after kube-proxy's DNAT).
 out_chain=BYOC-NODE-OUT
 # Machine-wide: which state dir owns the node now, and the sysctls to restore at stop.
 global=/run/byoc-node
@@ -147,30 +148,38 @@ stop_name() {
 ipt() { iptables -w 5 "$@"; }
 
 remove_firewall() {
-  ipt -D FORWARD -j "$chain" 2>/dev/null || true
-  ipt -F "$chain" 2>/dev/null || true
-  ipt -X "$chain" 2>/dev/null || true
-  ipt -t mangle -D POSTROUTING -j "$out_chain" 2>/dev/null || true
-  ipt -t mangle -F "$out_chain" 2>/dev/null || true
-  ipt -t mangle -X "$out_chain" 2>/dev/null || true
+  local jump
+  for jump in "FORWARD $chain" "POSTROUTING $out_chain"; do
+    ipt -t mangle -D "${jump% *}" -j "${jump#* }" 2>/dev/null || true
+    ipt -t mangle -F "${jump#* }" 2>/dev/null || true
+    ipt -t mangle -X "${jump#* }" 2>/dev/null || true
+  done
   local bin
   bin=$(cat "$nd/bin" 2>/dev/null || true)
   # (The whole output is read before grep decides: with pipefail, `grep -q` closing the pipe
   # early would make the test fail.)
-  if [[ $(iptables-save 2>/dev/null) == *KUBE-* ]]; then
-    # kube-proxy removes its own chains; anything it misses is removed by name below.
+  if [[ $(iptables-save 2>/dev/null; ip6tables-save 2>/dev/null) == *KUBE-* ]]; then
+    # kube-proxy removes its own chains (both families); anything it misses goes by name below.
     [[ -x $bin/kube-proxy ]] && "$bin/kube-proxy" --cleanup --proxy-mode=iptables >>"$dir/node-kube-proxy.log" 2>&1 || true
-    local table chains c rule
-    for table in filter nat mangle; do
-      mapfile -t chains < <(ipt -t "$table" -S | sed -n 's/^-N \(KUBE-[A-Za-z0-9-]*\)$/\1/p')
-      ((${#chains[@]} == 0)) && continue
-      while read -r rule; do
-        eval "ipt -t $table $rule" 2>/dev/null || true
-      done < <(ipt -t "$table" -S | { grep -E -- '-j KUBE-' || true; } | { grep -v '^-A KUBE-' || true; } | sed 's/^-A /-D /')
-      for c in "${chains[@]}"; do ipt -t "$table" -F "$c" 2>/dev/null || true; done
-      for c in "${chains[@]}"; do ipt -t "$table" -X "$c" 2>/dev/null || true; done
-    done
+    remove_kube_chains iptables
+    remove_kube_chains ip6tables
   fi
+}
+
+# remove_kube_chains CMD: every KUBE-* chain, and every jump to one, from CMD (iptables or
+# ip6tables).
+remove_kube_chains() {
+  local cmd=$1 table chains c rule
+  command -v "$cmd" >/dev/null || return 0
+  for table in filter nat mangle; do
+    mapfile -t chains < <("$cmd" -w 5 -t "$table" -S 2>/dev/null | sed -n 's/^-N \(KUBE-[A-Za-z0-9-]*\)$/\1/p')
+    ((${#chains[@]} == 0)) && continue
+    while read -r rule; do
+      eval "$cmd -w 5 -t $table $rule" 2>/dev/null || true
+    done < <("$cmd" -w 5 -t "$table" -S | { grep -E -- '-j KUBE-' || true; } | { grep -v '^-A KUBE-' || true; } | sed 's/^-A /-D /')
+    for c in "${chains[@]}"; do "$cmd" -w 5 -t "$table" -F "$c" 2>/dev/null || true; done
+    for c in "${chains[@]}"; do "$cmd" -w 5 -t "$table" -X "$c" 2>/dev/null || true; done
+  done
 }
 
 remove_cgroups() {
@@ -224,6 +233,7 @@ cmd_leftovers() {
   while read -r line; do report "network namespace mount: $line"; done < <(awk '$9 == "nsfs" && $5 ~ /netns/' /proc/self/mountinfo)
   ip link show "$bridge" >/dev/null 2>&1 && report "bridge $bridge"
   while read -r line; do report "iptables: $line"; done < <(iptables-save 2>/dev/null | grep -E "KUBE-|$chain|$bridge|198\.1[89]\." || true)
+  while read -r line; do report "ip6tables: $line"; done < <(ip6tables-save 2>/dev/null | grep -E "KUBE-|$chain|$bridge" || true)
   for line in /sys/fs/cgroup/*/"$cgroup_root"; do [[ -e $line ]] && report "cgroup $line"; done
   [[ -e $global ]] && report "state $global"
   ((found == 0))
@@ -266,18 +276,26 @@ cmd_prepare() {
   mkdir -p "$nd/run" "$dir/pki/node"
 
   ip link add "$bridge" type bridge
+  # IPv4 only: no link-local address, no router advertisements, nothing IPv6 to forward.
+  if [[ -e /proc/sys/net/ipv6/conf/$bridge/disable_ipv6 ]]; then sysctl -qw "net.ipv6.conf.$bridge.disable_ipv6=1"; fi
   ip addr add "$node_ip/${pod_cidr#*/}" dev "$bridge"
   ip link set "$bridge" up
   sysctl -qw net.ipv4.ip_forward=1
-  # Nothing between the pod bridge and any other interface, either way.
-  ipt -N "$chain"
-  ipt -A "$chain" -i "$bridge" ! -o "$bridge" -j DROP
-  ipt -A "$chain" ! -i "$bridge" -o "$bridge" -j DROP
-  ipt -I FORWARD 1 -j "$chain"
+  # Nothing between the pod bridge and any other interface, either way. In mangle FORWARD, which
+  # runs before the filter table, where kube-proxy's own FORWARD rules accept established and
+  # masquerade-marked traffic.
+  ipt -t mangle -N "$chain"
+  ipt -t mangle -A "$chain" -i "$bridge" ! -o "$bridge" -j DROP
+  ipt -t mangle -A "$chain" ! -i "$bridge" -o "$bridge" -j DROP
+  ipt -t mangle -I FORWARD 1 -j "$chain"
+  # Whatever the destination became (kube-proxy may DNAT to any address an EndpointSlice names),
+  # a connection to or from the cluster's ranges leaves only by loopback or byoc*.
   ipt -t mangle -N "$out_chain"
   ipt -t mangle -A "$out_chain" -o lo -j RETURN
   ipt -t mangle -A "$out_chain" -o byoc+ -j RETURN
   ipt -t mangle -A "$out_chain" -d 198.18.0.0/15 -j DROP
+  ipt -t mangle -A "$out_chain" -m conntrack --ctorigdst 198.18.0.0/15 -j DROP
+  ipt -t mangle -A "$out_chain" -m conntrack --ctorigsrc 198.18.0.0/15 -j DROP
   ipt -t mangle -I POSTROUTING 1 -j "$out_chain"
 
   local client="extendedKeyUsage = clientAuth"
@@ -410,7 +428,10 @@ EOF
     byoc-node-ns "$nd"
   wait_for ns "the mount namespace" test -e "$nd/run/ns.ready"
   readlink "/proc/$(<"$nd/run/ns.pid")/ns/mnt" >"$nd/run/mntns"
-  launch containerd nsenter --mount="/proc/$(<"$nd/run/ns.pid")/ns/mnt" -- \
+  # A registry without a mirror here (docker.io, registry.k8s.io, ...) would be pulled from the
+  # internet: every pull that is not for this machine goes to a proxy that is not there.
+  launch containerd env HTTP_PROXY=http://127.0.0.1:1 HTTPS_PROXY=http://127.0.0.1:1 \
+    NO_PROXY=127.0.0.1,localhost nsenter --mount="/proc/$(<"$nd/run/ns.pid")/ns/mnt" -- \
     containerd --config "$nd/containerd.toml"
   wait_for containerd "serving CRI on $nd/containerd.sock" test -S "$nd/containerd.sock"
 }

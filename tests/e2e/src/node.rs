@@ -165,9 +165,19 @@ pub async fn wait_running(client: &Client, namespace: &str, name: &str) -> Pod {
 }
 
 /// The packet counter of the node's FORWARD rule that drops what pods send to any other
-/// interface (`hack/node.sh`, chain BYOC-NODE, first rule).
+/// interface (`hack/node.sh`, chain BYOC-NODE of the mangle table, first rule).
 pub fn egress_drops() -> u64 {
-    let out = run(Command::new("iptables").args(["-w", "5", "-L", "BYOC-NODE", "-v", "-x", "-n"]));
+    let out = run(Command::new("iptables").args([
+        "-w",
+        "5",
+        "-t",
+        "mangle",
+        "-L",
+        "BYOC-NODE",
+        "-v",
+        "-x",
+        "-n",
+    ]));
     out.lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         // pkts bytes target prot opt in out source destination

@@ -372,8 +372,23 @@ async fn nothing_a_pod_sends_leaves_the_machine() {
             "-A BYOC-NODE-OUT -o lo -j RETURN",
             "-A BYOC-NODE-OUT -o byoc+ -j RETURN",
             "-A BYOC-NODE-OUT -d 198.18.0.0/15 -j DROP",
+            "-A BYOC-NODE-OUT -m conntrack --ctorigdst 198.18.0.0/15 -j DROP",
+            "-A BYOC-NODE-OUT -m conntrack --ctorigsrc 198.18.0.0/15 -j DROP",
         ]
     );
+    // containerd pulls what has no mirror here through a proxy that is not there.
+    let pids = pgrep("containerd --config ");
+    assert!(!pids.is_empty(), "no containerd of the node");
+    for pid in pids {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(
+            environ
+                .split('\0')
+                .any(|v| v == "HTTPS_PROXY=http://127.0.0.1:1"),
+            "containerd {pid} may pull from the internet: {environ}"
+        );
+    }
 }
 
 /// Creates pods (server-side dry run, through every admission step) in a loop until `stop`,
@@ -513,4 +528,16 @@ async fn controller_leader_pod_deleted_the_other_takes_over() {
     );
     wait_granted(&client, ns.name()).await;
     wait_rolled_out(&client, "controller").await;
+}
+
+/// The pids of the processes whose command line contains `pattern`.
+fn pgrep(pattern: &str) -> Vec<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }

@@ -95,14 +95,14 @@ fn assert_nothing_left(dir: &Path) {
         .output()
         .expect("ip");
     assert!(!bridge.status.success(), "bridge byoc0 still exists");
-    let rules = Command::new("iptables-save")
-        .output()
-        .expect("iptables-save");
-    let rules = String::from_utf8_lossy(&rules.stdout);
-    assert!(
-        !rules.contains("KUBE-") && !rules.contains("BYOC-NODE") && !rules.contains("byoc0"),
-        "iptables rules left:\n{rules}"
-    );
+    for save in ["iptables-save", "ip6tables-save"] {
+        let rules = Command::new(save).output().expect(save);
+        let rules = String::from_utf8_lossy(&rules.stdout);
+        assert!(
+            !rules.contains("KUBE-") && !rules.contains("BYOC-NODE") && !rules.contains("byoc0"),
+            "{save}: rules left:\n{rules}"
+        );
+    }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let dir_str = dir.to_string_lossy();
     assert!(
