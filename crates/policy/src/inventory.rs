@@ -213,7 +213,7 @@ impl Trimmed {
     }
 }
 
-/// The k8s-openapi types of the kinds that run pods.
+/// The k8s-openapi types of the pod-bearing kinds.
 pub trait Inventoried: Resource<DynamicType = (), Scope = NamespaceResourceScope> {
     /// The kind.
     const SOURCE: Source;
@@ -233,6 +233,7 @@ inventoried! {
     CronJob => CronJob,
     Job => Job,
     ReplicationController => ReplicationController,
+    PodTemplate => PodTemplate,
     Pod => Pod,
 }
 
