@@ -77,8 +77,8 @@ impl StoredGrant {
             }),
             Err(e) => {
                 let error = match e.path().to_string().as_str() {
-                    "." => format!("spec: {}", e.inner()),
-                    path => format!("spec.{path}: {}", e.inner()),
+                    "." => format!("spec: {}", message(e.inner())),
+                    path => format!("spec.{path}: {}", message(e.inner())),
                 };
                 let namespace = serde_json::from_str::<Namespace>(spec.get())
                     .ok()
@@ -121,6 +121,17 @@ impl StoredGrant {
 impl From<ByocGrant> for StoredGrant {
     fn from(grant: ByocGrant) -> Self {
         Self::Readable(grant)
+    }
+}
+
+/// What `error` says, without the position in the raw text of `spec` that serde_json appends
+/// (meaningless to whoever reads the grant as YAML).
+fn message(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let at = format!(" at line {} column {}", error.line(), error.column());
+    match text.strip_suffix(&at) {
+        Some(message) => message.to_owned(),
+        None => text,
     }
 }
 
@@ -245,6 +256,7 @@ mod tests {
                 panic!("{what}: read as {stored:?}");
             };
             assert!(u.error.starts_with(error), "{what}: {}", u.error);
+            assert!(!u.error.contains(" at line "), "{what}: {}", u.error);
             assert_eq!(stored.target_namespace(), *namespace, "{what}");
             assert_eq!(stored.name_any(), "g", "{what}");
             assert_eq!(stored.meta().generation, Some(3), "{what}");
