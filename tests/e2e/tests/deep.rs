@@ -8,8 +8,8 @@
 //! - a freshly started webhook becomes Ready, a freshly started controller leads;
 //! - the admin revokes the grant: the webhook refuses the registry within 5 s, and the grant's
 //!   finalizer goes;
-//! - the pod still appears in its namespace's PolicyReport (controller with `--reports`), now
-//!   refused;
+//! - the pod and the Deployment still appear in their namespace's PolicyReport (controller with
+//!   `--reports`), now refused;
 //! - `kubectl byoc list`, `audit` and `images` still work.
 //!
 //! ```text
@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use byoc_api::lenient::nested_managed_fields;
-use byoc_api::report::Outcome as ReportOutcome;
+use byoc_api::report::{Outcome as ReportOutcome, PolicyReport};
 use byoc_e2e::chaos::{Outcome, WebhookOptions, WebhookProcess, wait_outcome};
 use byoc_e2e::cli::{CliOutput, byoc};
 use byoc_e2e::controller::{self, ControllerProcess};
@@ -81,14 +81,20 @@ async fn tenant_of(namespace: &str) -> (String, [Cleanup; 2]) {
     (tenant, cleanup)
 }
 
-/// As `tenant`, replaces the `managedFields` of `object` (`kubectl patch` arguments) by one
-/// entry whose `fieldsV1` nests `depth` levels, with a merge patch; then checks, in the raw
-/// JSON the API server serves at `path`, that it stored them so.
-fn poison(tenant: &str, object: &[&str], path: &str, depth: usize) {
-    let patch = format!(
-        r#"{{"metadata":{{"managedFields":{}}}}}"#,
-        nested_managed_fields(depth)
-    );
+/// The metadata of an object.
+const METADATA: &[&str] = &["metadata"];
+/// The metadata of a workload's pod template.
+const TEMPLATE_METADATA: &[&str] = &["spec", "template", "metadata"];
+
+/// As `tenant`, replaces the `managedFields` of the metadata `at` in `object` (`kubectl patch`
+/// arguments) by one entry whose `fieldsV1` nests `depth` levels, with a merge patch; then
+/// checks, in the raw JSON the API server serves at `path`, that it stored them so.
+fn poison(tenant: &str, object: &[&str], at: &[&str], path: &str, depth: usize) {
+    let fields = format!(r#"{{"managedFields":{}}}"#, nested_managed_fields(depth));
+    let patch = at
+        .iter()
+        .rev()
+        .fold(fields, |inner, key| format!(r#"{{"{key}":{inner}}}"#));
     let file = controller::logs_dir().join(format!("{}.json", unique_name("deep-patch")));
     std::fs::write(&file, patch).expect("write the patch");
     let mut args = vec!["patch"];
@@ -134,29 +140,45 @@ async fn deep_managed_fields_stop_nothing(depth: usize) {
     wait_byoc_labels(&client, name, &["byoc.toolforge.org/quay.io"]).await;
     wait_outcome(&client, name, QUAY_IMAGE, Outcome::Admitted).await;
     kubectl_run(name, "app", QUAY_IMAGE).success();
+    kubectl([
+        "-n",
+        name,
+        "create",
+        "deployment",
+        "web",
+        &format!("--image={QUAY_IMAGE}"),
+    ])
+    .success();
     wait_report(
         &client,
         name,
-        "the pod passes",
+        "the pod and the Deployment pass",
         REPORTED_WITHIN,
-        |r| match result(r, "Pod", "app") {
-            Some(x) if x.result == ReportOutcome::Pass => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
+        |r| outcomes(r, ReportOutcome::Pass),
     )
     .await;
 
-    // The attack: the tenant nests managedFields deep on its pod and its namespace.
+    // The attack: the tenant nests managedFields deep on its pod, its namespace, and the pod
+    // template of its Deployment.
     poison(
         &tenant,
         &["-n", name, "pod", "app"],
+        METADATA,
         &format!("/api/v1/namespaces/{name}/pods/app"),
         depth,
     );
     poison(
         &tenant,
         &["namespace", name],
+        METADATA,
         &format!("/api/v1/namespaces/{name}"),
+        depth,
+    );
+    poison(
+        &tenant,
+        &["-n", name, "deployment", "web"],
+        TEMPLATE_METADATA,
+        &format!("/apis/apps/v1/namespaces/{name}/deployments/web"),
         depth,
     );
 
@@ -201,23 +223,28 @@ async fn deep_managed_fields_stop_nothing(depth: usize) {
         );
     }
 
-    // The pod is still reported, now refused.
+    // The pod and the Deployment are still reported, now refused.
     wait_report(
         &client,
         name,
-        "the pod fails",
+        "the pod and the Deployment fail",
         REPORTED_WITHIN,
-        |r| match result(r, "Pod", "app") {
-            Some(x) if x.result == ReportOutcome::Fail => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
+        |r| outcomes(r, ReportOutcome::Fail),
     )
     .await;
 
-    // The CLI reads the namespace, the pod and the grants.
+    // The CLI reads the namespace, the pod, the Deployment and the grants.
     byoc(["list"]).exits(0);
     let audit = byoc(["audit", "-n", name, "-o", "json"]).exits(1).json();
-    assert_eq!(audit["summary"]["pods"], 1, "{audit}");
+    let refused: Vec<(&str, &str)> = audit["namespaces"][0]["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| Some((o["kind"].as_str()?, o["name"].as_str()?)))
+        .collect();
+    for object in [("Deployment", "web"), ("Pod", "app")] {
+        assert!(refused.contains(&object), "{object:?} not refused: {audit}");
+    }
     let all = byoc(["audit", "-o", "json"]);
     assert!([0, 1].contains(&all.code()), "{all}");
     all.json();
@@ -232,6 +259,17 @@ async fn deep_managed_fields_stop_nothing(depth: usize) {
             "{extra:?}: {images}"
         );
     }
+}
+
+/// Whether the pod `app` and the Deployment `web` have outcome `want` in `report`.
+fn outcomes(report: &PolicyReport, want: ReportOutcome) -> Result<(), String> {
+    for (kind, name) in [("Pod", "app"), ("Deployment", "web")] {
+        match result(report, kind, name) {
+            Some(r) if r.result == want => {}
+            other => return Err(format!("{kind} {name}: {other:?}")),
+        }
+    }
+    Ok(())
 }
 
 #[tokio::test]
