@@ -301,8 +301,10 @@ impl<'de> Visitor<'de> for LossyVisitor {
 }
 
 /// Any resource whose metadata is read by [`object_meta`]: it never fails on `managedFields`,
-/// and never reads them. The rest is read as `K` reads it (a typed resource skips what it does
-/// not name; a `DynamicObject` buffers everything but `metadata`).
+/// and never reads them. The rest is read as `K` reads it: a typed resource skips what it does
+/// not name, but a `DynamicObject` buffers everything else into a `Value`, which fails on
+/// deep JSON there (a pod template's `managedFields`); pod-bearing objects are read as
+/// `byoc_policy::inventory::Of<K>` instead.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Lenient<K>(pub K);
 
