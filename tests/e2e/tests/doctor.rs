@@ -73,6 +73,46 @@ async fn doctor_names_the_namespaces_without_baseline_and_skips_the_exempt() {
         ])
         .success();
     }
+    // A time Rust cannot read (past 9999-12-30T22:00Z) in `managedFields` must not hide the
+    // namespace: doctor reads namespaces leniently.
+    let listed = kubectl([
+        "get",
+        "namespace",
+        privileged.name(),
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ])
+    .success()
+    .stdout;
+    let mut fields =
+        serde_json::from_str::<Value>(&listed).expect("JSON")["metadata"]["managedFields"].clone();
+    fields.as_array_mut().expect("managedFields").push(json!({
+        "manager": "x", "operation": "Update", "apiVersion": "v1", "time": "9999-12-31T00:00:00Z",
+        "fieldsType": "FieldsV1", "fieldsV1": { "f:metadata": { "f:annotations": { "f:a": {} } } },
+    }));
+    let patch = json!({"metadata": {"managedFields": fields}}).to_string();
+    kubectl([
+        "patch",
+        "namespace",
+        privileged.name(),
+        "--type=merge",
+        "-p",
+        &patch,
+    ])
+    .success();
+    let stored = kubectl([
+        "get",
+        "namespace",
+        privileged.name(),
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ])
+    .success()
+    .stdout;
+    assert!(stored.contains("9999-12-31T00:00:00Z"), "{stored}");
+
     // Every namespace that is not one of ours is exempt, so the verdict is ours alone.
     let ours = [&none, &privileged, &baseline, &restricted].map(|ns| ns.name().to_owned());
     let listed = kubectl(["get", "namespaces", "-o", "name"])
