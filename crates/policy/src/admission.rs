@@ -22,7 +22,8 @@ pub enum Reason {
     RegistryNotAllowed,
     /// An image reference does not parse.
     InvalidImage,
-    /// A `byoc.toolforge.org/` namespace label change by someone other than the controller.
+    /// A `byoc.toolforge.org/` namespace label change by someone other than the controller, or
+    /// a change of any other namespace label by the controller.
     LabelProtected,
     /// A kind the policy does not evaluate.
     UnsupportedKind,
