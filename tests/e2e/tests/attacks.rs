@@ -89,6 +89,17 @@ fn cluster_role(verbs: &str, resources: &str) -> (String, Cleanup) {
     (name, cleanup)
 }
 
+/// Every label of namespace `name`, as stored.
+async fn namespace_labels(name: &str) -> std::collections::BTreeMap<String, String> {
+    Api::<Namespace>::all(client().await)
+        .get(name)
+        .await
+        .expect("get namespace")
+        .metadata
+        .labels
+        .unwrap_or_default()
+}
+
 fn namespace_manifest(name: &str, labels: Value) -> String {
     let mut labels = labels;
     labels[TEST_LABEL] = json!("true");
@@ -214,13 +225,7 @@ async fn a_tenant_who_may_create_and_replace_namespaces_cannot_set_byoc_labels()
         None,
     )
     .success();
-    let labels = Api::<Namespace>::all(client().await)
-        .get(&own)
-        .await
-        .expect("get namespace")
-        .metadata
-        .labels
-        .unwrap_or_default();
+    let labels = namespace_labels(&own).await;
     assert_eq!(
         labels.get("byoc.toolforge.org/quay.io").map(String::as_str),
         Some("never")
@@ -449,13 +454,7 @@ async fn the_controllers_identity_cannot_change_labels_outside_the_byoc_prefix()
         }
     }
 
-    let labels = Api::<Namespace>::all(client().await)
-        .get(name)
-        .await
-        .expect("get namespace")
-        .metadata
-        .labels
-        .unwrap_or_default();
+    let labels = namespace_labels(name).await;
     assert_eq!(
         labels.get(PSA).map(String::as_str),
         Some("baseline"),
