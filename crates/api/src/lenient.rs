@@ -431,10 +431,11 @@ impl Resource for LeanNamespace {
 
 /// A `managedFields` entry whose `fieldsV1` nests `depth` objects (`{"f:a":{"f:a":...}}`), as
 /// the API server stores it from a client's merge patch: the shape the readers here must skip.
-/// For tests, here and in the crates that read objects.
-pub fn nested_managed_fields(depth: usize) -> String {
+/// The API server keeps the entry only when `api_version` is the object's own. For tests, here
+/// and in the crates that read objects.
+pub fn nested_managed_fields(api_version: &str, depth: usize) -> String {
     format!(
-        r#"[{{"manager":"tenant","operation":"Update","apiVersion":"v1","fieldsType":"FieldsV1","fieldsV1":{}{}}}]"#,
+        r#"[{{"manager":"tenant","operation":"Update","apiVersion":"{api_version}","fieldsType":"FieldsV1","fieldsV1":{}{}}}]"#,
         r#"{"f:a":"#.repeat(depth) + "{}",
         "}".repeat(depth)
     )
@@ -657,7 +658,7 @@ mod tests {
             format!(
                 r#"{}"managedFields":{},{}"#,
                 &text[..at],
-                nested_managed_fields(depth),
+                nested_managed_fields("v1", depth),
                 &text[at..]
             )
         }

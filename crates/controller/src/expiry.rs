@@ -10,9 +10,7 @@
 use std::time::Duration;
 
 use byoc_api::grant::EXPIRING_SOON;
-use byoc_api::{
-    ByocGrant, ByocGrantStatus, ByocRequest, REQUEST_ANNOTATION, RequestRecord, duration,
-};
+use byoc_api::{ByocGrant, ByocGrantStatus, REQUEST_ANNOTATION, RequestRecord, duration};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType};
@@ -21,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::Context;
 use crate::desired::Standing;
+use crate::requests::WatchedRequest;
 use crate::status::event;
 
 /// The condition reason while the grant is in the window.
@@ -114,7 +113,8 @@ pub fn reminder(grant: &ByocGrant, at: Timestamp, now: Timestamp) -> Event {
 
 /// Publishes `event` on `grant` and on the ByocRequest named by its [`REQUEST_ANNOTATION`]
 /// when that request exists in the grant's namespace (it is read for its uid, so that
-/// `kubectl describe byocreq` lists the event). Best effort: failures are logged.
+/// `kubectl describe byocreq` lists the event; leniently, so deep `managedFields` a tenant
+/// wrote on the request cannot fail the read). Best effort: failures are logged.
 pub async fn announce(grant: &ByocGrant, event: &Event, ctx: &Context) {
     info!(
         note = event.note.as_deref().unwrap_or_default(),
@@ -132,10 +132,10 @@ pub async fn announce(grant: &ByocGrant, event: &Event, ctx: &Context) {
         warn!(annotation = %value, "the request annotation does not name a request in the grant's namespace");
         return;
     };
-    let api: Api<ByocRequest> = Api::namespaced(ctx.client.clone(), &record.namespace);
-    match api.get_metadata_opt(&record.name).await {
+    let api: Api<WatchedRequest> = Api::namespaced(ctx.client.clone(), &record.namespace);
+    match api.get_opt(&record.name).await {
         // A request re-created under the same name is not the one this grant came from.
-        Ok(Some(request)) if request.metadata.uid.as_deref() == Some(record.uid.as_str()) => {
+        Ok(Some(request)) if request.meta().uid.as_deref() == Some(record.uid.as_str()) => {
             if let Err(error) = ctx.publish(event, &request.object_ref(&())).await {
                 warn!(%error, request = %value, "cannot publish the ExpiringSoon event on the request");
             }

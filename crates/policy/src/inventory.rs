@@ -1067,7 +1067,7 @@ mod tests {
     #[test]
     fn deep_managed_fields_are_skipped() {
         for depth in [130, 5_000] {
-            let deep = byoc_api::lenient::nested_managed_fields(depth);
+            let deep = byoc_api::lenient::nested_managed_fields("v1", depth);
             let meta = format!(
                 r#""metadata":{{"name":"w","namespace":"tool-a","uid":"u","managedFields":{deep}}}"#
             );

@@ -688,6 +688,23 @@ async fn a_grant_entering_the_expiry_window_is_announced_once_across_restarts() 
         .await
         .expect("create the ByocRequest");
     let record = RequestRecord::of(&request).expect("a stored request has a uid");
+    // `managedFields` nested deeper than a `serde_json::Value` reads (a maintainer may patch
+    // its request): the reminder still reaches the request.
+    let deep = format!(
+        r#"{{"metadata":{{"managedFields":{}}}}}"#,
+        byoc_api::lenient::nested_managed_fields("byoc.toolforge.org/v1alpha1", 130)
+    );
+    kubectl([
+        "-n",
+        ns.name(),
+        "patch",
+        "byocreq",
+        "exporter",
+        "--type=merge",
+        "-p",
+        &deep,
+    ])
+    .success();
 
     let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now");
     let soon_at = now + SignedDuration::from_hours(72);

@@ -90,7 +90,10 @@ const TEMPLATE_METADATA: &[&str] = &["spec", "template", "metadata"];
 /// arguments) by one entry whose `fieldsV1` nests `depth` levels, with a merge patch; then
 /// checks, in the raw JSON the API server serves at `path`, that it stored them so.
 fn poison(tenant: &str, object: &[&str], at: &[&str], path: &str, depth: usize) {
-    let fields = format!(r#"{{"managedFields":{}}}"#, nested_managed_fields(depth));
+    let fields = format!(
+        r#"{{"managedFields":{}}}"#,
+        nested_managed_fields("v1", depth)
+    );
     let patch = at
         .iter()
         .rev()
