@@ -78,8 +78,8 @@ pub fn in_sync(current: &BTreeMap<String, String>, desired: &BTreeMap<String, St
             .all(|(k, v)| owned.get(k.as_str()) == Some(&v.as_str()))
 }
 
-/// The keys under the prefix in `current` that `desired` does not have: labels someone else
-/// put there, which server-side apply alone does not remove.
+/// The keys under the prefix in `current` that `desired` does not have: labels granted before,
+/// or put there by someone else, that must go.
 pub fn foreign_keys(
     current: &BTreeMap<String, String>,
     desired: &BTreeMap<String, String>,
@@ -91,20 +91,22 @@ pub fn foreign_keys(
         .collect()
 }
 
-/// The server-side apply body that makes the controller's field manager own exactly `desired`
-/// on `namespace`. With nothing desired it owns no label, so apply removes the ones it had.
-pub fn apply_body(namespace: &str, desired: &BTreeMap<String, String>) -> Value {
-    let mut metadata = json!({ "name": namespace });
-    if !desired.is_empty() {
-        metadata["labels"] = json!(desired);
-    }
-    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": metadata })
-}
-
-/// The JSON merge patch that deletes `keys` from a namespace's labels.
-pub fn removal_body(keys: &[String]) -> Value {
-    let labels: serde_json::Map<String, Value> =
-        keys.iter().map(|k| (k.clone(), Value::Null)).collect();
+/// The JSON merge patch that turns the labels under the prefix of a namespace now carrying
+/// `current` into `desired`: it sets every desired label and deletes (`null`) each of
+/// [`foreign_keys`]. It names only keys under the prefix, so it can neither touch nor depend
+/// on anything else: unlike server-side apply, whose removals follow `managedFields` that any
+/// writer of the namespace can rewrite (a tenant who made the controller's entry own one of
+/// its own labels would make every apply remove that label, which the label guard refuses,
+/// so a revoke would never land).
+pub fn label_patch(
+    current: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, String>,
+) -> Value {
+    let mut labels: serde_json::Map<String, Value> = foreign_keys(current, desired)
+        .into_iter()
+        .map(|k| (k, Value::Null))
+        .collect();
+    labels.extend(desired.iter().map(|(k, v)| (k.clone(), json!(v))));
     json!({ "metadata": { "labels": labels } })
 }
 
@@ -304,22 +306,43 @@ mod tests {
 
     #[test]
     fn patch_bodies() {
-        let desired = map(&[("byoc.toolforge.org/quay.io", "never")]);
-        assert_eq!(
-            apply_body("tool-a", &desired),
-            json!({
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": { "name": "tool-a", "labels": { "byoc.toolforge.org/quay.io": "never" } }
-            })
-        );
-        assert_eq!(
-            apply_body("tool-a", &BTreeMap::new()),
-            json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "tool-a" } })
-        );
-        assert_eq!(
-            removal_body(&["byoc.toolforge.org/any".into()]),
-            json!({ "metadata": { "labels": { "byoc.toolforge.org/any": null } } })
-        );
+        let quay = ("byoc.toolforge.org/quay.io", "never");
+        // (what, current labels, desired, the patch's labels)
+        let cases = [
+            (
+                "first grant",
+                map(&[("team", "a")]),
+                map(&[quay]),
+                json!({ quay.0: quay.1 }),
+            ),
+            (
+                "a revoke deletes, and names nothing outside the prefix",
+                map(&[quay, ("team", "a")]),
+                map(&[]),
+                json!({ quay.0: null }),
+            ),
+            (
+                "a changed expiry and a hand-made label",
+                map(&[
+                    ("byoc.toolforge.org/quay.io", "20300101T000000Z"),
+                    ("byoc.toolforge.org/evil.example.org", "never"),
+                ]),
+                map(&[quay]),
+                json!({ quay.0: quay.1, "byoc.toolforge.org/evil.example.org": null }),
+            ),
+            (
+                "nothing either way",
+                map(&[("team", "a")]),
+                map(&[]),
+                json!({}),
+            ),
+        ];
+        for (what, current, desired, labels) in cases {
+            assert_eq!(
+                label_patch(&current, &desired),
+                json!({ "metadata": { "labels": labels } }),
+                "{what}"
+            );
+        }
     }
 }

@@ -7,9 +7,9 @@ use kube::runtime::finalizer;
 /// A failed reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The server-side apply of a namespace's labels failed.
-    #[error("cannot apply the labels of namespace {namespace}: {source}")]
-    ApplyLabels {
+    /// The merge patch of a namespace's labels failed.
+    #[error("cannot write the labels of namespace {namespace}: {source}")]
+    WriteLabels {
         /// The namespace.
         namespace: String,
         /// The API error.
@@ -89,7 +89,7 @@ impl Error {
     /// A short, bounded name for the `error` label of the errors counter.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Self::ApplyLabels { .. } => "apply_labels",
+            Self::WriteLabels { .. } => "write_labels",
             Self::RemoveForeignLabels { .. } => "remove_foreign_labels",
             Self::EncodeLabels { .. } => "encode_labels",
             Self::PatchStatus { .. } => "patch_status",
@@ -122,15 +122,15 @@ mod tests {
 
     #[test]
     fn metric_labels_see_through_the_finalizer() {
-        let apply = || Error::ApplyLabels {
+        let apply = || Error::WriteLabels {
             namespace: "ns".into(),
             source: api_error(),
         };
         let cases = [
-            (apply(), "apply_labels"),
+            (apply(), "write_labels"),
             (
                 Error::Finalizer(Box::new(finalizer::Error::ApplyFailed(apply()))),
-                "apply_labels",
+                "write_labels",
             ),
             (
                 Error::Finalizer(Box::new(finalizer::Error::CleanupFailed(
@@ -180,14 +180,14 @@ mod tests {
     #[test]
     fn messages_name_the_object() {
         let e = Error::Finalizer(Box::new(finalizer::Error::ApplyFailed(
-            Error::ApplyLabels {
+            Error::WriteLabels {
                 namespace: "tool-a".into(),
                 source: api_error(),
             },
         )));
         let text = e.to_string();
         assert!(
-            text.contains("cannot apply the labels of namespace tool-a"),
+            text.contains("cannot write the labels of namespace tool-a"),
             "{text}"
         );
     }

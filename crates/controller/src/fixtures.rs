@@ -312,53 +312,32 @@ impl Step {
         }
     }
 
-    /// The forced server-side apply of exactly `labels` (a JSON object, or `null` for none) to
-    /// namespace `name`, by field manager `byoc-controller`. The answer carries those labels and
-    /// `others` (labels the server keeps because other managers own them).
-    pub fn apply_labels(name: &str, labels: Value, others: &[(&str, &str)]) -> Self {
-        let expected = match &labels {
-            Value::Null => {
-                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } })
-            }
-            l => {
-                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "labels": l } })
-            }
-        };
-        let mut after: BTreeMap<String, String> = others
+    /// The merge patch of namespace `name`'s labels by field manager `byoc-controller`,
+    /// whose `labels` (a JSON object; `null` values delete) are exactly `patch`. The answer is
+    /// the namespace with `before`'s labels and the patch merged in.
+    pub fn set_labels(name: &str, patch: Value, before: &[(&str, &str)]) -> Self {
+        let mut after: BTreeMap<String, String> = before
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        if let Value::Object(map) = &labels {
-            for (k, v) in map {
-                after.insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
-            }
+        for (k, v) in patch.as_object().expect("a labels object") {
+            match v.as_str() {
+                Some(v) => after.insert(k.clone(), v.to_owned()),
+                None => after.remove(k),
+            };
         }
         let after: Vec<(&str, &str)> = after
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Self {
-            method: Method::PATCH,
-            path: format!("/api/v1/namespaces/{name}"),
-            query: vec![("fieldManager", "byoc-controller"), ("force", "true")],
-            content_type: Some("application/apply-patch+yaml"),
-            check: Box::new(move |body| assert_eq!(*body, expected)),
-            answer: Answer::Object(served_namespace(name, &after)),
-        }
-    }
-
-    /// The merge patch that deletes `keys` from the labels of namespace `name`.
-    pub fn remove_labels(name: &str, keys: &[&str]) -> Self {
-        let labels: serde_json::Map<String, Value> =
-            keys.iter().map(|k| (k.to_string(), Value::Null)).collect();
-        let expected = json!({ "metadata": { "labels": labels } });
+        let expected = json!({ "metadata": { "labels": patch } });
         Self {
             method: Method::PATCH,
             path: format!("/api/v1/namespaces/{name}"),
             query: vec![("fieldManager", "byoc-controller")],
             content_type: Some("application/merge-patch+json"),
             check: Box::new(move |body| assert_eq!(*body, expected)),
-            answer: Answer::Object(served_namespace(name, &[])),
+            answer: Answer::Object(served_namespace(name, &after)),
         }
     }
 

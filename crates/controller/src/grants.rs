@@ -279,6 +279,7 @@ mod tests {
     };
     use http::Method;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::Value;
 
     const APPLIED_QUAY: &str = "namespace tool-a carries this grant: registries quay.io";
 
@@ -349,16 +350,21 @@ mod tests {
 
     const REQUEST: &str = "/apis/byoc.toolforge.org/v1alpha1/namespaces/tool-a/byocrequests/req";
 
+    /// ByocRequest `tool-a/req` as the API server serves it, with `uid`.
+    fn request(uid: &str) -> Value {
+        json!({
+            "apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocRequest",
+            "metadata": { "name": "req", "namespace": "tool-a", "uid": uid },
+            "spec": { "registries": ["quay.io"], "reason": "a tool" },
+        })
+    }
+
     #[tokio::test]
     async fn a_grant_entering_the_window_is_announced_on_it_and_its_request() {
         let g = expiring("g");
         let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
-        let request = json!({
-            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-            "metadata": { "name": "req", "namespace": "tool-a", "uid": "req-uid" },
-        });
         let steps = vec![
-            Step::apply_labels("tool-a", quay_label(&g), &[]),
+            Step::set_labels("tool-a", quay_label(&g), &[]),
             Step::status("g", "True", "Applied").also(|body| {
                 let soon = &body["status"]["conditions"][1];
                 assert_eq!(soon["type"], "ExpiringSoon", "{body}");
@@ -370,7 +376,7 @@ mod tests {
                 assert!(note.contains("(2 days left)"), "{body}");
                 assert_eq!(body["type"], "Warning", "{body}");
             }),
-            Step::get(REQUEST, request),
+            Step::get(REQUEST, request("req-uid")),
             Step::event_about("tool-a", "ByocRequest", "ExpiringSoon").also(|body| {
                 assert_eq!(body["regarding"]["uid"], "req-uid", "{body}");
                 assert_eq!(body["regarding"]["name"], "req", "{body}");
@@ -415,7 +421,7 @@ mod tests {
         let g = expiring("g");
         let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
         let steps = vec![
-            Step::apply_labels("tool-a", quay_label(&g), &[]),
+            Step::set_labels("tool-a", quay_label(&g), &[]),
             Step::status("g", "True", "Applied"),
             Step::event("Applied"),
             Step::event("ExpiringSoon"),
@@ -430,17 +436,11 @@ mod tests {
         let g = expiring("g");
         let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
         let steps = vec![
-            Step::apply_labels("tool-a", quay_label(&g), &[]),
+            Step::set_labels("tool-a", quay_label(&g), &[]),
             Step::status("g", "True", "Applied"),
             Step::event("Applied"),
             Step::event("ExpiringSoon"),
-            Step::get(
-                REQUEST,
-                json!({
-                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-                    "metadata": { "name": "req", "namespace": "tool-a", "uid": "other-uid" },
-                }),
-            ),
+            Step::get(REQUEST, request("other-uid")),
         ];
         scenario
             .check(steps, reconcile(stored(g), scenario.ctx()))
@@ -458,7 +458,7 @@ mod tests {
         );
         let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
         let steps = vec![
-            Step::apply_labels("tool-a", quay_label(&g), &[]),
+            Step::set_labels("tool-a", quay_label(&g), &[]),
             Step::status("h", "True", "Applied"),
             Step::event("Applied"),
             Step::event("ExpiringSoon"),
@@ -477,7 +477,7 @@ mod tests {
         g.spec.expires_at = Some(Time(hours_from_now(60 * 24).parse().unwrap()));
         let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
         let steps = vec![
-            Step::apply_labels("tool-a", quay_label(&g), &[]),
+            Step::set_labels("tool-a", quay_label(&g), &[]),
             Step::status("g", "True", "Applied").also(|body| {
                 let conditions = body["status"]["conditions"].as_array().unwrap();
                 assert_eq!(conditions.len(), 1, "{body}");
@@ -506,7 +506,7 @@ mod tests {
         let g = grant("g", "tool-a", &["quay.io", "ghcr.io/wikimedia"], None).finalized();
         let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[("team", "a")])]);
         let steps = vec![
-            Step::apply_labels(
+            Step::set_labels(
                 "tool-a",
                 json!({
                     "byoc.toolforge.org/ghcr.io_wikimedia": "never",
@@ -527,7 +527,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"namespace_label_writes_total{kind="apply"} 1"#),
+            text.contains(r#"namespace_label_writes_total{kind="set"} 1"#),
             "{text}"
         );
         assert!(
@@ -593,22 +593,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn foreign_labels_are_removed_after_the_apply() {
+    async fn foreign_labels_go_in_the_same_patch_and_late_ones_in_a_second() {
         let g = grant_with_status("g", "tool-a", &["quay.io"], "Applied", APPLIED_QUAY);
         let tampered = [
             ("byoc.toolforge.org/quay.io", "never"),
             ("byoc.toolforge.org/any", "never"),
         ];
+        let late = ("byoc.toolforge.org/ghcr.io", "never");
         let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &tampered)]);
         let steps = vec![
-            // The hand-made label survives the apply (another manager owns it)...
-            Step::apply_labels(
+            // The hand-made label the cache shows is deleted by the patch itself...
+            Step::set_labels(
                 "tool-a",
-                json!({ "byoc.toolforge.org/quay.io": "never" }),
-                &tampered,
+                json!({ "byoc.toolforge.org/quay.io": "never", "byoc.toolforge.org/any": null }),
+                &[tampered[0], late],
             ),
-            // ...so it is deleted explicitly. The status has not changed: no write, no event.
-            Step::remove_labels("tool-a", &["byoc.toolforge.org/any"]),
+            // ...and one the cache did not show yet, seen in the answer, by a second patch.
+            // The status has not changed: no write, no event.
+            Step::set_labels(
+                "tool-a",
+                json!({ "byoc.toolforge.org/quay.io": "never", late.0: null }),
+                &[tampered[0], late],
+            ),
         ];
         scenario
             .check(steps, reconcile(stored(g), scenario.ctx()))
@@ -640,7 +646,7 @@ mod tests {
         );
         let scenario = Scenario::new(vec![g.clone()], vec![ns]);
         let steps = vec![
-            Step::apply_labels("tool-a", json!(null), &[]),
+            Step::set_labels("tool-a", json!({ "byoc.toolforge.org/quay.io": null }), &[]),
             Step::status("g", "False", "Expired"),
             Step::event("Expired"),
         ];
@@ -664,9 +670,9 @@ mod tests {
         );
         let scenario = Scenario::new(vec![g.clone(), other], vec![ns]);
         let steps = vec![
-            Step::apply_labels(
+            Step::set_labels(
                 "tool-a",
-                json!({ "byoc.toolforge.org/ghcr.io": "never" }),
+                json!({ "byoc.toolforge.org/ghcr.io": "never", "byoc.toolforge.org/quay.io": null }),
                 &[],
             ),
             Step::event("Revoked"),
@@ -723,12 +729,12 @@ mod tests {
             .check(steps, reconcile(stored(g.clone()), ctx.clone()))
             .await;
         let error = result.unwrap_err();
-        assert_eq!(error.metric_label(), "apply_labels");
+        assert_eq!(error.metric_label(), "write_labels");
         assert_eq!(error_policy(stored(g), &error, ctx), Action::requeue(RETRY));
         let text = scenario.metrics();
         assert!(
             text.contains(
-                r#"reconcile_errors_total{controller="byocgrant",error="apply_labels"} 1"#
+                r#"reconcile_errors_total{controller="byocgrant",error="write_labels"} 1"#
             ),
             "{text}"
         );
@@ -752,9 +758,9 @@ mod tests {
         );
         let scenario = Scenario::stored(vec![bad.clone(), good.into()], vec![ns]);
         let steps = vec![
-            Step::apply_labels(
+            Step::set_labels(
                 "tool-a",
-                json!({ "byoc.toolforge.org/ghcr.io": "never" }),
+                json!({ "byoc.toolforge.org/ghcr.io": "never", "byoc.toolforge.org/quay.io": null }),
                 &[],
             ),
             Step::status("bad", "False", "Invalid").also(|body| {
@@ -826,7 +832,7 @@ mod tests {
         let ns = namespace("tool-a", &[("byoc.toolforge.org/quay.io", "never")]);
         let scenario = Scenario::stored(vec![bad.clone()], vec![ns]);
         let steps = vec![
-            Step::apply_labels("tool-a", json!(null), &[]),
+            Step::set_labels("tool-a", json!({ "byoc.toolforge.org/quay.io": null }), &[]),
             Step::remove_finalizer("bad").also(|body| {
                 assert_eq!(body[0]["path"], "/metadata/finalizers/1", "{body}");
             }),

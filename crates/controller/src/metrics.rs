@@ -27,9 +27,10 @@ pub enum Reconciler {
 /// Which kind of namespace label write a sample is about.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum LabelWrite {
-    /// A server-side apply of the desired labels: `apply`.
-    Apply,
-    /// A merge patch removing labels someone else put under the prefix: `remove_foreign`.
+    /// The merge patch that sets the desired labels and deletes stale ones: `set`.
+    Set,
+    /// A second merge patch deleting labels under the prefix written meanwhile:
+    /// `remove_foreign`.
     RemoveForeign,
 }
 
@@ -47,7 +48,7 @@ impl EncodeLabelValue for Reconciler {
 impl EncodeLabelValue for LabelWrite {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
         let name = match self {
-            Self::Apply => "apply",
+            Self::Set => "set",
             Self::RemoveForeign => "remove_foreign",
         };
         EncodeLabelValue::encode(&name, encoder)
@@ -383,7 +384,7 @@ mod tests {
                 source: kube::Error::Api(kube::core::Status::failure("x", "y").boxed()),
             },
         );
-        m.label_write(LabelWrite::Apply);
+        m.label_write(LabelWrite::Set);
         m.status_write();
         m.set_leader(true);
         let text = encode(&registry);
@@ -392,7 +393,7 @@ mod tests {
             r#"byoc_controller_reconciles_total{controller="namespace"} 1"#,
             r#"byoc_controller_reconcile_errors_total{controller="byocgrant",error="patch_status"} 1"#,
             r#"byoc_controller_reconcile_duration_seconds_count{controller="byocgrant"} 2"#,
-            r#"byoc_controller_namespace_label_writes_total{kind="apply"} 1"#,
+            r#"byoc_controller_namespace_label_writes_total{kind="set"} 1"#,
             "byoc_controller_status_writes_total 1",
             r#"byoc_controller_reconciles_total{controller="byocrequest"} 1"#,
             "byoc_controller_request_status_writes_total 1",

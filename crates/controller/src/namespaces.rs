@@ -54,10 +54,11 @@ mod tests {
         let ours = [("byoc.toolforge.org/any", "never"), ("team", "a")];
         let ns = namespace("tool-a", &ours);
         let scenario = Scenario::new(vec![grant("g", "tool-b", &[], None)], vec![ns.clone()]);
-        let steps = vec![
-            Step::apply_labels("tool-a", json!(null), &ours),
-            Step::remove_labels("tool-a", &["byoc.toolforge.org/any"]),
-        ];
+        let steps = vec![Step::set_labels(
+            "tool-a",
+            json!({ "byoc.toolforge.org/any": null }),
+            &ours,
+        )];
         scenario
             .check(steps, reconcile(Arc::new(ns), scenario.ctx()))
             .await
@@ -72,14 +73,14 @@ mod tests {
         ];
         let ns = namespace("tool-b", &edited);
         let scenario = Scenario::new(vec![grant("g", "tool-b", &[], None)], vec![ns.clone()]);
-        let steps = vec![
-            Step::apply_labels(
-                "tool-b",
-                json!({"byoc.toolforge.org/any": "never"}),
-                &[("byoc.toolforge.org/evil.example.org", "never")],
-            ),
-            Step::remove_labels("tool-b", &["byoc.toolforge.org/evil.example.org"]),
-        ];
+        let steps = vec![Step::set_labels(
+            "tool-b",
+            json!({
+                "byoc.toolforge.org/any": "never",
+                "byoc.toolforge.org/evil.example.org": null,
+            }),
+            &edited,
+        )];
         scenario
             .check(steps, reconcile(Arc::new(ns), scenario.ctx()))
             .await

@@ -192,7 +192,7 @@ mod tests {
     }
 
     fn api_error() -> Error {
-        Error::ApplyLabels {
+        Error::WriteLabels {
             namespace: "tool-a".into(),
             source: kube::Error::Api(
                 kube::core::Status::failure("denied", "Forbidden")
@@ -266,7 +266,7 @@ mod tests {
                 grant(&[], None),
                 Err(&error),
                 ReadyReason::Error,
-                "cannot apply the labels of namespace tool-a: ",
+                "cannot write the labels of namespace tool-a: ",
             ),
         ];
         for (what, grant, synced, reason, message) in cases {

@@ -20,12 +20,14 @@ use crate::{Context, Error, FIELD_MANAGER};
 ///
 /// - nothing is written when the namespace already carries exactly the desired labels, so
 ///   repeated and restarted reconciles write nothing;
-/// - otherwise the desired labels are applied server-side (field manager [`FIELD_MANAGER`],
-///   forced), which also drops the labels the controller applied before and no longer wants;
-/// - labels under the prefix that someone else set are then removed with a merge patch;
+/// - otherwise one JSON merge patch ([`desired::label_patch`], field manager [`FIELD_MANAGER`])
+///   sets the desired labels and deletes the other labels under the prefix the cache shows;
+/// - when the answer still carries labels under the prefix that the cache did not show yet
+///   (written meanwhile), a second patch deletes them;
 /// - a missing or terminating namespace is left alone.
 ///
-/// Labels outside the prefix are never touched. Calls for the same namespace are serialized.
+/// Only keys under the prefix are ever named, so labels outside it are never touched.
+/// Calls for the same namespace are serialized.
 pub async fn sync_namespace(
     ctx: &Context,
     name: &str,
@@ -50,30 +52,30 @@ pub async fn sync_namespace(
     }
 
     let api: Api<LeanNamespace> = Api::all(ctx.client.clone());
-    let applied = api
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    let written = api
         .patch(
             name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(desired::apply_body(name, &desired)),
+            &params,
+            &Patch::Merge(desired::label_patch(namespace.labels(), &desired)),
         )
         .await
-        .map_err(|source| Error::ApplyLabels {
+        .map_err(|source| Error::WriteLabels {
             namespace: name.to_owned(),
             source,
         })?;
-    ctx.metrics.label_write(LabelWrite::Apply);
-    info!(namespace = name, labels = ?desired, "applied namespace labels");
+    ctx.metrics.label_write(LabelWrite::Set);
+    info!(namespace = name, labels = ?desired, "wrote namespace labels");
 
-    let foreign = desired::foreign_keys(applied.labels(), &desired);
+    let foreign = desired::foreign_keys(written.labels(), &desired);
     if !foreign.is_empty() {
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PatchParams::default()
-        };
         api.patch(
             name,
             &params,
-            &Patch::Merge(desired::removal_body(&foreign)),
+            &Patch::Merge(desired::label_patch(written.labels(), &desired)),
         )
         .await
         .map_err(|source| Error::RemoveForeignLabels {
@@ -82,7 +84,7 @@ pub async fn sync_namespace(
             source,
         })?;
         ctx.metrics.label_write(LabelWrite::RemoveForeign);
-        info!(namespace = name, keys = ?foreign, "removed labels the controller did not set");
+        info!(namespace = name, keys = ?foreign, "removed labels written meanwhile");
     }
     Ok(NamespaceState::Labelled)
 }

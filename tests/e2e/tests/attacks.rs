@@ -1143,6 +1143,122 @@ fn delete_grant(grant: &str) {
     kubectl(["delete", "byocgrant", grant, "--wait=true", "--timeout=60s"]).success();
 }
 
+/// How a tenant who may write its namespace makes the controller's field manager own one of
+/// its own labels: by applying as that manager, or by rewriting `managedFields` outright.
+const OWNERSHIP_TRICKS: [&str; 2] = ["apply as byoc-controller", "rewrite managedFields"];
+/// How soon after its grant is gone a registry must be refused.
+const REVOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_tenant_cannot_make_a_revoke_fail_through_field_ownership() {
+    // Server-side apply removes what its manager owned before and no longer sends, and
+    // `managedFields` are data any writer of the namespace may rewrite. Were the controller to
+    // apply its labels, a tenant who made its entry own a label of the tenant's would turn
+    // every write of the controller into a removal of that label, which the label guard
+    // refuses: a revoke would never land. The controller writes merge patches naming only
+    // byoc keys instead.
+    let _webhook = Webhook::start(Options::default()).await;
+    let controller = byoc_e2e::controller::shared().await;
+    let client = client().await;
+    let tenant = unique_name("tenant");
+    let (role, _role) = cluster_role("get,patch,update", "namespaces");
+    let _binding = bind(&tenant, &role, None);
+    for trick in OWNERSHIP_TRICKS {
+        let ns = tool_namespace().await;
+        let name = ns.name();
+        let (grant, _grant) = grant_and_wait(&client, name, "quay.io", "quay.io/x/y:1").await;
+        let label = byoc_labels(&client, name).await;
+        assert_eq!(label.len(), 1, "{trick}: {label:?}");
+        let (key, value) = label.iter().next().expect("the grant's label");
+        match trick {
+            "apply as byoc-controller" => {
+                let manifest = namespace_manifest(name, json!({ key: value, "tenant-note": "x" }));
+                kubectl_as(
+                    &tenant,
+                    &[
+                        "apply",
+                        "--server-side",
+                        "--force-conflicts",
+                        "--field-manager=byoc-controller",
+                        "-f",
+                        "-",
+                    ],
+                    Some(&manifest),
+                )
+                .success();
+            }
+            _ => {
+                kubectl_as(
+                    &tenant,
+                    &["label", "namespace", name, "tenant-note=x"],
+                    None,
+                )
+                .success();
+                let owned = json!({ "f:metadata": { "f:labels": {
+                    format!("f:{key}"): {}, "f:tenant-note": {}, format!("f:{TEST_LABEL}"): {},
+                } } });
+                let patch = json!({ "metadata": { "managedFields": [{
+                    "manager": "byoc-controller", "operation": "Apply", "apiVersion": "v1",
+                    "fieldsType": "FieldsV1", "fieldsV1": owned,
+                }] } });
+                kubectl_as(
+                    &tenant,
+                    &[
+                        "patch",
+                        "namespace",
+                        name,
+                        "--type=merge",
+                        "-p",
+                        &patch.to_string(),
+                    ],
+                    None,
+                )
+                .success();
+            }
+        }
+        let stored = kubectl([
+            "get",
+            "namespace",
+            name,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ])
+        .success()
+        .stdout;
+        assert!(
+            stored.contains(r#""f:tenant-note""#) && stored.contains("byoc-controller"),
+            "{trick}: the ownership was not stored: {stored}"
+        );
+
+        // The revoke lands: the finalizer goes, the registry is refused within seconds, the
+        // tenant's labels stay.
+        delete_grant(&grant);
+        eventually(
+            "the revoke to reach the webhook",
+            REVOKE_TIMEOUT,
+            || async {
+                match try_pod(&client, name, "quay.io/x/y:1").await {
+                    Outcome::Denied => Ok(()),
+                    other => Err(format!("{trick}: {other:?}")),
+                }
+            },
+        )
+        .await;
+        let labels = namespace_labels(name).await;
+        assert!(
+            byoc_api::labels::owned_labels(&labels).is_empty(),
+            "{trick}: {labels:?}"
+        );
+        assert_eq!(
+            labels.get("tenant-note").map(String::as_str),
+            Some("x"),
+            "{trick}"
+        );
+    }
+    drop(controller);
+}
+
 #[tokio::test]
 async fn a_grant_is_no_wider_than_its_registry_and_path() {
     // A namespace granted ghcr.io/wikimedia may not use lookalikes of that grant either.

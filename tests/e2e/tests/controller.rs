@@ -215,7 +215,7 @@ async fn grants_seen(controller: &ControllerProcess) -> f64 {
 /// Patches of namespace labels a controller sent.
 async fn label_writes(controller: &ControllerProcess) -> f64 {
     controller
-        .metric(r#"byoc_controller_namespace_label_writes_total{kind="apply"}"#)
+        .metric(r#"byoc_controller_namespace_label_writes_total{kind="set"}"#)
         .await
         + controller
             .metric(r#"byoc_controller_namespace_label_writes_total{kind="remove_foreign"}"#)
@@ -273,20 +273,20 @@ async fn a_grant_becomes_labels_and_the_grant_is_ready() {
             .map(String::as_str),
         Some(ns.name())
     );
-    let applied = namespace
+    // Written by merge patches, never applied: what an apply entry owns, apply removes.
+    let by_controller: Vec<_> = namespace
         .managed_fields()
         .iter()
-        .find(|m| {
-            m.manager.as_deref() == Some("byoc-controller")
-                && m.operation.as_deref() == Some("Apply")
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no server-side apply by byoc-controller: {:?}",
-                namespace.managed_fields()
-            )
-        });
-    let fields = serde_json::to_string(&applied.fields_v1).unwrap();
+        .filter(|m| m.manager.as_deref() == Some("byoc-controller"))
+        .collect();
+    assert!(
+        !by_controller.is_empty()
+            && by_controller
+                .iter()
+                .all(|m| m.operation.as_deref() == Some("Update")),
+        "byoc-controller's entries: {by_controller:?}"
+    );
+    let fields = serde_json::to_string(&by_controller[0].fields_v1).unwrap();
     assert!(fields.contains("byoc.toolforge.org/quay.io"), "{fields}");
     assert!(
         !fields.contains(TEST_LABEL),
@@ -1303,7 +1303,7 @@ async fn scale_benchmark() {
     // Labels first: each grant's namespace is labelled before its status is written.
     let labelled = wait_metric(
         &controller,
-        r#"byoc_controller_namespace_label_writes_total{kind="apply"}"#,
+        r#"byoc_controller_namespace_label_writes_total{kind="set"}"#,
         n,
         started,
     )
