@@ -9,6 +9,7 @@ pub mod admission;
 pub mod config;
 pub mod decision;
 pub mod inventory;
+pub mod oci;
 pub mod read;
 pub mod reference;
 pub mod workload;
