@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod oci;
 pub mod read;
 pub mod reference;
+pub mod requirement;
 pub mod workload;
 
 pub use admission::{Decision, Reason, decide, respond};
