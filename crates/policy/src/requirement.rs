@@ -423,6 +423,17 @@ pub fn check(
             });
         }
     };
+    evaluate(image, requirements, &built_on, ctx, facts)
+}
+
+/// [`check`] on validated requirements, `built_on` being the parsed `builtOn`.
+fn evaluate(
+    image: &ImageRef,
+    requirements: &Requirements,
+    built_on: &[BasePattern],
+    ctx: &Context,
+    facts: &Facts,
+) -> Verdict {
     let repo = repository(image);
 
     if requirements.require_digest && image.digest().is_none() {
@@ -471,7 +482,7 @@ pub fn check(
     let mut need = BTreeSet::new();
     let mut bases = Vec::new();
     if !built_on.is_empty() {
-        match check_built_on(&images, &built_on, ctx, facts) {
+        match check_built_on(&images, built_on, ctx, facts) {
             Step::Ready(found) => bases = found,
             Step::Need(n) => need = n,
             Step::Fail(reason) => return fail(Requirement::BuiltOn, reason),
@@ -487,6 +498,27 @@ pub fn check(
     } else {
         Verdict::NeedsLookup(need)
     }
+}
+
+/// Which listed base `image` is built on, for the reports: [`check`] with `builtOn` naming the
+/// repository of every listed base. `Satisfied` names the base and its state for each image of
+/// the reference; `Refused` says it is built on none of them.
+pub fn base_of(image: &ImageRef, ctx: &Context, facts: &Facts) -> Verdict {
+    let mut repositories: Vec<BasePattern> = ctx
+        .bases
+        .iter()
+        .filter_map(|b| repository(&b.image).parse().ok())
+        .map(|repository| BasePattern {
+            repository,
+            pin: Pin::Repository,
+        })
+        .collect();
+    repositories.sort();
+    repositories.dedup();
+    if repositories.is_empty() {
+        return Verdict::Satisfied(Vec::new());
+    }
+    evaluate(image, &Requirements::default(), &repositories, ctx, facts)
 }
 
 /// A candidate base image of a `builtOn` entry.

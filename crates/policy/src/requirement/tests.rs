@@ -732,3 +732,47 @@ fn prefixes() {
     }
     assert!(is_under("https://x.org/a/b", "https://x.org/a/"));
 }
+
+#[test]
+fn reports_name_the_base() {
+    let mut r = with_base();
+    let old = r.image(&[7, 8]);
+    let bases = [
+        ListedBase {
+            image: format!("{BASE}:latest").parse().unwrap(),
+            deprecated: None,
+        },
+        ListedBase {
+            image: format!("{BASE}:latest@{old}").parse().unwrap(),
+            deprecated: None,
+        },
+    ];
+    let ctx = Context {
+        namespace: "tool-foo",
+        tool_prefix: "tool-",
+        platforms: &amd64(),
+        bases: &bases,
+        now: now(),
+    };
+    let on_old = r.image(&[7, 8, 9]);
+    let verdict = base_of(&format!("{TOOL}@{on_old}").parse().unwrap(), &ctx, &r.facts);
+    assert_eq!(
+        satisfied(&verdict)[0].summary(),
+        format!("built on {BASE}:latest@{old}, an older base image: rebuild on {BASE}:latest")
+    );
+    let debian = r.image(&[42]);
+    refused(
+        &base_of(&format!("{TOOL}@{debian}").parse().unwrap(), &ctx, &r.facts),
+        Requirement::BuiltOn,
+        "not built on",
+    );
+    // Without listed bases there is nothing to report.
+    assert_eq!(
+        base_of(
+            &format!("{TOOL}@{debian}").parse().unwrap(),
+            &Context { bases: &[], ..ctx },
+            &r.facts
+        ),
+        Verdict::Satisfied(vec![])
+    );
+}
