@@ -468,22 +468,28 @@ fn evaluate(
             reason,
         })
     };
+    let candidates = candidates(built_on, ctx.bases);
+    let bases = resolve(&candidates, ctx, facts);
+    let waiting = |mut need: BTreeSet<Lookup>| {
+        need.extend(bases.need.iter().cloned());
+        Verdict::NeedsLookup(need)
+    };
     let digest = match facts.digest_of(image) {
         Step::Ready(d) => d,
-        Step::Need(need) => return Verdict::NeedsLookup(need),
+        Step::Need(need) => return waiting(need),
         Step::Fail(why) => return fail(first, format!("cannot check {image}: {why}")),
     };
     let images = match facts.images(&repo, &digest, ctx.platforms) {
         Step::Ready(images) => images,
-        Step::Need(need) => return Verdict::NeedsLookup(need),
+        Step::Need(need) => return waiting(need),
         Step::Fail(why) => return fail(first, format!("cannot check {image}: {why}")),
     };
 
     let mut need = BTreeSet::new();
-    let mut bases = Vec::new();
+    let mut found = Vec::new();
     if !built_on.is_empty() {
-        match check_built_on(&images, built_on, ctx, facts) {
-            Step::Ready(found) => bases = found,
+        match check_built_on(&images, built_on, bases, ctx.now) {
+            Step::Ready(bases) => found = bases,
             Step::Need(n) => need = n,
             Step::Fail(reason) => return fail(Requirement::BuiltOn, reason),
         }
@@ -494,7 +500,7 @@ fn evaluate(
         return fail(Requirement::SourceFrom, reason);
     }
     if need.is_empty() {
-        Verdict::Satisfied(bases)
+        Verdict::Satisfied(found)
     } else {
         Verdict::NeedsLookup(need)
     }
@@ -576,17 +582,21 @@ fn candidates(entries: &[BasePattern], listed: &[ListedBase]) -> Vec<Candidate> 
     out
 }
 
-fn check_built_on(
-    images: &[PlatformImage],
-    entries: &[BasePattern],
-    ctx: &Context,
-    facts: &Facts,
-) -> Step<Vec<BuiltOn>> {
-    let candidates = candidates(entries, ctx.bases);
+/// The candidate bases as far as the facts go: those resolved, the lookups the others need,
+/// and notes on those that failed or prove nothing.
+struct Bases<'c> {
+    resolved: Vec<Resolved<'c>>,
+    need: BTreeSet<Lookup>,
+    notes: Vec<String>,
+}
+
+/// Resolves the candidates; done alongside the image, so a cold check takes as few rounds of
+/// lookups as the deeper of the two walks.
+fn resolve<'c>(candidates: &'c [Candidate], ctx: &Context, facts: &Facts) -> Bases<'c> {
     let mut resolved = Vec::new();
     let mut need = BTreeSet::new();
     let mut notes = Vec::new();
-    for candidate in &candidates {
+    for candidate in candidates {
         let step = match facts.digest_of(&candidate.image) {
             Step::Ready(digest) => {
                 match facts.images(&repository(&candidate.image), &digest, ctx.platforms) {
@@ -629,6 +639,24 @@ fn check_built_on(
             }
         }
     }
+    Bases {
+        resolved,
+        need,
+        notes,
+    }
+}
+
+fn check_built_on(
+    images: &[PlatformImage],
+    entries: &[BasePattern],
+    bases: Bases,
+    now: Timestamp,
+) -> Step<Vec<BuiltOn>> {
+    let Bases {
+        resolved,
+        need,
+        mut notes,
+    } = bases;
     let shown = entries
         .iter()
         .map(ToString::to_string)
@@ -653,7 +681,7 @@ fn check_built_on(
             })
         });
         let best = matches
-            .map(|r| (state(r, &resolved, ctx.now), r))
+            .map(|r| (state(r, &resolved, now), r))
             .min_by_key(|(state, r)| (rank(state), std::cmp::Reverse(longest(r))));
         match best {
             Some((state, r)) => found.push(BuiltOn {

@@ -776,3 +776,31 @@ fn reports_name_the_base() {
         Verdict::Satisfied(vec![])
     );
 }
+
+#[test]
+fn a_cold_check_asks_for_the_image_and_its_bases_at_once() {
+    let r = Registry::default();
+    let image = d(0xabc);
+    let Verdict::NeedsLookup(need) = decide(
+        &r,
+        &format!("{TOOL}@{image}"),
+        &built_on(&[BASE]),
+        &[],
+        &amd64(),
+    ) else {
+        panic!()
+    };
+    assert_eq!(
+        need,
+        BTreeSet::from([
+            Lookup::Tag {
+                repository: BASE.into(),
+                tag: "latest".into()
+            },
+            Lookup::Manifest {
+                repository: TOOL.into(),
+                digest: image
+            },
+        ])
+    );
+}
