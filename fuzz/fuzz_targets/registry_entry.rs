@@ -58,6 +58,7 @@ fn entry(text: &str) {
         reason: "fuzz".to_owned(),
         registries: vec![text.to_owned()],
         expires_at: None,
+        requirements: None,
     };
     let allowance = Allowance::for_grant(&spec).expect("an accepted entry makes an allowance");
     let Ok(labels) = allowance.to_labels() else {

@@ -91,6 +91,12 @@ pub struct ByocGrantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = EXPIRES_AT_PATTERN))]
     pub expires_at: Option<Time>,
+
+    /// What images admitted through this grant must be, beyond coming from its registries:
+    /// built on an allowed base, referenced by digest, with source from an allowed place.
+    /// Absent means nothing beyond the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<crate::Requirements>,
 }
 
 /// The CEL rule on `spec.registries` (of grants and requests): every entry matches
@@ -247,6 +253,9 @@ pub enum InvalidGrant {
     /// A registry entry does not fit in a namespace label.
     #[error("spec.registries: {0}")]
     Label(#[from] crate::labels::LabelError),
+    /// A requirement breaks the rules.
+    #[error("spec.requirements: {0}")]
+    Requirement(#[from] crate::requirements::InvalidRequirement),
 }
 
 impl ByocGrantSpec {
@@ -258,6 +267,9 @@ impl ByocGrantSpec {
         }
         if self.reason.trim().is_empty() {
             return Err(InvalidGrant::Reason);
+        }
+        if let Some(requirements) = &self.requirements {
+            requirements.validate()?;
         }
         let allowance = crate::labels::Allowance::for_grant(self)?;
         allowance.to_labels()?;
@@ -286,6 +298,7 @@ mod tests {
             reason: reason.into(),
             registries: registries.iter().map(|s| s.to_string()).collect(),
             expires_at: None,
+            requirements: None,
         }
     }
 

@@ -45,6 +45,11 @@ pub const PREFIX: &str = "byoc.toolforge.org/";
 /// The key of the "any registry" allowance.
 pub const ANY_KEY: &str = "byoc.toolforge.org/any";
 
+/// The key of the namespace annotation that carries the effective requirements of the
+/// allowances, as [`NamespaceRequirements`](crate::requirements::NamespaceRequirements) JSON.
+/// The controller writes it in the same patch as the labels; it is guarded like them.
+pub const REQUIREMENTS_ANNOTATION: &str = "byoc.toolforge.org/requirements";
+
 /// The value of an allowance that does not expire.
 const NEVER: &str = "never";
 
@@ -351,6 +356,7 @@ mod tests {
             reason: "test".into(),
             registries: registries.iter().map(|s| s.to_string()).collect(),
             expires_at: expires.map(|e| Time(ts(e))),
+            requirements: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod lenient;
 pub mod registry;
 pub mod report;
 pub mod request;
+pub mod requirements;
 pub mod stored;
 
 pub use grant::{ByocGrant, ByocGrantSpec, ByocGrantStatus, InvalidGrant, ReadyReason};
@@ -22,6 +23,7 @@ pub use request::{
     ByocRequest, ByocRequestSpec, ByocRequestStatus, InvalidRequest, REQUEST_ANNOTATION,
     RequestPhase, RequestRecord,
 };
+pub use requirements::{BaseImage, NamespaceRequirements, Requirements};
 pub use stored::{StoredGrant, UnreadableGrant};
 
 /// The API group of [`ByocGrant`], also the prefix of every label the controller owns.

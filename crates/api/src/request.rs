@@ -266,6 +266,7 @@ impl ByocRequestSpec {
             reason: self.reason.clone(),
             registries: self.registries.clone(),
             expires_at: None,
+            requirements: None,
         };
         grant.validate().map_err(InvalidRequest::Registry)?;
         match &self.duration {

@@ -262,6 +262,7 @@ fn grant_spec(
         reason: grant_reason(&request.spec.reason, &key(request)),
         registries: granted,
         expires_at: expires_at.map(Time),
+        requirements: None,
     };
     spec.validate()?;
     Ok(spec)

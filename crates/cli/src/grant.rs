@@ -156,6 +156,7 @@ fn spec(args: &GrantArgs, now: Timestamp) -> Result<ByocGrantSpec, Failure> {
         reason: args.reason.clone(),
         registries,
         expires_at,
+        requirements: None,
     };
     spec.validate()
         .map_err(|e| Failure::Usage(format!("invalid grant: {e}")))?;

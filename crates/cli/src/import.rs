@@ -296,6 +296,7 @@ async fn create(
             reason: reason.to_owned(),
             registries: Vec::new(),
             expires_at: None,
+            requirements: None,
         },
     );
     grant.metadata.annotations =
@@ -340,6 +341,7 @@ mod tests {
                 reason: "r".into(),
                 registries: registries.iter().map(|s| s.to_string()).collect(),
                 expires_at: expires.map(|e| Time(e.parse().unwrap())),
+                requirements: None,
             },
         )
         .into()

@@ -326,6 +326,7 @@ mod tests {
                 reason: format!("T1: {name}"),
                 registries: registries.iter().map(|s| s.to_string()).collect(),
                 expires_at: expires.map(|e| Time(ts(e))),
+                requirements: None,
             },
         );
         g.metadata.generation = Some(2);

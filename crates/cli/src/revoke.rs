@@ -226,6 +226,7 @@ mod tests {
                 reason: "r".into(),
                 registries: Vec::new(),
                 expires_at: None,
+                requirements: None,
             },
         )
         .into()

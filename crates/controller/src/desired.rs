@@ -128,6 +128,7 @@ mod tests {
                 reason: "test".into(),
                 registries: registries.iter().map(|s| s.to_string()).collect(),
                 expires_at: expires.map(|e| Time(ts(e))),
+                requirements: None,
             },
         )
     }

@@ -39,6 +39,7 @@ pub fn grant(name: &str, namespace: &str, registries: &[&str], expires: Option<&
             reason: "test".into(),
             registries: registries.iter().map(|s| s.to_string()).collect(),
             expires_at: expires.map(|e| Time(ts(e))),
+            requirements: None,
         },
     );
     g.metadata.generation = Some(1);

@@ -386,6 +386,7 @@ mod tests {
                 reason: "T1 (ByocRequest tool-a/req)".into(),
                 registries: registries.iter().map(|s| s.to_string()).collect(),
                 expires_at: expires.map(|e| Time(ts(e))),
+                requirements: None,
             },
         );
         g.metadata.annotations =

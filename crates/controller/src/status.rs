@@ -185,6 +185,7 @@ mod tests {
                 reason: "test".into(),
                 registries: registries.iter().map(|s| s.to_string()).collect(),
                 expires_at: expires.map(|e| Time(ts(e))),
+                requirements: None,
             },
         );
         g.metadata.generation = Some(2);

@@ -464,6 +464,7 @@ mod tests {
                 expires_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                     "2026-11-24T12:00:00Z".parse().unwrap(),
                 )),
+                requirements: None,
             })
             .unwrap(),
         );

@@ -323,6 +323,7 @@ mod tests {
                     reason: "t".into(),
                     registries: registries.iter().map(|s| s.to_string()).collect(),
                     expires_at: expires.map(|e| Time(e.parse().unwrap())),
+                    requirements: None,
                 })
                 .unwrap(),
             );

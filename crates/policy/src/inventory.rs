@@ -732,6 +732,7 @@ mod tests {
             reason: "r".into(),
             registries: registries.iter().map(|s| s.to_string()).collect(),
             expires_at: expires.map(|e| Time(e.parse().unwrap())),
+            requirements: None,
         }
     }
 

@@ -9,8 +9,10 @@ pub mod admission;
 pub mod config;
 pub mod decision;
 pub mod inventory;
+pub mod oci;
 pub mod read;
 pub mod reference;
+pub mod requirement;
 pub mod workload;
 
 pub use admission::{Decision, Reason, decide, respond};

@@ -291,7 +291,7 @@ fn is_image_id(s: &str) -> bool {
 }
 
 /// Checks a digest as go-digest v1.0.0 `Digest.Validate` does with its default algorithms.
-fn check_digest(digest: &str) -> Result<(), ReferenceErrorKind> {
+pub(crate) fn check_digest(digest: &str) -> Result<(), ReferenceErrorKind> {
     use ReferenceErrorKind as K;
     let Some((algorithm, hex)) = digest
         .split_once(':')

@@ -281,6 +281,7 @@ async fn schema_and_cel_rules_reject_bad_grants_with_readable_messages() {
             reason: "T1".to_owned(),
             registries: vec!["not a registry".to_owned()],
             expires_at: None,
+            requirements: None,
         },
     );
     grant.metadata.labels = Some([(byoc_e2e::TEST_LABEL.to_owned(), "true".to_owned())].into());
@@ -471,6 +472,7 @@ async fn a_user_with_edit_rights_in_a_tool_namespace_cannot_touch_grants() {
             reason: "me".to_owned(),
             registries: vec![],
             expires_at: None,
+            requirements: None,
         },
     );
     grant.metadata.labels = Some([(byoc_e2e::TEST_LABEL.to_owned(), "true".to_owned())].into());

@@ -1195,6 +1195,7 @@ async fn create_many(client: &Client, prefix: &str, n: usize) {
                     reason: "benchmark".into(),
                     registries: vec!["quay.io".into(), format!("{name}.example.org")],
                     expires_at: None,
+                    requirements: None,
                 },
             );
             g.metadata.labels = Some([(TEST_LABEL.to_owned(), "bench".to_owned())].into());

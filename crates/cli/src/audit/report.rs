@@ -433,6 +433,7 @@ mod tests {
                 reason: "r".into(),
                 registries: Vec::new(),
                 expires_at: None,
+                requirements: None,
             })
             .unwrap(),
         );

@@ -219,6 +219,7 @@ mod tests {
                 reason: "r".into(),
                 registries: vec!["quay.io".into()],
                 expires_at: None,
+                requirements: None,
             })
             .unwrap(),
         );
