@@ -11,7 +11,6 @@ use byoc_policy::{Config, decide, respond};
 use criterion::{Criterion, criterion_group, criterion_main};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
-use serde::Deserialize;
 
 /// A pod as the API server sends it after defaulting: three containers, volumes, tolerations.
 fn pod_review(image: &str) -> Vec<u8> {
@@ -68,10 +67,7 @@ enum Parse {
 fn review_once(parse: Parse, config: &Config, allowance: &Allowance, body: &[u8]) -> Vec<u8> {
     let review: AdmissionReview<DynamicObject> = match parse {
         Parse::Whole => serde_json::from_slice(body).expect("valid review"),
-        Parse::Pruned => {
-            let value = byoc_policy::read::admission_review(body).expect("JSON");
-            AdmissionReview::deserialize(&value).expect("valid review")
-        }
+        Parse::Pruned => byoc_policy::read::admission_review(body).expect("valid review"),
     };
     let req: AdmissionRequest<DynamicObject> = review.try_into().expect("has a request");
     let decision = decide(config, &req, allowance, jiff::Timestamp::UNIX_EPOCH);

@@ -11,13 +11,19 @@
 //! not in the request path. What one request body can do (malformed JSON, other API versions, a
 //! missing uid, exactly 7 MiB) is covered in-process by `crates/webhook/tests/https.rs`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use byoc_e2e::TestNamespace;
 use byoc_e2e::chaos::{
-    Connection, HttpsClient, PLATFORM_IMAGE, WebhookOptions, WebhookProcess, admission_response,
-    pod_review, tcp_closed_within,
+    Connection, HttpsClient, Outcome, PLATFORM_IMAGE, WebhookOptions, WebhookProcess,
+    admission_response, pod_review, tcp_closed_within, try_pod,
 };
-use serde_json::json;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 /// One MiB, in the KiB that /proc reports.
@@ -466,4 +472,145 @@ async fn bytes_that_are_not_http_get_a_clean_close_and_the_server_keeps_serving(
         assert_eq!(response.status, 405);
     }
     still_serves(&client).await;
+}
+
+/// An AdmissionReview of exactly `size` bytes whose request carries an unknown key holding a
+/// long array of small numbers: the body that cost most memory per byte before the reader kept
+/// only what the policy reads.
+fn numbers_review(uid: &str, size: usize) -> Vec<u8> {
+    let mut review = pod_review(uid, "tool-abuse", &[PLATFORM_IMAGE]);
+    review["request"]["junk"] = json!([]);
+    let text = review.to_string();
+    let numbers = (size - text.len()) / 2;
+    let mut array = "1,".repeat(numbers);
+    array.pop();
+    let body = text.replacen("\"junk\":[]", &format!("\"junk\":[{array}]"), 1);
+    let mut body = body.into_bytes();
+    body.resize(size, b' ');
+    body
+}
+
+/// A dry-run pod with about `bytes` of labels, created through the API server.
+async fn pod_with_huge_labels(client: &kube::Client, namespace: &str, bytes: usize) -> Outcome {
+    let labels: serde_json::Map<String, Value> = (0..bytes / 16)
+        .map(|i| (format!("l{i:07}"), json!("v")))
+        .collect();
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "labels-", "labels": labels},
+        "spec": {"containers": [{"name": "app", "image": PLATFORM_IMAGE}]},
+    }))
+    .expect("a Pod");
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    match Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(&params, &pod)
+        .await
+    {
+        Ok(_) => Outcome::Admitted,
+        Err(e) => Outcome::Other(e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_costliest_bodies_in_parallel_leave_memory_bounded_and_ordinary_reviews_answered() {
+    const PARALLEL: usize = 16;
+    const LIMIT: usize = 7 * 1024 * 1024;
+    let _exclusive = byoc_e2e::chaos::exclusive().await;
+    let client = byoc_e2e::client().await;
+    let namespace = TestNamespace::create(&client, "tool-memory").await;
+    namespace.wait_for_default_service_account(&client).await;
+    let mut webhook = start();
+    webhook.register().await;
+    let pid = webhook.pid();
+    let https = webhook.client();
+    let base = webhook.rss_kib();
+    let started = Instant::now();
+
+    // Ordinary reviews keep flowing meanwhile, straight and through the API server.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ordinary = tokio::spawn({
+        let (stop, https, client) = (stop.clone(), https.clone(), client.clone());
+        let ns = namespace.name().to_owned();
+        async move {
+            let mut answered = 0;
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) && i < 10_000 {
+                i += 1;
+                let mut conn = https.connect().await.expect("TLS connection");
+                review_ok(&mut conn, &format!("o{i}-a"), PLATFORM_IMAGE, true).await;
+                review_ok(&mut conn, &format!("o{i}-d"), "nginx", false).await;
+                assert_eq!(
+                    try_pod(&client, &ns, PLATFORM_IMAGE).await,
+                    Outcome::Admitted
+                );
+                assert_eq!(
+                    try_pod(&client, &ns, "quay.io/evil/x").await,
+                    Outcome::Denied
+                );
+                answered += 4;
+            }
+            answered
+        }
+    });
+
+    // The crafted 7 MiB body, 16 at once, straight to the webhook.
+    let direct: Vec<_> = (0..PARALLEL)
+        .map(|i| {
+            let https = https.clone();
+            tokio::spawn(async move {
+                let uid = format!("numbers-{i}");
+                let mut conn = https.connect().await.expect("TLS connection");
+                let response = conn
+                    .post(&numbers_review(&uid, LIMIT))
+                    .await
+                    .expect("an answer");
+                let review = response.json();
+                let r = admission_response(&review);
+                // Admitted (the junk is skipped), or refused as busy past the wait.
+                match response.status {
+                    200 => assert_eq!((&r["uid"], &r["allowed"]), (&json!(uid), &json!(true))),
+                    503 => assert_eq!(r["allowed"], false),
+                    other => panic!("{other}: {review}"),
+                }
+                response.status
+            })
+        })
+        .collect();
+    // Pods with ~2.5 MiB of labels (and as much managedFields), 16 at once, dry run.
+    let labelled: Vec<_> = (0..PARALLEL)
+        .map(|_| {
+            let (client, ns) = (client.clone(), namespace.name().to_owned());
+            tokio::spawn(async move { pod_with_huge_labels(&client, &ns, 2_500_000).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in direct {
+        statuses.push(task.await.expect("a client task"));
+    }
+    let mut outcomes = Vec::new();
+    for task in labelled {
+        outcomes.push(task.await.expect("a client task"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let answered = ordinary
+        .await
+        .expect("ordinary reviews were all answered correctly");
+    let peak = webhook.peak_rss_kib();
+    let busy = statuses.iter().filter(|s| **s == 503).count();
+    let admitted = outcomes.iter().filter(|o| **o == Outcome::Admitted).count();
+    eprintln!(
+        "{PARALLEL} x 7 MiB numbers straight ({busy} busy) + {PARALLEL} x 2.5 MiB-label pods \
+         through the API server ({admitted} admitted: {:?}), {answered} ordinary reviews, in \
+         {:?}: RSS {base} KiB before, peak {peak} KiB, now {} KiB",
+        outcomes.iter().find(|o| **o != Outcome::Admitted),
+        started.elapsed(),
+        webhook.rss_kib()
+    );
+    assert_eq!(webhook.pid(), pid, "the webhook restarted");
+    assert!(answered >= 4, "no ordinary review ran alongside");
+    assert!(peak <= 96 * MIB, "peak RSS {peak} KiB");
+    still_serves(&https).await;
 }
