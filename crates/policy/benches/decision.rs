@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use byoc_api::labels::Allowance;
+use byoc_policy::admission::Reviewed;
 use byoc_policy::{Config, decide, respond};
 use criterion::{Criterion, criterion_group, criterion_main};
 use kube::core::DynamicObject;
@@ -65,11 +66,25 @@ enum Parse {
 }
 
 fn review_once(parse: Parse, config: &Config, allowance: &Allowance, body: &[u8]) -> Vec<u8> {
-    let review: AdmissionReview<DynamicObject> = match parse {
-        Parse::Whole => serde_json::from_slice(body).expect("valid review"),
-        Parse::Pruned => byoc_policy::read::admission_review(body).expect("valid review"),
-    };
-    let req: AdmissionRequest<DynamicObject> = review.try_into().expect("has a request");
+    match parse {
+        Parse::Whole => {
+            let review: AdmissionReview<DynamicObject> =
+                serde_json::from_slice(body).expect("valid review");
+            answer(config, allowance, review)
+        }
+        Parse::Pruned => {
+            let review = byoc_policy::read::admission_review(body).expect("valid review");
+            answer(config, allowance, review)
+        }
+    }
+}
+
+fn answer<K: Reviewed>(
+    config: &Config,
+    allowance: &Allowance,
+    review: AdmissionReview<K>,
+) -> Vec<u8> {
+    let req: AdmissionRequest<K> = review.try_into().expect("has a request");
     let decision = decide(config, &req, allowance, jiff::Timestamp::UNIX_EPOCH);
     serde_json::to_vec(&respond(config, &req, &decision).into_review()).expect("serializable")
 }

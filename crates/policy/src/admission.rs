@@ -1,15 +1,32 @@
 //! From an AdmissionRequest to a decision and back to an AdmissionResponse (DESIGN §5).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use byoc_api::labels::{self, Allowance};
 use jiff::Timestamp;
+use kube::Resource;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use crate::config::{Config, Mode};
 use crate::decision::{Checker, Problem, Reminder, Violation};
-use crate::workload::{self, PodBearing};
+use crate::workload::{self, Container, PodBearing, ShapeError};
+
+/// An object under review, as [`decide`] reads it: its metadata and the containers and image
+/// volumes of its pod spec. A whole [`DynamicObject`], or one read pruned
+/// ([`crate::read::Object`]).
+pub trait Reviewed: Resource {
+    /// The containers and image volumes where `bearing` keeps its pod spec
+    /// ([`PodBearing::containers`]).
+    fn containers(&self, bearing: PodBearing) -> Result<Cow<'_, [Container]>, ShapeError>;
+}
+
+impl Reviewed for DynamicObject {
+    fn containers(&self, bearing: PodBearing) -> Result<Cow<'_, [Container]>, ShapeError> {
+        bearing.containers(&self.data).map(Cow::Owned)
+    }
+}
 
 /// Why a request got its decision; bounded, so it can label metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,9 +133,9 @@ impl Decision {
 
 /// Decides one admission request. `allowance` is what the request's namespace is granted,
 /// read from its labels; `now` decides which grants have expired.
-pub fn decide(
+pub fn decide<K: Reviewed>(
     config: &Config,
-    req: &AdmissionRequest<DynamicObject>,
+    req: &AdmissionRequest<K>,
     allowance: &Allowance,
     now: Timestamp,
 ) -> Decision {
@@ -155,7 +172,7 @@ pub fn decide(
     let namespace = req
         .namespace
         .as_deref()
-        .or(object.metadata.namespace.as_deref())
+        .or(object.meta().namespace.as_deref())
         .unwrap_or_default();
     let subject = format!("{kind} {namespace}/{}", object_name(req, object));
     if namespace.is_empty() {
@@ -167,15 +184,15 @@ pub fn decide(
     if config.is_exempt(namespace) {
         return Decision::allowed(Reason::Exempt);
     }
-    let containers = match bearing.containers(&object.data) {
+    let containers = match object.containers(bearing) {
         Ok(c) => c,
         Err(e) => return Decision::refused(Reason::Malformed, format!("{subject}: {e}")),
     };
     // On UPDATE only new or changed images are checked, so a grant revoked after a pod started
     // does not block unrelated updates (labels, finalizers, status) to it.
     let old = match (&req.operation, &req.old_object) {
-        (Operation::Update, Some(old)) => bearing.containers(&old.data).unwrap_or_default(),
-        _ => Vec::new(),
+        (Operation::Update, Some(old)) => old.containers(bearing).unwrap_or_default(),
+        _ => Cow::default(),
     };
     let to_check = workload::not_in(&containers, &old);
     let checker = Checker::new(config, allowance, namespace, now);
@@ -183,16 +200,16 @@ pub fn decide(
     // what runs will stop being admitted.
     Decision::checked(
         checker.check(&subject, to_check),
-        checker.reminders(&subject, &containers),
+        checker.reminders(&subject, &*containers),
     )
 }
 
 /// The name of the object for messages: pods created by a controller have only a generateName.
-fn object_name(req: &AdmissionRequest<DynamicObject>, object: &DynamicObject) -> String {
+fn object_name<K: Resource>(req: &AdmissionRequest<K>, object: &K) -> String {
     if !req.name.is_empty() {
         return req.name.clone();
     }
-    match (&object.metadata.name, &object.metadata.generate_name) {
+    match (&object.meta().name, &object.meta().generate_name) {
         (Some(name), _) if !name.is_empty() => name.clone(),
         (_, Some(prefix)) => format!("{prefix}*"),
         _ => "(unnamed)".to_owned(),
@@ -203,15 +220,15 @@ fn object_name(req: &AdmissionRequest<DynamicObject>, object: &DynamicObject) ->
 /// changes to any other label from those writers: the controller writes only its own labels, so
 /// a leaked controller token cannot lift Pod Security (or any other) labels. The decision reads
 /// only the old and new labels and the user, never the labels' meaning.
-fn guard_namespace_labels(
+fn guard_namespace_labels<K: Resource>(
     config: &Config,
-    req: &AdmissionRequest<DynamicObject>,
-    object: &DynamicObject,
+    req: &AdmissionRequest<K>,
+    object: &K,
 ) -> Decision {
     let empty = BTreeMap::new();
-    let new = object.metadata.labels.as_ref().unwrap_or(&empty);
+    let new = object.meta().labels.as_ref().unwrap_or(&empty);
     let old = match (&req.operation, &req.old_object) {
-        (Operation::Update, Some(old)) => old.metadata.labels.as_ref().unwrap_or(&empty),
+        (Operation::Update, Some(old)) => old.meta().labels.as_ref().unwrap_or(&empty),
         _ => &empty,
     };
     let user = req.user_info.username.as_deref().unwrap_or_default();
@@ -224,7 +241,7 @@ fn guard_namespace_labels(
         return Decision::allowed(Reason::Allowed);
     }
     let name = if req.name.is_empty() {
-        object.metadata.name.as_deref().unwrap_or_default()
+        object.meta().name.as_deref().unwrap_or_default()
     } else {
         &req.name
     };
@@ -282,9 +299,9 @@ fn label_changes(
 /// reviews with `allowed: false` and code 403; warn mode admits with warnings; audit mode
 /// admits with an audit annotation. An admitted request with reminders gets them as warnings,
 /// in every mode.
-pub fn respond(
+pub fn respond<K: Resource>(
     config: &Config,
-    req: &AdmissionRequest<DynamicObject>,
+    req: &AdmissionRequest<K>,
     decision: &Decision,
 ) -> AdmissionResponse {
     let mut response = AdmissionResponse::from(req);

@@ -1,38 +1,43 @@
 //! Reading AdmissionReview bytes for [`decide`](crate::decide), keeping only what it reads.
 //!
-//! The body is read once, straight into kube's [`AdmissionReview`] types, with no [`Value`] of
-//! the whole review in between (kube's own types read objects through serde `flatten`, which
+//! The body is read once, straight into kube's [`AdmissionRequest`] types, with no [`Value`]
+//! of the review in between (kube's own types read objects through serde `flatten`, which
 //! buffers every field a second time). Of the review only `apiVersion`, `kind` and the
 //! request's typed fields are kept: `options`, `userInfo` but its `username`, and unknown keys
 //! are skipped. Of `object` and `oldObject` only `metadata.name`, `generateName`, `namespace`,
-//! the `byoc.toolforge.org/` labels of a Namespace (the label guard compares nothing else; the
-//! labels of other kinds are not read), and the names and images of the containers and image
-//! volumes on every pod-spec path of [`PodBearing`](crate::workload::PodBearing). A value of the
-//! wrong type where the policy reads is kept only as its type (`[]`, `{}`), which is all its
-//! error message names. Everything else is lexed without being allocated, so a review keeps a
-//! small multiple of the bytes the policy reads, whatever else the body holds
-//! (docs/benchmarks.md).
+//! the labels of a Namespace (which the label guard compares; the labels of other kinds are
+//! not read), and the names and images of the containers and image volumes on every pod-spec
+//! path of [`PodBearing`] ([`PodSpecReader`]) are kept. Everything else is lexed without being
+//! allocated, so a review keeps a small multiple of the bytes the policy reads, whatever else
+//! the body holds (docs/benchmarks.md).
 //!
 //! The decision on the result is the one on the whole review: the tests below and the fuzz
-//! harness compare the two. One message differs: serde reads a container from an array of its
-//! fields, and refuses one of more than two elements with the array's length, given here as 3.
+//! harness compare the two.
+//!
+//! [`Value`]: serde_json::Value
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 
-use byoc_api::labels::is_owned_key;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
-use kube::core::{DynamicObject, GroupVersionKind, GroupVersionResource, TypeMeta};
+use kube::core::{
+    DynamicResourceScope, GroupVersionKind, GroupVersionResource, Resource, TypeMeta,
+};
 use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::admission::Reviewed;
+use crate::workload::{self, Container, PodBearing, PodSpecReader, PodSpecs, ShapeError};
 
 /// Parses an AdmissionReview body, keeping only what the policy reads. Fails on anything not
 /// JSON and, as a data error, on kept fields of the wrong type and on a key repeated on a kept
 /// path (so pruning never picks one of two values).
-pub fn admission_review(body: &[u8]) -> serde_json::Result<AdmissionReview<DynamicObject>> {
+pub fn admission_review(body: &[u8]) -> serde_json::Result<AdmissionReview<Object>> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let review = Review::deserialize(&mut de)?;
     de.end()?;
@@ -40,29 +45,77 @@ pub fn admission_review(body: &[u8]) -> serde_json::Result<AdmissionReview<Dynam
         api_version: review.api_version,
         kind: review.kind,
     };
+    let request = review.request.map(|r| r.into_request(types.clone()));
     Ok(AdmissionReview {
-        request: review.request.map(|r| r.into_request(types.clone())),
+        request: request.transpose()?,
         types,
         response: None,
     })
 }
 
+/// An `object` or `oldObject` as the policy reads it: its metadata (the labels of a Namespace
+/// only) and the containers and image volumes of the request kind's pod spec.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Object {
+    metadata: ObjectMeta,
+    specs: PodSpecs,
+}
+
+/// Not a kind of its own: the request's `kind` says what the object is.
+impl Resource for Object {
+    type DynamicType = ();
+    type Scope = DynamicResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl Reviewed for Object {
+    fn containers(&self, bearing: PodBearing) -> Result<Cow<'_, [Container]>, ShapeError> {
+        self.specs
+            .get(bearing)
+            .map(Cow::Borrowed)
+            .map_err(Clone::clone)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Review {
+struct Review<'a> {
     #[serde(default)]
     api_version: String,
     #[serde(default)]
     kind: String,
-    #[serde(default)]
-    request: Option<Request>,
+    #[serde(default, borrow)]
+    request: Option<Request<'a>>,
 }
 
 /// kube's `AdmissionRequest`, typed as it types it, without `options` and with only the
 /// `username` of `userInfo`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Request {
+struct Request<'a> {
     uid: String,
     kind: GroupVersionKind,
     resource: GroupVersionResource,
@@ -80,8 +133,10 @@ struct Request {
     namespace: Option<String>,
     operation: Operation,
     user_info: User,
-    object: Option<Object>,
-    old_object: Option<Object>,
+    #[serde(borrow)]
+    object: Option<Read<'a>>,
+    #[serde(borrow)]
+    old_object: Option<Read<'a>>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -91,11 +146,17 @@ struct User {
     username: Option<String>,
 }
 
-impl Request {
-    fn into_request(self, types: TypeMeta) -> AdmissionRequest<DynamicObject> {
+impl Request<'_> {
+    /// The request, its objects keeping what the policy reads of its kind.
+    fn into_request(self, types: TypeMeta) -> serde_json::Result<AdmissionRequest<Object>> {
+        let (group, kind) = (self.kind.group.as_str(), self.kind.kind.as_str());
         // Labels are read only by the namespace label guard.
-        let labels = self.kind.group.is_empty() && self.kind.kind == "Namespace";
-        AdmissionRequest {
+        let labels = group.is_empty() && kind == "Namespace";
+        let bearing = PodBearing::of(group, kind);
+        let keep = |o: Option<Read<'_>>| o.map(|o| o.keep(labels, bearing)).transpose();
+        Ok(AdmissionRequest {
+            object: keep(self.object)?,
+            old_object: keep(self.old_object)?,
             types,
             uid: self.uid,
             kind: self.kind,
@@ -111,312 +172,90 @@ impl Request {
                 username: self.user_info.username,
                 ..UserInfo::default()
             },
-            object: self.object.map(|o| o.into_object(labels)),
-            old_object: self.old_object.map(|o| o.into_object(labels)),
             dry_run: self.dry_run,
             options: None,
-        }
+        })
     }
 }
 
-/// An `object` or `oldObject`: its metadata as the policy reads it, and the pruned rest.
-struct Object {
-    metadata: Meta,
-    data: Map<String, Value>,
+/// An object as read, before the request's kind says which of its parts are kept: its labels
+/// are still the bytes of the body, unparsed.
+struct Read<'a> {
+    metadata: Meta<'a>,
+    specs: PodSpecs,
 }
 
 #[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Meta {
+struct Meta<'a> {
     name: Option<String>,
     generate_name: Option<String>,
     namespace: Option<String>,
-    labels: Option<OwnedLabels>,
+    #[serde(borrow)]
+    labels: Option<&'a RawValue>,
 }
 
-impl Object {
-    fn into_object(self, labels: bool) -> DynamicObject {
+impl Read<'_> {
+    /// The object with its labels when `labels`, and the pod spec of `bearing` (if any).
+    fn keep(self, labels: bool, bearing: Option<PodBearing>) -> serde_json::Result<Object> {
         let Meta {
             name,
             generate_name,
             namespace,
-            labels: owned,
+            labels: raw,
         } = self.metadata;
-        DynamicObject {
-            types: None,
+        let labels = match raw.filter(|_| labels) {
+            Some(raw) => serde_json::from_str::<Option<BTreeMap<String, String>>>(raw.get())?,
+            None => None,
+        };
+        Ok(Object {
             metadata: ObjectMeta {
                 name,
                 generate_name,
                 namespace,
-                labels: owned.filter(|_| labels).map(|l| l.0),
+                labels,
                 ..ObjectMeta::default()
             },
-            data: Value::Object(self.data),
-        }
+            specs: self.specs.only(bearing),
+        })
     }
 }
 
-impl<'de> Deserialize<'de> for Object {
+impl<'de: 'a, 'a> Deserialize<'de> for Read<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(ObjectVisitor)
+        deserializer.deserialize_map(ReadVisitor(PhantomData))
     }
 }
 
-struct ObjectVisitor;
+struct ReadVisitor<'a>(PhantomData<Read<'a>>);
 
-/// The keys of an object kept: `metadata` (read as [`Meta`]) and the start of every pod-spec
-/// path.
-const OBJECT_KEYS: &[(&str, Option<At>)] = &[
-    ("metadata", None),
-    ("spec", Some(At::Path)),
-    ("template", Some(At::Path)),
-];
+/// The keys of an object kept: `metadata`, and those that lead to a pod spec.
+const OBJECT_KEYS: [&str; 3] = ["metadata", "spec", "template"];
 
-impl<'de> Visitor<'de> for ObjectVisitor {
-    type Value = Object;
+impl<'de: 'a, 'a> Visitor<'de> for ReadVisitor<'a> {
+    type Value = Read<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a Kubernetes object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Read<'a>, A::Error> {
         let mut metadata = None;
-        let mut data = Map::new();
-        while let Some(key) = map.next_key_seed(Key(OBJECT_KEYS))? {
-            match key {
-                None => {
+        let mut specs = PodSpecReader::default();
+        workload::entries(map, &OBJECT_KEYS, |i, map| {
+            match (i, specs.seed(OBJECT_KEYS[i])) {
+                (0, _) => metadata = map.next_value::<Option<Meta<'a>>>()?,
+                (_, Some(seed)) => map.next_value_seed(seed)?,
+                (_, None) => {
                     map.next_value::<IgnoredAny>()?;
                 }
-                Some((key, None)) => {
-                    if metadata.is_some() {
-                        return Err(duplicate(key));
-                    }
-                    metadata = Some(map.next_value::<Option<Meta>>()?.unwrap_or_default());
-                }
-                Some((key, Some(at))) => {
-                    if data.contains_key(key) {
-                        return Err(duplicate(key));
-                    }
-                    data.insert(key.to_owned(), map.next_value_seed(at)?);
-                }
             }
-        }
-        Ok(Object {
+            Ok(())
+        })?;
+        Ok(Read {
             metadata: metadata.unwrap_or_default(),
-            data,
+            specs: specs.finish(),
         })
-    }
-}
-
-fn duplicate<E: de::Error>(key: &str) -> E {
-    E::custom(format_args!("duplicate key {key:?}"))
-}
-
-/// A map key looked up in a table of the keys kept, without allocating it.
-struct Key<T: 'static>(&'static [(&'static str, T)]);
-
-impl<'de, T: Copy> DeserializeSeed<'de> for Key<T> {
-    type Value = Option<(&'static str, T)>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<T: Copy> Visitor<'_> for Key<T> {
-    type Value = Option<(&'static str, T)>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string key")
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().find(|(k, _)| *k == v).copied())
-    }
-}
-
-/// The `byoc.toolforge.org/` labels of an object; other labels are skipped unread.
-struct OwnedLabels(BTreeMap<String, String>);
-
-impl<'de> Deserialize<'de> for OwnedLabels {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(LabelsVisitor)
-    }
-}
-
-struct LabelsVisitor;
-
-impl<'de> Visitor<'de> for LabelsVisitor {
-    type Value = OwnedLabels;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a map of labels")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OwnedLabels, A::Error> {
-        let mut labels = BTreeMap::new();
-        while let Some(key) = map.next_key_seed(OwnedKey)? {
-            match key {
-                Some(key) => {
-                    labels.insert(key, map.next_value()?);
-                }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(OwnedLabels(labels))
-    }
-}
-
-/// A label key, allocated only when it is under the byoc prefix.
-struct OwnedKey;
-
-impl<'de> DeserializeSeed<'de> for OwnedKey {
-    type Value = Option<String>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl Visitor<'_> for OwnedKey {
-    type Value = Option<String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a label key")
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Option<String>, E> {
-        Ok(is_owned_key(v).then(|| v.to_owned()))
-    }
-}
-
-/// Where in an object's pod-spec paths a value is, which decides what of it is kept.
-#[derive(Clone, Copy)]
-enum At {
-    /// `spec`, `template` or `jobTemplate` on the way to a pod spec, or a pod spec.
-    Path,
-    /// A container list, or `volumes`.
-    List { volume: bool },
-    /// One container or volume.
-    Item { volume: bool },
-    /// A volume's `image` source.
-    VolumeImage,
-    /// A value read as a string.
-    Leaf,
-    /// An element past the fields of a struct read from an array: kept (as its type), so that
-    /// the read still fails on the array's length.
-    Extra,
-}
-
-impl At {
-    /// The keys an object here keeps, and where their values are.
-    fn keys(self) -> &'static [(&'static str, At)] {
-        match self {
-            Self::Path => &[
-                ("spec", At::Path),
-                ("template", At::Path),
-                ("jobTemplate", At::Path),
-                ("containers", At::List { volume: false }),
-                ("initContainers", At::List { volume: false }),
-                ("ephemeralContainers", At::List { volume: false }),
-                ("volumes", At::List { volume: true }),
-            ],
-            Self::Item { volume: false } => &[("name", At::Leaf), ("image", At::Leaf)],
-            Self::Item { volume: true } => &[("name", At::Leaf), ("image", At::VolumeImage)],
-            Self::VolumeImage => &[("reference", At::Leaf)],
-            Self::List { .. } | Self::Leaf | Self::Extra => &[],
-        }
-    }
-
-    /// What an array here keeps: every element of a list; of a struct read from an array, its
-    /// fields in order and then one [`At::Extra`]; nothing elsewhere.
-    fn elements(self) -> &'static [At] {
-        match self {
-            Self::List { volume: false } => &[At::Item { volume: false }],
-            Self::List { volume: true } => &[At::Item { volume: true }],
-            Self::Item { volume: false } => &[At::Leaf, At::Leaf, At::Extra],
-            Self::Item { volume: true } => &[At::Leaf, At::VolumeImage, At::Extra],
-            Self::VolumeImage => &[At::Leaf, At::Extra],
-            Self::Path | Self::Leaf | Self::Extra => &[],
-        }
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for At {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for At {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        match self.elements() {
-            [each] => {
-                while let Some(item) = seq.next_element_seed(*each)? {
-                    items.push(item);
-                }
-            }
-            fields => {
-                for at in fields {
-                    match seq.next_element_seed(*at)? {
-                        Some(item) => items.push(item),
-                        None => break,
-                    }
-                }
-            }
-        }
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut kept = Map::new();
-        while let Some(key) = map.next_key_seed(Key(self.keys()))? {
-            let Some((key, at)) = key else {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            };
-            if kept.contains_key(key) {
-                return Err(duplicate(key));
-            }
-            kept.insert(key.to_owned(), map.next_value_seed(at)?);
-        }
-        Ok(Value::Object(kept))
     }
 }
 
@@ -427,9 +266,10 @@ mod tests {
     use kube::core::DynamicObject;
     use kube::core::admission::{AdmissionRequest, AdmissionReview};
     use serde::Deserialize;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
+    use crate::workload::ContainerKind;
     use crate::{Config, decide};
 
     /// A pod as the API server sends it: most of it is not read by the policy.
@@ -493,7 +333,7 @@ mod tests {
         review.try_into().unwrap()
     }
 
-    fn pruned(body: &[u8]) -> AdmissionRequest<DynamicObject> {
+    fn pruned(body: &[u8]) -> AdmissionRequest<Object> {
         admission_review(body).unwrap().try_into().unwrap()
     }
 
@@ -670,50 +510,65 @@ mod tests {
                 ..ObjectMeta::default()
             }
         );
+        let container = |kind, name: &str, image: &str| Container {
+            kind,
+            name: name.to_owned(),
+            image: Some(image.to_owned()),
+        };
         assert_eq!(
-            object.data,
-            json!({
-                "spec": {
-                    "containers": [{"name": "c0", "image": "quay.io/x/y"}],
-                    "initContainers": [{"name": "init", "image": "docker.io/library/busybox"}],
-                    "volumes": [
-                        {"name": "home"},
-                        {"name": "models", "image": {"reference": "docker.io/org/models:v1"}},
-                    ],
-                },
-            })
+            object.specs.get(PodBearing::Pod).unwrap(),
+            [
+                container(ContainerKind::Container, "c0", "quay.io/x/y"),
+                container(
+                    ContainerKind::InitContainer,
+                    "init",
+                    "docker.io/library/busybox"
+                ),
+                container(
+                    ContainerKind::ImageVolume,
+                    "models",
+                    "docker.io/org/models:v1"
+                ),
+            ]
         );
-        // A Namespace keeps its byoc labels, and only those.
-        let namespace = json!({"metadata": {"name": "tool-a", "labels": {
-            "team": "a", "byoc.toolforge.org/quay.io": "never"}}});
-        let req = pruned(&body(("", "Namespace"), "CREATE", &namespace, None));
-        let labels = req.object.unwrap().metadata.labels.unwrap();
-        assert_eq!(
-            labels.into_iter().collect::<Vec<_>>(),
-            [("byoc.toolforge.org/quay.io".to_owned(), "never".to_owned())]
+        // A Namespace keeps all its labels (the guard compares them all), and no pod spec;
+        // whichever comes first, the object or the request's kind.
+        let labels = json!({"team": "a", "byoc.toolforge.org/quay.io": "never"});
+        let namespace = json!({"metadata": {"name": "tool-a", "labels": labels},
+            "spec": {"containers": [{"name": "c", "image": "quay.io/x"}]}});
+        let review = format!(
+            r#"{{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {{
+                "object": {namespace}, "oldObject": {namespace}, "uid": "u", "operation": "UPDATE",
+                "kind": {{"group": "", "version": "v1", "kind": "Namespace"}},
+                "resource": {{"group": "", "version": "v1", "resource": "namespaces"}},
+                "userInfo": {{"username": "alice"}}}}}}"#
         );
+        let req = pruned(review.as_bytes());
+        for object in [req.object.unwrap(), req.old_object.unwrap()] {
+            assert_eq!(
+                object.metadata.labels,
+                serde_json::from_value(labels.clone()).unwrap()
+            );
+            assert_eq!(object.specs.get(PodBearing::Pod).unwrap(), []);
+        }
     }
 
     #[test]
-    fn values_of_the_wrong_type_are_kept_as_their_type() {
+    fn values_of_the_wrong_type_are_skipped_or_make_the_pod_spec_malformed() {
         let numbers = json!([1, 2, 3, 4, 5, 6]);
         let object = json!({"metadata": {"name": "web", "labels": {"a": numbers}},
-            "spec": {"containers": [{"name": numbers, "image": {"a": numbers}}, ["a", "b", "c", "d"], 7],
-                     "initContainers": {"a": numbers},
-                     "volumes": [{"name": "v", "image": ["r", numbers, 3]}],
+            "spec": {"containers": [{"name": "c", "image": "nginx"}, {"name": "d", "image": numbers}],
                      "template": numbers}});
         let mut review: Value = serde_json::from_slice(&pod_body(&object)).unwrap();
         review["request"]["junk"] = numbers.clone();
         review["request"]["options"] = numbers.clone();
         review["request"]["userInfo"]["extra"] = json!({"a": numbers});
         review["junk"] = numbers;
-        let req = pruned(review.to_string().as_bytes());
+        let object = pruned(review.to_string().as_bytes()).object.unwrap();
+        assert_eq!(object.metadata.labels, None);
         assert_eq!(
-            req.object.unwrap().data,
-            json!({"spec": {"containers": [{"name": [], "image": {}}, ["a", "b", "c"], 7],
-                            "initContainers": {},
-                            "volumes": [{"name": "v", "image": ["r", []]}],
-                            "template": []}})
+            object.containers(PodBearing::Pod).unwrap_err().to_string(),
+            "malformed pod spec: .spec.containers[1].image is an array, not a string"
         );
     }
 
@@ -745,7 +600,7 @@ mod tests {
         }
         // Skipped keys may repeat: the whole parse ignores them too.
         let req = pruned(&spec(r#"{"status": 1, "status": 2}"#));
-        assert_eq!(req.object.unwrap().data, json!({"spec": {}}));
+        assert_eq!(req.object.unwrap().specs.get(PodBearing::Pod).unwrap(), []);
     }
 
     #[test]
@@ -754,8 +609,17 @@ mod tests {
             .unwrap()
             .replace("\"S\"", r#"{"cont\u0061iners": [{"image": "a\/b"}]}"#);
         assert_eq!(
-            pruned(body.as_bytes()).object.unwrap().data,
-            json!({"spec": {"containers": [{"image": "a/b"}]}})
+            pruned(body.as_bytes())
+                .object
+                .unwrap()
+                .specs
+                .get(PodBearing::Pod)
+                .unwrap(),
+            [Container {
+                kind: ContainerKind::Container,
+                name: String::new(),
+                image: Some("a/b".to_owned()),
+            }]
         );
     }
 }

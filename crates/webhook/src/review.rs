@@ -6,7 +6,6 @@
 use std::fmt;
 
 use byoc_policy::{Decision, Mode, read};
-use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, META_API_VERSION_V1, META_KIND};
 
 use serde::Deserialize;
@@ -113,7 +112,7 @@ impl From<ReviewError> for Unreadable {
 
 /// Parses a request body into the AdmissionRequest it carries, keeping only what the policy
 /// reads ([`byoc_policy::read`]).
-pub fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Unreadable> {
+pub fn parse(body: &[u8]) -> Result<AdmissionRequest<read::Object>, Unreadable> {
     let review = match read::admission_review(body) {
         Ok(review) => review,
         // serde_json reports some wrong types (an enum that is a number) as syntax errors:
@@ -132,7 +131,7 @@ pub fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Unreadable>
         let uid = review.request.map(|r| r.uid).unwrap_or_default();
         return Err(Unreadable { uid, error });
     }
-    let request: AdmissionRequest<DynamicObject> = review
+    let request: AdmissionRequest<read::Object> = review
         .try_into()
         .map_err(|_| Unreadable::new(ReviewError::NoRequest))?;
     if request.uid.is_empty() {

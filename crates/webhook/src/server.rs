@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use kube::core::admission::AdmissionResponse;
 use rustls::ServerConfig;
 
-use crate::budget::BodyBudget;
+use crate::budget::{BodyBudget, SMALL_BODY_BYTES};
 use crate::cache::NamespaceCache;
 use crate::limit::ConnectionLimit;
 use crate::metrics::Metrics;
@@ -153,6 +153,16 @@ async fn validate(State(webhook): State<Arc<Webhook>>, body: Body) -> Response {
         )))
     });
     let (status, response) = match read {
+        // A large body takes long to parse (seconds on a loaded machine): on the blocking pool,
+        // so that it never holds one of the few async workers, which accept connections, finish
+        // TLS handshakes (axum-server drops one unfinished after 10 s) and answer ordinary
+        // reviews. The body budget bounds how many run at once.
+        Ok(bytes) if bytes.len() > SMALL_BODY_BYTES => {
+            let webhook = Arc::clone(&webhook);
+            let review = tokio::task::spawn_blocking(move || webhook.review(&bytes)).await;
+            let response = review.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            (StatusCode::OK, response)
+        }
         Ok(bytes) => (StatusCode::OK, webhook.review(&bytes)),
         Err(error @ ReviewError::TooLarge) => (
             StatusCode::PAYLOAD_TOO_LARGE,
