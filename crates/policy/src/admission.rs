@@ -1,7 +1,7 @@
 //! From an AdmissionRequest to a decision and back to an AdmissionResponse (DESIGN §5).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
 
 use byoc_api::labels::{self, Allowance};
 use jiff::Timestamp;
@@ -20,6 +20,12 @@ pub trait Reviewed: Resource {
     /// The containers and image volumes where `bearing` keeps its pod spec
     /// ([`PodBearing::containers`]).
     fn containers(&self, bearing: PodBearing) -> Result<Cow<'_, [Container]>, ShapeError>;
+
+    /// The object's labels, in key order, each key once.
+    fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        let labels = self.meta().labels.iter().flatten();
+        labels.map(|(k, v)| (k.as_str(), v.as_str()))
+    }
 }
 
 impl Reviewed for DynamicObject {
@@ -220,23 +226,22 @@ fn object_name<K: Resource>(req: &AdmissionRequest<K>, object: &K) -> String {
 /// changes to any other label from those writers: the controller writes only its own labels, so
 /// a leaked controller token cannot lift Pod Security (or any other) labels. The decision reads
 /// only the old and new labels and the user, never the labels' meaning.
-fn guard_namespace_labels<K: Resource>(
+fn guard_namespace_labels<K: Reviewed>(
     config: &Config,
     req: &AdmissionRequest<K>,
     object: &K,
 ) -> Decision {
-    let empty = BTreeMap::new();
-    let new = object.meta().labels.as_ref().unwrap_or(&empty);
     let old = match (&req.operation, &req.old_object) {
-        (Operation::Update, Some(old)) => old.meta().labels.as_ref().unwrap_or(&empty),
-        _ => &empty,
+        (Operation::Update, Some(old)) => Some(old),
+        _ => None,
     };
     let user = req.user_info.username.as_deref().unwrap_or_default();
     let writer = config.label_writers.contains(user);
     // A writer is checked on the labels outside the prefix, everyone else on those inside it.
     // The API server sets `kubernetes.io/metadata.name` to the name itself: never a change.
     let guarded = |key: &str| labels::is_owned_key(key) != writer && key != NAME_LABEL;
-    let changes = label_changes(new, old, guarded);
+    let old_labels = old.into_iter().flat_map(|o| o.labels());
+    let changes = label_changes(object.labels(), old_labels, guarded);
     if changes.is_empty() {
         return Decision::allowed(Reason::Allowed);
     }
@@ -272,26 +277,47 @@ fn guard_namespace_labels<K: Resource>(
 const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// `add K`, `change K` and `remove K` for each key that `guarded` selects and that differs
-/// between `new` and `old`, in key order (adds and changes first, then removals).
-fn label_changes(
-    new: &BTreeMap<String, String>,
-    old: &BTreeMap<String, String>,
+/// between `new` and `old` (both in key order, each key once), in key order (adds and changes
+/// first, then removals). Linear in both.
+fn label_changes<'a>(
+    new: impl Iterator<Item = (&'a str, &'a str)>,
+    old: impl Iterator<Item = (&'a str, &'a str)>,
     guarded: impl Fn(&str) -> bool,
 ) -> Vec<String> {
-    let mut changes: Vec<String> = new
-        .iter()
-        .filter(|(key, _)| guarded(key))
-        .filter_map(|(key, value)| match old.get(key) {
-            None => Some(format!("add {key}")),
-            Some(v) if v != value => Some(format!("change {key}")),
-            Some(_) => None,
-        })
-        .collect();
-    changes.extend(
-        old.keys()
-            .filter(|key| guarded(key) && !new.contains_key(*key))
-            .map(|key| format!("remove {key}")),
-    );
+    let (mut new, mut old) = (new.peekable(), old.peekable());
+    let (mut changes, mut removals) = (Vec::new(), Vec::new());
+    loop {
+        let order = match (new.peek(), old.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((n, _)), Some((o, _))) => n.cmp(o),
+        };
+        match order {
+            Ordering::Less => {
+                let (key, _) = new.next().unwrap_or_default();
+                if guarded(key) {
+                    changes.push(format!("add {key}"));
+                }
+            }
+            Ordering::Greater => {
+                let (key, _) = old.next().unwrap_or_default();
+                if guarded(key) {
+                    removals.push(format!("remove {key}"));
+                }
+            }
+            Ordering::Equal => {
+                let ((key, value), (_, was)) = (
+                    new.next().unwrap_or_default(),
+                    old.next().unwrap_or_default(),
+                );
+                if value != was && guarded(key) {
+                    changes.push(format!("change {key}"));
+                }
+            }
+        }
+    }
+    changes.append(&mut removals);
     changes
 }
 
