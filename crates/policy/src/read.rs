@@ -5,8 +5,8 @@
 //! buffers every field a second time). Of the review only `apiVersion`, `kind` and the
 //! request's typed fields are kept: `options`, `userInfo` but its `username`, and unknown keys
 //! are skipped. Of `object` and `oldObject` only `metadata.name`, `generateName`, `namespace`,
-//! the labels of a Namespace (which the label guard compares; the labels of other kinds are
-//! not read), and the names and images of the containers and image volumes on every pod-spec
+//! the labels of a Namespace (which the label guard compares, kept in one buffer; the labels of
+//! other kinds are not read), and the names and images of the containers and image volumes on every pod-spec
 //! path of [`PodBearing`] ([`PodSpecReader`]) are kept. Everything else is lexed without being
 //! allocated, so a review keeps a small multiple of the bytes the policy reads, whatever else
 //! the body holds (docs/benchmarks.md).
@@ -52,8 +52,9 @@ pub fn admission_review(body: &[u8]) -> serde_json::Result<AdmissionReview<Objec
     })
 }
 
-/// An `object` or `oldObject` as the policy reads it: its metadata (the labels of a Namespace
-/// only) and the containers and image volumes of the request kind's pod spec.
+/// An `object` or `oldObject` as the policy reads it: its name, generateName and namespace, the
+/// labels of a Namespace ([`Reviewed::labels`]; `metadata.labels` is always empty) and the
+/// containers and image volumes of the request kind's pod spec.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Object {
     /// Without labels: they are in `labels`.
