@@ -123,7 +123,8 @@ impl PodSpecs {
         self
     }
 
-    fn take(mut self, bearing: PodBearing) -> Result<Vec<Container>, ShapeError> {
+    /// The containers and image volumes where `bearing` keeps its pod spec, taken out.
+    pub fn take(mut self, bearing: PodBearing) -> Result<Vec<Container>, ShapeError> {
         std::mem::replace(&mut self.0[bearing.index()], Ok(Vec::new()))
     }
 }
