@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use byoc_api::labels::Allowance;
+use byoc_policy::admission::Reviewed;
 use byoc_policy::{Config, decide, respond};
 use criterion::{Criterion, criterion_group, criterion_main};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
-use serde::Deserialize;
 
 /// A pod as the API server sends it after defaulting: three containers, volumes, tolerations.
 fn pod_review(image: &str) -> Vec<u8> {
@@ -66,14 +66,25 @@ enum Parse {
 }
 
 fn review_once(parse: Parse, config: &Config, allowance: &Allowance, body: &[u8]) -> Vec<u8> {
-    let review: AdmissionReview<DynamicObject> = match parse {
-        Parse::Whole => serde_json::from_slice(body).expect("valid review"),
-        Parse::Pruned => {
-            let value = byoc_policy::read::admission_review(body).expect("JSON");
-            AdmissionReview::deserialize(&value).expect("valid review")
+    match parse {
+        Parse::Whole => {
+            let review: AdmissionReview<DynamicObject> =
+                serde_json::from_slice(body).expect("valid review");
+            answer(config, allowance, review)
         }
-    };
-    let req: AdmissionRequest<DynamicObject> = review.try_into().expect("has a request");
+        Parse::Pruned => {
+            let review = byoc_policy::read::admission_review(body).expect("valid review");
+            answer(config, allowance, review)
+        }
+    }
+}
+
+fn answer<K: Reviewed>(
+    config: &Config,
+    allowance: &Allowance,
+    review: AdmissionReview<K>,
+) -> Vec<u8> {
+    let req: AdmissionRequest<K> = review.try_into().expect("has a request");
     let decision = decide(config, &req, allowance, jiff::Timestamp::UNIX_EPOCH);
     serde_json::to_vec(&respond(config, &req, &decision).into_review()).expect("serializable")
 }

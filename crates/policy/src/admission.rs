@@ -1,15 +1,38 @@
 //! From an AdmissionRequest to a decision and back to an AdmissionResponse (DESIGN §5).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::cmp::Ordering;
 
 use byoc_api::labels::{self, Allowance};
 use jiff::Timestamp;
+use kube::Resource;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use crate::config::{Config, Mode};
 use crate::decision::{Checker, Problem, Reminder, Violation};
-use crate::workload::{self, PodBearing};
+use crate::workload::{self, Container, PodBearing, ShapeError};
+
+/// An object under review, as [`decide`] reads it: its metadata and the containers and image
+/// volumes of its pod spec. A whole [`DynamicObject`], or one read pruned
+/// ([`crate::read::Object`]).
+pub trait Reviewed: Resource {
+    /// The containers and image volumes where `bearing` keeps its pod spec
+    /// ([`PodBearing::containers`]).
+    fn containers(&self, bearing: PodBearing) -> Result<Cow<'_, [Container]>, ShapeError>;
+
+    /// The object's labels, in key order, each key once.
+    fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        let labels = self.meta().labels.iter().flatten();
+        labels.map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl Reviewed for DynamicObject {
+    fn containers(&self, bearing: PodBearing) -> Result<Cow<'_, [Container]>, ShapeError> {
+        bearing.containers(&self.data).map(Cow::Owned)
+    }
+}
 
 /// Why a request got its decision; bounded, so it can label metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,9 +139,9 @@ impl Decision {
 
 /// Decides one admission request. `allowance` is what the request's namespace is granted,
 /// read from its labels; `now` decides which grants have expired.
-pub fn decide(
+pub fn decide<K: Reviewed>(
     config: &Config,
-    req: &AdmissionRequest<DynamicObject>,
+    req: &AdmissionRequest<K>,
     allowance: &Allowance,
     now: Timestamp,
 ) -> Decision {
@@ -155,7 +178,7 @@ pub fn decide(
     let namespace = req
         .namespace
         .as_deref()
-        .or(object.metadata.namespace.as_deref())
+        .or(object.meta().namespace.as_deref())
         .unwrap_or_default();
     let subject = format!("{kind} {namespace}/{}", object_name(req, object));
     if namespace.is_empty() {
@@ -167,15 +190,15 @@ pub fn decide(
     if config.is_exempt(namespace) {
         return Decision::allowed(Reason::Exempt);
     }
-    let containers = match bearing.containers(&object.data) {
+    let containers = match object.containers(bearing) {
         Ok(c) => c,
         Err(e) => return Decision::refused(Reason::Malformed, format!("{subject}: {e}")),
     };
     // On UPDATE only new or changed images are checked, so a grant revoked after a pod started
     // does not block unrelated updates (labels, finalizers, status) to it.
     let old = match (&req.operation, &req.old_object) {
-        (Operation::Update, Some(old)) => bearing.containers(&old.data).unwrap_or_default(),
-        _ => Vec::new(),
+        (Operation::Update, Some(old)) => old.containers(bearing).unwrap_or_default(),
+        _ => Cow::default(),
     };
     let to_check = workload::not_in(&containers, &old);
     let checker = Checker::new(config, allowance, namespace, now);
@@ -183,16 +206,16 @@ pub fn decide(
     // what runs will stop being admitted.
     Decision::checked(
         checker.check(&subject, to_check),
-        checker.reminders(&subject, &containers),
+        checker.reminders(&subject, &*containers),
     )
 }
 
 /// The name of the object for messages: pods created by a controller have only a generateName.
-fn object_name(req: &AdmissionRequest<DynamicObject>, object: &DynamicObject) -> String {
+fn object_name<K: Resource>(req: &AdmissionRequest<K>, object: &K) -> String {
     if !req.name.is_empty() {
         return req.name.clone();
     }
-    match (&object.metadata.name, &object.metadata.generate_name) {
+    match (&object.meta().name, &object.meta().generate_name) {
         (Some(name), _) if !name.is_empty() => name.clone(),
         (_, Some(prefix)) => format!("{prefix}*"),
         _ => "(unnamed)".to_owned(),
@@ -203,28 +226,27 @@ fn object_name(req: &AdmissionRequest<DynamicObject>, object: &DynamicObject) ->
 /// changes to any other label from those writers: the controller writes only its own labels, so
 /// a leaked controller token cannot lift Pod Security (or any other) labels. The decision reads
 /// only the old and new labels and the user, never the labels' meaning.
-fn guard_namespace_labels(
+fn guard_namespace_labels<K: Reviewed>(
     config: &Config,
-    req: &AdmissionRequest<DynamicObject>,
-    object: &DynamicObject,
+    req: &AdmissionRequest<K>,
+    object: &K,
 ) -> Decision {
-    let empty = BTreeMap::new();
-    let new = object.metadata.labels.as_ref().unwrap_or(&empty);
     let old = match (&req.operation, &req.old_object) {
-        (Operation::Update, Some(old)) => old.metadata.labels.as_ref().unwrap_or(&empty),
-        _ => &empty,
+        (Operation::Update, Some(old)) => Some(old),
+        _ => None,
     };
     let user = req.user_info.username.as_deref().unwrap_or_default();
     let writer = config.label_writers.contains(user);
     // A writer is checked on the labels outside the prefix, everyone else on those inside it.
     // The API server sets `kubernetes.io/metadata.name` to the name itself: never a change.
     let guarded = |key: &str| labels::is_owned_key(key) != writer && key != NAME_LABEL;
-    let changes = label_changes(new, old, guarded);
+    let old_labels = old.into_iter().flat_map(|o| o.labels());
+    let changes = label_changes(object.labels(), old_labels, guarded);
     if changes.is_empty() {
         return Decision::allowed(Reason::Allowed);
     }
     let name = if req.name.is_empty() {
-        object.metadata.name.as_deref().unwrap_or_default()
+        object.meta().name.as_deref().unwrap_or_default()
     } else {
         &req.name
     };
@@ -255,26 +277,47 @@ fn guard_namespace_labels(
 const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// `add K`, `change K` and `remove K` for each key that `guarded` selects and that differs
-/// between `new` and `old`, in key order (adds and changes first, then removals).
-fn label_changes(
-    new: &BTreeMap<String, String>,
-    old: &BTreeMap<String, String>,
+/// between `new` and `old` (both in key order, each key once), in key order (adds and changes
+/// first, then removals). Linear in both.
+fn label_changes<'a>(
+    new: impl Iterator<Item = (&'a str, &'a str)>,
+    old: impl Iterator<Item = (&'a str, &'a str)>,
     guarded: impl Fn(&str) -> bool,
 ) -> Vec<String> {
-    let mut changes: Vec<String> = new
-        .iter()
-        .filter(|(key, _)| guarded(key))
-        .filter_map(|(key, value)| match old.get(key) {
-            None => Some(format!("add {key}")),
-            Some(v) if v != value => Some(format!("change {key}")),
-            Some(_) => None,
-        })
-        .collect();
-    changes.extend(
-        old.keys()
-            .filter(|key| guarded(key) && !new.contains_key(*key))
-            .map(|key| format!("remove {key}")),
-    );
+    let (mut new, mut old) = (new.peekable(), old.peekable());
+    let (mut changes, mut removals) = (Vec::new(), Vec::new());
+    loop {
+        let order = match (new.peek(), old.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((n, _)), Some((o, _))) => n.cmp(o),
+        };
+        match order {
+            Ordering::Less => {
+                let (key, _) = new.next().unwrap_or_default();
+                if guarded(key) {
+                    changes.push(format!("add {key}"));
+                }
+            }
+            Ordering::Greater => {
+                let (key, _) = old.next().unwrap_or_default();
+                if guarded(key) {
+                    removals.push(format!("remove {key}"));
+                }
+            }
+            Ordering::Equal => {
+                let ((key, value), (_, was)) = (
+                    new.next().unwrap_or_default(),
+                    old.next().unwrap_or_default(),
+                );
+                if value != was && guarded(key) {
+                    changes.push(format!("change {key}"));
+                }
+            }
+        }
+    }
+    changes.append(&mut removals);
     changes
 }
 
@@ -282,9 +325,9 @@ fn label_changes(
 /// reviews with `allowed: false` and code 403; warn mode admits with warnings; audit mode
 /// admits with an audit annotation. An admitted request with reminders gets them as warnings,
 /// in every mode.
-pub fn respond(
+pub fn respond<K: Resource>(
     config: &Config,
-    req: &AdmissionRequest<DynamicObject>,
+    req: &AdmissionRequest<K>,
     decision: &Decision,
 ) -> AdmissionResponse {
     let mut response = AdmissionResponse::from(req);

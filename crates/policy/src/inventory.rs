@@ -21,14 +21,14 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplate, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::Resource;
 use kube::core::{ApiResource, NamespaceResourceScope};
-use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::config::Config;
 use crate::decision::{Checker, Violation};
 use crate::reference::ImageRef;
-use crate::workload::{Container, PodBearing, ShapeError};
+use crate::workload::{Container, PodBearing, PodSpecReader, ShapeError};
 
 /// A pod-bearing kind. The order is the reports': workloads first, pods last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -264,10 +264,10 @@ impl<'de, K: Inventoried> Deserialize<'de> for Of<K> {
     }
 }
 
-/// Reads a [`Trimmed`] object of a kind as it streams by: `metadata` for the fields kept,
-/// a pod's `status.phase`, and the path to the pod spec ([`Skeleton`]); everything else,
-/// `managedFields` and a pod template's metadata included, is skipped unparsed, so no depth
-/// fails it.
+/// Reads a [`Trimmed`] object of a kind as it streams by: `metadata` for the fields kept, a
+/// pod's `status.phase`, and the containers of its pod spec ([`PodSpecReader`]); everything
+/// else, `managedFields` and a pod template's metadata included, is skipped unparsed, so no
+/// depth fails it.
 struct TrimmedSeed(Source);
 
 impl<'de> DeserializeSeed<'de> for TrimmedSeed {
@@ -289,18 +289,17 @@ impl<'de> Visitor<'de> for TrimmedSeed {
         let source = self.0;
         let mut metadata = None;
         let mut phase = None;
-        let mut skeleton = serde_json::Map::new();
+        let mut specs = PodSpecReader::default();
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "metadata" => metadata = Some(map.next_value::<KeptMeta>()?),
                 "status" if source == Source::Pod => phase = map.next_value::<PodStatus>()?.phase.0,
-                "spec" | "template" => {
-                    let Skeleton(value) = map.next_value()?;
-                    skeleton.insert(key, value);
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                key => match specs.seed(key) {
+                    Some(seed) => map.next_value_seed(seed)?,
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                },
             }
         }
         let meta = metadata.ok_or_else(|| A::Error::missing_field("metadata"))?;
@@ -316,7 +315,7 @@ impl<'de> Visitor<'de> for TrimmedSeed {
                 ..ObjectMeta::default()
             },
             phase,
-            containers: source.bearing().containers(&Value::Object(skeleton)),
+            containers: specs.finish().take(source.bearing()),
         })
     }
 }
@@ -339,91 +338,6 @@ struct KeptMeta {
 struct PodStatus {
     #[serde(default)]
     phase: Lossy,
-}
-
-/// The part of an object on the way to its pod spec: under `spec`, `template` and
-/// `jobTemplate`, only those keys and the container and volume lists are kept; any other
-/// entry is skipped unparsed. A value that is no object is kept as a scalar (an array as an
-/// empty one), so [`PodBearing::containers`] still says where the shape is wrong.
-struct Skeleton(Value);
-
-/// The keys that lead to a pod spec.
-const PATH: [&str; 3] = ["spec", "template", "jobTemplate"];
-/// The keys of a pod spec the policy reads.
-const LISTS: [&str; 4] = [
-    "containers",
-    "initContainers",
-    "ephemeralContainers",
-    "volumes",
-];
-
-impl<'de> Deserialize<'de> for Skeleton {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(SkeletonVisitor)
-    }
-}
-
-struct SkeletonVisitor;
-
-impl<'de> Visitor<'de> for SkeletonVisitor {
-    type Value = Skeleton;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a pod-bearing object's spec")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skeleton, A::Error> {
-        let mut kept = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if PATH.contains(&key.as_str()) {
-                let Skeleton(value) = map.next_value()?;
-                kept.insert(key, value);
-            } else if LISTS.contains(&key.as_str()) {
-                let value = map.next_value::<Value>()?;
-                kept.insert(key, value);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(Skeleton(Value::Object(kept)))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skeleton, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Skeleton(Value::Array(Vec::new())))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::from(v)))
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::from(v)))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::from(v)))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::from(v)))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::from(v)))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::Null))
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::Null))
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Skeleton, D::Error> {
-        Skeleton::deserialize(deserializer)
-    }
 }
 
 impl<K: Inventoried> Resource for Of<K> {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::hash::Hash;
 
-use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -74,57 +74,19 @@ impl PodBearing {
         }
     }
 
-    /// The path from the object root to its pod spec.
-    fn pod_spec_path(self) -> &'static [&'static str] {
-        match self {
-            Self::Pod => &["spec"],
-            Self::PodTemplate => &["template", "spec"],
-            Self::Workload => &["spec", "template", "spec"],
-            Self::CronJob => &["spec", "jobTemplate", "spec", "template", "spec"],
-        }
-    }
-
     /// The containers and image volumes of `object` (a whole Kubernetes object as JSON), in
     /// that order. A missing pod spec has none; a pod spec of the wrong shape is an error.
     pub fn containers(self, object: &Value) -> Result<Vec<Container>, ShapeError> {
-        let mut at = object;
-        for (i, key) in self.pod_spec_path().iter().enumerate() {
-            match at.get(key) {
-                Some(Value::Null) | None => return Ok(Vec::new()),
-                Some(v @ Value::Object(_)) => at = v,
-                Some(_) => {
-                    return Err(ShapeError(format!(
-                        ".{} is not an object",
-                        self.pod_spec_path()[..=i].join(".")
-                    )));
-                }
-            }
+        let mut reading = Reading::default();
+        match Any(At::new(&ROOT, &mut reading)).deserialize(object) {
+            Ok(()) => reading.finish().take(self),
+            // A value holds no key twice, the only thing reading it refuses.
+            Err(e) => Err(ShapeError(e.to_string())),
         }
-        let spec = PodSpecImages::deserialize(at)
-            .map_err(|e| ShapeError(format!(".{}: {e}", self.pod_spec_path().join("."))))?;
-        let lists = [
-            (ContainerKind::Container, spec.containers),
-            (ContainerKind::InitContainer, spec.init_containers),
-            (ContainerKind::EphemeralContainer, spec.ephemeral_containers),
-        ];
-        let volumes = spec.volumes.into_iter().filter_map(|v| {
-            v.image.map(|image| Container {
-                kind: ContainerKind::ImageVolume,
-                name: v.name,
-                image: image.reference,
-            })
-        });
-        Ok(lists
-            .into_iter()
-            .flat_map(|(kind, list)| {
-                list.into_iter().map(move |c| Container {
-                    kind,
-                    name: c.name,
-                    image: c.image,
-                })
-            })
-            .chain(volumes)
-            .collect())
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -133,49 +95,525 @@ impl PodBearing {
 #[error("malformed pod spec: {0}")]
 pub struct ShapeError(String);
 
-/// The part of a pod spec the policy reads; everything else is skipped unparsed.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodSpecImages {
-    #[serde(default, deserialize_with = "null_as_empty")]
-    containers: Vec<ContainerImage>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    init_containers: Vec<ContainerImage>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    ephemeral_containers: Vec<ContainerImage>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    volumes: Vec<Volume>,
+/// The containers and image volumes of one object on each path a pod-bearing kind keeps its pod
+/// spec on, so that they can be read before the object's kind is known.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodSpecs([Result<Vec<Container>, ShapeError>; 4]);
+
+impl Default for PodSpecs {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| Ok(Vec::new())))
+    }
 }
 
-#[derive(Deserialize)]
-struct ContainerImage {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    image: Option<String>,
+impl PodSpecs {
+    /// The containers and image volumes where `bearing` keeps its pod spec, as
+    /// [`PodBearing::containers`] reads them.
+    pub fn get(&self, bearing: PodBearing) -> Result<&[Container], &ShapeError> {
+        self.0[bearing.index()].as_deref()
+    }
+
+    /// Only the pod spec of `bearing` (none: no pod spec).
+    pub fn only(mut self, bearing: Option<PodBearing>) -> Self {
+        for (i, spec) in self.0.iter_mut().enumerate() {
+            if bearing.is_none_or(|b| b.index() != i) {
+                *spec = Ok(Vec::new());
+            }
+        }
+        self
+    }
+
+    /// The containers and image volumes where `bearing` keeps its pod spec, taken out.
+    pub fn take(mut self, bearing: PodBearing) -> Result<Vec<Container>, ShapeError> {
+        std::mem::replace(&mut self.0[bearing.index()], Ok(Vec::new()))
+    }
 }
 
-/// A volume; only one with an `image` source has anything to check.
-#[derive(Deserialize)]
-struct Volume {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    image: Option<ImageVolumeSource>,
+/// Reads [`PodSpecs`] as an object streams by: of each container and image volume only its
+/// name and image are kept, and everything else is skipped unparsed. A value of the wrong type
+/// makes the pod spec it is in malformed; only a key repeated on a kept path fails the read
+/// (which of the two is meant must not be a guess).
+#[derive(Debug, Default)]
+pub struct PodSpecReader(Reading);
+
+impl PodSpecReader {
+    /// A seed reading the value of the object's root key `key`, if it may hold a pod spec.
+    pub fn seed<'de>(&mut self, key: &str) -> Option<impl DeserializeSeed<'de, Value = ()> + '_> {
+        let (_, step) = ROOT.next.iter().find(|(k, _)| *k == key)?;
+        Some(Any(At::new(step, &mut self.0)))
+    }
+
+    /// What was read.
+    pub fn finish(self) -> PodSpecs {
+        self.0.finish()
+    }
 }
 
-#[derive(Deserialize)]
-struct ImageVolumeSource {
-    #[serde(default)]
-    reference: Option<String>,
+/// A place on the way to a pod spec.
+struct Step {
+    /// Its path from the object's root, for messages.
+    path: &'static str,
+    /// The kinds whose pod spec path goes through it.
+    through: &'static [PodBearing],
+    /// The kind whose pod spec it is, if any.
+    spec_of: Option<PodBearing>,
+    /// The keys that lead on.
+    next: &'static [(&'static str, &'static Step)],
 }
 
-fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+static ROOT: Step = Step {
+    path: "",
+    through: &[],
+    spec_of: None,
+    next: &[("spec", &SPEC), ("template", &TEMPLATE)],
+};
+static SPEC: Step = Step {
+    path: ".spec",
+    through: &[PodBearing::Pod, PodBearing::Workload, PodBearing::CronJob],
+    spec_of: Some(PodBearing::Pod),
+    next: &[("template", &SPEC_TEMPLATE), ("jobTemplate", &JOB_TEMPLATE)],
+};
+static SPEC_TEMPLATE: Step = Step {
+    path: ".spec.template",
+    through: &[PodBearing::Workload],
+    spec_of: None,
+    next: &[("spec", &WORKLOAD_SPEC)],
+};
+static WORKLOAD_SPEC: Step = Step {
+    path: ".spec.template.spec",
+    through: &[PodBearing::Workload],
+    spec_of: Some(PodBearing::Workload),
+    next: &[],
+};
+static JOB_TEMPLATE: Step = Step {
+    path: ".spec.jobTemplate",
+    through: &[PodBearing::CronJob],
+    spec_of: None,
+    next: &[("spec", &JOB_SPEC)],
+};
+static JOB_SPEC: Step = Step {
+    path: ".spec.jobTemplate.spec",
+    through: &[PodBearing::CronJob],
+    spec_of: None,
+    next: &[("template", &JOB_POD_TEMPLATE)],
+};
+static JOB_POD_TEMPLATE: Step = Step {
+    path: ".spec.jobTemplate.spec.template",
+    through: &[PodBearing::CronJob],
+    spec_of: None,
+    next: &[("spec", &CRON_JOB_SPEC)],
+};
+static CRON_JOB_SPEC: Step = Step {
+    path: ".spec.jobTemplate.spec.template.spec",
+    through: &[PodBearing::CronJob],
+    spec_of: Some(PodBearing::CronJob),
+    next: &[],
+};
+static TEMPLATE: Step = Step {
+    path: ".template",
+    through: &[PodBearing::PodTemplate],
+    spec_of: None,
+    next: &[("spec", &POD_TEMPLATE_SPEC)],
+};
+static POD_TEMPLATE_SPEC: Step = Step {
+    path: ".template.spec",
+    through: &[PodBearing::PodTemplate],
+    spec_of: Some(PodBearing::PodTemplate),
+    next: &[],
+};
+
+/// The lists of a pod spec the policy reads, in the order their items are returned.
+const LISTS: [(&str, ContainerKind); 4] = [
+    ("containers", ContainerKind::Container),
+    ("initContainers", ContainerKind::InitContainer),
+    ("ephemeralContainers", ContainerKind::EphemeralContainer),
+    ("volumes", ContainerKind::ImageVolume),
+];
+
+/// What was read so far, for each kind: its lists, or why its pod spec is malformed. Of
+/// several reasons, the one kept is the first in a fixed order (lists in [`LISTS`] order, items
+/// in array order, fields name first), whatever the order of the keys.
+#[derive(Debug, Default)]
+struct Reading {
+    lists: [[Vec<Container>; 4]; 4],
+    errors: [Option<(ContainerKind, ShapeError)>; 4],
+}
+
+impl Reading {
+    /// Records why the pod specs of `bearings` are malformed, found in the list of `kind` (or
+    /// on the way to it: any).
+    fn fail(&mut self, bearings: &[PodBearing], kind: ContainerKind, why: impl Fn() -> String) {
+        for bearing in bearings {
+            let i = bearing.index();
+            if self.errors[i].as_ref().is_none_or(|(k, _)| kind < *k) {
+                self.errors[i] = Some((kind, ShapeError(why())));
+                self.lists[i] = Default::default();
+            }
+        }
+    }
+
+    /// Whether the list of `kind` of `bearing` can hold no reason kept any more.
+    fn decided(&self, bearing: PodBearing, kind: ContainerKind) -> bool {
+        self.errors[bearing.index()]
+            .as_ref()
+            .is_some_and(|(k, _)| *k <= kind)
+    }
+
+    fn push(&mut self, bearing: PodBearing, container: Container) {
+        if self.errors[bearing.index()].is_none() {
+            self.lists[bearing.index()][container.kind as usize].push(container);
+        }
+    }
+
+    fn finish(self) -> PodSpecs {
+        let mut errors = self.errors.into_iter();
+        PodSpecs(self.lists.map(|lists| match errors.next().flatten() {
+            Some((_, error)) => Err(error),
+            None => Ok(lists.into_iter().flatten().collect()),
+        }))
+    }
+}
+
+/// The JSON type of a value, for messages.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Type {
+    Null,
+    Boolean,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl fmt::Display for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Null => "null",
+            Self::Boolean => "a boolean",
+            Self::Number => "a number",
+            Self::String => "a string",
+            Self::Array => "an array",
+            Self::Object => "an object",
+        })
+    }
+}
+
+/// Reads one value of any type: what is kept of it, given its type. Values not kept are
+/// skipped unparsed.
+trait Lenient<'de>: Sized {
+    type Value;
+
+    /// A value of type `found` that is not read further.
+    fn other(self, found: Type) -> Self::Value;
+
+    fn text(self, _: &str) -> Self::Value {
+        self.other(Type::String)
+    }
+
+    fn array<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(self.other(Type::Array))
+    }
+
+    fn object<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(self.other(Type::Object))
+    }
+}
+
+/// A [`Lenient`] read as a serde seed.
+struct Any<T>(T);
+
+impl<'de, T: Lenient<'de>> DeserializeSeed<'de> for Any<T> {
+    type Value = T::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Lenient<'de>> Visitor<'de> for Any<T> {
+    type Value = T::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<T::Value, E> {
+        Ok(self.0.other(Type::Boolean))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<T::Value, E> {
+        Ok(self.0.other(Type::Number))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<T::Value, E> {
+        Ok(self.0.other(Type::Number))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<T::Value, E> {
+        Ok(self.0.other(Type::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<T::Value, E> {
+        Ok(self.0.text(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<T::Value, E> {
+        Ok(self.0.other(Type::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<T::Value, E> {
+        Ok(self.0.other(Type::Null))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<T::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T::Value, A::Error> {
+        self.0.array(seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T::Value, A::Error> {
+        self.0.object(map)
+    }
+}
+
+/// A map key looked up among `keys`, without allocating it: its index, if it is one.
+struct Key<'k>(&'k [&'k str]);
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Key<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|k| *k == v))
+    }
+}
+
+/// Reads the entries of `map` whose key is one of `keys` with `read` (given the key's index),
+/// skipping the others; fails on a key read twice.
+pub(crate) fn entries<'de, A: MapAccess<'de>>(
+    mut map: A,
+    keys: &[&str],
+    mut read: impl FnMut(usize, &mut A) -> Result<(), A::Error>,
+) -> Result<(), A::Error> {
+    let mut seen = 0u16;
+    while let Some(key) = map.next_key_seed(Key(keys))? {
+        let Some(i) = key else {
+            map.next_value::<IgnoredAny>()?;
+            continue;
+        };
+        if seen & 1 << i != 0 {
+            return Err(de::Error::custom(format_args!(
+                "duplicate key {:?}",
+                keys[i]
+            )));
+        }
+        seen |= 1 << i;
+        read(i, &mut map)?;
+    }
+    Ok(())
+}
+
+/// A value at a [`Step`].
+struct At<'a> {
+    step: &'static Step,
+    reading: &'a mut Reading,
+}
+
+impl<'a> At<'a> {
+    fn new(step: &'static Step, reading: &'a mut Reading) -> Self {
+        Self { step, reading }
+    }
+}
+
+impl<'de> Lenient<'de> for At<'_> {
+    type Value = ();
+
+    fn other(self, found: Type) {
+        if found != Type::Null {
+            let path = self.step.path;
+            self.reading
+                .fail(self.step.through, ContainerKind::Container, || {
+                    format!("{path} is {found}, not an object")
+                });
+        }
+    }
+
+    fn object<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let (step, reading) = (self.step, self.reading);
+        let lists: &[_] = if step.spec_of.is_some() { &LISTS } else { &[] };
+        let keys = lists.iter().map(|(k, _)| *k);
+        let keys: Vec<&str> = keys.chain(step.next.iter().map(|(k, _)| *k)).collect();
+        entries(map, &keys, |i, map| match (step.spec_of, lists.get(i)) {
+            (Some(bearing), Some(&(key, kind))) => map.next_value_seed(Any(List {
+                bearing,
+                kind,
+                path: step.path,
+                key,
+                reading: &mut *reading,
+            })),
+            _ => {
+                let next = step.next[i - lists.len()].1;
+                map.next_value_seed(Any(At::new(next, &mut *reading)))
+            }
+        })
+    }
+}
+
+/// A container list or `volumes` of the pod spec of `bearing`.
+struct List<'a> {
+    bearing: PodBearing,
+    kind: ContainerKind,
+    path: &'static str,
+    key: &'static str,
+    reading: &'a mut Reading,
+}
+
+impl<'de> Lenient<'de> for List<'_> {
+    type Value = ();
+
+    fn other(self, found: Type) {
+        if found != Type::Null {
+            let (path, key) = (self.path, self.key);
+            self.reading.fail(&[self.bearing], self.kind, || {
+                format!("{path}.{key} is {found}, not an array")
+            });
+        }
+    }
+
+    fn array<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (bearing, kind) = (self.bearing, self.kind);
+        for i in 0.. {
+            if self.reading.decided(bearing, kind) {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                break;
+            }
+            let Some(item) = seq.next_element_seed(Any(Item(kind)))? else {
+                break;
+            };
+            match item {
+                Ok(Some(container)) => self.reading.push(bearing, container),
+                Ok(None) => {}
+                Err(why) => {
+                    let (path, key) = (self.path, self.key);
+                    self.reading
+                        .fail(&[bearing], kind, || format!("{path}.{key}[{i}]{why}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One container or volume: the container, if it is one (a volume without an image source is
+/// not), or what is wrong with it, from its own path on.
+struct Item(ContainerKind);
+
+impl<'de> Lenient<'de> for Item {
+    type Value = Result<Option<Container>, String>;
+
+    fn other(self, found: Type) -> Self::Value {
+        Err(format!(" is {found}, not an object"))
+    }
+
+    fn object<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let kind = self.0;
+        let (mut name, mut image, mut source) = (None, None, None);
+        entries(map, &["name", "image"], |i, map| {
+            match i {
+                0 => name = Some(map.next_value_seed(Any(Leaf))?),
+                _ if kind == ContainerKind::ImageVolume => {
+                    source = Some(map.next_value_seed(Any(VolumeImage))?);
+                }
+                _ => image = Some(map.next_value_seed(Any(Leaf))?),
+            }
+            Ok(())
+        })?;
+        Ok(item(kind, name, image, source))
+    }
+}
+
+/// The container of an item whose fields read as given (`None`: absent), checked in a fixed
+/// order, whatever the order of the keys.
+fn item(
+    kind: ContainerKind,
+    name: Option<Result<Option<String>, Type>>,
+    image: Option<Result<Option<String>, Type>>,
+    source: Option<Result<Option<Option<String>>, String>>,
+) -> Result<Option<Container>, String> {
+    let name = match name {
+        None => String::new(),
+        Some(Ok(Some(name))) => name,
+        Some(Ok(None)) => return Err(format!(".name is {}, not a string", Type::Null)),
+        Some(Err(found)) => return Err(format!(".name is {found}, not a string")),
+    };
+    let image = if kind == ContainerKind::ImageVolume {
+        match source.unwrap_or(Ok(None))? {
+            Some(reference) => reference,
+            None => return Ok(None),
+        }
+    } else {
+        let image = image.unwrap_or(Ok(None));
+        image.map_err(|found| format!(".image is {found}, not a string"))?
+    };
+    Ok(Some(Container { kind, name, image }))
+}
+
+/// A volume's `image` source: absent (`None`), or its reference, or what is wrong with it.
+struct VolumeImage;
+
+impl<'de> Lenient<'de> for VolumeImage {
+    type Value = Result<Option<Option<String>>, String>;
+
+    fn other(self, found: Type) -> Self::Value {
+        match found {
+            Type::Null => Ok(None),
+            _ => Err(format!(".image is {found}, not an object")),
+        }
+    }
+
+    fn object<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let mut reference = Ok(None);
+        entries(map, &["reference"], |_, map| {
+            reference = map.next_value_seed(Any(Leaf))?;
+            Ok(())
+        })?;
+        Ok(reference
+            .map(Some)
+            .map_err(|found| format!(".image.reference is {found}, not a string")))
+    }
+}
+
+/// A string (`None` for null), or the type of a value that is none.
+struct Leaf;
+
+impl Lenient<'_> for Leaf {
+    type Value = Result<Option<String>, Type>;
+
+    fn other(self, found: Type) -> Self::Value {
+        match found {
+            Type::Null => Ok(None),
+            _ => Err(found),
+        }
+    }
+
+    fn text(self, v: &str) -> Self::Value {
+        Ok(Some(v.to_owned()))
+    }
 }
 
 /// The items of `new` that `old` does not hold, in order. Linear in both: `old` goes into a hash
@@ -323,6 +761,103 @@ mod tests {
         ];
         for (kind, object) in cases {
             assert_eq!(images(kind, object), want, "{kind:?}");
+        }
+    }
+
+    /// What a stream of `text` reads for each kind, with [`PodSpecReader`] as `crate::read`
+    /// uses it.
+    fn streamed(text: &str) -> Result<PodSpecs, serde_json::Error> {
+        struct Root;
+        impl<'de> Visitor<'de> for Root {
+            type Value = PodSpecs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PodSpecs, A::Error> {
+                let mut reader = PodSpecReader::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match reader.seed(&key) {
+                        Some(seed) => map.next_value_seed(seed)?,
+                        None => map.next_value::<IgnoredAny>().map(drop)?,
+                    }
+                }
+                Ok(reader.finish())
+            }
+        }
+        serde_json::Deserializer::from_str(text).deserialize_map(Root)
+    }
+
+    #[test]
+    fn a_stream_reads_as_a_value_does_whatever_the_key_order() {
+        let texts = [
+            // Every path at once, lists out of order, fields out of order.
+            r#"{"template": {"spec": {"volumes": [{"image": {"reference": "x.org/t"}, "name": "t"}]}},
+                "spec": {"volumes": [{"name": "v", "image": null}], "containers": [{"image": "x.org/p", "name": "p"}],
+                         "template": {"spec": {"initContainers": [{"name": "w", "image": "x.org/w"}]}},
+                         "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c"}]}}}}}}"#,
+            // Several reasons: the one named is the first in a fixed order, not in the text's.
+            r#"{"spec": {"volumes": 7, "initContainers": [{"name": "i", "image": 1}], "containers": "x"}}"#,
+            r#"{"spec": {"containers": "x", "initContainers": [{"image": 1, "name": "i"}], "volumes": 7}}"#,
+            r#"{"spec": {"containers": [{"image": [1], "name": {}}, 3]}}"#,
+            r#"{"spec": {"containers": [{"name": {}, "image": [1]}, 3]}}"#,
+            r#"{"spec": {"template": 3, "jobTemplate": {"spec": []}}, "template": {"spec": null}}"#,
+            r#"{"spec": {"volumes": [{"name": "v", "image": {"reference": false}}, {"name": null}]}}"#,
+        ];
+        let bearings = [
+            PodBearing::Pod,
+            PodBearing::PodTemplate,
+            PodBearing::Workload,
+            PodBearing::CronJob,
+        ];
+        for text in texts {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let specs = streamed(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            for bearing in bearings {
+                assert_eq!(
+                    specs.get(bearing),
+                    bearing.containers(&value).as_deref(),
+                    "{bearing:?} {text}"
+                );
+            }
+        }
+        let malformed = |text: &str, bearing: PodBearing| match streamed(text).unwrap().get(bearing)
+        {
+            Ok(c) => panic!("{text}: {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(
+            malformed(texts[1], PodBearing::Pod),
+            "malformed pod spec: .spec.containers is a string, not an array"
+        );
+        assert_eq!(
+            malformed(texts[3], PodBearing::Pod),
+            "malformed pod spec: .spec.containers[0].name is an object, not a string"
+        );
+        assert_eq!(
+            malformed(texts[5], PodBearing::Workload),
+            "malformed pod spec: .spec.template is a number, not an object"
+        );
+        assert_eq!(
+            malformed(texts[5], PodBearing::CronJob),
+            "malformed pod spec: .spec.jobTemplate.spec is an array, not an object"
+        );
+        assert_eq!(
+            malformed(texts[6], PodBearing::Pod),
+            "malformed pod spec: .spec.volumes[0].image.reference is a boolean, not a string"
+        );
+        // A key twice on a kept path fails the read; elsewhere it is skipped.
+        for (text, fails) in [
+            (r#"{"spec": {"containers": [], "containers": []}}"#, true),
+            (
+                r#"{"spec": {"containers": [{"image": "a", "image": "b"}]}}"#,
+                true,
+            ),
+            (
+                r#"{"spec": {"containers": [{"env": 1, "env": 2}], "status": 1, "status": 2}}"#,
+                false,
+            ),
+        ] {
+            assert_eq!(streamed(text).is_err(), fails, "{text}");
         }
     }
 

@@ -7,8 +7,10 @@
 //! - [`tls`]: the serving certificate, re-read when its files change;
 //! - [`server`]: `POST /validate`, with a tracing span and metrics per request, read timeouts;
 //! - [`limit`]: the cap on open connections;
+//! - [`budget`]: the bound on bytes of request bodies read and parsed at once;
 //! - [`metrics`]: what `/metrics` on the admin port exports.
 
+pub mod budget;
 pub mod cache;
 pub mod limit;
 pub mod metrics;

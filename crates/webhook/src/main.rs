@@ -51,6 +51,15 @@ struct Args {
     /// never sends a review on a connection the webhook is closing.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// Bytes of request bodies read and parsed at once (e.g. 16Mi); a quarter is kept for
+    /// bodies up to 64 KiB, so ordinary reviews never queue behind large ones. Peak memory is
+    /// a small multiple of it (docs/benchmarks.md).
+    #[arg(long, default_value = "16Mi", value_parser = parse_bytes)]
+    body_budget: usize,
+    /// How long a request waits for its share of --body-budget before it is refused as busy;
+    /// keep it under the webhook's timeoutSeconds (5 s).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    body_budget_wait: Duration,
     /// How long requests in flight may take to finish after SIGTERM.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -73,6 +82,29 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n * 60)),
         _ => Err(format!("{text:?} is not a duration like 5s or 500ms")),
     }
+}
+
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let shift = match unit {
+        "" => 0,
+        "Ki" => 10,
+        "Mi" => 20,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size like 16Mi, 512Ki or 1048576"
+            ));
+        }
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is not a size like 16Mi, 512Ki or 1048576"))
 }
 
 #[tokio::main]
@@ -126,7 +158,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "starting"
     );
 
-    let webhook = Arc::new(Webhook::new(config, namespaces.clone(), metrics.clone()));
+    let webhook = Webhook::new(config, namespaces.clone(), metrics.clone())
+        .with_budget(args.body_budget, args.body_budget_wait);
+    let webhook = Arc::new(webhook);
     let handle = Handle::new();
     let mut server = tokio::spawn(server::serve(
         listener,
@@ -202,6 +236,11 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("1h").is_err());
+        assert_eq!(parse_bytes("16Mi"), Ok(16 << 20));
+        assert_eq!(parse_bytes("512Ki"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("1G").is_err());
     }
 
     #[test]
@@ -214,6 +253,7 @@ mod tests {
         assert_eq!(args.admin_addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(args.max_connections, 4096);
         assert_eq!(args.idle_timeout, Duration::from_secs(120));
+        assert_eq!(args.body_budget, 16 << 20);
         let zero = [
             "byoc-webhook",
             "--tls-cert",

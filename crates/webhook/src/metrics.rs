@@ -37,6 +37,8 @@ pub struct Metrics {
     pub open_connections: Gauge,
     /// Connections closed on accept because the connection limit was reached.
     pub refused_connections: Counter,
+    /// Bytes of request bodies being read or parsed ([`crate::budget`]).
+    pub body_bytes_in_flight: Gauge,
 }
 
 impl Metrics {
@@ -52,6 +54,7 @@ impl Metrics {
             reloads: Family::default(),
             open_connections: Gauge::default(),
             refused_connections: Counter::default(),
+            body_bytes_in_flight: Gauge::default(),
         };
         let registry = registry.sub_registry_with_prefix("byoc_webhook");
         registry.register(
@@ -93,6 +96,11 @@ impl Metrics {
             "refused_connections",
             "Connections closed on accept because --max-connections were open",
             metrics.refused_connections.clone(),
+        );
+        registry.register(
+            "body_bytes_in_flight",
+            "Bytes of request bodies being read or parsed, bounded by --body-budget",
+            metrics.body_bytes_in_flight.clone(),
         );
         metrics
     }

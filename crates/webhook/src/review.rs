@@ -3,13 +3,14 @@
 //! Every body gets an AdmissionReview back: a request that cannot be read is refused (fail
 //! closed) with a message that says why, echoing its `uid` when one can be found.
 
+use std::fmt;
+
 use byoc_policy::{Decision, Mode, read};
-use kube::core::DynamicObject;
-use kube::core::admission::{
-    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
-};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, META_API_VERSION_V1, META_KIND};
+
 use serde::Deserialize;
-use serde_json::Value;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::error::Category;
 use thiserror::Error;
 
 /// The largest request body read: an AdmissionReview can carry an object and its old version,
@@ -22,6 +23,10 @@ pub enum ReviewError {
     /// The body is larger than [`MAX_BODY_BYTES`].
     #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
+    /// Too many bytes of other bodies were being read or parsed for this one to wait for
+    /// ([`crate::budget`]).
+    #[error("the webhook is busy: other requests' bodies held its body budget for {0:?}; retry")]
+    Busy(std::time::Duration),
     /// The body could not be received.
     #[error("cannot read the request body: {0}")]
     Body(String),
@@ -55,6 +60,7 @@ impl ReviewError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::TooLarge => "too_large",
+            Self::Busy(_) => "busy",
             Self::Body(_) => "body",
             Self::NotJson(_) => "not_json",
             Self::NotAReview { .. } => "not_a_review",
@@ -91,6 +97,7 @@ impl Unreadable {
         response.uid.clone_from(&self.uid);
         response.result.code = match self.error {
             ReviewError::TooLarge => 413,
+            ReviewError::Busy(_) => 503,
             _ => 400,
         };
         response
@@ -103,47 +110,64 @@ impl From<ReviewError> for Unreadable {
     }
 }
 
-/// Parses a request body into the AdmissionRequest it carries. Its objects keep only what the
-/// policy reads ([`byoc_policy::read`]), which halves the CPU a review costs.
-pub fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Unreadable> {
-    let value = read::admission_review(body).map_err(|e| match e.classify() {
-        // JSON, but with a key twice on a path the policy reads.
-        serde_json::error::Category::Data => ReviewError::Invalid(e),
-        _ => ReviewError::NotJson(e),
-    })?;
-    match AdmissionReview::<DynamicObject>::deserialize(&value) {
-        Ok(review) => {
-            let (api_version, kind) = (&review.types.api_version, &review.types.kind);
-            if api_version != META_API_VERSION_V1 || kind != META_KIND {
-                let error = ReviewError::NotAReview {
-                    api_version: api_version.clone(),
-                    kind: kind.clone(),
-                };
-                let uid = review.request.map(|r| r.uid).unwrap_or_default();
-                return Err(Unreadable { uid, error });
-            }
-            let request: AdmissionRequest<DynamicObject> = review
-                .try_into()
-                .map_err(|_| Unreadable::new(ReviewError::NoRequest))?;
-            if request.uid.is_empty() {
-                return Err(ReviewError::NoUid.into());
-            }
-            Ok(request)
+/// Parses a request body into the AdmissionRequest it carries, keeping only what the policy
+/// reads ([`byoc_policy::read`]).
+pub fn parse(body: &[u8]) -> Result<AdmissionRequest<read::Object>, Unreadable> {
+    let review = match read::admission_review(body) {
+        Ok(review) => review,
+        // serde_json reports some wrong types (an enum that is a number) as syntax errors:
+        // whether the body is JSON at all is asked of a pass that keeps nothing.
+        Err(e) if e.classify() == Category::Data || is_json(body) => {
+            return Err(diagnose(body, e));
         }
-        Err(error) => Err(diagnose(&value, error)),
+        Err(e) => return Err(ReviewError::NotJson(e).into()),
+    };
+    let (api_version, kind) = (&review.types.api_version, &review.types.kind);
+    if api_version != META_API_VERSION_V1 || kind != META_KIND {
+        let error = ReviewError::NotAReview {
+            api_version: api_version.clone(),
+            kind: kind.clone(),
+        };
+        let uid = review.request.map(|r| r.uid).unwrap_or_default();
+        return Err(Unreadable { uid, error });
     }
+    let request: AdmissionRequest<read::Object> = review
+        .try_into()
+        .map_err(|_| Unreadable::new(ReviewError::NoRequest))?;
+    if request.uid.is_empty() {
+        return Err(ReviewError::NoUid.into());
+    }
+    Ok(request)
 }
 
-/// Explains why a JSON body is not an AdmissionReview, finding its uid if it has one.
-fn diagnose(value: &Value, error: serde_json::Error) -> Unreadable {
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
-    let api_version = text(value, "apiVersion").unwrap_or_default();
-    let kind = text(value, "kind").unwrap_or_default();
-    let request = value.get("request").filter(|r| !r.is_null());
-    let uid = request.and_then(|r| text(r, "uid")).unwrap_or_default();
+fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<IgnoredAny>(body).is_ok()
+}
+
+/// Explains why a JSON body is not a readable AdmissionReview, finding its uid if it has one.
+/// A second pass over the body, which keeps nothing but three strings.
+fn diagnose(body: &[u8], error: serde_json::Error) -> Unreadable {
+    if error.to_string().starts_with("duplicate ") {
+        // A key twice where the policy reads: which one counts must not be a guess.
+        let uid = serde_json::from_slice::<Outline>(body)
+            .ok()
+            .and_then(|o| o.request)
+            .and_then(|r| r.uid.0)
+            .unwrap_or_default();
+        return Unreadable {
+            uid,
+            error: ReviewError::Invalid(error),
+        };
+    }
+    let outline = serde_json::from_slice::<Outline>(body).unwrap_or_default();
+    let api_version = outline.api_version.0.unwrap_or_default();
+    let kind = outline.kind.0.unwrap_or_default();
+    let request = outline.request;
+    let present = request.is_some();
+    let uid = request.and_then(|r| r.uid.0).unwrap_or_default();
     let error = if api_version != META_API_VERSION_V1 || kind != META_KIND {
         ReviewError::NotAReview { api_version, kind }
-    } else if request.is_none() {
+    } else if !present {
         ReviewError::NoRequest
     } else if uid.is_empty() {
         ReviewError::NoUid
@@ -151,6 +175,100 @@ fn diagnose(value: &Value, error: serde_json::Error) -> Unreadable {
         ReviewError::Invalid(error)
     };
     Unreadable { uid, error }
+}
+
+/// What [`diagnose`] reads of a body. Values of other types are skipped, unallocated.
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Outline {
+    api_version: Text,
+    kind: Text,
+    /// `None` when absent or null.
+    request: Option<RequestOutline>,
+}
+
+/// A request that is not null, and its uid when it is an object with a string `uid`.
+#[derive(Default)]
+struct RequestOutline {
+    uid: Text,
+}
+
+/// A string, or `None` for a value of any other type.
+#[derive(Default)]
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Lenient).map(|v| Text(v.text))
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestOutline {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Lenient)
+            .map(|v| RequestOutline { uid: Text(v.uid) })
+    }
+}
+
+/// Reads any value: a string, or the string `uid` of an object.
+struct Lenient;
+
+#[derive(Default)]
+struct Read {
+    text: Option<String>,
+    uid: Option<String>,
+}
+
+impl<'de> Visitor<'de> for Lenient {
+    type Value = Read;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Read, E> {
+        Ok(Read {
+            text: Some(v.to_owned()),
+            uid: None,
+        })
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Read, E> {
+        Ok(Read::default())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Read, E> {
+        Ok(Read::default())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Read, E> {
+        Ok(Read::default())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Read, E> {
+        Ok(Read::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<Read, E> {
+        Ok(Read::default())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Read, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Read::default())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
+        let mut read = Read::default();
+        while let Some(key) = map.next_key::<Text>()? {
+            if key.0.as_deref() == Some("uid") {
+                read.uid = map.next_value::<Text>()?.0;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(read)
+    }
 }
 
 /// What happened to a request, for metrics and logs.
@@ -196,7 +314,7 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn request(extra: Value) -> Value {
         let mut r = json!({

@@ -20,6 +20,7 @@ use jiff::Timestamp;
 use kube::core::admission::AdmissionResponse;
 use rustls::ServerConfig;
 
+use crate::budget::{BodyBudget, SMALL_BODY_BYTES};
 use crate::cache::NamespaceCache;
 use crate::limit::ConnectionLimit;
 use crate::metrics::Metrics;
@@ -32,21 +33,38 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The path the API server posts AdmissionReviews to.
 pub const VALIDATE_PATH: &str = "/validate";
 
-/// Everything a review needs: the policy, the namespace cache and the metrics.
+/// Everything a review needs: the policy, the namespace cache, the metrics and the body budget.
 pub struct Webhook {
     config: Config,
     namespaces: NamespaceCache,
     metrics: Metrics,
+    budget: BodyBudget,
 }
 
 impl Webhook {
     /// A webhook applying `config` with grants read from `namespaces`.
+    /// Its body budget is [`crate::budget::DEFAULT_BYTES`], waited for up to
+    /// [`crate::budget::DEFAULT_WAIT`].
     pub fn new(config: Config, namespaces: NamespaceCache, metrics: Metrics) -> Self {
+        let budget = BodyBudget::new(
+            crate::budget::DEFAULT_BYTES,
+            crate::budget::DEFAULT_WAIT,
+            metrics.body_bytes_in_flight.clone(),
+        );
         Self {
             config,
             namespaces,
             metrics,
+            budget,
         }
+    }
+
+    /// The same webhook with a body budget of `bytes`, waited for up to `wait`.
+    #[must_use]
+    pub fn with_budget(mut self, bytes: usize, wait: Duration) -> Self {
+        let gauge = self.metrics.body_bytes_in_flight.clone();
+        self.budget = BodyBudget::new(bytes, wait, gauge);
+        self
     }
 
     /// Answers one request body: the policy's response, or a refusal saying why the body
@@ -116,6 +134,18 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
 
 async fn validate(State(webhook): State<Arc<Webhook>>, body: Body) -> Response {
     let started = Instant::now();
+    let declared = axum::body::HttpBody::size_hint(&body).exact();
+    let _taken = match webhook.budget.take(declared).await {
+        Ok(taken) => taken,
+        Err(error) => {
+            return answer(
+                &webhook,
+                started,
+                StatusCode::SERVICE_UNAVAILABLE,
+                webhook.unreadable(&error.into()),
+            );
+        }
+    };
     let read = tokio::time::timeout(BODY_READ_TIMEOUT, read_body(body));
     let read = read.await.unwrap_or_else(|_| {
         Err(ReviewError::Body(format!(
@@ -123,6 +153,16 @@ async fn validate(State(webhook): State<Arc<Webhook>>, body: Body) -> Response {
         )))
     });
     let (status, response) = match read {
+        // A large body takes long to parse (seconds on a loaded machine): on the blocking pool,
+        // so that it never holds one of the few async workers, which accept connections, finish
+        // TLS handshakes (axum-server drops one unfinished after 10 s) and answer ordinary
+        // reviews. The body budget bounds how many run at once.
+        Ok(bytes) if bytes.len() > SMALL_BODY_BYTES => {
+            let webhook = Arc::clone(&webhook);
+            let review = tokio::task::spawn_blocking(move || webhook.review(&bytes)).await;
+            let response = review.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            (StatusCode::OK, response)
+        }
         Ok(bytes) => (StatusCode::OK, webhook.review(&bytes)),
         Err(error @ ReviewError::TooLarge) => (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -130,6 +170,15 @@ async fn validate(State(webhook): State<Arc<Webhook>>, body: Body) -> Response {
         ),
         Err(error) => (StatusCode::OK, webhook.unreadable(&error.into())),
     };
+    answer(&webhook, started, status, response)
+}
+
+fn answer(
+    webhook: &Webhook,
+    started: Instant,
+    status: StatusCode,
+    response: AdmissionResponse,
+) -> Response {
     let answer = match serde_json::to_vec(&response.into_review()) {
         Ok(json) => (status, [(header::CONTENT_TYPE, "application/json")], json).into_response(),
         // Serializing plain structs of strings cannot fail; answer anyway rather than panic.
@@ -145,11 +194,24 @@ async fn read_body(body: Body) -> Result<Bytes, ReviewError> {
     if axum::body::HttpBody::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
         return Err(ReviewError::TooLarge);
     }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ReviewError::TooLarge),
-        Err(e) => Err(ReviewError::Body(e.to_string())),
+    // One buffer of the declared length, filled frame by frame: never a second copy.
+    let declared = axum::body::HttpBody::size_hint(&body).lower();
+    let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0).min(MAX_BODY_BYTES));
+    let mut body = Limited::new(body, MAX_BODY_BYTES);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                }
+            }
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(ReviewError::TooLarge);
+            }
+            Err(e) => return Err(ReviewError::Body(e.to_string())),
+        }
     }
+    Ok(Bytes::from(bytes))
 }
 
 /// How connections are bounded.

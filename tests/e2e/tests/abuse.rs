@@ -11,13 +11,19 @@
 //! not in the request path. What one request body can do (malformed JSON, other API versions, a
 //! missing uid, exactly 7 MiB) is covered in-process by `crates/webhook/tests/https.rs`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use byoc_e2e::TestNamespace;
 use byoc_e2e::chaos::{
-    Connection, HttpsClient, PLATFORM_IMAGE, WebhookOptions, WebhookProcess, admission_response,
-    pod_review, tcp_closed_within,
+    Connection, HttpsClient, Outcome, PLATFORM_IMAGE, WebhookOptions, WebhookProcess,
+    admission_response, pod_review, tcp_closed_within, try_pod,
 };
-use serde_json::json;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 /// One MiB, in the KiB that /proc reports.
@@ -466,4 +472,237 @@ async fn bytes_that_are_not_http_get_a_clean_close_and_the_server_keeps_serving(
         assert_eq!(response.status, 405);
     }
     still_serves(&client).await;
+}
+
+/// An AdmissionReview of exactly `size` bytes whose request carries an unknown key holding a
+/// long array of small numbers: the body that cost most memory per byte before the reader kept
+/// only what the policy reads.
+fn numbers_review(uid: &str, size: usize) -> Vec<u8> {
+    let mut review = pod_review(uid, "tool-abuse", &[PLATFORM_IMAGE]);
+    review["request"]["junk"] = json!([]);
+    let text = review.to_string();
+    let numbers = (size - text.len()) / 2;
+    let mut array = "1,".repeat(numbers);
+    array.pop();
+    let body = text.replacen("\"junk\":[]", &format!("\"junk\":[{array}]"), 1);
+    let mut body = body.into_bytes();
+    body.resize(size, b' ');
+    body
+}
+
+/// A pod with `count` labels of 112 bytes of JSON each (a 43-character key, a 63-character
+/// value): few enough that the API server computes their managedFields in seconds.
+fn pod_with_labels(count: usize) -> Pod {
+    let (key, value) = ("k".repeat(30), "v".repeat(63));
+    let labels: serde_json::Map<String, Value> = (0..count)
+        .map(|i| (format!("label-{i:06}-{key}"), json!(value)))
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "labels-", "labels": labels},
+        "spec": {"containers": [{"name": "app", "image": PLATFORM_IMAGE}]},
+    }))
+    .expect("a Pod")
+}
+
+/// A dry-run create of `pod` through the API server.
+async fn dry_run(client: &kube::Client, namespace: &str, pod: &Pod) -> Outcome {
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    match Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(&params, pod)
+        .await
+    {
+        Ok(_) => Outcome::Admitted,
+        Err(e) => Outcome::Other(e.to_string()),
+    }
+}
+
+/// The attack of [`the_costliest_bodies_in_parallel_leave_memory_bounded_and_ordinary_reviews_answered`]:
+/// every body of `bodies` straight to the webhook and `pods` dry-run creates of `pod` through
+/// the API server, all at once. Returns the HTTP status of each direct body (none when the
+/// connection closed before it was read) and the outcome of each create.
+async fn costliest(
+    https: HttpsClient,
+    namespace: String,
+    bodies: Vec<(String, Vec<u8>)>,
+    pod: Arc<Pod>,
+    pods: usize,
+) -> (Vec<Option<u16>>, Vec<Outcome>) {
+    let client = byoc_e2e::client().await;
+    let direct: Vec<_> = bodies
+        .into_iter()
+        .map(|(uid, body)| {
+            let https = https.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut conn = https.connect().await.unwrap_or_else(|e| {
+                    panic!(
+                        "{uid}: no TLS connection after {:?}: {e}",
+                        started.elapsed()
+                    )
+                });
+                let response = match conn.post(&body).await {
+                    Ok(response) => response,
+                    // Refused as busy from its headers, the answer sent while the body is still
+                    // being written, and the connection closed: the answer is here, or lost.
+                    Err(e) => match conn.read_response().await {
+                        Ok(response) => response,
+                        Err(_) => {
+                            eprintln!("{uid}: closed ({e}) before an answer was read");
+                            return None;
+                        }
+                    },
+                };
+                let review = response.json();
+                let r = admission_response(&review);
+                // Admitted (the junk is skipped), or refused as busy past the budget's wait.
+                match response.status {
+                    200 => assert_eq!((&r["uid"], &r["allowed"]), (&json!(uid), &json!(true))),
+                    503 => assert_eq!(r["allowed"], false),
+                    other => panic!("{other}: {review}"),
+                }
+                Some(response.status)
+            })
+        })
+        .collect();
+    let labelled: Vec<_> = (0..pods)
+        .map(|_| {
+            let (client, namespace, pod) = (client.clone(), namespace.clone(), pod.clone());
+            tokio::spawn(async move { dry_run(&client, &namespace, &pod).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in direct {
+        statuses.push(task.await.expect("a direct body"));
+    }
+    let mut outcomes = Vec::new();
+    for task in labelled {
+        outcomes.push(task.await.expect("a labelled pod"));
+    }
+    (statuses, outcomes)
+}
+
+/// Issue 21's worst shapes for the webhook's memory, 16 of each at once: a 7 MiB body whose
+/// unknown key holds an array of 3.6 million small numbers, straight to the webhook, and a
+/// dry-run pod with about 3 MiB of labels (as much as the API server takes in one request) and
+/// the API server's managedFields for them, through the API server. Meanwhile ordinary
+/// reviews, straight and through the API server, keep being answered correctly, and the
+/// webhook's peak RSS stays within 96 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_costliest_bodies_in_parallel_leave_memory_bounded_and_ordinary_reviews_answered() {
+    const PARALLEL: usize = 16;
+    const LIMIT: usize = 7 * 1024 * 1024;
+    /// 2.9 MB of labels: the pod's JSON stays under the API server's 3 MiB request limit.
+    const LABELS: usize = 26_000;
+    /// How long the attack may take: the API server computes the managedFields of 16 pods.
+    const ATTACK: Duration = Duration::from_secs(240);
+    let _exclusive = byoc_e2e::chaos::exclusive().await;
+    let client = byoc_e2e::client().await;
+    let namespace = TestNamespace::create(&client, "tool-memory").await;
+    namespace.wait_for_default_service_account(&client).await;
+    let mut webhook = start();
+    webhook.register().await;
+    let pid = webhook.pid();
+    let https = webhook.client();
+    // The attack's inputs are made first, and it runs on a runtime of its own, as another
+    // process would: the test's own work must not starve the client it measures.
+    let bodies: Vec<_> = (0..PARALLEL)
+        .map(|i| {
+            let uid = format!("numbers-{i}");
+            let body = numbers_review(&uid, LIMIT);
+            (uid, body)
+        })
+        .collect();
+    let pod = Arc::new(pod_with_labels(LABELS));
+    let base = webhook.rss_kib();
+    let started = Instant::now();
+
+    // Ordinary reviews keep flowing meanwhile, straight and through the API server.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ordinary = tokio::spawn({
+        let (stop, https, client) = (stop.clone(), https.clone(), client.clone());
+        let ns = namespace.name().to_owned();
+        async move {
+            let mut answered = 0;
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) && i < 10_000 {
+                i += 1;
+                let started = Instant::now();
+                let mut conn = https.connect().await.unwrap_or_else(|e| {
+                    panic!(
+                        "ordinary {i}: no TLS connection after {:?}: {e}",
+                        started.elapsed()
+                    )
+                });
+                review_ok(&mut conn, &format!("o{i}-a"), PLATFORM_IMAGE, true).await;
+                review_ok(&mut conn, &format!("o{i}-d"), "nginx", false).await;
+                assert_eq!(
+                    try_pod(&client, &ns, PLATFORM_IMAGE).await,
+                    Outcome::Admitted
+                );
+                assert_eq!(
+                    try_pod(&client, &ns, "quay.io/evil/x").await,
+                    Outcome::Denied
+                );
+                answered += 4;
+            }
+            answered
+        }
+    });
+
+    let attack = std::thread::spawn({
+        let (https, ns) = (https.clone(), namespace.name().to_owned());
+        move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime for the attack")
+                .block_on(async {
+                    let attack = costliest(https, ns, bodies, pod, PARALLEL);
+                    tokio::time::timeout(ATTACK, attack).await
+                })
+        }
+    });
+    let attack = tokio::task::spawn_blocking(move || attack.join())
+        .await
+        .expect("join the attack thread");
+    stop.store(true, Ordering::Relaxed);
+    let answered = ordinary
+        .await
+        .expect("ordinary reviews were all answered correctly");
+    let (statuses, outcomes) = attack
+        .expect("the attack ran as expected")
+        .unwrap_or_else(|_| panic!("the attack did not end within {ATTACK:?}"));
+    let peak = webhook.peak_rss_kib();
+    let parsed = statuses.iter().filter(|s| **s == Some(200)).count();
+    let admitted = outcomes.iter().filter(|o| **o == Outcome::Admitted).count();
+    eprintln!(
+        "{PARALLEL} x 7 MiB numbers straight ({parsed} parsed, the rest busy: {statuses:?}) + {PARALLEL} x \
+         {LABELS}-label pods through the API server ({admitted} admitted; else {:?}), \
+         {answered} ordinary reviews, in {:?}: RSS {base} KiB before, peak {peak} KiB, now {} KiB",
+        outcomes.iter().find(|o| **o != Outcome::Admitted),
+        started.elapsed(),
+        webhook.rss_kib()
+    );
+    // A process that ended (killed for its memory, or crashed) has no VmRSS any more.
+    assert!(
+        byoc_e2e::chaos::proc_status_kib(pid, "VmRSS") > 0,
+        "the webhook is gone:\n{}",
+        webhook.log()
+    );
+    assert!(answered >= 4, "no ordinary review ran alongside");
+    assert!(
+        parsed > 0,
+        "no 7 MiB body was parsed: the bound was not exercised"
+    );
+    assert!(
+        admitted > 0,
+        "no labelled pod was reviewed: the bound was not exercised"
+    );
+    assert!(peak <= 96 * MIB, "peak RSS {peak} KiB");
+    still_serves(&https).await;
 }
