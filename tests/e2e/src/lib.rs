@@ -20,6 +20,7 @@ pub mod cli;
 pub mod controller;
 pub mod images;
 pub mod node;
+pub mod registry;
 pub mod reports;
 pub mod webhook;
 

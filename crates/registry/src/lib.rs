@@ -1,0 +1,30 @@
+//! The registry client of image requirements (DESIGN §12): it fetches manifests and config
+//! blobs and hands out raw, digest-verified bytes with their media type; parsing and deciding
+//! are `byoc-policy`'s.
+//!
+//! - Anonymous first: the distribution spec's token flow (401 + `WWW-Authenticate: Bearer` →
+//!   token endpoint), with a registry's credentials from a `.dockerconfigjson` when given
+//!   ([`Credentials`]); HTTP Basic when the registry asks for it.
+//! - Verified: by-digest content must hash to the digest; a manifest fetched by tag must hash
+//!   to the registry's `Docker-Content-Digest` claim. A registry that lies gets
+//!   [`RegistryError::DigestMismatch`].
+//! - Bounded: bytes per manifest and per blob, time per fetch, requests per host, and the
+//!   caller's [`Budget`] per review.
+//! - Cached: content by digest (immutable, LRU bounded in bytes); tag → digest for a short TTL;
+//!   concurrent lookups of one key share one request.
+//!
+//! HTTPS always, except for registries configured as insecure (plain HTTP: loopback tests).
+//! The caller decides which registries may be asked (only those a grant or the platform
+//! lists), so a tenant cannot point the webhook at a host of its choosing.
+
+mod auth;
+mod cache;
+mod client;
+mod digest;
+mod error;
+mod fetch;
+
+pub use auth::{Credentials, CredentialsError};
+pub use client::{Budget, BuildError, CacheStats, Client, ClientConfig, Fetched, Repository};
+pub use digest::{Digest, DigestParseError};
+pub use error::RegistryError;
