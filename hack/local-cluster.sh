@@ -17,9 +17,12 @@
 #
 # Options (before the subcommand) and environment:
 #   --dir DIR / BYOC_CLUSTER_DIR     state dir (default: <repo>/target/local-cluster). It holds
-#                                    kubeconfig (admin, system:masters), env, pki/, etcd/ and
-#                                    one log file per component. Two clusters can run at once in
-#                                    two state dirs: every port is picked free at start.
+#                                    kubeconfig (admin, system:masters; mode 600 from creation),
+#                                    env, pki/ (mode 700), etcd/, run/NAME.pid (pid and start
+#                                    time: stopping ends only those very processes, never one
+#                                    found by name) and one log file per component. Two clusters
+#                                    can run at once in two state dirs: every port is picked free
+#                                    at start.
 #   --node                           also a node (hack/node.sh): registry, containerd, kubelet,
 #                                    kube-proxy, kube-scheduler; the API server then listens on
 #                                    the node's address 198.19.0.1 (kubeconfig included)
