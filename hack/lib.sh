@@ -37,6 +37,38 @@ names_dir() {
     tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2/"
 }
 
+# start_time PID: the process's start time (clock ticks after boot, field 22 of /proc/PID/stat):
+# with the pid, it names one process for the life of the machine, whatever reuses the pid later.
+start_time() {
+  local stat fields
+  { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+  stat=${stat##*) }
+  read -ra fields <<<"$stat"
+  printf "%s" "${fields[19]}"
+}
+
+# record_pid PID FILE: writes `PID START` to FILE (see recorded_pid).
+record_pid() { printf '%s %s\n' "$1" "$(start_time "$1" || true)" >"$2"; }
+
+# recorded_pid FILE DIR: prints the pid FILE records when that very process still runs (same
+# start time) and its command line names DIR/; fails otherwise. Clean-up ends only such pids:
+# never a process found by name, never one that merely reuses a recorded pid.
+recorded_pid() {
+  local pid="" start=""
+  [[ -r $1 ]] || return 1
+  read -r pid start <"$1" || [[ -n $pid ]] || return 1
+  [[ -n $start ]] && names_dir "$pid" "$2" && [[ $(start_time "$pid") == "$start" ]] &&
+    printf '%s' "$pid"
+}
+
+# write_private FILE: writes stdin to FILE, readable by its owner only from the moment it exists:
+# into a new file made by mktemp (always mode 600, whatever the umask), renamed over FILE.
+write_private() {
+  local tmp
+  tmp=$(mktemp "$1.XXXXXX")
+  if cat >"$tmp"; then mv -f "$tmp" "$1"; else rm -f "$tmp"; return 1; fi
+}
+
 # spawn LOG CMD...: starts CMD in the background in its own session (so a terminal's Ctrl-C
 # reaches only the script, which then stops what it started in order), with stdin from
 # /dev/null and fd 9 (the scripts' lock) closed, appending to LOG after a dated header line.
@@ -133,11 +165,12 @@ sign() {
   rm -f "$out.csr" "$out.ext"
 }
 
-# write_kubeconfig FILE SERVER CA USER CERT: a kubeconfig (mode 600) for SERVER, trusting CA.crt,
-# as USER with the client certificate CERT.crt/CERT.key, all embedded so the file can be copied.
+# write_kubeconfig FILE SERVER CA USER CERT: a kubeconfig (mode 600 from the start, see
+# write_private) for SERVER, trusting CA.crt, as USER with the client certificate
+# CERT.crt/CERT.key, all embedded so the file can be copied.
 write_kubeconfig() {
   local file=$1 server=$2 ca=$3 user=$4 cert=$5
-  cat >"$file" <<EOF
+  write_private "$file" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -157,7 +190,6 @@ contexts:
     user: $user
 current-context: byoc-local
 EOF
-  chmod 600 "$file"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -17,9 +17,12 @@
 #
 # Options (before the subcommand) and environment:
 #   --dir DIR / BYOC_CLUSTER_DIR     state dir (default: <repo>/target/local-cluster). It holds
-#                                    kubeconfig (admin, system:masters), env, pki/, etcd/ and
-#                                    one log file per component. Two clusters can run at once in
-#                                    two state dirs: every port is picked free at start.
+#                                    kubeconfig (admin, system:masters; mode 600 from creation),
+#                                    env, pki/ (mode 700), etcd/, run/NAME.pid (pid and start
+#                                    time: stopping ends only those very processes, never one
+#                                    found by name) and one log file per component. Two clusters
+#                                    can run at once in two state dirs: every port is picked free
+#                                    at start.
 #   --node                           also a node (hack/node.sh): registry, containerd, kubelet,
 #                                    kube-proxy, kube-scheduler; the API server then listens on
 #                                    the node's address 198.19.0.1 (kubeconfig included)
@@ -70,31 +73,26 @@ elapsed() {
 # ---------------------------------------------------------------------------------------------
 # Processes
 
-# launch NAME CMD...: starts a component (spawn), logging to DIR/NAME.log.
+# launch NAME CMD...: starts a component (spawn), logging to DIR/NAME.log, and records it in
+# DIR/run/NAME.pid (record_pid: its pid and start time).
 launch() {
   local name=$1; shift
   spawn "$dir/$name.log" "$@"
   pids[$name]=$!
-  echo "$!" >"$dir/run/$name.pid"
+  record_pid "$!" "$dir/run/$name.pid"
 }
 
-# ours PID: PID runs and its command line names this state dir (so it is one of our components).
-ours() { names_dir "$1" "$dir"; }
-
-# current_pid NAME: the pid of NAME now: the one in run/NAME.pid (`restart` replaces it there),
-# else the one we started.
+# current_pid NAME: the pid of NAME now: the process run/NAME.pid records, if it still runs
+# (`restart` replaces it there), else the one we started.
 current_pid() {
-  local pid=""
-  [[ -r $dir/run/$1.pid ]] && pid=$(<"$dir/run/$1.pid")
-  [[ -n $pid ]] || pid=${pids[$1]:-}
-  printf '%s' "$pid"
+  recorded_pid "$dir/run/$1.pid" "$dir" || printf '%s' "${pids[$1]:-}"
 }
 
 # stop NAME: stops one component we started, or its replacement started by `restart`.
 stop() {
   local name=$1 pid=${pids[$1]:-} current
   current=$(current_pid "$name")
-  if [[ -n $current && $current != "$pid" ]] && ours "$current"; then
+  if [[ -n $current && $current != "$pid" ]]; then
     stop_pid "$current" "$name"
   fi
   [[ -n $pid ]] && stop_pid "$pid" "$name"
@@ -135,16 +133,13 @@ stop_stale() {
   stop_leftover etcd
 }
 
-# stop_leftover NAME: stops NAME of a previous run. Its pid is only trusted if the process's
-# command line names this state dir.
+# stop_leftover NAME: stops NAME of a previous run: only the very process its pid file
+# records (same pid and start time, command line naming this state dir).
 stop_leftover() {
   local name=$1 pid
-  [[ -e $dir/run/$name.pid ]] || return 0
-  pid=$(<"$dir/run/$name.pid")
-  if ours "$pid"; then
-    log "stopping $name ($pid) left over from a previous run"
-    stop_pid "$pid" "$name"
-  fi
+  pid=$(recorded_pid "$dir/run/$name.pid" "$dir") || return 0
+  log "stopping $name ($pid) left over from a previous run"
+  stop_pid "$pid" "$name"
 }
 
 # on_signal SIG: stops everything and exits. SIGPIPE (a write to stdout or stderr after the
@@ -177,10 +172,11 @@ on_exit() {
 # ---------------------------------------------------------------------------------------------
 # Certificates and kubeconfigs
 
+# make_pki: DIR/pki, private (mode 700) before anything is written in it; openssl writes
+# private keys with mode 600, kubeconfigs are written with write_kubeconfig.
 make_pki() {
   local pki=$dir/pki
-  mkdir -p "$pki"
-  chmod 700 "$pki"
+  mkdir -m 700 "$pki"
   # Cluster CA: trusted for serving and client certificates alike.
   new_ca "$pki/ca" byoc-local-ca 365
   sign "$pki/ca" "$pki/apiserver" "/CN=kube-apiserver" 365 "extendedKeyUsage = serverAuth" \
@@ -309,16 +305,19 @@ default_sa_exists() {
   kubectl --kubeconfig "$dir/kubeconfig" --request-timeout=5s -n default get serviceaccount default
 }
 
+# cluster_env: the cluster's KEY=value pairs, one a line (values are paths and URLs).
+cluster_env() {
+  printf '%s\n' "KUBECONFIG=$dir/kubeconfig" "BYOC_APISERVER_URL=$apiserver_url" \
+    "BYOC_CA_CERT=$dir/pki/ca.crt" "BYOC_CA_KEY=$dir/pki/ca.key" "BYOC_ETCD_URL=$etcd_url" \
+    "BYOC_CLUSTER_DIR=$dir" "KUBECACHEDIR=$KUBECACHEDIR"
+}
+
+# write_env: DIR/env, cluster_env quoted for shells that source it (this script never does).
 write_env() {
-  {
-    printf 'KUBECONFIG=%q\n' "$dir/kubeconfig"
-    printf 'BYOC_APISERVER_URL=%q\n' "$apiserver_url"
-    printf 'BYOC_CA_CERT=%q\n' "$dir/pki/ca.crt"
-    printf 'BYOC_CA_KEY=%q\n' "$dir/pki/ca.key"
-    printf 'BYOC_ETCD_URL=%q\n' "$etcd_url"
-    printf 'BYOC_CLUSTER_DIR=%q\n' "$dir"
-    printf 'KUBECACHEDIR=%q\n' "$KUBECACHEDIR"
-  } >"$dir/env.tmp"
+  local key value
+  while IFS='=' read -r key value; do
+    printf '%s=%q\n' "$key" "$value"
+  done < <(cluster_env) >"$dir/env.tmp"
   mv "$dir/env.tmp" "$dir/env"
 }
 
@@ -400,11 +399,9 @@ cmd_up() {
 cmd_exec() {
   [[ $# -gt 0 ]] || usage
   start_cluster
-  export KUBECONFIG=$dir/kubeconfig
-  set -a
-  # shellcheck source=/dev/null
-  source "$dir/env"
-  set +a
+  local line
+  # `export NAME=VALUE` takes VALUE as it is: nothing is evaluated.
+  while IFS= read -r line; do export "${line?}"; done < <(cluster_env)
   log "running: $*"
   # CMD gets its own process group so that stop_all can end all of it; stdin stays usable.
   setsid "$@" <&0 9>&- &
@@ -418,6 +415,15 @@ cmd_exec() {
   exit "$status"
 }
 
+# holds_lock PID: PID has DIR/.lock open: it is the script that runs the cluster here.
+holds_lock() {
+  local fd
+  for fd in "/proc/$1/fd/"*; do
+    [[ $(readlink "$fd" 2>/dev/null) == "$dir/.lock" ]] && return 0
+  done
+  return 1
+}
+
 cmd_down() {
   mkdir -p "$dir"
   exec 9>"$dir/.lock"
@@ -426,6 +432,7 @@ cmd_down() {
     local owner
     owner=$(cat "$dir/owner.pid" 2>/dev/null || true)
     [[ $owner =~ ^[0-9]+$ ]] || die "$dir is locked but owner.pid is unreadable"
+    holds_lock "$owner" || die "$dir is locked, but not by pid $owner (owner.pid); not signalling it"
     log "stopping the cluster run by pid $owner"
     kill -TERM "$owner"
     flock -w 60 9 || die "pid $owner did not stop within 60s"
@@ -446,11 +453,9 @@ cmd_restart() {
   exec 9>"$dir/.lock"
   flock -n 9 && die "no cluster is running in $dir"
   [[ -r $dir/env ]] || die "the cluster in $dir is still starting"
-  # shellcheck source=/dev/null
-  source "$dir/env"
-  etcd_port=${BYOC_ETCD_URL##*:}
-  pid=$(current_pid "$name")
-  ours "$pid" || die "$name is not running in $dir"
+  # etcd_healthy needs the port; DIR/env is read, not sourced.
+  etcd_port=$(sed -n 's/^BYOC_ETCD_URL=.*:\([0-9]*\)$/\1/p' "$dir/env")
+  pid=$(recorded_pid "$dir/run/$name.pid" "$dir") || die "$name is not running in $dir"
   mapfile -d '' args <"/proc/$pid/cmdline"
   : >"$dir/run/$name.restarting"
   log "restarting $name ($pid, SIG$signal)"
@@ -467,7 +472,7 @@ cmd_restart() {
   for attempt in $(seq 1 50); do
     spawn "$dir/$name.log" "${args[@]}"
     pids[$name]=$!
-    echo "$!" >"$dir/run/$name.pid"
+    record_pid "$!" "$dir/run/$name.pid"
     rc=0
     case $name in
       etcd) wait_until "${pids[$name]}" etcd_healthy || rc=$? ;;

@@ -114,21 +114,36 @@ launch() {
 # in_ns CMD...: CMD in the node's private mount namespace.
 in_ns() { nsenter --mount="/proc/$(<"$nd/run/ns.pid")/ns/mnt" -- "$@"; }
 
-# node_pids: every process of the node: those naming its state dir, those in its mount
-# namespace and those in its cgroups (the containers).
+# node_pids: every process the node started: the daemons launch recorded (their command lines
+# name DIR/node/), what runs in its private mount namespace (containerd, its shims, kubelet)
+# and what runs in its cgroups (the containers). Never a process found by its name or
+# command line alone: a stranger is never ended.
 node_pids() {
   local p mntns="" f
+  for f in "$nd"/run/*.pid; do
+    [[ -r $f ]] && p=$(<"$f") && names_dir "$p" "$nd" && echo "$p"
+  done
   [[ -r $nd/run/mntns ]] && mntns=$(<"$nd/run/mntns")
+  if [[ -n $mntns ]]; then
+    for p in /proc/[0-9]*; do
+      p=${p#/proc/}
+      ((p == $$ || p == BASHPID)) && continue
+      [[ $(readlink "/proc/$p/ns/mnt" 2>/dev/null) == "$mntns" ]] && echo "$p"
+    done
+  fi
+  for f in /sys/fs/cgroup/*/"$cgroup_root"; do
+    [[ -d $f ]] && find "$f" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done
+  true
+}
+
+# naming_pids: processes whose command line names DIR/node/ (for leftovers, never ended).
+naming_pids() {
+  local p
   for p in /proc/[0-9]*; do
     p=${p#/proc/}
     ((p == $$ || p == BASHPID)) && continue
-    if [[ -n $mntns && $(readlink "/proc/$p/ns/mnt" 2>/dev/null) == "$mntns" ]] ||
-      { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "$nd/"; then
-      echo "$p"
-    fi
-  done
-  for f in /sys/fs/cgroup/*/"$cgroup_root"; do
-    [[ -d $f ]] && find "$f" -name cgroup.procs -exec cat {} + 2>/dev/null
+    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "$nd/" && echo "$p"
   done
   true
 }
@@ -167,16 +182,20 @@ remove_firewall() {
 }
 
 # remove_kube_chains CMD: every KUBE-* chain, and every jump to one, from CMD (iptables or
-# ip6tables).
+# ip6tables). Jumps are deleted by chain and rule number (last first), so no rule text is ever
+# parsed or evaluated by the shell.
 remove_kube_chains() {
-  local cmd=$1 table chains c rule
+  local cmd=$1 table chains c chain n
   command -v "$cmd" >/dev/null || return 0
   for table in filter nat mangle; do
     mapfile -t chains < <("$cmd" -w 5 -t "$table" -S 2>/dev/null | sed -n 's/^-N \(KUBE-[A-Za-z0-9-]*\)$/\1/p')
     ((${#chains[@]} == 0)) && continue
-    while read -r rule; do
-      eval "$cmd -w 5 -t $table $rule" 2>/dev/null || true
-    done < <("$cmd" -w 5 -t "$table" -S | { grep -E -- '-j KUBE-' || true; } | { grep -v '^-A KUBE-' || true; } | sed 's/^-A /-D /')
+    while read -r chain; do
+      while read -r n; do
+        "$cmd" -w 5 -t "$table" -D "$chain" "$n" 2>/dev/null || true
+      done < <("$cmd" -w 5 -t "$table" -L "$chain" -n --line-numbers 2>/dev/null |
+        awk 'NR > 2 && $2 ~ /^KUBE-/ {print $1}' | sort -rn)
+    done < <("$cmd" -w 5 -t "$table" -S 2>/dev/null | sed -n 's/^-[PN] \([^ ]*\).*$/\1/p' | grep -v '^KUBE-')
     for c in "${chains[@]}"; do "$cmd" -w 5 -t "$table" -F "$c" 2>/dev/null || true; done
     for c in "${chains[@]}"; do "$cmd" -w 5 -t "$table" -X "$c" 2>/dev/null || true; done
   done
@@ -228,7 +247,7 @@ cmd_stop() {
 cmd_leftovers() {
   local found=0 line
   report() { printf '%s\n' "$*"; found=1; }
-  while read -r line; do report "process $line: $(tr '\0' ' ' <"/proc/$line/cmdline" 2>/dev/null)"; done < <(node_pids | sort -u)
+  while read -r line; do report "process $line: $(tr '\0' ' ' <"/proc/$line/cmdline" 2>/dev/null)"; done < <({ node_pids; naming_pids; } | sort -u)
   while read -r line; do report "mount: $line"; done < <(grep -F -- "$nd/" /proc/self/mountinfo || true)
   while read -r line; do report "network namespace mount: $line"; done < <(awk '$9 == "nsfs" && $5 ~ /netns/' /proc/self/mountinfo)
   ip link show "$bridge" >/dev/null 2>&1 && report "bridge $bridge"

@@ -166,7 +166,8 @@ trap 'trap "" PIPE; cleanup' EXIT
 # ---------------------------------------------------------------------------------------------
 # The cluster side
 
-mkdir -p "$state"
+# Private before any secret is written in it (an existing dir is made so first).
+mkdir -p -m 700 "$state"
 chmod 700 "$state"
 rm -f "$state"/*.log
 
@@ -189,6 +190,7 @@ sign "$pki/ca" "$pki/tls" "/CN=byoc-webhook" 7 "extendedKeyUsage = serverAuth" \
 # token_kubeconfig SERVICE_ACCOUNT FILE: a kubeconfig for the current cluster that authenticates
 # with a token of SERVICE_ACCOUNT in byoc-system, so the process has exactly that identity (for
 # the controller: the configured label writer).
+# Mode 600 from the start (write_private).
 token_kubeconfig() {
   local sa=$1 file=$2 token ca_data ca_file
   token=$(kubectl -n "$system_ns" create token "$sa" --duration=24h)
@@ -211,8 +213,7 @@ token_kubeconfig() {
     echo "- name: $sa"
     echo "  context: {cluster: cluster, user: $sa}"
     echo "current-context: $sa"
-  } >"$file"
-  chmod 600 "$file"
+  } | write_private "$file"
 }
 token_kubeconfig byoc-webhook "$state/webhook.kubeconfig"
 token_kubeconfig byoc-controller "$state/controller.kubeconfig"

@@ -40,11 +40,18 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "byoc-operator.control
 
 {{/*
 The exempt namespaces: policy.exemptNamespaces plus kube-system and the release namespace,
-which are always exempt (they hold what brings the cluster and the webhook back). Sorted and
-unique, one JSON list, so the ConfigMap and the webhook configuration can never disagree.
+which are always exempt (they hold what brings the cluster and the webhook back), plus
+cert-manager's namespace when cert-manager issues the webhook's certificate (unless
+certManager.exemptNamespace is false): its pods renew that certificate, and must start while
+the webhook is down. Sorted and unique, one JSON list, so the ConfigMap and the webhook
+configuration can never disagree.
 */}}
 {{- define "byoc-operator.exemptNamespaces" -}}
 {{- $ns := concat (list "kube-system" .Release.Namespace) (.Values.policy.exemptNamespaces | default list) -}}
+{{- $cm := .Values.certManager -}}
+{{- if and $cm.enabled $cm.exemptNamespace (not .Values.webhook.external.url) -}}
+{{- $ns = append $ns $cm.namespace -}}
+{{- end -}}
 {{- $ns | uniq | sortAlpha | toJson -}}
 {{- end -}}
 

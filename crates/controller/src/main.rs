@@ -43,6 +43,13 @@ struct Args {
     #[arg(long, env = "BYOC_REPORTS")]
     reports: bool,
 
+    /// How many namespaces and registries get metric series of their own (`byoc_workloads`,
+    /// `byoc_images_in_use`), first come; the rest are summed under the label value `other`, so
+    /// that tenants cannot grow the number of series.
+    #[arg(long, default_value_t = byoc_runtime::cardinality::DEFAULT_LIMIT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    metrics_label_limit: u32,
+
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
@@ -92,6 +99,7 @@ async fn main() -> ExitCode {
         concurrency: args.concurrency,
         expiry_warning: config.expiry_warning,
         reports: args.reports.then_some(config),
+        metrics_label_limit: args.metrics_label_limit as usize,
     };
     match run(client, settings, shutdown).await {
         Ok(()) => {

@@ -38,6 +38,9 @@ pub struct Settings {
     pub expiry_warning: SignedDuration,
     /// The policy configuration when the PolicyReports of [`crate::reports`] are on.
     pub reports: Option<byoc_policy::Config>,
+    /// How many values of a tenant-controlled metric label (namespace, registry) get series of
+    /// their own; the rest are summed under `other`.
+    pub metrics_label_limit: usize,
 }
 
 /// Why the controller stopped other than by a shutdown signal.
@@ -64,10 +67,12 @@ pub enum RunError {
 pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Result<(), RunError> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
-    let report_metrics = settings
-        .reports
-        .is_some()
-        .then(|| Arc::new(ReportMetrics::register(&mut registry)));
+    let report_metrics = settings.reports.is_some().then(|| {
+        Arc::new(ReportMetrics::register(
+            &mut registry,
+            settings.metrics_label_limit,
+        ))
+    });
     let readiness = Readiness::default();
     let addr = settings.admin_addr;
     let admin = AdminServer::bind(addr, readiness.clone(), registry)

@@ -1,7 +1,9 @@
 //! Process plumbing shared by the byoc controller and webhook: the plain-HTTP admin server
-//! (`/healthz`, `/readyz`, `/metrics`), logging set-up and one shutdown signal for every task.
+//! (`/healthz`, `/readyz`, `/metrics`), bounded metric labels, logging set-up and one shutdown
+//! signal for every task.
 
 pub mod admin;
+pub mod cardinality;
 pub mod logging;
 pub mod shutdown;
 

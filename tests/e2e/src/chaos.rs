@@ -71,13 +71,14 @@ pub fn restart_component(name: &str, kill: bool) {
     );
 }
 
-/// The pid of a control-plane component, from the local cluster's state dir.
+/// The pid of a control-plane component, from the local cluster's state dir (`run/NAME.pid`
+/// holds `PID START`).
 pub fn component_pid(name: &str) -> u32 {
     let dir = std::env::var("BYOC_CLUSTER_DIR").expect("BYOC_CLUSTER_DIR");
     let path = Path::new(&dir).join("run").join(format!("{name}.pid"));
     std::fs::read_to_string(&path)
         .ok()
-        .and_then(|s| s.trim().parse().ok())
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no pid in {}", path.display()))
 }
 

@@ -374,6 +374,99 @@ fn an_external_webhook_gets_its_url_and_ca_and_the_same_rules() {
     }
 }
 
+/// The exempt namespaces of a default render with `--set SETS`, as the webhook configuration's
+/// namespaceSelectors and the policy ConfigMap hold them (checked to agree).
+fn exempt_namespaces(sets: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "template".to_owned(),
+        "byoc-operator".into(),
+        chart(),
+        "-n".into(),
+        "byoc-system".into(),
+        "--kube-version".into(),
+        kube_version(),
+    ];
+    for set in sets {
+        args.extend(["--set".to_owned(), (*set).to_owned()]);
+    }
+    let objects = byoc_e2e::chart::parse_objects(&helm(&args).success().stdout).expect("parses");
+    let vwc = of_kind(&objects, "ValidatingWebhookConfiguration")
+        .next()
+        .expect("a webhook configuration");
+    let selectors: Vec<&Value> = vwc.value["webhooks"]
+        .as_array()
+        .expect("webhooks")
+        .iter()
+        .map(|w| &w["namespaceSelector"]["matchExpressions"][0]["values"])
+        .collect();
+    let config = of_kind(&objects, "ConfigMap")
+        .find(|c| c.name.ends_with("-webhook-policy"))
+        .expect("the policy ConfigMap");
+    let policy: Value = serde_saphyr::from_str(
+        config.value["data"]["config.yaml"]
+            .as_str()
+            .expect("config.yaml"),
+    )
+    .expect("the policy parses");
+    for selector in &selectors {
+        assert_eq!(
+            **selector, policy["exemptNamespaces"],
+            "{sets:?}: the selector and the policy agree"
+        );
+    }
+    serde_json::from_value(policy["exemptNamespaces"].clone()).expect("a list of names")
+}
+
+/// With cert-manager issuing the webhook's certificate, cert-manager's namespace is exempt by
+/// default: otherwise a webhook that is down (or whose certificate has expired) refuses the
+/// cert-manager pods that would renew it, and nothing recovers.
+#[test]
+fn cert_managers_namespace_is_exempt_when_cert_manager_issues_the_certificate() {
+    let has = |sets: &[&str], ns: &str| exempt_namespaces(sets).iter().any(|n| n == ns);
+    assert!(!has(&[], "cert-manager"), "not without cert-manager");
+    assert!(has(&["certManager.enabled=true"], "cert-manager"));
+    assert!(
+        !has(
+            &[
+                "certManager.enabled=true",
+                "certManager.exemptNamespace=false"
+            ],
+            "cert-manager"
+        ),
+        "opted out"
+    );
+    let custom = [
+        "certManager.enabled=true",
+        "certManager.namespace=platform-certs",
+    ];
+    assert!(has(&custom, "platform-certs") && !has(&custom, "cert-manager"));
+    // An external webhook's certificate is not cert-manager's: the chart ignores cert-manager.
+    assert!(!has(
+        &[
+            "certManager.enabled=true",
+            "webhook.external.url=https://127.0.0.1:8443",
+            "webhook.external.caBundle=Q0EK"
+        ],
+        "cert-manager"
+    ));
+    // The ci variant renders it too, and kube-system and the release namespace stay.
+    let ci = VARIANTS
+        .iter()
+        .find(|v| v.name == "cert-manager")
+        .expect("the cert-manager variant");
+    let vwc = ci.render().expect("renders");
+    let values = &of_kind(&vwc, "ValidatingWebhookConfiguration")
+        .next()
+        .expect("a webhook configuration")
+        .value["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"];
+    for ns in ["cert-manager", "kube-system", ci.namespace] {
+        assert!(
+            values.as_array().is_some_and(|v| v.iter().any(|x| x == ns)),
+            "{ns} not exempt in {values}"
+        );
+    }
+}
+
 /// Certificates are generated per render: drop them before comparing two renders.
 /// Every (apiGroup, resource, verb) a ClusterRole's rules allow.
 fn permissions(role: &Value) -> std::collections::BTreeSet<(String, String, String)> {

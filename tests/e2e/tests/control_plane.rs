@@ -435,3 +435,87 @@ fn local_cluster_stops_everything_when_its_output_pipe_is_gone() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A process named like a component (`exec -a NAME` of a bash itself called NAME, so both its
+/// command name and its argv[0] are NAME), whose command line names `dir/` as a component's
+/// does.
+fn namesake(dir: &Path, name: &str) -> std::process::Child {
+    let bin = dir.join("namesakes");
+    std::fs::create_dir_all(&bin).expect("create the namesakes dir");
+    let program = bin.join(name);
+    if !program.exists() {
+        std::os::unix::fs::symlink("/bin/bash", &program).expect("link bash");
+    }
+    Command::new("bash")
+        .args(["-c", r#"exec -a "$0" "$1" -c 'sleep 300; :' "$2""#, name])
+        .arg(&program)
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start a namesake")
+}
+
+/// `hack/` hygiene (issue 21, item 5). Under the most permissive umask (000), the kubeconfigs
+/// and private keys the cluster writes are mode 600 and `pki/` 700: written private from the
+/// start (mktemp, `mkdir -m 700`, openssl's own 600), never written and then chmod-ed. And the
+/// clean-up ends only what it started: processes named etcd and kube-apiserver whose command
+/// lines name the state dir survive a start (their pids planted in stale pid files, as if
+/// reused after a crash) and a stop.
+#[test]
+fn local_cluster_writes_secrets_private_and_ends_only_what_it_started() {
+    let dir = std::env::temp_dir().join(unique_name("byoc-hygiene"));
+    std::fs::create_dir_all(dir.join("run")).expect("create the state dir");
+    let mut etcd = namesake(&dir, "etcd");
+    let mut apiserver = namesake(&dir, "kube-apiserver");
+    std::thread::sleep(Duration::from_millis(200));
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm(etcd.id()).trim(), "etcd");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", etcd.id())).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy()),
+        "the namesake's command line names the state dir"
+    );
+    // Stale pid files: the old format (a pid only), and a pid with another start time.
+    std::fs::write(dir.join("run/etcd.pid"), format!("{}\n", etcd.id())).expect("plant");
+    std::fs::write(
+        dir.join("run/kube-apiserver.pid"),
+        format!("{} 1\n", apiserver.id()),
+    )
+    .expect("plant");
+
+    let modes = r#"stat -c '%a %n' "$KUBECONFIG" "$BYOC_CLUSTER_DIR/kube-controller-manager.kubeconfig" "$BYOC_CLUSTER_DIR/pki" "$BYOC_CLUSTER_DIR"/pki/*.key"#;
+    let out = Command::new("bash")
+        .args(["-c", r#"umask 000; exec "$@""#, "umask"])
+        .arg(byoc_e2e::repo_root().join("hack/local-cluster.sh"))
+        .arg("--dir")
+        .arg(&dir)
+        .args(["exec", "--", "bash", "-c", modes])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hack/local-cluster.sh");
+    let alive = |child: &mut std::process::Child| child.try_wait().expect("try_wait").is_none();
+    let (etcd_alive, apiserver_alive) = (alive(&mut etcd), alive(&mut apiserver));
+    let _ = etcd.kill();
+    let _ = apiserver.kill();
+    let _ = etcd.wait();
+    let _ = apiserver.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(etcd_alive, "the etcd namesake was ended:\n{stderr}");
+    assert!(
+        apiserver_alive,
+        "the kube-apiserver namesake was ended:\n{stderr}"
+    );
+    let files: Vec<(&str, &str)> = stdout.lines().filter_map(|l| l.split_once(' ')).collect();
+    assert!(files.len() >= 6, "{stdout}");
+    for (mode, path) in files {
+        let want = if path.ends_with("/pki") { "700" } else { "600" };
+        assert_eq!(mode, want, "{path}");
+    }
+    for part in ["etcd", "pki"] {
+        let left = processes_naming(&dir.join(part));
+        assert!(left.is_empty(), "the cluster left {left:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
