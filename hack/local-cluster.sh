@@ -260,6 +260,8 @@ start_apiserver() {
   # Default admission plugins are kept: they include NamespaceLifecycle, ServiceAccount,
   # MutatingAdmissionWebhook, ValidatingAdmissionWebhook and ValidatingAdmissionPolicy.
   # --endpoint-reconciler-type=none: a loopback address is not a valid Endpoints address.
+  # --allow-privileged=true, as kubeadm and managed clusters set it: there Pod Security admission
+  # on the namespace, not this flag, refuses privileged pods (tests/e2e/tests/node.rs shows it).
   # ImageVolume (beta, off by default in 1.33): pods may mount an image as a volume, which the
   # policy checks like a container image; without the gate the API server drops
   # `volumes[].image`. kube-controller-manager needs no gate: it copies pod templates whole.
@@ -275,6 +277,7 @@ start_apiserver() {
     --service-account-signing-key-file="$pki/sa.key" \
     --service-cluster-ip-range="$service_cidr" \
     --endpoint-reconciler-type=none \
+    --allow-privileged=true \
     --feature-gates=ImageVolume=true \
     --profiling=false "${node_args[@]}"
 }

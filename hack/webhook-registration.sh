@@ -61,7 +61,11 @@ json_string() {
     printf '%s%s: %s' "$sep" "$(json_string "${label%%=*}")" "$(json_string "${label#*=}")"
     sep=", "
   done
-  printf '}, "webhook": {"external": {"url": %s, "caBundle": "%s"}}}\n' \
+  # The label writers the guard's match condition sends every namespace write of: the
+  # controller as it runs beside a webhook on this machine (hack/run.sh, the e2e tests), which
+  # is also the policy's default label writer.
+  printf '}, "policy": {"extraLabelWriters": ["system:serviceaccount:byoc-system:byoc-controller"]}'
+  printf ', "webhook": {"external": {"url": %s, "caBundle": "%s"}}}\n' \
     "$(json_string "$url")" "$(base64 -w0 <"$ca_file")"
 } >"$values"
 

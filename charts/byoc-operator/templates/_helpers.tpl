@@ -48,6 +48,15 @@ unique, one JSON list, so the ConfigMap and the webhook configuration can never 
 {{- $ns | uniq | sortAlpha | toJson -}}
 {{- end -}}
 
+{{/*
+Who may write `byoc.toolforge.org/` namespace labels: the controller plus
+policy.extraLabelWriters. One JSON list, so the ConfigMap and the guard's match condition
+never disagree.
+*/}}
+{{- define "byoc-operator.labelWriters" -}}
+{{- concat (list (include "byoc-operator.controller.user" .)) (.Values.policy.extraLabelWriters | default list) | uniq | toJson -}}
+{{- end -}}
+
 {{/* Labels. */}}
 {{- define "byoc-operator.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}

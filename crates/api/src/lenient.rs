@@ -1,69 +1,321 @@
 //! Reading the Kubernetes objects the operator watches and lists without failing on fields it
-//! does not use.
+//! does not use, and without reading them whole.
 //!
-//! k8s-openapi reads every timestamp as a `jiff::Timestamp`, whose range ends on
-//! 9999-12-30T22:00Z; the API server (Go) stores anything up to 9999-12-31T23:59:59Z. Whoever
-//! may patch an object can write such a time into `metadata.managedFields[].time` or a status
-//! condition, and a typed read of that object (and of every list or watch holding it) then
-//! fails. The readers here never look at those fields:
+//! Two things in `metadata` make a typed read of an object (and so every list or watch holding
+//! it) fail, and whoever may patch the object can write both:
+//!
+//! - `managedFields[].fieldsV1` is free-form JSON, stored nested thousands of levels deep;
+//!   reading it (into `serde_json::Value`, as k8s-openapi's `FieldsV1` does, or into serde's
+//!   buffer for `flatten` and untagged enums) stops at serde_json's recursion limit of 128.
+//! - k8s-openapi reads every timestamp as a `jiff::Timestamp`, whose range ends on
+//!   9999-12-30T22:00Z; the API server (Go) stores anything up to 9999-12-31T23:59:59Z, in
+//!   `managedFields[].time` or a status condition.
+//!
+//! The readers here stream: what is not used is skipped unparsed by serde_json's iterative
+//! `ignore_value`, which has no depth limit, and nothing is first read into a `Value`:
 //!
 //! - [`object_meta`] reads `metadata` without `managedFields`, and without a
 //!   `creationTimestamp` that does not read;
-//! - [`Lenient`] reads any object (a `DynamicObject`, a typed resource) with its metadata read
+//! - [`Lenient`] reads any object (a typed resource, a `DynamicObject`) with its metadata read
 //!   so;
 //! - [`LeanNamespace`] is a Namespace as the operator uses it: metadata only, read so, its
 //!   `spec` and `status` skipped.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Resource;
 use kube::core::ClusterResourceScope;
-use serde::de::{DeserializeOwned, Error as _};
+use serde::de::value::StringDeserializer;
+use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Reads an object's `metadata` without the fields the operator never uses and clients may
-/// write in forms Rust cannot read: `managedFields` is dropped, and so is a `creationTimestamp`
-/// that does not read. Fails only when what remains does not read (a name that is not a
-/// string, a label value that is not a string: nothing the API server stores).
-pub fn object_meta(metadata: Value) -> Result<ObjectMeta, serde_json::Error> {
-    ObjectMeta::deserialize(trim_meta(metadata))
+/// write in forms Rust cannot read: `managedFields` is skipped unparsed, and so is a
+/// `creationTimestamp` that does not read. Fails only when what remains does not read (a name
+/// that is not a string, a label value that is not a string: nothing the API server stores).
+///
+/// Usable as `#[serde(deserialize_with = "object_meta")]`, and on a `serde_json::Value`.
+pub fn object_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
+    ObjectMeta::deserialize(Filtered {
+        inner: deserializer,
+        level: Level::Metadata,
+    })
 }
 
-/// `metadata` without `managedFields` and without an unreadable `creationTimestamp`.
-fn trim_meta(mut metadata: Value) -> Value {
-    if let Value::Object(map) = &mut metadata {
-        map.remove("managedFields");
-        if map
-            .get("creationTimestamp")
-            .is_some_and(|t| Time::deserialize(t).is_err())
-        {
-            map.remove("creationTimestamp");
+/// An object's `metadata` read by [`object_meta`], for fields and lists of it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Meta(pub ObjectMeta);
+
+impl<'de> Deserialize<'de> for Meta {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        object_meta(deserializer).map(Self)
+    }
+}
+
+/// Where in an object a [`Filtered`] deserializer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    /// The object: its `metadata` is read by [`object_meta`], the rest as the target reads it.
+    Object,
+    /// Its `metadata`: `managedFields` and an unreadable `creationTimestamp` are skipped.
+    Metadata,
+}
+
+/// A deserializer that hands its target the entries of a map minus what [`Level`] skips.
+struct Filtered<D> {
+    inner: D,
+    level: Level,
+}
+
+/// The value of the entry a [`Entries`] has read ahead, if any.
+enum Pending {
+    /// The next value is read from the inner map, filtered at this level.
+    Filter(Level),
+    /// The next value is this readable `creationTimestamp`.
+    Time(String),
+}
+
+/// The entries of a map, minus what `level` skips.
+struct Entries<A> {
+    map: A,
+    level: Level,
+    pending: Option<Pending>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Entries<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        while let Some(key) = self.map.next_key::<String>()? {
+            match (self.level, key.as_str()) {
+                (Level::Object, "metadata") => {
+                    self.pending = Some(Pending::Filter(Level::Metadata))
+                }
+                (Level::Metadata, "managedFields") => {
+                    self.map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                (Level::Metadata, "creationTimestamp") => match self.map.next_value::<Lossy>()?.0 {
+                    Some(t) if readable_time(&t) => self.pending = Some(Pending::Time(t)),
+                    _ => continue,
+                },
+                _ => {}
+            }
+            return seed.deserialize(StringDeserializer::new(key)).map(Some);
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        match self.pending.take() {
+            None => self.map.next_value_seed(seed),
+            Some(Pending::Filter(level)) => self.map.next_value_seed(FilteredSeed { seed, level }),
+            Some(Pending::Time(t)) => seed
+                .deserialize(serde_json::Value::String(t))
+                .map_err(A::Error::custom),
         }
     }
-    metadata
-}
 
-/// Reads `value` as a `K` whose metadata is read as [`object_meta`] reads it.
-pub fn read<K: DeserializeOwned>(mut value: Value) -> Result<K, serde_json::Error> {
-    if let Some(metadata) = value.get_mut("metadata") {
-        *metadata = trim_meta(metadata.take());
+    fn size_hint(&self) -> Option<usize> {
+        self.map.size_hint()
     }
-    K::deserialize(value)
 }
 
-/// Any resource read with [`read`]: its metadata never fails on `managedFields`. For
-/// `Api<Lenient<DynamicObject>>` lists, whose items keep everything else as JSON.
+fn readable_time(t: &str) -> bool {
+    Time::deserialize(serde_json::Value::String(t.to_owned())).is_ok()
+}
+
+/// Deserializes `seed` from a [`Filtered`] deserializer.
+struct FilteredSeed<S> {
+    seed: S,
+    level: Level,
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for FilteredSeed<S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
+        self.seed.deserialize(Filtered {
+            inner: deserializer,
+            level: self.level,
+        })
+    }
+}
+
+/// The target's visitor, handed [`Entries`] instead of the map.
+struct FilteredVisitor<V> {
+    visitor: V,
+    level: Level,
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for FilteredVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.visitor.expecting(f)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.visitor.visit_map(Entries {
+            map,
+            level: self.level,
+            pending: None,
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        self.visitor.visit_seq(seq)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<V::Value, D::Error> {
+        self.visitor.visit_some(Filtered {
+            inner: deserializer,
+            level: self.level,
+        })
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
+        self.visitor.visit_none()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
+        self.visitor.visit_unit()
+    }
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Filtered<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let level = self.level;
+        self.inner
+            .deserialize_any(FilteredVisitor { visitor, level })
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let level = self.level;
+        self.inner
+            .deserialize_map(FilteredVisitor { visitor, level })
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let level = self.level;
+        self.inner
+            .deserialize_struct(name, fields, FilteredVisitor { visitor, level })
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let level = self.level;
+        self.inner
+            .deserialize_option(FilteredVisitor { visitor, level })
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_ignored_any(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct newtype_struct seq tuple tuple_struct enum identifier
+    }
+}
+
+/// A string, or `None` for any other value, which is skipped unparsed: never fails on a value
+/// that is well-formed JSON, however deep.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lossy(pub Option<String>);
+
+impl<'de> Deserialize<'de> for Lossy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LossyVisitor)
+    }
+}
+
+struct LossyVisitor;
+
+impl<'de> Visitor<'de> for LossyVisitor {
+    type Value = Lossy;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Lossy, E> {
+        Ok(Lossy(Some(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Lossy, E> {
+        Ok(Lossy(Some(v)))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Lossy, E> {
+        Ok(Lossy(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Lossy, E> {
+        Ok(Lossy(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Lossy, E> {
+        Ok(Lossy(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Lossy, E> {
+        Ok(Lossy(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Lossy, E> {
+        Ok(Lossy(None))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Lossy, E> {
+        Ok(Lossy(None))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Lossy, D::Error> {
+        Lossy::deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Lossy, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Lossy(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Lossy, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Lossy(None))
+    }
+}
+
+/// Any resource whose metadata is read by [`object_meta`]: it never fails on `managedFields`,
+/// and never reads them. The rest is read as `K` reads it: a typed resource skips what it does
+/// not name, but a `DynamicObject` buffers everything else into a `Value`, which fails on
+/// deep JSON there (a pod template's `managedFields`); pod-bearing objects are read as
+/// `byoc_policy::inventory::Of<K>` instead.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Lenient<K>(pub K);
 
-impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
+impl<'de, K: Deserialize<'de>> Deserialize<'de> for Lenient<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        read(Value::deserialize(deserializer)?)
-            .map(Self)
-            .map_err(D::Error::custom)
+        FilteredSeed {
+            seed: PhantomData::<K>,
+            level: Level::Object,
+        }
+        .deserialize(deserializer)
+        .map(Self)
     }
 }
 
@@ -117,31 +369,34 @@ pub struct LeanNamespace {
     pub metadata: ObjectMeta,
 }
 
-impl LeanNamespace {
-    /// Reads a Namespace object (full or metadata-only).
-    pub fn from_value(mut value: Value) -> Result<Self, serde_json::Error> {
-        let metadata = value.get_mut("metadata").map(Value::take);
-        let Some(name) = metadata
-            .as_ref()
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-        else {
-            return Err(serde_json::Error::custom(
-                "a Namespace without metadata.name",
-            ));
-        };
-        let metadata = object_meta(metadata.unwrap_or_default()).unwrap_or_else(|_| ObjectMeta {
-            name: Some(name),
-            ..ObjectMeta::default()
-        });
-        Ok(Self { metadata })
-    }
-}
-
 impl<'de> Deserialize<'de> for LeanNamespace {
+    /// Reads a Namespace object (full or metadata-only). Its `metadata` is first taken as
+    /// raw text (skipped unparsed), then read by [`object_meta`], or for its name alone.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Self::from_value(Value::deserialize(deserializer)?).map_err(D::Error::custom)
+        #[derive(Deserialize)]
+        struct Object {
+            metadata: Option<Box<RawValue>>,
+        }
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let no_name = || D::Error::custom("a Namespace without metadata.name");
+        let raw = Object::deserialize(deserializer)?
+            .metadata
+            .ok_or_else(no_name)?;
+        let metadata = match serde_json::from_str::<Meta>(raw.get()) {
+            Ok(Meta(metadata)) if metadata.name.is_some() => metadata,
+            _ => ObjectMeta {
+                name: Some(
+                    serde_json::from_str::<Named>(raw.get())
+                        .map_err(|_| no_name())?
+                        .name,
+                ),
+                ..ObjectMeta::default()
+            },
+        };
+        Ok(Self { metadata })
     }
 }
 
@@ -174,6 +429,17 @@ impl Resource for LeanNamespace {
     }
 }
 
+/// A `managedFields` entry whose `fieldsV1` nests `depth` objects (`{"f:a":{"f:a":...}}`), as
+/// the API server stores it from a client's merge patch: the shape the readers here must skip.
+/// For tests, here and in the crates that read objects.
+pub fn nested_managed_fields(depth: usize) -> String {
+    format!(
+        r#"[{{"manager":"tenant","operation":"Update","apiVersion":"v1","fieldsType":"FieldsV1","fieldsV1":{}{}}}]"#,
+        r#"{"f:a":"#.repeat(depth) + "{}",
+        "}".repeat(depth)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,7 +447,7 @@ mod tests {
     use k8s_openapi::api::core::v1::Pod;
     use kube::ResourceExt;
     use kube::core::DynamicObject;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     /// Later than jiff (and so k8s-openapi `Time`) can represent, valid for the API server.
     const FAR: &str = "9999-12-31T00:00:00Z";
@@ -335,12 +601,15 @@ mod tests {
         bad["labels"]["team"] = json!(7);
         assert!(object_meta(bad.clone()).is_err());
         // A namespace so read keeps its name and no labels: it grants nothing.
-        let ns = LeanNamespace::from_value(json!({ "metadata": bad })).unwrap();
+        let ns = serde_json::from_value::<LeanNamespace>(json!({ "metadata": bad })).unwrap();
         assert_eq!(ns.name_any(), "tool-a");
         assert!(ns.metadata.labels.is_none());
         // Without a name there is nothing to key it by.
         for value in [json!({ "metadata": { "name": 5 } }), json!({}), json!("ns")] {
-            assert!(LeanNamespace::from_value(value.clone()).is_err(), "{value}");
+            assert!(
+                serde_json::from_value::<LeanNamespace>(value.clone()).is_err(),
+                "{value}"
+            );
         }
     }
 
@@ -376,5 +645,85 @@ mod tests {
         value["metadata"]["managedFields"] = managed(FAR);
         let Lenient(back) = serde_json::from_value::<Lenient<crate::ByocRequest>>(value).unwrap();
         assert_eq!(back, request);
+    }
+
+    /// Objects whose `managedFields` nest 130 and 5,000 levels deep: each reader reads them
+    /// from the text kube reads (a list body, a watch line), and a typed read fails on them.
+    #[test]
+    fn deep_managed_fields_are_skipped_by_every_reader() {
+        fn with_depth(object: Value, depth: usize) -> String {
+            let text = object.to_string();
+            let at = text.find(r#""metadata":{"#).unwrap() + r#""metadata":{"#.len();
+            format!(
+                r#"{}"managedFields":{},{}"#,
+                &text[..at],
+                nested_managed_fields(depth),
+                &text[at..]
+            )
+        }
+        type Check = fn(&str) -> Result<ObjectMeta, serde_json::Error>;
+        let readers: [(&str, Value, Check); 6] = [
+            ("LeanNamespace", namespace(None, None), |t| {
+                serde_json::from_str::<LeanNamespace>(t).map(|n| n.metadata)
+            }),
+            ("StoredGrant", grant(None, None), |t| {
+                let stored = serde_json::from_str::<StoredGrant>(t)?;
+                assert!(stored.readable().is_some(), "{stored:?}");
+                Ok(stored.meta().clone())
+            }),
+            ("Lenient<ByocRequest>", request(), |t| {
+                serde_json::from_str::<Lenient<crate::ByocRequest>>(t).map(|r| r.0.metadata)
+            }),
+            ("Lenient<Pod>", pod(None, None), |t| {
+                serde_json::from_str::<Lenient<Pod>>(t).map(|p| p.0.metadata)
+            }),
+            ("Lenient<DynamicObject>", pod(None, None), |t| {
+                serde_json::from_str::<Lenient<DynamicObject>>(t).map(|p| p.0.metadata)
+            }),
+            ("PolicyReport", report(), |t| {
+                serde_json::from_str::<crate::report::PolicyReport>(t).map(|r| r.metadata)
+            }),
+        ];
+        for depth in [130, 5_000] {
+            // What the review found: a typed read stops at serde_json's depth limit.
+            let deep = with_depth(namespace(None, None), depth);
+            let typed = serde_json::from_str::<Namespace>(&deep).unwrap_err();
+            assert!(typed.to_string().contains("recursion limit"), "{typed}");
+            for (what, object, read) in &readers {
+                let text = with_depth(object.clone(), depth);
+                let meta = read(&text).unwrap_or_else(|e| panic!("{what} at {depth}: {e}"));
+                assert_meta(what, &meta);
+                // As a watch event and as an item of a list.
+                let event = format!(r#"{{"type":"MODIFIED","object":{text}}}"#);
+                let list = format!(
+                    r#"{{"apiVersion":"v1","kind":"List","metadata":{{}},"items":[{text}]}}"#
+                );
+                if *what == "LeanNamespace" {
+                    let event: kube::core::WatchEvent<LeanNamespace> =
+                        serde_json::from_str(&event).unwrap();
+                    assert!(matches!(event, kube::core::WatchEvent::Modified(_)));
+                    let list: kube::core::ObjectList<LeanNamespace> =
+                        serde_json::from_str(&list).unwrap();
+                    assert_meta(what, &list.items[0].metadata);
+                }
+                if *what == "StoredGrant" {
+                    let event: kube::core::WatchEvent<StoredGrant> =
+                        serde_json::from_str(&event).unwrap();
+                    assert!(matches!(event, kube::core::WatchEvent::Modified(_)));
+                }
+            }
+        }
+    }
+
+    fn request() -> Value {
+        json!({ "apiVersion": "byoc.toolforge.org/v1alpha1", "kind": "ByocRequest",
+                "metadata": metadata("r", None),
+                "spec": { "registries": ["quay.io"], "reason": "T1" } })
+    }
+
+    fn report() -> Value {
+        json!({ "apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+                "metadata": metadata("byoc-registry-policy", None),
+                "summary": { "pass": 1 }, "results": [] })
     }
 }

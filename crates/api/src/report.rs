@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::core::NamespaceResourceScope;
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use crate::lenient;
 
@@ -46,7 +44,7 @@ pub const MANAGED_BY: &str = "byoc-operator";
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PolicyReport {
     /// The report's metadata.
-    #[serde(deserialize_with = "lenient_meta")]
+    #[serde(deserialize_with = "lenient::object_meta")]
     pub metadata: ObjectMeta,
     /// Counts of the results by outcome.
     #[serde(default)]
@@ -54,10 +52,6 @@ pub struct PolicyReport {
     /// One result per top-level workload or bare pod.
     #[serde(default)]
     pub results: Vec<ReportResult>,
-}
-
-fn lenient_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
-    lenient::object_meta(Value::deserialize(d)?).map_err(D::Error::custom)
 }
 
 /// The counts of a report's results.

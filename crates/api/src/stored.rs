@@ -13,13 +13,15 @@ use kube::Resource;
 use kube::core::ClusterResourceScope;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::{ByocGrant, ByocGrantStatus, lenient};
+use crate::{ByocGrant, ByocGrantSpec, ByocGrantStatus, lenient};
 
 /// A ByocGrant as listed or watched: the typed grant, or what could be read of an object that
-/// is not a valid one. Metadata is read by [`crate::lenient::object_meta`] (no
-/// `managedFields`), and a `status` that does not read is left out (the controller rewrites
-/// it); only an object whose remaining metadata does not read fails to deserialize.
+/// is not a valid one. Metadata is read by [`crate::lenient::object_meta`] (streamed, no
+/// `managedFields`), `spec` and `status` each on their own, and a `status` that does not read
+/// is left out (the controller rewrites it); only an object whose metadata does not read fails
+/// to deserialize. Nothing is read into a `serde_json::Value`, so no depth fails it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StoredGrant {
     /// The object reads as a ByocGrant.
@@ -44,42 +46,51 @@ pub struct UnreadableGrant {
 impl StoredGrant {
     /// Reads one stored object; fails only when its metadata does not read.
     pub fn from_value(value: &Value) -> Result<Self, serde_json::Error> {
-        Self::read(value.clone())
+        Self::deserialize(value)
     }
 
-    fn read(mut value: Value) -> Result<Self, serde_json::Error> {
-        if let Some(metadata) = value.get_mut("metadata") {
-            *metadata = serde_json::to_value(lenient::object_meta(metadata.take())?)?;
-        }
-        if let Some(object) = value.as_object_mut()
-            && object
-                .get("status")
-                .is_some_and(|s| ByocGrantStatus::deserialize(s).is_err())
-        {
-            object.remove("status");
-        }
-        let value = &value;
-        let error = match serde_path_to_error::deserialize::<_, ByocGrant>(value) {
-            Ok(grant) => return Ok(Self::Readable(grant)),
-            Err(e) => match e.path().to_string().as_str() {
-                "." => e.inner().to_string(),
-                path => format!("{path}: {}", e.inner()),
-            },
-        };
-        let metadata = ObjectMeta::deserialize(value.get("metadata").unwrap_or(&Value::Null))?;
-        let namespace = value
-            .pointer("/spec/namespace")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let status = value
-            .get("status")
-            .and_then(|s| ByocGrantStatus::deserialize(s).ok());
-        Ok(Self::Unreadable(UnreadableGrant {
-            metadata,
-            namespace,
+    /// Reads the parts of a stored object: `metadata` streamed by [`lenient::object_meta`],
+    /// `spec` and `status` taken as raw text (skipped unparsed), then each read on its own.
+    fn read(parts: Parts) -> Self {
+        let Parts {
+            metadata: lenient::Meta(metadata),
+            spec,
             status,
-            error,
-        }))
+        } = parts;
+        let status = status.and_then(|s| serde_json::from_str::<ByocGrantStatus>(s.get()).ok());
+        let Some(spec) = spec else {
+            return Self::Unreadable(UnreadableGrant {
+                metadata,
+                namespace: None,
+                status,
+                error: "missing field `spec`".to_owned(),
+            });
+        };
+        let read = serde_path_to_error::deserialize::<_, ByocGrantSpec>(
+            &mut serde_json::Deserializer::from_str(spec.get()),
+        );
+        match read {
+            Ok(spec) => Self::Readable(ByocGrant {
+                metadata,
+                spec,
+                status,
+            }),
+            Err(e) => {
+                let error = match e.path().to_string().as_str() {
+                    "." => format!("spec: {}", message(e.inner())),
+                    path => format!("spec.{path}: {}", message(e.inner())),
+                };
+                let namespace = serde_json::from_str::<Namespace>(spec.get())
+                    .ok()
+                    .and_then(|n| n.namespace.0);
+                Self::Unreadable(UnreadableGrant {
+                    metadata,
+                    namespace,
+                    status,
+                    error,
+                })
+            }
+        }
     }
 
     /// The typed grant, when the object reads.
@@ -113,10 +124,35 @@ impl From<ByocGrant> for StoredGrant {
     }
 }
 
+/// What `error` says, without the position in the raw text of `spec` that serde_json appends
+/// (meaningless to whoever reads the grant as YAML).
+fn message(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let at = format!(" at line {} column {}", error.line(), error.column());
+    match text.strip_suffix(&at) {
+        Some(message) => message.to_owned(),
+        None => text,
+    }
+}
+
+/// A stored object as [`StoredGrant`] reads it: what is not named here is skipped unparsed.
+#[derive(Deserialize)]
+struct Parts {
+    metadata: lenient::Meta,
+    spec: Option<Box<RawValue>>,
+    status: Option<Box<RawValue>>,
+}
+
+/// `spec.namespace` of a spec that does not read, when it is a string.
+#[derive(Deserialize)]
+struct Namespace {
+    #[serde(default)]
+    namespace: lenient::Lossy,
+}
+
 impl<'de> Deserialize<'de> for StoredGrant {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(deserializer)?;
-        Self::read(value).map_err(serde::de::Error::custom)
+        Parts::deserialize(deserializer).map(Self::read)
     }
 }
 
@@ -220,6 +256,7 @@ mod tests {
                 panic!("{what}: read as {stored:?}");
             };
             assert!(u.error.starts_with(error), "{what}: {}", u.error);
+            assert!(!u.error.contains(" at line "), "{what}: {}", u.error);
             assert_eq!(stored.target_namespace(), *namespace, "{what}");
             assert_eq!(stored.name_any(), "g", "{what}");
             assert_eq!(stored.meta().generation, Some(3), "{what}");

@@ -7,6 +7,7 @@ mod audit;
 mod check;
 mod cluster;
 mod completion;
+mod doctor;
 mod duration;
 mod grant;
 mod images;
@@ -41,7 +42,8 @@ use thiserror::Error;
     kubectl byoc approve -n tool-wikibugs byoc-x7k2p --registry quay.io/wikibugs --expires 90d\n  \
     kubectl byoc audit -o json\n  \
     kubectl byoc images -A --registry quay.io\n  \
-    kubectl byoc import-configmap --configmap tools-system/byoc-allowlist --dry-run\n\n\
+    kubectl byoc import-configmap --configmap tools-system/byoc-allowlist --dry-run\n  \
+    kubectl byoc doctor\n\n\
     Cluster commands read the kubeconfig like kubectl ($KUBECONFIG, --kubeconfig, --context). \
     Exit status: 0 success, 1 the command's negative answer (something refused, nothing to \
     revoke, ...), 2 bad usage, input or API error. See `kubectl byoc COMMAND --help`."
@@ -108,6 +110,9 @@ enum Command {
     Images(images::ImagesArgs),
     /// Turn a legacy allow-list ConfigMap (one namespace per line) into ByocGrants.
     ImportConfigmap(import::ImportArgs),
+    /// Check the policy's prerequisite: Pod Security baseline or stricter enforced on every
+    /// namespace that is not exempt.
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script.
     #[command(after_help = "Examples:\n  \
         kubectl-byoc completion bash > /etc/bash_completion.d/kubectl-byoc\n  \
@@ -184,6 +189,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => block_on(audit::run(args)),
         Command::Images(args) => block_on(images::run(args)),
         Command::ImportConfigmap(args) => block_on(import::run(args)),
+        Command::Doctor(args) => block_on(doctor::run(args)),
         Command::Completion { shell } => {
             output::emit(&completion::script(shell, Cli::command())).map(|()| true)
         }

@@ -9,7 +9,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use crate::config::{Config, Mode};
 use crate::decision::{Checker, Problem, Reminder, Violation};
-use crate::workload::PodBearing;
+use crate::workload::{self, PodBearing};
 
 /// Why a request got its decision; bounded, so it can label metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,7 +22,8 @@ pub enum Reason {
     RegistryNotAllowed,
     /// An image reference does not parse.
     InvalidImage,
-    /// A `byoc.toolforge.org/` namespace label change by someone other than the controller.
+    /// A `byoc.toolforge.org/` namespace label change by someone other than the controller, or
+    /// a change of any other namespace label by the controller.
     LabelProtected,
     /// A kind the policy does not evaluate.
     UnsupportedKind,
@@ -176,7 +177,7 @@ pub fn decide(
         (Operation::Update, Some(old)) => bearing.containers(&old.data).unwrap_or_default(),
         _ => Vec::new(),
     };
-    let to_check = containers.iter().filter(|c| !old.contains(c));
+    let to_check = workload::not_in(&containers, &old);
     let checker = Checker::new(config, allowance, namespace, now);
     // Reminders cover every container, changed or not: whoever applies the object learns that
     // what runs will stop being admitted.
@@ -198,56 +199,83 @@ fn object_name(req: &AdmissionRequest<DynamicObject>, object: &DynamicObject) ->
     }
 }
 
-/// Refuses changes to `byoc.toolforge.org/` labels from anyone but the configured writers.
-/// The decision reads only the old and new labels and the user, never the labels' meaning.
+/// Refuses changes to `byoc.toolforge.org/` labels from anyone but the configured writers, and
+/// changes to any other label from those writers: the controller writes only its own labels, so
+/// a leaked controller token cannot lift Pod Security (or any other) labels. The decision reads
+/// only the old and new labels and the user, never the labels' meaning.
 fn guard_namespace_labels(
     config: &Config,
     req: &AdmissionRequest<DynamicObject>,
     object: &DynamicObject,
 ) -> Decision {
     let empty = BTreeMap::new();
-    let new = labels::owned_labels(object.metadata.labels.as_ref().unwrap_or(&empty));
+    let new = object.metadata.labels.as_ref().unwrap_or(&empty);
     let old = match (&req.operation, &req.old_object) {
-        (Operation::Update, Some(old)) => {
-            labels::owned_labels(old.metadata.labels.as_ref().unwrap_or(&empty))
-        }
-        _ => BTreeMap::new(),
+        (Operation::Update, Some(old)) => old.metadata.labels.as_ref().unwrap_or(&empty),
+        _ => &empty,
     };
-    if new == old {
-        return Decision::allowed(Reason::Allowed);
-    }
     let user = req.user_info.username.as_deref().unwrap_or_default();
-    if config.label_writers.contains(user) {
+    let writer = config.label_writers.contains(user);
+    // A writer is checked on the labels outside the prefix, everyone else on those inside it.
+    // The API server sets `kubernetes.io/metadata.name` to the name itself: never a change.
+    let guarded = |key: &str| labels::is_owned_key(key) != writer && key != NAME_LABEL;
+    let changes = label_changes(new, old, guarded);
+    if changes.is_empty() {
         return Decision::allowed(Reason::Allowed);
     }
-    let mut changes = Vec::new();
-    for (key, value) in &new {
-        match old.get(key) {
-            None => changes.push(format!("add {key}")),
-            Some(v) if v != value => changes.push(format!("change {key}")),
-            Some(_) => {}
-        }
-    }
-    changes.extend(
-        old.keys()
-            .filter(|k| !new.contains_key(*k))
-            .map(|k| format!("remove {k}")),
-    );
     let name = if req.name.is_empty() {
         object.metadata.name.as_deref().unwrap_or_default()
     } else {
         &req.name
     };
+    let why = if writer {
+        format!(
+            "the byoc controller writes only labels under {}; other labels are changed by \
+             other identities",
+            labels::PREFIX
+        )
+    } else {
+        format!(
+            "labels under {} are managed by the byoc controller from ByocGrants; to run images \
+             from other registries, {}",
+            labels::PREFIX,
+            config.ask_for_grant(name, None)
+        )
+    };
     Decision::refused(
         Reason::LabelProtected,
         format!(
-            "Namespace {name}: user {user:?} may not {}: labels under {} are managed by the byoc \
-             controller from ByocGrants; to run images from other registries, {}",
-            changes.join(", "),
-            labels::PREFIX,
-            config.ask_for_grant(name, None)
+            "Namespace {name}: user {user:?} may not {}: {why}",
+            changes.join(", ")
         ),
     )
+}
+
+/// The label every namespace carries with its own name (set by the API server).
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// `add K`, `change K` and `remove K` for each key that `guarded` selects and that differs
+/// between `new` and `old`, in key order (adds and changes first, then removals).
+fn label_changes(
+    new: &BTreeMap<String, String>,
+    old: &BTreeMap<String, String>,
+    guarded: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut changes: Vec<String> = new
+        .iter()
+        .filter(|(key, _)| guarded(key))
+        .filter_map(|(key, value)| match old.get(key) {
+            None => Some(format!("add {key}")),
+            Some(v) if v != value => Some(format!("change {key}")),
+            Some(_) => None,
+        })
+        .collect();
+    changes.extend(
+        old.keys()
+            .filter(|key| guarded(key) && !new.contains_key(*key))
+            .map(|key| format!("remove {key}")),
+    );
+    changes
 }
 
 /// The AdmissionResponse for `decision` under the configured mode. Refusals are HTTP-200
@@ -700,6 +728,58 @@ mod tests {
                 Some(json!({})),
                 false,
             ),
+            // Others may change labels outside the prefix; the label writers may not.
+            (
+                "UPDATE",
+                "alice",
+                json!({"pod-security.kubernetes.io/enforce": "privileged"}),
+                Some(json!({"pod-security.kubernetes.io/enforce": "baseline"})),
+                true,
+            ),
+            (
+                "UPDATE",
+                controller,
+                json!({"pod-security.kubernetes.io/enforce": "privileged"}),
+                Some(json!({"pod-security.kubernetes.io/enforce": "baseline"})),
+                false,
+            ),
+            (
+                "UPDATE",
+                controller,
+                json!({"byoc.toolforge.org/any": "never"}),
+                Some(json!({"pod-security.kubernetes.io/enforce": "baseline"})),
+                false,
+            ),
+            // The API server sets `kubernetes.io/metadata.name` back to the name on every
+            // write, so it is no change whoever sends it.
+            (
+                "UPDATE",
+                controller,
+                json!({"team": "a", "byoc.toolforge.org/quay.io": "never"}),
+                Some(json!({"team": "a", "kubernetes.io/metadata.name": "tool-a"})),
+                true,
+            ),
+            (
+                "UPDATE",
+                controller,
+                json!({"team": "a", "byoc.toolforge.org/quay.io": "never", "kubernetes.io/metadata.name": "tool-a"}),
+                Some(json!({"team": "a", "kubernetes.io/metadata.name": "tool-a"})),
+                true,
+            ),
+            (
+                "CREATE",
+                controller,
+                json!({"kubernetes.io/metadata.name": "tool-a", "byoc.toolforge.org/any": "never"}),
+                None,
+                true,
+            ),
+            (
+                "CREATE",
+                controller,
+                json!({"kubernetes.io/metadata.name": "tool-a", "pod-security.kubernetes.io/enforce": "privileged"}),
+                None,
+                false,
+            ),
         ];
         for (op, user, new, old, admitted) in cases {
             // The status and finalize subresources carry the whole Namespace too (their
@@ -716,6 +796,22 @@ mod tests {
                 );
             }
         }
+        let req = ns_req(
+            "UPDATE",
+            controller,
+            json!({"byoc.toolforge.org/any": "never", "team": "b"}),
+            Some(json!({"pod-security.kubernetes.io/enforce": "baseline", "team": "a"})),
+        );
+        let d = decide(&config, &req, &a, now());
+        assert_eq!(d.reason, Reason::LabelProtected);
+        assert_eq!(
+            d.lines[0],
+            format!(
+                "Namespace tool-a: user {controller:?} may not change team, remove \
+                 pod-security.kubernetes.io/enforce: the byoc controller writes only labels \
+                 under byoc.toolforge.org/; other labels are changed by other identities"
+            )
+        );
         let req = ns_req(
             "UPDATE",
             "alice",

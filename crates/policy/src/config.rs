@@ -66,7 +66,8 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_request_url: Option<String>,
     /// Users allowed to change `byoc.toolforge.org/` namespace labels (the controller's
-    /// service account).
+    /// service account). They may change no other namespace label: the guard refuses them any
+    /// change outside the prefix, so a leaked controller token cannot lift Pod Security labels.
     #[serde(default = "default_label_writers")]
     pub label_writers: BTreeSet<String>,
     /// How long before an allowance ends the images it alone admits get a reminder (webhook

@@ -8,19 +8,20 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
 use std::marker::PhantomData;
 
 use byoc_api::labels::Allowance;
-use byoc_api::lenient;
+use byoc_api::lenient::Lossy;
 use byoc_api::{ByocGrant, RegistryPattern};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, PodTemplate, ReplicationController};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::Resource;
 use kube::core::{ApiResource, NamespaceResourceScope};
-use serde::de::Error as _;
+use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -186,31 +187,9 @@ pub struct Trimmed {
 }
 
 impl Trimmed {
-    /// Reads an object of kind `source`.
+    /// Reads an object of kind `source` (from a `Value`: tests and callers holding one).
     pub fn from_value(source: Source, value: &Value) -> Result<Self, serde_json::Error> {
-        let full = lenient::object_meta(value.get("metadata").cloned().unwrap_or_default())?;
-        let metadata = ObjectMeta {
-            name: full.name,
-            namespace: full.namespace,
-            uid: full.uid,
-            resource_version: full.resource_version,
-            owner_references: full.owner_references,
-            deletion_timestamp: full.deletion_timestamp,
-            ..ObjectMeta::default()
-        };
-        let phase = match source {
-            Source::Pod => value
-                .pointer("/status/phase")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            _ => None,
-        };
-        Ok(Self {
-            source,
-            metadata,
-            phase,
-            containers: source.bearing().containers(value),
-        })
+        TrimmedSeed(source).deserialize(value)
     }
 
     /// Its name.
@@ -234,7 +213,7 @@ impl Trimmed {
     }
 }
 
-/// The k8s-openapi types of the kinds that run pods.
+/// The k8s-openapi types of the pod-bearing kinds.
 pub trait Inventoried: Resource<DynamicType = (), Scope = NamespaceResourceScope> {
     /// The kind.
     const SOURCE: Source;
@@ -254,6 +233,7 @@ inventoried! {
     CronJob => CronJob,
     Job => Job,
     ReplicationController => ReplicationController,
+    PodTemplate => PodTemplate,
     Pod => Pod,
 }
 
@@ -277,11 +257,172 @@ impl<K> Clone for Of<K> {
 
 impl<'de, K: Inventoried> Deserialize<'de> for Of<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(deserializer)?;
         Ok(Self {
-            object: Trimmed::from_value(K::SOURCE, &value).map_err(D::Error::custom)?,
+            object: TrimmedSeed(K::SOURCE).deserialize(deserializer)?,
             kind: PhantomData,
         })
+    }
+}
+
+/// Reads a [`Trimmed`] object of a kind as it streams by: `metadata` for the fields kept,
+/// a pod's `status.phase`, and the path to the pod spec ([`Skeleton`]); everything else,
+/// `managedFields` and a pod template's metadata included, is skipped unparsed, so no depth
+/// fails it.
+struct TrimmedSeed(Source);
+
+impl<'de> DeserializeSeed<'de> for TrimmedSeed {
+    type Value = Trimmed;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Trimmed, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TrimmedSeed {
+    type Value = Trimmed;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a {}", self.0.kind())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Trimmed, A::Error> {
+        let source = self.0;
+        let mut metadata = None;
+        let mut phase = None;
+        let mut skeleton = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "metadata" => metadata = Some(map.next_value::<KeptMeta>()?),
+                "status" if source == Source::Pod => phase = map.next_value::<PodStatus>()?.phase.0,
+                "spec" | "template" => {
+                    let Skeleton(value) = map.next_value()?;
+                    skeleton.insert(key, value);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let meta = metadata.ok_or_else(|| A::Error::missing_field("metadata"))?;
+        Ok(Trimmed {
+            source,
+            metadata: ObjectMeta {
+                name: meta.name,
+                namespace: meta.namespace,
+                uid: meta.uid,
+                resource_version: meta.resource_version,
+                owner_references: meta.owner_references,
+                deletion_timestamp: meta.deletion_timestamp,
+                ..ObjectMeta::default()
+            },
+            phase,
+            containers: source.bearing().containers(&Value::Object(skeleton)),
+        })
+    }
+}
+
+/// The metadata a [`Trimmed`] keeps; the rest (labels, annotations, `managedFields`) is
+/// skipped unparsed.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeptMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    owner_references: Option<Vec<OwnerReference>>,
+    deletion_timestamp: Option<Time>,
+}
+
+/// A pod's `status`, for its phase (a phase that is no string is none).
+#[derive(Deserialize)]
+struct PodStatus {
+    #[serde(default)]
+    phase: Lossy,
+}
+
+/// The part of an object on the way to its pod spec: under `spec`, `template` and
+/// `jobTemplate`, only those keys and the container and volume lists are kept; any other
+/// entry is skipped unparsed. A value that is no object is kept as a scalar (an array as an
+/// empty one), so [`PodBearing::containers`] still says where the shape is wrong.
+struct Skeleton(Value);
+
+/// The keys that lead to a pod spec.
+const PATH: [&str; 3] = ["spec", "template", "jobTemplate"];
+/// The keys of a pod spec the policy reads.
+const LISTS: [&str; 4] = [
+    "containers",
+    "initContainers",
+    "ephemeralContainers",
+    "volumes",
+];
+
+impl<'de> Deserialize<'de> for Skeleton {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkeletonVisitor)
+    }
+}
+
+struct SkeletonVisitor;
+
+impl<'de> Visitor<'de> for SkeletonVisitor {
+    type Value = Skeleton;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a pod-bearing object's spec")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skeleton, A::Error> {
+        let mut kept = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if PATH.contains(&key.as_str()) {
+                let Skeleton(value) = map.next_value()?;
+                kept.insert(key, value);
+            } else if LISTS.contains(&key.as_str()) {
+                let value = map.next_value::<Value>()?;
+                kept.insert(key, value);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Skeleton(Value::Object(kept)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skeleton, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Skeleton(Value::Array(Vec::new())))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Skeleton, E> {
+        Ok(Skeleton(Value::from(v)))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Skeleton, E> {
+        Ok(Skeleton(Value::from(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Skeleton, E> {
+        Ok(Skeleton(Value::from(v)))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Skeleton, E> {
+        Ok(Skeleton(Value::from(v)))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Skeleton, E> {
+        Ok(Skeleton(Value::from(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Skeleton, E> {
+        Ok(Skeleton(Value::Null))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Skeleton, E> {
+        Ok(Skeleton(Value::Null))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Skeleton, D::Error> {
+        Skeleton::deserialize(deserializer)
     }
 }
 
@@ -919,5 +1060,64 @@ mod tests {
             Some("platform")
         );
         assert_eq!(name(AllowedBy::Granted("docker.io".parse().unwrap())), None);
+    }
+
+    /// Pods and workloads whose `managedFields`, and whose pod template's, nest 130 and 5,000
+    /// levels deep (both stored by the API server from a merge patch) read from their text.
+    #[test]
+    fn deep_managed_fields_are_skipped() {
+        for depth in [130, 5_000] {
+            let deep = byoc_api::lenient::nested_managed_fields(depth);
+            let meta = format!(
+                r#""metadata":{{"name":"w","namespace":"tool-a","uid":"u","managedFields":{deep}}}"#
+            );
+            let pod_spec = r#"{"containers":[{"name":"app","image":"quay.io/a"}]}"#;
+            let spec = format!(r#"{{{meta},"spec":{pod_spec}}}"#);
+            let cases = [
+                (
+                    Source::Pod,
+                    format!(r#"{{{meta},"spec":{pod_spec},"status":{{"phase":"Running"}}}}"#),
+                ),
+                (
+                    Source::PodTemplate,
+                    format!(r#"{{{meta},"template":{spec}}}"#),
+                ),
+                (
+                    Source::Deployment,
+                    format!(r#"{{{meta},"spec":{{"template":{spec}}}}}"#),
+                ),
+                (
+                    Source::CronJob,
+                    format!(
+                        r#"{{{meta},"spec":{{"jobTemplate":{{{meta},"spec":{{"template":{spec}}}}}}}}}"#
+                    ),
+                ),
+            ];
+            for (source, text) in cases {
+                assert!(
+                    serde_json::from_str::<Value>(&text).is_err(),
+                    "{source:?} {depth}: a Value reads it"
+                );
+                let read = match source {
+                    Source::Pod => serde_json::from_str::<Of<Pod>>(&text).map(|o| o.object),
+                    Source::Deployment => {
+                        serde_json::from_str::<Of<Deployment>>(&text).map(|o| o.object)
+                    }
+                    Source::CronJob => serde_json::from_str::<Of<CronJob>>(&text).map(|o| o.object),
+                    _ => TrimmedSeed(source)
+                        .deserialize(&mut serde_json::Deserializer::from_str(&text)),
+                }
+                .unwrap_or_else(|e| panic!("{source:?} at {depth}: {e}"));
+                assert_eq!(read.name(), "w", "{source:?}");
+                assert_eq!(read.uid(), "u", "{source:?}");
+                let images: Vec<_> = read
+                    .containers
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| c.image)
+                    .collect();
+                assert_eq!(images, [Some("quay.io/a".to_owned())], "{source:?}");
+            }
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! containers and those of its image volumes (`volumes[].image.reference`, the ImageVolume
 //! feature), which the kubelet pulls exactly like a container image.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::Hash;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,7 +35,7 @@ impl fmt::Display for ContainerKind {
 }
 
 /// One container or image volume of a pod spec and its image.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Container {
     /// Which list it is in.
     pub kind: ContainerKind,
@@ -176,6 +178,14 @@ where
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
+/// The items of `new` that `old` does not hold, in order. Linear in both: `old` goes into a hash
+/// set, so an UPDATE of an object with thousands of containers costs thousands of lookups, not
+/// millions of comparisons.
+pub fn not_in<'a, T: Eq + Hash>(new: &'a [T], old: &[T]) -> Vec<&'a T> {
+    let old: HashSet<&T> = old.iter().collect();
+    new.iter().filter(|item| !old.contains(item)).collect()
+}
+
 /// The API group of an `apiVersion` (`apps/v1` → `apps`, `v1` → ``).
 pub fn group_of(api_version: &str) -> &str {
     api_version.rsplit_once('/').map_or("", |(group, _)| group)
@@ -192,6 +202,53 @@ mod tests {
             .into_iter()
             .map(|c| (c.kind, c.name, c.image))
             .collect()
+    }
+
+    /// An item that counts how often it is compared, to bound the work of [`not_in`] without
+    /// timing it.
+    #[derive(Debug)]
+    struct Counted(u32);
+
+    thread_local! {
+        static COMPARISONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    impl PartialEq for Counted {
+        fn eq(&self, other: &Self) -> bool {
+            COMPARISONS.set(COMPARISONS.get() + 1);
+            self.0 == other.0
+        }
+    }
+
+    impl Eq for Counted {}
+
+    impl Hash for Counted {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            self.0.hash(state);
+        }
+    }
+
+    #[test]
+    fn not_in_is_linear() {
+        const N: u32 = 10_000;
+        // Every other item is kept from the old list; the rest are new, so both found and not
+        // found lookups are exercised. A pairwise scan would compare about N * N / 2 times.
+        let old: Vec<Counted> = (0..N).map(Counted).collect();
+        let new: Vec<Counted> = (0..N)
+            .map(|i| Counted(if i % 2 == 0 { i } else { N + i }))
+            .collect();
+        COMPARISONS.set(0);
+        let added = not_in(&new, &old);
+        let comparisons = COMPARISONS.get();
+        assert_eq!(added.len(), (N / 2) as usize);
+        assert!(added.iter().all(|c| c.0 >= N), "{added:?}");
+        assert!(
+            comparisons <= 2 * u64::from(N),
+            "{comparisons} comparisons for {N} items: not linear"
+        );
+        // Order is kept, and an empty old list keeps everything.
+        let kept: Vec<u32> = not_in(&new, &[]).iter().map(|c| c.0).collect();
+        assert_eq!(kept, new.iter().map(|c| c.0).collect::<Vec<_>>());
     }
 
     #[test]

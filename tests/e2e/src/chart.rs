@@ -312,7 +312,7 @@ pub fn webhook_configuration_problems(vwc: &Value, timeout: u64, namespace: &str
         let want: &[&str] = if name == "pods.byoc.toolforge.org" {
             &[]
         } else {
-            &["changes-byoc-labels"]
+            &["byoc-labels-or-label-writer"]
         };
         expect(
             conditions == want,
@@ -560,7 +560,7 @@ mod tests {
             ])),
         ]});
         vwc["webhooks"][1]["matchConditions"] =
-            serde_json::json!([{"name": "changes-byoc-labels", "expression": "true"}]);
+            serde_json::json!([{"name": "byoc-labels-or-label-writer", "expression": "true"}]);
         vwc
     }
 

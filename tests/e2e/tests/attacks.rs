@@ -89,6 +89,17 @@ fn cluster_role(verbs: &str, resources: &str) -> (String, Cleanup) {
     (name, cleanup)
 }
 
+/// Every label of namespace `name`, as stored.
+async fn namespace_labels(name: &str) -> std::collections::BTreeMap<String, String> {
+    Api::<Namespace>::all(client().await)
+        .get(name)
+        .await
+        .expect("get namespace")
+        .metadata
+        .labels
+        .unwrap_or_default()
+}
+
 fn namespace_manifest(name: &str, labels: Value) -> String {
     let mut labels = labels;
     labels[TEST_LABEL] = json!("true");
@@ -214,13 +225,7 @@ async fn a_tenant_who_may_create_and_replace_namespaces_cannot_set_byoc_labels()
         None,
     )
     .success();
-    let labels = Api::<Namespace>::all(client().await)
-        .get(&own)
-        .await
-        .expect("get namespace")
-        .metadata
-        .labels
-        .unwrap_or_default();
+    let labels = namespace_labels(&own).await;
     assert_eq!(
         labels.get("byoc.toolforge.org/quay.io").map(String::as_str),
         Some("never")
@@ -342,6 +347,137 @@ async fn subresource_writes_are_refused(
         }
     }
     assert_eq!(&byoc_labels(&client().await, name).await, labels);
+}
+
+/// A leaked controller token (here: the controller's identity with every write right on
+/// namespaces and their subresources) cannot lift Pod Security or change any other label
+/// outside `byoc.toolforge.org/`, on any path; it still writes byoc labels.
+#[tokio::test]
+async fn the_controllers_identity_cannot_change_labels_outside_the_byoc_prefix() {
+    let _webhook = Webhook::start(Options::default()).await;
+    let ns = tool_namespace().await;
+    let name = ns.name();
+    const PSA: &str = "pod-security.kubernetes.io/enforce";
+    kubectl([
+        "label",
+        "namespace",
+        name,
+        &format!("{PSA}=baseline"),
+        "team=a",
+    ])
+    .success();
+    let (role, _role) = cluster_role(
+        "get,patch,update",
+        "namespaces,namespaces/status,namespaces/finalize",
+    );
+    let _binding = bind(CONTROLLER_USER, &role, None);
+    let guard = denied_by(NAMESPACES_WEBHOOK);
+    let refusal = |verb: &str, key: &str| {
+        format!(
+            "user \"{CONTROLLER_USER}\" may not {verb} {key}: the byoc controller writes only \
+             labels under byoc.toolforge.org/"
+        )
+    };
+
+    // The controller's own kind of write passes (and RBAC lets the identity write).
+    eventually(
+        "RBAC for the controller's identity",
+        CONVERGE_TIMEOUT,
+        || async {
+            let out = kubectl_as(
+                CONTROLLER_USER,
+                &[
+                    "label",
+                    "namespace",
+                    name,
+                    "byoc.toolforge.org/quay.io=never",
+                ],
+                None,
+            );
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(out.to_string())
+            }
+        },
+    )
+    .await;
+
+    // `kubectl label`, a merge patch, a JSON patch and a PUT of the namespace itself ...
+    kubectl_as(
+        CONTROLLER_USER,
+        &[
+            "label",
+            "namespace",
+            name,
+            &format!("{PSA}=privileged"),
+            "--overwrite",
+        ],
+        None,
+    )
+    .fails_with(&[&guard, &refusal("change", PSA)]);
+    kubectl_as(
+        CONTROLLER_USER,
+        &["label", "namespace", name, &format!("{PSA}-")],
+        None,
+    )
+    .fails_with(&[&guard, &refusal("remove", PSA)]);
+    kubectl_as(
+        CONTROLLER_USER,
+        &[
+            "patch",
+            "namespace",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"labels":{"team":"b"}}}"#,
+        ],
+        None,
+    )
+    .fails_with(&[&guard, &refusal("change", "team")]);
+    let current = kubectl(["get", "namespace", name, "-o", "json"]).success();
+    let mut object: Value = serde_json::from_str(&current.stdout).expect("namespace JSON");
+    object["metadata"]["labels"][PSA] = json!("privileged");
+    kubectl_as(
+        CONTROLLER_USER,
+        &["replace", "-f", "-"],
+        Some(&object.to_string()),
+    )
+    .fails_with(&[&guard, &refusal("change", PSA)]);
+    // ... and every way through `namespaces/status` and `namespaces/finalize`.
+    for how in SubresourceWrite::ALL {
+        how.run(CONTROLLER_USER, name, PSA, Some("privileged"))
+            .fails_with(&[&guard, &refusal("change", PSA)]);
+        if !matches!(how, SubresourceWrite::StatusApply) {
+            how.run(CONTROLLER_USER, name, PSA, None)
+                .fails_with(&[&guard, &refusal("remove", PSA)]);
+        }
+    }
+
+    let labels = namespace_labels(name).await;
+    assert_eq!(
+        labels.get(PSA).map(String::as_str),
+        Some("baseline"),
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels.get("team").map(String::as_str),
+        Some("a"),
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels.get("byoc.toolforge.org/quay.io").map(String::as_str),
+        Some("never")
+    );
+    // Control: an admin (not a label writer) still changes the Pod Security level.
+    kubectl([
+        "label",
+        "namespace",
+        name,
+        &format!("{PSA}=restricted"),
+        "--overwrite",
+    ])
+    .success();
 }
 
 #[tokio::test]

@@ -10,11 +10,15 @@ mod scan;
 
 use std::collections::HashMap;
 
-use byoc_api::{LeanNamespace, Lenient};
+use byoc_api::LeanNamespace;
 use byoc_policy::Allowance;
+use byoc_policy::inventory::{Inventoried, Of};
 use clap::{Args, ValueEnum, ValueHint};
-use futures::future::try_join_all;
-use kube::core::DynamicObject;
+use futures::FutureExt;
+use futures::future::{LocalBoxFuture, try_join_all};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, PodTemplate, ReplicationController};
 use kube::{Api, Client};
 
 use crate::Failure;
@@ -91,14 +95,14 @@ pub async fn run(args: AuditArgs) -> Result<bool, Failure> {
     let auditor = Auditor::new(&config, &allowances, now);
     let progress = Progress::new();
     let scans = Source::ALL.map(|source| {
-        scan(
-            &client,
-            source,
-            args.namespace.as_deref(),
-            args.chunk_size,
-            &auditor,
-            &progress,
-        )
+        let scope = Scope {
+            client: &client,
+            namespace: args.namespace.as_deref(),
+            chunk: args.chunk_size,
+            auditor: &auditor,
+            progress: &progress,
+        };
+        scope.scan(source)
     });
     let mut findings = Vec::new();
     for (source, tally) in Source::ALL.into_iter().zip(try_join_all(scans).await?) {
@@ -168,47 +172,77 @@ struct Tally {
     malformed: Vec<String>,
 }
 
-/// Lists every object of `source` in scope, page by page, and audits each page as it arrives.
-async fn scan(
-    client: &Client,
-    source: Source,
-    namespace: Option<&str>,
+/// What a scan reads and where it reports.
+struct Scope<'a> {
+    client: &'a Client,
+    namespace: Option<&'a str>,
     chunk: u32,
-    auditor: &Auditor<'_>,
-    progress: &Progress,
-) -> Result<Tally, Failure> {
-    let resource = source.resource();
-    // Read leniently: one object's `managedFields` time must not fail the whole list.
-    let api: Api<Lenient<DynamicObject>> = match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
-    let mut tally = Tally::default();
-    let mut listed = 0;
-    let mut pages = Pages::new(chunk);
-    while let Some(lp) = pages.next_params() {
-        let page = api
-            .list(&lp)
-            .await
-            .context(|| format!("list {}", resource.plural))?;
-        let items = pages.take(page);
-        listed += items.len();
-        for Lenient(object) in &items {
-            match auditor.audit(source, object) {
-                Outcome::Skipped | Outcome::Exempt => tally.skipped += 1,
-                Outcome::Admitted => tally.audited += 1,
-                Outcome::Refused(finding) => {
-                    tally.audited += 1;
-                    tally.findings.push(finding);
-                }
-                Outcome::Malformed(message) => {
-                    tally.audited += 1;
-                    tally.malformed.push(message);
+    auditor: &'a Auditor<'a>,
+    progress: &'a Progress,
+}
+
+impl<'a> Scope<'a> {
+    /// Scans every object of `source` in scope.
+    fn scan(self, source: Source) -> LocalBoxFuture<'a, Result<Tally, Failure>> {
+        match source {
+            Source::Deployment => self.scan_kind::<Deployment>().boxed_local(),
+            Source::ReplicaSet => self.scan_kind::<ReplicaSet>().boxed_local(),
+            Source::StatefulSet => self.scan_kind::<StatefulSet>().boxed_local(),
+            Source::DaemonSet => self.scan_kind::<DaemonSet>().boxed_local(),
+            Source::CronJob => self.scan_kind::<CronJob>().boxed_local(),
+            Source::Job => self.scan_kind::<Job>().boxed_local(),
+            Source::ReplicationController => {
+                self.scan_kind::<ReplicationController>().boxed_local()
+            }
+            Source::PodTemplate => self.scan_kind::<PodTemplate>().boxed_local(),
+            Source::Pod => self.scan_kind::<Pod>().boxed_local(),
+        }
+    }
+
+    /// Lists every object of kind `K` in scope, page by page, and audits each page as it
+    /// arrives. Objects are read as [`Of`] (trimmed as they stream: one object's
+    /// `managedFields`, however deep, must not fail the whole list).
+    async fn scan_kind<K: Inventoried + Clone + std::fmt::Debug>(self) -> Result<Tally, Failure> {
+        let Self {
+            client,
+            namespace,
+            chunk,
+            auditor,
+            progress,
+        } = self;
+        let source = K::SOURCE;
+        let resource = source.resource();
+        let api: Api<Of<K>> = match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let mut tally = Tally::default();
+        let mut listed = 0;
+        let mut pages = Pages::new(chunk);
+        while let Some(lp) = pages.next_params() {
+            let page = api
+                .list(&lp)
+                .await
+                .context(|| format!("list {}", resource.plural))?;
+            let items = pages.take(page);
+            listed += items.len();
+            for Of { object, .. } in &items {
+                match auditor.audit(object) {
+                    Outcome::Skipped | Outcome::Exempt => tally.skipped += 1,
+                    Outcome::Admitted => tally.audited += 1,
+                    Outcome::Refused(finding) => {
+                        tally.audited += 1;
+                        tally.findings.push(finding);
+                    }
+                    Outcome::Malformed(message) => {
+                        tally.audited += 1;
+                        tally.malformed.push(message);
+                    }
                 }
             }
+            progress.page(source, listed);
         }
-        progress.page(source, listed);
+        progress.done(source, listed, pages.count);
+        Ok(tally)
     }
-    progress.done(source, listed, pages.count);
-    Ok(tally)
 }

@@ -372,7 +372,7 @@ mod tests {
     use super::*;
     use crate::audit::scan::{Auditor, Outcome, Source};
     use byoc_api::ByocGrantSpec;
-    use kube::core::DynamicObject;
+    use byoc_policy::inventory::Trimmed;
     use serde_json::json;
     use std::collections::HashMap;
 
@@ -414,8 +414,8 @@ mod tests {
         objects
             .into_iter()
             .filter_map(|(source, value)| {
-                let object: DynamicObject = serde_json::from_value(value).unwrap();
-                match auditor.audit(source, &object) {
+                let object = Trimmed::from_value(source, &value).unwrap();
+                match auditor.audit(&object) {
                     Outcome::Refused(f) => Some(f),
                     _ => None,
                 }

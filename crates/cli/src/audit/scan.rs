@@ -9,18 +9,15 @@ use std::collections::HashMap;
 
 use byoc_policy::decision::{Checker, Violation};
 pub use byoc_policy::inventory::Source;
-use byoc_policy::inventory::controller_of;
+use byoc_policy::inventory::{Trimmed, controller_of};
 use byoc_policy::{Allowance, Config};
 use jiff::Timestamp;
-use kube::core::DynamicObject;
 
 /// Why `object` is left out, if it is ([`Source::skip_reason`]).
-pub fn skip_reason(source: Source, object: &DynamicObject) -> Option<&'static str> {
-    let phase = object
-        .data
-        .pointer("/status/phase")
-        .and_then(|p| p.as_str());
-    source.skip_reason(&object.metadata, phase)
+pub fn skip_reason(object: &Trimmed) -> Option<&'static str> {
+    object
+        .source
+        .skip_reason(&object.metadata, object.phase.as_deref())
 }
 
 /// The controller of an object, for the report.
@@ -90,9 +87,10 @@ impl<'a> Auditor<'a> {
         self.allowances.get(namespace).unwrap_or(&self.none)
     }
 
-    /// Checks one object of `source` as the webhook would check its creation.
-    pub fn audit(&self, source: Source, object: &DynamicObject) -> Outcome {
-        if skip_reason(source, object).is_some() {
+    /// Checks one object as the webhook would check its creation.
+    pub fn audit(&self, object: &Trimmed) -> Outcome {
+        let source = object.source;
+        if skip_reason(object).is_some() {
             return Outcome::Skipped;
         }
         let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
@@ -101,12 +99,12 @@ impl<'a> Auditor<'a> {
         }
         let name = object.metadata.name.as_deref().unwrap_or_default();
         let subject = format!("{} {namespace}/{name}", source.kind());
-        let containers = match source.bearing().containers(&object.data) {
+        let containers = match &object.containers {
             Ok(c) => c,
             Err(e) => return Outcome::Malformed(format!("{subject}: {e}")),
         };
         let checker = Checker::new(self.config, self.allowance(namespace), namespace, self.now);
-        let violations = checker.check(&subject, &containers);
+        let violations = checker.check(&subject, containers);
         if violations.is_empty() {
             return Outcome::Admitted;
         }
@@ -130,8 +128,8 @@ mod tests {
     use byoc_api::ByocGrantSpec;
     use serde_json::json;
 
-    fn object(value: serde_json::Value) -> DynamicObject {
-        serde_json::from_value(value).unwrap()
+    fn object(source: Source, value: serde_json::Value) -> Trimmed {
+        Trimmed::from_value(source, &value).unwrap()
     }
 
     fn owned(kind: &str, api_version: &str) -> serde_json::Value {
@@ -202,7 +200,7 @@ mod tests {
         ];
         for (source, value, skipped) in cases {
             assert_eq!(
-                skip_reason(source, &object(value.clone())).is_some(),
+                skip_reason(&object(source, value.clone())).is_some(),
                 skipped,
                 "{source:?} {value}"
             );
@@ -226,27 +224,26 @@ mod tests {
         );
         let auditor = Auditor::new(&config, &allowances, now);
         let deployment = |ns: &str, image: &str| {
-            object(json!({
-                "metadata": {"name": "web", "namespace": ns},
-                "spec": {"template": {"spec": {
-                    "initContainers": [{"name": "init", "image": "docker-registry.tools.wmflabs.org/x:1"}],
-                    "containers": [{"name": "app", "image": image}]
-                }}}
-            }))
+            object(
+                Source::Deployment,
+                json!({
+                    "metadata": {"name": "web", "namespace": ns},
+                    "spec": {"template": {"spec": {
+                        "initContainers": [{"name": "init", "image": "docker-registry.tools.wmflabs.org/x:1"}],
+                        "containers": [{"name": "app", "image": image}]
+                    }}}
+                }),
+            )
         };
         assert_eq!(
-            auditor.audit(
-                Source::Deployment,
-                &deployment("tool-quay", "quay.io/a/b:1")
-            ),
+            auditor.audit(&deployment("tool-quay", "quay.io/a/b:1")),
             Outcome::Admitted
         );
         assert_eq!(
-            auditor.audit(Source::Deployment, &deployment("kube-system", "nginx")),
+            auditor.audit(&deployment("kube-system", "nginx")),
             Outcome::Exempt
         );
-        let Outcome::Refused(finding) =
-            auditor.audit(Source::Deployment, &deployment("tool-quay", "nginx:1.27"))
+        let Outcome::Refused(finding) = auditor.audit(&deployment("tool-quay", "nginx:1.27"))
         else {
             panic!("nginx is not allowed in tool-quay");
         };
@@ -262,11 +259,14 @@ mod tests {
              allowed here: docker-registry.tools.wmflabs.org, quay.io; to use it, ask for a \
              grant: kubectl byoc request -n tool-quay --registry docker.io --reason '...'"
         );
-        let pod = object(json!({
-            "metadata": {"name": "p", "namespace": "tool-other", "ownerReferences": owned("ReplicaSet", "apps/v1")},
-            "spec": {"containers": [{"name": "c", "image": "quay.io/a"}]}
-        }));
-        let Outcome::Refused(finding) = auditor.audit(Source::Pod, &pod) else {
+        let pod = object(
+            Source::Pod,
+            json!({
+                "metadata": {"name": "p", "namespace": "tool-other", "ownerReferences": owned("ReplicaSet", "apps/v1")},
+                "spec": {"containers": [{"name": "c", "image": "quay.io/a"}]}
+            }),
+        );
+        let Outcome::Refused(finding) = auditor.audit(&pod) else {
             panic!("tool-other has no grant");
         };
         assert_eq!(
@@ -278,20 +278,22 @@ mod tests {
         );
         // Image volumes are audited like containers.
         let with_volume = |reference: &str| {
-            object(json!({
-                "metadata": {"name": "models", "namespace": "tool-quay"},
-                "spec": {"template": {"spec": {
-                    "containers": [{"name": "app", "image": "quay.io/a/b:1"}],
-                    "volumes": [{"name": "cache", "emptyDir": {}}, {"name": "weights", "image": {"reference": reference}}]
-                }}}
-            }))
+            object(
+                Source::StatefulSet,
+                json!({
+                    "metadata": {"name": "models", "namespace": "tool-quay"},
+                    "spec": {"template": {"spec": {
+                        "containers": [{"name": "app", "image": "quay.io/a/b:1"}],
+                        "volumes": [{"name": "cache", "emptyDir": {}}, {"name": "weights", "image": {"reference": reference}}]
+                    }}}
+                }),
+            )
         };
         assert_eq!(
-            auditor.audit(Source::StatefulSet, &with_volume("quay.io/org/weights:3")),
+            auditor.audit(&with_volume("quay.io/org/weights:3")),
             Outcome::Admitted
         );
-        let Outcome::Refused(finding) =
-            auditor.audit(Source::StatefulSet, &with_volume("docker.io/org/weights:3"))
+        let Outcome::Refused(finding) = auditor.audit(&with_volume("docker.io/org/weights:3"))
         else {
             panic!("a Docker Hub image volume is not allowed in tool-quay");
         };
@@ -304,10 +306,12 @@ mod tests {
             "{}",
             finding.violations[0]
         );
-        let malformed =
-            object(json!({"metadata": {"name": "p", "namespace": "t"}, "spec": {"containers": 3}}));
+        let malformed = object(
+            Source::Pod,
+            json!({"metadata": {"name": "p", "namespace": "t"}, "spec": {"containers": 3}}),
+        );
         assert!(
-            matches!(auditor.audit(Source::Pod, &malformed), Outcome::Malformed(m) if m.starts_with("Pod t/p: malformed pod spec"))
+            matches!(auditor.audit(&malformed), Outcome::Malformed(m) if m.starts_with("Pod t/p: malformed pod spec"))
         );
     }
 }
