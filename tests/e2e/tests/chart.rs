@@ -425,10 +425,6 @@ fn the_network_policy_needs_the_api_server_addresses_and_says_so() {
              reaches pods from",
         ),
         (
-            &["networkPolicy.apiServerCIDRs={}"],
-            "networkPolicy.apiServerCIDRs is empty",
-        ),
-        (
             &[API_SERVER_CIDRS, "serviceMonitor.enabled=true"],
             "unless networkPolicy.metricsFrom names your Prometheus",
         ),
