@@ -57,11 +57,18 @@ for name in byoc-controller byoc-webhook; do
   [[ -n ${digest_of[$name]:-} ]] || die "hack/build-images.sh pushed no $name image"
 done
 
+# The API server runs on the host and reaches the pods from the node's address on the pod
+# bridge, the host of its URL; the NetworkPolicy lets only that address reach the webhook (the
+# node's bridge CNI does not enforce NetworkPolicies, but the chart needs the value).
+apiserver_host=${BYOC_APISERVER_URL#https://}
+apiserver_host=${apiserver_host%:*}
+
 # The chart's default repositories are ghcr.io/toolforge/byoc-operator/...; ghcr.io is mirrored
 # to the local registry, so only the digests (the images just built) are set.
 log "helm install $release charts/byoc-operator into $system_ns"
 "$helm" install "$release" "$repo/charts/byoc-operator" --namespace "$system_ns" --create-namespace \
   --set "policy.mode=$mode" \
+  --set "networkPolicy.apiServerCIDRs={$apiserver_host/32}" \
   --set reports.enabled=true --set reports.installCRD=true \
   --set "controller.image.digest=${digest_of[byoc-controller]}" \
   --set "webhook.image.digest=${digest_of[byoc-webhook]}" \

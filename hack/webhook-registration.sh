@@ -65,6 +65,9 @@ json_string() {
   # controller as it runs beside a webhook on this machine (hack/run.sh, the e2e tests), which
   # is also the policy's default label writer.
   printf '}, "policy": {"extraLabelWriters": ["system:serviceaccount:byoc-system:byoc-controller"]}'
+  # Only the webhook configuration is rendered: the NetworkPolicy (and the API server's
+  # addresses it needs) is for webhook pods, not for a webhook outside the cluster.
+  printf ', "networkPolicy": {"enabled": false}'
   printf ', "webhook": {"external": {"url": %s, "caBundle": "%s"}}}\n' \
     "$(json_string "$url")" "$(base64 -w0 <"$ca_file")"
 } >"$values"

@@ -1,9 +1,10 @@
 //! The admin server on its own plain-HTTP port: `/healthz` (the process is up), `/readyz`
-//! (ready for traffic: starts false and is flipped explicitly) and `/metrics` (Prometheus text).
+//! (ready for traffic: starts false, is flipped explicitly, and fails while any registered
+//! check fails) and `/metrics` (Prometheus text).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -14,19 +15,54 @@ use prometheus_client::registry::Registry;
 
 use crate::Shutdown;
 
-/// Whether the process is ready for traffic. Starts not ready.
-#[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// A condition readiness also depends on: `Err` says why the process is not ready.
+type Check = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Whether the process is ready for traffic: a flag (starts not ready) and checks evaluated on
+/// every `/readyz`. Cheap to clone; clones share the state.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    checks: Arc<RwLock<Vec<Check>>>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("ready", &self.get())
+            .finish_non_exhaustive()
+    }
+}
 
 impl Readiness {
     /// Marks the process ready or not.
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+        self.ready.store(ready, Ordering::Release);
     }
 
-    /// Whether the process is ready.
+    /// Whether the flag is set (the checks aside).
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Adds a check: while it returns `Err`, the process is not ready, whatever the flag says.
+    pub fn require(&self, check: impl Fn() -> Result<(), String> + Send + Sync + 'static) {
+        self.checks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Box::new(check));
+    }
+
+    /// Ready, or why not: the flag first, then every check in the order they were added.
+    pub fn status(&self) -> Result<(), String> {
+        if !self.get() {
+            return Err("not ready".to_owned());
+        }
+        let checks = self
+            .checks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        checks.iter().try_for_each(|check| check())
     }
 }
 
@@ -77,10 +113,9 @@ impl AdminServer {
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    if state.readiness.get() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    match state.readiness.status() {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 
@@ -139,6 +174,24 @@ mod tests {
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         readiness.set(true);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let failing = Arc::new(AtomicBool::new(false));
+        let check = Arc::clone(&failing);
+        readiness.require(move || {
+            if check.load(Ordering::Relaxed) {
+                Err("the watch is failing".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        failing.store(true, Ordering::Relaxed);
+        let answer = get(addr, "/readyz").await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.ends_with("the watch is failing"), "{answer}");
+        failing.store(false, Ordering::Relaxed);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        readiness.set(false);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         let metrics = get(addr, "/metrics").await;
         assert!(metrics.contains("test_events_total 1"), "{metrics}");
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));

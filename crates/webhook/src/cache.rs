@@ -1,18 +1,23 @@
 //! The namespace cache: a watch of every Namespace, so a review never waits for the API server.
 //! Namespaces are read as [`LeanNamespace`] (metadata only, without `managedFields` and
 //! without `status`, which clients may fill with times Rust cannot read), and only names and
-//! labels are kept.
+//! labels are kept. The watch reports its health to a [`WatchHealth`]: readiness and metrics
+//! tell when it keeps failing.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use byoc_api::LeanNamespace;
+use byoc_api::labels::is_owned_key;
 use byoc_policy::Allowance;
 use futures::StreamExt;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
-use prometheus_client::metrics::gauge::Gauge;
+
+use crate::health::WatchHealth;
+use crate::metrics::Metrics;
 
 /// A namespace as cached: metadata only.
 pub type CachedNamespace = LeanNamespace;
@@ -58,15 +63,49 @@ impl NamespaceCache {
     }
 }
 
-/// Starts caching every namespace through `client`. Returns the cache and the future that keeps
-/// it current (it runs until dropped, retrying with backoff on errors) and sets `size`.
-pub fn watch(client: Client, size: Gauge) -> (NamespaceCache, impl Future<Output = ()> + Send) {
+/// How long one watch request lasts at most (`timeoutSeconds`): the API server ends it and the
+/// watch starts another, so a working watch hears from the API server at least this often.
+pub const WATCH_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// How long the watch's client waits for the next byte: a connection that went silent (a
+/// black-holed API server) fails after it, instead of keeping the watch stuck as "healthy".
+/// Above [`WATCH_TIMEOUT`], so a quiet but working watch never trips it.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The client of the namespace watch: `config` with [`READ_TIMEOUT`], and every answer of the
+/// API server (to the watch's list and watch requests, the only requests it makes) reported to
+/// `health`.
+pub fn client(mut config: kube::Config, health: &WatchHealth) -> kube::Result<Client> {
+    config.read_timeout = Some(READ_TIMEOUT);
+    let health = health.clone();
+    let observe = move |response: http::Response<Box<kube::client::DynBody>>| {
+        if response.status().is_success() {
+            health.contact(Instant::now());
+        }
+        response
+    };
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&tower::util::MapResponseLayer::new(observe))
+        .build())
+}
+
+/// Starts caching every namespace through `client` (made by [`client`] with the same
+/// `health`). Returns the cache and the future that keeps it current (it runs until dropped,
+/// retrying with backoff on errors), reports failures to `health` and keeps the cache and
+/// watch metrics in `metrics` current.
+pub fn watch(
+    client: Client,
+    health: WatchHealth,
+    metrics: Metrics,
+) -> (NamespaceCache, impl Future<Output = ()> + Send) {
     let (store, writer) = reflector::store();
     let cache = NamespaceCache::new(store);
     let reader = cache.clone();
     // `any_semantic`: the first list comes from the API server's watch cache, which is what
     // makes start-up fast with thousands of namespaces.
-    let config = watcher::Config::default().any_semantic();
+    let config = watcher::Config::default()
+        .any_semantic()
+        .timeout(u32::try_from(WATCH_TIMEOUT.as_secs()).unwrap_or(u32::MAX));
     // Full objects (namespaces are small), read leniently: the metadata API's
     // `PartialObjectMeta` would fail on a `managedFields` time a tenant wrote.
     let stream = watcher::watcher(Api::<CachedNamespace>::all(client), config)
@@ -75,23 +114,44 @@ pub fn watch(client: Client, size: Gauge) -> (NamespaceCache, impl Future<Output
         .reflect(writer);
     let task = async move {
         let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                _ = tick.tick() => {
+                    metrics.watch_health(&health, Instant::now());
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
             match event {
                 // Counting once per change, not per object of the initial list.
                 Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone) => {
-                    size.set(i64::try_from(reader.len()).unwrap_or(i64::MAX));
+                    health.contact(Instant::now());
+                    metrics
+                        .cached_namespaces
+                        .set(i64::try_from(reader.len()).unwrap_or(i64::MAX));
                 }
-                Ok(Event::Init | Event::InitApply(_)) => {}
-                Err(error) => tracing::warn!(%error, "namespace watch failed; retrying"),
+                Ok(Event::Init | Event::InitApply(_)) => health.contact(Instant::now()),
+                Err(error) => {
+                    health.failed(Instant::now(), &error.to_string());
+                    tracing::warn!(%error, "namespace watch failed; retrying");
+                }
             }
+            metrics.watch_health(&health, Instant::now());
         }
     };
     (cache, task)
 }
 
-/// Drops what the webhook never reads, which is most of a namespace's metadata.
+/// Drops what the webhook never reads, which is most of a namespace's metadata: of the labels
+/// only the `byoc.toolforge.org/` ones are kept, so tenants' own labels cost no memory.
 fn strip(ns: &mut CachedNamespace) {
     let meta = &mut ns.metadata;
+    if let Some(labels) = &mut meta.labels {
+        labels.retain(|key, _| is_owned_key(key));
+    }
     meta.annotations = None;
     meta.owner_references = None;
     meta.finalizers = None;
@@ -149,12 +209,27 @@ mod tests {
     }
 
     #[test]
-    fn strip_keeps_name_and_labels() {
-        let mut ns = namespace("tool-a", &[("team", "a")]);
+    fn strip_keeps_the_name_and_only_byoc_labels() {
+        let mut ns = namespace(
+            "tool-a",
+            &[
+                ("team", "a"),
+                ("byoc.toolforge.org/quay.io", "never"),
+                ("kubernetes.io/metadata.name", "tool-a"),
+                ("byoc.toolforge.org.evil/x", "never"),
+            ],
+        );
         ns.metadata.annotations = Some([("big".to_owned(), "x".repeat(1000))].into());
         strip(&mut ns);
         assert_eq!(ns.metadata.name.as_deref(), Some("tool-a"));
-        assert_eq!(ns.metadata.labels.as_ref().map(BTreeMap::len), Some(1));
+        let labels: Vec<&str> = ns
+            .metadata
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(labels, ["byoc.toolforge.org/quay.io"]);
         assert!(ns.metadata.annotations.is_none());
     }
 }

@@ -1,13 +1,25 @@
-//! A cap on open connections. Past it, a new connection is closed as soon as it is accepted, so
-//! a flood of clients cannot run the process out of file descriptors or memory; the header and
-//! body timeouts of [`server`](crate::server) free the slots that slow clients hold.
+//! Caps on connections. Past `max` open connections in all, or `per_source` from one source
+//! address, a new connection is closed as soon as it is accepted, so neither a flood of clients
+//! nor one client holding many connections can run the process out of file descriptors or
+//! memory, or take the slots the API servers need. The header and body timeouts of
+//! [`server`](crate::server) free the slots that slow clients hold, and [`close_when_old`] ends
+//! connections past a maximum age, so even a client that keeps its connections busy with tiny
+//! requests gives them up.
 
+use std::collections::HashMap;
 use std::future::{Ready, ready};
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum_server::accept::Accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -15,19 +27,26 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
 
-/// Accepts at most `max` connections at once; also turns off Nagle's algorithm, since every
-/// answer is one small write that should leave at once.
+/// Accepts at most `max` connections at once, and at most `per_source` from one source
+/// address; also turns off Nagle's algorithm, since every answer is one small write that should
+/// leave at once.
 #[derive(Clone, Debug)]
 pub struct ConnectionLimit {
     slots: Arc<Semaphore>,
+    sources: Arc<Sources>,
     metrics: Metrics,
 }
 
 impl ConnectionLimit {
-    /// A limit of `max` open connections, counted in `metrics`.
-    pub fn new(max: usize, metrics: Metrics) -> Self {
+    /// A limit of `max` open connections, `per_source` of them from one address, counted in
+    /// `metrics`.
+    pub fn new(max: usize, per_source: usize, metrics: Metrics) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(max)),
+            sources: Arc::new(Sources {
+                max: per_source,
+                open: Mutex::default(),
+            }),
             metrics,
         }
     }
@@ -39,6 +58,16 @@ impl<S> Accept<TcpStream, S> for ConnectionLimit {
     type Future = Ready<io::Result<(Counted, S)>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let source = match stream.peer_addr() {
+            Ok(peer) => peer.ip().to_canonical(),
+            Err(e) => return ready(Err(e)),
+        };
+        let Some(source) = Sources::take(&self.sources, source) else {
+            self.metrics.refused_source_connections.inc();
+            return ready(Err(io::Error::other(format!(
+                "the per-source connection limit is reached for {source}"
+            ))));
+        };
         let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
             self.metrics.refused_connections.inc();
             return ready(Err(io::Error::other("the connection limit is reached")));
@@ -48,6 +77,7 @@ impl<S> Accept<TcpStream, S> for ConnectionLimit {
             let stream = Counted {
                 stream,
                 _slot: slot,
+                _source: source,
                 metrics: self.metrics.clone(),
             };
             (stream, service)
@@ -55,11 +85,92 @@ impl<S> Accept<TcpStream, S> for ConnectionLimit {
     }
 }
 
+/// Open connections by source address. Only addresses with an open connection have an entry,
+/// so it holds at most as many entries as connections are open.
+#[derive(Debug)]
+struct Sources {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Sources {
+    /// A slot for one more connection from `ip`, unless `max` are open from it.
+    fn take(sources: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let mut open = sources.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(ip).or_default();
+        if *count >= sources.max {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            sources: Arc::clone(sources),
+            ip,
+        })
+    }
+}
+
+/// One connection counted against its source; given back when dropped.
+#[derive(Debug)]
+struct SourceSlot {
+    sources: Arc<Sources>,
+    ip: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .sources
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// When a connection was opened: the router's connection info (see
+/// `into_make_service_with_connect_info`), read by [`close_when_old`].
+#[derive(Clone, Copy, Debug)]
+pub struct Opened(Instant);
+
+impl Connected<SocketAddr> for Opened {
+    fn connect_info(_peer: SocketAddr) -> Self {
+        Self(Instant::now())
+    }
+}
+
+/// Middleware: the response to a request on a connection older than `max_age` says
+/// `Connection: close`, so the server closes the connection once that response is written —
+/// the request in flight is answered, the client opens a new connection for the next one.
+pub async fn close_when_old(
+    State((max_age, metrics)): State<(Duration, Metrics)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let opened = request
+        .extensions()
+        .get::<ConnectInfo<Opened>>()
+        .map(|info| info.0.0);
+    let mut response = next.run(request).await;
+    if opened.is_some_and(|opened| opened.elapsed() >= max_age) {
+        metrics.aged_connections.inc();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// An accepted connection holding its slot until it is dropped.
 #[derive(Debug)]
 pub struct Counted {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    _source: SourceSlot,
     metrics: Metrics,
 }
 
@@ -113,35 +224,87 @@ impl AsyncWrite for Counted {
 mod tests {
     use super::*;
     use prometheus_client::registry::Registry;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpSocket};
+
+    /// Connects to `listener` from `from` (any loopback address) and runs the accepted stream
+    /// through `limit`.
+    async fn accept(
+        listener: &TcpListener,
+        limit: &ConnectionLimit,
+        from: &str,
+    ) -> (TcpStream, io::Result<(Counted, ())>) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(socket.connect(addr), listener.accept());
+        let (server, _) = server.unwrap();
+        (client.unwrap(), limit.accept(server, ()).await)
+    }
 
     #[tokio::test]
     async fn a_connection_past_the_limit_is_refused_until_a_slot_frees() {
         let metrics = Metrics::register(&mut Registry::default());
-        let limit = ConnectionLimit::new(2, metrics.clone());
+        let limit = ConnectionLimit::new(2, 2, metrics.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accept = async || {
-            let (client, server) =
-                tokio::join!(TcpStream::connect(addr), async { listener.accept().await });
-            let (server, _) = server.unwrap();
-            (client.unwrap(), limit.accept(server, ()).await)
-        };
 
-        let (_c1, first) = accept().await;
+        let (_c1, first) = accept(&listener, &limit, "127.0.0.1").await;
         let first = first.unwrap().0;
         assert!(first.stream.nodelay().unwrap());
-        let (_c2, second) = accept().await;
+        let (_c2, second) = accept(&listener, &limit, "127.0.0.2").await;
         let _second = second.unwrap();
-        let (_c3, third) = accept().await;
+        let (_c3, third) = accept(&listener, &limit, "127.0.0.3").await;
         assert!(third.is_err());
         assert_eq!(metrics.open_connections.get(), 2);
         assert_eq!(metrics.refused_connections.get(), 1);
 
         drop(first);
         assert_eq!(metrics.open_connections.get(), 1);
-        let (_c4, fourth) = accept().await;
+        let (_c4, fourth) = accept(&listener, &limit, "127.0.0.3").await;
         let _fourth = fourth.unwrap();
         assert_eq!(metrics.open_connections.get(), 2);
+        assert_eq!(metrics.refused_source_connections.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_source_gets_at_most_its_share_and_others_still_connect() {
+        let metrics = Metrics::register(&mut Registry::default());
+        let limit = ConnectionLimit::new(10, 2, metrics.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+
+        let (_a1, a1) = accept(&listener, &limit, "127.0.0.2").await;
+        let a1 = a1.unwrap();
+        let (_a2, a2) = accept(&listener, &limit, "127.0.0.2").await;
+        let _a2 = a2.unwrap();
+        let (_a3, a3) = accept(&listener, &limit, "127.0.0.2").await;
+        let error = a3.unwrap_err().to_string();
+        assert!(error.contains("per-source"), "{error}");
+        assert!(error.contains("127.0.0.2"), "{error}");
+        assert_eq!(metrics.refused_source_connections.get(), 1);
+        assert_eq!(metrics.refused_connections.get(), 0);
+
+        // Another source is not affected.
+        let (_b1, b1) = accept(&listener, &limit, "127.0.0.1").await;
+        let _b1 = b1.unwrap();
+        assert_eq!(metrics.open_connections.get(), 3);
+
+        // A closed connection gives its source a slot back.
+        drop(a1);
+        let (_a4, a4) = accept(&listener, &limit, "127.0.0.2").await;
+        let _a4 = a4.unwrap();
+    }
+
+    #[test]
+    fn sources_forget_addresses_without_connections() {
+        let sources = Arc::new(Sources {
+            max: 1,
+            open: Mutex::default(),
+        });
+        let ip: IpAddr = "::ffff:10.0.0.1".parse::<IpAddr>().unwrap().to_canonical();
+        assert_eq!(ip, "10.0.0.1".parse::<IpAddr>().unwrap());
+        let slot = Sources::take(&sources, ip).unwrap();
+        assert!(Sources::take(&sources, ip).is_none());
+        drop(slot);
+        assert!(sources.open.lock().unwrap().is_empty());
+        assert!(Sources::take(&sources, ip).is_some());
     }
 }

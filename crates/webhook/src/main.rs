@@ -1,6 +1,6 @@
 //! `byoc-webhook`: the validating admission webhook process. HTTPS admission on `--listen`,
 //! `/healthz`, `/readyz` and `/metrics` on `--admin-addr`; ready once the namespace cache has
-//! synced; SIGINT/SIGTERM drain requests in flight, then exit.
+//! synced, and not while its watch has been failing for `--watch-unhealthy-after`; SIGINT/SIGTERM drain requests in flight, then exit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ use axum_server::Handle;
 use byoc_policy::Config;
 use byoc_runtime::logging::{self, LogFormat};
 use byoc_runtime::{AdminServer, Readiness, Shutdown};
+use byoc_webhook::health::WatchHealth;
 use byoc_webhook::tls::Reload;
 use byoc_webhook::{CertFiles, CertResolver, Metrics, Webhook, cache, server};
 use clap::Parser;
@@ -45,6 +46,21 @@ struct Args {
     /// API servers keep a few each; the rest is headroom against floods of clients.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Most HTTPS connections open at once from one source address (IPv4, or IPv6 address);
+    /// more are closed on accept. Each API server needs at most as many as it sends reviews at
+    /// once; the cap keeps one client from taking the slots of the others.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_source: u32,
+    /// How long a connection serves requests: the first answer after it carries
+    /// `Connection: close` and the connection closes once that answer is written (the client
+    /// reconnects for its next request), so no client holds a connection forever.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    max_connection_age: Duration,
+    /// How long the namespace watch may keep failing before the webhook reports not ready:
+    /// its grants may be stale, so the Service stops sending it reviews while the other
+    /// replicas answer. Ready again as soon as the API server answers the watch.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    watch_unhealthy_after: Duration,
     /// How long a connection may wait for the whole head of its next request; idle keep-alive
     /// connections and slow request heads are closed after it. Keep it longer than the API
     /// server's idle timeout (90 s), so that the API server closes idle connections first and
@@ -141,10 +157,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let readiness = Readiness::default();
     let shutdown = Shutdown::on_signals().context("cannot handle signals")?;
 
-    let client = kube::Client::try_default()
+    let health = WatchHealth::new(Instant::now());
+    let client = kube::Config::infer()
         .await
+        .map_err(anyhow::Error::new)
+        .and_then(|config| Ok(cache::client(config, &health)?))
         .context("cannot configure the kube client")?;
-    let (namespaces, watch) = cache::watch(client, metrics.cached_namespaces.clone());
+    let (namespaces, watch) = cache::watch(client, health.clone(), metrics.clone());
+    let tolerance = args.watch_unhealthy_after;
+    readiness.require(move || health.check(Instant::now(), tolerance));
 
     let admin = AdminServer::bind(args.admin_addr, readiness.clone(), registry)
         .await
@@ -167,6 +188,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tls,
         server::Limits {
             max_connections: args.max_connections as usize,
+            max_connections_per_source: args.max_connections_per_source as usize,
+            max_connection_age: args.max_connection_age,
             idle_timeout: args.idle_timeout,
         },
         webhook,
@@ -254,6 +277,9 @@ mod tests {
         assert_eq!(args.max_connections, 4096);
         assert_eq!(args.idle_timeout, Duration::from_secs(120));
         assert_eq!(args.body_budget, 16 << 20);
+        assert_eq!(args.max_connections_per_source, 512);
+        assert_eq!(args.max_connection_age, Duration::from_secs(600));
+        assert_eq!(args.watch_unhealthy_after, Duration::from_secs(30));
         let zero = [
             "byoc-webhook",
             "--tls-cert",

@@ -1,6 +1,7 @@
 //! The webhook's Prometheus metrics, all prefixed `byoc_webhook_`.
 
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::health::WatchHealth;
 use crate::review::Verdict;
 use crate::tls::Reload;
 
@@ -39,6 +41,12 @@ pub struct Metrics {
     pub refused_connections: Counter,
     /// Bytes of request bodies being read or parsed ([`crate::budget`]).
     pub body_bytes_in_flight: Gauge,
+    /// Connections closed on accept because their source had its per-source limit open.
+    pub refused_source_connections: Counter,
+    /// Connections asked to close (`Connection: close`) because they reached the maximum age.
+    pub aged_connections: Counter,
+    watch_healthy: Gauge,
+    watch_last_event_age: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -55,6 +63,10 @@ impl Metrics {
             open_connections: Gauge::default(),
             refused_connections: Counter::default(),
             body_bytes_in_flight: Gauge::default(),
+            refused_source_connections: Counter::default(),
+            aged_connections: Counter::default(),
+            watch_healthy: Gauge::default(),
+            watch_last_event_age: Gauge::default(),
         };
         let registry = registry.sub_registry_with_prefix("byoc_webhook");
         registry.register(
@@ -102,7 +114,38 @@ impl Metrics {
             "Bytes of request bodies being read or parsed, bounded by --body-budget",
             metrics.body_bytes_in_flight.clone(),
         );
+        registry.register(
+            "refused_source_connections",
+            "Connections closed on accept because --max-connections-per-source were open from \
+             their source address",
+            metrics.refused_source_connections.clone(),
+        );
+        registry.register(
+            "aged_connections",
+            "Connections closed after a response because they were older than \
+             --max-connection-age",
+            metrics.aged_connections.clone(),
+        );
+        registry.register(
+            "namespace_watch_healthy",
+            "1 while the namespace watch works, 0 from its first failure until the API server \
+             answers it again",
+            metrics.watch_healthy.clone(),
+        );
+        registry.register(
+            "namespace_watch_last_event_age_seconds",
+            "Seconds since the namespace watch last got an event or an answer of the API server \
+             (a working watch is renewed at least every 45 s)",
+            metrics.watch_last_event_age.clone(),
+        );
         metrics
+    }
+
+    /// Sets the watch metrics from `health` at `now`.
+    pub fn watch_health(&self, health: &WatchHealth, now: Instant) {
+        self.watch_healthy.set(i64::from(health.is_healthy()));
+        self.watch_last_event_age
+            .set(health.since_contact(now).as_secs_f64());
     }
 
     /// Counts one decision.
@@ -156,6 +199,12 @@ mod tests {
         m.reload(&Reload::Reloaded);
         m.open_connections.set(2);
         m.refused_connections.inc();
+        m.refused_source_connections.inc();
+        m.aged_connections.inc();
+        let start = Instant::now();
+        let health = WatchHealth::new(start);
+        health.failed(start, "refused");
+        m.watch_health(&health, start + Duration::from_millis(2500));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -167,6 +216,10 @@ mod tests {
             "byoc_webhook_certificate_reloads_total{error=\"none\"} 1",
             "byoc_webhook_open_connections 2",
             "byoc_webhook_refused_connections_total 1",
+            "byoc_webhook_refused_source_connections_total 1",
+            "byoc_webhook_aged_connections_total 1",
+            "byoc_webhook_namespace_watch_healthy 0",
+            "byoc_webhook_namespace_watch_last_event_age_seconds 2.5",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

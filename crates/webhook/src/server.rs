@@ -22,7 +22,7 @@ use rustls::ServerConfig;
 
 use crate::budget::{BodyBudget, SMALL_BODY_BYTES};
 use crate::cache::NamespaceCache;
-use crate::limit::ConnectionLimit;
+use crate::limit::{self, ConnectionLimit, Opened};
 use crate::metrics::Metrics;
 use crate::review::{self, MAX_BODY_BYTES, ReviewError, Unreadable, Verdict};
 
@@ -219,6 +219,11 @@ async fn read_body(body: Body) -> Result<Bytes, ReviewError> {
 pub struct Limits {
     /// Most connections open at once; more are closed on accept.
     pub max_connections: usize,
+    /// Most connections open at once from one source address; more are closed on accept.
+    pub max_connections_per_source: usize,
+    /// How long a connection serves requests: the first response after it says
+    /// `Connection: close`, and the connection closes once that response is written.
+    pub max_connection_age: Duration,
     /// How long a connection may wait for the whole head of its next request: idle keep-alive
     /// connections and slow request heads are closed after it.
     pub idle_timeout: Duration,
@@ -234,7 +239,12 @@ pub async fn serve(
     handle: Handle<SocketAddr>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
-    let limit = ConnectionLimit::new(limits.max_connections, webhook.metrics.clone());
+    let metrics = webhook.metrics.clone();
+    let limit = ConnectionLimit::new(
+        limits.max_connections,
+        limits.max_connections_per_source,
+        metrics.clone(),
+    );
     // HTTP/1.1 only (ALPN offers nothing else): no HTTP/2 sniffing, which waits for a first
     // byte without any timeout. hyper's header read timeout needs a timer; it runs from the
     // start of every request head, so it also closes connections that never send one.
@@ -249,6 +259,13 @@ pub async fn serve(
         .header_read_timeout(limits.idle_timeout);
     server
         .handle(handle)
-        .serve(router(webhook).into_make_service())
+        .serve(
+            router(webhook)
+                .layer(axum::middleware::from_fn_with_state(
+                    (limits.max_connection_age, metrics),
+                    limit::close_when_old,
+                ))
+                .into_make_service_with_connect_info::<Opened>(),
+        )
         .await
 }

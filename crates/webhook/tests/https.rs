@@ -34,6 +34,8 @@ use tokio_rustls::TlsConnector;
 /// The server's limits in these tests: the defaults of `byoc-webhook`.
 const LIMITS: server::Limits = server::Limits {
     max_connections: 64,
+    max_connections_per_source: 64,
+    max_connection_age: Duration::from_secs(600),
     idle_timeout: Duration::from_secs(120),
 };
 

@@ -83,6 +83,91 @@ pub fn component_pid(name: &str) -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A fault-injecting proxy to the API server
+
+/// A TCP proxy on loopback to the local cluster's API server, which a test can break: while
+/// broken, every connection through it is cut and new ones are closed as soon as they are
+/// accepted (the client sees a reset or an early EOF, as when the API server is unreachable).
+/// TLS passes through untouched (the API server's certificate is for `127.0.0.1`). Stopped
+/// when dropped.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    broken: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a working proxy to the API server of [`kubeconfig_path`](crate::kubeconfig_path).
+    pub async fn start() -> Self {
+        let upstream = crate::server_of(crate::kubeconfig_path());
+        let upstream = upstream
+            .strip_prefix("https://")
+            .unwrap_or(&upstream)
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let (broken, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let mut watch = watch.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let mut client = client;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|broken| *broken) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, broken, task }
+    }
+
+    /// Cuts every connection and refuses new ones until [`Self::heal`].
+    pub fn break_connections(&self) {
+        self.broken.send_replace(true);
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.broken.send_replace(false);
+    }
+
+    /// Writes a copy of the cluster's kubeconfig that reaches the API server through this
+    /// proxy to `path`.
+    pub fn write_kubeconfig(&self, path: &Path) {
+        let mut kubeconfig =
+            kube::config::Kubeconfig::read_from(crate::kubeconfig_path()).expect("read KUBECONFIG");
+        for cluster in kubeconfig
+            .clusters
+            .iter_mut()
+            .filter_map(|c| c.cluster.as_mut())
+        {
+            cluster.server = Some(format!("https://{}", self.addr));
+        }
+        let text = serde_json::to_string(&kubeconfig).expect("a kubeconfig as JSON");
+        std::fs::write(path, text).expect("write the proxy's kubeconfig");
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.break_connections();
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Memory
 
 /// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`), 0 when the process is gone.
@@ -117,6 +202,15 @@ pub struct WebhookOptions {
     pub max_connections: u32,
     /// `--idle-timeout`.
     pub idle_timeout: &'static str,
+    /// `--max-connections-per-source`.
+    pub max_connections_per_source: u32,
+    /// `--max-connection-age`.
+    pub max_connection_age: &'static str,
+    /// `--watch-unhealthy-after`.
+    pub watch_unhealthy_after: &'static str,
+    /// The kubeconfig the webhook reads (e.g. one through a [`FaultProxy`]); the cluster's
+    /// when `None`.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl Default for WebhookOptions {
@@ -126,6 +220,10 @@ impl Default for WebhookOptions {
             reload_interval: "200ms",
             max_connections: 4096,
             idle_timeout: "120s",
+            max_connections_per_source: 512,
+            max_connection_age: "10m",
+            watch_unhealthy_after: "30s",
+            kubeconfig: None,
         }
     }
 }
@@ -220,7 +318,25 @@ impl WebhookProcess {
                 self.options.max_connections
             ))
             .arg(format!("--idle-timeout={}", self.options.idle_timeout))
-            .env("KUBECONFIG", crate::kubeconfig_path())
+            .arg(format!(
+                "--max-connections-per-source={}",
+                self.options.max_connections_per_source
+            ))
+            .arg(format!(
+                "--max-connection-age={}",
+                self.options.max_connection_age
+            ))
+            .arg(format!(
+                "--watch-unhealthy-after={}",
+                self.options.watch_unhealthy_after
+            ))
+            .env(
+                "KUBECONFIG",
+                self.options
+                    .kubeconfig
+                    .as_deref()
+                    .unwrap_or_else(|| crate::kubeconfig_path()),
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log"))
@@ -263,6 +379,11 @@ impl WebhookProcess {
         self.kill();
         self.spawn();
         self.wait_ready(Duration::from_secs(60));
+    }
+
+    /// `GET /readyz` on the admin port: the status (0 when it does not answer) and the body.
+    pub fn readyz(&self) -> (u16, String) {
+        http_get(self.admin, "/readyz").unwrap_or((0, String::new()))
     }
 
     /// `GET /metrics` on the admin port.
@@ -566,7 +687,21 @@ impl HttpsClient {
 
     /// A new TLS connection.
     pub async fn connect(&self) -> io::Result<Connection> {
-        let tcp = self.tcp().await?;
+        self.handshake(self.tcp().await?).await
+    }
+
+    /// A new TLS connection from the local address `from` (e.g. `127.0.0.2`, so that the
+    /// webhook sees another source than the API server on `127.0.0.1`).
+    pub async fn connect_from(&self, from: std::net::IpAddr) -> io::Result<Connection> {
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(from, 0))?;
+        self.handshake(socket.connect(self.addr).await?).await
+    }
+
+    async fn handshake(&self, tcp: TcpStream) -> io::Result<Connection> {
         let name = ServerName::IpAddress(self.addr.ip().into());
         let tls = self.connector.connect(name, tcp).await?;
         Ok(Connection {
@@ -587,6 +722,8 @@ pub struct Response {
     pub status: u16,
     /// The body.
     pub body: Vec<u8>,
+    /// Whether the server said `Connection: close` (it closes the connection after this).
+    pub close: bool,
 }
 
 impl Response {
@@ -657,6 +794,7 @@ impl Connection {
             .ok_or_else(|| io::Error::other(format!("not an HTTP status line: {line:?}")))?;
         let mut length = None;
         let mut chunked = false;
+        let mut close = false;
         loop {
             line.clear();
             if self.stream.read_line(&mut line).await? == 0 {
@@ -673,6 +811,8 @@ impl Connection {
                 let value = value.trim();
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.parse::<usize>().ok();
+                } else if name.eq_ignore_ascii_case("connection") {
+                    close = value.eq_ignore_ascii_case("close");
                 } else if name.eq_ignore_ascii_case("transfer-encoding")
                     && value.eq_ignore_ascii_case("chunked")
                 {
@@ -698,7 +838,11 @@ impl Connection {
             body.resize(n, 0);
             self.stream.read_exact(&mut body).await?;
         }
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            body,
+            close,
+        })
     }
 
     /// Waits until the server closes the connection (EOF or reset), up to `limit`; returns how

@@ -124,17 +124,22 @@ pub const VARIANTS: [Variant; 3] = [
     },
 ];
 
+/// The `--set` value every render of the chart with its defaults needs: the API server's
+/// addresses, which the default NetworkPolicy requires (`networkPolicy.apiServerCIDRs`). The
+/// local cluster's API server is on loopback.
+pub const API_SERVER_CIDRS: &str = "networkPolicy.apiServerCIDRs={127.0.0.1/32}";
+
 impl Variant {
-    /// `-f charts/byoc-operator/ci/VALUES`, or nothing.
+    /// `-f charts/byoc-operator/ci/VALUES` (every values file sets the API server's
+    /// addresses), or `--set` [`API_SERVER_CIDRS`].
     pub fn values_args(&self) -> Vec<String> {
-        self.values
-            .map(|f| {
-                vec![
-                    "-f".to_owned(),
-                    chart_dir().join("ci").join(f).display().to_string(),
-                ]
-            })
-            .unwrap_or_default()
+        match self.values {
+            Some(f) => vec![
+                "-f".to_owned(),
+                chart_dir().join("ci").join(f).display().to_string(),
+            ],
+            None => vec!["--set".to_owned(), API_SERVER_CIDRS.to_owned()],
+        }
     }
 
     /// `helm template` of this variant for the pinned Kubernetes version.

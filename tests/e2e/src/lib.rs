@@ -93,7 +93,7 @@ pub fn kubeconfig_path() -> &'static Path {
 }
 
 /// The server URL of the current context of the kubeconfig at `path`.
-fn server_of(path: &Path) -> String {
+pub fn server_of(path: &Path) -> String {
     let kc = Kubeconfig::read_from(path)
         .unwrap_or_else(|e| panic!("cannot read KUBECONFIG={}: {e}", path.display()));
     let context = kc.current_context.as_deref().unwrap_or_default();

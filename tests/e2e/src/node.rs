@@ -104,8 +104,21 @@ pub fn helm_binary() -> PathBuf {
     .clone()
 }
 
-/// `helm upgrade --install` of the chart with the images just pushed (by digest) and `extra`
-/// `--set` values, waiting until every pod of the release is Ready.
+/// The `networkPolicy.apiServerCIDRs` value for the node's cluster: the API server runs on the
+/// host and reaches the pods from the node's address on the pod bridge, the host of its URL.
+/// (The node's bridge CNI does not enforce NetworkPolicies; the chart needs the value anyway.)
+fn api_server_cidrs() -> String {
+    let server = crate::server_of(kubeconfig_path());
+    let host = server
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .map_or(server.as_str(), |(host, _)| host);
+    format!("networkPolicy.apiServerCIDRs={{{host}/32}}")
+}
+
+/// `helm upgrade --install` of the chart with the images just pushed (by digest), the API
+/// server's addresses and `extra` `--set` values, waiting until every pod of the release is
+/// Ready.
 pub fn helm_upgrade(extra: &[&str]) {
     let mut cmd = Command::new(helm_binary());
     cmd.arg("--kubeconfig")
@@ -126,7 +139,8 @@ pub fn helm_upgrade(extra: &[&str]) {
         .arg(format!(
             "--set=webhook.image.digest={}",
             image("byoc-webhook").digest
-        ));
+        ))
+        .arg(format!("--set={}", api_server_cidrs()));
     for value in extra {
         cmd.arg(format!("--set={value}"));
     }

@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use byoc_e2e::chaos::pod_review;
 use byoc_e2e::chart::{
-    Object, Report, VARIANTS, Variant, chart_dir, component, deployment_problems, helm,
-    helm_on_cluster, of_kind, wait_for, webhook_configuration_problems, work_dir,
+    API_SERVER_CIDRS, Object, Report, VARIANTS, Variant, chart_dir, component, deployment_problems,
+    helm, helm_on_cluster, of_kind, wait_for, webhook_configuration_problems, work_dir,
 };
 use byoc_e2e::controller::target_dir;
 use byoc_e2e::{
@@ -117,9 +117,9 @@ fn every_variant_renders() {
     }
 }
 
-/// The controller's container args of a rendered variant.
-fn controller_args(objects: &[Object]) -> Vec<String> {
-    let deployment = component(objects, "Deployment", "controller").expect("the controller");
+/// The container args of a rendered variant's `comp` (`controller` or `webhook`).
+fn container_args(objects: &[Object], comp: &str) -> Vec<String> {
+    let deployment = component(objects, "Deployment", comp).expect("the Deployment");
     deployment.value["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
         .into_iter()
@@ -149,7 +149,7 @@ fn reports_are_off_by_default_and_bring_their_rbac_and_crd_when_on() {
         })
     };
     let default = VARIANTS[0].render().expect("default render");
-    let args = controller_args(&default);
+    let args = container_args(&default, "controller");
     assert!(!args.iter().any(|a| a == "--reports"), "{args:?}");
     assert!(
         args.iter()
@@ -163,7 +163,7 @@ fn reports_are_off_by_default_and_bring_their_rbac_and_crd_when_on() {
             .any(|c| c.name == "policyreports.wgpolicyk8s.io")
     );
     let full = VARIANTS[1].render().expect("full render");
-    let args = controller_args(&full);
+    let args = container_args(&full, "controller");
     assert!(args.iter().any(|a| a == "--reports"), "{args:?}");
     let rules = rules(&full);
     for resource in [
@@ -216,6 +216,8 @@ fn issuer_ref_uses_that_issuer_and_creates_none() {
         "byoc-system",
         "--kube-version",
         &kube_version(),
+        "--set",
+        API_SERVER_CIDRS,
         "--set",
         "certManager.enabled=true",
         "--set",
@@ -322,6 +324,222 @@ fn the_controller_reads_the_policy_and_the_rule_alerts_on_expiring_grants() {
     }
 }
 
+/// The rendered NetworkPolicy of `comp`.
+fn network_policy<'a>(objects: &'a [Object], comp: &str) -> &'a Value {
+    &component(objects, "NetworkPolicy", comp)
+        .unwrap_or_else(|| panic!("a NetworkPolicy for the {comp}"))
+        .value
+}
+
+/// The ports (by name) of the first container of `comp`'s Deployment.
+fn container_ports(objects: &[Object], comp: &str) -> Vec<String> {
+    let deployment = component(objects, "Deployment", comp).expect("the Deployment");
+    deployment.value["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Issue 21: by default only the API server's addresses may reach the webhook port, nobody
+/// the admin (metrics) ports; `webhookFrom` and `metricsFrom` add peers. The policies name
+/// ports the containers have.
+#[test]
+fn the_network_policy_is_on_by_default_and_lets_only_the_api_server_reach_the_webhook() {
+    let default = VARIANTS[0].render().expect("default render");
+    let webhook = network_policy(&default, "webhook");
+    assert_eq!(webhook["spec"]["policyTypes"], json!(["Ingress"]));
+    assert_eq!(
+        webhook["spec"]["ingress"],
+        json!([{
+            "ports": [{"port": "https", "protocol": "TCP"}],
+            "from": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
+        }]),
+        "the webhook port from the API server only, no admin port"
+    );
+    let controller = network_policy(&default, "controller");
+    assert_eq!(
+        controller["spec"]["ingress"],
+        json!([]),
+        "nothing reaches the controller"
+    );
+    for (comp, ports) in [
+        ("webhook", &["https", "admin"][..]),
+        ("controller", &["admin"]),
+    ] {
+        let have = container_ports(&default, comp);
+        assert!(
+            ports.iter().all(|p| have.iter().any(|h| h == p)),
+            "{comp} ports {have:?}"
+        );
+    }
+
+    let full = VARIANTS[1].render().expect("full render");
+    let monitoring = json!([{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}]);
+    let webhook = &network_policy(&full, "webhook")["spec"]["ingress"];
+    assert_eq!(
+        webhook[0]["from"],
+        json!([
+            {"ipBlock": {"cidr": "10.0.0.10/32"}},
+            {"ipBlock": {"cidr": "10.0.0.11/32"}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+             "podSelector": {"matchLabels": {"k8s-app": "konnectivity-agent"}}},
+        ]),
+        "the API servers and webhookFrom"
+    );
+    assert_eq!(
+        webhook[1],
+        json!({"ports": [{"port": "admin", "protocol": "TCP"}], "from": monitoring})
+    );
+    assert_eq!(
+        network_policy(&full, "controller")["spec"]["ingress"],
+        json!([{"ports": [{"port": "admin", "protocol": "TCP"}], "from": monitoring}])
+    );
+}
+
+/// Issue 21: a NetworkPolicy that cannot be scoped is not rendered silently open: without the
+/// API server's addresses rendering fails naming the value, as it does when a ServiceMonitor
+/// would scrape ports the policy closes.
+#[test]
+fn the_network_policy_needs_the_api_server_addresses_and_says_so() {
+    let render = |set: &[&str]| {
+        let mut args = vec![
+            "template".to_owned(),
+            "byoc-operator".into(),
+            chart(),
+            "--kube-version".into(),
+            kube_version(),
+        ];
+        for value in set {
+            args.extend(["--set".to_owned(), (*value).to_owned()]);
+        }
+        helm(&args)
+    };
+    let mut report = Report::default();
+    for (set, message) in [
+        (
+            &[][..],
+            "networkPolicy.apiServerCIDRs is empty: set it to the addresses the API server \
+             reaches pods from",
+        ),
+        (
+            &[API_SERVER_CIDRS, "serviceMonitor.enabled=true"],
+            "unless networkPolicy.metricsFrom names your Prometheus",
+        ),
+    ] {
+        let out = render(set);
+        report.check(
+            !out.status.success() && out.stderr.contains(message),
+            format!("helm template --set {set:?} fails with {message:?}"),
+            &out,
+        );
+    }
+    let out = render(&["networkPolicy.enabled=false"]);
+    if report.succeeded(
+        &out,
+        "helm template --set networkPolicy.enabled=false renders",
+    ) {
+        let objects = byoc_e2e::chart::parse_objects(&out.stdout).expect("parses");
+        report.check(
+            of_kind(&objects, "NetworkPolicy").count() == 0,
+            "networkPolicy.enabled=false renders no NetworkPolicy",
+            "",
+        );
+    }
+    report.finish();
+}
+
+/// Issue 21: the webhook's connection caps and watch tolerance come from the values.
+#[test]
+fn the_webhook_gets_its_connection_and_watch_flags_from_the_values() {
+    for (v, flags) in [
+        (
+            VARIANTS[0],
+            [
+                "--max-connections-per-source=512",
+                "--max-connection-age=10m",
+                "--watch-unhealthy-after=30s",
+            ],
+        ),
+        (
+            VARIANTS[1],
+            [
+                "--max-connections-per-source=64",
+                "--max-connection-age=5m",
+                "--watch-unhealthy-after=1m",
+            ],
+        ),
+    ] {
+        let objects = v
+            .render()
+            .unwrap_or_else(|e| panic!("helm template {}: {e}", v.name));
+        let args = container_args(&objects, "webhook");
+        for flag in flags {
+            assert!(
+                args.iter().any(|a| a == flag),
+                "{}: {flag} in {args:?}",
+                v.name
+            );
+        }
+    }
+}
+
+/// Issue 21: with `prometheusRule.enabled`, alerts on a replica whose namespace watch fails
+/// or hears nothing, with their own `for`, threshold and severity.
+#[test]
+fn the_rule_alerts_on_a_failing_or_silent_namespace_watch() {
+    let defaults = helm([
+        "template",
+        "byoc-operator",
+        &chart(),
+        "--kube-version",
+        &kube_version(),
+        "--set",
+        API_SERVER_CIDRS,
+        "--set",
+        "prometheusRule.enabled=true",
+    ])
+    .success();
+    let defaults = byoc_e2e::chart::parse_objects(&defaults.stdout).expect("parses");
+    let full = VARIANTS[1].render().expect("full render");
+    for (objects, for_, age, severity) in [
+        (&defaults, "2m", "300", "critical"),
+        (&full, "3m", "600", "page"),
+    ] {
+        let rule = of_kind(objects, "PrometheusRule")
+            .next()
+            .expect("a PrometheusRule");
+        let alerts = rule.value["spec"]["groups"][0]["rules"]
+            .as_array()
+            .expect("rules");
+        let alert = |name: &str| {
+            alerts
+                .iter()
+                .find(|a| a["alert"] == name)
+                .unwrap_or_else(|| panic!("no alert {name}: {alerts:?}"))
+        };
+        let unhealthy = alert("ByocWebhookNamespaceWatchUnhealthy");
+        assert_eq!(
+            unhealthy["expr"],
+            "byoc_webhook_namespace_watch_healthy == 0"
+        );
+        assert_eq!(unhealthy["for"], for_);
+        assert_eq!(unhealthy["labels"]["severity"], severity);
+        let stale = alert("ByocWebhookNamespaceWatchStale");
+        assert_eq!(
+            stale["expr"],
+            format!("byoc_webhook_namespace_watch_last_event_age_seconds > {age}")
+        );
+        assert_eq!(stale["labels"]["severity"], severity);
+        for a in [unhealthy, stale] {
+            let description = a["annotations"]["description"].as_str().unwrap_or_default();
+            assert!(description.contains("{{ $labels.pod }}"), "{description}");
+        }
+    }
+}
+
 /// A webhook outside the cluster (make run, the e2e tests): its URL and CA, no generated
 /// certificate, the same rules and conditions as the Service mode.
 #[test]
@@ -334,6 +552,8 @@ fn an_external_webhook_gets_its_url_and_ca_and_the_same_rules() {
         "byoc-system",
         "--kube-version",
         &kube_version(),
+        "--set",
+        API_SERVER_CIDRS,
         "--set",
         "webhook.external.url=https://127.0.0.1:8443",
         "--set",
@@ -617,6 +837,8 @@ fn request_rbac_lets_tenants_file_requests_and_only_admins_decide() {
         "--kube-version",
         &kube_version(),
         "--set",
+        API_SERVER_CIDRS,
+        "--set",
         "reports.enabled=true",
     ]);
     assert!(out.status.success(), "{out}");
@@ -636,6 +858,8 @@ fn request_rbac_lets_tenants_file_requests_and_only_admins_decide() {
         &chart(),
         "--kube-version",
         &kube_version(),
+        "--set",
+        API_SERVER_CIDRS,
         "--set",
         "requestRoles.create=false",
         "--set",
@@ -702,6 +926,8 @@ fn the_packaged_chart_embeds_the_crd_and_renders_the_same() {
         "byoc-system",
         "--kube-version",
         &kube_version(),
+        "--set",
+        API_SERVER_CIDRS,
     ])
     .success();
     let packaged = byoc_e2e::chart::parse_objects(&packaged.stdout).expect("parses");
@@ -769,6 +995,26 @@ fn bad_values_are_refused_naming_the_value() {
         ),
         ("webhook.idleTimeout=2h", &["/webhook/idleTimeout"]),
         (
+            "webhook.maxConnectionsPerSource=0",
+            &["/webhook/maxConnectionsPerSource", "minimum"],
+        ),
+        (
+            "webhook.maxConnectionAge=0s",
+            &["/webhook/maxConnectionAge"],
+        ),
+        (
+            "webhook.watchUnhealthyAfter=1h",
+            &["/webhook/watchUnhealthyAfter"],
+        ),
+        (
+            "networkPolicy.apiServerCIDRs={10.0.0.1}",
+            &["/networkPolicy/apiServerCIDRs/0"],
+        ),
+        (
+            "prometheusRule.namespaceWatch.maxAgeSeconds=10",
+            &["/prometheusRule/namespaceWatch/maxAgeSeconds", "minimum"],
+        ),
+        (
             "webhook.podDisruptionBudget.maxUnavailable=2",
             &[
                 "webhook.podDisruptionBudget.maxUnavailable (2) must be smaller than webhook.replicas (2)",
@@ -796,6 +1042,8 @@ fn bad_values_are_refused_naming_the_value() {
             "--kube-version",
             &kube_version(),
             "--set",
+            API_SERVER_CIDRS,
+            "--set",
             set,
         ]);
         let missing: Vec<&&str> = fragments
@@ -815,7 +1063,7 @@ const TOO_OLD: &str = "byoc-operator needs Kubernetes 1.30 or newer";
 
 #[test]
 fn offline_render_needs_no_kube_version_and_old_versions_are_refused() {
-    let plain = helm(["template", "byoc", &chart()]).success();
+    let plain = helm(["template", "byoc", &chart(), "--set", API_SERVER_CIDRS]).success();
     assert!(
         plain
             .stdout
@@ -829,7 +1077,15 @@ fn offline_render_needs_no_kube_version_and_old_versions_are_refused() {
         ("v1.29.9-gke.1000", "v1.29.9"),
         ("1.20.1", "v1.20.1"),
     ] {
-        let out = helm(["template", "byoc", &chart(), "--kube-version", given]);
+        let out = helm([
+            "template",
+            "byoc",
+            &chart(),
+            "--kube-version",
+            given,
+            "--set",
+            API_SERVER_CIDRS,
+        ]);
         report.check(
             !out.status.success()
                 && out.stderr.contains(TOO_OLD)
@@ -839,7 +1095,15 @@ fn offline_render_needs_no_kube_version_and_old_versions_are_refused() {
         );
     }
     for given in ["1.30.0", "v1.30.2-eks-1234", kube_version().as_str()] {
-        let out = helm(["template", "byoc", &chart(), "--kube-version", given]);
+        let out = helm([
+            "template",
+            "byoc",
+            &chart(),
+            "--kube-version",
+            given,
+            "--set",
+            API_SERVER_CIDRS,
+        ]);
         report.succeeded(
             &out,
             format!("helm template --kube-version {given} renders"),
@@ -985,6 +1249,8 @@ fn a_cluster_older_than_1_30_is_refused_on_install() {
             "byoc-system".into(),
             "--kubeconfig".into(),
             kubeconfig.display().to_string(),
+            "--set".into(),
+            API_SERVER_CIDRS.into(),
         ];
         args.extend(dry_run.map(str::to_owned));
         let out = helm(&args);
@@ -1009,6 +1275,8 @@ fn a_cluster_older_than_1_30_is_refused_on_install() {
         "-n",
         "byoc-system",
         "--dry-run=server",
+        "--set",
+        API_SERVER_CIDRS,
         "--kubeconfig",
         &new.kubeconfig(&work_dir("new-cluster"))
             .display()
@@ -1643,7 +1911,15 @@ fn install_checks(report: &mut Report, namespaces: &mut Namespaces) {
         ),
     )
     .expect("write the old CRD");
-    let out = helm_on_cluster(["install", RELEASE, &old.display().to_string(), "-n", RNS]);
+    let out = helm_on_cluster([
+        "install",
+        RELEASE,
+        &old.display().to_string(),
+        "-n",
+        RNS,
+        "--set",
+        API_SERVER_CIDRS,
+    ]);
     if !report.succeeded(&out, format!("helm install {RELEASE} -n {RNS}")) {
         return;
     }
@@ -1673,7 +1949,15 @@ fn install_checks(report: &mut Report, namespaces: &mut Namespaces) {
     let before = secret_field("tls.crt");
     let bundle = ca_bundle();
     report.succeeded(
-        &helm_on_cluster(["upgrade", RELEASE, &chart, "-n", RNS]),
+        &helm_on_cluster([
+            "upgrade",
+            RELEASE,
+            &chart,
+            "-n",
+            RNS,
+            "--set",
+            API_SERVER_CIDRS,
+        ]),
         format!("helm upgrade {RELEASE}"),
     );
     report.check(
@@ -1981,7 +2265,16 @@ fn rotation_checks(report: &mut Report, smoke: &Path, chart: &str) {
         "rotation: a new certificate; the caBundle trusts the new and the previous CA while pods reload",
         format!("new certificate: {}; {cas} CAs in the bundle\n{verify_new}\n{verify_old}", before != after),
     );
-    helm_on_cluster(["upgrade", RELEASE, chart, "-n", RNS]).success();
+    helm_on_cluster([
+        "upgrade",
+        RELEASE,
+        chart,
+        "-n",
+        RNS,
+        "--set",
+        API_SERVER_CIDRS,
+    ])
+    .success();
     report.check(
         after == secret_field("tls.crt"),
         "the next helm upgrade keeps the rotated certificate",
@@ -2019,7 +2312,15 @@ fn uninstall_checks(report: &mut Report, smoke: &Path, chart: &str) {
         "",
     );
     report.succeeded(
-        &helm_on_cluster(["install", RELEASE, chart, "-n", RNS]),
+        &helm_on_cluster([
+            "install",
+            RELEASE,
+            chart,
+            "-n",
+            RNS,
+            "--set",
+            API_SERVER_CIDRS,
+        ]),
         "re-install with the same release name and namespace adopts the kept CRD",
     );
     k(["delete", "validatingwebhookconfiguration", VWC]).success(); // no webhook pods here
