@@ -7,9 +7,11 @@
 //! own, on the images of each object as if they were all added now.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use byoc_api::labels::Allowance;
 use byoc_api::lenient::Lossy;
@@ -264,8 +266,61 @@ impl<'de, K: Inventoried> Deserialize<'de> for Of<K> {
     }
 }
 
+/// The containers and image volumes the inventory reads of one object, by default: far more
+/// than a real pod has (Kubernetes sets no limit; pods with more than a dozen are rare), few
+/// enough that a flood of objects with thousands each stays small in a watch cache.
+pub const DEFAULT_MAX_CONTAINERS: usize = 64;
+
+/// The longest container name, image or volume image reference kept: a valid reference is at
+/// most 255 bytes of name, a 128-byte tag and a digest.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+static MAX_CONTAINERS: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_CONTAINERS);
+
+/// Sets how many containers and image volumes of one object the inventory reads (for every
+/// later read in this process: the watch caches deserialize without a seed). An object with
+/// more is kept without them, as an error naming the count.
+pub fn set_max_containers(max: usize) {
+    MAX_CONTAINERS.store(max, Ordering::Relaxed);
+}
+
+/// What reading one object has kept so far: the containers and image volumes counted (read or
+/// not), and the longest field too long to keep.
+struct Budget {
+    max: usize,
+    count: Cell<usize>,
+    oversize: Cell<Option<usize>>,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            max: MAX_CONTAINERS.load(Ordering::Relaxed),
+            count: Cell::new(0),
+            oversize: Cell::new(None),
+        }
+    }
+
+    /// Why the containers of the object are not kept, if they are not.
+    fn exceeded(&self) -> Option<ShapeError> {
+        if let Some(len) = self.oversize.get() {
+            return Some(ShapeError(format!(
+                "a container name or image of {len} bytes, longer than the {MAX_FIELD_BYTES} \
+                 the inventory reads"
+            )));
+        }
+        let count = self.count.get();
+        (count > self.max).then(|| {
+            ShapeError(format!(
+                "{count} containers and image volumes, more than the {} the inventory reads",
+                self.max
+            ))
+        })
+    }
+}
+
 /// Reads a [`Trimmed`] object of a kind as it streams by: `metadata` for the fields kept,
-/// a pod's `status.phase`, and the path to the pod spec ([`Skeleton`]); everything else,
+/// a pod's `status.phase`, and the path to the pod spec ([`SkeletonSeed`]); everything else,
 /// `managedFields` and a pod template's metadata included, is skipped unparsed, so no depth
 /// fails it.
 struct TrimmedSeed(Source);
@@ -287,6 +342,7 @@ impl<'de> Visitor<'de> for TrimmedSeed {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Trimmed, A::Error> {
         let source = self.0;
+        let budget = Budget::new();
         let mut metadata = None;
         let mut phase = None;
         let mut skeleton = serde_json::Map::new();
@@ -295,7 +351,7 @@ impl<'de> Visitor<'de> for TrimmedSeed {
                 "metadata" => metadata = Some(map.next_value::<KeptMeta>()?),
                 "status" if source == Source::Pod => phase = map.next_value::<PodStatus>()?.phase.0,
                 "spec" | "template" => {
-                    let Skeleton(value) = map.next_value()?;
+                    let value = map.next_value_seed(SkeletonSeed(&budget))?;
                     skeleton.insert(key, value);
                 }
                 _ => {
@@ -304,6 +360,10 @@ impl<'de> Visitor<'de> for TrimmedSeed {
             }
         }
         let meta = metadata.ok_or_else(|| A::Error::missing_field("metadata"))?;
+        let containers = match budget.exceeded() {
+            Some(e) => Err(e),
+            None => source.bearing().containers(&Value::Object(skeleton)),
+        };
         Ok(Trimmed {
             source,
             metadata: ObjectMeta {
@@ -316,7 +376,7 @@ impl<'de> Visitor<'de> for TrimmedSeed {
                 ..ObjectMeta::default()
             },
             phase,
-            containers: source.bearing().containers(&Value::Object(skeleton)),
+            containers,
         })
     }
 }
@@ -341,88 +401,155 @@ struct PodStatus {
     phase: Lossy,
 }
 
-/// The part of an object on the way to its pod spec: under `spec`, `template` and
-/// `jobTemplate`, only those keys and the container and volume lists are kept; any other
-/// entry is skipped unparsed. A value that is no object is kept as a scalar (an array as an
-/// empty one), so [`PodBearing::containers`] still says where the shape is wrong.
-struct Skeleton(Value);
-
 /// The keys that lead to a pod spec.
 const PATH: [&str; 3] = ["spec", "template", "jobTemplate"];
-/// The keys of a pod spec the policy reads.
-const LISTS: [&str; 4] = [
-    "containers",
-    "initContainers",
-    "ephemeralContainers",
-    "volumes",
-];
+/// The container lists of a pod spec.
+const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
-impl<'de> Deserialize<'de> for Skeleton {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(SkeletonVisitor)
+/// What of a value on the way to the images is kept.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Under `spec`, `template` and `jobTemplate`: those keys and the container and volume
+    /// lists.
+    Path,
+    /// A container list's entries ([`Shape::Container`]) or the volume list's
+    /// ([`Shape::Volume`]), up to the [`Budget`].
+    List(&'static Shape),
+    /// A container: its `name` and `image`.
+    Container,
+    /// A volume: its `name` and `image` ([`Shape::VolumeImage`]).
+    Volume,
+    /// An image volume's `image`: its `reference`.
+    VolumeImage,
+    /// A string up to [`MAX_FIELD_BYTES`] or any other scalar.
+    Leaf,
+}
+
+impl Shape {
+    /// What is kept under `key` of a map of this shape, if it is.
+    fn under(self, key: &str) -> Option<Self> {
+        match (self, key) {
+            (Self::Path, k) if PATH.contains(&k) => Some(Self::Path),
+            (Self::Path, k) if CONTAINER_LISTS.contains(&k) => Some(Self::List(&Self::Container)),
+            (Self::Path, "volumes") => Some(Self::List(&Self::Volume)),
+            (Self::Container | Self::Volume, "name") | (Self::VolumeImage, "reference") => {
+                Some(Self::Leaf)
+            }
+            (Self::Container, "image") => Some(Self::Leaf),
+            (Self::Volume, "image") => Some(Self::VolumeImage),
+            _ => None,
+        }
     }
 }
 
-struct SkeletonVisitor;
+/// Reads the part of an object on the way to its pod spec, keeping only what [`Shape`] says,
+/// at most the budget's containers and image volumes (the rest are counted and skipped) and
+/// no string longer than [`MAX_FIELD_BYTES`] (its length is noted instead). A value of
+/// another type than expected is kept as a scalar (an array or map as an empty one), so
+/// [`PodBearing::containers`] still says where the shape is wrong.
+struct SkeletonSeed<'b>(&'b Budget);
 
-impl<'de> Visitor<'de> for SkeletonVisitor {
-    type Value = Skeleton;
+impl<'de> DeserializeSeed<'de> for SkeletonSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(Kept(self.0, Shape::Path))
+    }
+}
+
+/// The visitor behind [`SkeletonSeed`]: a value of a [`Shape`].
+struct Kept<'b>(&'b Budget, Shape);
+
+impl<'de> DeserializeSeed<'de> for Kept<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Kept<'_> {
+    type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a pod-bearing object's spec")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skeleton, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let Self(budget, shape) = self;
         let mut kept = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if PATH.contains(&key.as_str()) {
-                let Skeleton(value) = map.next_value()?;
-                kept.insert(key, value);
-            } else if LISTS.contains(&key.as_str()) {
-                let value = map.next_value::<Value>()?;
-                kept.insert(key, value);
-            } else {
-                map.next_value::<IgnoredAny>()?;
+            match shape.under(&key) {
+                Some(under) => {
+                    let value = map.next_value_seed(Kept(budget, under))?;
+                    kept.insert(key, value);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(Skeleton(Value::Object(kept)))
+        Ok(Value::Object(kept))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skeleton, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Skeleton(Value::Array(Vec::new())))
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let Self(budget, shape) = self;
+        let Shape::List(entry) = shape else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Value::Array(Vec::new()));
+        };
+        let mut kept = Vec::new();
+        while let Some(value) = seq.next_element_seed(Kept(budget, *entry))? {
+            // A volume without an image is no image volume.
+            if matches!(entry, Shape::Volume)
+                && value.as_object().is_some_and(|v| !v.contains_key("image"))
+            {
+                continue;
+            }
+            let count = budget.count.get() + 1;
+            budget.count.set(count);
+            if count <= budget.max {
+                kept.push(value);
+            }
+        }
+        Ok(Value::Array(kept))
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::from(v)))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        if v.len() > MAX_FIELD_BYTES {
+            let longest = self.0.oversize.get().map_or(v.len(), |l| l.max(v.len()));
+            self.0.oversize.set(Some(longest));
+            return Ok(Value::Null);
+        }
+        Ok(Value::from(v))
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::from(v)))
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::from(v)))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::from(v)))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::from(v)))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::Null))
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
 
-    fn visit_none<E: de::Error>(self) -> Result<Skeleton, E> {
-        Ok(Skeleton(Value::Null))
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
 
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Skeleton, D::Error> {
-        Skeleton::deserialize(deserializer)
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
@@ -768,6 +895,87 @@ mod tests {
         )
         .unwrap();
         assert!(bad.containers.is_err());
+    }
+
+    #[test]
+    fn reading_keeps_a_bounded_number_of_containers() {
+        let max = DEFAULT_MAX_CONTAINERS;
+        let containers = |n: usize, image: &str| -> Vec<Value> {
+            (0..n)
+                .map(|i| json!({"name": format!("c{i}"), "image": image, "env": [{"name": "X"}]}))
+                .collect()
+        };
+        let long = format!("quay.io/{}", "a".repeat(MAX_FIELD_BYTES));
+        let many = format!(
+            "{} containers and image volumes, more than the {max}",
+            2 * max
+        );
+        let cases: Vec<(&str, Value, Result<usize, &str>)> = vec![
+            ("none", json!({}), Ok(0)),
+            (
+                "at the cap",
+                json!({"containers": containers(max, "quay.io/a")}),
+                Ok(max),
+            ),
+            (
+                "one over",
+                json!({"containers": containers(max + 1, "quay.io/a")}),
+                Err("65 containers and image volumes, more than the 64 the inventory reads"),
+            ),
+            (
+                "counted across lists",
+                json!({"containers": containers(max, "quay.io/a"),
+                       "initContainers": containers(max, "quay.io/b")}),
+                Err(many.as_str()),
+            ),
+            (
+                "volumes without an image do not count",
+                json!({"containers": containers(max, "quay.io/a"),
+                       "volumes": (0..max).map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
+                           .collect::<Vec<_>>()}),
+                Ok(max),
+            ),
+            (
+                "image volumes count",
+                json!({"containers": containers(max, "quay.io/a"),
+                       "volumes": [{"name": "v", "image": {"reference": "quay.io/v"}}]}),
+                Err("65 containers"),
+            ),
+            (
+                "an overlong image",
+                json!({"containers": containers(1, &long)}),
+                Err("longer than the 1024 the inventory reads"),
+            ),
+        ];
+        for (name, spec, want) in cases {
+            let object = Trimmed::from_value(
+                Source::Deployment,
+                &json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": spec}}}),
+            )
+            .unwrap();
+            match (&object.containers, want) {
+                (Ok(list), Ok(n)) => assert_eq!(list.len(), n, "{name}"),
+                (Err(e), Err(part)) => assert!(e.to_string().contains(part), "{name}: {e}"),
+                (got, want) => panic!("{name}: {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_object_with_too_many_containers_is_an_error_naming_it() {
+        let names: Vec<String> = (0..1300).map(|i| format!("quay.io/x/c{i}:1")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let flood = object(Source::Deployment, "flood", None, &names);
+        let verdicts = judge_namespace(&Config::default(), &Allowance::default(), now(), [&flood]);
+        let [v] = &verdicts[..] else {
+            panic!("{verdicts:?}")
+        };
+        assert!(v.images.is_empty());
+        assert_eq!(
+            v.refused.as_ref().unwrap_err(),
+            "Deployment tool-a/flood: malformed pod spec: 1300 containers and image volumes, \
+             more than the 64 the inventory reads"
+        );
     }
 
     /// The top-level objects judged, with their images, for a namespace of `objects`.

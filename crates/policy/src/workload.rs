@@ -131,7 +131,7 @@ impl PodBearing {
 /// A pod spec whose container lists do not have the shape Kubernetes defines.
 #[derive(Clone, Debug, Error, PartialEq)]
 #[error("malformed pod spec: {0}")]
-pub struct ShapeError(String);
+pub struct ShapeError(pub(crate) String);
 
 /// The part of a pod spec the policy reads; everything else is skipped unparsed.
 #[derive(Deserialize)]
