@@ -43,6 +43,12 @@ struct Args {
     #[arg(long, env = "BYOC_REPORTS")]
     reports: bool,
 
+    /// The containers and image volumes the reports read of one object; an object with more is
+    /// reported as an error naming the count (and its images are not kept).
+    #[arg(long, env = "BYOC_MAX_CONTAINERS", default_value_t = byoc_policy::inventory::DEFAULT_MAX_CONTAINERS,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..), usize::from))]
+    max_containers: usize,
+
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
@@ -81,6 +87,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    byoc_policy::inventory::set_max_containers(args.max_containers);
     let settings = Settings {
         admin_addr: args.admin_addr,
         lease: LeaseSettings {
