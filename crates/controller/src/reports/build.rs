@@ -16,6 +16,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 /// The message of a result that passes.
 pub const PASS_MESSAGE: &str = "every image comes from a registry allowed in this namespace";
 
+/// The refused containers a result's message names; the rest are counted ("…and N more").
+pub const MAX_LINES: usize = 20;
+
+/// The images a result's properties name, refused ones first; the rest are counted in
+/// [`OMITTED_PROPERTY`].
+pub const MAX_IMAGES: usize = 20;
+
+/// The property counting the images a result does not name.
+pub const OMITTED_PROPERTY: &str = "images.omitted";
+
+/// The largest report written with its results, serialized (the API server takes 3 MiB per
+/// request and etcd 1.5 MiB per object). A larger one is written summary-only: no results,
+/// every outcome still counted.
+pub const MAX_REPORT_BYTES: usize = 1 << 20;
+
 /// The report `namespace` should carry, or `None` when it has no workload (then it carries no
 /// report). `grant_name` names the grant behind an allowance. A result equal to one of
 /// `previous` keeps its timestamp, so an unchanged namespace gets an identical report.
@@ -53,6 +68,12 @@ pub fn report(
             result
         })
         .collect();
+    let summary = Summary::of(results.iter().map(|r| r.result));
+    let results = if serialized_len(&results) > MAX_REPORT_BYTES {
+        Vec::new()
+    } else {
+        results
+    };
     Some(PolicyReport {
         metadata: ObjectMeta {
             name: Some(REPORT_NAME.to_owned()),
@@ -63,9 +84,39 @@ pub fn report(
             )])),
             ..ObjectMeta::default()
         },
-        summary: Summary::of(results.iter().map(|r| r.result)),
+        summary,
         results,
     })
+}
+
+/// The length of `results` as JSON.
+fn serialized_len(results: &[ReportResult]) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a result that cannot be serialized counts as too long.
+    match serde_json::to_writer(&mut count, results) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// The first `max` of `lines`, then "…and N more" when there are more.
+fn bounded_lines(lines: impl ExactSizeIterator<Item = String>, max: usize) -> String {
+    let total = lines.len();
+    let mut kept: Vec<String> = lines.take(max).collect();
+    if total > max {
+        kept.push(format!("…and {} more", total - max));
+    }
+    kept.join("\n")
 }
 
 /// Whether `stored` already says what `desired` says (its labels included).
@@ -98,16 +149,16 @@ fn result(
             } else {
                 Outcome::Fail
             },
-            violations
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
+            bounded_lines(violations.iter().map(ToString::to_string), MAX_LINES),
         ),
     };
-    let images: Vec<ImageProperty> = verdict
-        .images
-        .iter()
+    // Refused images first, so that the ones named are the ones to act on.
+    let mut uses: Vec<_> = verdict.images.iter().collect();
+    uses.sort_by_key(|u| u.allowed_by.is_some());
+    let omitted = uses.len().saturating_sub(MAX_IMAGES);
+    let images: Vec<ImageProperty> = uses
+        .into_iter()
+        .take(MAX_IMAGES)
         .map(|u| ImageProperty {
             image: u.image.clone(),
             registry: u.registry.clone(),
@@ -131,7 +182,13 @@ fn result(
             namespace: namespace.to_owned(),
             uid: verdict.uid.clone(),
         }],
-        properties: ImageProperty::to_properties(&images),
+        properties: {
+            let mut properties = ImageProperty::to_properties(&images);
+            if omitted > 0 {
+                properties.insert(OMITTED_PROPERTY.to_owned(), omitted.to_string());
+            }
+            properties
+        },
         timestamp: ResultTime::default(),
     }
 }
@@ -275,6 +332,91 @@ mod tests {
                 .unwrap(),
             "its message names what is allowed"
         );
+    }
+
+    #[test]
+    fn messages_and_properties_are_bounded() {
+        let config = Config::default();
+        // (refused images, allowed images) → (message lines, images named, omitted)
+        let cases = [
+            ((1, 0), (1, 1, None)),
+            ((MAX_LINES, 0), (MAX_LINES, MAX_IMAGES, None)),
+            ((MAX_LINES + 1, 0), (MAX_LINES + 1, MAX_IMAGES, Some(1))),
+            ((50, 5), (MAX_LINES + 1, MAX_IMAGES, Some(35))),
+            ((2, 30), (2, MAX_IMAGES, Some(12))),
+        ];
+        for ((refused, allowed), (lines, named, omitted)) in cases {
+            let images: Vec<String> = (0..refused)
+                .map(|i| format!("nginx-{i}:1"))
+                .chain((0..allowed).map(|i| format!("quay.io/a/ok-{i}:1")))
+                .collect();
+            let images: Vec<&str> = images.iter().map(String::as_str).collect();
+            let verdicts = judge_namespace(&config, &quay(), now(), &[deployment("d", &images)]);
+            let r = report(&config, "tool-a", &verdicts, |_| None, None, now()).unwrap();
+            let result = &r.results[0];
+            let case = format!("{refused} refused, {allowed} allowed");
+            assert_eq!(result.message.lines().count(), lines, "{case}");
+            if lines > MAX_LINES {
+                let more = format!("…and {} more", refused - MAX_LINES);
+                assert_eq!(result.message.lines().last(), Some(more.as_str()), "{case}");
+            }
+            let properties = ImageProperty::from_properties(&result.properties);
+            assert_eq!(properties.len(), named, "{case}");
+            let refused_named = properties
+                .iter()
+                .filter(|p| p.allowed_by == ALLOWED_BY_REFUSED)
+                .count();
+            assert_eq!(
+                refused_named,
+                refused.min(MAX_IMAGES),
+                "{case}: refused first"
+            );
+            assert_eq!(
+                result
+                    .properties
+                    .get(OMITTED_PROPERTY)
+                    .map(|n| n.parse::<usize>().unwrap()),
+                omitted,
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn ten_thousand_refused_images_fit_and_are_all_counted() {
+        let config = Config::default();
+        let images: Vec<String> = (0..10_000)
+            .map(|i| format!("docker.io/{}/image-{i}:1", "x".repeat(200)))
+            .collect();
+        let objects: Vec<Trimmed> = images
+            .chunks(50)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                deployment(&format!("d{i}"), &chunk)
+            })
+            .collect();
+        let verdicts = judge_namespace(&config, &quay(), now(), &objects);
+        let r = report(&config, "tool-a", &verdicts, |_| None, None, now()).unwrap();
+        assert!(serialized_len(&r.results) <= MAX_REPORT_BYTES);
+        assert!(serde_json::to_vec(&r).unwrap().len() <= MAX_REPORT_BYTES + 1024);
+        assert_eq!((r.summary.pass, r.summary.fail), (0, 200));
+        assert!(
+            r.results.is_empty(),
+            "summary-only: {}",
+            serialized_len(&r.results)
+        );
+        // One workload of them all is written with its results, and counts every image.
+        let one = report(&config, "tool-a", &verdicts[..1], |_| None, None, now()).unwrap();
+        let result = &one.results[0];
+        assert_eq!(
+            ImageProperty::from_properties(&result.properties).len()
+                + result.properties[OMITTED_PROPERTY]
+                    .parse::<usize>()
+                    .unwrap(),
+            50
+        );
+        assert!(result.message.ends_with("…and 30 more"));
     }
 
     #[test]
