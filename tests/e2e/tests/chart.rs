@@ -605,6 +605,8 @@ fn exempt_namespaces(sets: &[&str]) -> Vec<String> {
         "byoc-system".into(),
         "--kube-version".into(),
         kube_version(),
+        "--set".into(),
+        API_SERVER_CIDRS.into(),
     ];
     for set in sets {
         args.extend(["--set".to_owned(), (*set).to_owned()]);
