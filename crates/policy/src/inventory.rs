@@ -264,6 +264,12 @@ impl<'de, K: Inventoried> Deserialize<'de> for Of<K> {
     }
 }
 
+/// The containers and image volumes the inventory keeps of one object: far more than real pods
+/// have (Kubernetes sets no limit; more than a dozen is rare), few enough that a flood of objects
+/// with thousands each stays small in the controller's caches. An object with more is kept as
+/// malformed, naming the count, and reported as an error.
+pub const MAX_CONTAINERS: usize = 128;
+
 /// Reads a [`Trimmed`] object of a kind as it streams by: `metadata` for the fields kept, a
 /// pod's `status.phase`, and the containers of its pod spec ([`PodSpecReader`]); everything
 /// else, `managedFields` and a pod template's metadata included, is skipped unparsed, so no
@@ -289,7 +295,7 @@ impl<'de> Visitor<'de> for TrimmedSeed {
         let source = self.0;
         let mut metadata = None;
         let mut phase = None;
-        let mut specs = PodSpecReader::default();
+        let mut specs = PodSpecReader::capped(MAX_CONTAINERS);
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "metadata" => metadata = Some(map.next_value::<KeptMeta>()?),
@@ -975,6 +981,71 @@ mod tests {
             Some("platform")
         );
         assert_eq!(name(AllowedBy::Granted("docker.io".parse().unwrap())), None);
+    }
+
+    /// A tenant's flood of containers (Kubernetes sets no limit per pod) is counted, not kept:
+    /// past [`MAX_CONTAINERS`] per object, or with a name or image longer than any valid one,
+    /// the object is kept as malformed, naming why.
+    #[test]
+    fn the_inventory_keeps_a_bounded_number_of_containers() {
+        let container = |i: usize| json!({ "name": format!("c{i}"), "image": "quay.io/a" });
+        let many = |n: usize| (0..n).map(container).collect::<Vec<_>>();
+        let image_volume = json!({ "name": "v", "image": { "reference": "quay.io/v" } });
+        let plain_volume = json!({ "name": "data", "emptyDir": {} });
+        let long = json!({ "name": "c", "image": format!("quay.io/{}", "a".repeat(1100)) });
+        // (what, pod spec, containers kept or the error's text)
+        let cases: [(&str, Value, Result<usize, &str>); 6] = [
+            ("none", json!({}), Ok(0)),
+            (
+                "exactly the cap",
+                json!({ "containers": many(MAX_CONTAINERS) }),
+                Ok(MAX_CONTAINERS),
+            ),
+            (
+                "one more",
+                json!({ "containers": many(MAX_CONTAINERS + 1) }),
+                Err("129 containers and image volumes, more than the 128 read"),
+            ),
+            (
+                "counted across lists, image volumes included, plain volumes not",
+                json!({
+                    "containers": many(100), "initContainers": many(27),
+                    "volumes": [image_volume, plain_volume.clone(), plain_volume],
+                }),
+                Ok(MAX_CONTAINERS),
+            ),
+            (
+                "a flood",
+                json!({ "containers": many(1300) }),
+                Err("1300 containers and image volumes, more than the 128 read"),
+            ),
+            (
+                "an image longer than any reference",
+                json!({ "containers": [long] }),
+                Err("a container name or image of 1108 bytes, longer than the 1024 read"),
+            ),
+        ];
+        for (what, pod_spec, want) in cases {
+            for (source, object) in [
+                (
+                    Source::Pod,
+                    json!({ "metadata": { "name": "p" }, "spec": pod_spec }),
+                ),
+                (
+                    Source::Deployment,
+                    json!({ "metadata": { "name": "d" }, "spec": { "template": { "spec": pod_spec } } }),
+                ),
+            ] {
+                let read = Trimmed::from_value(source, &object)
+                    .expect("reads")
+                    .containers;
+                match (&read, want) {
+                    (Ok(kept), Ok(n)) => assert_eq!(kept.len(), n, "{what} ({source:?})"),
+                    (Err(e), Err(text)) => assert!(e.to_string().ends_with(text), "{what}: {e}"),
+                    _ => panic!("{what} ({source:?}): {read:?}"),
+                }
+            }
+        }
     }
 
     /// Pods and workloads whose `managedFields`, and whose pod template's, nest 130 and 5,000

@@ -137,6 +137,16 @@ impl PodSpecs {
 pub struct PodSpecReader(Reading);
 
 impl PodSpecReader {
+    /// A reader that keeps at most `max` containers and image volumes per pod spec: one with
+    /// more is read as malformed, naming the count (they are still counted, not kept). For
+    /// readers that keep what they read (the inventory), never for decisions.
+    pub fn capped(max: usize) -> Self {
+        Self(Reading {
+            max: Some(max),
+            ..Reading::default()
+        })
+    }
+
     /// A seed reading the value of the object's root key `key`, if it may hold a pod spec.
     pub fn seed<'de>(&mut self, key: &str) -> Option<impl DeserializeSeed<'de, Value = ()> + '_> {
         let (_, step) = ROOT.next.iter().find(|(k, _)| *k == key)?;
@@ -230,6 +240,10 @@ const LISTS: [(&str, ContainerKind); 4] = [
     ("volumes", ContainerKind::ImageVolume),
 ];
 
+/// The longest container name or image a capped reader keeps: a valid reference is at most 255
+/// bytes of name, a 128-byte tag and a digest.
+const MAX_KEPT_BYTES: usize = 1024;
+
 /// What was read so far, for each kind: its lists, or why its pod spec is malformed. Of
 /// several reasons, the one kept is the first in a fixed order (lists in [`LISTS`] order, items
 /// in array order, fields name first), whatever the order of the keys.
@@ -237,6 +251,10 @@ const LISTS: [(&str, ContainerKind); 4] = [
 struct Reading {
     lists: [[Vec<Container>; 4]; 4],
     errors: [Option<(ContainerKind, ShapeError)>; 4],
+    /// How many containers and image volumes each pod spec may keep ([`PodSpecReader::capped`]).
+    max: Option<usize>,
+    /// How many each pod spec had.
+    counts: [usize; 4],
 }
 
 impl Reading {
@@ -260,16 +278,39 @@ impl Reading {
     }
 
     fn push(&mut self, bearing: PodBearing, container: Container) {
-        if self.errors[bearing.index()].is_none() {
-            self.lists[bearing.index()][container.kind as usize].push(container);
+        let i = bearing.index();
+        self.counts[i] += 1;
+        let long = container
+            .name
+            .len()
+            .max(container.image.as_ref().map_or(0, String::len));
+        if self.max.is_some() && long > MAX_KEPT_BYTES {
+            self.fail(&[bearing], container.kind, || {
+                format!(
+                    "a {} name or image of {long} bytes, longer than the {MAX_KEPT_BYTES} read",
+                    container.kind
+                )
+            });
+        } else if self.max.is_some_and(|max| self.counts[i] > max) {
+            self.lists[i] = Default::default();
+        } else if self.errors[i].is_none() {
+            self.lists[i][container.kind as usize].push(container);
         }
     }
 
     fn finish(self) -> PodSpecs {
         let mut errors = self.errors.into_iter();
-        PodSpecs(self.lists.map(|lists| match errors.next().flatten() {
-            Some((_, error)) => Err(error),
-            None => Ok(lists.into_iter().flatten().collect()),
+        let mut counts = self.counts.into_iter();
+        let max = self.max;
+        PodSpecs(self.lists.map(|lists| {
+            let count = counts.next().unwrap_or_default();
+            match (errors.next().flatten(), max) {
+                (Some((_, error)), _) => Err(error),
+                (None, Some(max)) if count > max => Err(ShapeError(format!(
+                    "{count} containers and image volumes, more than the {max} read"
+                ))),
+                (None, _) => Ok(lists.into_iter().flatten().collect()),
+            }
         }))
     }
 }
