@@ -255,6 +255,118 @@ async fn a_revoked_grant_fails_the_workload_it_let_in_and_a_new_grant_passes_it(
     assert!(controller.stop().success(), "{}", controller.log_tail());
 }
 
+/// A Deployment with `replicas: 0` (no pod, no pod quota) whose template has `images`.
+fn create_idle_deployment(namespace: &str, name: &str, images: impl Iterator<Item = String>) {
+    let containers: Vec<_> = images
+        .enumerate()
+        .map(|(i, image)| json!({ "name": format!("c{i}"), "image": image }))
+        .collect();
+    let manifest = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": {
+            "replicas": 0,
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": { "containers": containers },
+            },
+        },
+    });
+    kubectl_stdin(&["create", "-f", "-"], &manifest.to_string()).success();
+}
+
+#[tokio::test]
+async fn a_flood_of_containers_and_refused_images_neither_bloats_the_controller_nor_hides_a_revoke()
+{
+    // Found by the cold review of issue 21: 1,300-container Deployments of the platform
+    // registry took the controller past its memory limit, and a revoke over thousands of long
+    // images made a report larger than the API server takes, so it stayed `pass`.
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep-flood", "enforce", &[]).await;
+    let ns = namespace.name();
+    let grant = unique_name("e2e-rep-flood");
+    let granted = create_grant(&grant, ns, &["quay.io"], None);
+    let controller = start(&cluster, "reports-flood", &policy).await;
+    wait_byoc_labels(&client, ns, &["byoc.toolforge.org/quay.io"]).await;
+    let (_, before) = byoc_e2e::bench::rss_mib(controller.pid());
+
+    let path = "p".repeat(200);
+    const FLOODS: usize = 20;
+    const WIDE: usize = 30;
+    for d in 0..FLOODS {
+        let images =
+            (0..1_300).map(|c| format!("docker-registry.tools.wmflabs.org/{path}/d{d}c{c}:1"));
+        create_idle_deployment(ns, &format!("flood-{d}"), images);
+    }
+    // 100 distinct granted images each: unbounded, their refusals after the revoke would make
+    // a report of about 3 MB.
+    for d in 0..WIDE {
+        let images = (0..100).map(|c| format!("quay.io/{path}/d{d}c{c}:1"));
+        create_idle_deployment(ns, &format!("wide-{d}"), images);
+    }
+    let counted = |r: &PolicyReport, want: Outcome, prefix: &str, n: usize| {
+        let have = r
+            .results
+            .iter()
+            .filter(|x| x.result == want)
+            .filter(|x| x.resources.iter().any(|o| o.name.starts_with(prefix)))
+            .count();
+        if have == n {
+            Ok(())
+        } else {
+            let seen: Vec<_> = r
+                .results
+                .iter()
+                .map(|x| (x.result, x.resources.first().map(|o| o.name.as_str())))
+                .collect();
+            Err(format!("{have} of {n} {prefix}* {want:?}: {seen:?}"))
+        }
+    };
+    let report = wait_report(
+        &client,
+        ns,
+        "the floods are errors, the wide ones pass",
+        byoc_e2e::CONVERGE_TIMEOUT,
+        |r| {
+            counted(r, Outcome::Error, "flood-", FLOODS)?;
+            counted(r, Outcome::Pass, "wide-", WIDE)
+        },
+    )
+    .await;
+    let flood = result(&report, "Deployment", "flood-0").expect("flood-0");
+    assert!(
+        flood
+            .message
+            .contains("1300 containers and image volumes, more than the 128 read"),
+        "{}",
+        flood.message
+    );
+    let (_, after) = byoc_e2e::bench::rss_mib(controller.pid());
+    assert!(
+        after - before < 48.0,
+        "the controller's peak RSS grew from {before:.1} to {after:.1} MiB"
+    );
+
+    // The revoke turns every wide Deployment `fail`, in a report the API server takes.
+    drop(granted);
+    let started = Instant::now();
+    let report = wait_report(&client, ns, "the wide ones fail", REACT, |r| {
+        counted(r, Outcome::Fail, "wide-", WIDE)
+    })
+    .await;
+    let bytes = serde_json::to_vec(&report).expect("serializes").len();
+    assert!(bytes < 1 << 20, "a report of {bytes} bytes");
+    eprintln!(
+        "flood: peak RSS {before:.1} -> {after:.1} MiB; revoke reported after {:?}; report {bytes} bytes",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn an_expiring_grant_fails_its_workloads_without_any_other_change() {
     let Fixture {
