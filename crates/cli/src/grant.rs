@@ -155,6 +155,8 @@ fn spec(args: &GrantArgs, now: Timestamp) -> Result<ByocGrantSpec, Failure> {
         namespace: args.namespace.clone(),
         reason: args.reason.clone(),
         registries,
+        any_registry: args.any_registry,
+        namespace_uid: None,
         expires_at,
     };
     spec.validate()

@@ -8,6 +8,8 @@ use byoc_api::{ByocGrant, InvalidGrant};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use crate::binding::{self, Binding};
+
 /// Where one grant stands at an instant, whatever its namespace looks like.
 #[derive(Debug, PartialEq)]
 pub enum Standing {
@@ -37,31 +39,39 @@ impl Standing {
 }
 
 /// What was found when the namespace's labels were brought in line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamespaceState {
     /// The namespace does not exist.
     Missing,
     /// The namespace is being deleted; its labels are left alone.
     Terminating,
-    /// The namespace carries exactly the desired labels.
-    Labelled,
+    /// The namespace, with this UID (`None`: its metadata did not read), carries exactly the
+    /// desired labels.
+    Labelled {
+        /// `metadata.uid`.
+        uid: Option<String>,
+    },
 }
 
-/// Whether `grant` counts towards the labels of `namespace`: it targets it and is not being
-/// deleted.
-pub fn counts_towards(grant: &ByocGrant, namespace: &str) -> bool {
-    grant.spec.namespace == namespace && grant.metadata.deletion_timestamp.is_none()
+/// Whether `grant` counts towards the labels of namespace `name` with UID `uid`: it targets
+/// it, is not being deleted, and is bound to that namespace or not bound yet ([`binding`]).
+pub fn counts_towards(grant: &ByocGrant, name: &str, uid: Option<&str>) -> bool {
+    grant.spec.namespace == name
+        && grant.metadata.deletion_timestamp.is_none()
+        && matches!(binding::of(grant, uid), Binding::Apply(_))
 }
 
-/// The labels under [`labels::PREFIX`] that `namespace` should carry at `now`: the union of its
-/// active grants, each entry with its latest expiry. Empty when nothing applies.
+/// The labels under [`labels::PREFIX`] that namespace `name` with UID `uid` should carry at
+/// `now`: the union of its active grants bound to it, each entry with its latest expiry. Empty
+/// when nothing applies.
 pub fn desired_labels<'a>(
     grants: impl IntoIterator<Item = &'a ByocGrant>,
-    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
     now: Timestamp,
 ) -> Result<BTreeMap<String, String>, LabelError> {
     let mut union = Allowance::default();
-    for grant in grants.into_iter().filter(|g| counts_towards(g, namespace)) {
+    for grant in grants.into_iter().filter(|g| counts_towards(g, name, uid)) {
         if let Standing::Active(allowance) = Standing::of(grant, now) {
             union.merge(allowance);
         }
@@ -92,20 +102,30 @@ pub fn foreign_keys(
 }
 
 /// The server-side apply body that makes the controller's field manager own exactly `desired`
-/// on `namespace`. With nothing desired it owns no label, so apply removes the ones it had.
-pub fn apply_body(namespace: &str, desired: &BTreeMap<String, String>) -> Value {
-    let mut metadata = json!({ "name": namespace });
+/// on namespace `name`. With nothing desired it owns no label, so apply removes the ones it
+/// had. With the `uid` the labels were computed for, the API server refuses the apply if the
+/// namespace of that name is another one by now (deleted and created again).
+pub fn apply_body(name: &str, uid: Option<&str>, desired: &BTreeMap<String, String>) -> Value {
+    let mut metadata = json!({ "name": name });
+    if let Some(uid) = uid {
+        metadata["uid"] = json!(uid);
+    }
     if !desired.is_empty() {
         metadata["labels"] = json!(desired);
     }
     json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": metadata })
 }
 
-/// The JSON merge patch that deletes `keys` from a namespace's labels.
-pub fn removal_body(keys: &[String]) -> Value {
+/// The JSON merge patch that deletes `keys` from a namespace's labels; with `uid`, only from
+/// the namespace with that UID, as [`apply_body`].
+pub fn removal_body(uid: Option<&str>, keys: &[String]) -> Value {
     let labels: serde_json::Map<String, Value> =
         keys.iter().map(|k| (k.clone(), Value::Null)).collect();
-    json!({ "metadata": { "labels": labels } })
+    let mut metadata = json!({ "labels": labels });
+    if let Some(uid) = uid {
+        metadata["uid"] = json!(uid);
+    }
+    json!({ "metadata": metadata })
 }
 
 #[cfg(test)]
@@ -125,6 +145,8 @@ mod tests {
                 namespace: namespace.into(),
                 reason: "test".into(),
                 registries: registries.iter().map(|s| s.to_string()).collect(),
+                any_registry: registries.is_empty(),
+                namespace_uid: None,
                 expires_at: expires.map(|e| Time(ts(e))),
             },
         )
@@ -245,11 +267,40 @@ mod tests {
                 vec![grant("a", &[], Some(NOW))],
                 &[],
             ),
+            (
+                "grants bound to another namespace of that name do not count",
+                vec![
+                    bound(grant("a", &["quay.io"], None), "uid-old"),
+                    bound(grant("a", &["ghcr.io"], None), "uid-a"),
+                ],
+                &[("byoc.toolforge.org/ghcr.io", "never")],
+            ),
+            (
+                "a renewed grant counts",
+                vec![{
+                    let mut g = bound(grant("a", &["quay.io"], None), "uid-old");
+                    g.spec.namespace_uid = Some("uid-a".into());
+                    g
+                }],
+                &[("byoc.toolforge.org/quay.io", "never")],
+            ),
         ];
         for (what, grants, want) in cases {
-            let got = desired_labels(&grants, "a", ts(NOW)).unwrap();
+            let got = desired_labels(&grants, "a", Some("uid-a"), ts(NOW)).unwrap();
             assert_eq!(got, map(want), "{what}");
         }
+        // A namespace whose UID did not read gets nothing.
+        let any = [grant("a", &[], None)];
+        assert_eq!(desired_labels(&any, "a", None, ts(NOW)).unwrap(), map(&[]));
+    }
+
+    /// `g` with `status.namespaceUID` `uid`, as once applied to that namespace.
+    fn bound(mut g: ByocGrant, uid: &str) -> ByocGrant {
+        g.status = Some(byoc_api::ByocGrantStatus {
+            namespace_uid: Some(uid.into()),
+            ..Default::default()
+        });
+        g
     }
 
     #[test]
@@ -306,20 +357,21 @@ mod tests {
     fn patch_bodies() {
         let desired = map(&[("byoc.toolforge.org/quay.io", "never")]);
         assert_eq!(
-            apply_body("tool-a", &desired),
+            apply_body("tool-a", Some("uid-a"), &desired),
             json!({
                 "apiVersion": "v1",
                 "kind": "Namespace",
-                "metadata": { "name": "tool-a", "labels": { "byoc.toolforge.org/quay.io": "never" } }
+                "metadata": { "name": "tool-a", "uid": "uid-a",
+                              "labels": { "byoc.toolforge.org/quay.io": "never" } }
             })
         );
         assert_eq!(
-            apply_body("tool-a", &BTreeMap::new()),
+            apply_body("tool-a", None, &BTreeMap::new()),
             json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "tool-a" } })
         );
         assert_eq!(
-            removal_body(&["byoc.toolforge.org/any".into()]),
-            json!({ "metadata": { "labels": { "byoc.toolforge.org/any": null } } })
+            removal_body(Some("uid-a"), &["byoc.toolforge.org/any".into()]),
+            json!({ "metadata": { "uid": "uid-a", "labels": { "byoc.toolforge.org/any": null } } })
         );
     }
 }

@@ -38,6 +38,8 @@ pub fn grant(name: &str, namespace: &str, registries: &[&str], expires: Option<&
             namespace: namespace.into(),
             reason: "test".into(),
             registries: registries.iter().map(|s| s.to_string()).collect(),
+            any_registry: registries.is_empty(),
+            namespace_uid: None,
             expires_at: expires.map(|e| Time(ts(e))),
         },
     );
@@ -87,9 +89,15 @@ pub fn grant_with_status(
             observed_generation: Some(1),
             last_transition_time: Time(ts("2026-01-01T00:00:00Z")),
         }],
-        registries: Some(byoc_api::grant::registries_summary(&g.spec.registries)),
+        registries: Some(g.spec.registries_summary()),
+        namespace_uid: Some(uid(namespace)),
     });
     g
+}
+
+/// The UID [`namespace`] gives namespace `name`.
+pub fn uid(name: &str) -> String {
+    format!("uid-{name}")
 }
 
 /// Adds the controller's finalizer.
@@ -108,11 +116,12 @@ impl Finalized for ByocGrant {
     }
 }
 
-/// A namespace with `labels`.
+/// A namespace with `labels` and UID [`uid`]`(name)`.
 pub fn namespace(name: &str, labels: &[(&str, &str)]) -> LeanNamespace {
     LeanNamespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
+            uid: Some(uid(name)),
             labels: Some(
                 labels
                     .iter()
@@ -313,17 +322,15 @@ impl Step {
     }
 
     /// The forced server-side apply of exactly `labels` (a JSON object, or `null` for none) to
-    /// namespace `name`, by field manager `byoc-controller`. The answer carries those labels and
-    /// `others` (labels the server keeps because other managers own them).
+    /// namespace `name` with UID [`uid`]`(name)`, by field manager `byoc-controller`. The
+    /// answer carries those labels and `others` (labels the server keeps because other managers
+    /// own them).
     pub fn apply_labels(name: &str, labels: Value, others: &[(&str, &str)]) -> Self {
-        let expected = match &labels {
-            Value::Null => {
-                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } })
-            }
-            l => {
-                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "labels": l } })
-            }
-        };
+        let mut metadata = json!({ "name": name, "uid": uid(name) });
+        if !labels.is_null() {
+            metadata["labels"] = labels.clone();
+        }
+        let expected = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": metadata });
         let mut after: BTreeMap<String, String> = others
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -347,11 +354,12 @@ impl Step {
         }
     }
 
-    /// The merge patch that deletes `keys` from the labels of namespace `name`.
+    /// The merge patch that deletes `keys` from the labels of namespace `name` (with UID
+    /// [`uid`]`(name)`).
     pub fn remove_labels(name: &str, keys: &[&str]) -> Self {
         let labels: serde_json::Map<String, Value> =
             keys.iter().map(|k| (k.to_string(), Value::Null)).collect();
-        let expected = json!({ "metadata": { "labels": labels } });
+        let expected = json!({ "metadata": { "labels": labels, "uid": uid(name) } });
         Self {
             method: Method::PATCH,
             path: format!("/api/v1/namespaces/{name}"),

@@ -16,14 +16,16 @@ use crate::metrics::LabelWrite;
 use crate::{Context, Error, FIELD_MANAGER};
 
 /// Brings the labels under the prefix of namespace `name` in line with the grants that target
-/// it, as the caches see them at `now`:
+/// it and are bound to it ([`crate::binding`]), as the caches see them at `now`:
 ///
 /// - nothing is written when the namespace already carries exactly the desired labels, so
 ///   repeated and restarted reconciles write nothing;
 /// - otherwise the desired labels are applied server-side (field manager [`FIELD_MANAGER`],
 ///   forced), which also drops the labels the controller applied before and no longer wants;
 /// - labels under the prefix that someone else set are then removed with a merge patch;
-/// - a missing or terminating namespace is left alone.
+/// - a missing or terminating namespace is left alone;
+/// - both writes name the namespace's UID, so they fail rather than reach a namespace that
+///   replaced the one the cache saw.
 ///
 /// Labels outside the prefix are never touched. Calls for the same namespace are serialized.
 pub async fn sync_namespace(
@@ -38,15 +40,21 @@ pub async fn sync_namespace(
     if namespace.metadata.deletion_timestamp.is_some() {
         return Ok(NamespaceState::Terminating);
     }
+    let uid = namespace.metadata.uid.as_deref();
     let grants = ctx.grants.targeting(name);
-    let desired = desired::desired_labels(grants.iter().filter_map(|g| g.readable()), name, now)
-        .map_err(|source| Error::EncodeLabels {
+    let readable = grants.iter().filter_map(|g| g.readable());
+    let desired = desired::desired_labels(readable, name, uid, now).map_err(|source| {
+        Error::EncodeLabels {
             namespace: name.to_owned(),
             source,
-        })?;
+        }
+    })?;
+    let labelled = NamespaceState::Labelled {
+        uid: uid.map(str::to_owned),
+    };
     if desired::in_sync(namespace.labels(), &desired) {
         debug!(namespace = name, "labels in sync");
-        return Ok(NamespaceState::Labelled);
+        return Ok(labelled);
     }
 
     let api: Api<LeanNamespace> = Api::all(ctx.client.clone());
@@ -54,7 +62,7 @@ pub async fn sync_namespace(
         .patch(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(desired::apply_body(name, &desired)),
+            &Patch::Apply(desired::apply_body(name, uid, &desired)),
         )
         .await
         .map_err(|source| Error::ApplyLabels {
@@ -73,7 +81,7 @@ pub async fn sync_namespace(
         api.patch(
             name,
             &params,
-            &Patch::Merge(desired::removal_body(&foreign)),
+            &Patch::Merge(desired::removal_body(uid, &foreign)),
         )
         .await
         .map_err(|source| Error::RemoveForeignLabels {
@@ -84,7 +92,7 @@ pub async fn sync_namespace(
         ctx.metrics.label_write(LabelWrite::RemoveForeign);
         info!(namespace = name, keys = ?foreign, "removed labels the controller did not set");
     }
-    Ok(NamespaceState::Labelled)
+    Ok(labelled)
 }
 
 /// One async mutex per namespace name, created on demand and dropped when unused.

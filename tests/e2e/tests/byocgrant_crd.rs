@@ -280,6 +280,8 @@ async fn schema_and_cel_rules_reject_bad_grants_with_readable_messages() {
             namespace: ns.clone(),
             reason: "T1".to_owned(),
             registries: vec!["not a registry".to_owned()],
+            any_registry: false,
+            namespace_uid: None,
             expires_at: None,
         },
     );
@@ -470,6 +472,8 @@ async fn a_user_with_edit_rights_in_a_tool_namespace_cannot_touch_grants() {
             namespace: ns.name().to_owned(),
             reason: "me".to_owned(),
             registries: vec![],
+            any_registry: true,
+            namespace_uid: None,
             expires_at: None,
         },
     );

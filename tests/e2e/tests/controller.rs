@@ -1177,6 +1177,8 @@ async fn create_many(client: &Client, prefix: &str, n: usize) {
                     namespace: name.clone(),
                     reason: "benchmark".into(),
                     registries: vec!["quay.io".into(), format!("{name}.example.org")],
+                    any_registry: false,
+                    namespace_uid: None,
                     expires_at: None,
                 },
             );
