@@ -772,7 +772,8 @@ const UNREADABLE_EXPIRY: &str = "2099-01-01T00:00:00.1234567891Z";
 
 /// Whether the API server currently stores `expiresAt: UNREADABLE_EXPIRY` (server dry run).
 fn accepts_unreadable_expiry() -> bool {
-    let spec = json!({ "namespace": "tool-x", "reason": "probe", "expiresAt": UNREADABLE_EXPIRY });
+    let spec = json!({ "namespace": "tool-x", "reason": "probe", "anyRegistry": true,
+                       "expiresAt": UNREADABLE_EXPIRY });
     let manifest = grant_manifest(&unique_name("probe"), spec);
     kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &manifest)
         .status
