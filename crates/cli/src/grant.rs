@@ -133,6 +133,11 @@ const FIELD_MANAGER: &str = "kubectl-byoc";
 /// Runs `grant`; `Ok(false)` when `--wait` ended without the grant being Ready.
 pub async fn run(args: GrantArgs) -> Result<bool, Failure> {
     let now = duration::now();
+    let spec = if args.renew {
+        None
+    } else {
+        Some(spec(&args, now)?)
+    };
     let name = args.name.clone().unwrap_or_else(|| args.namespace.clone());
     if !is_dns1123_subdomain(&name) {
         return Err(Failure::Usage(format!(
@@ -146,11 +151,6 @@ pub async fn run(args: GrantArgs) -> Result<bool, Failure> {
             "--renew reads the namespace's UID from the cluster: use --dry-run=server".into(),
         ));
     }
-    let spec = if args.renew {
-        None
-    } else {
-        Some(spec(&args, now)?)
-    };
     if let (Some(spec), Some(DryRun::Client)) = (&spec, args.dry_run) {
         let grant = ByocGrant::new(&name, spec.clone());
         return print(&args, &grant, Action::Created, now).map(|()| true);
