@@ -317,6 +317,11 @@ async fn renew(
             "namespace {namespace} has no readable UID: nothing renewed"
         ))
     })?;
+    if let Some(StoredGrant::Readable(grant)) = stored
+        && grant.spec.namespace_uid.as_deref() == Some(uid.as_str())
+    {
+        return Ok((grant, Action::Unchanged));
+    }
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
     params.dry_run = dry_run;
     let body = json!({

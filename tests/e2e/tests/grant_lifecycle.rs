@@ -446,7 +446,11 @@ async fn a_namespace_created_again_gets_nothing_until_the_grant_is_renewed() {
     wait_admission(&ns, QUAY, true).await;
 
     // Renewing again changes nothing; a grant for another namespace, or none, is refused.
-    kubectl_byoc(&args[..args.len() - 1]).success();
+    let out = kubectl_byoc(&args[..args.len() - 1]).success();
+    assert!(
+        out.stdout.contains(&format!("byocgrant/{name} unchanged")),
+        "{out}"
+    );
     let again = grants.get(&name).await.expect("get grant");
     assert_eq!(again.metadata.generation, renewed.metadata.generation);
     let out = kubectl_byoc(["grant", "tool-other", "--renew", "--name", &name]).exits(2);
