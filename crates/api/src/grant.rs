@@ -57,6 +57,8 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(REGISTRIES_EXCLUSIVE_RULE).message(REGISTRIES_EXCLUSIVE_MESSAGE))]
+#[x_kube(validation = Rule::new(REGISTRIES_REQUIRED_RULE).message(REGISTRIES_REQUIRED_MESSAGE).optional_old_self(true))]
 pub struct ByocGrantSpec {
     /// The tool namespace whose pods may run images from the granted registries. A DNS-1123
     /// label; cannot be changed after creation (create a new grant instead). The namespace may
@@ -76,13 +78,32 @@ pub struct ByocGrantSpec {
 
     /// Registries the namespace may pull from, each `host[:port][/path-prefix]` in lowercase,
     /// for example `quay.io` or `ghcr.io/wikimedia`. A path prefix matches on `/` boundaries
-    /// only. Absent or empty means any registry. Entries are at most 63 characters once stored
-    /// as a namespace label (`_` and `:` count twice).
+    /// only. Required unless `anyRegistry` is true, and then it must be absent or empty (grants
+    /// stored with an empty list before `anyRegistry` existed keep meaning any registry). Entries
+    /// are at most 63 characters once stored as a namespace label (`_` and `:` count twice).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 63)), extend("x-kubernetes-list-type" = "set"))]
     #[x_kube(validation = Rule::new(registries_format_rule()).message(REGISTRIES_FORMAT_MESSAGE))]
     #[x_kube(validation = Rule::new(REGISTRIES_LENGTH_RULE).message(REGISTRIES_LENGTH_MESSAGE))]
     pub registries: Vec<String>,
+
+    /// Lets the namespace pull from any registry; then `registries` must be absent or empty.
+    /// "Any registry" is only ever granted on purpose: an empty list alone is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub any_registry: bool,
+
+    /// The UID of the namespace this grant applies to, set by `kubectl byoc grant NAMESPACE
+    /// --renew` (or by hand) to consent to a namespace that was deleted and created again
+    /// under the same name. Absent: the grant binds to the first namespace of that name it is
+    /// applied to (`status.namespaceUID`), and a namespace created later under that name gets
+    /// nothing until this field names it.
+    #[serde(
+        default,
+        rename = "namespaceUID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(regex(pattern = UID_PATTERN))]
+    pub namespace_uid: Option<String>,
 
     /// When the grant stops applying, an RFC 3339 time such as `2027-03-31T00:00:00Z` (at
     /// most nine fractional digits, offsets up to ±23:59, years up to 9998). After it, pods of
@@ -98,6 +119,22 @@ pub struct ByocGrantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirements: Option<crate::Requirements>,
 }
+
+/// The pattern of `spec.namespaceUID`: a UID as the API server generates them (a UUID).
+pub const UID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+
+/// The CEL rule on `spec`: `anyRegistry: true` comes without registries.
+pub const REGISTRIES_EXCLUSIVE_RULE: &str = "!(has(self.anyRegistry) && self.anyRegistry) || !has(self.registries) || size(self.registries) == 0";
+
+/// The message of [`REGISTRIES_EXCLUSIVE_RULE`].
+pub const REGISTRIES_EXCLUSIVE_MESSAGE: &str = "anyRegistry: true and a registries list exclude each other: give registries, or anyRegistry: true without registries";
+
+/// The CEL rule on `spec` (a transition rule with an optional `oldSelf`): registries are listed
+/// or `anyRegistry` is true, except on an update of a legacy grant that keeps its empty list.
+pub const REGISTRIES_REQUIRED_RULE: &str = "(has(self.anyRegistry) && self.anyRegistry) || (has(self.registries) && size(self.registries) > 0) || oldSelf.optMap(o, !(has(o.anyRegistry) && o.anyRegistry) && (!has(o.registries) || size(o.registries) == 0)).orValue(false)";
+
+/// The message of [`REGISTRIES_REQUIRED_RULE`].
+pub const REGISTRIES_REQUIRED_MESSAGE: &str = "registries must list at least one registry; to allow any registry, set anyRegistry: true (an empty or missing list no longer means any)";
 
 /// The CEL rule on `spec.registries` (of grants and requests): every entry matches
 /// [`REGISTRY_PATTERN_REGEX`](crate::REGISTRY_PATTERN_REGEX).
@@ -143,11 +180,21 @@ pub struct ByocGrantStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
-    /// The registries `spec.registries` grants, for `kubectl get`: `any` when it is absent or
-    /// empty, else the entries joined with `,`. Absent until the controller has read the spec,
+    /// The registries the spec grants, for `kubectl get`: `any` for `anyRegistry: true` (or a
+    /// legacy empty list), else the entries joined with `,`. Absent until the controller has read the spec,
     /// and while the spec cannot be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registries: Option<String>,
+
+    /// The UID of the namespace the grant was applied to: recorded when the controller first
+    /// labels a namespace for it, and moved only by `spec.namespaceUID`. A namespace of the
+    /// same name with another UID (deleted and created again) is not labelled for this grant.
+    #[serde(
+        default,
+        rename = "namespaceUID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub namespace_uid: Option<String>,
 }
 
 impl ByocGrantStatus {
@@ -157,8 +204,9 @@ impl ByocGrantStatus {
     }
 }
 
-/// How a grant's registries read in tables and `status.registries`: `any` when there are none,
-/// else the entries joined with `,`.
+/// How a list of registries reads in tables: `any` when there are none, else the entries
+/// joined with `,`. (A request's empty list asks for any registry; for a grant's spec, see
+/// [`ByocGrantSpec::registries_summary`].)
 pub fn registries_summary(registries: &[String]) -> String {
     if registries.is_empty() {
         "any".to_owned()
@@ -186,6 +234,9 @@ pub enum ReadyReason {
     Invalid,
     /// Applying the labels failed; the controller retries.
     Error,
+    /// The namespace was deleted and created again (another UID than the one the grant is
+    /// bound to): the new namespace gets nothing until an admin renews the grant.
+    NamespaceReplaced,
 }
 
 impl ReadyReason {
@@ -197,6 +248,7 @@ impl ReadyReason {
             Self::Expired => "Expired",
             Self::Invalid => "Invalid",
             Self::Error => "Error",
+            Self::NamespaceReplaced => "NamespaceReplaced",
         }
     }
 
@@ -256,17 +308,49 @@ pub enum InvalidGrant {
     /// A requirement breaks the rules.
     #[error("spec.requirements: {0}")]
     Requirement(#[from] crate::requirements::InvalidRequirement),
+    /// `spec.anyRegistry` is true and registries are listed too.
+    #[error("spec: {REGISTRIES_EXCLUSIVE_MESSAGE}")]
+    AnyRegistryWithList,
 }
 
+/// How a legacy grant's registries read in tables: one stored with an empty list before
+/// `anyRegistry` existed, which still means any registry.
+pub const LEGACY_ANY: &str = "any (legacy empty list)";
+
 impl ByocGrantSpec {
-    /// Checks the spec as the CRD schema does, and returns the allowance it grants
-    /// (regardless of expiry).
+    /// Whether the grant allows any registry: `anyRegistry: true`, or a legacy empty list.
+    pub fn allows_any_registry(&self) -> bool {
+        self.any_registry || self.registries.is_empty()
+    }
+
+    /// Whether this is a legacy grant, stored before `anyRegistry` existed, whose empty list
+    /// means any registry. The CRD keeps accepting updates that keep the list empty, and
+    /// refuses new ones.
+    pub fn is_legacy_any(&self) -> bool {
+        !self.any_registry && self.registries.is_empty()
+    }
+
+    /// How the registries read in tables and `status.registries`: `any`, [`LEGACY_ANY`], or
+    /// the entries joined with `,`.
+    pub fn registries_summary(&self) -> String {
+        if self.is_legacy_any() {
+            LEGACY_ANY.to_owned()
+        } else {
+            registries_summary(&self.registries)
+        }
+    }
+
+    /// Checks the spec as the CRD schema does for a stored grant (a legacy empty list passes),
+    /// and returns the allowance it grants (regardless of expiry).
     pub fn validate(&self) -> Result<crate::labels::Allowance, InvalidGrant> {
         if !is_dns1123_label(&self.namespace) {
             return Err(InvalidGrant::Namespace(self.namespace.clone()));
         }
         if self.reason.trim().is_empty() {
             return Err(InvalidGrant::Reason);
+        }
+        if self.any_registry && !self.registries.is_empty() {
+            return Err(InvalidGrant::AnyRegistryWithList);
         }
         if let Some(requirements) = &self.requirements {
             requirements.validate()?;
@@ -297,19 +381,32 @@ mod tests {
             namespace: namespace.into(),
             reason: reason.into(),
             registries: registries.iter().map(|s| s.to_string()).collect(),
+            any_registry: false,
+            namespace_uid: None,
             expires_at: None,
             requirements: None,
         }
+    }
+
+    fn any(mut spec: ByocGrantSpec) -> ByocGrantSpec {
+        spec.any_registry = true;
+        spec
     }
 
     #[test]
     fn validation_matches_the_crd_rules() {
         let long = format!("{}.example.org", "a".repeat(52));
         let cases: &[(ByocGrantSpec, Option<&str>)] = &[
+            // A legacy empty list still reads as a stored grant (the CRD refuses new ones).
             (spec("tool-a", "T1", &[]), None),
+            (any(spec("tool-a", "T1", &[])), None),
             (
                 spec("tool-a", "T1", &["quay.io", "ghcr.io/wikimedia"]),
                 None,
+            ),
+            (
+                any(spec("tool-a", "T1", &["quay.io"])),
+                Some("anyRegistry: true and a registries list exclude each other"),
             ),
             (spec("Tool-A", "T1", &[]), Some("spec.namespace \"Tool-A\"")),
             (spec("-a", "T1", &[]), Some("spec.namespace")),
@@ -418,6 +515,45 @@ mod tests {
             registries_summary(&["quay.io".into(), "ghcr.io/wikimedia".into()]),
             "quay.io,ghcr.io/wikimedia"
         );
+        let cases = [
+            (any(spec("a", "r", &[])), "any", true, false),
+            (spec("a", "r", &[]), "any (legacy empty list)", true, true),
+            (spec("a", "r", &["quay.io"]), "quay.io", false, false),
+        ];
+        for (spec, summary, any, legacy) in cases {
+            assert_eq!(spec.registries_summary(), summary, "{spec:?}");
+            assert_eq!(spec.allows_any_registry(), any, "{spec:?}");
+            assert_eq!(spec.is_legacy_any(), legacy, "{spec:?}");
+            let allowance = spec.validate().unwrap();
+            assert_eq!(
+                allowance.allows_any_at(jiff::Timestamp::now()),
+                any,
+                "{spec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_schema_carries_the_registry_rules() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(ByocGrant::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let rules = spec["x-kubernetes-validations"].as_array().unwrap();
+        let rule = |text: &str| rules.iter().find(|r| r["rule"] == text).cloned();
+        let exclusive = rule(REGISTRIES_EXCLUSIVE_RULE).expect("the exclusive rule");
+        assert_eq!(exclusive["message"], REGISTRIES_EXCLUSIVE_MESSAGE);
+        let required = rule(REGISTRIES_REQUIRED_RULE).expect("the required rule");
+        assert_eq!(required["message"], REGISTRIES_REQUIRED_MESSAGE);
+        // Evaluated on create too (no old object), so an empty list is refused there.
+        assert_eq!(required["optionalOldSelf"], true, "{required}");
+        let uid = &spec["properties"]["namespaceUID"];
+        assert_eq!(uid["pattern"], UID_PATTERN, "{uid}");
+        let re = regex::Regex::new(UID_PATTERN).unwrap();
+        assert!(re.is_match("0b7e8a52-5f0e-4a0e-9a57-2c1c7d4a9c11"));
+        assert!(!re.is_match("0B7E8A52-5F0E-4A0E-9A57-2C1C7D4A9C11 "));
+        let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"];
+        assert_eq!(status["namespaceUID"]["type"], "string", "{status}");
     }
 
     #[test]
@@ -437,6 +573,7 @@ mod tests {
             ReadyReason::Expired,
             ReadyReason::Invalid,
             ReadyReason::Error,
+            ReadyReason::NamespaceReplaced,
         ] {
             assert_eq!(r.status(), "False", "{}", r.as_str());
         }

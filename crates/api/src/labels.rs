@@ -171,7 +171,7 @@ impl Allowance {
     pub fn for_grant(spec: &ByocGrantSpec) -> Result<Self, RegistryPatternError> {
         let expiry = Expiry::from_option(spec.expires_at.as_ref().map(|t| t.0));
         let mut allowance = Self::default();
-        if spec.registries.is_empty() {
+        if spec.allows_any_registry() {
             allowance.any = Some(expiry);
         }
         for entry in &spec.registries {
@@ -355,6 +355,8 @@ mod tests {
             namespace: "tool-a".into(),
             reason: "test".into(),
             registries: registries.iter().map(|s| s.to_string()).collect(),
+            any_registry: registries.is_empty(),
+            namespace_uid: None,
             expires_at: expires.map(|e| Time(ts(e))),
             requirements: None,
         }

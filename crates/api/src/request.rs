@@ -265,6 +265,8 @@ impl ByocRequestSpec {
             namespace: namespace.to_owned(),
             reason: self.reason.clone(),
             registries: self.registries.clone(),
+            any_registry: self.registries.is_empty(),
+            namespace_uid: None,
             expires_at: None,
             requirements: None,
         };

@@ -7,7 +7,6 @@
 //! of two admins racing, or an admin racing a deny, exactly one moves it. When that update fails
 //! the grant just created is deleted again (by UID), so a failed approval changes nothing.
 
-use byoc_api::grant::registries_summary;
 use byoc_api::request::request_key;
 use byoc_api::{
     ByocGrant, ByocGrantSpec, ByocRequest, ByocRequestStatus, InvalidGrant, LeanNamespace, Lenient,
@@ -260,7 +259,9 @@ fn grant_spec(
     let spec = ByocGrantSpec {
         namespace: request.metadata.namespace.clone().unwrap_or_default(),
         reason: grant_reason(&request.spec.reason, &key(request)),
+        any_registry: granted.is_empty(),
         registries: granted,
+        namespace_uid: None,
         expires_at: expires_at.map(Time),
         requirements: None,
     };
@@ -282,7 +283,7 @@ fn grant_reason(reason: &str, key: &str) -> String {
 fn approved(request: &ByocRequest, grant: &ByocGrant, by: &str) -> ByocRequestStatus {
     ByocRequestStatus {
         phase: Some(RequestPhase::Approved),
-        registries: Some(registries_summary(&grant.spec.registries)),
+        registries: Some(grant.spec.registries_summary()),
         grant: grant.metadata.name.clone(),
         expires_at: grant.spec.expires_at.clone(),
         decided_by: Some(by.to_owned()),

@@ -6,11 +6,12 @@ use byoc_api::{ByocGrant, ByocGrantSpec, LeanNamespace, StoredGrant};
 use clap::{ArgGroup, Args, ValueEnum};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::PostParams;
-use kube::{Api, Client};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+use serde_json::json;
 
 use crate::Failure;
-use crate::cluster::{self, ClusterArgs, Context};
+use crate::cluster::{self, ClusterArgs, Context as _};
 use crate::duration::{self, parse_duration, parse_expiry};
 use crate::list::{GrantView, describe};
 use crate::output::{ObjectFormat, emit};
@@ -21,7 +22,7 @@ use crate::output::{ObjectFormat, emit};
     group(
         ArgGroup::new("allowed")
             .required(true)
-            .args(["registries", "any_registry"])
+            .args(["registries", "any_registry", "renew"])
     ),
     after_help = "Examples:\n  \
     # Let tool-wikibugs run images from quay.io and ghcr.io/wikimedia for 90 days\n  \
@@ -33,31 +34,43 @@ use crate::output::{ObjectFormat, emit};
     # Check with the API server without changing anything, or write a manifest for GitOps\n  \
     kubectl byoc grant tool-x --reason T123 --registry quay.io --dry-run\n  \
     kubectl byoc grant tool-x --reason T123 --registry quay.io --expires 2w --dry-run=client \\\n    \
-    -o yaml > grant.yaml\n\n\
-    One of --registry and --any-registry is required, never both. Running it again with other \
+    -o yaml > grant.yaml\n\n  \
+    # tool-x was deleted and created again: let its grant apply to the new namespace\n  \
+    kubectl byoc grant tool-x --renew --wait\n\n\
+    One of --registry, --any-registry and --renew is required. Running it again with other \
     flags updates the grant to exactly what they say (registries, expiry and reason are \
-    replaced, not merged; a grant whose stored spec cannot be read is overwritten). Exit \
-    status: 0 done (or --wait: Ready), 1 --wait ended without the grant being Ready, 2 invalid \
-    input or API error."
+    replaced, not merged; a grant whose stored spec cannot be read is overwritten). A grant \
+    applies to the namespace it was first applied to, by UID: when that namespace is deleted \
+    and another is created under the same name, the grant says NamespaceReplaced and gives it \
+    nothing until --renew records the new namespace's UID in spec.namespaceUID. Exit status: \
+    0 done (or --wait: Ready), 1 --wait ended without the grant being Ready, 2 invalid input \
+    or API error."
 )]
 pub struct GrantArgs {
     /// The tool namespace whose pods may use the registries; it may be created later.
     #[arg(value_name = "NAMESPACE")]
     namespace: String,
     /// Why the namespace needs its own images, for the admins who review grants (e.g. a task).
-    #[arg(long, value_name = "TEXT")]
-    reason: String,
+    /// Required, except with --renew.
+    #[arg(long, value_name = "TEXT", required_unless_present = "renew")]
+    reason: Option<String>,
     /// A registry the namespace may use, host[:port][/path-prefix]; repeat for several.
     #[arg(long = "registry", value_name = "REGISTRY")]
     registries: Vec<String>,
-    /// Let the namespace use any registry (a grant without registries). Required, on purpose,
-    /// when no --registry is given.
+    /// Let the namespace use any registry (spec.anyRegistry). Required, on purpose, when no
+    /// --registry is given: a grant never allows any registry by omission.
     #[arg(long, conflicts_with = "registries")]
     any_registry: bool,
     /// When the grant ends: a duration from now (90d, 12h, 2w, 1d12h), an RFC 3339 time or a
     /// date (midnight UTC). Without it the grant does not expire.
     #[arg(long, value_name = "WHEN")]
     expires: Option<String>,
+    /// Change nothing but the namespace the existing grant applies to: the namespace of that
+    /// name as it exists now (its UID goes to spec.namespaceUID, by server-side apply). For a
+    /// namespace that was deleted and created again, once you are sure the new one should
+    /// have the grant.
+    #[arg(long, conflicts_with_all = ["reason", "expires"])]
+    renew: bool,
     /// The grant's name (default: the namespace's name).
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
@@ -100,6 +113,7 @@ enum Action {
     Created,
     Configured,
     Unchanged,
+    Renewed,
 }
 
 impl Action {
@@ -108,14 +122,22 @@ impl Action {
             Self::Created => "created",
             Self::Configured => "configured",
             Self::Unchanged => "unchanged",
+            Self::Renewed => "renewed",
         }
     }
 }
 
+/// The field manager of every write of the CLI.
+const FIELD_MANAGER: &str = "kubectl-byoc";
+
 /// Runs `grant`; `Ok(false)` when `--wait` ended without the grant being Ready.
 pub async fn run(args: GrantArgs) -> Result<bool, Failure> {
     let now = duration::now();
-    let spec = spec(&args, now)?;
+    let spec = if args.renew {
+        None
+    } else {
+        Some(spec(&args, now)?)
+    };
     let name = args.name.clone().unwrap_or_else(|| args.namespace.clone());
     if !is_dns1123_subdomain(&name) {
         return Err(Failure::Usage(format!(
@@ -123,13 +145,25 @@ pub async fn run(args: GrantArgs) -> Result<bool, Failure> {
              '.', starting and ending with a letter or digit, at most 253)"
         )));
     }
-    if args.dry_run == Some(DryRun::Client) {
-        let grant = ByocGrant::new(&name, spec);
+    let dry_run = args.dry_run.is_some();
+    if args.renew && args.dry_run == Some(DryRun::Client) {
+        return Err(Failure::Usage(
+            "--renew reads the namespace's UID from the cluster: use --dry-run=server".into(),
+        ));
+    }
+    if let (Some(spec), Some(DryRun::Client)) = (&spec, args.dry_run) {
+        let grant = ByocGrant::new(&name, spec.clone());
         return print(&args, &grant, Action::Created, now).map(|()| true);
     }
     let client = args.cluster.client().await?;
-    let (grant, action) = apply(&client, &name, spec, args.dry_run.is_some()).await?;
-    warn_if_namespace_missing(&client, &args.namespace).await;
+    let (grant, action) = match spec {
+        None => renew(&client, &name, &args.namespace, dry_run).await?,
+        Some(spec) => {
+            let applied = apply(&client, &name, spec, dry_run).await?;
+            warn_if_namespace_missing(&client, &args.namespace).await;
+            applied
+        }
+    };
     print(&args, &grant, action, now)?;
     if args.wait {
         return wait_ready(&client, &grant, args.timeout.unsigned_abs()).await;
@@ -153,8 +187,10 @@ fn spec(args: &GrantArgs, now: Timestamp) -> Result<ByocGrantSpec, Failure> {
     }
     let spec = ByocGrantSpec {
         namespace: args.namespace.clone(),
-        reason: args.reason.clone(),
+        reason: args.reason.clone().unwrap_or_default(),
         registries,
+        any_registry: args.any_registry,
+        namespace_uid: None,
         expires_at,
         requirements: None,
     };
@@ -173,7 +209,7 @@ async fn apply(
     let api = cluster::grants(client);
     let pp = PostParams {
         dry_run,
-        field_manager: Some("kubectl-byoc".into()),
+        field_manager: Some(FIELD_MANAGER.into()),
     };
     let existing = cluster::stored_grants(client)
         .get_opt(name)
@@ -221,6 +257,11 @@ async fn apply(
             "ByocGrant {name} is being deleted: wait until it is gone, or choose another --name"
         )));
     }
+    // The flags say nothing of the namespace's UID: a renewal stays.
+    let spec = ByocGrantSpec {
+        namespace_uid: grant.spec.namespace_uid.clone(),
+        ..spec
+    };
     if readable && grant.spec == spec {
         return Ok((grant, Action::Unchanged));
     }
@@ -234,6 +275,73 @@ async fn apply(
         other => other.grant_context(|| format!("update ByocGrant {name}"))?,
     };
     Ok((grant, Action::Configured))
+}
+
+/// `--renew`: sets `spec.namespaceUID` of grant `name` (which must be for `namespace`) to the
+/// UID of that namespace as it exists now, by a forced server-side apply of that field alone.
+async fn renew(
+    client: &Client,
+    name: &str,
+    namespace: &str,
+    dry_run: bool,
+) -> Result<(ByocGrant, Action), Failure> {
+    let stored = cluster::stored_grants(client)
+        .get_opt(name)
+        .await
+        .grant_context(|| format!("read ByocGrant {name}"))?;
+    let target = match &stored {
+        None => {
+            return Err(Failure::Usage(format!(
+                "there is no ByocGrant {name} to renew (give the grant's name with --name)"
+            )));
+        }
+        Some(stored) => stored.target_namespace(),
+    };
+    if target != Some(namespace) {
+        return Err(Failure::Usage(format!(
+            "ByocGrant {name} is for namespace {}, not {namespace}: nothing renewed",
+            target.unwrap_or("?")
+        )));
+    }
+    let ns = Api::<LeanNamespace>::all(client.clone())
+        .get_opt(namespace)
+        .await
+        .context(|| format!("read namespace {namespace}"))?
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "namespace {namespace} does not exist: there is nothing to renew the grant for \
+                 yet; run this again once it is created"
+            ))
+        })?;
+    let uid = ns.metadata.uid.ok_or_else(|| {
+        Failure::Usage(format!(
+            "namespace {namespace} has no readable UID: nothing renewed"
+        ))
+    })?;
+    if let Some(StoredGrant::Readable(grant)) = stored
+        && grant.spec.namespace_uid.as_deref() == Some(uid.as_str())
+    {
+        return Ok((grant, Action::Unchanged));
+    }
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    params.dry_run = dry_run;
+    let body = json!({
+        "apiVersion": ByocGrant::api_version(&()),
+        "kind": ByocGrant::kind(&()),
+        "metadata": { "name": name },
+        "spec": { "namespaceUID": uid },
+    });
+    let patched = cluster::stored_grants(client)
+        .patch(name, &params, &Patch::Apply(body))
+        .await
+        .grant_context(|| format!("renew ByocGrant {name}"))?;
+    match patched {
+        StoredGrant::Readable(grant) => Ok((grant, Action::Renewed)),
+        StoredGrant::Unreadable(u) => Err(Failure::Usage(format!(
+            "ByocGrant {name} was renewed but cannot be read ({}): fix or replace it",
+            u.error
+        ))),
+    }
 }
 
 /// Warns on stderr when the namespace does not exist (yet); a grant may precede it.
@@ -426,9 +534,10 @@ mod tests {
         let any = args(&["tool-a", "--reason", "T1", "--any-registry"]);
         assert!(any.any_registry);
         assert!(
-            spec(&any, now).unwrap().registries.is_empty(),
-            "absent = any"
+            spec(&any, now).unwrap().any_registry,
+            "any registry only as anyRegistry: true"
         );
+        assert!(spec(&any, now).unwrap().registries.is_empty());
         let some = args(&["tool-a", "--reason", "T1", "--registry", "quay.io"]);
         assert_eq!(spec(&some, now).unwrap().registries, ["quay.io"]);
 
@@ -461,6 +570,39 @@ mod tests {
         assert!(both.to_string().contains("--any-registry"), "{both}");
         assert_eq!(neither.exit_code(), 2);
         assert_eq!(both.exit_code(), 2);
+    }
+
+    #[test]
+    fn renew_takes_nothing_but_the_grant() {
+        let renew = args(&["tool-a", "--renew", "--name", "tool-a-migration"]);
+        assert!(renew.renew && renew.reason.is_none());
+        assert_eq!(renew.name.as_deref(), Some("tool-a-migration"));
+        for extra in [
+            &["--reason", "T1"][..],
+            &["--registry", "quay.io"],
+            &["--any-registry"],
+            &["--expires", "90d"],
+        ] {
+            let argv: Vec<&str> = ["grant", "tool-a", "--renew"]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .collect();
+            let error = Cli::try_parse_from(argv).map(|_| ()).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{extra:?}: {error}"
+            );
+        }
+        // Without --renew, the reason is required.
+        let error = Cli::try_parse_from(["grant", "tool-a", "--any-registry"])
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(error.to_string().contains("--reason"), "{error}");
     }
 
     #[test]

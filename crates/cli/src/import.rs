@@ -224,7 +224,7 @@ fn plan(list: &AllowList, grants: &[StoredGrant], now: Timestamp) -> Vec<Step> {
         let ns = &entry.namespace;
         let covering = grants.iter().filter_map(StoredGrant::readable).find(|g| {
             &g.spec.namespace == ns
-                && g.spec.registries.is_empty()
+                && g.spec.allows_any_registry()
                 && !g.is_expired_at(now)
                 && g.metadata.deletion_timestamp.is_none()
         });
@@ -295,6 +295,8 @@ async fn create(
             namespace: namespace.to_owned(),
             reason: reason.to_owned(),
             registries: Vec::new(),
+            any_registry: true,
+            namespace_uid: None,
             expires_at: None,
             requirements: None,
         },
@@ -340,6 +342,8 @@ mod tests {
                 namespace: namespace.into(),
                 reason: "r".into(),
                 registries: registries.iter().map(|s| s.to_string()).collect(),
+                any_registry: registries.is_empty(),
+                namespace_uid: None,
                 expires_at: expires.map(|e| Time(e.parse().unwrap())),
                 requirements: None,
             },

@@ -153,8 +153,10 @@ pub struct GrantView {
     pub namespace: String,
     /// `spec.registries`; empty when any registry is granted.
     pub registries: Vec<String>,
-    /// Whether any registry is granted.
+    /// Whether any registry is granted (`anyRegistry: true`, or a legacy empty list).
     pub any_registry: bool,
+    /// Whether any registry is granted by a legacy empty list, stored before `anyRegistry`.
+    pub legacy_empty_list: bool,
     /// `spec.reason`.
     pub reason: String,
     /// `spec.expiresAt`.
@@ -193,7 +195,8 @@ impl GrantView {
             name: grant.metadata.name.clone().unwrap_or_default(),
             namespace: spec.namespace.clone(),
             registries: spec.registries.clone(),
-            any_registry: spec.registries.is_empty(),
+            any_registry: spec.allows_any_registry(),
+            legacy_empty_list: spec.is_legacy_any(),
             reason: spec.reason.clone(),
             expires_at,
             expired: grant.is_expired_at(now),
@@ -225,7 +228,9 @@ impl GrantView {
 /// One line about a grant spec for messages: `namespace tool-a, registries quay.io, expires
 /// 2027-03-31T00:00:00Z (in 89d)`.
 pub fn describe(spec: &ByocGrantSpec, now: Timestamp) -> String {
-    let registries = if spec.registries.is_empty() {
+    let registries = if spec.is_legacy_any() {
+        "any registry (legacy empty list)".to_owned()
+    } else if spec.any_registry {
         "any registry".to_owned()
     } else {
         format!("registries {}", spec.registries.join(", "))
@@ -260,7 +265,11 @@ fn table(list: &GrantList, wide: bool, now: Timestamp) -> String {
         let mut row = vec![
             g.name.clone(),
             g.namespace.clone(),
-            registries_summary(&g.registries),
+            if g.legacy_empty_list {
+                byoc_api::grant::LEGACY_ANY.to_owned()
+            } else {
+                registries_summary(&g.registries)
+            },
             match g.expires_at {
                 None => "never".to_owned(),
                 Some(t) if g.expiring_soon => format!("{} (soon)", time_left(t, now)),
@@ -325,6 +334,8 @@ mod tests {
                 namespace: name.into(),
                 reason: format!("T1: {name}"),
                 registries: registries.iter().map(|s| s.to_string()).collect(),
+                any_registry: registries.is_empty(),
+                namespace_uid: None,
                 expires_at: expires.map(|e| Time(ts(e))),
                 requirements: None,
             },
@@ -345,6 +356,7 @@ mod tests {
                 observed_generation: Some(generation),
             }],
             registries: None,
+            namespace_uid: None,
         });
     }
 
@@ -360,6 +372,7 @@ mod tests {
         let mut b = grant("tool-b", &[], None);
         ready(&mut b, 1, "True", "Applied"); // stale: generation 2 not observed yet
         let mut c = grant("tool-c", &[], Some("2026-11-20T12:00:00Z"));
+        c.spec.any_registry = false; // stored before anyRegistry existed
         ready(&mut c, 2, "False", "Expired");
 
         let mut d = grant("tool-e", &["quay.io"], Some("2026-12-05T12:00:00Z"));
@@ -385,6 +398,8 @@ mod tests {
             ("Unknown", None)
         );
         assert!(views[1].any_registry && views[1].seconds_left.is_none());
+        assert!(!views[1].legacy_empty_list);
+        assert!(views[2].any_registry && views[2].legacy_empty_list);
         assert_eq!((views[2].expired, views[2].seconds_left), (true, Some(0)));
 
         let list = GrantList::new(views, vec![unreadable("tool-d")], now);
@@ -394,7 +409,7 @@ mod tests {
             "NAME     NAMESPACE   REGISTRIES                  EXPIRES      READY     REASON\n\
              tool-a   tool-a      quay.io,ghcr.io/wikimedia   89d          True      Applied\n\
              tool-b   tool-b      any                         never        Unknown\n\
-             tool-c   tool-c      any                         expired      False     Expired\n\
+             tool-c   tool-c      any (legacy empty list)     expired      False     Expired\n\
              tool-e   tool-e      quay.io                     14d (soon)   True      Applied\n\
              tool-d   tool-d      ?                           ?            False     Unreadable\n"
         );
@@ -449,6 +464,7 @@ mod tests {
                     "namespace": "tool-a",
                     "registries": ["quay.io"],
                     "anyRegistry": false,
+                    "legacyEmptyList": false,
                     "reason": "T1: tool-a",
                     "expiresAt": "2026-11-22T12:00:00Z",
                     "expired": false,

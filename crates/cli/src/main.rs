@@ -90,7 +90,8 @@ enum Command {
         #[arg(value_name = "FILE", value_hint = ValueHint::FilePath, required = true)]
         files: Vec<String>,
     },
-    /// Grant a namespace the use of more registries (creates or updates a ByocGrant).
+    /// Grant a namespace the use of more registries (creates or updates a ByocGrant; --renew
+    /// lets it apply to a namespace deleted and created again).
     Grant(grant::GrantArgs),
     /// Revoke the grants of a namespace, or one grant by name.
     Revoke(revoke::RevokeArgs),

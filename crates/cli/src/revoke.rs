@@ -225,6 +225,8 @@ mod tests {
                 namespace: namespace.into(),
                 reason: "r".into(),
                 registries: Vec::new(),
+                any_registry: true,
+                namespace_uid: None,
                 expires_at: None,
                 requirements: None,
             },

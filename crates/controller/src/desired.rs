@@ -8,6 +8,8 @@ use byoc_api::{ByocGrant, InvalidGrant};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use crate::binding::{self, Binding};
+
 /// Where one grant stands at an instant, whatever its namespace looks like.
 #[derive(Debug, PartialEq)]
 pub enum Standing {
@@ -37,31 +39,39 @@ impl Standing {
 }
 
 /// What was found when the namespace's labels were brought in line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamespaceState {
     /// The namespace does not exist.
     Missing,
     /// The namespace is being deleted; its labels are left alone.
     Terminating,
-    /// The namespace carries exactly the desired labels.
-    Labelled,
+    /// The namespace, with this UID (`None`: its metadata did not read), carries exactly the
+    /// desired labels.
+    Labelled {
+        /// `metadata.uid`.
+        uid: Option<String>,
+    },
 }
 
-/// Whether `grant` counts towards the labels of `namespace`: it targets it and is not being
-/// deleted.
-pub fn counts_towards(grant: &ByocGrant, namespace: &str) -> bool {
-    grant.spec.namespace == namespace && grant.metadata.deletion_timestamp.is_none()
+/// Whether `grant` counts towards the labels of namespace `name` with UID `uid`: it targets
+/// it, is not being deleted, and is bound to that namespace or not bound yet ([`binding`]).
+pub fn counts_towards(grant: &ByocGrant, name: &str, uid: Option<&str>) -> bool {
+    grant.spec.namespace == name
+        && grant.metadata.deletion_timestamp.is_none()
+        && matches!(binding::of(grant, uid), Binding::Apply(_))
 }
 
-/// The labels under [`labels::PREFIX`] that `namespace` should carry at `now`: the union of its
-/// active grants, each entry with its latest expiry. Empty when nothing applies.
+/// The labels under [`labels::PREFIX`] that namespace `name` with UID `uid` should carry at
+/// `now`: the union of its active grants bound to it, each entry with its latest expiry. Empty
+/// when nothing applies.
 pub fn desired_labels<'a>(
     grants: impl IntoIterator<Item = &'a ByocGrant>,
-    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
     now: Timestamp,
 ) -> Result<BTreeMap<String, String>, LabelError> {
     let mut union = Allowance::default();
-    for grant in grants.into_iter().filter(|g| counts_towards(g, namespace)) {
+    for grant in grants.into_iter().filter(|g| counts_towards(g, name, uid)) {
         if let Standing::Active(allowance) = Standing::of(grant, now) {
             union.merge(allowance);
         }
@@ -97,8 +107,11 @@ pub fn foreign_keys(
 /// on anything else: unlike server-side apply, whose removals follow `managedFields` that any
 /// writer of the namespace can rewrite (a tenant who made the controller's entry own one of
 /// its own labels would make every apply remove that label, which the label guard refuses,
-/// so a revoke would never land).
+/// so a revoke would never land). With the `uid` the labels were computed for, the API server
+/// refuses the patch if the namespace of that name is another one by now (deleted and created
+/// again).
 pub fn label_patch(
+    uid: Option<&str>,
     current: &BTreeMap<String, String>,
     desired: &BTreeMap<String, String>,
 ) -> Value {
@@ -107,7 +120,11 @@ pub fn label_patch(
         .map(|k| (k, Value::Null))
         .collect();
     labels.extend(desired.iter().map(|(k, v)| (k.clone(), json!(v))));
-    json!({ "metadata": { "labels": labels } })
+    let mut metadata = json!({ "labels": labels });
+    if let Some(uid) = uid {
+        metadata["uid"] = json!(uid);
+    }
+    json!({ "metadata": metadata })
 }
 
 #[cfg(test)]
@@ -127,6 +144,8 @@ mod tests {
                 namespace: namespace.into(),
                 reason: "test".into(),
                 registries: registries.iter().map(|s| s.to_string()).collect(),
+                any_registry: registries.is_empty(),
+                namespace_uid: None,
                 expires_at: expires.map(|e| Time(ts(e))),
                 requirements: None,
             },
@@ -248,11 +267,40 @@ mod tests {
                 vec![grant("a", &[], Some(NOW))],
                 &[],
             ),
+            (
+                "grants bound to another namespace of that name do not count",
+                vec![
+                    bound(grant("a", &["quay.io"], None), "uid-old"),
+                    bound(grant("a", &["ghcr.io"], None), "uid-a"),
+                ],
+                &[("byoc.toolforge.org/ghcr.io", "never")],
+            ),
+            (
+                "a renewed grant counts",
+                vec![{
+                    let mut g = bound(grant("a", &["quay.io"], None), "uid-old");
+                    g.spec.namespace_uid = Some("uid-a".into());
+                    g
+                }],
+                &[("byoc.toolforge.org/quay.io", "never")],
+            ),
         ];
         for (what, grants, want) in cases {
-            let got = desired_labels(&grants, "a", ts(NOW)).unwrap();
+            let got = desired_labels(&grants, "a", Some("uid-a"), ts(NOW)).unwrap();
             assert_eq!(got, map(want), "{what}");
         }
+        // A namespace whose UID did not read gets nothing.
+        let any = [grant("a", &[], None)];
+        assert_eq!(desired_labels(&any, "a", None, ts(NOW)).unwrap(), map(&[]));
+    }
+
+    /// `g` with `status.namespaceUID` `uid`, as once applied to that namespace.
+    fn bound(mut g: ByocGrant, uid: &str) -> ByocGrant {
+        g.status = Some(byoc_api::ByocGrantStatus {
+            namespace_uid: Some(uid.into()),
+            ..Default::default()
+        });
+        g
     }
 
     #[test]
@@ -340,10 +388,14 @@ mod tests {
         ];
         for (what, current, desired, labels) in cases {
             assert_eq!(
-                label_patch(&current, &desired),
+                label_patch(None, &current, &desired),
                 json!({ "metadata": { "labels": labels } }),
                 "{what}"
             );
         }
+        assert_eq!(
+            label_patch(Some("uid-a"), &map(&[]), &map(&[quay])),
+            json!({ "metadata": { "uid": "uid-a", "labels": { quay.0: quay.1 } } })
+        );
     }
 }

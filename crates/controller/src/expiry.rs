@@ -92,7 +92,7 @@ pub fn until_window(grant: &ByocGrant, window: SignedDuration, now: Timestamp) -
 /// The reminder event: the grant, its namespace, when it ends and how to keep the images.
 pub fn reminder(grant: &ByocGrant, at: Timestamp, now: Timestamp) -> Event {
     let ns = &grant.spec.namespace;
-    let what = if grant.spec.registries.is_empty() {
+    let what = if grant.spec.allows_any_registry() {
         "any registry".to_owned()
     } else {
         grant.spec.registries.join(", ")

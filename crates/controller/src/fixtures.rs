@@ -38,6 +38,8 @@ pub fn grant(name: &str, namespace: &str, registries: &[&str], expires: Option<&
             namespace: namespace.into(),
             reason: "test".into(),
             registries: registries.iter().map(|s| s.to_string()).collect(),
+            any_registry: registries.is_empty(),
+            namespace_uid: None,
             expires_at: expires.map(|e| Time(ts(e))),
             requirements: None,
         },
@@ -88,9 +90,15 @@ pub fn grant_with_status(
             observed_generation: Some(1),
             last_transition_time: Time(ts("2026-01-01T00:00:00Z")),
         }],
-        registries: Some(byoc_api::grant::registries_summary(&g.spec.registries)),
+        registries: Some(g.spec.registries_summary()),
+        namespace_uid: Some(uid(namespace)),
     });
     g
+}
+
+/// The UID [`namespace`] gives namespace `name`.
+pub fn uid(name: &str) -> String {
+    format!("uid-{name}")
 }
 
 /// Adds the controller's finalizer.
@@ -109,11 +117,12 @@ impl Finalized for ByocGrant {
     }
 }
 
-/// A namespace with `labels`.
+/// A namespace with `labels` and UID [`uid`]`(name)`.
 pub fn namespace(name: &str, labels: &[(&str, &str)]) -> LeanNamespace {
     LeanNamespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
+            uid: Some(uid(name)),
             labels: Some(
                 labels
                     .iter()
@@ -314,7 +323,7 @@ impl Step {
     }
 
     /// The merge patch of namespace `name`'s labels by field manager `byoc-controller`,
-    /// whose `labels` (a JSON object; `null` values delete) are exactly `patch`. The answer is
+    /// naming its UID [`uid`]`(name)`, whose `labels` (a JSON object; `null` values delete) are exactly `patch`. The answer is
     /// the namespace with `before`'s labels and the patch merged in.
     pub fn set_labels(name: &str, patch: Value, before: &[(&str, &str)]) -> Self {
         let mut after: BTreeMap<String, String> = before
@@ -331,7 +340,7 @@ impl Step {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let expected = json!({ "metadata": { "labels": patch } });
+        let expected = json!({ "metadata": { "labels": patch, "uid": uid(name) } });
         Self {
             method: Method::PATCH,
             path: format!("/api/v1/namespaces/{name}"),

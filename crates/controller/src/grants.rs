@@ -167,7 +167,7 @@ async fn apply(grant: &ByocGrant, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
     let standing = Standing::of(grant, now);
     let synced = sync_namespace(ctx, &grant.spec.namespace, now).await;
-    let verdict = Verdict::new(grant, &standing, synced.as_ref().copied());
+    let verdict = Verdict::new(grant, &standing, synced.as_ref());
     let generation = grant.metadata.generation;
     let window = ctx.expiry_warning;
     let ending = expiry::ends_within(grant, &standing, window, now);
@@ -199,7 +199,7 @@ async fn apply(grant: &ByocGrant, ctx: &Context) -> Result<Action, Error> {
 async fn cleanup(grant: &ByocGrant, ctx: &Context) -> Result<Action, Error> {
     let state = sync_namespace(ctx, &grant.spec.namespace, Timestamp::now()).await?;
     ctx.metrics.grant_deleted(&grant.name_any());
-    if state == NamespaceState::Labelled {
+    if matches!(state, NamespaceState::Labelled { .. }) {
         info!("grant deleted; its labels are gone");
         emit(grant, &revoked_event(&grant.spec.namespace), ctx).await;
     }
@@ -335,7 +335,13 @@ mod tests {
     /// Gives `g` the status of a grant applied and announced as expiring soon.
     fn announced(g: &mut ByocGrant) {
         let now = Timestamp::now();
-        let ready = Verdict::new(g, &Standing::of(g, now), Ok(NamespaceState::Labelled));
+        let ready = Verdict::new(
+            g,
+            &Standing::of(g, now),
+            Ok(&NamespaceState::Labelled {
+                uid: Some(crate::fixtures::uid("tool-a")),
+            }),
+        );
         let mut status = next_status(None, Some(1), &ready, now).unwrap();
         let window = jiff::SignedDuration::from_hours(14 * 24);
         assert!(expiry::mark(
@@ -615,6 +621,50 @@ mod tests {
                 json!({ "byoc.toolforge.org/quay.io": "never", late.0: null }),
                 &[tampered[0], late],
             ),
+        ];
+        scenario
+            .check(steps, reconcile(stored(g), scenario.ctx()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_replaced_namespace_gets_nothing_until_renewed() {
+        // Applied to tool-a's first incarnation; tool-a was deleted and created again.
+        let mut g = grant_with_status("g", "tool-a", &["quay.io"], "Applied", APPLIED_QUAY);
+        g.status.as_mut().unwrap().namespace_uid = Some("uid-old".into());
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let steps = vec![
+            Step::status("g", "False", "NamespaceReplaced").also(|body| {
+                assert_eq!(body["status"]["namespaceUID"], "uid-old", "{body}");
+            }),
+            Step::event("NamespaceReplaced").also(|body| {
+                assert_eq!(body["type"], "Warning", "{body}");
+                let note = body["note"].as_str().unwrap_or_default();
+                assert!(
+                    note.contains("kubectl byoc grant tool-a --renew --name g"),
+                    "{body}"
+                );
+            }),
+        ];
+        scenario
+            .check(steps, reconcile(stored(g.clone()), scenario.ctx()))
+            .await
+            .unwrap();
+
+        // Renewed: spec.namespaceUID names the new namespace, which gets the labels.
+        g.spec.namespace_uid = Some(crate::fixtures::uid("tool-a"));
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])]);
+        let steps = vec![
+            Step::set_labels(
+                "tool-a",
+                json!({ "byoc.toolforge.org/quay.io": "never" }),
+                &[],
+            ),
+            // (The condition is the Applied one it had: no event.)
+            Step::status("g", "True", "Applied").also(|body| {
+                assert_eq!(body["status"]["namespaceUID"], "uid-tool-a", "{body}");
+            }),
         ];
         scenario
             .check(steps, reconcile(stored(g), scenario.ctx()))

@@ -21,9 +21,10 @@
 //! Every replica watches; only the lease holder ([`leader`]) reconciles, and a replica that
 //! becomes leader reconciles everything once. Grants are read from [`cache::GrantCache`], which
 //! also indexes them by target namespace, so each reconcile reads only the grants it concerns.
-//! What to write is decided by pure functions in [`desired`] and [`status`], tested without a
-//! cluster.
+//! What to write is decided by pure functions in [`desired`], [`binding`] (a grant applies to
+//! the namespace it was first applied to, by UID) and [`status`], tested without a cluster.
 
+pub mod binding;
 pub mod cache;
 pub mod desired;
 pub mod error;

@@ -94,9 +94,9 @@ pub fn desired(request: &ByocRequest, grant: Option<&GrantState>, now: Timestamp
         (RequestPhase::Approved | RequestPhase::Expired, Some(GrantState::Present(g))) => {
             let name = g.name_any();
             status.grant = Some(name.clone());
-            status.registries = Some(registries_summary(&g.spec.registries));
+            status.registries = Some(g.spec.registries_summary());
             status.expires_at = g.spec.expires_at.clone();
-            let registries = if g.spec.registries.is_empty() {
+            let registries = if g.spec.allows_any_registry() {
                 "any registry".to_owned()
             } else {
                 g.spec.registries.join(", ")
@@ -385,6 +385,8 @@ mod tests {
                 namespace: "tool-a".into(),
                 reason: "T1 (ByocRequest tool-a/req)".into(),
                 registries: registries.iter().map(|s| s.to_string()).collect(),
+                any_registry: registries.is_empty(),
+                namespace_uid: None,
                 expires_at: expires.map(|e| Time(ts(e))),
                 requirements: None,
             },

@@ -4,13 +4,14 @@
 //! condition's `status` does, so a reconcile that finds nothing new writes nothing (and does
 //! not trigger itself).
 
-use byoc_api::grant::{READY, registries_summary};
+use byoc_api::grant::READY;
 use byoc_api::{ByocGrant, ByocGrantStatus, ReadyReason};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType};
 
 use crate::Error;
+use crate::binding::{self, Binding};
 use crate::desired::{NamespaceState, Standing};
 
 /// What the `Ready` condition of a grant should say.
@@ -22,17 +23,22 @@ pub struct Verdict {
     pub message: String,
     /// What `status.registries` should say; `None` when the spec cannot be read.
     pub registries: Option<String>,
+    /// The UID of the namespace the grant was applied to, for `status.namespaceUID`; `None`
+    /// keeps what the status says.
+    pub namespace_uid: Option<String>,
 }
 
 impl Verdict {
     /// The verdict on `grant`, standing as `standing`, after its namespace was synced with
-    /// outcome `synced`. An invalid or expired grant says so whatever the namespace looks like.
+    /// outcome `synced`. An invalid or expired grant says so whatever the namespace looks like;
+    /// an active one applies only to the namespace it is bound to ([`binding`]).
     pub fn new(
         grant: &ByocGrant,
         standing: &Standing,
-        synced: Result<NamespaceState, &Error>,
+        synced: Result<&NamespaceState, &Error>,
     ) -> Self {
         let ns = &grant.spec.namespace;
+        let mut namespace_uid = None;
         let (reason, message) = match (standing, synced) {
             (Standing::Invalid(invalid), _) => (ReadyReason::Invalid, invalid.to_string()),
             (Standing::Expired(at), _) => (
@@ -48,15 +54,31 @@ impl Verdict {
                 ReadyReason::NamespaceNotFound,
                 format!("namespace {ns} is being deleted"),
             ),
-            (Standing::Active(_), Ok(NamespaceState::Labelled)) => (
-                ReadyReason::Applied,
-                format!("namespace {ns} carries this grant: {}", describe(grant)),
-            ),
+            (Standing::Active(_), Ok(NamespaceState::Labelled { uid })) => {
+                match binding::of(grant, uid.as_deref()) {
+                    Binding::Apply(uid) => {
+                        namespace_uid = Some(uid.to_owned());
+                        (
+                            ReadyReason::Applied,
+                            format!("namespace {ns} carries this grant: {}", describe(grant)),
+                        )
+                    }
+                    Binding::Wait => (
+                        ReadyReason::NamespaceNotFound,
+                        format!("namespace {ns} has no readable UID; it is labelled once it has"),
+                    ),
+                    Binding::Replaced { bound, current } => (
+                        ReadyReason::NamespaceReplaced,
+                        replaced_message(grant, bound, current),
+                    ),
+                }
+            }
         };
         Self {
             reason,
             message,
-            registries: Some(registries_summary(&grant.spec.registries)),
+            registries: Some(grant.spec.registries_summary()),
+            namespace_uid,
         }
     }
 
@@ -69,6 +91,7 @@ impl Verdict {
                 "this grant cannot be read, so it grants nothing: {error}; fix it or delete it"
             ),
             registries: None,
+            namespace_uid: None,
         }
     }
 
@@ -88,9 +111,29 @@ impl Verdict {
             ReadyReason::Expired => (EventType::Normal, "Expired", "RemoveLabels"),
             ReadyReason::Invalid => (EventType::Warning, "Invalid", "ApplyLabels"),
             ReadyReason::Error => (EventType::Warning, "Failed", "ApplyLabels"),
+            ReadyReason::NamespaceReplaced => {
+                (EventType::Warning, "NamespaceReplaced", "ApplyLabels")
+            }
         };
         Some(event(type_, reason, action, &self.message))
     }
+}
+
+/// What the `Ready` condition says of a grant bound to namespace UID `bound` whose namespace
+/// now has UID `current`, with the command that renews it.
+fn replaced_message(grant: &ByocGrant, bound: &str, current: &str) -> String {
+    let ns = &grant.spec.namespace;
+    let name = grant.metadata.name.as_deref().unwrap_or_default();
+    let renew = if name == ns {
+        format!("kubectl byoc grant {ns} --renew")
+    } else {
+        format!("kubectl byoc grant {ns} --renew --name {name}")
+    };
+    format!(
+        "namespace {ns} was deleted and created again (UID {current}; this grant was applied \
+         to UID {bound}), so the new namespace does not get it: if the new namespace should, \
+         run `{renew}` (or set spec.namespaceUID to {current})"
+    )
 }
 
 /// The event published when a deleted grant's labels have been removed from its namespace.
@@ -135,13 +178,16 @@ pub fn next_status(
         observed_generation: generation,
         conditions,
         registries: verdict.registries.clone(),
+        namespace_uid: verdict.namespace_uid.clone().or(old.namespace_uid.clone()),
     };
     (new != old).then_some(new)
 }
 
 /// "registries quay.io, ghcr.io/wikimedia until 2027-03-31T00:00:00Z", "any registry".
 fn describe(grant: &ByocGrant) -> String {
-    let mut text = if grant.spec.registries.is_empty() {
+    let mut text = if grant.spec.is_legacy_any() {
+        "any registry (a legacy empty list: set anyRegistry: true to keep it so)".to_owned()
+    } else if grant.spec.any_registry {
         "any registry".to_owned()
     } else {
         format!("registries {}", grant.spec.registries.join(", "))
@@ -184,6 +230,8 @@ mod tests {
                 namespace: "tool-a".into(),
                 reason: "test".into(),
                 registries: registries.iter().map(|s| s.to_string()).collect(),
+                any_registry: registries.is_empty(),
+                namespace_uid: None,
                 expires_at: expires.map(|e| Time(ts(e))),
                 requirements: None,
             },
@@ -209,6 +257,21 @@ mod tests {
     fn verdicts() {
         let now = ts(NOW);
         let error = api_error();
+        let labelled = |uid: &str| {
+            Ok(NamespaceState::Labelled {
+                uid: Some(uid.into()),
+            })
+        };
+        let mut legacy = grant(&[], None);
+        legacy.spec.any_registry = false;
+        let mut bound = grant(&["quay.io"], None);
+        bound.metadata.name = Some("tool-a".into());
+        bound.status = Some(ByocGrantStatus {
+            namespace_uid: Some("uid-old".into()),
+            ..ByocGrantStatus::default()
+        });
+        let mut other_name = bound.clone();
+        other_name.metadata.name = Some("tool-a-migration".into());
         type Case<'a> = (
             &'a str,
             ByocGrant,
@@ -223,16 +286,58 @@ mod tests {
                     &["quay.io", "ghcr.io/wikimedia"],
                     Some("2027-03-31T00:00:00Z"),
                 ),
-                Ok(NamespaceState::Labelled),
+                labelled("uid-a"),
                 ReadyReason::Applied,
                 "namespace tool-a carries this grant: registries quay.io, ghcr.io/wikimedia until 2027-03-31T00:00:00Z",
             ),
             (
                 "applied, any registry",
                 grant(&[], None),
-                Ok(NamespaceState::Labelled),
+                labelled("uid-a"),
                 ReadyReason::Applied,
                 "namespace tool-a carries this grant: any registry",
+            ),
+            (
+                "applied, a legacy empty list",
+                legacy,
+                labelled("uid-a"),
+                ReadyReason::Applied,
+                "namespace tool-a carries this grant: any registry (a legacy empty list: set \
+                 anyRegistry: true to keep it so)",
+            ),
+            (
+                "applied to the namespace it is bound to",
+                bound.clone(),
+                labelled("uid-old"),
+                ReadyReason::Applied,
+                "namespace tool-a carries this grant: registries quay.io",
+            ),
+            (
+                "the namespace was replaced",
+                bound,
+                labelled("uid-new"),
+                ReadyReason::NamespaceReplaced,
+                "namespace tool-a was deleted and created again (UID uid-new; this grant was \
+                 applied to UID uid-old), so the new namespace does not get it: if the new \
+                 namespace should, run `kubectl byoc grant tool-a --renew` (or set \
+                 spec.namespaceUID to uid-new)",
+            ),
+            (
+                "the renew command names a grant named otherwise",
+                other_name,
+                labelled("uid-new"),
+                ReadyReason::NamespaceReplaced,
+                "namespace tool-a was deleted and created again (UID uid-new; this grant was \
+                 applied to UID uid-old), so the new namespace does not get it: if the new \
+                 namespace should, run `kubectl byoc grant tool-a --renew --name \
+                 tool-a-migration` (or",
+            ),
+            (
+                "a namespace whose UID did not read",
+                grant(&[], None),
+                Ok(NamespaceState::Labelled { uid: None }),
+                ReadyReason::NamespaceNotFound,
+                "namespace tool-a has no readable UID",
             ),
             (
                 "namespace missing",
@@ -272,14 +377,47 @@ mod tests {
         ];
         for (what, grant, synced, reason, message) in cases {
             let standing = Standing::of(&grant, now);
-            let verdict = Verdict::new(&grant, &standing, synced);
+            let verdict = Verdict::new(&grant, &standing, synced.as_ref().map_err(|e| *e));
             assert_eq!(verdict.reason, reason, "{what}");
             assert!(
                 verdict.message.starts_with(message),
                 "{what}: {}",
                 verdict.message
             );
+            // Only an applied grant records the namespace it was applied to.
+            let recorded = match &synced {
+                Ok(NamespaceState::Labelled { uid }) if reason == ReadyReason::Applied => {
+                    uid.clone()
+                }
+                _ => None,
+            };
+            assert_eq!(verdict.namespace_uid, recorded, "{what}");
         }
+    }
+
+    #[test]
+    fn the_namespace_uid_is_recorded_and_kept() {
+        let now = ts(NOW);
+        let mut g = grant(&["quay.io"], None);
+        let applied = |uid: &str| NamespaceState::Labelled {
+            uid: Some(uid.into()),
+        };
+        let first = Verdict::new(&g, &Standing::of(&g, now), Ok(&applied("uid-a")));
+        g.status = next_of(&g, &first, now);
+        let status = g.status.clone().unwrap();
+        assert_eq!(status.namespace_uid.as_deref(), Some("uid-a"));
+        // Replaced, then gone: the record stays.
+        for state in [applied("uid-b"), NamespaceState::Missing] {
+            let v = Verdict::new(&g, &Standing::of(&g, now), Ok(&state));
+            let next = next_of(&g, &v, now).unwrap_or_else(|| status.clone());
+            assert_eq!(next.namespace_uid.as_deref(), Some("uid-a"), "{state:?}");
+        }
+        // Renewed: applied to the new namespace, and the record moves.
+        g.spec.namespace_uid = Some("uid-b".into());
+        let v = Verdict::new(&g, &Standing::of(&g, now), Ok(&applied("uid-b")));
+        assert_eq!(v.reason, ReadyReason::Applied);
+        let next = next_of(&g, &v, now).unwrap();
+        assert_eq!(next.namespace_uid.as_deref(), Some("uid-b"));
     }
 
     fn verdict(reason: ReadyReason, message: &str) -> Verdict {
@@ -287,6 +425,7 @@ mod tests {
             reason,
             message: message.into(),
             registries: Some("any".into()),
+            namespace_uid: None,
         }
     }
 
@@ -310,7 +449,11 @@ mod tests {
             ),
         ];
         for (g, want) in cases {
-            let v = Verdict::new(&g, &Standing::of(&g, now), Ok(NamespaceState::Labelled));
+            let v = Verdict::new(
+                &g,
+                &Standing::of(&g, now),
+                Ok(&NamespaceState::Labelled { uid: None }),
+            );
             assert_eq!(v.registries.as_deref(), want, "{:?}", g.spec);
             let status = next_of(&g, &v, now).unwrap();
             assert_eq!(status.registries.as_deref(), want);
@@ -407,6 +550,7 @@ mod tests {
             observed_generation: None,
             conditions: vec![other.clone()],
             registries: None,
+            namespace_uid: None,
         });
         let status = next_of(&g, &verdict(ReadyReason::Applied, "m"), ts(NOW)).unwrap();
         assert_eq!(status.conditions.len(), 2);

@@ -16,7 +16,7 @@ use crate::metrics::LabelWrite;
 use crate::{Context, Error, FIELD_MANAGER};
 
 /// Brings the labels under the prefix of namespace `name` in line with the grants that target
-/// it, as the caches see them at `now`:
+/// it and are bound to it ([`crate::binding`]), as the caches see them at `now`:
 ///
 /// - nothing is written when the namespace already carries exactly the desired labels, so
 ///   repeated and restarted reconciles write nothing;
@@ -24,7 +24,9 @@ use crate::{Context, Error, FIELD_MANAGER};
 ///   sets the desired labels and deletes the other labels under the prefix the cache shows;
 /// - when the answer still carries labels under the prefix that the cache did not show yet
 ///   (written meanwhile), a second patch deletes them;
-/// - a missing or terminating namespace is left alone.
+/// - a missing or terminating namespace is left alone;
+/// - both writes name the namespace's UID, so they fail rather than reach a namespace that
+///   replaced the one the cache saw.
 ///
 /// Only keys under the prefix are ever named, so labels outside it are never touched.
 /// Calls for the same namespace are serialized.
@@ -40,15 +42,21 @@ pub async fn sync_namespace(
     if namespace.metadata.deletion_timestamp.is_some() {
         return Ok(NamespaceState::Terminating);
     }
+    let uid = namespace.metadata.uid.as_deref();
     let grants = ctx.grants.targeting(name);
-    let desired = desired::desired_labels(grants.iter().filter_map(|g| g.readable()), name, now)
-        .map_err(|source| Error::EncodeLabels {
+    let readable = grants.iter().filter_map(|g| g.readable());
+    let desired = desired::desired_labels(readable, name, uid, now).map_err(|source| {
+        Error::EncodeLabels {
             namespace: name.to_owned(),
             source,
-        })?;
+        }
+    })?;
+    let labelled = NamespaceState::Labelled {
+        uid: uid.map(str::to_owned),
+    };
     if desired::in_sync(namespace.labels(), &desired) {
         debug!(namespace = name, "labels in sync");
-        return Ok(NamespaceState::Labelled);
+        return Ok(labelled);
     }
 
     let api: Api<LeanNamespace> = Api::all(ctx.client.clone());
@@ -60,7 +68,7 @@ pub async fn sync_namespace(
         .patch(
             name,
             &params,
-            &Patch::Merge(desired::label_patch(namespace.labels(), &desired)),
+            &Patch::Merge(desired::label_patch(uid, namespace.labels(), &desired)),
         )
         .await
         .map_err(|source| Error::WriteLabels {
@@ -75,7 +83,7 @@ pub async fn sync_namespace(
         api.patch(
             name,
             &params,
-            &Patch::Merge(desired::label_patch(written.labels(), &desired)),
+            &Patch::Merge(desired::label_patch(uid, written.labels(), &desired)),
         )
         .await
         .map_err(|source| Error::RemoveForeignLabels {
@@ -86,7 +94,7 @@ pub async fn sync_namespace(
         ctx.metrics.label_write(LabelWrite::RemoveForeign);
         info!(namespace = name, keys = ?foreign, "removed labels written meanwhile");
     }
-    Ok(NamespaceState::Labelled)
+    Ok(labelled)
 }
 
 /// One async mutex per namespace name, created on demand and dropped when unused.

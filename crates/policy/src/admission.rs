@@ -504,6 +504,8 @@ mod tests {
                 namespace: "tool-a".into(),
                 reason: "r".into(),
                 registries: vec!["quay.io".into()],
+                any_registry: false,
+                namespace_uid: None,
                 expires_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                     "2026-11-24T12:00:00Z".parse().unwrap(),
                 )),

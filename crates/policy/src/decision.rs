@@ -322,6 +322,8 @@ mod tests {
                     namespace: "tool-a".into(),
                     reason: "t".into(),
                     registries: registries.iter().map(|s| s.to_string()).collect(),
+                    any_registry: registries.is_empty(),
+                    namespace_uid: None,
                     expires_at: expires.map(|e| Time(e.parse().unwrap())),
                     requirements: None,
                 })

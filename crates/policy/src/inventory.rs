@@ -431,7 +431,7 @@ impl AllowedBy {
             .into_iter()
             .filter(|g| g.spec.namespace == namespace && !g.is_expired_at(now))
             .filter(|g| match pattern {
-                None => g.spec.registries.is_empty(),
+                None => g.spec.allows_any_registry(),
                 Some(p) => g
                     .spec
                     .registries
@@ -651,6 +651,8 @@ mod tests {
             namespace: "tool-a".into(),
             reason: "r".into(),
             registries: registries.iter().map(|s| s.to_string()).collect(),
+            any_registry: registries.is_empty(),
+            namespace_uid: None,
             expires_at: expires.map(|e| Time(e.parse().unwrap())),
             requirements: None,
         }

@@ -528,8 +528,8 @@ pub fn grant_manifest(name: &str, spec: serde_json::Value) -> String {
     .to_string()
 }
 
-/// Creates grant `name` for `namespace` with `kubectl create`; deleted (without waiting) when
-/// the guard drops.
+/// Creates grant `name` for `namespace` with `kubectl create` (no `registries`: `anyRegistry:
+/// true`); deleted (without waiting) when the guard drops.
 pub fn create_grant(
     name: &str,
     namespace: &str,
@@ -537,6 +537,9 @@ pub fn create_grant(
     expires: Option<&str>,
 ) -> Cleanup {
     let mut spec = serde_json::json!({ "namespace": namespace, "reason": "e2e test", "registries": registries });
+    if registries.is_empty() {
+        spec["anyRegistry"] = serde_json::json!(true);
+    }
     if let Some(at) = expires {
         spec["expiresAt"] = serde_json::json!(at);
     }

@@ -197,6 +197,8 @@ async fn kubectl_explain_shows_the_field_descriptions() {
         ("namespace", "namespace <string> -required-"),
         ("reason", "reason <string> -required-"),
         ("registries", "registries <[]string>"),
+        ("anyRegistry", "anyRegistry <boolean>"),
+        ("namespaceUID", "namespaceUID <string>"),
         ("expiresAt", "expiresAt <string>"),
     ] {
         assert!(
@@ -235,13 +237,13 @@ async fn schema_and_cel_rules_reject_bad_grants_with_readable_messages() {
             "registry.example.org:5000/team"
         ]),
         json!(["localhost", "localhost:5000/x", "10.1.2.3:5000"]),
-        json!([]),
     ] {
         dry_run_create(json!({"namespace": ns, "reason": "T1", "registries": registries}))
             .success();
     }
-    dry_run_create(json!({"namespace": ns, "reason": "T1", "expiresAt": "2027-03-31T00:00:00Z"}))
-        .success();
+    dry_run_create(json!({"namespace": ns, "reason": "T1", "anyRegistry": true,
+                          "expiresAt": "2027-03-31T00:00:00Z"}))
+    .success();
 
     // Bad registry entries.
     for bad in [
@@ -280,6 +282,8 @@ async fn schema_and_cel_rules_reject_bad_grants_with_readable_messages() {
             namespace: ns.clone(),
             reason: "T1".to_owned(),
             registries: vec!["not a registry".to_owned()],
+            any_registry: false,
+            namespace_uid: None,
             expires_at: None,
             requirements: None,
         },
@@ -300,6 +304,87 @@ async fn schema_and_cel_rules_reject_bad_grants_with_readable_messages() {
         }
         other => panic!("expected 422 Invalid, got {other:?}"),
     }
+}
+
+/// Issue 21: "any registry" is only ever asked for. An empty or missing `registries` list is
+/// refused on create, with a message that says what to write instead; `anyRegistry: true`
+/// alone is accepted, and with a list it is refused; `namespaceUID` must be a UID. (A grant
+/// stored with an empty list before these rules: tests/grant_lifecycle.rs.)
+#[tokio::test]
+async fn any_registry_is_asked_for_explicitly() {
+    let client = client().await;
+    let crd = install_crd(&client).await;
+    let rules = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| {
+            s.open_api_v3_schema
+                .as_ref()?
+                .properties
+                .as_ref()?
+                .get("spec")
+        })
+        .and_then(|spec| spec.x_kubernetes_validations.clone())
+        .unwrap_or_default();
+    let message = |rule: &str| {
+        rules
+            .iter()
+            .find(|r| r.rule == rule)
+            .and_then(|r| r.message.clone())
+            .unwrap_or_else(|| panic!("no spec rule {rule:?} with a message: {rules:?}"))
+    };
+    let required = message(byoc_api::grant::REGISTRIES_REQUIRED_RULE);
+    let exclusive = message(byoc_api::grant::REGISTRIES_EXCLUSIVE_RULE);
+    assert!(required.contains("set anyRegistry: true"), "{required}");
+    let ns = unique_name("tool-any");
+
+    for spec in [
+        json!({"namespace": ns, "reason": "T1"}),
+        json!({"namespace": ns, "reason": "T1", "registries": []}),
+        json!({"namespace": ns, "reason": "T1", "anyRegistry": false}),
+        json!({"namespace": ns, "reason": "T1", "anyRegistry": false, "registries": []}),
+    ] {
+        dry_run_create(spec).fails_with(&["is invalid", "spec: Invalid value", &required]);
+    }
+    dry_run_create(json!({"namespace": ns, "reason": "T1", "anyRegistry": true,
+                          "registries": ["quay.io"]}))
+    .fails_with(&["is invalid", &exclusive]);
+    for spec in [
+        json!({"namespace": ns, "reason": "T1", "anyRegistry": true}),
+        json!({"namespace": ns, "reason": "T1", "anyRegistry": true, "registries": []}),
+        json!({"namespace": ns, "reason": "T1", "anyRegistry": false, "registries": ["quay.io"]}),
+    ] {
+        dry_run_create(spec).success();
+    }
+
+    // A stored grant that names registries cannot drop them, nor add anyRegistry to them.
+    let name = unique_name("e2e-any");
+    let _grant = create_grant(
+        &name,
+        json!({"namespace": ns, "reason": "T1", "registries": ["quay.io"]}),
+    );
+    let patch = |p: serde_json::Value| {
+        kubectl([
+            "patch",
+            "byocgrant",
+            &name,
+            "--type=merge",
+            "-p",
+            &p.to_string(),
+        ])
+    };
+    patch(json!({"spec": {"registries": null}})).fails_with(&[&required]);
+    patch(json!({"spec": {"registries": []}})).fails_with(&[&required]);
+    patch(json!({"spec": {"anyRegistry": true}})).fails_with(&[&exclusive]);
+    patch(json!({"spec": {"anyRegistry": true, "registries": null}})).success();
+
+    // spec.namespaceUID takes UIDs only.
+    dry_run_create(json!({"namespace": ns, "reason": "T1", "anyRegistry": true,
+                          "namespaceUID": "tool-any"}))
+    .fails_with(&["spec.namespaceUID", "should match"]);
+    dry_run_create(json!({"namespace": ns, "reason": "T1", "anyRegistry": true,
+                          "namespaceUID": "0b7e8a52-5f0e-4a0e-9a57-2c1c7d4a9c11"}))
+    .success();
 }
 
 /// The `expiresAt` table of crates/api/testdata/expires-at.txt, which the unit test in
@@ -324,7 +409,9 @@ async fn the_api_server_accepts_exactly_the_expiry_values_rust_reads() {
             other => panic!("bad verdict {other:?} in {line:?}"),
         };
         count += 1;
-        let out = dry_run_create(json!({"namespace": ns, "reason": "T1", "expiresAt": value}));
+        let out = dry_run_create(
+            json!({"namespace": ns, "reason": "T1", "anyRegistry": true, "expiresAt": value}),
+        );
         if out.status.success() != accepted {
             wrong.push(format!("{line}: {out}"));
         } else if !accepted {
@@ -346,7 +433,10 @@ async fn spec_namespace_is_immutable_but_other_fields_are_not() {
     let immutable_message = cel_message(&crd, "namespace", "oldSelf");
     let name = unique_name("e2e-immutable");
     let ns = unique_name("tool-immutable");
-    let _grant = create_grant(&name, json!({"namespace": ns, "reason": "T1"}));
+    let _grant = create_grant(
+        &name,
+        json!({"namespace": ns, "reason": "T1", "anyRegistry": true}),
+    );
 
     let moved = json!({"spec": {"namespace": unique_name("tool-other")}}).to_string();
     kubectl(["patch", "byocgrant", &name, "--type=merge", "-p", &moved]).fails_with(&[
@@ -354,7 +444,10 @@ async fn spec_namespace_is_immutable_but_other_fields_are_not() {
         "spec.namespace",
         &immutable_message,
     ]);
-    let replaced = grant_manifest(&name, json!({"namespace": "tool-other", "reason": "T1"}));
+    let replaced = grant_manifest(
+        &name,
+        json!({"namespace": "tool-other", "reason": "T1", "anyRegistry": true}),
+    );
     kubectl_stdin(
         &["apply", "--server-side", "--force-conflicts", "-f", "-"],
         &replaced,
@@ -362,7 +455,8 @@ async fn spec_namespace_is_immutable_but_other_fields_are_not() {
     .fails_with(&["spec.namespace", &immutable_message]);
 
     // The rule only guards the namespace: other fields change freely.
-    let edited = json!({"spec": {"reason": "T2: still needed", "registries": ["quay.io"]}});
+    let edited = json!({"spec": {"reason": "T2: still needed", "registries": ["quay.io"],
+                                 "anyRegistry": null}});
     kubectl([
         "patch",
         "byocgrant",
@@ -444,13 +538,16 @@ async fn a_user_with_edit_rights_in_a_tool_namespace_cannot_touch_grants() {
         "resource \"byocgrants\" in API group \"byoc.toolforge.org\" at the cluster scope";
     let own = grant_manifest(
         &unique_name("e2e-self"),
-        json!({"namespace": ns.name(), "reason": "me"}),
+        json!({"namespace": ns.name(), "reason": "me", "anyRegistry": true}),
     );
     kubectl_as(&user, &["create", "-f", "-"], Some(&own))
         .fails_with(&["Forbidden", &create_forbidden]);
 
     let name = unique_name("e2e-rbac");
-    let _grant = create_grant(&name, json!({"namespace": ns.name(), "reason": "T1"}));
+    let _grant = create_grant(
+        &name,
+        json!({"namespace": ns.name(), "reason": "T1", "anyRegistry": true}),
+    );
     let widen = json!({"spec": {"registries": ["evil.example.com"]}}).to_string();
     kubectl_as(
         &user,
@@ -458,7 +555,10 @@ async fn a_user_with_edit_rights_in_a_tool_namespace_cannot_touch_grants() {
         None,
     )
     .fails_with(&["Forbidden", on_grants]);
-    let replaced = grant_manifest(&name, json!({"namespace": ns.name(), "reason": "mine now"}));
+    let replaced = grant_manifest(
+        &name,
+        json!({"namespace": ns.name(), "reason": "mine now", "anyRegistry": true}),
+    );
     kubectl_as(&user, &["replace", "-f", "-"], Some(&replaced))
         .fails_with(&["Forbidden", on_grants]);
     kubectl_as(&user, &["delete", "byocgrant", &name], None).fails_with(&["Forbidden", on_grants]);
@@ -471,6 +571,8 @@ async fn a_user_with_edit_rights_in_a_tool_namespace_cannot_touch_grants() {
             namespace: ns.name().to_owned(),
             reason: "me".to_owned(),
             registries: vec![],
+            any_registry: true,
+            namespace_uid: None,
             expires_at: None,
             requirements: None,
         },

@@ -789,7 +789,8 @@ const UNREADABLE_EXPIRY: &str = "2099-01-01T00:00:00.1234567891Z";
 
 /// Whether the API server currently stores `expiresAt: UNREADABLE_EXPIRY` (server dry run).
 fn accepts_unreadable_expiry() -> bool {
-    let spec = json!({ "namespace": "tool-x", "reason": "probe", "expiresAt": UNREADABLE_EXPIRY });
+    let spec = json!({ "namespace": "tool-x", "reason": "probe", "anyRegistry": true,
+                       "expiresAt": UNREADABLE_EXPIRY });
     let manifest = grant_manifest(&unique_name("probe"), spec);
     kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &manifest)
         .status
@@ -1194,6 +1195,8 @@ async fn create_many(client: &Client, prefix: &str, n: usize) {
                     namespace: name.clone(),
                     reason: "benchmark".into(),
                     registries: vec!["quay.io".into(), format!("{name}.example.org")],
+                    any_registry: false,
+                    namespace_uid: None,
                     expires_at: None,
                     requirements: None,
                 },

@@ -308,7 +308,8 @@ async fn soak() {
                 &["create", "-f", "-"],
                 &grant_manifest(
                     &name,
-                    json!({"namespace": ns.name(), "reason": "soak", "registries": registries}),
+                    json!({"namespace": ns.name(), "reason": "soak",
+                           "anyRegistry": registries == json!([]), "registries": registries}),
                 ),
             )
             .success();

@@ -432,6 +432,8 @@ mod tests {
                 namespace: "tool-b".into(),
                 reason: "r".into(),
                 registries: Vec::new(),
+                any_registry: true,
+                namespace_uid: None,
                 expires_at: None,
                 requirements: None,
             })

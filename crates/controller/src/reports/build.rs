@@ -226,6 +226,8 @@ mod tests {
             namespace: "tool-a".into(),
             reason: "r".into(),
             registries: vec!["quay.io".into()],
+            any_registry: false,
+            namespace_uid: None,
             expires_at: None,
             requirements: None,
         })
