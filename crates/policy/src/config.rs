@@ -380,10 +380,16 @@ mod tests {
         let c = Config::from_yaml(
             "mode: warn\ndefaultRegistries: [registry.example.org, quay.io/wikimedia]\n\
              exemptNamespaces: [kube-system]\ngrantRequestUrl: https://example.org/byoc\n\
-             labelWriters: [system:serviceaccount:ops:byoc]\n",
+             labelWriters: [system:serviceaccount:ops:byoc]\n\
+             protectedLabels: {groups: [platform-admins], users: [root]}\n",
         )
         .unwrap();
         assert_eq!(c.mode, Mode::Warn);
+        let p = &c.protected_labels;
+        assert_eq!(p.prefixes, [POD_SECURITY_PREFIX]);
+        assert!(p.may_write("root", &[]));
+        assert!(p.may_write("x", &["platform-admins".into()]));
+        assert!(!p.may_write("x", &[MASTERS_GROUP.into()]));
         assert_eq!(c.default_registries.len(), 2);
         assert_eq!(c.exempt_namespaces.len(), 1);
         assert_eq!(
@@ -491,6 +497,12 @@ mod tests {
             ("exemptNamespaces: [Kube_System]\n", "exemptNamespaces"),
             ("grantRequestUrl: ftp://x\n", "grantRequestUrl"),
             ("labelWriters: [\"\"]\n", "labelWriters"),
+            (
+                "protectedLabels: {prefixes: [\"\"]}\n",
+                "protectedLabels.prefixes",
+            ),
+            ("protectedLabels: {groups: [\" \"]}\n", "protectedLabels"),
+            ("protectedLabels: {writers: []}\n", "writers"),
             ("defaultRegistry: quay.io\n", "defaultRegistry"),
             ("mode: [\n", "invalid policy configuration"),
         ];
