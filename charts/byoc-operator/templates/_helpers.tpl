@@ -64,6 +64,28 @@ never disagree.
 {{- concat (list (include "byoc-operator.controller.user" .)) (.Values.policy.extraLabelWriters | default list) | uniq | toJson -}}
 {{- end -}}
 
+{{/*
+The protected namespace label prefixes (policy.protectedLabelPrefixes), lowercased (the API
+server accepts only lowercase key prefixes), as one JSON list for the ConfigMap.
+*/}}
+{{- define "byoc-operator.protectedPrefixes" -}}
+{{- $out := list -}}
+{{- range .Values.policy.protectedLabelPrefixes | default list -}}
+{{- if not (trim .) -}}{{- fail "policy.protectedLabelPrefixes: a prefix must not be empty" -}}{{- end -}}
+{{- $out = append $out (lower .) -}}
+{{- end -}}
+{{- $out | uniq | toJson -}}
+{{- end -}}
+
+{{/*
+The CEL predicate on a label key `k` of the namespace guard's match condition: under the byoc
+prefix or a protected one. A chain of startsWith keeps the cost linear in the labels.
+*/}}
+{{- define "byoc-operator.guardedKey" -}}
+k.startsWith('byoc.toolforge.org/')
+{{- range (include "byoc-operator.protectedPrefixes" . | fromJsonArray) }} || k.startsWith({{ . | toJson }}){{ end -}}
+{{- end -}}
+
 {{/* Labels. */}}
 {{- define "byoc-operator.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}

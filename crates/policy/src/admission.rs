@@ -224,8 +224,11 @@ fn object_name<K: Resource>(req: &AdmissionRequest<K>, object: &K) -> String {
 
 /// Refuses changes to `byoc.toolforge.org/` labels from anyone but the configured writers, and
 /// changes to any other label from those writers: the controller writes only its own labels, so
-/// a leaked controller token cannot lift Pod Security (or any other) labels. The decision reads
-/// only the old and new labels and the user, never the labels' meaning.
+/// a leaked controller token cannot lift Pod Security (or any other) labels. Protected labels
+/// (Pod Security by default) may be added, changed or removed only by their configured writers,
+/// on CREATE too: a tenant who may create namespaces cannot create one with a weaker level than
+/// the cluster default. The decision reads only the old and new labels and the user, never the
+/// labels' meaning.
 fn guard_namespace_labels<K: Reviewed>(
     config: &Config,
     req: &AdmissionRequest<K>,
@@ -236,40 +239,59 @@ fn guard_namespace_labels<K: Reviewed>(
         _ => None,
     };
     let user = req.user_info.username.as_deref().unwrap_or_default();
+    let groups = req.user_info.groups.as_deref().unwrap_or_default();
     let writer = config.label_writers.contains(user);
-    // A writer is checked on the labels outside the prefix, everyone else on those inside it.
-    // The API server sets `kubernetes.io/metadata.name` to the name itself: never a change.
-    let guarded = |key: &str| labels::is_owned_key(key) != writer && key != NAME_LABEL;
-    let old_labels = old.into_iter().flat_map(|o| o.labels());
-    let changes = label_changes(object.labels(), old_labels, guarded);
-    if changes.is_empty() {
-        return Decision::allowed(Reason::Allowed);
-    }
+    let protected = &config.protected_labels;
+    let admin = protected.may_write(user, groups);
+    let new = || object.labels();
+    let old_labels = || old.into_iter().flat_map(|o| o.labels());
     let name = if req.name.is_empty() {
         object.meta().name.as_deref().unwrap_or_default()
     } else {
         &req.name
     };
-    let why = if writer {
-        format!(
-            "the byoc controller writes only labels under {}; other labels are changed by \
-             other identities",
-            labels::PREFIX
-        )
-    } else {
-        format!(
-            "labels under {} are managed by the byoc controller from ByocGrants; to run images \
-             from other registries, {}",
-            labels::PREFIX,
-            config.ask_for_grant(name, None)
-        )
-    };
+    // A byoc writer is checked on the labels outside the prefix, everyone else on those inside
+    // it, and on the protected ones unless a protected-label writer. The API server sets
+    // `kubernetes.io/metadata.name` to the name itself: never a change.
+    let byoc = label_changes(new(), old_labels(), |key| {
+        labels::is_owned_key(key) != writer && key != NAME_LABEL
+    });
+    let mut why = Vec::new();
+    if !byoc.is_empty() {
+        why.push(if writer {
+            format!(
+                "may not {}: the byoc controller writes only labels under {}; other labels are \
+                 changed by other identities",
+                byoc.join(", "),
+                labels::PREFIX
+            )
+        } else {
+            format!(
+                "may not {}: labels under {} are managed by the byoc controller from ByocGrants; \
+                 to run images from other registries, {}",
+                byoc.join(", "),
+                labels::PREFIX,
+                config.ask_for_grant(name, None)
+            )
+        });
+    }
+    // A byoc writer's changes to protected labels are already in `byoc`.
+    let guarded = label_changes(new(), old_labels(), |key| {
+        !writer && !admin && protected.covers(key) && !labels::is_owned_key(key)
+    });
+    if !guarded.is_empty() {
+        why.push(format!(
+            "may not {}: these labels set the namespace's Pod Security level and only platform \
+             admins change them; ask a platform admin",
+            guarded.join(", ")
+        ));
+    }
+    if why.is_empty() {
+        return Decision::allowed(Reason::Allowed);
+    }
     Decision::refused(
         Reason::LabelProtected,
-        format!(
-            "Namespace {name}: user {user:?} may not {}: {why}",
-            changes.join(", ")
-        ),
+        format!("Namespace {name}: user {user:?} {}", why.join("; and ")),
     )
 }
 
@@ -774,13 +796,14 @@ mod tests {
                 Some(json!({})),
                 false,
             ),
-            // Others may change labels outside the prefix; the label writers may not.
+            // Others may change labels outside the prefix (but for the protected ones, see
+            // `protected_labels_guard`); the label writers may not.
             (
                 "UPDATE",
                 "alice",
                 json!({"pod-security.kubernetes.io/enforce": "privileged"}),
                 Some(json!({"pod-security.kubernetes.io/enforce": "baseline"})),
-                true,
+                false,
             ),
             (
                 "UPDATE",
@@ -875,5 +898,215 @@ mod tests {
             "{}",
             d.lines[0]
         );
+    }
+
+    #[test]
+    fn protected_labels_guard() {
+        let config = Config::default();
+        let a = Allowance::default();
+        let controller = crate::config::CONTROLLER_USER;
+        let masters = ["system:masters"];
+        let none: [&str; 0] = [];
+        let enforce = "pod-security.kubernetes.io/enforce";
+        let name = "kubernetes.io/metadata.name";
+        #[allow(clippy::type_complexity)]
+        let cases: [(&str, &str, &[&str], Value, Option<Value>, bool); 17] = [
+            // Unchanged Pod Security labels pass through, with other changes.
+            (
+                "UPDATE",
+                "alice",
+                &none,
+                json!({enforce: "restricted", "team": "b"}),
+                Some(json!({enforce: "restricted", "team": "a"})),
+                true,
+            ),
+            // The API server's own name label is never a change.
+            (
+                "CREATE",
+                "alice",
+                &none,
+                json!({name: "tool-a"}),
+                None,
+                true,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                &none,
+                json!({name: "tool-a", enforce: "baseline"}),
+                Some(json!({enforce: "baseline"})),
+                true,
+            ),
+            // Lowering, raising, adding or removing (which lowers to the cluster default).
+            (
+                "UPDATE",
+                "alice",
+                &none,
+                json!({enforce: "privileged"}),
+                Some(json!({enforce: "restricted"})),
+                false,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                &none,
+                json!({enforce: "restricted"}),
+                Some(json!({enforce: "baseline"})),
+                false,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                &none,
+                json!({enforce: "privileged"}),
+                Some(json!({})),
+                false,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                &none,
+                json!({}),
+                Some(json!({enforce: "restricted"})),
+                false,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                &none,
+                json!({"pod-security.kubernetes.io/enforce-version": "v1.20"}),
+                Some(json!({})),
+                false,
+            ),
+            // CREATE with any protected label is refused to non-writers, whatever its level.
+            (
+                "CREATE",
+                "alice",
+                &none,
+                json!({name: "tool-a", enforce: "privileged"}),
+                None,
+                false,
+            ),
+            (
+                "CREATE",
+                "alice",
+                &none,
+                json!({name: "tool-a", enforce: "restricted"}),
+                None,
+                false,
+            ),
+            // Prefix tricks: ASCII case is ignored; a key without the slash is not a Pod
+            // Security label (admission does not read it) and passes.
+            (
+                "UPDATE",
+                "alice",
+                &none,
+                json!({"Pod-Security.Kubernetes.IO/enforce": "privileged"}),
+                Some(json!({})),
+                false,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                &none,
+                json!({"pod-security.kubernetes.io": "privileged"}),
+                Some(json!({})),
+                true,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                &none,
+                json!({"x.pod-security.kubernetes.io/enforce": "privileged"}),
+                Some(json!({})),
+                true,
+            ),
+            // A configured writer (a member of system:masters) may change and create them.
+            (
+                "UPDATE",
+                "admin",
+                &masters,
+                json!({enforce: "privileged"}),
+                Some(json!({enforce: "restricted"})),
+                true,
+            ),
+            (
+                "CREATE",
+                "admin",
+                &masters,
+                json!({enforce: "privileged"}),
+                None,
+                true,
+            ),
+            // ... but not byoc labels, and the controller still may not touch Pod Security.
+            (
+                "UPDATE",
+                "admin",
+                &masters,
+                json!({"byoc.toolforge.org/any": "never"}),
+                Some(json!({})),
+                false,
+            ),
+            (
+                "UPDATE",
+                controller,
+                &masters,
+                json!({enforce: "privileged"}),
+                Some(json!({})),
+                false,
+            ),
+        ];
+        for (op, user, groups, new, old, admitted) in cases {
+            for sub in [None, Some("status"), Some("finalize")] {
+                let mut req = ns_req(op, user, new.clone(), old.clone());
+                req.sub_resource = sub.map(str::to_owned);
+                req.user_info.groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
+                let d = decide(&config, &req, &a, now());
+                assert_eq!(
+                    d.is_admitted(Mode::Audit),
+                    admitted,
+                    "{op} {sub:?} {user} {new} {old:?}: {:?}",
+                    d.lines
+                );
+            }
+        }
+        // A configured user is a writer too; a configured extra prefix is guarded.
+        let mut config = Config::default();
+        config.protected_labels.users.insert("bob".into());
+        config
+            .protected_labels
+            .prefixes
+            .push("security.example.org/".into());
+        let bob = ns_req(
+            "UPDATE",
+            "bob",
+            json!({enforce: "privileged"}),
+            Some(json!({})),
+        );
+        assert!(decide(&config, &bob, &a, now()).is_admitted(Mode::Enforce));
+        let extra = ns_req(
+            "UPDATE",
+            "alice",
+            json!({"security.example.org/x": "1"}),
+            Some(json!({})),
+        );
+        assert!(!decide(&config, &extra, &a, now()).is_admitted(Mode::Audit));
+        // The message names the change and whom to ask.
+        let req = ns_req(
+            "UPDATE",
+            "alice",
+            json!({"byoc.toolforge.org/any": "never"}),
+            Some(json!({enforce: "restricted"})),
+        );
+        let d = decide(&Config::default(), &req, &a, now());
+        assert_eq!(d.reason, Reason::LabelProtected);
+        assert!(
+            d.lines[0].starts_with(
+                "Namespace tool-a: user \"alice\" may not add byoc.toolforge.org/any: "
+            ),
+            "{}",
+            d.lines[0]
+        );
+        assert!(d.lines[0].ends_with("; and may not remove pod-security.kubernetes.io/enforce: these labels set the namespace's Pod Security level and only platform admins change them; ask a platform admin"), "{}", d.lines[0]);
     }
 }

@@ -48,6 +48,10 @@ impl fmt::Display for Mode {
 /// exemptNamespaces: [kube-system, kube-public, kube-node-lease, byoc-system]
 /// grantRequestUrl: https://example.org/how-to-request-byoc
 /// labelWriters: [system:serviceaccount:byoc-system:byoc-controller]
+/// protectedLabels:                 # Pod Security labels: only these writers change them
+///   prefixes: [pod-security.kubernetes.io/]
+///   users: []
+///   groups: [system:masters]
 /// expiryWarning: 14d               # 0s turns expiry reminders off
 /// ```
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -70,11 +74,71 @@ pub struct Config {
     /// change outside the prefix, so a leaked controller token cannot lift Pod Security labels.
     #[serde(default = "default_label_writers")]
     pub label_writers: BTreeSet<String>,
+    /// Namespace labels only platform admins may add, change or remove (Pod Security labels).
+    #[serde(default)]
+    pub protected_labels: ProtectedLabels,
     /// How long before an allowance ends the images it alone admits get a reminder (webhook
     /// warning, `check` note, `ExpiringSoon` event); zero turns reminders off. Written like
     /// `14d`, `36h` or `2w`.
     #[serde(default = "default_expiry_warning", with = "window")]
     pub expiry_warning: SignedDuration,
+}
+
+/// Namespace labels, by key prefix, that only the listed users and groups may add, change or
+/// remove, on CREATE as well as UPDATE: Pod Security admission does not guard its own labels,
+/// so without this a tenant who may patch its namespace (or only its status) could set
+/// `pod-security.kubernetes.io/enforce=privileged`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProtectedLabels {
+    /// Key prefixes, compared ignoring ASCII case.
+    #[serde(default = "default_protected_prefixes")]
+    pub prefixes: Vec<String>,
+    /// Users that may write them.
+    #[serde(default)]
+    pub users: BTreeSet<String>,
+    /// Groups whose members may write them.
+    #[serde(default = "default_protected_groups")]
+    pub groups: BTreeSet<String>,
+}
+
+/// The Pod Security admission label prefix.
+pub const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";
+
+/// The group of the cluster's superusers (the admin client certificate).
+pub const MASTERS_GROUP: &str = "system:masters";
+
+fn default_protected_prefixes() -> Vec<String> {
+    vec![POD_SECURITY_PREFIX.to_owned()]
+}
+
+fn default_protected_groups() -> BTreeSet<String> {
+    [MASTERS_GROUP.to_owned()].into()
+}
+
+impl Default for ProtectedLabels {
+    fn default() -> Self {
+        Self {
+            prefixes: default_protected_prefixes(),
+            users: BTreeSet::new(),
+            groups: default_protected_groups(),
+        }
+    }
+}
+
+impl ProtectedLabels {
+    /// Whether `key` falls under a protected prefix.
+    pub fn covers(&self, key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        self.prefixes
+            .iter()
+            .any(|p| key.starts_with(&p.to_ascii_lowercase()))
+    }
+
+    /// Whether `user`, a member of `groups`, may write protected labels.
+    pub fn may_write(&self, user: &str, groups: &[String]) -> bool {
+        self.users.contains(user) || groups.iter().any(|g| self.groups.contains(g))
+    }
 }
 
 /// The default of [`Config::expiry_warning`]: 14 days.
@@ -149,6 +213,7 @@ impl Default for Config {
             exempt_namespaces: default_exempt_namespaces(),
             grant_request_url: None,
             label_writers: default_label_writers(),
+            protected_labels: ProtectedLabels::default(),
             expiry_warning: DEFAULT_EXPIRY_WARNING,
         }
     }
@@ -232,6 +297,25 @@ impl Config {
                 problem: "user names must not be empty".into(),
             });
         }
+        let protected = &self.protected_labels;
+        if protected.prefixes.iter().any(|p| p.trim().is_empty()) {
+            return Err(ConfigError::Invalid {
+                field: "protectedLabels.prefixes",
+                problem: "prefixes must not be empty (an empty prefix would protect every label)"
+                    .into(),
+            });
+        }
+        if protected
+            .users
+            .iter()
+            .chain(&protected.groups)
+            .any(|u| u.trim().is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                field: "protectedLabels",
+                problem: "user and group names must not be empty".into(),
+            });
+        }
         if self.expiry_warning > MAX_EXPIRY_WARNING {
             return Err(ConfigError::Invalid {
                 field: "expiryWarning",
@@ -296,10 +380,16 @@ mod tests {
         let c = Config::from_yaml(
             "mode: warn\ndefaultRegistries: [registry.example.org, quay.io/wikimedia]\n\
              exemptNamespaces: [kube-system]\ngrantRequestUrl: https://example.org/byoc\n\
-             labelWriters: [system:serviceaccount:ops:byoc]\n",
+             labelWriters: [system:serviceaccount:ops:byoc]\n\
+             protectedLabels: {groups: [platform-admins], users: [root]}\n",
         )
         .unwrap();
         assert_eq!(c.mode, Mode::Warn);
+        let p = &c.protected_labels;
+        assert_eq!(p.prefixes, [POD_SECURITY_PREFIX]);
+        assert!(p.may_write("root", &[]));
+        assert!(p.may_write("x", &["platform-admins".into()]));
+        assert!(!p.may_write("x", &[MASTERS_GROUP.into()]));
         assert_eq!(c.default_registries.len(), 2);
         assert_eq!(c.exempt_namespaces.len(), 1);
         assert_eq!(
@@ -407,6 +497,12 @@ mod tests {
             ("exemptNamespaces: [Kube_System]\n", "exemptNamespaces"),
             ("grantRequestUrl: ftp://x\n", "grantRequestUrl"),
             ("labelWriters: [\"\"]\n", "labelWriters"),
+            (
+                "protectedLabels: {prefixes: [\"\"]}\n",
+                "protectedLabels.prefixes",
+            ),
+            ("protectedLabels: {groups: [\" \"]}\n", "protectedLabels"),
+            ("protectedLabels: {writers: []}\n", "writers"),
             ("defaultRegistry: quay.io\n", "defaultRegistry"),
             ("mode: [\n", "invalid policy configuration"),
         ];

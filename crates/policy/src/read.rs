@@ -3,8 +3,8 @@
 //! The body is read once, straight into kube's [`AdmissionRequest`] types, with no [`Value`]
 //! of the review in between (kube's own types read objects through serde `flatten`, which
 //! buffers every field a second time). Of the review only `apiVersion`, `kind` and the
-//! request's typed fields are kept: `options`, `userInfo` but its `username`, and unknown keys
-//! are skipped. Of `object` and `oldObject` only `metadata.name`, `generateName`, `namespace`,
+//! request's typed fields are kept: `options`, `userInfo` but its `username` and `groups`, and
+//! unknown keys are skipped. Of `object` and `oldObject` only `metadata.name`, `generateName`, `namespace`,
 //! the labels of a Namespace (which the label guard compares, kept in one buffer; the labels of
 //! other kinds are not read), and the names and images of the containers and image volumes on every pod-spec
 //! path of [`PodBearing`] ([`PodSpecReader`]) are kept. Everything else is lexed without being
@@ -201,7 +201,7 @@ struct Review<'a> {
 }
 
 /// kube's `AdmissionRequest`, typed as it types it, without `options` and with only the
-/// `username` of `userInfo`.
+/// `username` and `groups` of `userInfo` (the label guard's writers are users and groups).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Request<'a> {
@@ -233,6 +233,7 @@ struct Request<'a> {
 #[derive(Deserialize)]
 struct User {
     username: Option<String>,
+    groups: Option<Vec<String>>,
 }
 
 impl Request<'_> {
@@ -259,6 +260,7 @@ impl Request<'_> {
             operation: self.operation,
             user_info: UserInfo {
                 username: self.user_info.username,
+                groups: self.user_info.groups,
                 ..UserInfo::default()
             },
             dry_run: self.dry_run,
@@ -590,7 +592,10 @@ mod tests {
     fn keeps_exactly_the_fields_read() {
         let req = pruned(&pod_body(&full_pod(&["quay.io/x/y"])));
         assert_eq!(req.user_info.username.as_deref(), Some("alice"));
-        assert_eq!(req.user_info.groups, None);
+        assert_eq!(
+            req.user_info.groups.as_deref(),
+            Some(&["system:authenticated".to_owned()][..])
+        );
         assert!(req.options.is_none());
         let object = req.object.unwrap();
         assert_eq!(

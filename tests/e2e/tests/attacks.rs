@@ -551,6 +551,161 @@ async fn a_tenant_with_status_and_finalize_rights_cannot_touch_byoc_labels_throu
     .await;
 }
 
+const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+/// `kubectl --as=USER` writes setting label `key` of namespace `name` to `value` (`None`:
+/// removing it) through the namespaces resource itself: label, merge, JSON and strategic patch,
+/// PUT and server-side apply (which cannot remove a label another manager owns, so only sets).
+fn resource_writes(user: &str, name: &str, key: &str, value: Option<&str>) -> Vec<Output> {
+    let label = match value {
+        Some(v) => format!("{key}={v}"),
+        None => format!("{key}-"),
+    };
+    let merge = json!({"metadata": {"labels": {key: value}}}).to_string();
+    let path = format!("/metadata/labels/{}", key.replace('/', "~1"));
+    let op = match value {
+        Some(v) => json!([{"op": "add", "path": path, "value": v}]),
+        None => json!([{"op": "remove", "path": path}]),
+    };
+    let patch = |kind: &str, body: &str| {
+        kubectl_as(user, &["patch", "namespace", name, kind, "-p", body], None)
+    };
+    let current = kubectl(["get", "namespace", name, "-o", "json"]).success();
+    let mut object: Value = serde_json::from_str(&current.stdout).expect("namespace JSON");
+    let labels = object["metadata"]["labels"]
+        .as_object_mut()
+        .expect("labels");
+    match value {
+        Some(v) => labels.insert(key.to_owned(), json!(v)),
+        None => labels.remove(key),
+    };
+    let mut outs = vec![
+        kubectl_as(
+            user,
+            &["label", "namespace", name, &label, "--overwrite"],
+            None,
+        ),
+        patch("--type=merge", &merge),
+        patch("--type=strategic", &merge),
+        patch("--type=json", &op.to_string()),
+        kubectl_as(user, &["replace", "-f", "-"], Some(&object.to_string())),
+    ];
+    if let Some(v) = value {
+        let args = [
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=tenant",
+            "-f",
+            "-",
+        ];
+        let manifest = namespace_manifest(name, json!({key: v}));
+        outs.push(kubectl_as(user, &args, Some(&manifest)));
+    }
+    outs
+}
+
+/// The reported exploit: a tenant who may patch its own namespace, or only its status, sets
+/// `pod-security.kubernetes.io/enforce=privileged` and runs a privileged pod with a hostPath
+/// to the container runtime's socket. Every write path that lowers, raises or removes the level
+/// is refused, and so is creating a namespace with it; an admin (system:masters) still sets it.
+#[tokio::test]
+async fn tenants_cannot_change_pod_security_labels_on_any_path() {
+    let _webhook = Webhook::start(Options::default()).await;
+    let ns = tool_namespace().await;
+    let name = ns.name();
+    let guard = denied_by(NAMESPACES_WEBHOOK);
+    // The admin (the e2e kubeconfig's client certificate, in system:masters) sets the level.
+    kubectl(["label", "namespace", name, &format!("{ENFORCE}=restricted")]).success();
+
+    // `patcher`: get/patch/update on its own namespace and, cluster-wide, create namespaces.
+    // `statuser`: get/patch/update on the namespace's status and finalize subresources only.
+    let patcher = unique_name("tenant");
+    let (own, _own) = cluster_role("get,patch,update", "namespaces");
+    let _b1 = bind(&patcher, &own, Some(name));
+    let (create, _create) = cluster_role("create", "namespaces");
+    let _b2 = bind(&patcher, &create, None);
+    let statuser = unique_name("tenant");
+    let (status, _status) =
+        cluster_role("get,patch,update", "namespaces/status,namespaces/finalize");
+    let _b3 = bind(&statuser, &status, Some(name));
+    // Control: both change an unguarded label, so every refusal below is the guard's.
+    eventually("RBAC for the tenants", CONVERGE_TIMEOUT, || async {
+        let a = kubectl_as(
+            &patcher,
+            &["label", "namespace", name, "team=a", "--overwrite"],
+            None,
+        );
+        let b = SubresourceWrite::StatusMergePatch.run(&statuser, name, "team", Some("b"));
+        if a.status.success() && b.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{a}\n{b}"))
+        }
+    })
+    .await;
+    let before = namespace_labels(name).await;
+
+    for (verb, value) in [("change", Some("privileged")), ("remove", None)] {
+        let refusal = |user: &str| format!("user \"{user}\" may not {verb} {ENFORCE}");
+        for out in resource_writes(&patcher, name, ENFORCE, value) {
+            out.fails_with(&[
+                &guard,
+                &refusal(&patcher),
+                "only platform admins change them",
+            ]);
+        }
+        for how in SubresourceWrite::ALL {
+            if value.is_none() && matches!(how, SubresourceWrite::StatusApply) {
+                continue;
+            }
+            how.run(&statuser, name, ENFORCE, value)
+                .fails_with(&[&guard, &refusal(&statuser)]);
+        }
+    }
+    assert_eq!(namespace_labels(name).await, before);
+
+    // CREATE of a privileged namespace: refused (a server-side apply create is a cluster-wide
+    // patch, a right this tenant lacks; the byoc-label test covers it).
+    let forged = unique_name("atk-psa");
+    let _forged = Cleanup::new(["namespace", &forged]);
+    let manifest = namespace_manifest(&forged, json!({ENFORCE: "privileged"}));
+    kubectl_as(&patcher, &["create", "-f", "-"], Some(&manifest)).fails_with(&[
+        &guard,
+        &format!("Namespace {forged}: user \"{patcher}\" may not add {ENFORCE}"),
+    ]);
+    kubectl(["get", "namespace", &forged]).failure();
+
+    // The exploit's pod (platform image, privileged, hostPath to containerd) stays refused by
+    // Pod Security in the restricted namespace.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "escape", "namespace": name},
+        "spec": {"containers": [{"name": "c", "image": PLATFORM,
+            "securityContext": {"privileged": true},
+            "volumeMounts": [{"name": "run", "mountPath": "/run/containerd"}]}],
+            "volumes": [{"name": "run", "hostPath": {"path": "/run/containerd"}}]}});
+    kubectl_stdin(&["create", "-f", "-"], &pod.to_string())
+        .fails_with(&["violates PodSecurity \"restricted:latest\"", "privileged"]);
+
+    // An admin (a configured writer) still changes and removes it.
+    kubectl([
+        "label",
+        "namespace",
+        name,
+        &format!("{ENFORCE}=baseline"),
+        "--overwrite",
+    ])
+    .success();
+    assert_eq!(
+        namespace_labels(name)
+            .await
+            .get(ENFORCE)
+            .map(String::as_str),
+        Some("baseline")
+    );
+    kubectl(["label", "namespace", name, &format!("{ENFORCE}-")]).success();
+    assert!(!namespace_labels(name).await.contains_key(ENFORCE));
+}
+
 #[tokio::test]
 async fn a_namespace_labelled_with_an_exempt_name_is_still_checked() {
     // The registration skips exempt namespaces by the kubernetes.io/metadata.name label; the
