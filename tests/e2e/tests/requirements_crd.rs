@@ -59,7 +59,7 @@ async fn the_api_server_accepts_exactly_the_requirements_rust_accepts() {
             .and_then(|r| r.validate().map_err(|e| e.to_string()));
         let manifest = grant_manifest(
             &unique_name("e2e-req"),
-            json!({"namespace": ns, "reason": "T22", "requirements": requirements}),
+            json!({"namespace": ns, "reason": "T22", "registries": ["quay.io"], "requirements": requirements}),
         );
         let out = kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &manifest);
         assert_eq!(
