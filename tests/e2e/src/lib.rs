@@ -37,7 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
@@ -491,6 +493,22 @@ pub fn apply_server_side(file: &Path) -> Output {
         "-f".as_ref(),
         file.as_os_str(),
     ])
+}
+
+/// The CEL rules (`x-kubernetes-validations`) on `spec` of the first version of `crd`.
+pub fn spec_rules(crd: &CustomResourceDefinition) -> Vec<ValidationRule> {
+    crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| {
+            s.open_api_v3_schema
+                .as_ref()?
+                .properties
+                .as_ref()?
+                .get("spec")
+        })
+        .and_then(|spec| spec.x_kubernetes_validations.clone())
+        .unwrap_or_default()
 }
 
 /// Installs `crds/` the way an admin would ([`apply_crd_file`], idempotent; once per test

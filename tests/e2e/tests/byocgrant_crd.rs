@@ -314,18 +314,7 @@ async fn schema_and_cel_rules_reject_bad_grants_with_readable_messages() {
 async fn any_registry_is_asked_for_explicitly() {
     let client = client().await;
     let crd = install_crd(&client).await;
-    let rules = crd.spec.versions[0]
-        .schema
-        .as_ref()
-        .and_then(|s| {
-            s.open_api_v3_schema
-                .as_ref()?
-                .properties
-                .as_ref()?
-                .get("spec")
-        })
-        .and_then(|spec| spec.x_kubernetes_validations.clone())
-        .unwrap_or_default();
+    let rules = byoc_e2e::spec_rules(&crd);
     let message = |rule: &str| {
         rules
             .iter()

@@ -170,18 +170,7 @@ async fn a_legacy_empty_list_keeps_meaning_any_registry_and_any_registry_is_expl
     let _cleanup = Cleanup::new(["byocgrant", name.as_str()]);
 
     // The committed CRD refuses an empty list, with the rule's message.
-    let rules = crd.spec.versions[0]
-        .schema
-        .as_ref()
-        .and_then(|s| {
-            s.open_api_v3_schema
-                .as_ref()?
-                .properties
-                .as_ref()?
-                .get("spec")
-        })
-        .and_then(|spec| spec.x_kubernetes_validations.clone())
-        .unwrap_or_default();
+    let rules = byoc_e2e::spec_rules(&crd);
     assert!(
         rules
             .iter()
