@@ -57,6 +57,8 @@ fn entry(text: &str) {
         namespace: "tool-fuzz".to_owned(),
         reason: "fuzz".to_owned(),
         registries: vec![text.to_owned()],
+        any_registry: false,
+        namespace_uid: None,
         expires_at: None,
         requirements: None,
     };
