@@ -476,6 +476,36 @@ where
     }
 }
 
+/// The ByocGrant CRD with the schema node at `path` (a JSON pointer into the CRD) removed, as an
+/// older CRD had it, while the guard lives; dropping it applies the committed CRD again.
+pub struct LoosenedGrantCrd(());
+
+impl LoosenedGrantCrd {
+    /// Removes `path` from the stored ByocGrant CRD.
+    pub fn without(path: &str) -> Self {
+        let remove = serde_json::json!([{ "op": "remove", "path": path }]);
+        kubectl([
+            "patch",
+            "crd",
+            <byoc_api::ByocGrant as kube::CustomResourceExt>::crd_name(),
+            "--type=json",
+            "-p",
+            &remove.to_string(),
+        ])
+        .success();
+        Self(())
+    }
+}
+
+impl Drop for LoosenedGrantCrd {
+    fn drop(&mut self) {
+        let out = apply_crd_file();
+        if !out.status.success() {
+            eprintln!("cannot restore the ByocGrant CRD: {out}");
+        }
+    }
+}
+
 /// `kubectl apply --server-side` of `crds/` (every CRD of the project), as an admin installs or
 /// upgrades them (field manager `byoc-e2e`, taking over conflicting fields).
 pub fn apply_crd_file() -> Output {

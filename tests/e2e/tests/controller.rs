@@ -14,13 +14,13 @@ use byoc_e2e::bench::{cpu_secs, load_average, percentile, rss_mib};
 use byoc_e2e::cli::{CliOutput, byoc};
 use byoc_e2e::controller::{ControllerProcess, NAME, SYSTEM_NAMESPACE, exclusive, shared};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, apply_crd_file, byoc_labels, client,
+    CONVERGE_TIMEOUT, Cleanup, LoosenedGrantCrd, TEST_LABEL, TestNamespace, byoc_labels, client,
     create_grant, eventually, grant_manifest, kubectl, kubectl_stdin, parse_table, unique_name,
 };
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::runtime::wait::await_condition;
-use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
@@ -800,35 +800,19 @@ fn accepts_unreadable_expiry() -> bool {
 /// The ByocGrant CRD as it was before `spec.expiresAt` had a pattern (only Kubernetes'
 /// `date-time` format), while the guard lives: the way grants with unreadable expiries were
 /// stored before the pattern existed. Dropping it applies the committed CRD again.
-struct CrdWithoutExpiryPattern;
+struct CrdWithoutExpiryPattern {
+    _crd: LoosenedGrantCrd,
+}
 
 impl CrdWithoutExpiryPattern {
     async fn apply() -> Self {
-        let remove = json!([{
-            "op": "remove",
-            "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/expiresAt/pattern",
-        }]);
-        kubectl([
-            "patch",
-            "crd",
-            ByocGrant::crd_name(),
-            "--type=json",
-            "-p",
-            &remove.to_string(),
-        ])
-        .success();
-        let guard = Self;
+        let guard = Self {
+            _crd: LoosenedGrantCrd::without(
+                "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/expiresAt/pattern",
+            ),
+        };
         wait_expiry_schema(true).await;
         guard
-    }
-}
-
-impl Drop for CrdWithoutExpiryPattern {
-    fn drop(&mut self) {
-        let out = apply_crd_file();
-        if !out.status.success() {
-            eprintln!("cannot restore the ByocGrant CRD: {out}");
-        }
     }
 }
 

@@ -21,12 +21,12 @@ use byoc_e2e::cli::{CliOutput, kubectl_byoc};
 use byoc_e2e::controller;
 use byoc_e2e::webhook::{Options, PODS_WEBHOOK, Webhook, denied_by};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, Cleanup, TEST_LABEL, TestNamespace, apply_crd_file, byoc_labels, client,
+    CONVERGE_TIMEOUT, Cleanup, LoosenedGrantCrd, TEST_LABEL, TestNamespace, byoc_labels, client,
     create_grant, eventually, grant_manifest, install_crd, kubectl, kubectl_run_dry, kubectl_stdin,
     parse_table, unique_name,
 };
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client};
 use serde_json::json;
 
 const QUAY: &str = "quay.io/prometheus/node-exporter:v1.8.2";
@@ -96,35 +96,19 @@ async fn wait_empty_list_accepted(namespace: &str, accepted: bool) {
 
 /// The ByocGrant CRD as it was before `anyRegistry` (no rules on `spec`, so an empty list is
 /// stored), while the guard lives. Dropping it applies the committed CRD again.
-struct CrdBeforeAnyRegistry;
+struct CrdBeforeAnyRegistry {
+    _crd: LoosenedGrantCrd,
+}
 
 impl CrdBeforeAnyRegistry {
     async fn apply(namespace: &str) -> Self {
-        let remove = json!([{
-            "op": "remove",
-            "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/x-kubernetes-validations",
-        }]);
-        kubectl([
-            "patch",
-            "crd",
-            ByocGrant::crd_name(),
-            "--type=json",
-            "-p",
-            &remove.to_string(),
-        ])
-        .success();
-        let guard = Self;
+        let guard = Self {
+            _crd: LoosenedGrantCrd::without(
+                "/spec/versions/0/schema/openAPIV3Schema/properties/spec/x-kubernetes-validations",
+            ),
+        };
         wait_empty_list_accepted(namespace, true).await;
         guard
-    }
-}
-
-impl Drop for CrdBeforeAnyRegistry {
-    fn drop(&mut self) {
-        let out = apply_crd_file();
-        if !out.status.success() {
-            eprintln!("cannot restore the ByocGrant CRD: {out}");
-        }
     }
 }
 
