@@ -67,6 +67,13 @@ async fn main() -> ExitCode {
     // kube's TLS uses the process-wide rustls provider: ring, as everywhere in this workspace.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    match byoc_runtime::connections::raise_open_files_limit() {
+        Ok(files) => info!(before = files.before, now = files.now, "open-files limit"),
+        Err(e) => {
+            error!(error = %e, "cannot raise the open-files limit to its hard limit");
+            return ExitCode::FAILURE;
+        }
+    }
     let config = match Config::read(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {

@@ -1,19 +1,37 @@
 //! The admin server on its own plain-HTTP port: `/healthz` (the process is up), `/readyz`
 //! (ready for traffic: starts false, is flipped explicitly, and fails while any registered
 //! check fails) and `/metrics` (Prometheus text).
+//!
+//! Whoever can reach the port (the kubelet, Prometheus, and any pod where NetworkPolicy is not
+//! enforced) is bounded: [`ADMIN_MAX_CONNECTIONS`] connections in all, [`ADMIN_PER_SOURCE`]
+//! from one address, and a request head must arrive within [`ADMIN_HEADER_TIMEOUT`], so idle
+//! sockets cannot take the process's file descriptors or the probes' slots.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum_server::Handle;
+use hyper_util::rt::TokioTimer;
 use prometheus_client::registry::Registry;
 
 use crate::Shutdown;
+use crate::connections::{ConnectionLimit, ConnectionMetrics};
+
+/// The most connections the admin port holds at once.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// The most admin connections from one source address (the kubelet probes from the node's).
+pub const ADMIN_PER_SOURCE: usize = 8;
+
+/// How long an admin connection may take to send a request head, idle keep-alive included.
+pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A condition readiness also depends on: `Err` says why the process is not ready.
 type Check = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -73,20 +91,30 @@ struct AdminState {
 
 /// The admin HTTP server.
 pub struct AdminServer {
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
+    limit: ConnectionLimit,
     state: Arc<AdminState>,
 }
 
 impl AdminServer {
-    /// Binds the admin port. `registry` holds every metric the process exports.
+    /// Binds the admin port. `registry` holds every metric the process exports; the admin
+    /// port's own connection metrics are added to it as `byoc_admin_*`.
     pub async fn bind(
         addr: SocketAddr,
         readiness: Readiness,
-        registry: Registry,
+        mut registry: Registry,
     ) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let metrics = ConnectionMetrics::register(
+            registry.sub_registry_with_prefix("byoc_admin"),
+            "",
+            &format!("{ADMIN_MAX_CONNECTIONS} admin connections"),
+            &format!("{ADMIN_PER_SOURCE} admin connections"),
+        );
         Ok(Self {
             listener,
+            limit: ConnectionLimit::new(ADMIN_MAX_CONNECTIONS, ADMIN_PER_SOURCE, metrics),
             state: Arc::new(AdminState {
                 readiness,
                 registry,
@@ -99,16 +127,30 @@ impl AdminServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` fires.
+    /// Serves until `shutdown` fires; requests in flight then finish.
     pub async fn serve(self, shutdown: Shutdown) -> std::io::Result<()> {
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await
+        let handle = Handle::new();
+        let stop = handle.clone();
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            stop.graceful_shutdown(Some(ADMIN_HEADER_TIMEOUT));
+        });
+        // hyper's header read timeout needs a timer; it runs from the start of every request
+        // head, so it also closes connections that never send one.
+        let mut server = axum_server::from_tcp(self.listener)?
+            .acceptor(self.limit)
+            .http1_only();
+        server
+            .http_builder()
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(ADMIN_HEADER_TIMEOUT);
+        server.handle(handle).serve(app.into_make_service()).await
     }
 }
 

@@ -6,15 +6,14 @@
 //! - [`cache`]: a watch of Namespaces (read as `LeanNamespace`), whose labels carry the grants;
 //! - [`health`]: whether that watch works, for readiness and metrics;
 //! - [`tls`]: the serving certificate, re-read when its files change;
-//! - [`server`]: `POST /validate`, with a tracing span and metrics per request, read timeouts;
-//! - [`limit`]: the caps on open connections, in all and per source, and their age;
+//! - [`server`]: `POST /validate`, with a tracing span and metrics per request, read timeouts,
+//!   and `byoc_runtime::connections` caps on open connections and their age;
 //! - [`budget`]: the bound on bytes of request bodies read and parsed at once;
 //! - [`metrics`]: what `/metrics` on the admin port exports.
 
 pub mod budget;
 pub mod cache;
 pub mod health;
-pub mod limit;
 pub mod metrics;
 pub mod review;
 pub mod server;

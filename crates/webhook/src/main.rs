@@ -12,7 +12,7 @@ use anyhow::Context;
 use axum_server::Handle;
 use byoc_policy::Config;
 use byoc_runtime::logging::{self, LogFormat};
-use byoc_runtime::{AdminServer, Readiness, Shutdown};
+use byoc_runtime::{AdminServer, Readiness, Shutdown, connections};
 use byoc_webhook::health::WatchHealth;
 use byoc_webhook::tls::Reload;
 use byoc_webhook::{CertFiles, CertResolver, Metrics, Webhook, cache, server};
@@ -145,6 +145,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone();
 
     let config = Config::read(args.config.as_deref())?;
+    let open_files = connections::raise_open_files_limit()
+        .context("cannot raise the open-files limit to its hard limit")?;
+    let max_connections = connections::fit_connections(args.max_connections as usize, open_files);
+    if max_connections < args.max_connections as usize {
+        tracing::warn!(
+            max_connections,
+            open_files = open_files.now,
+            "--max-connections={} does not fit the open-files limit; serving at most {max_connections}",
+            args.max_connections
+        );
+    }
     let files = CertFiles {
         cert: args.tls_cert.clone(),
         key: args.tls_key.clone(),
@@ -176,6 +187,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         listen = %listener.local_addr()?,
         admin = %admin.local_addr()?,
         mode = %config.mode,
+        open_files = open_files.now,
         "starting"
     );
 
@@ -187,7 +199,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         listener,
         tls,
         server::Limits {
-            max_connections: args.max_connections as usize,
+            max_connections,
             max_connections_per_source: args.max_connections_per_source as usize,
             max_connection_age: args.max_connection_age,
             idle_timeout: args.idle_timeout,

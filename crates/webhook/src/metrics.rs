@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use byoc_runtime::connections::ConnectionMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,16 +36,10 @@ pub struct Metrics {
     /// The number of cached namespaces.
     pub cached_namespaces: Gauge,
     reloads: Family<ErrorLabels, Counter>,
-    /// Open HTTPS connections.
-    pub open_connections: Gauge,
-    /// Connections closed on accept because the connection limit was reached.
-    pub refused_connections: Counter,
+    /// The HTTPS port's connections.
+    pub connections: ConnectionMetrics,
     /// Bytes of request bodies being read or parsed ([`crate::budget`]).
     pub body_bytes_in_flight: Gauge,
-    /// Connections closed on accept because their source had its per-source limit open.
-    pub refused_source_connections: Counter,
-    /// Connections asked to close (`Connection: close`) because they reached the maximum age.
-    pub aged_connections: Counter,
     watch_healthy: Gauge,
     watch_last_event_age: Gauge<f64, AtomicU64>,
 }
@@ -60,15 +55,22 @@ impl Metrics {
             duration: Histogram::new(exponential_buckets(0.000_025, 2.0, 15)),
             cached_namespaces: Gauge::default(),
             reloads: Family::default(),
-            open_connections: Gauge::default(),
-            refused_connections: Counter::default(),
+            connections: ConnectionMetrics::default(),
             body_bytes_in_flight: Gauge::default(),
-            refused_source_connections: Counter::default(),
-            aged_connections: Counter::default(),
             watch_healthy: Gauge::default(),
             watch_last_event_age: Gauge::default(),
         };
         let registry = registry.sub_registry_with_prefix("byoc_webhook");
+        let connections = ConnectionMetrics::register(
+            registry,
+            "",
+            "--max-connections",
+            "--max-connections-per-source",
+        );
+        let metrics = Self {
+            connections,
+            ..metrics
+        };
         registry.register(
             "decisions",
             "Admission decisions by result (admitted, denied, warned, audited) and reason",
@@ -100,31 +102,9 @@ impl Metrics {
             metrics.reloads.clone(),
         );
         registry.register(
-            "open_connections",
-            "Open HTTPS connections",
-            metrics.open_connections.clone(),
-        );
-        registry.register(
-            "refused_connections",
-            "Connections closed on accept because --max-connections were open",
-            metrics.refused_connections.clone(),
-        );
-        registry.register(
             "body_bytes_in_flight",
             "Bytes of request bodies being read or parsed, bounded by --body-budget",
             metrics.body_bytes_in_flight.clone(),
-        );
-        registry.register(
-            "refused_source_connections",
-            "Connections closed on accept because --max-connections-per-source were open from \
-             their source address",
-            metrics.refused_source_connections.clone(),
-        );
-        registry.register(
-            "aged_connections",
-            "Connections closed after a response because they were older than \
-             --max-connection-age",
-            metrics.aged_connections.clone(),
         );
         registry.register(
             "namespace_watch_healthy",
@@ -197,10 +177,10 @@ mod tests {
         m.observe(Duration::from_micros(80));
         m.cached_namespaces.set(3);
         m.reload(&Reload::Reloaded);
-        m.open_connections.set(2);
-        m.refused_connections.inc();
-        m.refused_source_connections.inc();
-        m.aged_connections.inc();
+        m.connections.open.set(2);
+        m.connections.refused.inc();
+        m.connections.refused_source.inc();
+        m.connections.aged.inc();
         let start = Instant::now();
         let health = WatchHealth::new(start);
         health.failed(start, "refused");

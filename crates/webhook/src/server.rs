@@ -14,6 +14,7 @@ use axum::routing::post;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use byoc_policy::{Config, Decision, decide, respond};
+use byoc_runtime::connections::{self, ConnectionLimit, Opened};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::TokioTimer;
 use jiff::Timestamp;
@@ -22,7 +23,6 @@ use rustls::ServerConfig;
 
 use crate::budget::{BodyBudget, SMALL_BODY_BYTES};
 use crate::cache::NamespaceCache;
-use crate::limit::{self, ConnectionLimit, Opened};
 use crate::metrics::Metrics;
 use crate::review::{self, MAX_BODY_BYTES, ReviewError, Unreadable, Verdict};
 
@@ -243,7 +243,7 @@ pub async fn serve(
     let limit = ConnectionLimit::new(
         limits.max_connections,
         limits.max_connections_per_source,
-        metrics.clone(),
+        metrics.connections.clone(),
     );
     // HTTP/1.1 only (ALPN offers nothing else): no HTTP/2 sniffing, which waits for a first
     // byte without any timeout. hyper's header read timeout needs a timer; it runs from the
@@ -262,8 +262,8 @@ pub async fn serve(
         .serve(
             router(webhook)
                 .layer(axum::middleware::from_fn_with_state(
-                    (limits.max_connection_age, metrics),
-                    limit::close_when_old,
+                    (limits.max_connection_age, metrics.connections.aged.clone()),
+                    connections::close_when_old,
                 ))
                 .into_make_service_with_connect_info::<Opened>(),
         )

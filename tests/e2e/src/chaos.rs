@@ -211,6 +211,9 @@ pub struct WebhookOptions {
     /// The kubeconfig the webhook reads (e.g. one through a [`FaultProxy`]); the cluster's
     /// when `None`.
     pub kubeconfig: Option<PathBuf>,
+    /// The soft open-files limit the process starts with (through `prlimit`), as a container
+    /// runtime may set it; inherited when `None`.
+    pub open_files: Option<u64>,
 }
 
 impl Default for WebhookOptions {
@@ -224,6 +227,7 @@ impl Default for WebhookOptions {
             max_connection_age: "10m",
             watch_unhealthy_after: "30s",
             kubeconfig: None,
+            open_files: None,
         }
     }
 }
@@ -273,6 +277,11 @@ impl WebhookProcess {
         self.listen
     }
 
+    /// The admin (plain HTTP) address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
     /// The process id (panics when it is not running).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the webhook runs").id()
@@ -300,7 +309,16 @@ impl WebhookProcess {
             .open(self.dir.join("webhook.log"))
             .expect("open the webhook log");
         let live = self.dir.join("certs");
-        let child = Command::new(binary())
+        let mut command = match self.options.open_files {
+            None => Command::new(binary()),
+            Some(soft) => {
+                // prlimit execs the webhook: same process, the soft limit lowered, the hard kept.
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:")).arg("--").arg(binary());
+                c
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(self.dir.join("policy.yaml"))
             .arg(format!("--listen={}", self.listen))

@@ -7,6 +7,10 @@
 //!   answered correctly throughout;
 //! - a connection older than `--max-connection-age` gets `Connection: close` and is closed, and
 //!   the API server's own connections simply reconnect;
+//! - the admin port (probes, metrics) holds only a few idle connections per source and closes
+//!   them after its header timeout, so a thousand idle sockets neither exhaust a soft
+//!   open-files limit of 1024 (what containerd 2.x gives containers, raised at start) nor
+//!   stop the probes;
 //! - of two replicas, the one whose namespace watch is cut (through a [`FaultProxy`]) reports
 //!   not ready within `--watch-unhealthy-after`, its metrics say why, and it is ready again once
 //!   healed, while the other stays ready and keeps answering.
@@ -26,6 +30,8 @@ use byoc_e2e::chaos::{
 };
 use byoc_e2e::{TestNamespace, client, eventually, unique_name};
 use kube::Client;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 /// The attacker's source address: not the API server's (`127.0.0.1`).
@@ -316,6 +322,89 @@ async fn a_connection_older_than_the_max_age_is_told_to_close_and_closed() {
 }
 
 /// `byoc_webhook_namespace_watch_last_event_age_seconds` of `webhook`.
+/// The soft and hard open-files limits of a process, from `/proc/PID/limits`.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read the limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open-files line");
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let soft = fields.next().expect("a soft limit").to_owned();
+    (soft, fields.next().expect("a hard limit").to_owned())
+}
+
+/// Opens a plain TCP connection to `addr` from `from` and says whether the server still holds
+/// it 200 ms later (it closes connections past its caps at once).
+async fn held_after_connect(from: IpAddr, addr: std::net::SocketAddr) -> Option<TcpStream> {
+    let socket = TcpSocket::new_v4().ok()?;
+    socket.bind((from, 0).into()).ok()?;
+    let mut stream = socket.connect(addr).await.ok()?;
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await {
+        Err(_) => Some(stream),
+        Ok(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_to_the_admin_port_are_capped_per_source_and_the_probes_still_answer() {
+    const ATTEMPTS: usize = 1100;
+    let _exclusive = chaos::exclusive().await;
+    let client = client().await;
+    let tool = tool_namespace(&client, "conn-admin").await;
+    let mut webhook = WebhookProcess::start(WebhookOptions {
+        open_files: Some(1024),
+        ..WebhookOptions::default()
+    });
+    webhook.register().await;
+    let (soft, hard) = open_files_limits(webhook.pid());
+    eprintln!("started with a soft open-files limit of 1024: now {soft} (hard {hard})");
+    assert_eq!(
+        soft, hard,
+        "the soft open-files limit is raised to the hard one"
+    );
+    let admin = webhook.admin_addr();
+
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..ATTEMPTS {
+        held.extend(held_after_connect(ATTACKER, admin).await);
+    }
+    eprintln!(
+        "{ATTEMPTS} idle connections from {ATTACKER} to the admin port in {:?}: {} held",
+        started.elapsed(),
+        held.len()
+    );
+    assert_eq!(held.len(), byoc_runtime::admin::ADMIN_PER_SOURCE);
+    assert_eq!(
+        webhook.metric("byoc_admin_refused_source_connections_total"),
+        (ATTEMPTS - held.len()) as f64
+    );
+    // The probes (from another address) and the API server's reviews still get through.
+    let (status, _) = byoc_e2e::http_get(admin, "/healthz").expect("/healthz answers");
+    assert_eq!(status, 200);
+    let (status, _) = byoc_e2e::http_get(admin, "/readyz").expect("/readyz answers");
+    assert_eq!(status, 200);
+    assert_eq!(
+        try_pod(&client, tool.name(), PLATFORM_IMAGE).await,
+        Outcome::Admitted
+    );
+
+    // The idle ones are closed once the header timeout passes.
+    let timeout = byoc_runtime::admin::ADMIN_HEADER_TIMEOUT;
+    tokio::time::sleep(timeout).await;
+    for mut stream in held {
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "an idle admin connection is open {:?} after it was made",
+            started.elapsed()
+        );
+    }
+}
+
 fn last_event_age(webhook: &WebhookProcess) -> f64 {
     webhook.metric("byoc_webhook_namespace_watch_last_event_age_seconds")
 }
