@@ -33,6 +33,13 @@ use serde::{Deserialize, Serialize};
         description = "The registries the grant allows (any, or a comma-separated list), as the controller last read them"
     ),
     printcolumn(
+        name = "Requires",
+        type_ = "string",
+        json_path = ".status.requires",
+        priority = 1,
+        description = "What the grant requires of the images it admits beyond their registry (builtOn, digest, source), none, or the platform default, as the controller last read it"
+    ),
+    printcolumn(
         name = "Expires",
         type_ = "string",
         json_path = ".spec.expiresAt",
@@ -185,6 +192,14 @@ pub struct ByocGrantStatus {
     /// and while the spec cannot be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registries: Option<String>,
+
+    /// What the grant requires of the images it admits, for `kubectl get -o wide`: `none`, or
+    /// its requirements in short (`builtOn heroku-runner:22; digest; source
+    /// gitlab.wikimedia.org/toolforge-repos/{tool}`), followed by ` (platform default)` when
+    /// the grant gives none and the policy's `defaultGrantRequirements` apply. Absent until
+    /// the controller has read the spec, and while the spec cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires: Option<String>,
 
     /// The UID of the namespace the grant was applied to: recorded when the controller first
     /// labels a namespace for it, and moved only by `spec.namespaceUID`. A namespace of the

@@ -5,14 +5,15 @@
 //! not trigger itself).
 
 use byoc_api::grant::READY;
-use byoc_api::{ByocGrant, ByocGrantStatus, ReadyReason};
+use byoc_api::requirements::Pin;
+use byoc_api::{BaseImage, ByocGrant, ByocGrantStatus, ReadyReason, Requirements};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType};
 
 use crate::Error;
 use crate::binding::{self, Binding};
-use crate::desired::{NamespaceState, Standing};
+use crate::desired::{Applied, NamespaceState, Standing};
 
 /// What the `Ready` condition of a grant should say.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct Verdict {
     pub message: String,
     /// What `status.registries` should say; `None` when the spec cannot be read.
     pub registries: Option<String>,
+    /// What `status.requires` should say ([`requires`]); `None` when the spec cannot be read.
+    pub requires: Option<String>,
     /// The UID of the namespace the grant was applied to, for `status.namespaceUID`; `None`
     /// keeps what the status says.
     pub namespace_uid: Option<String>,
@@ -30,12 +33,14 @@ pub struct Verdict {
 
 impl Verdict {
     /// The verdict on `grant`, standing as `standing`, after its namespace was synced with
-    /// outcome `synced`. An invalid or expired grant says so whatever the namespace looks like;
-    /// an active one applies only to the namespace it is bound to ([`binding`]).
+    /// outcome `synced`, when the policy's `defaultGrantRequirements` are `default`. An
+    /// invalid or expired grant says so whatever the namespace looks like; an active one
+    /// applies only to the namespace it is bound to ([`binding`]).
     pub fn new(
         grant: &ByocGrant,
         standing: &Standing,
         synced: Result<&NamespaceState, &Error>,
+        default: Option<&Requirements>,
     ) -> Self {
         let ns = &grant.spec.namespace;
         let mut namespace_uid = None;
@@ -78,6 +83,7 @@ impl Verdict {
             reason,
             message,
             registries: Some(grant.spec.registries_summary()),
+            requires: Some(requires(Applied::of(&grant.spec, default))),
             namespace_uid,
         }
     }
@@ -91,6 +97,7 @@ impl Verdict {
                 "this grant cannot be read, so it grants nothing: {error}; fix it or delete it"
             ),
             registries: None,
+            requires: None,
             namespace_uid: None,
         }
     }
@@ -178,6 +185,7 @@ pub fn next_status(
         observed_generation: generation,
         conditions,
         registries: verdict.registries.clone(),
+        requires: verdict.requires.clone(),
         namespace_uid: verdict.namespace_uid.clone().or(old.namespace_uid.clone()),
     };
     (new != old).then_some(new)
@@ -196,6 +204,54 @@ fn describe(grant: &ByocGrant) -> String {
         text.push_str(&format!(" until {at}"));
     }
     text
+}
+
+/// What `status.requires` says of a grant that requires `applied`, short for a table column:
+/// `none`, or the requirements joined with `; ` (`builtOn` names each base by the last
+/// segment of its repository, with its tag or the start of its digest; `digest` for
+/// `requireDigest`; `source` lists the prefixes without `https://`), followed by
+/// ` (platform default)` when they are the policy's `defaultGrantRequirements`. For example
+/// `builtOn heroku-runner:22; digest; source gitlab.wikimedia.org/toolforge-repos/{tool}`.
+pub fn requires(applied: Applied<'_>) -> String {
+    let summary = |r: &Requirements| {
+        let mut parts = Vec::new();
+        if !r.built_on.is_empty() {
+            let bases: Vec<String> = r.built_on.iter().map(short_base).collect();
+            parts.push(format!("builtOn {}", bases.join(",")));
+        }
+        if r.require_digest {
+            parts.push("digest".to_owned());
+        }
+        if !r.source_from.is_empty() {
+            let sources: Vec<&str> = r
+                .source_from
+                .iter()
+                .map(|s| s.strip_prefix("https://").unwrap_or(s))
+                .collect();
+            parts.push(format!("source {}", sources.join(",")));
+        }
+        parts.join("; ")
+    };
+    match applied {
+        Applied::Nothing => "none".to_owned(),
+        Applied::Own(r) => summary(r),
+        Applied::Default(r) => format!("{} (platform default)", summary(r)),
+    }
+}
+
+/// A `builtOn` entry as [`requires`] shows it: `heroku-runner`, `heroku-runner:22`,
+/// `heroku-runner@sha256:0123456789ab`; an entry that does not parse as it is.
+fn short_base(base: &BaseImage) -> String {
+    let Ok(pattern) = base.parse() else {
+        return base.0.clone();
+    };
+    let path = pattern.repository.path().unwrap_or_default();
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match &pattern.pin {
+        Pin::Repository => name.to_owned(),
+        Pin::Tag(tag) => format!("{name}:{tag}"),
+        Pin::Digest(digest) => format!("{name}@{}", &digest[..digest.len().min(19)]),
+    }
 }
 
 /// An event; the note is cut to the 1 kB the API allows.
@@ -377,7 +433,7 @@ mod tests {
         ];
         for (what, grant, synced, reason, message) in cases {
             let standing = Standing::of(&grant, now);
-            let verdict = Verdict::new(&grant, &standing, synced.as_ref().map_err(|e| *e));
+            let verdict = Verdict::new(&grant, &standing, synced.as_ref().map_err(|e| *e), None);
             assert_eq!(verdict.reason, reason, "{what}");
             assert!(
                 verdict.message.starts_with(message),
@@ -402,19 +458,19 @@ mod tests {
         let applied = |uid: &str| NamespaceState::Labelled {
             uid: Some(uid.into()),
         };
-        let first = Verdict::new(&g, &Standing::of(&g, now), Ok(&applied("uid-a")));
+        let first = Verdict::new(&g, &Standing::of(&g, now), Ok(&applied("uid-a")), None);
         g.status = next_of(&g, &first, now);
         let status = g.status.clone().unwrap();
         assert_eq!(status.namespace_uid.as_deref(), Some("uid-a"));
         // Replaced, then gone: the record stays.
         for state in [applied("uid-b"), NamespaceState::Missing] {
-            let v = Verdict::new(&g, &Standing::of(&g, now), Ok(&state));
+            let v = Verdict::new(&g, &Standing::of(&g, now), Ok(&state), None);
             let next = next_of(&g, &v, now).unwrap_or_else(|| status.clone());
             assert_eq!(next.namespace_uid.as_deref(), Some("uid-a"), "{state:?}");
         }
         // Renewed: applied to the new namespace, and the record moves.
         g.spec.namespace_uid = Some("uid-b".into());
-        let v = Verdict::new(&g, &Standing::of(&g, now), Ok(&applied("uid-b")));
+        let v = Verdict::new(&g, &Standing::of(&g, now), Ok(&applied("uid-b")), None);
         assert_eq!(v.reason, ReadyReason::Applied);
         let next = next_of(&g, &v, now).unwrap();
         assert_eq!(next.namespace_uid.as_deref(), Some("uid-b"));
@@ -425,6 +481,7 @@ mod tests {
             reason,
             message: message.into(),
             registries: Some("any".into()),
+            requires: Some("none".into()),
             namespace_uid: None,
         }
     }
@@ -453,11 +510,65 @@ mod tests {
                 &g,
                 &Standing::of(&g, now),
                 Ok(&NamespaceState::Labelled { uid: None }),
+                None,
             );
             assert_eq!(v.registries.as_deref(), want, "{:?}", g.spec);
             let status = next_of(&g, &v, now).unwrap();
             assert_eq!(status.registries.as_deref(), want);
         }
+    }
+
+    #[test]
+    fn status_requires_says_what_the_grant_requires_in_short() {
+        let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        let full = Requirements {
+            built_on: vec![
+                BaseImage("tools-harbor.wmcloud.org/toolforge/heroku-runner:22".into()),
+                BaseImage(format!("quay.io/base/python@{digest}")),
+                BaseImage("docker.io/library/debian".into()),
+            ],
+            require_digest: true,
+            source_from: vec!["https://gitlab.wikimedia.org/toolforge-repos/{tool}".into()],
+        };
+        let digest_only = Requirements {
+            require_digest: true,
+            ..Requirements::default()
+        };
+        let cases = [
+            (Applied::Nothing, "none"),
+            (
+                Applied::Own(&full),
+                "builtOn heroku-runner:22,python@sha256:0123456789ab,debian; digest; \
+                 source gitlab.wikimedia.org/toolforge-repos/{tool}",
+            ),
+            (Applied::Default(&digest_only), "digest (platform default)"),
+        ];
+        for (applied, want) in cases {
+            assert_eq!(requires(applied), want);
+        }
+        // From the grant and the default, into the status.
+        let now = ts(NOW);
+        let labelled = NamespaceState::Labelled { uid: None };
+        let mut g = grant(&["quay.io"], None);
+        let v = Verdict::new(
+            &g,
+            &Standing::of(&g, now),
+            Ok(&labelled),
+            Some(&digest_only),
+        );
+        assert_eq!(v.requires.as_deref(), Some("digest (platform default)"));
+        g.spec.requirements = Some(Requirements::default());
+        let v = Verdict::new(
+            &g,
+            &Standing::of(&g, now),
+            Ok(&labelled),
+            Some(&digest_only),
+        );
+        assert_eq!(
+            next_of(&g, &v, now).unwrap().requires.as_deref(),
+            Some("none")
+        );
+        assert_eq!(Verdict::unreadable("x").requires, None);
     }
 
     #[test]
@@ -550,6 +661,7 @@ mod tests {
             observed_generation: None,
             conditions: vec![other.clone()],
             registries: None,
+            requires: None,
             namespace_uid: None,
         });
         let status = next_of(&g, &verdict(ReadyReason::Applied, "m"), ts(NOW)).unwrap();
