@@ -178,6 +178,9 @@ pub struct GrantView {
     pub created_at: Option<Timestamp>,
     /// Whether the grant is being deleted (the controller is removing its labels).
     pub deleting: bool,
+    /// `status.requires`: what the grant requires of images, as the controller last read it
+    /// (`none`, `builtOn heroku-runner; digest`, `... (platform default)`).
+    pub requires: Option<String>,
 }
 
 impl GrantView {
@@ -211,6 +214,7 @@ impl GrantView {
             ready_message: condition.map(|c| c.message.clone()),
             created_at: grant.metadata.creation_timestamp.as_ref().map(|t| t.0),
             deleting: grant.metadata.deletion_timestamp.is_some(),
+            requires: grant.status.as_ref().and_then(|s| s.requires.clone()),
         }
     }
 }
@@ -258,7 +262,7 @@ fn table(list: &GrantList, wide: bool, now: Timestamp) -> String {
         "REASON",
     ];
     if wide {
-        headers.extend(["EXPIRES-AT", "AGE", "JUSTIFICATION"]);
+        headers.extend(["REQUIRES", "EXPIRES-AT", "AGE", "JUSTIFICATION"]);
     }
     let mut t = Table::new(headers);
     for g in &list.grants {
@@ -284,6 +288,7 @@ fn table(list: &GrantList, wide: bool, now: Timestamp) -> String {
         ];
         if wide {
             row.extend([
+                g.requires.clone().unwrap_or_default(),
                 g.expires_at
                     .map_or_else(|| "never".to_owned(), |t| t.to_string()),
                 g.created_at
@@ -305,6 +310,7 @@ fn table(list: &GrantList, wide: bool, now: Timestamp) -> String {
         ];
         if wide {
             row.extend([
+                "?".to_owned(),
                 "?".to_owned(),
                 u.created_at
                     .map(|t| human(now.duration_since(t)))
@@ -356,6 +362,7 @@ mod tests {
                 observed_generation: Some(generation),
             }],
             registries: None,
+            requires: (generation == 2).then(|| "digest (platform default)".into()),
             namespace_uid: None,
         });
     }
@@ -415,10 +422,16 @@ mod tests {
         );
         let wide = table(&list, true, now);
         assert!(
+            wide.lines().next().unwrap().ends_with(
+                "REQUIRES                    EXPIRES-AT             AGE   JUSTIFICATION"
+            ),
+            "{wide}"
+        );
+        assert!(
             wide.lines()
-                .next()
+                .nth(1)
                 .unwrap()
-                .ends_with("EXPIRES-AT             AGE   JUSTIFICATION"),
+                .contains("digest (platform default)"),
             "{wide}"
         );
         assert!(wide.contains("2027-02-19T11:59:59Z"), "{wide}");
@@ -474,7 +487,8 @@ mod tests {
                     "readyReason": "Applied",
                     "readyMessage": "Applied message",
                     "createdAt": "2026-11-01T00:00:00Z",
-                    "deleting": false
+                    "deleting": false,
+                    "requires": "digest (platform default)"
                 }],
                 "unreadable": [{
                     "name": "bad",
