@@ -158,18 +158,9 @@ pub fn desired<'a>(
     for alternatives in registries.values_mut() {
         // One entry per distinct alternative, in the order of their JSON text: the same grants
         // always write the same annotation.
-        let mut keyed: Vec<(String, Alternative)> = alternatives
-            .drain(..)
-            .map(|a| {
-                (
-                    serde_json::to_string(&a).expect("an alternative serializes"),
-                    a,
-                )
-            })
-            .collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        keyed.dedup_by(|a, b| a.0 == b.0);
-        alternatives.extend(keyed.into_iter().map(|(_, a)| a));
+        alternatives
+            .sort_by_cached_key(|a| serde_json::to_string(a).expect("an alternative serializes"));
+        alternatives.dedup();
     }
     let requirements = if registries.is_empty() {
         None
