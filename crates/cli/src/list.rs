@@ -1,6 +1,6 @@
 //! `kubectl byoc list`: every grant, with the time it has left and whether it is applied.
 
-use byoc_api::grant::registries_summary;
+use byoc_api::grant::{registries_summary, requirements_summary};
 use byoc_api::{ByocGrant, ByocGrantSpec, StoredGrant, UnreadableGrant};
 use clap::{Args, ValueEnum};
 use jiff::{SignedDuration, Timestamp};
@@ -230,7 +230,8 @@ impl GrantView {
 }
 
 /// One line about a grant spec for messages: `namespace tool-a, registries quay.io, expires
-/// 2027-03-31T00:00:00Z (in 89d)`.
+/// 2027-03-31T00:00:00Z (in 89d)`, followed by `, requires ...` when the spec gives
+/// requirements (`requires nothing` for `requirements: {}`).
 pub fn describe(spec: &ByocGrantSpec, now: Timestamp) -> String {
     let registries = if spec.is_legacy_any() {
         "any registry (legacy empty list)".to_owned()
@@ -244,7 +245,15 @@ pub fn describe(spec: &ByocGrantSpec, now: Timestamp) -> String {
         Some(t) if t <= now => format!("expired {t} ({} ago)", human(now.duration_since(t))),
         Some(t) => format!("expires {t} (in {})", human(t.duration_since(now))),
     };
-    format!("namespace {}, {registries}, {expiry}", spec.namespace)
+    let requires = match &spec.requirements {
+        None => String::new(),
+        Some(r) if r.is_empty() => ", requires nothing (not even the platform default)".to_owned(),
+        Some(r) => format!(", requires {}", requirements_summary(r)),
+    };
+    format!(
+        "namespace {}, {registries}, {expiry}{requires}",
+        spec.namespace
+    )
 }
 
 /// The table of `list` and `list -o wide`; empty when there are no grants. Grants that do not
@@ -522,6 +531,20 @@ mod tests {
         assert_eq!(
             describe(&g.spec, now),
             "namespace tool-c, any registry, expired 2026-11-20T12:00:00Z (24h ago)"
+        );
+        let mut g = grant("tool-d", &["quay.io"], None);
+        g.spec.requirements = Some(byoc_api::Requirements {
+            require_digest: true,
+            ..Default::default()
+        });
+        assert_eq!(
+            describe(&g.spec, now),
+            "namespace tool-d, registries quay.io, never expires, requires digest"
+        );
+        g.spec.requirements = Some(byoc_api::Requirements::default());
+        assert!(
+            describe(&g.spec, now)
+                .ends_with("never expires, requires nothing (not even the platform default)")
         );
     }
 }

@@ -5,8 +5,8 @@
 //! not trigger itself).
 
 use byoc_api::grant::READY;
-use byoc_api::requirements::Pin;
-use byoc_api::{BaseImage, ByocGrant, ByocGrantStatus, ReadyReason, Requirements};
+use byoc_api::grant::requirements_summary;
+use byoc_api::{ByocGrant, ByocGrantStatus, ReadyReason, Requirements};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType};
@@ -206,51 +206,14 @@ fn describe(grant: &ByocGrant) -> String {
     text
 }
 
-/// What `status.requires` says of a grant that requires `applied`, short for a table column:
-/// `none`, or the requirements joined with `; ` (`builtOn` names each base by the last
-/// segment of its repository, with its tag or the start of its digest; `digest` for
-/// `requireDigest`; `source` lists the prefixes without `https://`), followed by
-/// ` (platform default)` when they are the policy's `defaultGrantRequirements`. For example
-/// `builtOn heroku-runner:22; digest; source gitlab.wikimedia.org/toolforge-repos/{tool}`.
+/// What `status.requires` says of a grant that requires `applied`:
+/// `none`, or [`requirements_summary`], followed by ` (platform default)` when they are the
+/// policy's `defaultGrantRequirements`.
 pub fn requires(applied: Applied<'_>) -> String {
-    let summary = |r: &Requirements| {
-        let mut parts = Vec::new();
-        if !r.built_on.is_empty() {
-            let bases: Vec<String> = r.built_on.iter().map(short_base).collect();
-            parts.push(format!("builtOn {}", bases.join(",")));
-        }
-        if r.require_digest {
-            parts.push("digest".to_owned());
-        }
-        if !r.source_from.is_empty() {
-            let sources: Vec<&str> = r
-                .source_from
-                .iter()
-                .map(|s| s.strip_prefix("https://").unwrap_or(s))
-                .collect();
-            parts.push(format!("source {}", sources.join(",")));
-        }
-        parts.join("; ")
-    };
     match applied {
         Applied::Nothing => "none".to_owned(),
-        Applied::Own(r) => summary(r),
-        Applied::Default(r) => format!("{} (platform default)", summary(r)),
-    }
-}
-
-/// A `builtOn` entry as [`requires`] shows it: `heroku-runner`, `heroku-runner:22`,
-/// `heroku-runner@sha256:0123456789ab`; an entry that does not parse as it is.
-fn short_base(base: &BaseImage) -> String {
-    let Ok(pattern) = base.parse() else {
-        return base.0.clone();
-    };
-    let path = pattern.repository.path().unwrap_or_default();
-    let name = path.rsplit('/').next().unwrap_or(path);
-    match &pattern.pin {
-        Pin::Repository => name.to_owned(),
-        Pin::Tag(tag) => format!("{name}:{tag}"),
-        Pin::Digest(digest) => format!("{name}@{}", &digest[..digest.len().min(19)]),
+        Applied::Own(r) => requirements_summary(r),
+        Applied::Default(r) => format!("{} (platform default)", requirements_summary(r)),
     }
 }
 
@@ -273,7 +236,7 @@ pub(crate) fn event(type_: EventType, reason: &str, action: &str, note: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use byoc_api::ByocGrantSpec;
+    use byoc_api::{BaseImage, ByocGrantSpec};
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
