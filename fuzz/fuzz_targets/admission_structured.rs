@@ -1,6 +1,6 @@
 //! Well-formed AdmissionReviews built from structured fuzz input, so that the fuzzer spends its
 //! time on what matters (image strings made of registry-lookalike pieces, lookalike namespace
-//! names, byoc label changes by various users, updates that keep or swap images, ephemeral
+//! names, byoc label and annotation changes by various users, updates that keep or swap images, ephemeral
 //! containers, image volumes, image IDs, every pod-bearing kind) rather than on JSON syntax. Same properties as
 //! `admission_review` (see `byoc_fuzz`).
 #![no_main]
@@ -25,6 +25,9 @@ struct Input {
     old_containers: Option<Vec<Container>>,
     labels: Vec<(LabelKey, LabelValue)>,
     old_labels: Option<Vec<(LabelKey, LabelValue)>>,
+    /// Also give each object its label pairs as annotations, so that `byoc.toolforge.org/`
+    /// annotation changes (the guarded requirements annotation) are made too.
+    labels_as_annotations: bool,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -330,11 +333,18 @@ fn object(
         metadata.insert("namespace".into(), json!(ns.text()));
     }
     metadata.insert("labels".into(), labels(label_pairs));
+    let mut annotations = Map::new();
     if input.mirror_annotation {
-        metadata.insert(
-            "annotations".into(),
-            json!({ "kubernetes.io/config.mirror": "mirror", "kubernetes.io/config.source": "file" }),
-        );
+        annotations.insert("kubernetes.io/config.mirror".into(), json!("mirror"));
+        annotations.insert("kubernetes.io/config.source".into(), json!("file"));
+    }
+    if input.labels_as_annotations
+        && let Value::Object(pairs) = labels(label_pairs)
+    {
+        annotations.extend(pairs);
+    }
+    if !annotations.is_empty() {
+        metadata.insert("annotations".into(), Value::Object(annotations));
     }
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);

@@ -33,6 +33,13 @@ use serde::{Deserialize, Serialize};
         description = "The registries the grant allows (any, or a comma-separated list), as the controller last read them"
     ),
     printcolumn(
+        name = "Requires",
+        type_ = "string",
+        json_path = ".status.requires",
+        priority = 1,
+        description = "What the grant requires of the images it admits beyond their registry (builtOn, digest, source), none, or the platform default, as the controller last read it"
+    ),
+    printcolumn(
         name = "Expires",
         type_ = "string",
         json_path = ".spec.expiresAt",
@@ -186,6 +193,14 @@ pub struct ByocGrantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registries: Option<String>,
 
+    /// What the grant requires of the images it admits, for `kubectl get -o wide`: `none`, or
+    /// its requirements in short (`builtOn heroku-runner:22; digest; source
+    /// gitlab.wikimedia.org/toolforge-repos/{tool}`), followed by ` (platform default)` when
+    /// the grant gives none and the policy's `defaultGrantRequirements` apply. Absent until
+    /// the controller has read the spec, and while the spec cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires: Option<String>,
+
     /// The UID of the namespace the grant was applied to: recorded when the controller first
     /// labels a namespace for it, and moved only by `spec.namespaceUID`. A namespace of the
     /// same name with another UID (deleted and created again) is not labelled for this grant.
@@ -212,6 +227,48 @@ pub fn registries_summary(registries: &[String]) -> String {
         "any".to_owned()
     } else {
         registries.join(",")
+    }
+}
+
+/// Requirements in short, for table columns and messages: the parts joined with `; `
+/// (`builtOn` names each base by the last segment of its repository, with its tag or the start
+/// of its digest; `digest` for `requireDigest`; `source` lists the prefixes without
+/// `https://`), for example `builtOn heroku-runner:22; digest; source
+/// gitlab.wikimedia.org/toolforge-repos/{tool}`; empty when nothing is required.
+pub fn requirements_summary(r: &crate::Requirements) -> String {
+    let mut parts = Vec::new();
+    if !r.built_on.is_empty() {
+        let bases: Vec<String> = r.built_on.iter().map(short_base).collect();
+        parts.push(format!("builtOn {}", bases.join(",")));
+    }
+    if r.require_digest {
+        parts.push("digest".to_owned());
+    }
+    if !r.source_from.is_empty() {
+        let sources: Vec<&str> = r
+            .source_from
+            .iter()
+            .map(|s| s.strip_prefix("https://").unwrap_or(s))
+            .collect();
+        parts.push(format!("source {}", sources.join(",")));
+    }
+    parts.join("; ")
+}
+
+/// A `builtOn` entry as [`requirements_summary`] shows it: `heroku-runner`,
+/// `heroku-runner:22`, `heroku-runner@sha256:0123456789ab`; an entry that does not parse as it
+/// is.
+fn short_base(base: &crate::BaseImage) -> String {
+    use crate::requirements::Pin;
+    let Ok(pattern) = base.parse() else {
+        return base.0.clone();
+    };
+    let path = pattern.repository.path().unwrap_or_default();
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match &pattern.pin {
+        Pin::Repository => name.to_owned(),
+        Pin::Tag(tag) => format!("{name}:{tag}"),
+        Pin::Digest(digest) => format!("{name}@{}", &digest[..digest.len().min(19)]),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use byoc_api::{ByocGrant, ByocGrantSpec, LeanNamespace, StoredGrant};
+use byoc_api::{BaseImage, ByocGrant, ByocGrantSpec, LeanNamespace, Requirements, StoredGrant};
 use clap::{ArgGroup, Args, ValueEnum};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -35,11 +35,17 @@ use crate::output::{ObjectFormat, emit};
     kubectl byoc grant tool-x --reason T123 --registry quay.io --dry-run\n  \
     kubectl byoc grant tool-x --reason T123 --registry quay.io --expires 2w --dry-run=client \\\n    \
     -o yaml > grant.yaml\n\n  \
+    # Only images built on the platform's base, by digest, from the tool's own repository\n  \
+    kubectl byoc grant tool-x --reason T123 --registry quay.io/tool-x \\\n    \
+    --built-on tools-harbor.wmcloud.org/toolforge/heroku-runner --require-digest \\\n    \
+    --source-from 'https://gitlab.wikimedia.org/toolforge-repos/{tool}'\n\n  \
     # tool-x was deleted and created again: let its grant apply to the new namespace\n  \
     kubectl byoc grant tool-x --renew --wait\n\n\
-    One of --registry, --any-registry and --renew is required. Running it again with other \
-    flags updates the grant to exactly what they say (registries, expiry and reason are \
-    replaced, not merged; a grant whose stored spec cannot be read is overwritten). A grant \
+    One of --registry, --any-registry and --renew is required. Without --built-on, \
+    --require-digest, --source-from or --no-requirements the grant gives no requirements and \
+    the platform's defaultGrantRequirements (if any) apply. Running it again with other \
+    flags updates the grant to exactly what they say (registries, requirements, expiry and \
+    reason are replaced, not merged; a grant whose stored spec cannot be read is overwritten). A grant \
     applies to the namespace it was first applied to, by UID: when that namespace is deleted \
     and another is created under the same name, the grant says NamespaceReplaced and gives it \
     nothing until --renew records the new namespace's UID in spec.namespaceUID. Exit status: \
@@ -65,11 +71,30 @@ pub struct GrantArgs {
     /// date (midnight UTC). Without it the grant does not expire.
     #[arg(long, value_name = "WHEN")]
     expires: Option<String>,
+    /// Images admitted through the grant must be built on this base image,
+    /// registry/repository[:tag|@sha256:DIGEST] (spec.requirements.builtOn); repeat for
+    /// several allowed bases.
+    #[arg(long = "built-on", value_name = "IMAGE")]
+    built_on: Vec<String>,
+    /// Images admitted through the grant must be referenced by digest, image@sha256:...
+    /// (spec.requirements.requireDigest).
+    #[arg(long)]
+    require_digest: bool,
+    /// Images admitted through the grant must have an org.opencontainers.image.source label
+    /// starting with this https:// URL, which may name {namespace} or {tool}
+    /// (spec.requirements.sourceFrom); repeat for several.
+    #[arg(long = "source-from", value_name = "URL")]
+    source_from: Vec<String>,
+    /// The grant requires nothing beyond its registries, not even the platform's default
+    /// requirements (writes requirements: {}). Without any requirement flag the platform's
+    /// defaultGrantRequirements apply.
+    #[arg(long, conflicts_with_all = ["built_on", "require_digest", "source_from"])]
+    no_requirements: bool,
     /// Change nothing but the namespace the existing grant applies to: the namespace of that
     /// name as it exists now (its UID goes to spec.namespaceUID, by server-side apply). For a
     /// namespace that was deleted and created again, once you are sure the new one should
     /// have the grant.
-    #[arg(long, conflicts_with_all = ["reason", "expires"])]
+    #[arg(long, conflicts_with_all = ["reason", "expires", "built_on", "require_digest", "source_from", "no_requirements"])]
     renew: bool,
     /// The grant's name (default: the namespace's name).
     #[arg(long, value_name = "NAME")]
@@ -192,11 +217,33 @@ fn spec(args: &GrantArgs, now: Timestamp) -> Result<ByocGrantSpec, Failure> {
         any_registry: args.any_registry,
         namespace_uid: None,
         expires_at,
-        requirements: None,
+        requirements: requirements(args),
     };
     spec.validate()
         .map_err(|e| Failure::Usage(format!("invalid grant: {e}")))?;
     Ok(spec)
+}
+
+/// The requirements the flags give: none without a requirement flag (the platform default
+/// applies), `{}` with --no-requirements.
+fn requirements(args: &GrantArgs) -> Option<Requirements> {
+    let mut requirements = Requirements {
+        built_on: Vec::new(),
+        require_digest: args.require_digest,
+        source_from: Vec::new(),
+    };
+    for base in &args.built_on {
+        let base = BaseImage(base.clone());
+        if !requirements.built_on.contains(&base) {
+            requirements.built_on.push(base);
+        }
+    }
+    for source in &args.source_from {
+        if !requirements.source_from.contains(source) {
+            requirements.source_from.push(source.clone());
+        }
+    }
+    (args.no_requirements || !requirements.is_empty()).then_some(requirements)
 }
 
 /// Creates the grant, or updates the one of that name when it is for the same namespace.
@@ -525,6 +572,84 @@ mod tests {
         for (argv, want) in cases {
             let err = spec(&args(argv), now).unwrap_err().to_string();
             assert!(err.contains(want), "{argv:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn requirement_flags_become_validated_requirements() {
+        let now: Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+        let base = ["tool-a", "--reason", "T1", "--registry", "quay.io"];
+        let with = |extra: &[&str]| spec(&args(&[&base[..], extra].concat()), now);
+        assert_eq!(with(&[]).unwrap().requirements, None, "the default applies");
+        assert_eq!(
+            with(&["--no-requirements"]).unwrap().requirements,
+            Some(Requirements::default()),
+            "an explicit opt-out"
+        );
+        let full = with(&[
+            "--built-on",
+            "tools-harbor.wmcloud.org/toolforge/heroku-runner:22",
+            "--built-on",
+            "quay.io/base/run",
+            "--built-on",
+            "quay.io/base/run",
+            "--require-digest",
+            "--source-from",
+            "https://gitlab.wikimedia.org/toolforge-repos/{tool}",
+        ])
+        .unwrap()
+        .requirements
+        .unwrap();
+        assert_eq!(
+            full.built_on,
+            [
+                BaseImage("tools-harbor.wmcloud.org/toolforge/heroku-runner:22".into()),
+                BaseImage("quay.io/base/run".into())
+            ]
+        );
+        assert!(full.require_digest);
+        assert_eq!(full.source_from.len(), 1);
+        let digest_only = with(&["--require-digest"]).unwrap().requirements.unwrap();
+        assert!(digest_only.require_digest && digest_only.built_on.is_empty());
+        for (extra, want) in [
+            (
+                &["--built-on", "heroku-runner"][..],
+                "invalid grant: spec.requirements: builtOn entry \"heroku-runner\" is invalid",
+            ),
+            (
+                &["--built-on", "quay.io/a@sha256:abc"],
+                "a digest must be sha256:<64 lowercase hex digits>",
+            ),
+            (
+                &["--source-from", "http://gitlab.wikimedia.org/x"],
+                "invalid grant: spec.requirements: sourceFrom entry \"http://gitlab.wikimedia.org/x\" is invalid",
+            ),
+            (
+                &["--source-from", "https://x.org/{user}"],
+                "sourceFrom entry",
+            ),
+        ] {
+            let err = with(extra).unwrap_err().to_string();
+            assert!(err.contains(want), "{extra:?}: {err}");
+        }
+        let too_many: Vec<String> = (0..17).map(|i| format!("quay.io/base/b{i}")).collect();
+        let mut argv: Vec<&str> = base.to_vec();
+        for b in &too_many {
+            argv.extend(["--built-on", b]);
+        }
+        let err = spec(&args(&argv), now).unwrap_err().to_string();
+        assert!(
+            err.contains("builtOn has 17 entries, more than 16"),
+            "{err}"
+        );
+        // --no-requirements contradicts the requirement flags; --renew takes none of them.
+        for argv in [
+            &[&base[..], &["--no-requirements", "--require-digest"]].concat(),
+            &["tool-a", "--renew", "--built-on", "quay.io/a"][..],
+            &["tool-a", "--renew", "--no-requirements"],
+        ] {
+            let parsed = Cli::try_parse_from(std::iter::once("grant").chain(argv.iter().copied()));
+            assert!(parsed.is_err(), "{argv:?}");
         }
     }
 

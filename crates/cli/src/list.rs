@@ -1,6 +1,6 @@
 //! `kubectl byoc list`: every grant, with the time it has left and whether it is applied.
 
-use byoc_api::grant::registries_summary;
+use byoc_api::grant::{registries_summary, requirements_summary};
 use byoc_api::{ByocGrant, ByocGrantSpec, StoredGrant, UnreadableGrant};
 use clap::{Args, ValueEnum};
 use jiff::{SignedDuration, Timestamp};
@@ -178,6 +178,9 @@ pub struct GrantView {
     pub created_at: Option<Timestamp>,
     /// Whether the grant is being deleted (the controller is removing its labels).
     pub deleting: bool,
+    /// `status.requires`: what the grant requires of images, as the controller last read it
+    /// (`none`, `builtOn heroku-runner; digest`, `... (platform default)`).
+    pub requires: Option<String>,
 }
 
 impl GrantView {
@@ -211,6 +214,7 @@ impl GrantView {
             ready_message: condition.map(|c| c.message.clone()),
             created_at: grant.metadata.creation_timestamp.as_ref().map(|t| t.0),
             deleting: grant.metadata.deletion_timestamp.is_some(),
+            requires: grant.status.as_ref().and_then(|s| s.requires.clone()),
         }
     }
 }
@@ -226,7 +230,8 @@ impl GrantView {
 }
 
 /// One line about a grant spec for messages: `namespace tool-a, registries quay.io, expires
-/// 2027-03-31T00:00:00Z (in 89d)`.
+/// 2027-03-31T00:00:00Z (in 89d)`, followed by `, requires ...` when the spec gives
+/// requirements (`requires nothing` for `requirements: {}`).
 pub fn describe(spec: &ByocGrantSpec, now: Timestamp) -> String {
     let registries = if spec.is_legacy_any() {
         "any registry (legacy empty list)".to_owned()
@@ -240,7 +245,15 @@ pub fn describe(spec: &ByocGrantSpec, now: Timestamp) -> String {
         Some(t) if t <= now => format!("expired {t} ({} ago)", human(now.duration_since(t))),
         Some(t) => format!("expires {t} (in {})", human(t.duration_since(now))),
     };
-    format!("namespace {}, {registries}, {expiry}", spec.namespace)
+    let requires = match &spec.requirements {
+        None => String::new(),
+        Some(r) if r.is_empty() => ", requires nothing (not even the platform default)".to_owned(),
+        Some(r) => format!(", requires {}", requirements_summary(r)),
+    };
+    format!(
+        "namespace {}, {registries}, {expiry}{requires}",
+        spec.namespace
+    )
 }
 
 /// The table of `list` and `list -o wide`; empty when there are no grants. Grants that do not
@@ -258,7 +271,7 @@ fn table(list: &GrantList, wide: bool, now: Timestamp) -> String {
         "REASON",
     ];
     if wide {
-        headers.extend(["EXPIRES-AT", "AGE", "JUSTIFICATION"]);
+        headers.extend(["REQUIRES", "EXPIRES-AT", "AGE", "JUSTIFICATION"]);
     }
     let mut t = Table::new(headers);
     for g in &list.grants {
@@ -284,6 +297,7 @@ fn table(list: &GrantList, wide: bool, now: Timestamp) -> String {
         ];
         if wide {
             row.extend([
+                g.requires.clone().unwrap_or_default(),
                 g.expires_at
                     .map_or_else(|| "never".to_owned(), |t| t.to_string()),
                 g.created_at
@@ -305,6 +319,7 @@ fn table(list: &GrantList, wide: bool, now: Timestamp) -> String {
         ];
         if wide {
             row.extend([
+                "?".to_owned(),
                 "?".to_owned(),
                 u.created_at
                     .map(|t| human(now.duration_since(t)))
@@ -356,6 +371,7 @@ mod tests {
                 observed_generation: Some(generation),
             }],
             registries: None,
+            requires: (generation == 2).then(|| "digest (platform default)".into()),
             namespace_uid: None,
         });
     }
@@ -415,10 +431,16 @@ mod tests {
         );
         let wide = table(&list, true, now);
         assert!(
+            wide.lines().next().unwrap().ends_with(
+                "REQUIRES                    EXPIRES-AT             AGE   JUSTIFICATION"
+            ),
+            "{wide}"
+        );
+        assert!(
             wide.lines()
-                .next()
+                .nth(1)
                 .unwrap()
-                .ends_with("EXPIRES-AT             AGE   JUSTIFICATION"),
+                .contains("digest (platform default)"),
             "{wide}"
         );
         assert!(wide.contains("2027-02-19T11:59:59Z"), "{wide}");
@@ -474,7 +496,8 @@ mod tests {
                     "readyReason": "Applied",
                     "readyMessage": "Applied message",
                     "createdAt": "2026-11-01T00:00:00Z",
-                    "deleting": false
+                    "deleting": false,
+                    "requires": "digest (platform default)"
                 }],
                 "unreadable": [{
                     "name": "bad",
@@ -508,6 +531,20 @@ mod tests {
         assert_eq!(
             describe(&g.spec, now),
             "namespace tool-c, any registry, expired 2026-11-20T12:00:00Z (24h ago)"
+        );
+        let mut g = grant("tool-d", &["quay.io"], None);
+        g.spec.requirements = Some(byoc_api::Requirements {
+            require_digest: true,
+            ..Default::default()
+        });
+        assert_eq!(
+            describe(&g.spec, now),
+            "namespace tool-d, registries quay.io, never expires, requires digest"
+        );
+        g.spec.requirements = Some(byoc_api::Requirements::default());
+        assert!(
+            describe(&g.spec, now)
+                .ends_with("never expires, requires nothing (not even the platform default)")
         );
     }
 }

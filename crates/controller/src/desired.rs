@@ -3,9 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use byoc_api::labels::{self, Allowance, LabelError};
-use byoc_api::{ByocGrant, InvalidGrant};
+use byoc_api::labels::{self, Allowance, LabelError, REQUIREMENTS_ANNOTATION};
+use byoc_api::requirements::{
+    ANNOTATION_VERSION, Alternative, AnnotationError, NamespaceRequirements, Requirements,
+};
+use byoc_api::{ByocGrant, ByocGrantSpec, InvalidGrant};
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
 use crate::binding::{self, Binding};
@@ -61,70 +65,182 @@ pub fn counts_towards(grant: &ByocGrant, name: &str, uid: Option<&str>) -> bool 
         && matches!(binding::of(grant, uid), Binding::Apply(_))
 }
 
-/// The labels under [`labels::PREFIX`] that namespace `name` with UID `uid` should carry at
-/// `now`: the union of its active grants bound to it, each entry with its latest expiry. Empty
-/// when nothing applies.
-pub fn desired_labels<'a>(
+/// What the controller writes on a namespace: its labels under [`labels::PREFIX`] and the
+/// [`REQUIREMENTS_ANNOTATION`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// The labels under the prefix.
+    pub labels: BTreeMap<String, String>,
+    /// The annotation's value; `None` when no allowance has requirements (it is removed).
+    pub requirements: Option<String>,
+}
+
+/// Why the desired state of a namespace cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    /// An entry does not fit in a label name.
+    #[error(transparent)]
+    Label(#[from] LabelError),
+    /// The requirements do not fit in the annotation the webhook reads.
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
+}
+
+/// What a grant requires of the images it admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied<'a> {
+    /// Nothing: `requirements: {}` (an explicit opt-out), or none given and no platform
+    /// default.
+    Nothing,
+    /// Its own `spec.requirements`.
+    Own(&'a Requirements),
+    /// None given: the policy's `defaultGrantRequirements`.
+    Default(&'a Requirements),
+}
+
+impl<'a> Applied<'a> {
+    /// What `spec` requires when the platform default is `default`.
+    pub fn of(spec: &'a ByocGrantSpec, default: Option<&'a Requirements>) -> Self {
+        match (&spec.requirements, default) {
+            (Some(own), _) if !own.is_empty() => Self::Own(own),
+            (Some(_), _) => Self::Nothing,
+            (None, Some(default)) if !default.is_empty() => Self::Default(default),
+            (None, _) => Self::Nothing,
+        }
+    }
+
+    /// The requirements, unless there are none.
+    pub fn requirements(self) -> Option<&'a Requirements> {
+        match self {
+            Self::Nothing => None,
+            Self::Own(r) | Self::Default(r) => Some(r),
+        }
+    }
+}
+
+/// What namespace `name` with UID `uid` should carry at `now`, given the platform's default
+/// requirements `default`:
+///
+/// - labels: the union of its active grants bound to it, each entry with its latest expiry
+///   (empty when nothing applies);
+/// - the requirements annotation: for every allowance (`any` or a registry entry in canonical
+///   form) that at least one of those grants allows with requirements, one alternative per
+///   distinct (expiry, requirements) of the grants that allow it, `requirements` absent for a
+///   grant without any; `None` when no allowance has requirements. The result is checked with
+///   [`NamespaceRequirements::read`], so what is written is what the webhook reads.
+pub fn desired<'a>(
     grants: impl IntoIterator<Item = &'a ByocGrant>,
     name: &str,
     uid: Option<&str>,
     now: Timestamp,
-) -> Result<BTreeMap<String, String>, LabelError> {
+    default: Option<&Requirements>,
+) -> Result<Desired, DesiredError> {
     let mut union = Allowance::default();
+    let mut registries: BTreeMap<String, Vec<Alternative>> = BTreeMap::new();
     for grant in grants.into_iter().filter(|g| counts_towards(g, name, uid)) {
-        if let Standing::Active(allowance) = Standing::of(grant, now) {
-            union.merge(allowance);
+        let Standing::Active(allowance) = Standing::of(grant, now) else {
+            continue;
+        };
+        let requirements = Applied::of(&grant.spec, default).requirements();
+        for (registry, expires) in allowance.parts_at(now) {
+            let key = registry.map_or_else(
+                || NamespaceRequirements::ANY.to_owned(),
+                ToString::to_string,
+            );
+            registries.entry(key).or_default().push(Alternative {
+                expires,
+                requirements: requirements.cloned(),
+            });
         }
+        union.merge(allowance);
     }
-    union.to_labels()
+    registries.retain(|_, alternatives| alternatives.iter().any(|a| a.requirements.is_some()));
+    for alternatives in registries.values_mut() {
+        // One entry per distinct alternative, in the order of their JSON text: the same grants
+        // always write the same annotation.
+        alternatives
+            .sort_by_cached_key(|a| serde_json::to_string(a).expect("an alternative serializes"));
+        alternatives.dedup();
+    }
+    let requirements = if registries.is_empty() {
+        None
+    } else {
+        let text = NamespaceRequirements {
+            version: ANNOTATION_VERSION,
+            registries,
+        }
+        .to_annotation();
+        NamespaceRequirements::read(&text)?;
+        Some(text)
+    };
+    Ok(Desired {
+        labels: union.to_labels()?,
+        requirements,
+    })
 }
 
-/// Whether the labels under the prefix in `current` are exactly `desired`.
-pub fn in_sync(current: &BTreeMap<String, String>, desired: &BTreeMap<String, String>) -> bool {
-    let owned = labels::owned_labels(current);
-    owned.len() == desired.len()
+/// The value of the requirements annotation of a namespace with `metadata`, if any.
+fn current_requirements(metadata: &ObjectMeta) -> Option<&str> {
+    metadata
+        .annotations
+        .as_ref()?
+        .get(REQUIREMENTS_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// Whether the namespace with `metadata` carries exactly `desired`: the labels under the
+/// prefix, and the requirements annotation (absent when none is desired). An annotation that
+/// does not read, or was written by someone else, is simply out of sync.
+pub fn in_sync(metadata: &ObjectMeta, desired: &Desired) -> bool {
+    let current = metadata.labels.as_ref();
+    let owned = current.map(labels::owned_labels).unwrap_or_default();
+    owned.len() == desired.labels.len()
         && desired
+            .labels
             .iter()
             .all(|(k, v)| owned.get(k.as_str()) == Some(&v.as_str()))
+        && current_requirements(metadata) == desired.requirements.as_deref()
 }
 
 /// The keys under the prefix in `current` that `desired` does not have: labels granted before,
 /// or put there by someone else, that must go.
 pub fn foreign_keys(
-    current: &BTreeMap<String, String>,
+    current: Option<&BTreeMap<String, String>>,
     desired: &BTreeMap<String, String>,
 ) -> Vec<String> {
     current
-        .keys()
+        .into_iter()
+        .flat_map(BTreeMap::keys)
         .filter(|k| labels::is_owned_key(k) && !desired.contains_key(*k))
         .cloned()
         .collect()
 }
 
-/// The JSON merge patch that turns the labels under the prefix of a namespace now carrying
-/// `current` into `desired`: it sets every desired label and deletes (`null`) each of
-/// [`foreign_keys`]. It names only keys under the prefix, so it can neither touch nor depend
-/// on anything else: unlike server-side apply, whose removals follow `managedFields` that any
+/// The JSON merge patch that turns a namespace with `metadata` into one carrying `desired`: it
+/// sets every desired label and deletes (`null`) each of [`foreign_keys`], and sets the
+/// requirements annotation, or deletes it when none is desired (naming it only when it
+/// differs). It names only keys under the prefix, so it can neither touch nor depend on
+/// anything else: unlike server-side apply, whose removals follow `managedFields` that any
 /// writer of the namespace can rewrite (a tenant who made the controller's entry own one of
 /// its own labels would make every apply remove that label, which the label guard refuses,
 /// so a revoke would never land). With the `uid` the labels were computed for, the API server
 /// refuses the patch if the namespace of that name is another one by now (deleted and created
 /// again).
-pub fn label_patch(
-    uid: Option<&str>,
-    current: &BTreeMap<String, String>,
-    desired: &BTreeMap<String, String>,
-) -> Value {
-    let mut labels: serde_json::Map<String, Value> = foreign_keys(current, desired)
-        .into_iter()
-        .map(|k| (k, Value::Null))
-        .collect();
-    labels.extend(desired.iter().map(|(k, v)| (k.clone(), json!(v))));
-    let mut metadata = json!({ "labels": labels });
-    if let Some(uid) = uid {
-        metadata["uid"] = json!(uid);
+pub fn label_patch(uid: Option<&str>, metadata: &ObjectMeta, desired: &Desired) -> Value {
+    let mut labels: serde_json::Map<String, Value> =
+        foreign_keys(metadata.labels.as_ref(), &desired.labels)
+            .into_iter()
+            .map(|k| (k, Value::Null))
+            .collect();
+    labels.extend(desired.labels.iter().map(|(k, v)| (k.clone(), json!(v))));
+    let mut patch = json!({ "labels": labels });
+    if current_requirements(metadata) != desired.requirements.as_deref() {
+        patch["annotations"] = json!({ REQUIREMENTS_ANNOTATION: desired.requirements });
     }
-    json!({ "metadata": metadata })
+    if let Some(uid) = uid {
+        patch["uid"] = json!(uid);
+    }
+    json!({ "metadata": patch })
 }
 
 #[cfg(test)]
@@ -286,12 +402,16 @@ mod tests {
             ),
         ];
         for (what, grants, want) in cases {
-            let got = desired_labels(&grants, "a", Some("uid-a"), ts(NOW)).unwrap();
-            assert_eq!(got, map(want), "{what}");
+            let got = desired(&grants, "a", Some("uid-a"), ts(NOW), None).unwrap();
+            assert_eq!(got.labels, map(want), "{what}");
+            assert_eq!(got.requirements, None, "{what}");
         }
         // A namespace whose UID did not read gets nothing.
         let any = [grant("a", &[], None)];
-        assert_eq!(desired_labels(&any, "a", None, ts(NOW)).unwrap(), map(&[]));
+        assert_eq!(
+            desired(&any, "a", None, ts(NOW), None).unwrap(),
+            Desired::default()
+        );
     }
 
     /// `g` with `status.namespaceUID` `uid`, as once applied to that namespace.
@@ -341,16 +461,47 @@ mod tests {
                 &["byoc.toolforge.org/any"],
             ),
         ];
+        let desired = Desired {
+            labels: desired,
+            requirements: None,
+        };
         for (what, current, synced, foreign) in cases {
-            let current = map(current);
+            let current = meta(current, None);
             assert_eq!(in_sync(&current, &desired), *synced, "{what}");
-            assert_eq!(foreign_keys(&current, &desired), *foreign, "{what}");
+            assert_eq!(
+                foreign_keys(current.labels.as_ref(), &desired.labels),
+                *foreign,
+                "{what}"
+            );
         }
-        assert!(in_sync(&map(&[("team", "x")]), &BTreeMap::new()));
+        assert!(in_sync(&meta(&[("team", "x")], None), &Desired::default()));
         assert!(!in_sync(
-            &map(&[("byoc.toolforge.org/any", "never")]),
-            &BTreeMap::new()
+            &meta(&[("byoc.toolforge.org/any", "never")], None),
+            &Desired::default()
         ));
+        assert!(in_sync(&ObjectMeta::default(), &Desired::default()));
+        // The annotation counts too: missing, different, unreadable or left over.
+        let with = |text: &str| Desired {
+            requirements: Some(text.to_owned()),
+            ..Desired::default()
+        };
+        assert!(in_sync(&meta(&[], Some("{}")), &with("{}")));
+        assert!(!in_sync(&meta(&[], None), &with("{}")));
+        assert!(!in_sync(&meta(&[], Some("not json")), &with("{}")));
+        assert!(!in_sync(&meta(&[], Some("{}")), &Desired::default()));
+        // Other annotations are not ours.
+        let mut other = meta(&[], None);
+        other.annotations = Some(map(&[("team", "x")]));
+        assert!(in_sync(&other, &Desired::default()));
+    }
+
+    /// Metadata with `labels` and, if given, the requirements annotation.
+    fn meta(labels: &[(&str, &str)], requirements: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            labels: Some(map(labels)),
+            annotations: requirements.map(|r| map(&[(REQUIREMENTS_ANNOTATION, r)])),
+            ..ObjectMeta::default()
+        }
     }
 
     #[test]
@@ -386,16 +537,202 @@ mod tests {
                 json!({}),
             ),
         ];
+        let only = |labels: BTreeMap<String, String>| Desired {
+            labels,
+            requirements: None,
+        };
         for (what, current, desired, labels) in cases {
+            let current = ObjectMeta {
+                labels: Some(current),
+                ..ObjectMeta::default()
+            };
             assert_eq!(
-                label_patch(None, &current, &desired),
+                label_patch(None, &current, &only(desired)),
                 json!({ "metadata": { "labels": labels } }),
                 "{what}"
             );
         }
         assert_eq!(
-            label_patch(Some("uid-a"), &map(&[]), &map(&[quay])),
+            label_patch(Some("uid-a"), &ObjectMeta::default(), &only(map(&[quay]))),
             json!({ "metadata": { "uid": "uid-a", "labels": { quay.0: quay.1 } } })
         );
+        // The annotation is named only when it changes: set, or removed with null.
+        let required = Desired {
+            labels: map(&[quay]),
+            requirements: Some("R".into()),
+        };
+        let key = REQUIREMENTS_ANNOTATION;
+        let cases = [
+            (meta(&[quay], None), &required, json!({ key: "R" })),
+            (meta(&[quay], Some("old")), &required, json!({ key: "R" })),
+            (meta(&[quay], Some("R")), &required, Value::Null),
+            (
+                meta(&[quay], Some("R")),
+                &only(map(&[quay])),
+                json!({ key: null }),
+            ),
+        ];
+        for (current, desired, annotations) in cases {
+            let patch = label_patch(None, &current, desired);
+            assert_eq!(patch["metadata"]["annotations"], annotations, "{current:?}");
+            assert_eq!(patch["metadata"]["labels"], json!({ quay.0: quay.1 }));
+        }
+    }
+
+    fn requiring(mut g: ByocGrant, requirements: Option<Requirements>) -> ByocGrant {
+        g.spec.requirements = requirements;
+        g
+    }
+
+    fn digest() -> Requirements {
+        Requirements {
+            require_digest: true,
+            ..Requirements::default()
+        }
+    }
+
+    fn built_on(base: &str) -> Requirements {
+        Requirements {
+            built_on: vec![byoc_api::BaseImage(base.into())],
+            ..Requirements::default()
+        }
+    }
+
+    #[test]
+    fn what_a_grant_requires() {
+        let g = |r| requiring(grant("a", &["quay.io"], None), r);
+        let (own, default) = (digest(), built_on("quay.io/base/run"));
+        let cases = [
+            (g(None), None, Applied::Nothing),
+            (g(None), Some(&default), Applied::Default(&default)),
+            (g(Some(own.clone())), Some(&default), Applied::Own(&own)),
+            (g(Some(own.clone())), None, Applied::Own(&own)),
+            // `requirements: {}` opts out of the default.
+            (
+                g(Some(Requirements::default())),
+                Some(&default),
+                Applied::Nothing,
+            ),
+            // An empty default is no default.
+            (g(None), Some(&Requirements::default()), Applied::Nothing),
+        ];
+        for (grant, default, want) in cases {
+            assert_eq!(Applied::of(&grant.spec, default), want, "{:?}", grant.spec);
+        }
+    }
+
+    #[test]
+    fn the_annotation_lists_every_alternative_of_allowances_with_requirements() {
+        let quay = |name: &str, r, expires| {
+            let mut g = requiring(grant("a", &["quay.io"], expires), r);
+            g.metadata.name = Some(name.into());
+            g
+        };
+        let base = built_on("quay.io/base/run");
+        // (what, grants, default, the annotation's registries)
+        type Case = (
+            &'static str,
+            Vec<ByocGrant>,
+            Option<Requirements>,
+            Option<Value>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no requirements anywhere: no annotation",
+                vec![quay("g1", None, None), grant("a", &[], None)],
+                None,
+                None,
+            ),
+            (
+                "one grant with requirements",
+                vec![quay("g1", Some(digest()), None)],
+                None,
+                Some(
+                    json!({ "quay.io": [{ "expires": "never", "requirements": { "requireDigest": true } }] }),
+                ),
+            ),
+            (
+                "a second grant without requirements is listed: the allowance is unconditional",
+                vec![
+                    quay("g1", Some(digest()), None),
+                    quay("g2", None, Some("2027-01-01T00:00:00Z")),
+                ],
+                None,
+                Some(json!({ "quay.io": [
+                    { "expires": "20270101T000000Z" },
+                    { "expires": "never", "requirements": { "requireDigest": true } },
+                ] })),
+            ),
+            (
+                "only allowances with requirements get a key; equal alternatives are one",
+                vec![
+                    quay("g1", Some(digest()), None),
+                    quay("g2", Some(digest()), None),
+                    grant("a", &["ghcr.io"], None),
+                ],
+                None,
+                Some(
+                    json!({ "quay.io": [{ "expires": "never", "requirements": { "requireDigest": true } }] }),
+                ),
+            ),
+            (
+                "the default applies to a grant without requirements, also for any registry",
+                vec![grant("a", &[], None)],
+                Some(base.clone()),
+                Some(
+                    json!({ "any": [{ "expires": "never", "requirements": { "builtOn": ["quay.io/base/run"] } }] }),
+                ),
+            ),
+            (
+                "and not to one with requirements: {}",
+                vec![quay("g1", Some(Requirements::default()), None)],
+                Some(base.clone()),
+                None,
+            ),
+            (
+                "an opted-out grant beside a defaulted one",
+                vec![
+                    quay("g1", Some(Requirements::default()), None),
+                    quay("g2", None, None),
+                ],
+                Some(base.clone()),
+                Some(json!({ "quay.io": [
+                    { "expires": "never", "requirements": { "builtOn": ["quay.io/base/run"] } },
+                    { "expires": "never" },
+                ] })),
+            ),
+            (
+                "expired, invalid and other namespaces' grants do not count",
+                vec![
+                    quay("g1", Some(digest()), Some("2026-01-01T00:00:00Z")),
+                    requiring(grant("b", &["quay.io"], None), Some(digest())),
+                    requiring(grant("a", &["not a registry"], None), Some(digest())),
+                ],
+                None,
+                None,
+            ),
+        ];
+        for (what, grants, default, want) in cases {
+            let got = desired(&grants, "a", Some("uid-a"), ts(NOW), default.as_ref()).unwrap();
+            let annotation = got.requirements.as_deref().map(|text| {
+                let read = NamespaceRequirements::read(text).expect("the webhook reads it");
+                assert_eq!(read.version, ANNOTATION_VERSION);
+                json!(read.registries)
+            });
+            assert_eq!(annotation, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn requirements_that_do_not_fit_are_an_error() {
+        // More alternatives for one registry than the webhook reads: nothing is written.
+        let grants: Vec<ByocGrant> = (0..=byoc_api::requirements::MAX_ANNOTATION_ENTRIES)
+            .map(|i| {
+                let expires = format!("2030-01-01T00:{:02}:{:02}Z", i / 60, i % 60);
+                requiring(grant("a", &["quay.io"], Some(&expires)), Some(digest()))
+            })
+            .collect();
+        let error = desired(&grants, "a", Some("uid-a"), ts(NOW), None).unwrap_err();
+        assert!(matches!(error, DesiredError::Annotation(_)), "{error}");
     }
 }

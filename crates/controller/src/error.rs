@@ -1,7 +1,7 @@
 //! Why a reconcile failed. Each variant has a bounded [`Error::metric_label`] for the errors
 //! counter; its `Display` text is what the `Error` condition and the `Failed` event say.
 
-use byoc_api::labels::LabelError;
+use crate::desired::DesiredError;
 use kube::runtime::finalizer;
 
 /// A failed reconcile.
@@ -30,14 +30,15 @@ pub enum Error {
     },
 
     /// The union of a namespace's grants does not fit in labels (the CRD schema refuses such
-    /// entries, so this means a grant slipped past it).
-    #[error("the grants of namespace {namespace} cannot be stored as labels: {source}")]
+    /// entries, so this means a grant slipped past it), or their requirements do not fit in
+    /// the annotation the webhook reads. Nothing is written.
+    #[error("the grants of namespace {namespace} cannot be stored on it: {source}")]
     EncodeLabels {
         /// The namespace.
         namespace: String,
         /// Why.
         #[source]
-        source: LabelError,
+        source: DesiredError,
     },
 
     /// Writing a grant's status failed.

@@ -91,6 +91,7 @@ pub fn grant_with_status(
             last_transition_time: Time(ts("2026-01-01T00:00:00Z")),
         }],
         registries: Some(g.spec.registries_summary()),
+        requires: Some("none".into()),
         namespace_uid: Some(uid(namespace)),
     });
     g
@@ -215,6 +216,14 @@ impl Scenario {
             handle: std::sync::Mutex::new(Some(handle)),
             registry,
         }
+    }
+
+    /// This scenario with the policy's `defaultGrantRequirements` `default`.
+    pub fn with_default_requirements(mut self, default: byoc_api::Requirements) -> Self {
+        Arc::get_mut(&mut self.ctx)
+            .expect("not shared yet")
+            .default_requirements = Some(default);
+        self
     }
 
     /// The shared context.
@@ -348,6 +357,22 @@ impl Step {
             content_type: Some("application/merge-patch+json"),
             check: Box::new(move |body| assert_eq!(*body, expected)),
             answer: Answer::Object(served_namespace(name, &after)),
+        }
+    }
+
+    /// [`Step::set_labels`] whose patch also names `annotations` (a JSON object; `null`
+    /// deletes).
+    pub fn set_labels_and_annotations(
+        name: &str,
+        patch: Value,
+        annotations: Value,
+        before: &[(&str, &str)],
+    ) -> Self {
+        let expected = json!({ "metadata": {
+            "labels": patch, "annotations": annotations, "uid": uid(name) } });
+        Self {
+            check: Box::new(move |body| assert_eq!(*body, expected)),
+            ..Self::set_labels(name, patch, before)
         }
     }
 

@@ -167,7 +167,8 @@ async fn apply(grant: &ByocGrant, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
     let standing = Standing::of(grant, now);
     let synced = sync_namespace(ctx, &grant.spec.namespace, now).await;
-    let verdict = Verdict::new(grant, &standing, synced.as_ref());
+    let default = ctx.default_requirements.as_ref();
+    let verdict = Verdict::new(grant, &standing, synced.as_ref(), default);
     let generation = grant.metadata.generation;
     let window = ctx.expiry_warning;
     let ending = expiry::ends_within(grant, &standing, window, now);
@@ -234,6 +235,9 @@ async fn publish<K: Resource<DynamicType = ()>>(
         // A merge patch removes a field only when told so with null.
         if status.registries.is_none() {
             body["status"]["registries"] = serde_json::Value::Null;
+        }
+        if status.requires.is_none() {
+            body["status"]["requires"] = serde_json::Value::Null;
         }
         api.patch_status(&grant.name_any(), &params, &Patch::Merge(body))
             .await
@@ -341,6 +345,7 @@ mod tests {
             Ok(&NamespaceState::Labelled {
                 uid: Some(crate::fixtures::uid("tool-a")),
             }),
+            None,
         );
         let mut status = next_status(None, Some(1), &ready, now).unwrap();
         let window = jiff::SignedDuration::from_hours(14 * 24);
@@ -540,6 +545,34 @@ mod tests {
             text.contains("byoc_controller_status_writes_total 1"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn requirements_reach_the_namespace_in_the_same_patch_and_the_status() {
+        let g = grant("g", "tool-a", &["quay.io"], None).finalized();
+        let default = byoc_api::Requirements {
+            require_digest: true,
+            ..Default::default()
+        };
+        let scenario = Scenario::new(vec![g.clone()], vec![namespace("tool-a", &[])])
+            .with_default_requirements(default);
+        let annotation = r#"{"version":1,"registries":{"quay.io":[{"expires":"never","requirements":{"requireDigest":true}}]}}"#;
+        let steps = vec![
+            Step::set_labels_and_annotations(
+                "tool-a",
+                json!({ "byoc.toolforge.org/quay.io": "never" }),
+                json!({ byoc_api::labels::REQUIREMENTS_ANNOTATION: annotation }),
+                &[],
+            ),
+            Step::status("g", "True", "Applied").also(|body| {
+                assert_eq!(body["status"]["requires"], "digest (platform default)");
+            }),
+            Step::event("Applied"),
+        ];
+        scenario
+            .check(steps, reconcile(stored(g), scenario.ctx()))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! The byoc-operator controller: turns `ByocGrant`s into the `byoc.toolforge.org/` labels of
-//! their namespaces (DESIGN §3, §6), which the webhook reads.
+//! their namespaces and their `byoc.toolforge.org/requirements` annotation (DESIGN §3, §6,
+//! §12), which the webhook reads.
 //!
 //! The unit of work is a namespace, since its labels are the union of every grant that targets
 //! it; [`sync::sync_namespace`] is the only code that writes them. Two reconcilers call it:
@@ -44,7 +45,7 @@ mod fixtures;
 
 use std::sync::Arc;
 
-use byoc_api::LeanNamespace;
+use byoc_api::{LeanNamespace, Requirements};
 use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
@@ -78,6 +79,9 @@ pub struct Context {
     reporter: Reporter,
     /// The policy's `expiryWarning`: how long before its end a grant is announced as expiring.
     pub expiry_warning: SignedDuration,
+    /// The policy's `defaultGrantRequirements`: what a grant without `spec.requirements`
+    /// requires.
+    pub default_requirements: Option<Requirements>,
     /// Becomes true once both caches have been filled.
     synced: watch::Receiver<bool>,
     locks: sync::NamespaceLocks,
@@ -107,6 +111,7 @@ impl Context {
             leadership,
             metrics,
             expiry_warning: byoc_policy::config::DEFAULT_EXPIRY_WARNING,
+            default_requirements: None,
             synced,
             locks: sync::NamespaceLocks::default(),
         }
@@ -115,6 +120,12 @@ impl Context {
     /// This context with the policy's `expiryWarning` window (default 14 days).
     pub fn with_expiry_warning(mut self, window: SignedDuration) -> Self {
         self.expiry_warning = window;
+        self
+    }
+
+    /// This context with the policy's `defaultGrantRequirements`.
+    pub fn with_default_requirements(mut self, default: Option<Requirements>) -> Self {
+        self.default_requirements = default;
         self
     }
 

@@ -54,8 +54,8 @@ struct Args {
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
 
-    /// Policy configuration (YAML, the webhook's): the controller reads its `expiryWarning`,
-    /// and the reports judge with it. Built-in defaults when absent.
+    /// Policy configuration (YAML, the webhook's): the controller reads its `expiryWarning`
+    /// and `defaultGrantRequirements`, and the reports judge with it. Built-in defaults when absent.
     #[arg(long, env = "BYOC_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -105,6 +105,7 @@ async fn main() -> ExitCode {
         },
         concurrency: args.concurrency,
         expiry_warning: config.expiry_warning,
+        default_requirements: config.default_grant_requirements.clone(),
         reports: args.reports.then_some(config),
         metrics_label_limit: args.metrics_label_limit as usize,
     };

@@ -19,8 +19,9 @@ use crate::metrics::Reconciler;
 use crate::sync::sync_namespace;
 use crate::{Context, Error};
 
-/// Brings the labels under the prefix of a namespace that carries any, or that a grant
-/// targets, in line with the grants (no write when they are); a standby does nothing.
+/// Brings the labels under the prefix and the requirements annotation of a namespace that
+/// carries any, or that a grant targets, in line with the grants (no write when they are); a
+/// standby does nothing.
 #[instrument(skip_all, fields(namespace = %namespace.name_any()))]
 pub async fn reconcile(namespace: Arc<LeanNamespace>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.leadership.is_leader() || !ctx.caches_synced().await {
@@ -28,7 +29,10 @@ pub async fn reconcile(namespace: Arc<LeanNamespace>, ctx: Arc<Context>) -> Resu
     }
     let _timer = ctx.metrics.reconcile(Reconciler::Namespace);
     let name = namespace.name_any();
-    let carries_ours = namespace.labels().keys().any(|k| labels::is_owned_key(k));
+    let carries_ours = namespace.labels().keys().any(|k| labels::is_owned_key(k))
+        || namespace
+            .annotations()
+            .contains_key(labels::REQUIREMENTS_ANNOTATION);
     let targeted = !ctx.grants.targeting(&name).is_empty();
     if carries_ours || targeted {
         sync_namespace(&ctx, &name, Timestamp::now()).await?;
@@ -80,6 +84,29 @@ mod tests {
                 "byoc.toolforge.org/evil.example.org": null,
             }),
             &edited,
+        )];
+        scenario
+            .check(steps, reconcile(Arc::new(ns), scenario.ctx()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_requirements_annotation_without_a_grant_is_removed() {
+        let mut ns = namespace("tool-a", &[("team", "a")]);
+        ns.metadata.annotations = Some(
+            [(
+                labels::REQUIREMENTS_ANNOTATION.to_owned(),
+                "forged".to_owned(),
+            )]
+            .into(),
+        );
+        let scenario = Scenario::new(vec![], vec![ns.clone()]);
+        let steps = vec![Step::set_labels_and_annotations(
+            "tool-a",
+            json!({}),
+            json!({ labels::REQUIREMENTS_ANNOTATION: null }),
+            &[("team", "a")],
         )];
         scenario
             .check(steps, reconcile(Arc::new(ns), scenario.ctx()))

@@ -36,6 +36,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// The policy's `expiryWarning` window, for `ExpiringSoon` reminders.
     pub expiry_warning: SignedDuration,
+    /// The policy's `defaultGrantRequirements`, for grants without `spec.requirements`.
+    pub default_requirements: Option<byoc_api::Requirements>,
     /// The policy configuration when the PolicyReports of [`crate::reports`] are on.
     pub reports: Option<byoc_policy::Config>,
     /// How many values of a tenant-controlled metric label (namespace, registry) get series of
@@ -141,7 +143,8 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
             &lease.identity,
             synced_rx,
         )
-        .with_expiry_warning(settings.expiry_warning),
+        .with_expiry_warning(settings.expiry_warning)
+        .with_default_requirements(settings.default_requirements.clone()),
     );
 
     let ready_task = tokio::spawn(async move {

@@ -5,14 +5,15 @@
 //! not trigger itself).
 
 use byoc_api::grant::READY;
-use byoc_api::{ByocGrant, ByocGrantStatus, ReadyReason};
+use byoc_api::grant::requirements_summary;
+use byoc_api::{ByocGrant, ByocGrantStatus, ReadyReason, Requirements};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType};
 
 use crate::Error;
 use crate::binding::{self, Binding};
-use crate::desired::{NamespaceState, Standing};
+use crate::desired::{Applied, NamespaceState, Standing};
 
 /// What the `Ready` condition of a grant should say.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct Verdict {
     pub message: String,
     /// What `status.registries` should say; `None` when the spec cannot be read.
     pub registries: Option<String>,
+    /// What `status.requires` should say ([`requires`]); `None` when the spec cannot be read.
+    pub requires: Option<String>,
     /// The UID of the namespace the grant was applied to, for `status.namespaceUID`; `None`
     /// keeps what the status says.
     pub namespace_uid: Option<String>,
@@ -30,12 +33,14 @@ pub struct Verdict {
 
 impl Verdict {
     /// The verdict on `grant`, standing as `standing`, after its namespace was synced with
-    /// outcome `synced`. An invalid or expired grant says so whatever the namespace looks like;
-    /// an active one applies only to the namespace it is bound to ([`binding`]).
+    /// outcome `synced`, when the policy's `defaultGrantRequirements` are `default`. An
+    /// invalid or expired grant says so whatever the namespace looks like; an active one
+    /// applies only to the namespace it is bound to ([`binding`]).
     pub fn new(
         grant: &ByocGrant,
         standing: &Standing,
         synced: Result<&NamespaceState, &Error>,
+        default: Option<&Requirements>,
     ) -> Self {
         let ns = &grant.spec.namespace;
         let mut namespace_uid = None;
@@ -78,6 +83,7 @@ impl Verdict {
             reason,
             message,
             registries: Some(grant.spec.registries_summary()),
+            requires: Some(requires(Applied::of(&grant.spec, default))),
             namespace_uid,
         }
     }
@@ -91,6 +97,7 @@ impl Verdict {
                 "this grant cannot be read, so it grants nothing: {error}; fix it or delete it"
             ),
             registries: None,
+            requires: None,
             namespace_uid: None,
         }
     }
@@ -178,6 +185,7 @@ pub fn next_status(
         observed_generation: generation,
         conditions,
         registries: verdict.registries.clone(),
+        requires: verdict.requires.clone(),
         namespace_uid: verdict.namespace_uid.clone().or(old.namespace_uid.clone()),
     };
     (new != old).then_some(new)
@@ -196,6 +204,17 @@ fn describe(grant: &ByocGrant) -> String {
         text.push_str(&format!(" until {at}"));
     }
     text
+}
+
+/// What `status.requires` says of a grant that requires `applied`:
+/// `none`, or [`requirements_summary`], followed by ` (platform default)` when they are the
+/// policy's `defaultGrantRequirements`.
+pub fn requires(applied: Applied<'_>) -> String {
+    match applied {
+        Applied::Nothing => "none".to_owned(),
+        Applied::Own(r) => requirements_summary(r),
+        Applied::Default(r) => format!("{} (platform default)", requirements_summary(r)),
+    }
 }
 
 /// An event; the note is cut to the 1 kB the API allows.
@@ -217,7 +236,7 @@ pub(crate) fn event(type_: EventType, reason: &str, action: &str, note: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use byoc_api::ByocGrantSpec;
+    use byoc_api::{BaseImage, ByocGrantSpec};
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -377,7 +396,7 @@ mod tests {
         ];
         for (what, grant, synced, reason, message) in cases {
             let standing = Standing::of(&grant, now);
-            let verdict = Verdict::new(&grant, &standing, synced.as_ref().map_err(|e| *e));
+            let verdict = Verdict::new(&grant, &standing, synced.as_ref().map_err(|e| *e), None);
             assert_eq!(verdict.reason, reason, "{what}");
             assert!(
                 verdict.message.starts_with(message),
@@ -402,19 +421,19 @@ mod tests {
         let applied = |uid: &str| NamespaceState::Labelled {
             uid: Some(uid.into()),
         };
-        let first = Verdict::new(&g, &Standing::of(&g, now), Ok(&applied("uid-a")));
+        let first = Verdict::new(&g, &Standing::of(&g, now), Ok(&applied("uid-a")), None);
         g.status = next_of(&g, &first, now);
         let status = g.status.clone().unwrap();
         assert_eq!(status.namespace_uid.as_deref(), Some("uid-a"));
         // Replaced, then gone: the record stays.
         for state in [applied("uid-b"), NamespaceState::Missing] {
-            let v = Verdict::new(&g, &Standing::of(&g, now), Ok(&state));
+            let v = Verdict::new(&g, &Standing::of(&g, now), Ok(&state), None);
             let next = next_of(&g, &v, now).unwrap_or_else(|| status.clone());
             assert_eq!(next.namespace_uid.as_deref(), Some("uid-a"), "{state:?}");
         }
         // Renewed: applied to the new namespace, and the record moves.
         g.spec.namespace_uid = Some("uid-b".into());
-        let v = Verdict::new(&g, &Standing::of(&g, now), Ok(&applied("uid-b")));
+        let v = Verdict::new(&g, &Standing::of(&g, now), Ok(&applied("uid-b")), None);
         assert_eq!(v.reason, ReadyReason::Applied);
         let next = next_of(&g, &v, now).unwrap();
         assert_eq!(next.namespace_uid.as_deref(), Some("uid-b"));
@@ -425,6 +444,7 @@ mod tests {
             reason,
             message: message.into(),
             registries: Some("any".into()),
+            requires: Some("none".into()),
             namespace_uid: None,
         }
     }
@@ -453,11 +473,65 @@ mod tests {
                 &g,
                 &Standing::of(&g, now),
                 Ok(&NamespaceState::Labelled { uid: None }),
+                None,
             );
             assert_eq!(v.registries.as_deref(), want, "{:?}", g.spec);
             let status = next_of(&g, &v, now).unwrap();
             assert_eq!(status.registries.as_deref(), want);
         }
+    }
+
+    #[test]
+    fn status_requires_says_what_the_grant_requires_in_short() {
+        let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        let full = Requirements {
+            built_on: vec![
+                BaseImage("tools-harbor.wmcloud.org/toolforge/heroku-runner:22".into()),
+                BaseImage(format!("quay.io/base/python@{digest}")),
+                BaseImage("docker.io/library/debian".into()),
+            ],
+            require_digest: true,
+            source_from: vec!["https://gitlab.wikimedia.org/toolforge-repos/{tool}".into()],
+        };
+        let digest_only = Requirements {
+            require_digest: true,
+            ..Requirements::default()
+        };
+        let cases = [
+            (Applied::Nothing, "none"),
+            (
+                Applied::Own(&full),
+                "builtOn heroku-runner:22,python@sha256:0123456789ab,debian; digest; \
+                 source gitlab.wikimedia.org/toolforge-repos/{tool}",
+            ),
+            (Applied::Default(&digest_only), "digest (platform default)"),
+        ];
+        for (applied, want) in cases {
+            assert_eq!(requires(applied), want);
+        }
+        // From the grant and the default, into the status.
+        let now = ts(NOW);
+        let labelled = NamespaceState::Labelled { uid: None };
+        let mut g = grant(&["quay.io"], None);
+        let v = Verdict::new(
+            &g,
+            &Standing::of(&g, now),
+            Ok(&labelled),
+            Some(&digest_only),
+        );
+        assert_eq!(v.requires.as_deref(), Some("digest (platform default)"));
+        g.spec.requirements = Some(Requirements::default());
+        let v = Verdict::new(
+            &g,
+            &Standing::of(&g, now),
+            Ok(&labelled),
+            Some(&digest_only),
+        );
+        assert_eq!(
+            next_of(&g, &v, now).unwrap().requires.as_deref(),
+            Some("none")
+        );
+        assert_eq!(Verdict::unreadable("x").requires, None);
     }
 
     #[test]
@@ -550,6 +624,7 @@ mod tests {
             observed_generation: None,
             conditions: vec![other.clone()],
             registries: None,
+            requires: None,
             namespace_uid: None,
         });
         let status = next_of(&g, &verdict(ReadyReason::Applied, "m"), ts(NOW)).unwrap();

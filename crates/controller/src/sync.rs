@@ -6,22 +6,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use byoc_api::LeanNamespace;
 use jiff::Timestamp;
+use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
 use tracing::{debug, info};
 
 use crate::desired::{self, NamespaceState};
 use crate::metrics::LabelWrite;
 use crate::{Context, Error, FIELD_MANAGER};
 
-/// Brings the labels under the prefix of namespace `name` in line with the grants that target
-/// it and are bound to it ([`crate::binding`]), as the caches see them at `now`:
+/// Brings the labels under the prefix of namespace `name`, and its requirements annotation, in
+/// line with the grants that target it and are bound to it ([`crate::binding`]), as the caches
+/// see them at `now` ([`desired::desired`], with the policy's `defaultGrantRequirements`):
 ///
-/// - nothing is written when the namespace already carries exactly the desired labels, so
-///   repeated and restarted reconciles write nothing;
+/// - nothing is written when the namespace already carries exactly the desired labels and
+///   annotation, so repeated and restarted reconciles write nothing;
 /// - otherwise one JSON merge patch ([`desired::label_patch`], field manager [`FIELD_MANAGER`])
-///   sets the desired labels and deletes the other labels under the prefix the cache shows;
+///   sets the desired labels and deletes the other labels under the prefix the cache shows,
+///   and sets or deletes the annotation in the same write;
 /// - when the answer still carries labels under the prefix that the cache did not show yet
 ///   (written meanwhile), a second patch deletes them;
 /// - a missing or terminating namespace is left alone;
@@ -45,7 +47,8 @@ pub async fn sync_namespace(
     let uid = namespace.metadata.uid.as_deref();
     let grants = ctx.grants.targeting(name);
     let readable = grants.iter().filter_map(|g| g.readable());
-    let desired = desired::desired_labels(readable, name, uid, now).map_err(|source| {
+    let default = ctx.default_requirements.as_ref();
+    let desired = desired::desired(readable, name, uid, now, default).map_err(|source| {
         Error::EncodeLabels {
             namespace: name.to_owned(),
             source,
@@ -54,7 +57,7 @@ pub async fn sync_namespace(
     let labelled = NamespaceState::Labelled {
         uid: uid.map(str::to_owned),
     };
-    if desired::in_sync(namespace.labels(), &desired) {
+    if desired::in_sync(&namespace.metadata, &desired) {
         debug!(namespace = name, "labels in sync");
         return Ok(labelled);
     }
@@ -68,7 +71,7 @@ pub async fn sync_namespace(
         .patch(
             name,
             &params,
-            &Patch::Merge(desired::label_patch(uid, namespace.labels(), &desired)),
+            &Patch::Merge(desired::label_patch(uid, &namespace.metadata, &desired)),
         )
         .await
         .map_err(|source| Error::WriteLabels {
@@ -76,14 +79,14 @@ pub async fn sync_namespace(
             source,
         })?;
     ctx.metrics.label_write(LabelWrite::Set);
-    info!(namespace = name, labels = ?desired, "wrote namespace labels");
+    info!(namespace = name, labels = ?desired.labels, requirements = ?desired.requirements, "wrote namespace labels");
 
-    let foreign = desired::foreign_keys(written.labels(), &desired);
+    let foreign = desired::foreign_keys(written.metadata.labels.as_ref(), &desired.labels);
     if !foreign.is_empty() {
         api.patch(
             name,
             &params,
-            &Patch::Merge(desired::label_patch(uid, written.labels(), &desired)),
+            &Patch::Merge(desired::label_patch(uid, &written.metadata, &desired)),
         )
         .await
         .map_err(|source| Error::RemoveForeignLabels {

@@ -26,6 +26,14 @@ pub trait Reviewed: Resource {
         let labels = self.meta().labels.iter().flatten();
         labels.map(|(k, v)| (k.as_str(), v.as_str()))
     }
+
+    /// The object's annotations under [`labels::PREFIX`], in key order, each key once.
+    fn owned_annotations(&self) -> impl Iterator<Item = (&str, &str)> {
+        let annotations = self.meta().annotations.iter().flatten();
+        annotations
+            .filter(|(k, _)| labels::is_owned_key(k))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
 }
 
 impl Reviewed for DynamicObject {
@@ -45,8 +53,8 @@ pub enum Reason {
     RegistryNotAllowed,
     /// An image reference does not parse.
     InvalidImage,
-    /// A `byoc.toolforge.org/` namespace label change by someone other than the controller, or
-    /// a change of any other namespace label by the controller.
+    /// A `byoc.toolforge.org/` namespace label or annotation change by someone other than the
+    /// controller, or a change of any other namespace label by the controller.
     LabelProtected,
     /// A kind the policy does not evaluate.
     UnsupportedKind,
@@ -222,8 +230,9 @@ fn object_name<K: Resource>(req: &AdmissionRequest<K>, object: &K) -> String {
     }
 }
 
-/// Refuses changes to `byoc.toolforge.org/` labels from anyone but the configured writers, and
-/// changes to any other label from those writers: the controller writes only its own labels, so
+/// Refuses changes to `byoc.toolforge.org/` labels and annotations (the requirements
+/// annotation) from anyone but the configured writers, and changes to any other label from
+/// those writers: the controller writes only its own labels, so
 /// a leaked controller token cannot lift Pod Security (or any other) labels. Protected labels
 /// (Pod Security by default) may be added, changed or removed only by their configured writers,
 /// on CREATE too: a tenant who may create namespaces cannot create one with a weaker level than
@@ -274,6 +283,26 @@ fn guard_namespace_labels<K: Reviewed>(
                 config.ask_for_grant(name, None)
             )
         });
+    }
+    if !writer {
+        let annotations = label_changes(
+            object.owned_annotations(),
+            old.into_iter().flat_map(|o| o.owned_annotations()),
+            |_| true,
+        );
+        if !annotations.is_empty() {
+            let annotations: Vec<String> = annotations
+                .iter()
+                .map(|change| change.replacen(' ', " annotation ", 1))
+                .collect();
+            why.push(format!(
+                "may not {}: annotations under {} carry what the namespace's ByocGrants require \
+                 of its images and are written only by the byoc controller; to change them, ask \
+                 a platform admin to change the grant",
+                annotations.join(", "),
+                labels::PREFIX
+            ));
+        }
     }
     // A byoc writer's changes to protected labels are already in `byoc`.
     let guarded = label_changes(new(), old_labels(), |key| {
@@ -894,6 +923,150 @@ mod tests {
             d.lines[0].ends_with(
                 "to run images from other registries, ask for a grant: kubectl byoc request -n \
                  tool-a --registry <registry> --reason '...'"
+            ),
+            "{}",
+            d.lines[0]
+        );
+    }
+
+    #[test]
+    fn namespace_annotation_guard() {
+        let config = Config::default();
+        let a = Allowance::default();
+        let controller = crate::config::CONTROLLER_USER;
+        let requirements = labels::REQUIREMENTS_ANNOTATION;
+        let annotated = |annotations: Value| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": "tool-a", "annotations": annotations}})
+        };
+        let cases = [
+            // (operation, user, new annotations, old annotations, admitted)
+            ("CREATE", "alice", json!({"note": "a"}), None, true),
+            ("CREATE", "alice", json!({requirements: "{}"}), None, false),
+            (
+                "CREATE",
+                "alice",
+                json!({"byoc.toolforge.org/other": "x"}),
+                None,
+                false,
+            ),
+            (
+                "CREATE",
+                controller,
+                json!({requirements: "{}"}),
+                None,
+                true,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                json!({requirements: "{}", "note": "b"}),
+                Some(json!({requirements: "{}", "note": "a"})),
+                true,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                json!({requirements: "{}"}),
+                Some(json!({requirements: r#"{"version":1}"#})),
+                false,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                json!({}),
+                Some(json!({requirements: "{}"})),
+                false,
+            ),
+            (
+                "UPDATE",
+                "alice",
+                json!({requirements: "{}"}),
+                Some(json!({})),
+                false,
+            ),
+            // Without an old object every annotation under the prefix is new.
+            ("UPDATE", "alice", json!({requirements: "{}"}), None, false),
+            // A key outside the prefix, however alike, is not guarded.
+            (
+                "UPDATE",
+                "alice",
+                json!({"byoc.toolforge.org.evil/requirements": "{}"}),
+                Some(json!({})),
+                true,
+            ),
+            (
+                "UPDATE",
+                "system:serviceaccount:tool-a:default",
+                json!({}),
+                Some(json!({requirements: "{}"})),
+                false,
+            ),
+            (
+                "UPDATE",
+                controller,
+                json!({requirements: "{}"}),
+                Some(json!({requirements: r#"{"version":1}"#})),
+                true,
+            ),
+            (
+                "UPDATE",
+                controller,
+                json!({}),
+                Some(json!({requirements: "{}"})),
+                true,
+            ),
+        ];
+        for (op, user, new, old, admitted) in cases {
+            for sub in [None, Some("status"), Some("finalize")] {
+                let mut req = review(
+                    op,
+                    ("", "v1", "Namespace"),
+                    None,
+                    user,
+                    annotated(new.clone()),
+                    old.clone().map(annotated),
+                );
+                req.sub_resource = sub.map(str::to_owned);
+                let d = decide(&config, &req, &a, now());
+                assert_eq!(
+                    d.is_admitted(Mode::Audit),
+                    admitted,
+                    "{op} {sub:?} {user} {new} {old:?}: {:?}",
+                    d.lines
+                );
+                if !admitted {
+                    assert_eq!(d.reason, Reason::LabelProtected);
+                }
+            }
+        }
+        // With a label change too, both are named, in one line.
+        let mut object = annotated(json!({requirements: "{}"}));
+        object["metadata"]["labels"] = json!({"byoc.toolforge.org/any": "never"});
+        let old = annotated(json!({requirements: "old"}));
+        let req = review(
+            "UPDATE",
+            ("", "v1", "Namespace"),
+            None,
+            "alice",
+            object,
+            Some(old),
+        );
+        let d = decide(&config, &req, &a, now());
+        assert_eq!(d.lines.len(), 1);
+        assert!(
+            d.lines[0].contains(
+                "; and may not change annotation byoc.toolforge.org/requirements: annotations \
+                 under byoc.toolforge.org/ carry what the namespace's ByocGrants require of its \
+                 images and are written only by the byoc controller; to change them, ask a \
+                 platform admin to change the grant"
+            ),
+            "{}",
+            d.lines[0]
+        );
+        assert!(
+            d.lines[0].starts_with(
+                "Namespace tool-a: user \"alice\" may not add byoc.toolforge.org/any: "
             ),
             "{}",
             d.lines[0]

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use byoc_api::RegistryPattern;
 use byoc_api::grant::is_dns1123_label;
+use byoc_api::{RegistryPattern, Requirements};
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -53,6 +53,8 @@ impl fmt::Display for Mode {
 ///   users: []
 ///   groups: [system:masters]
 /// expiryWarning: 14d               # 0s turns expiry reminders off
+/// defaultGrantRequirements:        # for grants without spec.requirements; absent: none
+///   builtOn: [tools-harbor.wmcloud.org/toolforge/heroku-runner]
 /// ```
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -82,6 +84,14 @@ pub struct Config {
     /// `14d`, `36h` or `2w`.
     #[serde(default = "default_expiry_warning", with = "window")]
     pub expiry_warning: SignedDuration,
+    /// What a grant without `spec.requirements` requires of the images it admits (a grant
+    /// with `requirements: {}` opts out). Absent: nothing beyond the registry.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::deserialize"
+    )]
+    pub default_grant_requirements: Option<Requirements>,
 }
 
 /// Namespace labels, by key prefix, that only the listed users and groups may add, change or
@@ -173,6 +183,40 @@ mod window {
     }
 }
 
+/// `defaultGrantRequirements` as written: [`Requirements`], with unknown keys refused (the
+/// type skips them, as the CRD prunes them; here a typo would silently require nothing).
+mod strict {
+    use byoc_api::{BaseImage, Requirements};
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Requirements>, D::Error> {
+        let Some(value) = Option::<Value>::deserialize(d)? else {
+            return Ok(None);
+        };
+        // Every field set, serialized: the keys the type knows.
+        let full = Requirements {
+            built_on: vec![BaseImage(String::new())],
+            require_digest: true,
+            source_from: vec![String::new()],
+        };
+        let known = serde_json::to_value(full).map_err(D::Error::custom)?;
+        if let (Some(given), Some(known)) = (value.as_object(), known.as_object())
+            && let Some(key) = given.keys().find(|k| !known.contains_key(*k))
+        {
+            let expected: Vec<&str> = known.keys().map(String::as_str).collect();
+            return Err(D::Error::custom(format!(
+                "defaultGrantRequirements: unknown field `{key}`, expected one of {}",
+                expected.join(", ")
+            )));
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("defaultGrantRequirements: {e}")))
+    }
+}
+
 /// The platform registry of Wikimedia Toolforge.
 pub const DEFAULT_REGISTRY: &str = "docker-registry.tools.wmflabs.org";
 
@@ -215,6 +259,7 @@ impl Default for Config {
             label_writers: default_label_writers(),
             protected_labels: ProtectedLabels::default(),
             expiry_warning: DEFAULT_EXPIRY_WARNING,
+            default_grant_requirements: None,
         }
     }
 }
@@ -324,6 +369,16 @@ impl Config {
                     byoc_api::duration::format(self.expiry_warning),
                     byoc_api::duration::format(MAX_EXPIRY_WARNING)
                 ),
+            });
+        }
+        if let Some(Err(e)) = self
+            .default_grant_requirements
+            .as_ref()
+            .map(Requirements::validate)
+        {
+            return Err(ConfigError::Invalid {
+                field: "defaultGrantRequirements",
+                problem: e.to_string(),
             });
         }
         if let Some(url) = &self.grant_request_url
@@ -480,6 +535,33 @@ mod tests {
                 "expiryWarning: 367d is longer than the 366d allowed",
             ),
             ("expiryWarning: [14d]\n", "expiryWarning"),
+        ] {
+            let err = Config::from_yaml(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn default_grant_requirements_are_validated() {
+        let c = Config::from_yaml(
+            "defaultGrantRequirements:\n  builtOn: [tools-harbor.wmcloud.org/toolforge/heroku-runner]\n  requireDigest: true\n",
+        )
+        .unwrap();
+        let r = c.default_grant_requirements.as_ref().unwrap();
+        assert!(r.require_digest && r.built_on.len() == 1);
+        let again = Config::from_yaml(&serde_saphyr::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+        assert_eq!(Config::default().default_grant_requirements, None);
+        for (text, needle) in [
+            (
+                "defaultGrantRequirements: {builtOn: [heroku-runner]}\n",
+                "invalid policy configuration: defaultGrantRequirements: builtOn entry \"heroku-runner\" is invalid",
+            ),
+            (
+                "defaultGrantRequirements: {sourceFrom: [\"http://x.org\"]}\n",
+                "defaultGrantRequirements: sourceFrom entry \"http://x.org\"",
+            ),
+            ("defaultGrantRequirements: {builtBy: []}\n", "builtBy"),
         ] {
             let err = Config::from_yaml(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");

@@ -6,7 +6,10 @@
 //! request's typed fields are kept: `options`, `userInfo` but its `username` and `groups`, and
 //! unknown keys are skipped. Of `object` and `oldObject` only `metadata.name`, `generateName`, `namespace`,
 //! the labels of a Namespace (which the label guard compares, kept in one buffer; the labels of
-//! other kinds are not read), and the names and images of the containers and image volumes on every pod-spec
+//! other kinds are not read) and its annotations under `byoc.toolforge.org/` (the guarded
+//! requirements annotation; the others, and those of other kinds, are lexed and dropped, so
+//! what is kept is bounded by what the API server stores under that prefix, at most the
+//! 256 KiB it allows for all annotations together), and the names and images of the containers and image volumes on every pod-spec
 //! path of [`PodBearing`] ([`PodSpecReader`]) are kept. Everything else is lexed without being
 //! allocated, so a review keeps a small multiple of the bytes the policy reads, whatever else
 //! the body holds (docs/benchmarks.md).
@@ -53,13 +56,15 @@ pub fn admission_review(body: &[u8]) -> serde_json::Result<AdmissionReview<Objec
 }
 
 /// An `object` or `oldObject` as the policy reads it: its name, generateName and namespace, the
-/// labels of a Namespace ([`Reviewed::labels`]; `metadata.labels` is always empty) and the
-/// containers and image volumes of the request kind's pod spec.
+/// labels of a Namespace ([`Reviewed::labels`]; `metadata.labels` is always empty) and its
+/// `byoc.toolforge.org/` annotations ([`Reviewed::owned_annotations`]), and the containers and
+/// image volumes of the request kind's pod spec.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Object {
-    /// Without labels: they are in `labels`.
+    /// Without labels and annotations: they are in `labels` and `annotations`.
     metadata: ObjectMeta,
     labels: Labels,
+    annotations: Labels,
     specs: PodSpecs,
 }
 
@@ -104,6 +109,10 @@ impl Reviewed for Object {
     fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
         self.labels.iter()
     }
+
+    fn owned_annotations(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.annotations.iter()
+    }
 }
 
 /// Labels in one buffer, in key order, each key once (the last of a repeated one, as a map
@@ -125,13 +134,22 @@ impl Labels {
     }
 }
 
-impl<'de> Deserialize<'de> for Labels {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(LabelsVisitor)
+impl Labels {
+    /// Reads a map of strings, keeping the entries whose key `keep` selects (every value is
+    /// still read as a string, as a map of strings reads it).
+    fn read(raw: &RawValue, keep: fn(&str) -> bool) -> serde_json::Result<Self> {
+        serde_json::Deserializer::from_str(raw.get()).deserialize_any(LabelsVisitor(keep))
     }
 }
 
-struct LabelsVisitor;
+impl<'de> Deserialize<'de> for Labels {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LabelsVisitor(|_| true))
+    }
+}
+
+/// Reads [`Labels`], keeping the keys it selects.
+struct LabelsVisitor(fn(&str) -> bool);
 
 impl<'de> Visitor<'de> for LabelsVisitor {
     type Value = Labels;
@@ -153,7 +171,11 @@ impl<'de> Visitor<'de> for LabelsVisitor {
             }
             let key = text.len();
             map.next_value_seed(Append(&mut text))?;
-            entries.push((start, key, text.len()));
+            if (self.0)(&text[start..key]) {
+                entries.push((start, key, text.len()));
+            } else {
+                text.truncate(start);
+            }
         }
         // In key order, and of a key repeated the last: a stable sort, then the first of each
         // run of equal keys from the end.
@@ -240,7 +262,7 @@ impl Request<'_> {
     /// The request, its objects keeping what the policy reads of its kind.
     fn into_request(self, types: TypeMeta) -> serde_json::Result<AdmissionRequest<Object>> {
         let (group, kind) = (self.kind.group.as_str(), self.kind.kind.as_str());
-        // Labels are read only by the namespace label guard.
+        // Labels and annotations are read only by the namespace label guard.
         let labels = group.is_empty() && kind == "Namespace";
         let bearing = PodBearing::of(group, kind);
         let keep = |o: Option<Read<'_>>| o.map(|o| o.keep(labels, bearing)).transpose();
@@ -284,21 +306,27 @@ struct Meta<'a> {
     namespace: Option<String>,
     #[serde(borrow)]
     labels: Option<&'a RawValue>,
+    #[serde(borrow)]
+    annotations: Option<&'a RawValue>,
 }
 
 impl Read<'_> {
-    /// The object with its labels when `labels`, and the pod spec of `bearing` (if any).
+    /// The object with its labels and `byoc.toolforge.org/` annotations when `labels`, and
+    /// the pod spec of `bearing` (if any).
     fn keep(self, labels: bool, bearing: Option<PodBearing>) -> serde_json::Result<Object> {
         let Meta {
             name,
             generate_name,
             namespace,
-            labels: raw,
+            labels: raw_labels,
+            annotations: raw_annotations,
         } = self.metadata;
-        let labels = match raw.filter(|_| labels) {
-            Some(raw) => serde_json::from_str(raw.get())?,
-            None => Labels::default(),
+        let read = |raw: Option<&RawValue>, keep| match raw.filter(|_| labels) {
+            Some(raw) => Labels::read(raw, keep),
+            None => Ok(Labels::default()),
         };
+        let annotations = read(raw_annotations, byoc_api::labels::is_owned_key)?;
+        let labels = read(raw_labels, |_| true)?;
         Ok(Object {
             metadata: ObjectMeta {
                 name,
@@ -307,6 +335,7 @@ impl Read<'_> {
                 ..ObjectMeta::default()
             },
             labels,
+            annotations,
             specs: self.specs.only(bearing),
         })
     }
@@ -453,6 +482,8 @@ mod tests {
         ]);
         let spec = full_pod(&["docker.io/nginx"])["spec"].clone();
         let namespace = |labels: Value| json!({"metadata": {"name": "tool-a", "labels": labels}});
+        let annotated = |annotations: Value| json!({"metadata": {"name": "tool-a", "annotations": annotations}});
+        let requirements = "byoc.toolforge.org/requirements";
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("pod", body(("", "Pod"), "CREATE", &pod, None)),
             (
@@ -510,6 +541,42 @@ mod tests {
                     "UPDATE",
                     &namespace(json!({"byoc.toolforge.org/any": "never"})),
                     Some(&namespace(json!({}))),
+                ),
+            ),
+            (
+                "annotation tamper",
+                body(
+                    ("", "Namespace"),
+                    "UPDATE",
+                    &annotated(json!({requirements: "{}", "note": "x"})),
+                    Some(&annotated(json!({requirements: "{\"version\":1}"}))),
+                ),
+            ),
+            (
+                "annotation removed",
+                body(
+                    ("", "Namespace"),
+                    "UPDATE",
+                    &annotated(json!({"note": "x"})),
+                    Some(&annotated(json!({requirements: "{}"}))),
+                ),
+            ),
+            (
+                "annotation created",
+                body(
+                    ("", "Namespace"),
+                    "CREATE",
+                    &annotated(json!({"byoc.toolforge.org/other": "x"})),
+                    None,
+                ),
+            ),
+            (
+                "only other annotations changed",
+                body(
+                    ("", "Namespace"),
+                    "UPDATE",
+                    &annotated(json!({requirements: "{}", "note": "y"})),
+                    Some(&annotated(json!({requirements: "{}", "note": "x"}))),
                 ),
             ),
             (
@@ -598,6 +665,7 @@ mod tests {
         );
         assert!(req.options.is_none());
         let object = req.object.unwrap();
+        assert_eq!(object.annotations, Labels::default());
         assert_eq!(
             object.metadata,
             ObjectMeta {
@@ -630,7 +698,10 @@ mod tests {
         // A Namespace keeps all its labels (the guard compares them all), and no pod spec;
         // whichever comes first, the object or the request's kind.
         let labels = json!({"team": "a", "byoc.toolforge.org/quay.io": "never"});
-        let namespace = json!({"metadata": {"name": "tool-a", "labels": labels},
+        let annotations = json!({"note": "big", "byoc.toolforge.org/requirements": "{}",
+            "kubectl.kubernetes.io/last-applied-configuration": "{...}"});
+        let namespace = json!({"metadata": {"name": "tool-a", "labels": labels,
+                "annotations": annotations},
             "spec": {"containers": [{"name": "c", "image": "quay.io/x"}]}});
         let review = format!(
             r#"{{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {{
@@ -646,6 +717,10 @@ mod tests {
                 kept,
                 [("byoc.toolforge.org/quay.io", "never"), ("team", "a")]
             );
+            // Of its annotations, only those under the prefix.
+            let kept: Vec<(&str, &str)> = object.owned_annotations().collect();
+            assert_eq!(kept, [("byoc.toolforge.org/requirements", "{}")]);
+            assert_eq!(object.annotations.text, "byoc.toolforge.org/requirements{}");
             assert_eq!(object.specs.get(PodBearing::Pod).unwrap(), []);
         }
     }

@@ -608,6 +608,18 @@ pub async fn byoc_labels(client: &Client, namespace: &str) -> BTreeMap<String, S
         .collect()
 }
 
+/// The value of the requirements annotation the controller writes on `namespace`
+/// ([`byoc_api::labels::REQUIREMENTS_ANNOTATION`]), if any.
+pub async fn requirements_annotation(client: &Client, namespace: &str) -> Option<String> {
+    Api::<byoc_api::LeanNamespace>::all(client.clone())
+        .get(namespace)
+        .await
+        .expect("get namespace")
+        .metadata
+        .annotations?
+        .remove(byoc_api::labels::REQUIREMENTS_ANNOTATION)
+}
+
 /// Waits until the `byoc.toolforge.org/` label keys of `namespace` are exactly `want`.
 pub async fn wait_byoc_labels(client: &Client, namespace: &str, want: &[&str]) {
     let want: std::collections::BTreeSet<String> = want.iter().map(|k| (*k).to_owned()).collect();

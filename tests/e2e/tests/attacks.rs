@@ -22,7 +22,7 @@ use byoc_e2e::webhook::{CONTROLLER_USER, NAMESPACES_WEBHOOK, Options, PODS_WEBHO
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, Output, TEST_LABEL, TestNamespace, byoc_labels, client,
     create_grant, eventually, grant_manifest, kubectl, kubectl_as, kubectl_run, kubectl_stdin,
-    unique_name, wait_can,
+    requirements_annotation, unique_name, wait_can,
 };
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client};
@@ -101,10 +101,57 @@ async fn namespace_labels(name: &str) -> std::collections::BTreeMap<String, Stri
 }
 
 fn namespace_manifest(name: &str, labels: Value) -> String {
-    let mut labels = labels;
-    labels[TEST_LABEL] = json!("true");
-    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
-        .to_string()
+    namespace_manifest_with(name, Meta::Labels, labels)
+}
+
+/// Namespace `name` labelled [`TEST_LABEL`], with `entries` as its `meta`.
+fn namespace_manifest_with(name: &str, meta: Meta, entries: Value) -> String {
+    let mut object = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {TEST_LABEL: "true"}}});
+    let map = &mut object["metadata"][meta.field()];
+    match map.as_object_mut() {
+        Some(map) => map.extend(entries.as_object().cloned().unwrap_or_default()),
+        None => *map = entries,
+    }
+    object.to_string()
+}
+
+/// Which map of a namespace's metadata a write changes.
+#[derive(Clone, Copy, Debug)]
+enum Meta {
+    Labels,
+    Annotations,
+}
+
+impl Meta {
+    /// The field in `metadata`.
+    fn field(self) -> &'static str {
+        match self {
+            Self::Labels => "labels",
+            Self::Annotations => "annotations",
+        }
+    }
+
+    /// The kubectl command that sets one entry.
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Labels => "label",
+            Self::Annotations => "annotate",
+        }
+    }
+
+    /// `object` (a namespace as JSON) with entry `key` set to `value`, or removed.
+    fn edit(self, object: &mut Value, key: &str, value: Option<&str>) {
+        let map = &mut object["metadata"][self.field()];
+        if !map.is_object() {
+            *map = json!({});
+        }
+        let map = map.as_object_mut().expect("an object");
+        match value {
+            Some(v) => map.insert(key.to_owned(), json!(v)),
+            None => map.remove(key),
+        };
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,10 +303,10 @@ impl SubresourceWrite {
         Self::FinalizePut,
     ];
 
-    /// `kubectl --as=USER ...` setting label `key` of namespace `name` to `value` (`None`:
-    /// removing it) this way. Server-side apply cannot remove a label another manager owns, so it
-    /// only sets.
-    fn run(self, user: &str, name: &str, key: &str, value: Option<&str>) -> Output {
+    /// `kubectl --as=USER ...` setting entry `key` of namespace `name`'s `meta` to `value`
+    /// (`None`: removing it) this way. Server-side apply cannot remove an entry another manager
+    /// owns, so it only sets.
+    fn run(self, user: &str, name: &str, meta: Meta, key: &str, value: Option<&str>) -> Output {
         let patch = |kind: &str, patch: String| {
             let args = [
                 "patch",
@@ -272,21 +319,11 @@ impl SubresourceWrite {
             ];
             kubectl_as(user, &args, None)
         };
-        let merge = json!({"metadata": {"labels": {key: value}}}).to_string();
+        let merge = json!({"metadata": {meta.field(): {key: value}}}).to_string();
         match self {
             Self::StatusMergePatch => patch("--type=merge", merge),
             Self::StatusStrategicPatch => patch("--type=strategic", merge),
-            Self::StatusJsonPatch => {
-                let path = format!(
-                    "/metadata/labels/{}",
-                    key.replace('~', "~0").replace('/', "~1")
-                );
-                let op = match value {
-                    Some(v) => json!({"op": "add", "path": path, "value": v}),
-                    None => json!({"op": "remove", "path": path}),
-                };
-                patch("--type=json", json!([op]).to_string())
-            }
+            Self::StatusJsonPatch => patch("--type=json", json_patch(meta, key, value)),
             Self::StatusApply => {
                 let args = [
                     "apply",
@@ -297,20 +334,15 @@ impl SubresourceWrite {
                     "-f",
                     "-",
                 ];
-                let labels = json!({key: value.expect("server-side apply sets a label")});
-                kubectl_as(user, &args, Some(&namespace_manifest(name, labels)))
+                let entries = json!({key: value.expect("server-side apply sets an entry")});
+                let manifest = namespace_manifest_with(name, meta, entries);
+                kubectl_as(user, &args, Some(&manifest))
             }
             Self::StatusPut | Self::FinalizePut => {
                 let current = kubectl(["get", "namespace", name, "-o", "json"]).success();
                 let mut object: Value =
                     serde_json::from_str(&current.stdout).expect("namespace JSON");
-                let labels = object["metadata"]["labels"]
-                    .as_object_mut()
-                    .expect("labels");
-                match value {
-                    Some(v) => labels.insert(key.to_owned(), json!(v)),
-                    None => labels.remove(key),
-                };
+                meta.edit(&mut object, key, value);
                 let finalize = format!("/api/v1/namespaces/{name}/finalize");
                 let args: &[&str] = match self {
                     Self::StatusPut => &["replace", "--subresource=status", "-f", "-"],
@@ -320,6 +352,21 @@ impl SubresourceWrite {
             }
         }
     }
+}
+
+/// The JSON patch that sets entry `key` of `meta` to `value`, or removes it (`add` needs the
+/// map to exist: a namespace always has labels, and annotations once anything annotated it).
+fn json_patch(meta: Meta, key: &str, value: Option<&str>) -> String {
+    let path = format!(
+        "/metadata/{}/{}",
+        meta.field(),
+        key.replace('~', "~0").replace('/', "~1")
+    );
+    let op = match value {
+        Some(v) => json!({"op": "add", "path": path, "value": v}),
+        None => json!({"op": "remove", "path": path}),
+    };
+    json!([op]).to_string()
 }
 
 /// Every subresource write of `tenant` that adds `byoc.toolforge.org/any`, changes `granted`'s
@@ -342,7 +389,7 @@ async fn subresource_writes_are_refused(
                 continue;
             }
             let refusal = format!("user \"{tenant}\" may not {verb} {key}");
-            how.run(tenant, name, key, value)
+            how.run(tenant, name, Meta::Labels, key, value)
                 .fails_with(&[&guard, &refusal]);
         }
     }
@@ -446,10 +493,10 @@ async fn the_controllers_identity_cannot_change_labels_outside_the_byoc_prefix()
     .fails_with(&[&guard, &refusal("change", PSA)]);
     // ... and every way through `namespaces/status` and `namespaces/finalize`.
     for how in SubresourceWrite::ALL {
-        how.run(CONTROLLER_USER, name, PSA, Some("privileged"))
+        how.run(CONTROLLER_USER, name, Meta::Labels, PSA, Some("privileged"))
             .fails_with(&[&guard, &refusal("change", PSA)]);
         if !matches!(how, SubresourceWrite::StatusApply) {
-            how.run(CONTROLLER_USER, name, PSA, None)
+            how.run(CONTROLLER_USER, name, Meta::Labels, PSA, None)
                 .fails_with(&[&guard, &refusal("remove", PSA)]);
         }
     }
@@ -515,7 +562,8 @@ async fn a_tenant_with_status_and_finalize_rights_cannot_touch_byoc_labels_throu
     // Control: through each subresource the tenant changes labels that are not byoc's, so each
     // refusal below is the guard's doing, not RBAC's.
     eventually("RBAC for the tenant", CONVERGE_TIMEOUT, || async {
-        let out = SubresourceWrite::StatusMergePatch.run(&tenant, name, "team", Some("a"));
+        let out =
+            SubresourceWrite::StatusMergePatch.run(&tenant, name, Meta::Labels, "team", Some("a"));
         if out.status.success() {
             Ok(())
         } else {
@@ -524,7 +572,7 @@ async fn a_tenant_with_status_and_finalize_rights_cannot_touch_byoc_labels_throu
     })
     .await;
     for (i, how) in SubresourceWrite::ALL.into_iter().enumerate() {
-        how.run(&tenant, name, "team", Some(&format!("t{i}")))
+        how.run(&tenant, name, Meta::Labels, "team", Some(&format!("t{i}")))
             .success();
     }
 
@@ -553,41 +601,37 @@ async fn a_tenant_with_status_and_finalize_rights_cannot_touch_byoc_labels_throu
 
 const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 
-/// `kubectl --as=USER` writes setting label `key` of namespace `name` to `value` (`None`:
-/// removing it) through the namespaces resource itself: label, merge, JSON and strategic patch,
-/// PUT and server-side apply (which cannot remove a label another manager owns, so only sets).
-fn resource_writes(user: &str, name: &str, key: &str, value: Option<&str>) -> Vec<Output> {
-    let label = match value {
+/// `kubectl --as=USER` writes setting entry `key` of namespace `name`'s `meta` to `value`
+/// (`None`: removing it) through the namespaces resource itself: `kubectl label`/`annotate`,
+/// merge, JSON and strategic patch, PUT and server-side apply (which cannot remove an entry
+/// another manager owns, so only sets).
+fn resource_writes(
+    user: &str,
+    name: &str,
+    meta: Meta,
+    key: &str,
+    value: Option<&str>,
+) -> Vec<Output> {
+    let entry = match value {
         Some(v) => format!("{key}={v}"),
         None => format!("{key}-"),
     };
-    let merge = json!({"metadata": {"labels": {key: value}}}).to_string();
-    let path = format!("/metadata/labels/{}", key.replace('/', "~1"));
-    let op = match value {
-        Some(v) => json!([{"op": "add", "path": path, "value": v}]),
-        None => json!([{"op": "remove", "path": path}]),
-    };
+    let merge = json!({"metadata": {meta.field(): {key: value}}}).to_string();
     let patch = |kind: &str, body: &str| {
         kubectl_as(user, &["patch", "namespace", name, kind, "-p", body], None)
     };
     let current = kubectl(["get", "namespace", name, "-o", "json"]).success();
     let mut object: Value = serde_json::from_str(&current.stdout).expect("namespace JSON");
-    let labels = object["metadata"]["labels"]
-        .as_object_mut()
-        .expect("labels");
-    match value {
-        Some(v) => labels.insert(key.to_owned(), json!(v)),
-        None => labels.remove(key),
-    };
+    meta.edit(&mut object, key, value);
     let mut outs = vec![
         kubectl_as(
             user,
-            &["label", "namespace", name, &label, "--overwrite"],
+            &[meta.verb(), "namespace", name, &entry, "--overwrite"],
             None,
         ),
         patch("--type=merge", &merge),
         patch("--type=strategic", &merge),
-        patch("--type=json", &op.to_string()),
+        patch("--type=json", &json_patch(meta, key, value)),
         kubectl_as(user, &["replace", "-f", "-"], Some(&object.to_string())),
     ];
     if let Some(v) = value {
@@ -599,7 +643,7 @@ fn resource_writes(user: &str, name: &str, key: &str, value: Option<&str>) -> Ve
             "-f",
             "-",
         ];
-        let manifest = namespace_manifest(name, json!({key: v}));
+        let manifest = namespace_manifest_with(name, meta, json!({key: v}));
         outs.push(kubectl_as(user, &args, Some(&manifest)));
     }
     outs
@@ -636,7 +680,13 @@ async fn tenants_cannot_change_pod_security_labels_on_any_path() {
             &["label", "namespace", name, "team=a", "--overwrite"],
             None,
         );
-        let b = SubresourceWrite::StatusMergePatch.run(&statuser, name, "team", Some("b"));
+        let b = SubresourceWrite::StatusMergePatch.run(
+            &statuser,
+            name,
+            Meta::Labels,
+            "team",
+            Some("b"),
+        );
         if a.status.success() && b.status.success() {
             Ok(())
         } else {
@@ -648,7 +698,7 @@ async fn tenants_cannot_change_pod_security_labels_on_any_path() {
 
     for (verb, value) in [("change", Some("privileged")), ("remove", None)] {
         let refusal = |user: &str| format!("user \"{user}\" may not {verb} {ENFORCE}");
-        for out in resource_writes(&patcher, name, ENFORCE, value) {
+        for out in resource_writes(&patcher, name, Meta::Labels, ENFORCE, value) {
             out.fails_with(&[
                 &guard,
                 &refusal(&patcher),
@@ -659,7 +709,7 @@ async fn tenants_cannot_change_pod_security_labels_on_any_path() {
             if value.is_none() && matches!(how, SubresourceWrite::StatusApply) {
                 continue;
             }
-            how.run(&statuser, name, ENFORCE, value)
+            how.run(&statuser, name, Meta::Labels, ENFORCE, value)
                 .fails_with(&[&guard, &refusal(&statuser)]);
         }
     }
@@ -704,6 +754,135 @@ async fn tenants_cannot_change_pod_security_labels_on_any_path() {
     );
     kubectl(["label", "namespace", name, &format!("{ENFORCE}-")]).success();
     assert!(!namespace_labels(name).await.contains_key(ENFORCE));
+}
+
+/// The requirements annotation carries what the grants require of images (DESIGN §12): a
+/// tenant who may write its namespace, or only its status and finalize subresources, cannot
+/// add, change or remove it (or any other `byoc.toolforge.org/` annotation) on any path, nor
+/// create a namespace with it; the controller still writes and removes it.
+#[tokio::test]
+async fn tenants_cannot_change_the_requirements_annotation_on_any_path() {
+    let _webhook = Webhook::start(Options::default()).await;
+    let controller = controller::shared().await;
+    let client = client().await;
+    let ns = tool_namespace().await;
+    let name = ns.name();
+    let guard = denied_by(NAMESPACES_WEBHOOK);
+    const REQUIREMENTS: &str = byoc_api::labels::REQUIREMENTS_ANNOTATION;
+    // The JSON patch `add` needs the map to exist.
+    kubectl(["annotate", "namespace", name, "note=admin"]).success();
+
+    // The controller writes it for a grant with requirements.
+    let grant = unique_name("atk-grant");
+    kubectl_stdin(
+        &["create", "-f", "-"],
+        &grant_manifest(
+            &grant,
+            json!({"namespace": name, "reason": "e2e", "registries": ["quay.io/atk"],
+                   "requirements": {"requireDigest": true}}),
+        ),
+    )
+    .success();
+    let _grant = Cleanup::new(["byocgrant", &grant]);
+    let written = eventually("the controller's annotation", CONVERGE_TIMEOUT, || async {
+        requirements_annotation(&client, name)
+            .await
+            .ok_or_else(|| "not yet".to_owned())
+    })
+    .await;
+
+    // The same tenants as for the Pod Security labels.
+    let patcher = unique_name("tenant");
+    let (own, _own) = cluster_role("get,patch,update", "namespaces");
+    let _b1 = bind(&patcher, &own, Some(name));
+    let (create, _create) = cluster_role("create", "namespaces");
+    let _b2 = bind(&patcher, &create, None);
+    let statuser = unique_name("tenant");
+    let (status, _status) =
+        cluster_role("get,patch,update", "namespaces/status,namespaces/finalize");
+    let _b3 = bind(&statuser, &status, Some(name));
+    // Control: both change an unguarded annotation, so every refusal below is the guard's.
+    eventually("RBAC for the tenants", CONVERGE_TIMEOUT, || async {
+        let a = kubectl_as(
+            &patcher,
+            &["annotate", "namespace", name, "team=a", "--overwrite"],
+            None,
+        );
+        let b = SubresourceWrite::StatusMergePatch.run(
+            &statuser,
+            name,
+            Meta::Annotations,
+            "team",
+            Some("b"),
+        );
+        if a.status.success() && b.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{a}\n{b}"))
+        }
+    })
+    .await;
+
+    let forged = r#"{"version":1,"registries":{}}"#;
+    let attempts = [
+        ("add", "byoc.toolforge.org/other", Some("x")),
+        ("change", REQUIREMENTS, Some(forged)),
+        ("remove", REQUIREMENTS, None),
+    ];
+    for (verb, key, value) in attempts {
+        let refusal = |user: &str| format!("user \"{user}\" may not {verb} annotation {key}");
+        for out in resource_writes(&patcher, name, Meta::Annotations, key, value) {
+            out.fails_with(&[
+                &guard,
+                &refusal(&patcher),
+                "written only by the byoc controller",
+            ]);
+        }
+        for how in SubresourceWrite::ALL {
+            if value.is_none() && matches!(how, SubresourceWrite::StatusApply) {
+                continue;
+            }
+            how.run(&statuser, name, Meta::Annotations, key, value)
+                .fails_with(&[&guard, &refusal(&statuser)]);
+        }
+    }
+    assert_eq!(
+        requirements_annotation(&client, name).await.as_deref(),
+        Some(written.as_str())
+    );
+    let stored = Api::<Namespace>::all(client.clone())
+        .get(name)
+        .await
+        .expect("get namespace")
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !stored.contains_key("byoc.toolforge.org/other"),
+        "{stored:?}"
+    );
+
+    // CREATE of a namespace that carries it: refused.
+    let created = unique_name("atk-req");
+    let _created = Cleanup::new(["namespace", &created]);
+    let manifest =
+        namespace_manifest_with(&created, Meta::Annotations, json!({REQUIREMENTS: forged}));
+    kubectl_as(&patcher, &["create", "-f", "-"], Some(&manifest)).fails_with(&[
+        &guard,
+        &format!("Namespace {created}: user \"{patcher}\" may not add annotation {REQUIREMENTS}"),
+    ]);
+    kubectl(["get", "namespace", &created]).failure();
+
+    // The controller still removes it when the grant goes.
+    delete_grant(&grant);
+    eventually("the controller to remove it", REVOKE_TIMEOUT, || async {
+        match requirements_annotation(&client, name).await {
+            None => Ok(()),
+            Some(v) => Err(v),
+        }
+    })
+    .await;
+    drop(controller);
 }
 
 #[tokio::test]

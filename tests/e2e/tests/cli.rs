@@ -145,9 +145,13 @@ async fn grant_shows_in_list_with_time_left_and_revoke_removes_it() {
     );
     let wide = byoc(["list", "-n", name, "-o", "wide"]).exits(0);
     let (header, rows) = parse_table(&wide.stdout);
-    assert_eq!(header[6..], ["EXPIRES-AT", "AGE", "JUSTIFICATION"]);
-    assert_eq!(rows[0][6], expires);
-    assert_eq!(rows[0][8], "T302863: e2e");
+    assert_eq!(
+        header[6..],
+        ["REQUIRES", "EXPIRES-AT", "AGE", "JUSTIFICATION"]
+    );
+    assert_eq!(rows[0][6], "none");
+    assert_eq!(rows[0][7], expires);
+    assert_eq!(rows[0][9], "T302863: e2e");
 
     // Same flags with a fixed time: configured once, then unchanged.
     let at = "2099-01-01T00:00:00Z";
