@@ -74,6 +74,59 @@ fn bind(user: &str, clusterrole: &str, namespace: Option<&str>) -> Cleanup {
     }
 }
 
+/// Two tenants of namespace `name`: `patcher` may get/patch/update it and, cluster-wide,
+/// create namespaces; `statuser` may get/patch/update only its status and finalize
+/// subresources. Returned once both can change an unguarded key of `meta` (`team`), so every
+/// refusal that follows is the guard's.
+struct Tenants {
+    patcher: String,
+    statuser: String,
+    _grants: Vec<Cleanup>,
+}
+
+impl Tenants {
+    async fn of(name: &str, meta: Meta) -> Self {
+        let patcher = unique_name("tenant");
+        let (own, own_role) = cluster_role("get,patch,update", "namespaces");
+        let (create, create_role) = cluster_role("create", "namespaces");
+        let statuser = unique_name("tenant");
+        let (status, status_role) =
+            cluster_role("get,patch,update", "namespaces/status,namespaces/finalize");
+        let grants = vec![
+            own_role,
+            create_role,
+            status_role,
+            bind(&patcher, &own, Some(name)),
+            bind(&patcher, &create, None),
+            bind(&statuser, &status, Some(name)),
+        ];
+        let verb = match meta {
+            Meta::Labels => "label",
+            Meta::Annotations => "annotate",
+        };
+        eventually("RBAC for the tenants", CONVERGE_TIMEOUT, || async {
+            let a = kubectl_as(
+                &patcher,
+                &[verb, "namespace", name, "team=a", "--overwrite"],
+                None,
+            );
+            let b =
+                SubresourceWrite::StatusMergePatch.run(&statuser, name, meta, "team", Some("b"));
+            if a.status.success() && b.status.success() {
+                Ok(())
+            } else {
+                Err(format!("{a}\n{b}"))
+            }
+        })
+        .await;
+        Self {
+            patcher,
+            statuser,
+            _grants: grants,
+        }
+    }
+}
+
 /// A ClusterRole with `verbs` on `resources`; removed at drop.
 fn cluster_role(verbs: &str, resources: &str) -> (String, Cleanup) {
     let name = unique_name("atk-role");
@@ -662,38 +715,11 @@ async fn tenants_cannot_change_pod_security_labels_on_any_path() {
     // The admin (the e2e kubeconfig's client certificate, in system:masters) sets the level.
     kubectl(["label", "namespace", name, &format!("{ENFORCE}=restricted")]).success();
 
-    // `patcher`: get/patch/update on its own namespace and, cluster-wide, create namespaces.
-    // `statuser`: get/patch/update on the namespace's status and finalize subresources only.
-    let patcher = unique_name("tenant");
-    let (own, _own) = cluster_role("get,patch,update", "namespaces");
-    let _b1 = bind(&patcher, &own, Some(name));
-    let (create, _create) = cluster_role("create", "namespaces");
-    let _b2 = bind(&patcher, &create, None);
-    let statuser = unique_name("tenant");
-    let (status, _status) =
-        cluster_role("get,patch,update", "namespaces/status,namespaces/finalize");
-    let _b3 = bind(&statuser, &status, Some(name));
-    // Control: both change an unguarded label, so every refusal below is the guard's.
-    eventually("RBAC for the tenants", CONVERGE_TIMEOUT, || async {
-        let a = kubectl_as(
-            &patcher,
-            &["label", "namespace", name, "team=a", "--overwrite"],
-            None,
-        );
-        let b = SubresourceWrite::StatusMergePatch.run(
-            &statuser,
-            name,
-            Meta::Labels,
-            "team",
-            Some("b"),
-        );
-        if a.status.success() && b.status.success() {
-            Ok(())
-        } else {
-            Err(format!("{a}\n{b}"))
-        }
-    })
-    .await;
+    let Tenants {
+        patcher,
+        statuser,
+        _grants,
+    } = Tenants::of(name, Meta::Labels).await;
     let before = namespace_labels(name).await;
 
     for (verb, value) in [("change", Some("privileged")), ("remove", None)] {
@@ -792,36 +818,11 @@ async fn tenants_cannot_change_the_requirements_annotation_on_any_path() {
     .await;
 
     // The same tenants as for the Pod Security labels.
-    let patcher = unique_name("tenant");
-    let (own, _own) = cluster_role("get,patch,update", "namespaces");
-    let _b1 = bind(&patcher, &own, Some(name));
-    let (create, _create) = cluster_role("create", "namespaces");
-    let _b2 = bind(&patcher, &create, None);
-    let statuser = unique_name("tenant");
-    let (status, _status) =
-        cluster_role("get,patch,update", "namespaces/status,namespaces/finalize");
-    let _b3 = bind(&statuser, &status, Some(name));
-    // Control: both change an unguarded annotation, so every refusal below is the guard's.
-    eventually("RBAC for the tenants", CONVERGE_TIMEOUT, || async {
-        let a = kubectl_as(
-            &patcher,
-            &["annotate", "namespace", name, "team=a", "--overwrite"],
-            None,
-        );
-        let b = SubresourceWrite::StatusMergePatch.run(
-            &statuser,
-            name,
-            Meta::Annotations,
-            "team",
-            Some("b"),
-        );
-        if a.status.success() && b.status.success() {
-            Ok(())
-        } else {
-            Err(format!("{a}\n{b}"))
-        }
-    })
-    .await;
+    let Tenants {
+        patcher,
+        statuser,
+        _grants,
+    } = Tenants::of(name, Meta::Annotations).await;
 
     let forged = r#"{"version":1,"registries":{}}"#;
     let attempts = [
