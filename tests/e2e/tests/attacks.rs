@@ -74,6 +74,40 @@ fn bind(user: &str, clusterrole: &str, namespace: Option<&str>) -> Cleanup {
     }
 }
 
+/// One change of a namespace's `key` in `meta` (`None`: its removal).
+struct Write<'a> {
+    meta: Meta,
+    key: &'a str,
+    value: Option<&'a str>,
+}
+
+impl Write<'_> {
+    /// Asserts that the guard refuses the change by every resource write of `patcher` and every
+    /// subresource write of `statuser` on namespace `name`, with `refusal(user)` and `why`.
+    fn refused_to(
+        &self,
+        patcher: &str,
+        statuser: &str,
+        name: &str,
+        guard: &str,
+        refusal: impl Fn(&str) -> String,
+        why: &str,
+    ) {
+        let Self { meta, key, value } = *self;
+        for out in resource_writes(patcher, name, meta, key, value) {
+            out.fails_with(&[guard, &refusal(patcher), why]);
+        }
+        for how in SubresourceWrite::ALL {
+            // A removal has no status server-side apply form.
+            if value.is_none() && matches!(how, SubresourceWrite::StatusApply) {
+                continue;
+            }
+            how.run(statuser, name, meta, key, value)
+                .fails_with(&[guard, &refusal(statuser)]);
+        }
+    }
+}
+
 /// Two tenants of namespace `name`: `patcher` may get/patch/update it and, cluster-wide,
 /// create namespaces; `statuser` may get/patch/update only its status and finalize
 /// subresources. Returned once both can change an unguarded key of `meta` (`team`), so every
@@ -724,20 +758,19 @@ async fn tenants_cannot_change_pod_security_labels_on_any_path() {
 
     for (verb, value) in [("change", Some("privileged")), ("remove", None)] {
         let refusal = |user: &str| format!("user \"{user}\" may not {verb} {ENFORCE}");
-        for out in resource_writes(&patcher, name, Meta::Labels, ENFORCE, value) {
-            out.fails_with(&[
-                &guard,
-                &refusal(&patcher),
-                "only platform admins change them",
-            ]);
-        }
-        for how in SubresourceWrite::ALL {
-            if value.is_none() && matches!(how, SubresourceWrite::StatusApply) {
-                continue;
-            }
-            how.run(&statuser, name, Meta::Labels, ENFORCE, value)
-                .fails_with(&[&guard, &refusal(&statuser)]);
-        }
+        let write = Write {
+            meta: Meta::Labels,
+            key: ENFORCE,
+            value,
+        };
+        write.refused_to(
+            &patcher,
+            &statuser,
+            name,
+            &guard,
+            refusal,
+            "only platform admins change them",
+        );
     }
     assert_eq!(namespace_labels(name).await, before);
 
@@ -832,20 +865,19 @@ async fn tenants_cannot_change_the_requirements_annotation_on_any_path() {
     ];
     for (verb, key, value) in attempts {
         let refusal = |user: &str| format!("user \"{user}\" may not {verb} annotation {key}");
-        for out in resource_writes(&patcher, name, Meta::Annotations, key, value) {
-            out.fails_with(&[
-                &guard,
-                &refusal(&patcher),
-                "written only by the byoc controller",
-            ]);
-        }
-        for how in SubresourceWrite::ALL {
-            if value.is_none() && matches!(how, SubresourceWrite::StatusApply) {
-                continue;
-            }
-            how.run(&statuser, name, Meta::Annotations, key, value)
-                .fails_with(&[&guard, &refusal(&statuser)]);
-        }
+        let write = Write {
+            meta: Meta::Annotations,
+            key,
+            value,
+        };
+        write.refused_to(
+            &patcher,
+            &statuser,
+            name,
+            &guard,
+            refusal,
+            "written only by the byoc controller",
+        );
     }
     assert_eq!(
         requirements_annotation(&client, name).await.as_deref(),
