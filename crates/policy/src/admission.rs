@@ -10,7 +10,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use crate::config::{Config, Mode};
-use crate::decision::{Checker, Problem, Reminder, Violation};
+use crate::decision::{Checker, Listed, Problem, Reminder, Violation};
 use crate::workload::{self, Container, PodBearing, ShapeError};
 
 /// An object under review, as [`decide`] reads it: its metadata and the containers and image
@@ -87,12 +87,13 @@ impl Reason {
 pub struct Decision {
     /// Why.
     pub reason: Reason,
-    /// One line per refused container or refused change.
+    /// One line per refused container or refused change; past [`crate::decision::LISTED`]
+    /// refused containers, a last line counts the rest.
     pub lines: Vec<String>,
-    /// The refused containers, for warnings and reports.
-    pub violations: Vec<Violation>,
+    /// The refused containers, for warnings.
+    pub violations: Listed<Violation>,
     /// Containers admitted only by a grant that ends soon; sent as warnings when admitted.
-    pub reminders: Vec<Reminder>,
+    pub reminders: Listed<Reminder>,
 }
 
 impl Decision {
@@ -100,8 +101,8 @@ impl Decision {
         Self {
             reason,
             lines: Vec::new(),
-            violations: Vec::new(),
-            reminders: Vec::new(),
+            violations: Listed::default(),
+            reminders: Listed::default(),
         }
     }
 
@@ -109,12 +110,12 @@ impl Decision {
         Self {
             reason,
             lines: vec![line],
-            violations: Vec::new(),
-            reminders: Vec::new(),
+            violations: Listed::default(),
+            reminders: Listed::default(),
         }
     }
 
-    fn checked(violations: Vec<Violation>, reminders: Vec<Reminder>) -> Self {
+    fn checked(violations: Listed<Violation>, reminders: Listed<Reminder>) -> Self {
         let reason = if violations.is_empty() {
             Reason::Allowed
         } else if violations
@@ -125,7 +126,11 @@ impl Decision {
         } else {
             Reason::RegistryNotAllowed
         };
-        let lines = violations.iter().map(ToString::to_string).collect();
+        let lines = violations
+            .iter()
+            .map(ToString::to_string)
+            .chain(violations.more("refused containers"))
+            .collect();
         Self {
             reason,
             lines,
@@ -391,8 +396,14 @@ pub fn respond<K: Resource>(
     if decision.reason.is_registry_violation() {
         match config.mode {
             Mode::Warn => {
-                response.warnings =
-                    Some(decision.violations.iter().map(Violation::warning).collect());
+                let violations = &decision.violations;
+                response.warnings = Some(
+                    violations
+                        .iter()
+                        .map(Violation::warning)
+                        .chain(violations.more("refused containers"))
+                        .collect(),
+                );
             }
             Mode::Audit => {
                 response
@@ -403,10 +414,13 @@ pub fn respond<K: Resource>(
         }
     }
     if !decision.reminders.is_empty() {
-        response
-            .warnings
-            .get_or_insert_default()
-            .extend(decision.reminders.iter().map(ToString::to_string));
+        response.warnings.get_or_insert_default().extend(
+            decision.reminders.iter().map(ToString::to_string).chain(
+                decision
+                    .reminders
+                    .more("containers allowed by a grant that ends soon"),
+            ),
+        );
     }
     response
 }

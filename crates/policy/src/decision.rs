@@ -143,6 +143,60 @@ impl fmt::Display for Reminder {
     }
 }
 
+/// How many refused containers, or reminders, of one object are kept in full; the rest are
+/// only counted. It bounds what an object with 100,000 refused containers (a review sent
+/// straight to the webhook port) costs to decide, answer and log, and it is at least the
+/// inventory's per-object container cap, so reports count every refusal they read.
+pub const LISTED: usize = 128;
+
+/// Items of one object, the first [`LISTED`] kept and the rest counted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listed<T> {
+    /// The first [`LISTED`] items, in container order.
+    pub items: Vec<T>,
+    /// How many more there were.
+    pub unlisted: usize,
+}
+
+impl<T> Default for Listed<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            unlisted: 0,
+        }
+    }
+}
+
+/// The kept items.
+impl<T> std::ops::Deref for Listed<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.items
+    }
+}
+
+impl<T> Listed<T> {
+    /// How many there were, kept or not.
+    pub fn total(&self) -> usize {
+        self.items.len() + self.unlisted
+    }
+
+    /// Whether one more would be kept; when not, it is counted.
+    fn has_room(&mut self) -> bool {
+        let room = self.items.len() < LISTED;
+        if !room {
+            self.unlisted += 1;
+        }
+        room
+    }
+
+    /// The line that counts the ones not kept, if any: `…and N more <what>`.
+    pub fn more(&self, what: &str) -> Option<String> {
+        (self.unlisted > 0).then(|| format!("…and {} more {what}", self.unlisted))
+    }
+}
+
 /// Checks containers of one namespace at one instant.
 pub struct Checker<'a> {
     config: &'a Config,
@@ -193,20 +247,22 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The violations among `containers` of `subject`. Containers without an image (allowed
-    /// in workload templates) have nothing to check.
+    /// The violations among `containers` of `subject`, the first [`LISTED`] in full.
+    /// Containers without an image (allowed in workload templates) have nothing to check.
     pub fn check<'c>(
         &self,
         subject: &str,
         containers: impl IntoIterator<Item = &'c Container>,
-    ) -> Vec<Violation> {
-        let mut violations = Vec::new();
+    ) -> Listed<Violation> {
+        let mut violations = Listed::default();
         for c in containers {
             let Some(image) = c.image.as_deref() else {
                 continue;
             };
-            if let Some(problem) = self.problem(image) {
-                violations.push(Violation {
+            if let Some(problem) = self.problem(image)
+                && violations.has_room()
+            {
+                violations.items.push(Violation {
                     subject: subject.to_owned(),
                     kind: c.kind,
                     container: c.name.clone(),
@@ -220,7 +276,7 @@ impl<'a> Checker<'a> {
         }
         if !violations.is_empty() {
             let allowed_here = self.allowed_here();
-            for v in &mut violations {
+            for v in &mut violations.items {
                 v.allowed_here.clone_from(&allowed_here);
                 let registry = match &v.problem {
                     Problem::NotAllowed { registry, .. } => Some(registry.as_str()),
@@ -232,21 +288,22 @@ impl<'a> Checker<'a> {
         violations
     }
 
-    /// The reminders among `containers` of `subject`: allowed images that only an allowance
-    /// ending within the `expiryWarning` window admits. Images that are refused, or allowed by
-    /// a default registry or by an allowance that lasts longer, get none.
+    /// The reminders among `containers` of `subject`, the first [`LISTED`] in full: allowed
+    /// images that only an allowance ending within the `expiryWarning` window admits. Images
+    /// that are refused, or allowed by a default registry or by an allowance that lasts
+    /// longer, get none.
     pub fn reminders<'c>(
         &self,
         subject: &str,
         containers: impl IntoIterator<Item = &'c Container>,
-    ) -> Vec<Reminder> {
+    ) -> Listed<Reminder> {
         let window = self.config.expiry_warning;
         let soon = |e: Expiry| matches!(e, Expiry::At(t) if t.duration_since(self.now) <= window);
+        let mut reminders = Listed::default();
         // Most namespaces have no grant ending soon: nothing to parse then.
         if !self.allowance.parts_at(self.now).any(|(_, e)| soon(e)) {
-            return Vec::new();
+            return reminders;
         }
-        let mut reminders = Vec::new();
         for c in containers {
             let Some(Ok(image)) = c.image.as_deref().map(str::parse::<ImageRef>) else {
                 continue;
@@ -270,8 +327,11 @@ impl<'a> Checker<'a> {
             else {
                 continue;
             };
+            if !reminders.has_room() {
+                continue;
+            }
             let registry = entry.map_or_else(|| image.registry(), ToString::to_string);
-            reminders.push(Reminder {
+            reminders.items.push(Reminder {
                 subject: subject.to_owned(),
                 kind: c.kind,
                 container: c.name.clone(),
@@ -546,7 +606,7 @@ mod tests {
             let allowance = allowance(grants);
             let checker = Checker::new(&config, &allowance, "tool-a", now());
             let got = checker.reminders("Pod tool-a/p", &containers(&[image]));
-            let got: Option<(String, Timestamp, i64)> = match got.as_slice() {
+            let got: Option<(String, Timestamp, i64)> = match &*got {
                 [] => None,
                 [r] => Some((
                     r.entry
@@ -691,5 +751,52 @@ mod tests {
                 .starts_with("volume \"models\": registry docker.io")
         );
         assert!(v[0].warning().len() < 256, "{}", v[0].warning());
+    }
+
+    #[test]
+    fn past_the_listed_bound_refusals_and_reminders_are_counted_not_kept() {
+        let none = allowance(&[]);
+        let ending = allowance(&[(&[], Some("2026-11-24T12:00:00Z"))]);
+        let config = Config::default();
+        // (containers, kept, counted)
+        let cases = [
+            (0, 0, 0),
+            (1, 1, 0),
+            (LISTED, LISTED, 0),
+            (LISTED + 1, LISTED, 1),
+            (100_000, LISTED, 100_000 - LISTED),
+        ];
+        for (n, kept, counted) in cases {
+            let images = vec!["quay.io/x"; n];
+            let all = containers(&images);
+            let refused = Checker::new(&config, &none, "tool-a", now()).check("Pod tool-a/p", &all);
+            let reminded =
+                Checker::new(&config, &ending, "tool-a", now()).reminders("Pod tool-a/p", &all);
+            for (what, got) in [
+                (
+                    "refused",
+                    (refused.len(), refused.unlisted, refused.total()),
+                ),
+                (
+                    "reminded",
+                    (reminded.len(), reminded.unlisted, reminded.total()),
+                ),
+            ] {
+                assert_eq!(got, (kept, counted, n), "{what} of {n}");
+            }
+            // The kept ones are the first, in container order.
+            assert!(
+                refused
+                    .iter()
+                    .enumerate()
+                    .all(|(i, v)| v.container == format!("c{i}"))
+            );
+            let more = refused.more("refused containers");
+            assert_eq!(
+                more,
+                (counted > 0).then(|| format!("…and {counted} more refused containers")),
+                "{n}"
+            );
+        }
     }
 }

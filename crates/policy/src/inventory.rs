@@ -269,6 +269,7 @@ impl<'de, K: Inventoried> Deserialize<'de> for Of<K> {
 /// with thousands each stays small in the controller's caches. An object with more is kept as
 /// malformed, naming the count, and reported as an error.
 pub const MAX_CONTAINERS: usize = 128;
+const _: () = assert!(MAX_CONTAINERS <= crate::decision::LISTED);
 
 /// Reads a [`Trimmed`] object of a kind as it streams by: `metadata` for the fields kept, a
 /// pod's `status.phase`, and the containers of its pod spec ([`PodSpecReader`]); everything
@@ -594,7 +595,8 @@ fn judge(
     }
     let refused = match unreadable {
         Some(e) => Err(e),
-        None => Ok(checker.check(&subject, containers)),
+        // At most MAX_CONTAINERS containers, so none is left unlisted (asserted below).
+        None => Ok(checker.check(&subject, containers).items),
     };
     Verdict {
         source: top.source,

@@ -526,21 +526,45 @@ async fn dry_run(client: &kube::Client, namespace: &str, pod: &Pod) -> Outcome {
     }
 }
 
+/// A pod review of at most `size` bytes with as many containers as fit, each refused (an image
+/// of `quay.io`), and how many there are.
+fn refused_containers_review(uid: &str, size: usize) -> (Vec<u8>, usize) {
+    let text = pod_review(uid, "tool-abuse", &[]).to_string();
+    let container = |i: usize| format!(r#"{{"name":"c{i}","image":"quay.io/evil/x"}}"#);
+    let mut containers = String::new();
+    let mut count = 0;
+    while text.len() + containers.len() + container(count).len() + 1 < size {
+        if count > 0 {
+            containers.push(',');
+        }
+        containers.push_str(&container(count));
+        count += 1;
+    }
+    let body = text.replacen(
+        "\"containers\":[]",
+        &format!("\"containers\":[{containers}]"),
+        1,
+    );
+    assert!(body.len() <= size && body.len() > size - 64);
+    (body.into_bytes(), count)
+}
+
 /// The attack of [`the_costliest_bodies_in_parallel_leave_memory_bounded_and_ordinary_reviews_answered`]:
 /// every body of `bodies` straight to the webhook and `pods` dry-run creates of `pod` through
-/// the API server, all at once. Returns the HTTP status of each direct body (none when the
-/// connection closed before it was read) and the outcome of each create.
+/// the API server, all at once. Each body is admitted, or refused when its flag says so, or
+/// refused as busy. Returns the HTTP status of each direct body (none when the connection
+/// closed before it was read) and the outcome of each create.
 async fn costliest(
     https: HttpsClient,
     namespace: String,
-    bodies: Vec<(String, Vec<u8>)>,
+    bodies: Vec<(String, Vec<u8>, bool)>,
     pod: Arc<Pod>,
     pods: usize,
 ) -> (Vec<Option<u16>>, Vec<Outcome>) {
     let client = byoc_e2e::client().await;
     let direct: Vec<_> = bodies
         .into_iter()
-        .map(|(uid, body)| {
+        .map(|(uid, body, allowed)| {
             let https = https.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
@@ -564,9 +588,9 @@ async fn costliest(
                 };
                 let review = response.json();
                 let r = admission_response(&review);
-                // Admitted (the junk is skipped), or refused as busy past the budget's wait.
+                // Decided (the junk is skipped), or refused as busy past the budget's wait.
                 match response.status {
-                    200 => assert_eq!((&r["uid"], &r["allowed"]), (&json!(uid), &json!(true))),
+                    200 => assert_eq!((&r["uid"], &r["allowed"]), (&json!(uid), &json!(allowed))),
                     503 => assert_eq!(r["allowed"], false),
                     other => panic!("{other}: {review}"),
                 }
@@ -619,7 +643,7 @@ async fn the_costliest_bodies_in_parallel_leave_memory_bounded_and_ordinary_revi
         .map(|i| {
             let uid = format!("numbers-{i}");
             let body = numbers_review(&uid, LIMIT);
-            (uid, body)
+            (uid, body, true)
         })
         .collect();
     let pod = Arc::new(pod_with_labels(LABELS));
@@ -708,6 +732,84 @@ async fn the_costliest_bodies_in_parallel_leave_memory_bounded_and_ordinary_revi
     assert!(
         admitted > 0,
         "no labelled pod was reviewed: the bound was not exercised"
+    );
+    assert!(peak <= 96 * MIB, "peak RSS {peak} KiB");
+    still_serves(&https).await;
+}
+
+/// A 7 MiB review of a pod whose 160,000 containers are all refused, 16 at once straight to
+/// the webhook (the API server would not take the body): the answer names the first 128 and
+/// counts the rest, and deciding costs a bounded amount of memory, not kilobytes per container
+/// (found by the second cold review of issue 21: 246 MiB for one, 935 MiB for four before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_with_a_hundred_thousand_refused_containers_is_answered_in_bounded_memory() {
+    const PARALLEL: usize = 16;
+    const LIMIT: usize = 7 * 1024 * 1024;
+    let _exclusive = byoc_e2e::chaos::exclusive().await;
+    let webhook = start();
+    let https = webhook.client();
+    let (one, count) = refused_containers_review("refused-once", LIMIT);
+    assert!(count > 100_000, "{count} containers");
+
+    // Once alone: the answer lists 128 refusals and counts the rest.
+    let mut conn = https.connect().await.expect("TLS connection");
+    let response = conn.post(&one).await.expect("an answer");
+    assert_eq!(response.status, 200);
+    let review = response.json();
+    let r = admission_response(&review);
+    assert_eq!(r["allowed"], false);
+    let message = r["status"]["message"].as_str().expect("a message");
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(lines.len(), 129, "{}", &message[..message.len().min(2000)]);
+    assert!(
+        lines[0].contains("container \"c0\" image \"quay.io/evil/x\""),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[128],
+        format!("…and {} more refused containers", count - 128)
+    );
+    assert!(
+        message.len() < 128 * 1024,
+        "{} bytes of message",
+        message.len()
+    );
+    drop(one);
+
+    let bodies: Vec<_> = (0..PARALLEL)
+        .map(|i| {
+            let uid = format!("refused-{i}");
+            (uid.clone(), refused_containers_review(&uid, LIMIT).0, false)
+        })
+        .collect();
+    let base = webhook.rss_kib();
+    let started = Instant::now();
+    let ordinary = tokio::spawn({
+        let https = https.clone();
+        async move {
+            let mut conn = https.connect().await.expect("TLS connection");
+            for i in 0..20 {
+                review_ok(&mut conn, &format!("o{i}-a"), PLATFORM_IMAGE, true).await;
+                review_ok(&mut conn, &format!("o{i}-d"), "nginx", false).await;
+            }
+        }
+    });
+    let namespace = "tool-abuse".to_owned();
+    let pod = Arc::new(pod_with_labels(1));
+    let (statuses, _) = costliest(https.clone(), namespace, bodies, pod, 0).await;
+    ordinary.await.expect("ordinary reviews answered correctly");
+    let peak = webhook.peak_rss_kib();
+    let decided = statuses.iter().filter(|s| **s == Some(200)).count();
+    eprintln!(
+        "{PARALLEL} x 7 MiB reviews of {count} refused containers ({decided} decided, the rest \
+         busy: {statuses:?}) in {:?}: RSS {base} KiB before, peak {peak} KiB, now {} KiB",
+        started.elapsed(),
+        webhook.rss_kib()
+    );
+    assert!(
+        decided > 0,
+        "no review was decided: the bound was not exercised"
     );
     assert!(peak <= 96 * MIB, "peak RSS {peak} KiB");
     still_serves(&https).await;

@@ -89,8 +89,15 @@ pub struct ObjectReport {
     pub name: String,
     /// Its controller (`ReplicaSet web-5d4f8`), if any.
     pub owner: Option<OwnerReport>,
-    /// The refused containers.
+    /// The refused containers, the first [`byoc_policy::decision::LISTED`].
     pub containers: Vec<ContainerReport>,
+    /// How many more containers are refused and not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlisted_containers: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The controller of an object.
@@ -161,7 +168,9 @@ impl Report {
         let objects = || namespaces.iter().flat_map(|n| &n.objects);
         summary.refused_pods = objects().filter(|o| o.kind == "Pod").count();
         summary.refused_workloads = objects().filter(|o| o.kind != "Pod").count();
-        summary.refused_containers = objects().map(|o| o.containers.len()).sum();
+        summary.refused_containers = objects()
+            .map(|o| o.containers.len() + o.unlisted_containers)
+            .sum();
         Self {
             kind: "ByocAudit",
             version: 1,
@@ -204,6 +213,13 @@ impl Report {
                         out,
                         "  {}/{}: {} {:?} image {:?} {what}",
                         o.kind, o.name, c.type_, c.name, c.image
+                    );
+                }
+                if o.unlisted_containers > 0 {
+                    let _ = writeln!(
+                        out,
+                        "  {}/{}: …and {} more refused containers",
+                        o.kind, o.name, o.unlisted_containers
                     );
                 }
             }
@@ -270,6 +286,7 @@ impl NamespaceReport {
         let objects = findings
             .into_iter()
             .map(|f| {
+                let unlisted_containers = f.violations.unlisted;
                 let containers = f
                     .violations
                     .iter()
@@ -305,6 +322,7 @@ impl NamespaceReport {
                         name: o.name,
                     }),
                     containers,
+                    unlisted_containers,
                 }
             })
             .collect();

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use byoc_policy::decision::{Checker, Violation};
+use byoc_policy::decision::{Checker, Listed, Violation};
 pub use byoc_policy::inventory::Source;
 use byoc_policy::inventory::{Trimmed, controller_of};
 use byoc_policy::{Allowance, Config};
@@ -41,7 +41,7 @@ pub struct Finding {
     /// Its controller, if it has one.
     pub owner: Option<Owner>,
     /// The refused containers, in pod-spec order.
-    pub violations: Vec<Violation>,
+    pub violations: Listed<Violation>,
 }
 
 /// What the audit made of one object.
