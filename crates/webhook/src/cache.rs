@@ -101,10 +101,11 @@ pub fn watch(
     let (store, writer) = reflector::store();
     let cache = NamespaceCache::new(store);
     let reader = cache.clone();
-    // `any_semantic`: the first list comes from the API server's watch cache, which is what
-    // makes start-up fast with thousands of namespaces.
+    // Every list, the first and each re-list after the watch expired, is a consistent read
+    // (no `resourceVersion=0`): behind several API servers, one whose watch cache lags could
+    // otherwise bring back labels of a grant already revoked. Since Kubernetes 1.31 the API
+    // server serves such a list from its watch cache once the cache is known to be current.
     let config = watcher::Config::default()
-        .any_semantic()
         .timeout(u32::try_from(WATCH_TIMEOUT.as_secs()).unwrap_or(u32::MAX));
     // Full objects (namespaces are small), read leniently: the metadata API's
     // `PartialObjectMeta` would fail on a `managedFields` time a tenant wrote.
@@ -162,6 +163,65 @@ mod tests {
     use super::*;
     use kube::api::ObjectMeta;
     use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    /// The watch's first list and its re-list after the API server says the watch expired
+    /// (410) are both consistent reads: a list at `resourceVersion=0` may come from a lagging
+    /// API server's cache and bring back revoked labels.
+    #[tokio::test]
+    async fn every_list_of_the_watch_is_a_consistent_read() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let service = tower::service_fn({
+            let seen = seen.clone();
+            move |req: http::Request<kube::client::Body>| {
+                let uri = req.uri().to_string();
+                seen.lock().unwrap().push(uri.clone());
+                async move {
+                    let body = if uri.contains("watch=true") {
+                        "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\
+                         \"apiVersion\":\"v1\",\"status\":\"Failure\",\"reason\":\"Expired\",\
+                         \"message\":\"too old resource version\",\"code\":410}}\n"
+                    } else {
+                        r#"{"kind":"NamespaceList","apiVersion":"v1",
+                           "metadata":{"resourceVersion":"7"},"items":[]}"#
+                    };
+                    let response = http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(body.to_owned())
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            }
+        });
+        let client = Client::new(service, "default");
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let (_cache, task) = watch(client, WatchHealth::new(Instant::now()), metrics);
+        let lists = || -> Vec<String> {
+            let seen = seen.lock().unwrap();
+            seen.iter()
+                .filter(|u| !u.contains("watch=true"))
+                .cloned()
+                .collect()
+        };
+        let task = tokio::spawn(task);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while lists().len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "no re-list: {:?}",
+                seen.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        task.abort();
+        for uri in lists() {
+            assert!(
+                !uri.contains("resourceVersion=0"),
+                "a list that any API server cache may answer: {uri}"
+            );
+        }
+    }
 
     fn namespace(name: &str, labels: &[(&str, &str)]) -> CachedNamespace {
         let labels: BTreeMap<String, String> = labels
