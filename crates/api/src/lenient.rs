@@ -400,6 +400,24 @@ impl<'de> Deserialize<'de> for LeanNamespace {
     }
 }
 
+impl LeanNamespace {
+    /// Keeps only what the operator reads of a namespace: its identity (name, uid, version,
+    /// times) and the labels and annotations under [`crate::labels::PREFIX`]. A tenant who may
+    /// patch its namespace can give it megabytes of labels of its own; in a cache of every
+    /// namespace they then cost nothing.
+    pub fn retain_ours(&mut self) {
+        let meta = &mut self.metadata;
+        for map in [&mut meta.labels, &mut meta.annotations]
+            .into_iter()
+            .flatten()
+        {
+            map.retain(|key, _| crate::labels::is_owned_key(key));
+        }
+        meta.owner_references = None;
+        meta.finalizers = None;
+    }
+}
+
 impl Resource for LeanNamespace {
     type DynamicType = ();
     type Scope = ClusterResourceScope;
@@ -445,6 +463,41 @@ pub fn nested_managed_fields(api_version: &str, depth: usize) -> String {
 mod tests {
     use super::*;
     use crate::StoredGrant;
+
+    #[test]
+    fn a_namespace_keeps_only_the_byoc_labels_and_annotations() {
+        let mut ns: LeanNamespace = serde_json::from_value(json!({
+            "metadata": {
+                "name": "tool-a", "uid": "u1", "resourceVersion": "9",
+                "labels": {"byoc.toolforge.org/quay.io": "never", "team": "a",
+                           "kubernetes.io/metadata.name": "tool-a",
+                           "byoc.toolforge.org.evil/x": "never"},
+                "annotations": {"byoc.toolforge.org/requirements": "{}", "note": "x".repeat(4096)},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": "u"}],
+                "finalizers": ["example.org/f"],
+            },
+        }))
+        .unwrap();
+        ns.retain_ours();
+        let keys = |m: &Option<std::collections::BTreeMap<String, String>>| -> Vec<String> {
+            m.iter().flat_map(|m| m.keys().cloned()).collect()
+        };
+        let meta = &ns.metadata;
+        assert_eq!(keys(&meta.labels), ["byoc.toolforge.org/quay.io"]);
+        assert_eq!(keys(&meta.annotations), ["byoc.toolforge.org/requirements"]);
+        assert_eq!(
+            (meta.owner_references.as_ref(), meta.finalizers.as_ref()),
+            (None, None)
+        );
+        assert_eq!(
+            (
+                meta.name.as_deref(),
+                meta.uid.as_deref(),
+                meta.resource_version.as_deref()
+            ),
+            (Some("tool-a"), Some("u1"), Some("9"))
+        );
+    }
     use k8s_openapi::api::core::v1::Pod;
     use kube::ResourceExt;
     use kube::core::DynamicObject;

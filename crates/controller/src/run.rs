@@ -12,8 +12,8 @@ use byoc_runtime::{AdminServer, Readiness, Shutdown};
 use futures::StreamExt;
 use jiff::SignedDuration;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerError;
 use prometheus_client::registry::Registry;
@@ -107,17 +107,24 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> Resu
     let (grant_cache, grant_changes) = GrantCache::watch(Api::all(client.clone()));
     let grant_controller = Controller::for_stream(grant_changes, grant_cache.store().clone())
         .with_config(config.clone());
-    let namespace_controller = Controller::new(
+    // Of each namespace only its identity and byoc labels and annotations are cached: tenants'
+    // own labels, megabytes each where a tenant may patch its namespace, cost no memory.
+    let (namespace_store, namespace_writer) = reflector::store();
+    let namespaces = watcher(
         Api::<LeanNamespace>::all(client.clone()),
         watcher::Config::default(),
     )
-    .with_config(config.clone());
+    .default_backoff()
+    .modify(LeanNamespace::retain_ours)
+    .reflect(namespace_writer)
+    .applied_objects();
+    let namespace_controller =
+        Controller::for_stream(namespaces, namespace_store.clone()).with_config(config.clone());
     let request_controller = Controller::new(
         Api::<WatchedRequest>::all(client.clone()),
         watcher::Config::default(),
     )
     .with_config(config);
-    let namespace_store = namespace_controller.store();
     let reporter = settings
         .reports
         .clone()

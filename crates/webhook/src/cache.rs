@@ -1,14 +1,13 @@
 //! The namespace cache: a watch of every Namespace, so a review never waits for the API server.
 //! Namespaces are read as [`LeanNamespace`] (metadata only, without `managedFields` and
-//! without `status`, which clients may fill with times Rust cannot read), and only names and
-//! labels are kept. The watch reports its health to a [`WatchHealth`]: readiness and metrics
+//! without `status`, which clients may fill with times Rust cannot read), and only their
+//! identity and byoc labels and annotations are kept ([`LeanNamespace::retain_ours`]). The watch reports its health to a [`WatchHealth`]: readiness and metrics
 //! tell when it keeps failing.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use byoc_api::LeanNamespace;
-use byoc_api::labels::is_owned_key;
 use byoc_policy::Allowance;
 use futures::StreamExt;
 use kube::runtime::WatchStreamExt;
@@ -111,7 +110,7 @@ pub fn watch(
     // `PartialObjectMeta` would fail on a `managedFields` time a tenant wrote.
     let stream = watcher::watcher(Api::<CachedNamespace>::all(client), config)
         .default_backoff()
-        .modify(strip)
+        .modify(LeanNamespace::retain_ours)
         .reflect(writer);
     let task = async move {
         let mut stream = std::pin::pin!(stream);
@@ -144,18 +143,6 @@ pub fn watch(
         }
     };
     (cache, task)
-}
-
-/// Drops what the webhook never reads, which is most of a namespace's metadata: of the labels
-/// only the `byoc.toolforge.org/` ones are kept, so tenants' own labels cost no memory.
-fn strip(ns: &mut CachedNamespace) {
-    let meta = &mut ns.metadata;
-    if let Some(labels) = &mut meta.labels {
-        labels.retain(|key, _| is_owned_key(key));
-    }
-    meta.annotations = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
 }
 
 #[cfg(test)]
@@ -266,30 +253,5 @@ mod tests {
         assert!(cache.allowance("tool-any").allows_any_at(now));
         assert!(cache.allowance("tool-junk").is_empty());
         assert!(cache.allowance("not-cached").is_empty());
-    }
-
-    #[test]
-    fn strip_keeps_the_name_and_only_byoc_labels() {
-        let mut ns = namespace(
-            "tool-a",
-            &[
-                ("team", "a"),
-                ("byoc.toolforge.org/quay.io", "never"),
-                ("kubernetes.io/metadata.name", "tool-a"),
-                ("byoc.toolforge.org.evil/x", "never"),
-            ],
-        );
-        ns.metadata.annotations = Some([("big".to_owned(), "x".repeat(1000))].into());
-        strip(&mut ns);
-        assert_eq!(ns.metadata.name.as_deref(), Some("tool-a"));
-        let labels: Vec<&str> = ns
-            .metadata
-            .labels
-            .iter()
-            .flatten()
-            .map(|(k, _)| k.as_str())
-            .collect();
-        assert_eq!(labels, ["byoc.toolforge.org/quay.io"]);
-        assert!(ns.metadata.annotations.is_none());
     }
 }

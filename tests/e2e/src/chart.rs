@@ -241,7 +241,14 @@ pub fn webhook_configuration_problems(vwc: &Value, timeout: u64, namespace: &str
     let mut problems = Vec::new();
     let webhooks = vwc["webhooks"].as_array().cloned().unwrap_or_default();
     let find = |name: &str| webhooks.iter().find(|w| w["name"] == name);
-    for name in ["pods.byoc.toolforge.org", "namespaces.byoc.toolforge.org"] {
+    const NAMES: [&str; 2] = ["pods.byoc.toolforge.org", "namespaces.byoc.toolforge.org"];
+    // Exactly these two: a third entry would escape every check below, its match conditions
+    // (which could narrow what is sent) included.
+    let names: Vec<&str> = webhooks.iter().filter_map(|w| w["name"].as_str()).collect();
+    if names != NAMES {
+        problems.push(format!("webhooks are {names:?}, want exactly {NAMES:?}"));
+    }
+    for name in NAMES {
         let Some(w) = find(name) else {
             problems.push(format!("no webhook {name}"));
             continue;
@@ -307,7 +314,7 @@ pub fn webhook_configuration_problems(vwc: &Value, timeout: u64, namespace: &str
             .any(|k| k.starts_with("byoc.toolforge.org/"));
         expect(!scoped, "is scoped by a byoc.toolforge.org/ label");
         // Match conditions: none on the registry policy; on the guard only the one that sends
-        // every change of a byoc label (tests/e2e/tests/guard.rs proves what it lets through).
+        // every change of a byoc label (tests/e2e/tests/attacks.rs proves what it lets through).
         let conditions: Vec<&str> = w["matchConditions"]
             .as_array()
             .into_iter()
