@@ -171,3 +171,27 @@ include with (dict "ctx" $ "component" "webhook" "constraints" .Values.webhook.t
 {{ .host }}:{{ .port }}
 {{- end -}}
 {{- end -}}
+
+{{/* Where the registry credentials Secret (policy.registryLookups.credentialsSecret) is mounted. */}}
+{{- define "byoc-operator.registryCredentialsDir" -}}
+/etc/byoc-operator/registry-credentials
+{{- end }}
+
+{{/* The volume mount of the registry credentials, when a Secret is set (both Deployments). */}}
+{{- define "byoc-operator.registryCredentialsMount" -}}
+{{- if .Values.policy.registryLookups.credentialsSecret -}}
+- name: registry-credentials
+  mountPath: {{ include "byoc-operator.registryCredentialsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The volume of the registry credentials Secret, when one is set (both Deployments). */}}
+{{- define "byoc-operator.registryCredentialsVolume" -}}
+{{- with .Values.policy.registryLookups.credentialsSecret -}}
+- name: registry-credentials
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}

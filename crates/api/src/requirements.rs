@@ -276,23 +276,57 @@ pub enum TemplateError {
     },
 }
 
-/// Expands `{namespace}` and `{tool}` in `template` for `namespace`; `{tool}` is the namespace
-/// without `tool_prefix`. Only a DNS-1123 namespace name, and a non-empty tool name, are ever
-/// substituted: neither can hold `/`, `.` or anything else that changes what a prefix covers.
+/// A placeholder of a template: `{namespace}` or `{tool}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placeholder {
+    /// `{namespace}`: the namespace.
+    Namespace,
+    /// `{tool}`: the namespace without the tool prefix.
+    Tool,
+}
+
+impl Placeholder {
+    /// Every placeholder, as written in templates.
+    pub const ALL: [(&'static str, Self); 2] =
+        [("{namespace}", Self::Namespace), ("{tool}", Self::Tool)];
+
+    /// What this placeholder stands for in `namespace`, without allocating: `None` when the
+    /// namespace is not a DNS-1123 label or, for `{tool}`, does not start with `tool_prefix`
+    /// followed by a tool name that is itself a DNS-1123 label (never an empty one, which would
+    /// widen a prefix to every tool). Neither value can hold `/`, `.` or anything else that
+    /// changes what a prefix covers.
+    pub fn value<'n>(self, namespace: &'n str, tool_prefix: &str) -> Option<&'n str> {
+        if !crate::grant::is_dns1123_label(namespace) {
+            return None;
+        }
+        match self {
+            Self::Namespace => Some(namespace),
+            Self::Tool => namespace
+                .strip_prefix(tool_prefix)
+                .filter(|t| crate::grant::is_dns1123_label(t)),
+        }
+    }
+}
+
+/// Expands `{namespace}` and `{tool}` in `template` for `namespace`, by the rules of
+/// [`Placeholder::value`]; `{tool}` is the namespace without `tool_prefix`.
 pub fn expand(template: &str, namespace: &str, tool_prefix: &str) -> Result<String, TemplateError> {
     if !crate::grant::is_dns1123_label(namespace) {
         return Err(TemplateError::Namespace(namespace.to_owned()));
     }
-    let mut text = template.replace("{namespace}", namespace);
-    if text.contains("{tool}") {
-        let tool = namespace
-            .strip_prefix(tool_prefix)
-            .filter(|t| !t.is_empty() && crate::grant::is_dns1123_label(t))
-            .ok_or_else(|| TemplateError::NoTool {
-                namespace: namespace.to_owned(),
-                prefix: tool_prefix.to_owned(),
-            })?;
-        text = text.replace("{tool}", tool);
+    let mut text = template.to_owned();
+    for (written, placeholder) in Placeholder::ALL {
+        if !text.contains(written) {
+            continue;
+        }
+        let value =
+            placeholder
+                .value(namespace, tool_prefix)
+                .ok_or_else(|| TemplateError::NoTool {
+                    namespace: namespace.to_owned(),
+                    prefix: tool_prefix.to_owned(),
+                })?;
+        text = text.replace(written, value);
     }
     Ok(text)
 }
@@ -590,6 +624,27 @@ mod tests {
             );
         }
         assert!(expand("{namespace}", "tool-x", "tool-").is_ok());
+    }
+
+    #[test]
+    fn placeholder_values() {
+        use Placeholder::{Namespace, Tool};
+        // (namespace, {namespace}, {tool})
+        let cases = [
+            ("tool-a", Some("tool-a"), Some("a")),
+            ("tool-a-b", Some("tool-a-b"), Some("a-b")),
+            ("default", Some("default"), None),
+            ("tool", Some("tool"), None),
+            ("tool--a", Some("tool--a"), None),
+            ("tool-", None, None),
+            ("Tool-a", None, None),
+            ("tool-a/b", None, None),
+            ("", None, None),
+        ];
+        for (namespace, ns, tool) in cases {
+            assert_eq!(Namespace.value(namespace, "tool-"), ns, "{namespace:?}");
+            assert_eq!(Tool.value(namespace, "tool-"), tool, "{namespace:?}");
+        }
     }
 
     #[test]

@@ -867,3 +867,110 @@ fn admission_reviews_are_evaluated_as_the_webhook_would() {
         }
     }
 }
+
+/// Templated default registries: a tool's own Harbor project, in the object's namespace or the
+/// one `--namespace` gives; `--allowed-registry` takes templates too, and refuses bad ones
+/// (exit 2, naming the problem). Every verdict is the webhook's (`Checker` of byoc-policy).
+#[test]
+fn templated_default_registries_follow_the_namespace() {
+    let dir = Dir::new(&[(
+        "toolforge.yaml",
+        "defaultRegistries: [docker-registry.tools.wmflabs.org, \"tools-harbor.wmcloud.org/{namespace}\"]\n",
+    )]);
+    let own = "tools-harbor.wmcloud.org/tool-a/x:1";
+    let other = "tools-harbor.wmcloud.org/tool-b/x:1";
+    let longer = "tools-harbor.wmcloud.org/tool-ab/x:1";
+    let no_namespace =
+        |image: &str| pod("tool-a", &[("a", image)]).replace("  namespace: tool-a\n", "");
+    // (args, manifest, exit code)
+    let cases: Vec<(Vec<&str>, String, i32)> = vec![
+        (
+            vec!["--config", "toolforge.yaml", "-"],
+            pod("tool-a", &[("a", own)]),
+            0,
+        ),
+        (
+            vec!["--config", "toolforge.yaml", "-"],
+            pod("tool-a", &[("a", other)]),
+            1,
+        ),
+        (
+            vec!["--config", "toolforge.yaml", "-"],
+            pod("tool-a", &[("a", longer)]),
+            1,
+        ),
+        (
+            vec!["--config", "toolforge.yaml", "-"],
+            pod("tool-b", &[("a", other)]),
+            0,
+        ),
+        (
+            vec!["--config", "toolforge.yaml", "--namespace", "tool-a", "-"],
+            no_namespace(own),
+            0,
+        ),
+        (
+            vec!["--config", "toolforge.yaml", "--namespace", "tool-b", "-"],
+            no_namespace(own),
+            1,
+        ),
+        (
+            vec!["--config", "toolforge.yaml", "-"],
+            no_namespace(own),
+            1,
+        ),
+        (
+            vec![
+                "--allowed-registry",
+                "tools-harbor.wmcloud.org/{namespace}",
+                "-n",
+                "tool-a",
+                "-",
+            ],
+            no_namespace(own),
+            0,
+        ),
+        (
+            vec![
+                "--allowed-registry",
+                "tools-harbor.wmcloud.org/{tool}",
+                "-n",
+                "tool-a",
+                "-",
+            ],
+            no_namespace("tools-harbor.wmcloud.org/a/x"),
+            0,
+        ),
+    ];
+    for (args, manifest, code) in cases {
+        let run = check(dir.path(), &args, Some(&manifest));
+        assert_eq!(
+            run.code, code,
+            "{args:?} {manifest}: {} {}",
+            run.stdout, run.stderr
+        );
+    }
+    let run = check(
+        dir.path(),
+        &["--config", "toolforge.yaml", "-"],
+        Some(&pod("tool-a", &[("a", other)])),
+    );
+    assert!(
+        run.stdout.contains(
+            "allowed here: docker-registry.tools.wmflabs.org, tools-harbor.wmcloud.org/tool-a;"
+        ),
+        "{}",
+        run.stdout
+    );
+    let run = check(
+        dir.path(),
+        &["--allowed-registry", "{namespace}.example.org", "-"],
+        Some(&pod("tool-a", &[("a", own)])),
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("--allowed-registry: registry template \"{namespace}.example.org\" has a placeholder in its host or port"),
+        "{}",
+        run.stderr
+    );
+}

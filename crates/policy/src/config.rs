@@ -5,10 +5,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use byoc_api::grant::is_dns1123_label;
+use byoc_api::requirements::DEFAULT_TOOL_PREFIX;
 use byoc_api::{RegistryPattern, Requirements};
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::default_registry::DefaultRegistry;
+use crate::reference::ImageRef;
 
 /// What happens to a pod that breaks the registry policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -44,7 +48,8 @@ impl fmt::Display for Mode {
 ///
 /// ```yaml
 /// mode: enforce                    # enforce | warn | audit
-/// defaultRegistries: [docker-registry.tools.wmflabs.org]
+/// defaultRegistries: [docker-registry.tools.wmflabs.org, tools-harbor.wmcloud.org/{namespace}]
+/// toolPrefix: tool-                # {tool} is the namespace without it
 /// exemptNamespaces: [kube-system, kube-public, kube-node-lease, byoc-system]
 /// grantRequestUrl: https://example.org/how-to-request-byoc
 /// labelWriters: [system:serviceaccount:byoc-system:byoc-controller]
@@ -62,9 +67,13 @@ pub struct Config {
     /// Enforce, warn or audit.
     #[serde(default)]
     pub mode: Mode,
-    /// Registries every namespace may use.
+    /// Registries every namespace may use; a path may name the namespace with `{namespace}`
+    /// or `{tool}` ([`DefaultRegistry`]). Match with [`Config::default_registry_for`].
     #[serde(default = "default_registries")]
-    pub default_registries: Vec<RegistryPattern>,
+    pub default_registries: Vec<DefaultRegistry>,
+    /// What `{tool}` strips from the namespace name in templates.
+    #[serde(default = "default_tool_prefix")]
+    pub tool_prefix: String,
     /// Namespaces the policy does not apply to, matched by exact name.
     #[serde(default = "default_exempt_namespaces")]
     pub exempt_namespaces: BTreeSet<String>,
@@ -226,12 +235,16 @@ pub const OPERATOR_NAMESPACE: &str = "byoc-system";
 /// The controller's service account in [`OPERATOR_NAMESPACE`].
 pub const CONTROLLER_USER: &str = "system:serviceaccount:byoc-system:byoc-controller";
 
-fn default_registries() -> Vec<RegistryPattern> {
+fn default_registries() -> Vec<DefaultRegistry> {
     vec![
         DEFAULT_REGISTRY
             .parse()
             .expect("the default registry is a valid entry"),
     ]
+}
+
+fn default_tool_prefix() -> String {
+    DEFAULT_TOOL_PREFIX.to_owned()
 }
 
 fn default_exempt_namespaces() -> BTreeSet<String> {
@@ -254,6 +267,7 @@ impl Default for Config {
         Self {
             mode: Mode::default(),
             default_registries: default_registries(),
+            tool_prefix: default_tool_prefix(),
             exempt_namespaces: default_exempt_namespaces(),
             grant_request_url: None,
             label_writers: default_label_writers(),
@@ -336,6 +350,24 @@ impl Config {
                 problem: format!("{ns:?} is not a namespace name (a DNS-1123 label)"),
             });
         }
+        // A prefix a namespace name can start with, so that a tool name can follow it.
+        let prefix = self.tool_prefix.as_bytes();
+        if prefix.is_empty()
+            || prefix.len() > 62
+            || !prefix[0].is_ascii_alphanumeric()
+            || !prefix
+                .iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        {
+            return Err(ConfigError::Invalid {
+                field: "toolPrefix",
+                problem: format!(
+                    "{:?} cannot start a namespace name (1 to 62 lowercase letters, digits or \
+                     '-', starting with a letter or digit)",
+                    self.tool_prefix
+                ),
+            });
+        }
         if self.label_writers.iter().any(|u| u.trim().is_empty()) {
             return Err(ConfigError::Invalid {
                 field: "labelWriters",
@@ -390,6 +422,29 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The default registry that allows `image` in `namespace`, if one does; templates are
+    /// expanded for the namespace ([`DefaultRegistry::allows`]: no allocation).
+    pub fn default_registry_for(
+        &self,
+        image: &ImageRef,
+        namespace: &str,
+    ) -> Option<&DefaultRegistry> {
+        self.default_registries
+            .iter()
+            .find(|r| r.allows(image, namespace, &self.tool_prefix))
+    }
+
+    /// The default registries as they apply in `namespace` (templates expanded; those the
+    /// namespace does not expand left out), for messages and reports.
+    pub fn default_registries_in<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = RegistryPattern> + 'a {
+        self.default_registries
+            .iter()
+            .filter_map(|r| r.for_namespace(namespace, &self.tool_prefix))
     }
 
     /// Whether the policy leaves `namespace` alone.
@@ -562,6 +617,75 @@ mod tests {
                 "defaultGrantRequirements: sourceFrom entry \"http://x.org\"",
             ),
             ("defaultGrantRequirements: {builtBy: []}\n", "builtBy"),
+        ] {
+            let err = Config::from_yaml(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn templated_registries_and_the_tool_prefix() {
+        let c = Config::from_yaml(
+            "defaultRegistries: [docker-registry.svc.toolforge.org, \"tools-harbor.wmcloud.org/{namespace}\", \"harbor.example.org/{tool}\"]\ntoolPrefix: t-\n",
+        )
+        .unwrap();
+        assert_eq!(c.tool_prefix, "t-");
+        assert_eq!(Config::default().tool_prefix, "tool-");
+        let image = |s: &str| s.parse::<ImageRef>().unwrap();
+        let own = image("tools-harbor.wmcloud.org/t-a/x:1");
+        assert_eq!(
+            c.default_registry_for(&own, "t-a").map(ToString::to_string),
+            Some("tools-harbor.wmcloud.org/{namespace}".to_owned())
+        );
+        assert!(c.default_registry_for(&own, "t-b").is_none());
+        assert!(
+            c.default_registry_for(&image("harbor.example.org/a/x"), "t-a")
+                .is_some()
+        );
+        assert!(
+            c.default_registry_for(&image("harbor.example.org/a/x"), "tool-a")
+                .is_none()
+        );
+        let in_ns = |ns: &str| {
+            c.default_registries_in(ns)
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            in_ns("t-a"),
+            [
+                "docker-registry.svc.toolforge.org",
+                "tools-harbor.wmcloud.org/t-a",
+                "harbor.example.org/a"
+            ]
+        );
+        // Not a tool: {tool} does not apply there.
+        assert_eq!(
+            in_ns("default"),
+            [
+                "docker-registry.svc.toolforge.org",
+                "tools-harbor.wmcloud.org/default"
+            ]
+        );
+        // Written back as written.
+        let again = Config::from_yaml(&serde_saphyr::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+        for (text, needle) in [
+            (
+                "toolPrefix: \"\"\n",
+                "toolPrefix: \"\" cannot start a namespace name",
+            ),
+            ("toolPrefix: Tool-\n", "toolPrefix: \"Tool-\""),
+            ("toolPrefix: -x\n", "toolPrefix: \"-x\""),
+            ("toolPrefix: tool_\n", "toolPrefix: \"tool_\""),
+            (
+                "defaultRegistries: [\"{namespace}.example.org\"]\n",
+                "placeholder in its host or port",
+            ),
+            (
+                "defaultRegistries: [\"harbor.example.org/{project}\"]\n",
+                "unknown placeholder \"{project}\"",
+            ),
         ] {
             let err = Config::from_yaml(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");

@@ -226,9 +226,8 @@ impl<'a> Checker<'a> {
         self.allowance.allows_any_at(self.now)
             || self
                 .config
-                .default_registries
-                .iter()
-                .any(|p| image.is_allowed_by(p))
+                .default_registry_for(image, self.namespace)
+                .is_some()
             || self
                 .allowance
                 .registries_at(self.now)
@@ -310,9 +309,8 @@ impl<'a> Checker<'a> {
             };
             if self
                 .config
-                .default_registries
-                .iter()
-                .any(|p| image.is_allowed_by(p))
+                .default_registry_for(&image, self.namespace)
+                .is_some()
             {
                 continue;
             }
@@ -349,10 +347,13 @@ impl<'a> Checker<'a> {
     fn allowed_here(&self) -> String {
         let mut all: Vec<String> = self
             .config
-            .default_registries
-            .iter()
-            .chain(self.allowance.registries_at(self.now))
-            .map(ToString::to_string)
+            .default_registries_in(self.namespace)
+            .map(|p| p.to_string())
+            .chain(
+                self.allowance
+                    .registries_at(self.now)
+                    .map(ToString::to_string),
+            )
             .collect();
         all.sort();
         all.dedup();
@@ -439,6 +440,59 @@ mod tests {
             let checker = Checker::new(&config, allowance, "tool-a", now());
             assert_eq!(checker.problem(image).is_none(), *ok, "{image}");
         }
+    }
+
+    /// A templated default registry: each tool its own project, in decisions, in the
+    /// "allowed here" of denials and against reminders.
+    #[test]
+    fn templated_default_registries_allow_each_namespace_its_own() {
+        let config = Config::from_yaml(
+            "defaultRegistries: [docker-registry.svc.toolforge.org, \"tools-harbor.wmcloud.org/{namespace}\"]\n",
+        )
+        .unwrap();
+        let none = Allowance::default();
+        // (namespace, image, admitted)
+        let cases = [
+            ("tool-a", "tools-harbor.wmcloud.org/tool-a/x:1", true),
+            ("tool-a", "tools-harbor.wmcloud.org/tool-b/x:1", false),
+            ("tool-a", "tools-harbor.wmcloud.org/tool-ab/x:1", false),
+            ("tool-ab", "tools-harbor.wmcloud.org/tool-a/x:1", false),
+            ("tool-b", "tools-harbor.wmcloud.org/tool-b/x:1", true),
+            ("tool-a", "tools-harbor.wmcloud.org/x:1", false),
+            ("tool-a", "docker-registry.svc.toolforge.org/x:1", true),
+        ];
+        for (namespace, image, ok) in cases {
+            let checker = Checker::new(&config, &none, namespace, now());
+            assert_eq!(checker.problem(image).is_none(), ok, "{namespace}: {image}");
+        }
+        let checker = Checker::new(&config, &none, "tool-a", now());
+        let [v] = &checker.check(
+            "Pod tool-a/p",
+            &containers(&["tools-harbor.wmcloud.org/tool-b/x:1"]),
+        )[..] else {
+            panic!("one violation")
+        };
+        assert!(
+            v.to_string().contains(
+                "allowed here: docker-registry.svc.toolforge.org, tools-harbor.wmcloud.org/tool-a;"
+            ),
+            "{v}"
+        );
+        // The tool's own project needs no grant, so a grant ending soon gets no reminder for it.
+        let soon = allowance(&[(&["tools-harbor.wmcloud.org"], Some("2026-11-22T12:00:00Z"))]);
+        let checker = Checker::new(&config, &soon, "tool-a", now());
+        let images = containers(&[
+            "tools-harbor.wmcloud.org/tool-a/x:1",
+            "tools-harbor.wmcloud.org/tool-b/x:1",
+        ]);
+        let reminders = checker.reminders("Pod tool-a/p", &images);
+        assert_eq!(
+            reminders
+                .iter()
+                .map(|r| r.image.as_str())
+                .collect::<Vec<_>>(),
+            ["tools-harbor.wmcloud.org/tool-b/x:1"]
+        );
     }
 
     fn containers(images: &[&str]) -> Vec<Container> {

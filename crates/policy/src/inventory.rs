@@ -379,7 +379,8 @@ impl<K: Inventoried> Resource for Of<K> {
 /// What allows an image.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AllowedBy {
-    /// A default registry of the configuration.
+    /// A default registry of the configuration, as it applies in the namespace (a template
+    /// expanded).
     Platform(RegistryPattern),
     /// A granted registry entry.
     Granted(RegistryPattern),
@@ -394,15 +395,15 @@ impl AllowedBy {
     fn of(
         config: &Config,
         allowance: &Allowance,
+        namespace: &str,
         now: Timestamp,
         image: &ImageRef,
     ) -> Option<Self> {
         if let Some(p) = config
-            .default_registries
-            .iter()
-            .find(|p| image.is_allowed_by(p))
+            .default_registry_for(image, namespace)
+            .and_then(|p| p.for_namespace(namespace, &config.tool_prefix))
         {
-            return Some(Self::Platform(p.clone()));
+            return Some(Self::Platform(p));
         }
         if let Some(p) = allowance
             .registries_at(now)
@@ -580,7 +581,7 @@ fn judge(
         let (registry, allowed_by) = match image.parse::<ImageRef>() {
             Ok(r) => {
                 let allowed_by = match checker.problem(image) {
-                    None => AllowedBy::of(config, allowance, now, &r),
+                    None => AllowedBy::of(config, allowance, namespace, now, &r),
                     Some(_) => None,
                 };
                 (Some(r.registry()), allowed_by)
@@ -913,8 +914,14 @@ mod tests {
 
     #[test]
     fn attribution_agrees_with_the_checker() {
-        let config = Config::default();
+        let mut config = Config::default();
+        config
+            .default_registries
+            .push("tools-harbor.wmcloud.org/{namespace}".parse().unwrap());
         let images = [
+            "tools-harbor.wmcloud.org/tool-a/x",
+            "tools-harbor.wmcloud.org/tool-ab/x",
+            "tools-harbor.wmcloud.org/tool-b/x",
             "docker-registry.tools.wmflabs.org/x",
             "quay.io/a",
             "ghcr.io/wikimedia/x",
@@ -934,7 +941,7 @@ mod tests {
                 let attributed = image
                     .parse::<ImageRef>()
                     .ok()
-                    .and_then(|r| AllowedBy::of(&config, &allowance, now(), &r));
+                    .and_then(|r| AllowedBy::of(&config, &allowance, "tool-a", now(), &r));
                 assert_eq!(
                     attributed.is_some(),
                     checker.problem(image).is_none() && !image.starts_with("sha256:"),
@@ -942,6 +949,18 @@ mod tests {
                 );
             }
         }
+        // A template is attributed as it applies in the namespace.
+        let own: ImageRef = "tools-harbor.wmcloud.org/tool-a/x".parse().unwrap();
+        assert_eq!(
+            AllowedBy::of(&config, &Allowance::default(), "tool-a", now(), &own),
+            Some(AllowedBy::Platform(
+                "tools-harbor.wmcloud.org/tool-a".parse().unwrap()
+            ))
+        );
+        assert_eq!(
+            AllowedBy::of(&config, &Allowance::default(), "tool-b", now(), &own),
+            None
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod config;
 pub mod decision;
+pub mod default_registry;
 pub mod inventory;
 pub mod oci;
 pub mod read;

@@ -196,6 +196,8 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
 pub struct WebhookOptions {
     /// `enforce`, `warn` or `audit`.
     pub mode: &'static str,
+    /// More policy configuration (YAML keys), after `mode`.
+    pub policy: &'static str,
     /// `--tls-reload-interval`.
     pub reload_interval: &'static str,
     /// `--max-connections`.
@@ -220,6 +222,7 @@ impl Default for WebhookOptions {
     fn default() -> Self {
         Self {
             mode: "enforce",
+            policy: "",
             reload_interval: "200ms",
             max_connections: 4096,
             idle_timeout: "120s",
@@ -264,7 +267,7 @@ impl WebhookProcess {
         webhook.rotate_certificate();
         std::fs::write(
             webhook.dir.join("policy.yaml"),
-            format!("mode: {}\n", webhook.options.mode),
+            format!("mode: {}\n{}", webhook.options.mode, webhook.options.policy),
         )
         .expect("write the policy");
         webhook.spawn();

@@ -445,7 +445,11 @@ async fn a_tenant_who_may_patch_its_namespace_cannot_touch_byoc_labels() {
 
 #[tokio::test]
 async fn warn_mode_admits_with_a_warning_shown_by_kubectl() {
-    let webhook = Webhook::start(Options { mode: "warn" }).await;
+    let webhook = Webhook::start(Options {
+        mode: "warn",
+        ..Options::default()
+    })
+    .await;
     let ns = tool_namespace().await;
     let name = ns.name();
     let out = kubectl_run(name, "hub", "nginx").success();
@@ -549,4 +553,71 @@ async fn a_grant_ending_soon_makes_kubectl_print_a_warning_naming_the_expiry() {
         "{}",
         webhook.metrics()
     );
+}
+
+/// The platform's templated default registry (issue 22 part 3): with
+/// `tools-harbor.wmcloud.org/{namespace}`, each tool may run images of its own Harbor project and
+/// of no other tool's, through the API server; `kubectl byoc check --namespace` with the same
+/// policy file gives the same verdict for every case.
+#[tokio::test]
+async fn a_tool_may_run_its_own_harbor_project_and_no_other_tools() {
+    const POLICY: &str = "defaultRegistries:\n  - docker-registry.tools.wmflabs.org\n  - \
+                          \"tools-harbor.wmcloud.org/{namespace}\"\n";
+    let _webhook = Webhook::start(Options {
+        policy: POLICY,
+        ..Options::default()
+    })
+    .await;
+    let (a, b) = (tool_namespace().await, tool_namespace().await);
+    let (a, b) = (a.name(), b.name());
+    let dir = byoc_e2e::chart::work_dir(&unique_name("templated-policy"));
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, format!("mode: enforce\n{POLICY}")).expect("write the policy");
+    let harbor = |project: &str| format!("tools-harbor.wmcloud.org/{project}/x:1");
+    // (namespace, image, admitted)
+    let cases = [
+        (a, harbor(a), true),
+        (a, harbor(b), false),
+        (b, harbor(b), true),
+        (b, harbor(a), false),
+        // Not across a path boundary: the project `<a>x` is not `<a>`'s.
+        (a, harbor(&format!("{a}x")), false),
+        (a, "tools-harbor.wmcloud.org/x:1".to_owned(), false),
+        (a, PLATFORM.to_owned(), true),
+    ];
+    for (i, (namespace, image, admitted)) in cases.iter().enumerate() {
+        let pod = format!("p{i}");
+        let out = kubectl_run_dry(namespace, &pod, image);
+        assert_eq!(
+            out.status.success(),
+            *admitted,
+            "webhook, {namespace}: {image}: {out}"
+        );
+        if !admitted {
+            assert!(
+                out.stderr.contains(&format!(
+                    "allowed here: docker-registry.tools.wmflabs.org, \
+                     tools-harbor.wmcloud.org/{namespace};"
+                )),
+                "{out}"
+            );
+        }
+        // The same pod offline, without a namespace of its own: `--namespace` gives it.
+        let manifest = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod},
+            "spec": {"containers": [{"name": pod, "image": image}]}});
+        let check = byoc_e2e::run_command(
+            std::process::Command::new(byoc_e2e::cli::binary())
+                .arg("check")
+                .arg("--config")
+                .arg(&policy)
+                .args(["--namespace", namespace, "-"]),
+            Some(&manifest.to_string()),
+        );
+        assert_eq!(
+            check.status.code(),
+            Some(if *admitted { 0 } else { 1 }),
+            "check, {namespace}: {image}: {check}"
+        );
+    }
 }

@@ -277,10 +277,9 @@ impl NamespaceReport {
         now: Timestamp,
     ) -> Self {
         let allowed: BTreeSet<String> = config
-            .default_registries
-            .iter()
-            .chain(allowance.registries_at(now))
-            .map(ToString::to_string)
+            .default_registries_in(&name)
+            .map(|p| p.to_string())
+            .chain(allowance.registries_at(now).map(ToString::to_string))
             .collect();
         let mut registries = BTreeSet::new();
         let objects = findings
