@@ -147,6 +147,22 @@ fn rests_on_failure(
     )
 }
 
+/// The message of a failed lookup in `facts`, if any (each names the registry).
+fn first_failure(facts: &Facts) -> Option<&str> {
+    fn why<T>(a: &Answer<T>) -> Option<&str> {
+        match a {
+            Answer::Failed(why) => Some(why),
+            Answer::Found(_) => None,
+        }
+    }
+    facts
+        .tags
+        .values()
+        .find_map(why)
+        .or_else(|| facts.manifests.values().find_map(why))
+        .or_else(|| facts.configs.values().find_map(why))
+}
+
 impl Pending {
     /// The lookups still needed to settle every alternative.
     pub fn needs(&self, ctx: &Context, facts: &Facts) -> BTreeSet<Lookup> {
@@ -222,10 +238,11 @@ impl Pending {
                 Requirement::RequireDigest => FailureMode::Fail,
             };
             if lookup_failed && mode == FailureMode::Allow {
+                // Short (the API server may cut warnings at 256 characters): what failed first.
+                let why = first_failure(facts).unwrap_or(&reason);
                 softened.push(format!(
-                    "{} {:?}: image {:?}: requirement {requirement} of {} was not checked \
-                     (failureMode allow): {reason}",
-                    self.kind, self.container, self.image, alternative.origin
+                    "{} {:?}: {requirement} not checked (failureMode allow): {why}",
+                    self.kind, self.container
                 ));
                 continue;
             }
