@@ -214,6 +214,8 @@ pub struct WebhookOptions {
     /// The soft open-files limit the process starts with (through `prlimit`), as a container
     /// runtime may set it; inherited when `None`.
     pub open_files: Option<u64>,
+    /// More policy configuration (YAML), after `mode`.
+    pub policy: String,
 }
 
 impl Default for WebhookOptions {
@@ -228,6 +230,7 @@ impl Default for WebhookOptions {
             watch_unhealthy_after: "30s",
             kubeconfig: None,
             open_files: None,
+            policy: String::new(),
         }
     }
 }
@@ -264,7 +267,7 @@ impl WebhookProcess {
         webhook.rotate_certificate();
         std::fs::write(
             webhook.dir.join("policy.yaml"),
-            format!("mode: {}\n", webhook.options.mode),
+            format!("mode: {}\n{}", webhook.options.mode, webhook.options.policy),
         )
         .expect("write the policy");
         webhook.spawn();

@@ -31,11 +31,16 @@ pub const CONTROLLER_USER: &str = "system:serviceaccount:byoc-system:byoc-contro
 pub struct Options {
     /// `enforce`, `warn` or `audit`.
     pub mode: &'static str,
+    /// More policy configuration (YAML), after `mode`.
+    pub policy: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { mode: "enforce" }
+        Self {
+            mode: "enforce",
+            policy: String::new(),
+        }
     }
 }
 
@@ -61,6 +66,7 @@ impl Webhook {
             .await;
         let mut process = WebhookProcess::start(WebhookOptions {
             mode: options.mode,
+            policy: options.policy,
             ..WebhookOptions::default()
         });
         process.register().await;

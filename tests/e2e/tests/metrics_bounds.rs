@@ -45,7 +45,11 @@ async fn invented_namespaces_and_registries_make_at_most_limit_plus_one_series()
     );
     controller.wait_leader().await;
     // Audit: the API server sends every pod to the webhook, which admits it and counts it.
-    let webhook = Webhook::start(Options { mode: "audit" }).await;
+    let webhook = Webhook::start(Options {
+        mode: "audit",
+        ..Options::default()
+    })
+    .await;
 
     let mut namespaces = Vec::new();
     for _ in 0..INVENTED {

@@ -445,7 +445,11 @@ async fn a_tenant_who_may_patch_its_namespace_cannot_touch_byoc_labels() {
 
 #[tokio::test]
 async fn warn_mode_admits_with_a_warning_shown_by_kubectl() {
-    let webhook = Webhook::start(Options { mode: "warn" }).await;
+    let webhook = Webhook::start(Options {
+        mode: "warn",
+        ..Options::default()
+    })
+    .await;
     let ns = tool_namespace().await;
     let name = ns.name();
     let out = kubectl_run(name, "hub", "nginx").success();
