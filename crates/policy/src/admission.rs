@@ -10,7 +10,8 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use crate::config::{Config, Mode};
-use crate::decision::{Checker, Listed, Problem, Reminder, Violation};
+use crate::decision::{Checker, Listed, NamespaceAnnotation, Problem, Reminder, Violation};
+use crate::requirement::pending::{Pending, Settled};
 use crate::workload::{self, Container, PodBearing, ShapeError};
 
 /// An object under review, as [`decide`] reads it: its metadata and the containers and image
@@ -53,6 +54,9 @@ pub enum Reason {
     RegistryNotAllowed,
     /// An image reference does not parse.
     InvalidImage,
+    /// An image is allowed by name, but does not meet the requirements that apply to it (or
+    /// they could not be checked).
+    RequirementNotMet,
     /// A `byoc.toolforge.org/` namespace label or annotation change by someone other than the
     /// controller, or a change of any other namespace label by the controller.
     LabelProtected,
@@ -70,6 +74,7 @@ impl Reason {
             Self::Exempt => "exempt",
             Self::RegistryNotAllowed => "registry_not_allowed",
             Self::InvalidImage => "invalid_image",
+            Self::RequirementNotMet => "requirement_not_met",
             Self::LabelProtected => "label_protected",
             Self::UnsupportedKind => "unsupported_kind",
             Self::Malformed => "malformed",
@@ -78,7 +83,10 @@ impl Reason {
 
     /// Whether the reason is a registry-policy violation, which the mode can soften.
     pub fn is_registry_violation(self) -> bool {
-        matches!(self, Self::RegistryNotAllowed | Self::InvalidImage)
+        matches!(
+            self,
+            Self::RegistryNotAllowed | Self::InvalidImage | Self::RequirementNotMet
+        )
     }
 }
 
@@ -94,6 +102,11 @@ pub struct Decision {
     pub violations: Listed<Violation>,
     /// Containers admitted only by a grant that ends soon; sent as warnings when admitted.
     pub reminders: Listed<Reminder>,
+    /// Containers allowed by name whose requirements need registry answers; the decision is
+    /// final only once [`Decision::settle`] has judged them.
+    pub pending: Vec<Pending>,
+    /// Warnings for requirements `failureMode: allow` let pass unchecked.
+    pub softened: Vec<String>,
 }
 
 impl Decision {
@@ -103,6 +116,8 @@ impl Decision {
             lines: Vec::new(),
             violations: Listed::default(),
             reminders: Listed::default(),
+            pending: Vec::new(),
+            softened: Vec::new(),
         }
     }
 
@@ -112,31 +127,58 @@ impl Decision {
             lines: vec![line],
             violations: Listed::default(),
             reminders: Listed::default(),
+            pending: Vec::new(),
+            softened: Vec::new(),
         }
     }
 
-    fn checked(violations: Listed<Violation>, reminders: Listed<Reminder>) -> Self {
-        let reason = if violations.is_empty() {
-            Reason::Allowed
-        } else if violations
-            .iter()
-            .any(|v| matches!(v.problem, Problem::InvalidReference(_)))
-        {
-            Reason::InvalidImage
-        } else {
-            Reason::RegistryNotAllowed
-        };
-        let lines = violations
-            .iter()
-            .map(ToString::to_string)
-            .chain(violations.more("refused containers"))
-            .collect();
-        Self {
-            reason,
-            lines,
+    fn checked(
+        violations: Listed<Violation>,
+        reminders: Listed<Reminder>,
+        pending: Vec<Pending>,
+    ) -> Self {
+        let mut decision = Self {
+            reason: Reason::Allowed,
+            lines: Vec::new(),
             violations,
             reminders,
+            pending,
+            softened: Vec::new(),
+        };
+        decision.judge();
+        decision
+    }
+
+    /// Sets the reason and the lines from the violations.
+    fn judge(&mut self) {
+        let has = |f: fn(&Problem) -> bool| self.violations.iter().any(|v| f(&v.problem));
+        self.reason = if self.violations.is_empty() {
+            Reason::Allowed
+        } else if has(|p| matches!(p, Problem::InvalidReference(_))) {
+            Reason::InvalidImage
+        } else if has(|p| matches!(p, Problem::NotAllowed { .. })) {
+            Reason::RegistryNotAllowed
+        } else {
+            Reason::RequirementNotMet
+        };
+        self.lines = (self.violations.iter().map(ToString::to_string))
+            .chain(self.violations.more("refused containers"))
+            .collect();
+    }
+
+    /// The final decision, given how each of [`Decision::pending`] settled (in order): the
+    /// refused ones become violations, the softened ones warnings.
+    pub fn settle(&mut self, namespace: &str, settled: &[Settled]) {
+        let pending = std::mem::take(&mut self.pending);
+        for (p, s) in pending.iter().zip(settled) {
+            match s {
+                Settled::Met { softened } => self.softened.extend(softened.iter().cloned()),
+                Settled::Refused { .. } => {
+                    self.violations.extend(Violation::unmet(p, namespace, s))
+                }
+            }
         }
+        self.judge();
     }
 
     /// Whether the request is admitted under `mode`: registry violations are refused only in
@@ -144,18 +186,32 @@ impl Decision {
     pub fn is_admitted(&self, mode: Mode) -> bool {
         match self.reason {
             Reason::Allowed | Reason::Exempt => true,
-            Reason::RegistryNotAllowed | Reason::InvalidImage => mode != Mode::Enforce,
+            Reason::RegistryNotAllowed | Reason::InvalidImage | Reason::RequirementNotMet => {
+                mode != Mode::Enforce
+            }
             Reason::LabelProtected | Reason::UnsupportedKind | Reason::Malformed => false,
         }
     }
 }
 
-/// Decides one admission request. `allowance` is what the request's namespace is granted,
-/// read from its labels; `now` decides which grants have expired.
+/// Decides one admission request by name only. `allowance` is what the request's namespace is
+/// granted, read from its labels; `now` decides which grants have expired.
 pub fn decide<K: Reviewed>(
     config: &Config,
     req: &AdmissionRequest<K>,
     allowance: &Allowance,
+    now: Timestamp,
+) -> Decision {
+    decide_requiring(config, req, allowance, None, now)
+}
+
+/// [`decide`], with the grants' requirements read from the namespace's annotation: images
+/// allowed by name that have requirements are left in [`Decision::pending`].
+pub fn decide_requiring<K: Reviewed>(
+    config: &Config,
+    req: &AdmissionRequest<K>,
+    allowance: &Allowance,
+    requirements: Option<&NamespaceAnnotation>,
     now: Timestamp,
 ) -> Decision {
     if matches!(req.operation, Operation::Delete | Operation::Connect) {
@@ -214,12 +270,14 @@ pub fn decide<K: Reviewed>(
         _ => Cow::default(),
     };
     let to_check = workload::not_in(&containers, &old);
-    let checker = Checker::new(config, allowance, namespace, now);
+    let checker = Checker::new(config, allowance, namespace, now).requiring(requirements);
+    let reviewed = checker.review(&subject, to_check);
     // Reminders cover every container, changed or not: whoever applies the object learns that
     // what runs will stop being admitted.
     Decision::checked(
-        checker.check(&subject, to_check),
+        reviewed.violations,
         checker.reminders(&subject, &*containers),
+        reviewed.pending,
     )
 }
 
@@ -421,6 +479,12 @@ pub fn respond<K: Resource>(
                     .more("containers allowed by a grant that ends soon"),
             ),
         );
+    }
+    if !decision.softened.is_empty() {
+        response
+            .warnings
+            .get_or_insert_default()
+            .extend(decision.softened.iter().cloned());
     }
     response
 }

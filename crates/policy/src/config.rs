@@ -7,12 +7,15 @@ use std::path::{Path, PathBuf};
 use byoc_api::grant::is_dns1123_label;
 use byoc_api::requirements::DEFAULT_TOOL_PREFIX;
 use byoc_api::{RegistryPattern, Requirements};
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::oci::Platform;
+use crate::reference::ImageRef;
+use crate::requirement::{DEFAULT_PLATFORM, ListedBase};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::default_registry::DefaultRegistry;
-use crate::reference::ImageRef;
 
 /// What happens to a pod that breaks the registry policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -60,6 +63,20 @@ impl fmt::Display for Mode {
 /// expiryWarning: 14d               # 0s turns expiry reminders off
 /// defaultGrantRequirements:        # for grants without spec.requirements; absent: none
 ///   builtOn: [tools-harbor.wmcloud.org/toolforge/heroku-runner]
+/// platformRequirements:            # for images of the default registries; absent: none
+///   builtOn: [tools-harbor.wmcloud.org/toolforge/heroku-runner]
+/// baseImages:                      # older base images still accepted, and deprecations
+///   - image: tools-harbor.wmcloud.org/toolforge/heroku-runner:22@sha256:...
+///     deprecated: 2027-01-01T00:00:00Z
+/// platforms: [linux/amd64]         # every image of an index the nodes could run is checked
+/// registryLookups:
+///   budget: 2s                     # per review, at most 10s
+///   failureMode: {builtOn: fail, sourceFrom: fail}   # fail | allow (a failed lookup only)
+///   credentialsFile: /etc/byoc/registry/.dockerconfigjson
+///   insecureRegistries: []         # host[:port] reached over plain HTTP
+///   cacheBytes: 67108864
+///   tagTtl: 30s
+///   perHostConcurrency: 8
 /// ```
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -101,6 +118,163 @@ pub struct Config {
         deserialize_with = "strict::deserialize"
     )]
     pub default_grant_requirements: Option<Requirements>,
+    /// What images of the default registries must meet (DESIGN §12). Absent: nothing beyond
+    /// the registry, and such images never cause a registry lookup.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strict::platform"
+    )]
+    pub platform_requirements: Option<Requirements>,
+    /// Base images the platform lists: older images of a `builtOn` base still accepted, and
+    /// when the platform deprecated them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_images: Vec<BaseImageEntry>,
+    /// The platforms (`os/arch[/variant]`) the nodes run; every image of an index a node could
+    /// run must meet the requirements.
+    #[serde(default = "default_platforms")]
+    pub platforms: Vec<String>,
+    /// How the webhook asks registries.
+    #[serde(default)]
+    pub registry_lookups: RegistryLookups,
+}
+
+/// One entry of `baseImages`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BaseImageEntry {
+    /// `repository:tag` (the image the tag points to now) or `repository[:tag]@sha256:...`
+    /// (an older image still accepted).
+    pub image: String,
+    /// When the platform deprecated it (or will), like `2027-01-01T00:00:00Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecated: Option<Timestamp>,
+}
+
+/// What a requirement does when a registry lookup it needs fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Refuse, naming the registry and why.
+    #[default]
+    Fail,
+    /// Admit with a warning. Only a failed lookup is softened, never a requirement that was
+    /// checked and does not hold.
+    Allow,
+}
+
+/// `registryLookups.failureMode`: per requirement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailureModes {
+    /// For `builtOn`.
+    #[serde(default)]
+    pub built_on: FailureMode,
+    /// For `sourceFrom`.
+    #[serde(default)]
+    pub source_from: FailureMode,
+}
+
+/// The default of [`RegistryLookups::budget`].
+pub const DEFAULT_LOOKUP_BUDGET: SignedDuration = SignedDuration::from_secs(2);
+
+/// The longest [`RegistryLookups::budget`]: well inside the API server's webhook timeout.
+pub const MAX_LOOKUP_BUDGET: SignedDuration = SignedDuration::from_secs(10);
+
+/// `registryLookups`: how the webhook asks registries.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryLookups {
+    /// The time one review may spend on registry lookups, all together (`2s`, `500ms`).
+    #[serde(default = "default_budget", with = "short")]
+    pub budget: SignedDuration,
+    /// What each requirement does when a lookup fails.
+    #[serde(default)]
+    pub failure_mode: FailureModes,
+    /// A `.dockerconfigjson` with pull credentials; anonymous without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+    /// Registries (`host[:port]`) asked over plain HTTP instead of HTTPS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insecure_registries: Vec<String>,
+    /// Bytes of manifests and configs cached by digest.
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: u64,
+    /// How long a tag's digest is reused (`0s`: asked every time).
+    #[serde(default = "default_tag_ttl", with = "short")]
+    pub tag_ttl: SignedDuration,
+    /// Requests in flight per registry at most.
+    #[serde(default = "default_per_host_concurrency")]
+    pub per_host_concurrency: usize,
+}
+
+fn default_budget() -> SignedDuration {
+    DEFAULT_LOOKUP_BUDGET
+}
+
+fn default_cache_bytes() -> u64 {
+    64 << 20
+}
+
+fn default_tag_ttl() -> SignedDuration {
+    SignedDuration::from_secs(30)
+}
+
+fn default_per_host_concurrency() -> usize {
+    8
+}
+
+fn default_platforms() -> Vec<String> {
+    vec![DEFAULT_PLATFORM.to_owned()]
+}
+
+impl Default for RegistryLookups {
+    fn default() -> Self {
+        Self {
+            budget: default_budget(),
+            failure_mode: FailureModes::default(),
+            credentials_file: None,
+            insecure_registries: Vec::new(),
+            cache_bytes: default_cache_bytes(),
+            tag_ttl: default_tag_ttl(),
+            per_host_concurrency: default_per_host_concurrency(),
+        }
+    }
+}
+
+/// Durations of `registryLookups`: the duration grammar of requests, plus milliseconds
+/// (`500ms`); zero allowed (validation refuses it where it makes no sense).
+mod short {
+    use byoc_api::duration::{self, DurationError};
+    use jiff::SignedDuration;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &SignedDuration, s: S) -> Result<S::Ok, S::Error> {
+        if d.subsec_millis() != 0 {
+            return s.serialize_str(&format!("{}ms", d.as_millis()));
+        }
+        s.serialize_str(&duration::format(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SignedDuration, D::Error> {
+        let text = String::deserialize(d)?;
+        if let Some(ms) = text.strip_suffix("ms")
+            && !ms.is_empty()
+            && ms.bytes().all(|c| c.is_ascii_digit())
+        {
+            return ms
+                .parse::<i64>()
+                .map(SignedDuration::from_millis)
+                .map_err(|_| serde::de::Error::custom(format!("{text:?} is too long")));
+        }
+        match duration::parse(&text) {
+            Ok(d) => Ok(d),
+            Err(DurationError::Zero) => Ok(SignedDuration::ZERO),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "{text:?} is {e} (like 2s, 500ms or 1m)"
+            ))),
+        }
+    }
 }
 
 /// Namespace labels, by key prefix, that only the listed users and groups may add, change or
@@ -201,6 +375,17 @@ mod strict {
     use serde_json::Value;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Requirements>, D::Error> {
+        read(d, "defaultGrantRequirements")
+    }
+
+    pub fn platform<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Requirements>, D::Error> {
+        read(d, "platformRequirements")
+    }
+
+    fn read<'de, D: Deserializer<'de>>(
+        d: D,
+        field: &str,
+    ) -> Result<Option<Requirements>, D::Error> {
         let Some(value) = Option::<Value>::deserialize(d)? else {
             return Ok(None);
         };
@@ -216,13 +401,13 @@ mod strict {
         {
             let expected: Vec<&str> = known.keys().map(String::as_str).collect();
             return Err(D::Error::custom(format!(
-                "defaultGrantRequirements: unknown field `{key}`, expected one of {}",
+                "{field}: unknown field `{key}`, expected one of {}",
                 expected.join(", ")
             )));
         }
         serde_json::from_value(value)
             .map(Some)
-            .map_err(|e| D::Error::custom(format!("defaultGrantRequirements: {e}")))
+            .map_err(|e| D::Error::custom(format!("{field}: {e}")))
     }
 }
 
@@ -274,6 +459,10 @@ impl Default for Config {
             protected_labels: ProtectedLabels::default(),
             expiry_warning: DEFAULT_EXPIRY_WARNING,
             default_grant_requirements: None,
+            platform_requirements: None,
+            base_images: Vec::new(),
+            platforms: default_platforms(),
+            registry_lookups: RegistryLookups::default(),
         }
     }
 }
@@ -413,6 +602,17 @@ impl Config {
                 problem: e.to_string(),
             });
         }
+        if let Some(Err(e)) = self
+            .platform_requirements
+            .as_ref()
+            .map(Requirements::validate)
+        {
+            return Err(ConfigError::Invalid {
+                field: "platformRequirements",
+                problem: e.to_string(),
+            });
+        }
+        self.validate_lookups()?;
         if let Some(url) = &self.grant_request_url
             && (!(url.starts_with("https://") || url.starts_with("http://")) || url.contains(' '))
         {
@@ -445,6 +645,85 @@ impl Config {
         self.default_registries
             .iter()
             .filter_map(|r| r.for_namespace(namespace, &self.tool_prefix))
+    }
+
+    fn validate_lookups(&self) -> Result<(), ConfigError> {
+        let invalid = |field, problem: String| Err(ConfigError::Invalid { field, problem });
+        for entry in &self.base_images {
+            if let Err(e) = entry.image.parse::<ImageRef>() {
+                return invalid(
+                    "baseImages",
+                    format!("{:?} is not an image reference: {}", entry.image, e.kind()),
+                );
+            }
+        }
+        if self.platforms.is_empty() {
+            return invalid(
+                "platforms",
+                "must list at least one platform, like linux/amd64".into(),
+            );
+        }
+        for platform in &self.platforms {
+            if let Err(e) = platform.parse::<Platform>() {
+                return invalid("platforms", format!("{platform:?}: {e}"));
+            }
+        }
+        let lookups = &self.registry_lookups;
+        if lookups.budget <= SignedDuration::ZERO || lookups.budget > MAX_LOOKUP_BUDGET {
+            return invalid(
+                "registryLookups.budget",
+                format!(
+                    "{}ms is not between 1ms and {}s",
+                    lookups.budget.as_millis(),
+                    MAX_LOOKUP_BUDGET.as_secs()
+                ),
+            );
+        }
+        if lookups.tag_ttl.is_negative() {
+            return invalid("registryLookups.tagTtl", "must not be negative".into());
+        }
+        if lookups.per_host_concurrency == 0 {
+            return invalid(
+                "registryLookups.perHostConcurrency",
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(bad) = lookups.insecure_registries.iter().find(|r| {
+            r.parse::<RegistryPattern>()
+                .map_or(true, |p| p.path().is_some() || p.to_string() != **r)
+        }) {
+            return invalid(
+                "registryLookups.insecureRegistries",
+                format!("{bad:?} is not a registry host[:port] in lowercase"),
+            );
+        }
+        Ok(())
+    }
+
+    /// The prefix `{tool}` strips from namespace names (`toolPrefix`).
+    pub fn tool_prefix(&self) -> &str {
+        &self.tool_prefix
+    }
+
+    /// The nodes' platforms, parsed (validated when the configuration was read).
+    pub fn node_platforms(&self) -> Vec<Platform> {
+        self.platforms
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// The listed base images, parsed (validated when the configuration was read).
+    pub fn listed_bases(&self) -> Vec<ListedBase> {
+        self.base_images
+            .iter()
+            .filter_map(|b| {
+                Some(ListedBase {
+                    image: b.image.parse().ok()?,
+                    deprecated: b.deprecated,
+                })
+            })
+            .collect()
     }
 
     /// Whether the policy leaves `namespace` alone.
@@ -715,6 +994,68 @@ mod tests {
         for (text, needle) in cases {
             let err = Config::from_yaml(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn registry_lookup_keys() {
+        let config = Config::from_yaml(
+            "platformRequirements: {builtOn: [tools-harbor.wmcloud.org/toolforge/base]}\n\
+             baseImages:\n  - image: tools-harbor.wmcloud.org/toolforge/base:22\n    deprecated: 2027-01-01T00:00:00Z\n\
+             platforms: [linux/amd64, linux/arm64/v8]\n\
+             registryLookups:\n  budget: 500ms\n  failureMode: {builtOn: allow}\n  insecureRegistries: [127.0.0.1:5000]\n  cacheBytes: 1048576\n  tagTtl: 0s\n  perHostConcurrency: 2\n",
+        )
+        .unwrap();
+        let lookups = &config.registry_lookups;
+        assert_eq!(lookups.budget, SignedDuration::from_millis(500));
+        assert_eq!(lookups.failure_mode.built_on, FailureMode::Allow);
+        assert_eq!(lookups.failure_mode.source_from, FailureMode::Fail);
+        assert_eq!(lookups.tag_ttl, SignedDuration::ZERO);
+        assert_eq!(config.node_platforms().len(), 2);
+        assert_eq!(config.listed_bases().len(), 1);
+        assert!(config.listed_bases()[0].deprecated.is_some());
+        let defaults = Config::default();
+        assert_eq!(
+            defaults.registry_lookups.budget,
+            SignedDuration::from_secs(2)
+        );
+        assert_eq!(defaults.platforms, ["linux/amd64"]);
+        assert_eq!(defaults.tool_prefix(), "tool-");
+
+        for (yaml, want) in [
+            ("registryLookups: {budget: 11s}", "registryLookups.budget"),
+            ("registryLookups: {budget: 0s}", "registryLookups.budget"),
+            ("registryLookups: {budget: soon}", "like 2s, 500ms"),
+            ("registryLookups: {failureMode: {builtOn: maybe}}", "maybe"),
+            ("registryLookups: {failureMode: {digest: allow}}", "digest"),
+            (
+                "registryLookups: {perHostConcurrency: 0}",
+                "perHostConcurrency",
+            ),
+            (
+                "registryLookups: {insecureRegistries: [quay.io/x]}",
+                "insecureRegistries",
+            ),
+            ("registryLookups: {cacheBytes: lots}", "cacheBytes"),
+            ("registryLookups: {timeout: 1s}", "timeout"),
+            ("platforms: []", "platforms"),
+            ("platforms: [amd64]", "platforms"),
+            ("baseImages: [{image: 'Not An Image'}]", "baseImages"),
+            (
+                "baseImages: [{image: quay.io/a, deprecated: tomorrow}]",
+                "deprecated",
+            ),
+            (
+                "platformRequirements: {builtOn: [nope]}",
+                "platformRequirements",
+            ),
+            (
+                "platformRequirements: {builtOnn: [quay.io/a]}",
+                "platformRequirements: unknown field `builtOnn`",
+            ),
+        ] {
+            let e = Config::from_yaml(yaml).expect_err(yaml).to_string();
+            assert!(e.contains(want), "{yaml}: want {want:?} in {e}");
         }
     }
 }

@@ -5,10 +5,13 @@ use std::fmt;
 use byoc_api::RegistryPattern;
 use byoc_api::duration;
 use byoc_api::labels::{Allowance, Expiry};
+use byoc_api::requirements::{Effective, NamespaceRequirements};
 use jiff::Timestamp;
 
 use crate::config::Config;
 use crate::reference::{ImageRef, ReferenceError};
+use crate::requirement::Requirement;
+use crate::requirement::pending::{Alternative, Origin, Pending, Settled};
 use crate::workload::{Container, ContainerKind};
 
 /// Why one container is refused.
@@ -23,7 +26,22 @@ pub enum Problem {
         /// The fully normalized reference.
         resolved: String,
     },
+    /// The image is allowed by name, but requirements apply and none of their alternatives
+    /// holds (or could be checked).
+    RequirementNotMet {
+        /// Where the requirement comes from (`the grant for quay.io`).
+        origin: String,
+        /// Which requirement; `None` when the namespace's requirements cannot be read.
+        requirement: Option<Requirement>,
+        /// Why.
+        reason: String,
+        /// Whether it could not be checked (a registry lookup failed).
+        lookup_failed: bool,
+    },
 }
+
+/// A namespace's requirements annotation as the webhook cached it: read, or why not.
+pub type NamespaceAnnotation = Result<NamespaceRequirements, String>;
 
 /// One refused container, with everything its denial line names.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,11 +86,64 @@ impl fmt::Display for Violation {
                  ({resolved}), which namespace {} may not use; allowed here: {}; {}",
                 self.namespace, self.allowed_here, self.how_to_ask
             ),
+            Problem::RequirementNotMet {
+                origin,
+                requirement: Some(requirement),
+                reason,
+                lookup_failed: true,
+            } => write!(
+                f,
+                "{subject}: {kind} {container:?} image {image:?} could not be checked against \
+                 requirement {requirement} of {origin}: {reason}"
+            ),
+            Problem::RequirementNotMet {
+                origin,
+                requirement: Some(requirement),
+                reason,
+                ..
+            } => write!(
+                f,
+                "{subject}: {kind} {container:?} image {image:?} does not meet requirement \
+                 {requirement} of {origin}: {reason}"
+            ),
+            Problem::RequirementNotMet { reason, .. } => write!(
+                f,
+                "{subject}: {kind} {container:?} image {image:?} is allowed only with \
+                 requirements, and {reason}"
+            ),
         }
     }
 }
 
 impl Violation {
+    /// The refusal of a pending container whose requirements [`Pending::settle`] refused.
+    pub fn unmet(pending: &Pending, namespace: &str, settled: &Settled) -> Option<Self> {
+        let Settled::Refused { unmet, others } = settled else {
+            return None;
+        };
+        let mut reason = unmet.reason.clone();
+        if *others > 0 {
+            reason.push_str(&format!(
+                " (and {others} other grant requirement(s) for it do not hold either)"
+            ));
+        }
+        Some(Self {
+            subject: pending.subject.clone(),
+            kind: pending.kind,
+            container: pending.container.clone(),
+            image: pending.image.clone(),
+            problem: Problem::RequirementNotMet {
+                origin: unmet.origin.to_string(),
+                requirement: Some(unmet.requirement),
+                reason,
+                lookup_failed: unmet.lookup_failed,
+            },
+            namespace: namespace.to_owned(),
+            allowed_here: String::new(),
+            how_to_ask: String::new(),
+        })
+    }
+
     /// A shorter form for AdmissionResponse warnings, which the API server may cut at 256
     /// characters.
     pub fn warning(&self) -> String {
@@ -91,6 +162,17 @@ impl Violation {
                  namespace {}; the policy is not enforced yet",
                 self.namespace
             ),
+            Problem::RequirementNotMet {
+                requirement,
+                reason,
+                ..
+            } => {
+                let what = requirement.map_or_else(|| "requirements".to_owned(), |r| r.to_string());
+                format!(
+                    "{kind} {container:?}: image {image:?} does not meet {what}; the policy is \
+                     not enforced yet: {reason}"
+                )
+            }
         }
     }
 }
@@ -182,6 +264,15 @@ impl<T> Listed<T> {
         self.items.len() + self.unlisted
     }
 
+    /// Keeps or counts each of `items`.
+    pub fn extend(&mut self, items: impl IntoIterator<Item = T>) {
+        for item in items {
+            if self.has_room() {
+                self.items.push(item);
+            }
+        }
+    }
+
     /// Whether one more would be kept; when not, it is counted.
     fn has_room(&mut self) -> bool {
         let room = self.items.len() < LISTED;
@@ -197,10 +288,31 @@ impl<T> Listed<T> {
     }
 }
 
+/// What requirements apply to an image allowed by name.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applies {
+    /// None: it is admitted by name.
+    Nothing,
+    /// It is admitted when one of these holds.
+    AnyOf(Vec<Alternative>),
+    /// Every allowance that admits it has requirements, and none can be used: why.
+    Unusable(String),
+}
+
+/// What [`Checker::review`] finds among containers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reviewed {
+    /// The refused containers, the first [`LISTED`] in full.
+    pub violations: Listed<Violation>,
+    /// The containers allowed by name that have requirements to check against the registry.
+    pub pending: Vec<Pending>,
+}
+
 /// Checks containers of one namespace at one instant.
 pub struct Checker<'a> {
     config: &'a Config,
     allowance: &'a Allowance,
+    requirements: Option<&'a NamespaceAnnotation>,
     namespace: &'a str,
     now: Timestamp,
 }
@@ -216,9 +328,89 @@ impl<'a> Checker<'a> {
         Self {
             config,
             allowance,
+            requirements: None,
             namespace,
             now,
         }
+    }
+
+    /// The same checker, reading the grants' requirements from the namespace's annotation
+    /// (`None`: the namespace has none, so its grants require nothing).
+    #[must_use]
+    pub fn requiring(mut self, requirements: Option<&'a NamespaceAnnotation>) -> Self {
+        self.requirements = requirements;
+        self
+    }
+
+    /// What requirements apply to `image`, which is allowed by name. Without platform
+    /// requirements and without a requirements annotation this is [`Applies::Nothing`] at
+    /// once, allocating nothing.
+    pub fn applies(&self, image: &ImageRef) -> Applies {
+        let platform = self.config.platform_requirements.as_ref();
+        if self.requirements.is_none() && platform.is_none() {
+            return Applies::Nothing;
+        }
+        let mut alternatives = Vec::new();
+        let mut unusable = None;
+        if self
+            .config
+            .default_registry_for(image, self.namespace)
+            .is_some()
+        {
+            match platform {
+                Some(r) if !r.is_empty() => alternatives.push(Alternative {
+                    origin: Origin::Platform,
+                    requirements: r.clone(),
+                }),
+                _ => return Applies::Nothing,
+            }
+        }
+        let any = self
+            .allowance
+            .allows_any_at(self.now)
+            .then_some(None::<&byoc_api::RegistryPattern>);
+        let entries = self
+            .allowance
+            .registries_at(self.now)
+            .filter(|p| image.is_allowed_by(p))
+            .map(Some);
+        for entry in any.into_iter().chain(entries) {
+            let key = entry.map_or_else(
+                || NamespaceRequirements::ANY.to_owned(),
+                ToString::to_string,
+            );
+            match self.requirements {
+                None => return Applies::Nothing,
+                Some(Err(why)) => {
+                    unusable.get_or_insert_with(|| {
+                        format!(
+                            "the requirements of namespace {} cannot be read, so nothing is \
+                             admitted through its grants until the byoc controller repairs \
+                             them: {why}",
+                            self.namespace
+                        )
+                    });
+                }
+                Some(Ok(annotation)) => match annotation.effective_at(entry, self.now) {
+                    Effective::Unconditional => return Applies::Nothing,
+                    Effective::AnyOf(list) => {
+                        if list.is_empty() {
+                            unusable.get_or_insert_with(|| {
+                                format!("no active grant for {key} lists requirements it can meet")
+                            });
+                        }
+                        alternatives.extend(list.into_iter().map(|r| Alternative {
+                            origin: Origin::Grant(key.clone()),
+                            requirements: r.clone(),
+                        }));
+                    }
+                },
+            }
+        }
+        if !alternatives.is_empty() {
+            return Applies::AnyOf(alternatives);
+        }
+        Applies::Unusable(unusable.unwrap_or_else(|| "no allowance admits it".to_owned()))
     }
 
     /// Whether `image` may run here.
@@ -246,19 +438,58 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The violations among `containers` of `subject`, the first [`LISTED`] in full.
-    /// Containers without an image (allowed in workload templates) have nothing to check.
+    /// The violations among `containers` of `subject` (the first [`LISTED`] in full), by name only: requirements that need
+    /// the registry are not checked ([`Checker::review`] lists them).
     pub fn check<'c>(
         &self,
         subject: &str,
         containers: impl IntoIterator<Item = &'c Container>,
     ) -> Listed<Violation> {
+        self.review(subject, containers).violations
+    }
+
+    /// The violations among `containers` of `subject`, and the containers allowed by name
+    /// that have requirements to check. Containers without an image (allowed in workload
+    /// templates) have nothing to check.
+    pub fn review<'c>(
+        &self,
+        subject: &str,
+        containers: impl IntoIterator<Item = &'c Container>,
+    ) -> Reviewed {
         let mut violations = Listed::default();
+        let mut pending = Vec::new();
         for c in containers {
             let Some(image) = c.image.as_deref() else {
                 continue;
             };
-            if let Some(problem) = self.problem(image)
+            let problem = match image.parse::<ImageRef>() {
+                Err(e) => Some(Problem::InvalidReference(e)),
+                Ok(r) if self.allows(&r) => match self.applies(&r) {
+                    Applies::Nothing => None,
+                    Applies::AnyOf(alternatives) => {
+                        pending.push(Pending {
+                            subject: subject.to_owned(),
+                            kind: c.kind,
+                            container: c.name.clone(),
+                            image: image.to_owned(),
+                            reference: r,
+                            alternatives,
+                        });
+                        None
+                    }
+                    Applies::Unusable(reason) => Some(Problem::RequirementNotMet {
+                        origin: String::new(),
+                        requirement: None,
+                        reason,
+                        lookup_failed: false,
+                    }),
+                },
+                Ok(r) => Some(Problem::NotAllowed {
+                    registry: r.registry(),
+                    resolved: r.to_string(),
+                }),
+            };
+            if let Some(problem) = problem
                 && violations.has_room()
             {
                 violations.items.push(Violation {
@@ -279,12 +510,15 @@ impl<'a> Checker<'a> {
                 v.allowed_here.clone_from(&allowed_here);
                 let registry = match &v.problem {
                     Problem::NotAllowed { registry, .. } => Some(registry.as_str()),
-                    Problem::InvalidReference(_) => None,
+                    Problem::InvalidReference(_) | Problem::RequirementNotMet { .. } => None,
                 };
                 v.how_to_ask = self.config.how_to_ask(self.namespace, registry);
             }
         }
-        violations
+        Reviewed {
+            violations,
+            pending,
+        }
     }
 
     /// The reminders among `containers` of `subject`, the first [`LISTED`] in full: allowed
@@ -851,6 +1085,120 @@ mod tests {
                 (counted > 0).then(|| format!("…and {counted} more refused containers")),
                 "{n}"
             );
+        }
+    }
+
+    #[test]
+    fn which_requirements_apply() {
+        use byoc_api::requirements::NamespaceRequirements;
+        let annotation = |json: &str| -> NamespaceAnnotation {
+            NamespaceRequirements::read(json).map_err(|e| e.to_string())
+        };
+        let digest = r#"{"version":1,"registries":{"quay.io":[{"expires":"never","requirements":{"requireDigest":true}}]}}"#;
+        let unconditional = r#"{"version":1,"registries":{"quay.io":[{"expires":"never","requirements":{"requireDigest":true}},{"expires":"never"}]}}"#;
+        let expired = r#"{"version":1,"registries":{"quay.io":[{"expires":"20260101T000000Z","requirements":{"requireDigest":true}}]}}"#;
+        let with_digest = annotation(digest);
+        let with_unconditional = annotation(unconditional);
+        let with_expired = annotation(expired);
+        let unreadable = annotation("{");
+        let quay = allowance(&[(&["quay.io"], None)]);
+        let platform = Config {
+            platform_requirements: Some(byoc_api::Requirements {
+                require_digest: true,
+                ..Default::default()
+            }),
+            ..Config::default()
+        };
+        let plain = Config::default();
+        let platform_image = "docker-registry.tools.wmflabs.org/x:1";
+        // (what, config, requirements, image, expected: "nothing" | origins | "unusable: text")
+        let cases: &[(&str, &Config, Option<&NamespaceAnnotation>, &str, &str)] = &[
+            (
+                "no annotation, no platform requirements",
+                &plain,
+                None,
+                "quay.io/x",
+                "nothing",
+            ),
+            (
+                "platform image, none configured",
+                &plain,
+                Some(&with_digest),
+                platform_image,
+                "nothing",
+            ),
+            (
+                "platform image, configured",
+                &platform,
+                None,
+                platform_image,
+                "platform",
+            ),
+            (
+                "grant with requirements",
+                &plain,
+                Some(&with_digest),
+                "quay.io/x",
+                "quay.io",
+            ),
+            (
+                "one grant without requirements",
+                &plain,
+                Some(&with_unconditional),
+                "quay.io/x",
+                "nothing",
+            ),
+            (
+                "no annotation: grants require nothing",
+                &platform,
+                None,
+                "quay.io/x",
+                "nothing",
+            ),
+            (
+                "unreadable annotation",
+                &plain,
+                Some(&unreadable),
+                "quay.io/x",
+                "unusable: namespace tool-a cannot be read",
+            ),
+            (
+                "unreadable annotation, platform image",
+                &plain,
+                Some(&unreadable),
+                platform_image,
+                "nothing",
+            ),
+            (
+                "every grant with requirements expired",
+                &plain,
+                Some(&with_expired),
+                "quay.io/x",
+                "unusable: no active grant for quay.io",
+            ),
+        ];
+        for (what, config, requirements, image, want) in cases {
+            let checker = Checker::new(config, &quay, "tool-a", now()).requiring(*requirements);
+            let got = match checker.applies(&image.parse().unwrap()) {
+                Applies::Nothing => "nothing".to_owned(),
+                Applies::AnyOf(alts) => alts
+                    .iter()
+                    .map(|a| match &a.origin {
+                        Origin::Platform => "platform".to_owned(),
+                        Origin::Grant(key) => key.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Applies::Unusable(why) => format!("unusable: {why}"),
+            };
+            if let Some(text) = want.strip_prefix("unusable: ") {
+                assert!(
+                    got.starts_with("unusable: ") && got.contains(text),
+                    "{what}: {got}"
+                );
+            } else {
+                assert_eq!(&got, want, "{what}");
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ pub mod reference;
 pub mod requirement;
 pub mod workload;
 
-pub use admission::{Decision, Reason, decide, respond};
+pub use admission::{Decision, Reason, decide, decide_requiring, respond};
 pub use byoc_api::labels::Allowance;
 pub use config::{Config, ConfigError, Mode};
 pub use reference::{ImageRef, ReferenceError};

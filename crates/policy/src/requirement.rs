@@ -37,6 +37,8 @@ use jiff::Timestamp;
 use crate::oci::{Digest, ImageConfig, Manifest, Platform, SOURCE_LABEL};
 use crate::reference::ImageRef;
 
+pub mod pending;
+
 /// The platform the nodes run when none is configured.
 pub const DEFAULT_PLATFORM: &str = "linux/amd64";
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -183,6 +184,10 @@ pub struct CacheStats {
     pub bytes: usize,
     /// Tags remembered (expired ones included until pushed out).
     pub tags: usize,
+    /// Lookups answered from a cache since the client started.
+    pub hits: u64,
+    /// Lookups that were not (each joined or started a request).
+    pub misses: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -215,6 +220,8 @@ struct Inner {
     tags: Mutex<TtlMap<Key, Digest>>,
     flights: Mutex<HashMap<Key, Flight>>,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 /// Per-host semaphores kept when no request uses them, at most.
@@ -255,6 +262,8 @@ impl Client {
                 tags: Mutex::new(TtlMap::new(config.tag_ttl, config.max_tags)),
                 flights: Mutex::new(HashMap::new()),
                 hosts: Mutex::new(HashMap::new()),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
                 config,
             }),
         })
@@ -282,6 +291,7 @@ impl Client {
             let cached = lock(&self.inner.tags).get(&key, Instant::now());
             if let Some(digest) = cached {
                 debug!(%digest, "tag cache hit");
+                self.inner.hits.fetch_add(1, Ordering::Relaxed);
                 return self.manifest(repository, &digest, budget).await;
             }
             self.lookup(key, budget).await
@@ -368,6 +378,8 @@ impl Client {
             entries: content.len(),
             bytes: content.bytes(),
             tags: lock(&self.inner.tags).len(),
+            hits: self.inner.hits.load(Ordering::Relaxed),
+            misses: self.inner.misses.load(Ordering::Relaxed),
         }
     }
 
@@ -378,8 +390,10 @@ impl Client {
             && let Some(hit) = lock(&self.inner.content).get(&key)
         {
             debug!("content cache hit");
+            self.inner.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit);
         }
+        self.inner.misses.fetch_add(1, Ordering::Relaxed);
         let flight = {
             let mut flights = lock(&self.inner.flights);
             match flights.get(&key) {

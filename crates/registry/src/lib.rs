@@ -23,8 +23,10 @@ mod client;
 mod digest;
 mod error;
 mod fetch;
+mod gather;
 
 pub use auth::{Credentials, CredentialsError};
 pub use client::{Budget, BuildError, CacheStats, Client, ClientConfig, Fetched, Repository};
 pub use digest::{Digest, DigestParseError};
 pub use error::RegistryError;
+pub use gather::{Outcome, split_repository};

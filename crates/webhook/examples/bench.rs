@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use byoc_e2e::bench::{
-    self, Latencies, PLATFORM, admission_api, median, not_exempt, register_cel_policy,
+    self, Latencies, PLATFORM, admission_api, median, not_exempt, pod_review, register_cel_policy,
     remove_admission, replace, wait_for_enforcement,
 };
 use clap::Parser;
@@ -512,50 +512,6 @@ fn reviews(namespaces: usize) -> Vec<Bytes> {
             Bytes::from(pod_review(&format!("uid-{i}"), &ns, &image).to_string())
         })
         .collect()
-}
-
-fn pod_review(uid: &str, ns: &str, image: &str) -> Value {
-    let container = |name: &str, image: &str| {
-        json!({
-            "name": name, "image": image, "imagePullPolicy": "Always",
-            "resources": {"limits": {"cpu": "500m", "memory": "512Mi"}, "requests": {"cpu": "250m", "memory": "256Mi"}},
-            "volumeMounts": [{"name": "home", "mountPath": "/data/project"}, {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}],
-            "env": [{"name": "HOME", "value": "/data/project/bot"}, {"name": "TOOL_DATA_DIR", "value": "/data/project/bot"}],
-            "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
-            "securityContext": {"allowPrivilegeEscalation": false, "runAsUser": 52503, "capabilities": {"drop": ["ALL"]}}
-        })
-    };
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": "", "namespace": ns, "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "uid": "a",
-                         "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "bot-7d9f8b6c5-", "namespace": ns,
-                    "labels": {"app.kubernetes.io/name": "bot", "pod-template-hash": "7d9f8b6c5", "toolforge": "tool"},
-                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "bot-7d9f8b6c5", "uid": "b", "controller": true, "blockOwnerDeletion": true}]},
-                "spec": {
-                    "initContainers": [container("setup", &format!("{PLATFORM}/toolforge-bookworm-sssd:latest"))],
-                    "containers": [container("bot", image), container("redis", &format!("{PLATFORM}/toolforge-redis:latest"))],
-                    "volumes": [{"name": "home", "hostPath": {"path": "/data/project/bot", "type": "Directory"}},
-                                {"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}],
-                    "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
-                    "serviceAccountName": "default", "schedulerName": "default-scheduler", "priority": 0, "enableServiceLinks": true,
-                    "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]
-                },
-                "status": {"phase": "Pending", "qosClass": "Burstable"}
-            },
-            "oldObject": null, "dryRun": false,
-            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
-        }
-    })
 }
 
 async fn run_load(

@@ -1,14 +1,21 @@
 //! The namespace cache: a watch of every Namespace, so a review never waits for the API server.
 //! Namespaces are read as [`LeanNamespace`] (metadata only, without `managedFields` and
 //! without `status`, which clients may fill with times Rust cannot read), and only their
-//! identity and byoc labels and annotations are kept ([`LeanNamespace::retain_ours`]). The watch reports its health to a [`WatchHealth`]: readiness and metrics
+//! identity and byoc labels and annotations are kept ([`LeanNamespace::retain_ours`]); the
+//! requirements annotation is read once per change, when the watch sees it. The watch reports
+//! its health to a [`WatchHealth`]: readiness and metrics
 //! tell when it keeps failing.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use byoc_api::LeanNamespace;
+use byoc_api::labels::REQUIREMENTS_ANNOTATION;
+use byoc_api::requirements::NamespaceRequirements;
 use byoc_policy::Allowance;
+use byoc_policy::decision::NamespaceAnnotation;
 use futures::StreamExt;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -21,29 +28,109 @@ use crate::metrics::Metrics;
 /// A namespace as cached: metadata only.
 pub type CachedNamespace = LeanNamespace;
 
+/// A requirements annotation as read: its text and what it says.
+type Read = (String, Arc<NamespaceAnnotation>);
+
 /// Read access to the cached namespaces. Cheap to clone.
 #[derive(Clone)]
 pub struct NamespaceCache {
     store: Store<CachedNamespace>,
+    /// The requirements annotations read, by namespace name.
+    read: Arc<RwLock<HashMap<String, Read>>>,
+}
+
+/// Reads a requirements annotation; an unreadable one is kept as its error, never as "none".
+fn read_annotation(text: &str) -> NamespaceAnnotation {
+    NamespaceRequirements::read(text).map_err(|e| e.to_string())
 }
 
 impl NamespaceCache {
     /// A cache reading `store` (filled by [`watch`], or by hand in tests).
     pub fn new(store: Store<CachedNamespace>) -> Self {
-        Self { store }
+        Self {
+            store,
+            read: Arc::default(),
+        }
+    }
+
+    /// What `namespace` is granted, and the requirements of its grants (`None`: it has no
+    /// requirements annotation, so its grants require nothing). One read of the store, so
+    /// both come from the same version of the namespace.
+    pub fn grants(&self, namespace: &str) -> (Allowance, Option<Arc<NamespaceAnnotation>>) {
+        let Some(ns) = self.store.get(&ObjectRef::new(namespace)) else {
+            return (Allowance::default(), None);
+        };
+        let allowance = match &ns.metadata.labels {
+            // Labels that break the contract grant nothing; the controller removes them.
+            Some(labels) => Allowance::from_labels(labels).0,
+            None => Allowance::default(),
+        };
+        let text = ns
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REQUIREMENTS_ANNOTATION));
+        let Some(text) = text else {
+            return (allowance, None);
+        };
+        let read = self.read.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, parsed)) = read.get(namespace)
+            && seen == text
+        {
+            return (allowance, Some(Arc::clone(parsed)));
+        }
+        drop(read);
+        // The watch loop has not read this version yet (or the store was filled by hand):
+        // read it now, and keep it for the next review.
+        let parsed = Arc::new(read_annotation(text));
+        let mut read = self.read.write().unwrap_or_else(|e| e.into_inner());
+        read.insert(namespace.to_owned(), (text.clone(), Arc::clone(&parsed)));
+        (allowance, Some(parsed))
+    }
+
+    /// Reads the requirements annotation of `ns` as the watch delivers it.
+    fn seen(&self, ns: &CachedNamespace) {
+        let Some(name) = ns.metadata.name.as_deref() else {
+            return;
+        };
+        let text = ns
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REQUIREMENTS_ANNOTATION));
+        let mut read = self.read.write().unwrap_or_else(|e| e.into_inner());
+        match text {
+            None => {
+                read.remove(name);
+            }
+            Some(text) if read.get(name).is_some_and(|(seen, _)| seen == text) => {}
+            Some(text) => {
+                let parsed = read_annotation(text);
+                if let Err(error) = &parsed {
+                    tracing::warn!(namespace = name, %error, "unreadable requirements annotation; its grants admit nothing until it is repaired");
+                }
+                read.insert(name.to_owned(), (text.clone(), Arc::new(parsed)));
+            }
+        }
+    }
+
+    /// Forgets the annotations of namespaces no longer cached (after a re-list).
+    fn prune(&self) {
+        let mut read = self.read.write().unwrap_or_else(|e| e.into_inner());
+        read.retain(|name, _| self.store.get(&ObjectRef::new(name)).is_some());
+    }
+
+    fn forget(&self, ns: &CachedNamespace) {
+        if let Some(name) = ns.metadata.name.as_deref() {
+            let mut read = self.read.write().unwrap_or_else(|e| e.into_inner());
+            read.remove(name);
+        }
     }
 
     /// What `namespace` is granted, read from its labels. A namespace that is not cached (yet)
     /// is granted nothing beyond the default registries: the cache fails closed.
     pub fn allowance(&self, namespace: &str) -> Allowance {
-        let Some(ns) = self.store.get(&ObjectRef::new(namespace)) else {
-            return Allowance::default();
-        };
-        match &ns.metadata.labels {
-            // Labels that break the contract grant nothing; the controller removes them.
-            Some(labels) => Allowance::from_labels(labels).0,
-            None => Allowance::default(),
-        }
+        self.grants(namespace).0
     }
 
     /// How many namespaces are cached.
@@ -125,6 +212,12 @@ pub fn watch(
                 }
             };
             let Some(event) = event else { break };
+            match &event {
+                Ok(Event::Apply(ns) | Event::InitApply(ns)) => reader.seen(ns),
+                Ok(Event::Delete(ns)) => reader.forget(ns),
+                Ok(Event::InitDone) => reader.prune(),
+                _ => {}
+            }
             match event {
                 // Counting once per change, not per object of the initial list.
                 Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone) => {
@@ -253,5 +346,59 @@ mod tests {
         assert!(cache.allowance("tool-any").allows_any_at(now));
         assert!(cache.allowance("tool-junk").is_empty());
         assert!(cache.allowance("not-cached").is_empty());
+    }
+
+    #[test]
+    fn requirements_are_read_once_per_change_and_an_unreadable_value_is_kept_as_its_error() {
+        let (store, mut writer) = reflector::store();
+        let cache = NamespaceCache::new(store);
+        let good = r#"{"version":1,"registries":{"quay.io":[{"expires":"never","requirements":{"requireDigest":true}}]}}"#;
+        let with = |name: &str, value: Option<&str>| {
+            let mut ns = namespace(name, &[("byoc.toolforge.org/quay.io", "never")]);
+            ns.metadata.annotations =
+                value.map(|v| [(REQUIREMENTS_ANNOTATION.to_owned(), v.to_owned())].into());
+            ns
+        };
+        for (name, value) in [
+            ("tool-a", Some(good)),
+            ("tool-b", Some("{not json")),
+            ("tool-c", None),
+        ] {
+            let ns = with(name, value);
+            writer.apply_watcher_event(&Event::Apply(ns.clone()));
+            cache.seen(&ns);
+        }
+        let (allowance, a) = cache.grants("tool-a");
+        assert!(!allowance.is_empty());
+        let a = a.expect("tool-a has requirements");
+        assert!(
+            a.as_ref()
+                .as_ref()
+                .is_ok_and(|r| r.registries.contains_key("quay.io"))
+        );
+        // The same value is not read again: the same Arc comes back.
+        assert!(Arc::ptr_eq(&a, &cache.grants("tool-a").1.unwrap()));
+        let b = cache
+            .grants("tool-b")
+            .1
+            .expect("an unreadable value is not 'none'");
+        let error = b.as_ref().as_ref().expect_err("unreadable");
+        assert!(error.contains(REQUIREMENTS_ANNOTATION), "{error}");
+        assert!(cache.grants("tool-c").1.is_none());
+        // A change the loop has not seen yet is read from the store, never stale.
+        writer.apply_watcher_event(&Event::Apply(with("tool-a", Some("{}"))));
+        assert!(cache.grants("tool-a").1.unwrap().is_err());
+        // Deleted: forgotten.
+        let gone = with("tool-b", Some("{not json"));
+        writer.apply_watcher_event(&Event::Delete(gone.clone()));
+        cache.forget(&gone);
+        assert!(cache.grants("tool-b").1.is_none());
+        assert_eq!(cache.read.read().unwrap().len(), 1);
+        cache.prune();
+        assert_eq!(
+            cache.read.read().unwrap().len(),
+            1,
+            "tool-a is still cached"
+        );
     }
 }

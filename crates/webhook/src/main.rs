@@ -15,7 +15,7 @@ use byoc_runtime::logging::{self, LogFormat};
 use byoc_runtime::{AdminServer, Readiness, Shutdown, connections};
 use byoc_webhook::health::WatchHealth;
 use byoc_webhook::tls::Reload;
-use byoc_webhook::{CertFiles, CertResolver, Metrics, Webhook, cache, server};
+use byoc_webhook::{CertFiles, CertResolver, Lookups, Metrics, Webhook, cache, lookups, server};
 use clap::Parser;
 use prometheus_client::registry::Registry;
 use rustls::crypto::CryptoProvider;
@@ -191,7 +191,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "starting"
     );
 
-    let webhook = Webhook::new(config, namespaces.clone(), metrics.clone())
+    // A client that cannot be set up (no system roots, an unreadable credentials file) does not
+    // stop the webhook: images that need no lookup are unaffected, and those that do are
+    // refused with the reason (or admitted with a warning under failureMode allow).
+    let registry_client = lookups::client(&config, None).map_err(|error| {
+        tracing::error!(%error, "registry lookups are not available");
+        error.to_string()
+    });
+    let lookups = Lookups::new(&config, registry_client, metrics.clone());
+    let webhook = Webhook::new(config, namespaces.clone(), lookups, metrics.clone())
         .with_budget(args.body_budget, args.body_budget_wait);
     let webhook = Arc::new(webhook);
     let handle = Handle::new();

@@ -26,6 +26,11 @@ struct ErrorLabels {
     error: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
 /// Every metric the webhook exports.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -42,6 +47,11 @@ pub struct Metrics {
     pub body_bytes_in_flight: Gauge,
     watch_healthy: Gauge,
     watch_last_event_age: Gauge<f64, AtomicU64>,
+    lookups: Family<ResultLabels, Counter>,
+    lookup_duration: Histogram,
+    cache_lookups: Family<ResultLabels, Counter>,
+    cache_seen: std::sync::Arc<[AtomicU64; 2]>,
+    cache_bytes: Gauge,
 }
 
 impl Metrics {
@@ -59,6 +69,12 @@ impl Metrics {
             body_bytes_in_flight: Gauge::default(),
             watch_healthy: Gauge::default(),
             watch_last_event_age: Gauge::default(),
+            lookups: Family::default(),
+            // 100 µs .. ~3.3 s
+            lookup_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            cache_lookups: Family::default(),
+            cache_seen: std::sync::Arc::default(),
+            cache_bytes: Gauge::default(),
         };
         let registry = registry.sub_registry_with_prefix("byoc_webhook");
         let connections = ConnectionMetrics::register(
@@ -118,7 +134,51 @@ impl Metrics {
              (a working watch is renewed at least every 45 s)",
             metrics.watch_last_event_age.clone(),
         );
+        registry.register(
+            "registry_lookups",
+            "Registry lookups made for image requirements, by result (found, unreadable, or \
+             the failure: unreachable, timeout, client_error, server_error, digest_mismatch, \
+             too_large, malformed, over_cap)",
+            metrics.lookups.clone(),
+        );
+        registry.register(
+            "registry_lookup_duration_seconds",
+            "Time one registry lookup took, cache hits included",
+            metrics.lookup_duration.clone(),
+        );
+        registry.register(
+            "registry_cache_lookups",
+            "Registry lookups by whether a cache answered them (hit, miss)",
+            metrics.cache_lookups.clone(),
+        );
+        registry.register(
+            "registry_cache_bytes",
+            "Bytes of manifests and configs in the digest-keyed registry cache",
+            metrics.cache_bytes.clone(),
+        );
         metrics
+    }
+
+    /// Counts one registry lookup by its bounded result label.
+    pub fn lookup(&self, result: &'static str, elapsed: Duration) {
+        self.lookups.get_or_create(&ResultLabels { result }).inc();
+        self.lookup_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Brings the cache metrics up to the client's totals: `hits` and `misses` since it
+    /// started, `bytes` cached now. Concurrent callers each add what the others had not.
+    pub fn registry_cache(&self, hits: u64, misses: u64, bytes: usize) {
+        use std::sync::atomic::Ordering;
+        for (i, (total, result)) in [(hits, "hit"), (misses, "miss")].into_iter().enumerate() {
+            let before = self.cache_seen[i].fetch_max(total, Ordering::Relaxed);
+            if total > before {
+                self.cache_lookups
+                    .get_or_create(&ResultLabels { result })
+                    .inc_by(total - before);
+            }
+        }
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Sets the watch metrics from `health` at `now`.
@@ -185,6 +245,10 @@ mod tests {
         let health = WatchHealth::new(start);
         health.failed(start, "refused");
         m.watch_health(&health, start + Duration::from_millis(2500));
+        m.lookup("found", Duration::from_millis(3));
+        m.registry_cache(2, 1, 4096);
+        m.registry_cache(1, 1, 4096);
+        m.registry_cache(5, 1, 8192);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -200,6 +264,11 @@ mod tests {
             "byoc_webhook_aged_connections_total 1",
             "byoc_webhook_namespace_watch_healthy 0",
             "byoc_webhook_namespace_watch_last_event_age_seconds 2.5",
+            "byoc_webhook_registry_lookups_total{result=\"found\"} 1",
+            "byoc_webhook_registry_lookup_duration_seconds_count 1",
+            "byoc_webhook_registry_cache_lookups_total{result=\"hit\"} 5",
+            "byoc_webhook_registry_cache_lookups_total{result=\"miss\"} 1",
+            "byoc_webhook_registry_cache_bytes 8192",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -13,16 +13,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
-use byoc_policy::{Config, Decision, decide, respond};
+use byoc_policy::read;
+use byoc_policy::{Config, Decision, decide_requiring, respond};
 use byoc_runtime::connections::{self, ConnectionLimit, Opened};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::TokioTimer;
 use jiff::Timestamp;
-use kube::core::admission::AdmissionResponse;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use rustls::ServerConfig;
+use tracing::Instrument as _;
 
 use crate::budget::{BodyBudget, SMALL_BODY_BYTES};
 use crate::cache::NamespaceCache;
+use crate::lookups::Lookups;
 use crate::metrics::Metrics;
 use crate::review::{self, MAX_BODY_BYTES, ReviewError, Unreadable, Verdict};
 
@@ -33,19 +36,43 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The path the API server posts AdmissionReviews to.
 pub const VALIDATE_PATH: &str = "/validate";
 
-/// Everything a review needs: the policy, the namespace cache, the metrics and the body budget.
+/// Everything a review needs: the policy, the namespace cache, the registry lookups, the
+/// metrics and the body budget.
 pub struct Webhook {
     config: Config,
     namespaces: NamespaceCache,
+    lookups: Lookups,
     metrics: Metrics,
     budget: BodyBudget,
 }
 
+/// A review decided by name whose requirements still need the registry.
+struct Unsettled {
+    req: AdmissionRequest<read::Object>,
+    decision: Decision,
+    span: tracing::Span,
+}
+
+/// A review after its synchronous part.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Done is every name-only review: boxing it would add an allocation to each"
+)]
+enum Stage {
+    Done(AdmissionResponse),
+    Unsettled(Box<Unsettled>),
+}
+
 impl Webhook {
-    /// A webhook applying `config` with grants read from `namespaces`.
-    /// Its body budget is [`crate::budget::DEFAULT_BYTES`], waited for up to
+    /// A webhook applying `config` with grants read from `namespaces`, checking requirements
+    /// with `lookups`. Its body budget is [`crate::budget::DEFAULT_BYTES`], waited for up to
     /// [`crate::budget::DEFAULT_WAIT`].
-    pub fn new(config: Config, namespaces: NamespaceCache, metrics: Metrics) -> Self {
+    pub fn new(
+        config: Config,
+        namespaces: NamespaceCache,
+        lookups: Lookups,
+        metrics: Metrics,
+    ) -> Self {
         let budget = BodyBudget::new(
             crate::budget::DEFAULT_BYTES,
             crate::budget::DEFAULT_WAIT,
@@ -54,6 +81,7 @@ impl Webhook {
         Self {
             config,
             namespaces,
+            lookups,
             metrics,
             budget,
         }
@@ -68,37 +96,97 @@ impl Webhook {
     }
 
     /// Answers one request body: the policy's response, or a refusal saying why the body
-    /// cannot be read. Never panics on any input.
-    pub fn review(&self, body: &[u8]) -> AdmissionResponse {
-        match review::parse(body) {
-            Ok(req) => {
-                let span = tracing::info_span!(
-                    "review",
-                    uid = %req.uid,
-                    operation = ?req.operation,
-                    kind = %req.kind.kind,
-                    namespace = req.namespace.as_deref().unwrap_or_default(),
-                    name = %req.name,
-                    user = req.user_info.username.as_deref().unwrap_or_default(),
-                );
-                let _entered = span.enter();
-                let namespace = req.namespace.as_deref().unwrap_or_default();
-                let allowance = self.namespaces.allowance(namespace);
-                let decision = decide(&self.config, &req, &allowance, Timestamp::now());
-                let verdict = Verdict::of(&decision, self.config.mode);
-                self.metrics.decision(verdict, decision.reason.as_str());
-                log(verdict, &decision);
-                if verdict != Verdict::Denied && !decision.reminders.is_empty() {
-                    self.metrics.reminded();
-                    tracing::info!(
-                        reminders = decision.reminders.len(),
-                        "admitted with expiry reminders"
-                    );
-                }
-                respond(&self.config, &req, &decision)
-            }
-            Err(unreadable) => self.unreadable(&unreadable),
+    /// cannot be read. Never panics on any input. Registry lookups happen only for images
+    /// allowed by name that have requirements.
+    pub async fn review(&self, body: &[u8]) -> AdmissionResponse {
+        let stage = self.judge(body);
+        self.settle(stage).await
+    }
+
+    /// The synchronous part of a review: reading the body and deciding by name.
+    fn judge(&self, body: &[u8]) -> Stage {
+        let req = match review::parse(body) {
+            Ok(req) => req,
+            Err(unreadable) => return Stage::Done(self.unreadable(&unreadable)),
+        };
+        let span = tracing::info_span!(
+            "review",
+            uid = %req.uid,
+            operation = ?req.operation,
+            kind = %req.kind.kind,
+            namespace = req.namespace.as_deref().unwrap_or_default(),
+            name = %req.name,
+            user = req.user_info.username.as_deref().unwrap_or_default(),
+        );
+        let entered = span.enter();
+        let namespace = req.namespace.as_deref().unwrap_or_default();
+        let (allowance, requirements) = self.namespaces.grants(namespace);
+        let decision = decide_requiring(
+            &self.config,
+            &req,
+            &allowance,
+            requirements.as_deref(),
+            Timestamp::now(),
+        );
+        if decision.pending.is_empty() {
+            return Stage::Done(self.conclude(&req, &decision));
         }
+        drop(entered);
+        Stage::Unsettled(Box::new(Unsettled {
+            req,
+            decision,
+            span,
+        }))
+    }
+
+    /// The asynchronous part: the registry lookups of what is pending, then the answer.
+    async fn settle(&self, stage: Stage) -> AdmissionResponse {
+        let Unsettled {
+            req,
+            mut decision,
+            span,
+        } = match stage {
+            Stage::Done(response) => return response,
+            Stage::Unsettled(unsettled) => *unsettled,
+        };
+        let namespace = req.namespace.as_deref().unwrap_or_default();
+        let settled = self
+            .lookups
+            .settle(
+                namespace,
+                self.config.tool_prefix(),
+                &decision.pending,
+                Timestamp::now(),
+            )
+            .instrument(span.clone())
+            .await;
+        decision.settle(namespace, &settled);
+        span.in_scope(|| self.conclude(&req, &decision))
+    }
+
+    /// Counts, logs and answers a final decision.
+    fn conclude(
+        &self,
+        req: &AdmissionRequest<read::Object>,
+        decision: &Decision,
+    ) -> AdmissionResponse {
+        let verdict = Verdict::of(decision, self.config.mode);
+        self.metrics.decision(verdict, decision.reason.as_str());
+        log(verdict, decision);
+        if verdict != Verdict::Denied && !decision.reminders.is_empty() {
+            self.metrics.reminded();
+            tracing::info!(
+                reminders = decision.reminders.len(),
+                "admitted with expiry reminders"
+            );
+        }
+        if verdict != Verdict::Denied && !decision.softened.is_empty() {
+            tracing::warn!(
+                softened = %decision.softened.join("\n"),
+                "admitted with requirements unchecked (failureMode allow)"
+            );
+        }
+        respond(&self.config, req, decision)
     }
 
     fn unreadable(&self, unreadable: &Unreadable) -> AdmissionResponse {
@@ -158,12 +246,12 @@ async fn validate(State(webhook): State<Arc<Webhook>>, body: Body) -> Response {
         // TLS handshakes (axum-server drops one unfinished after 10 s) and answer ordinary
         // reviews. The body budget bounds how many run at once.
         Ok(bytes) if bytes.len() > SMALL_BODY_BYTES => {
-            let webhook = Arc::clone(&webhook);
-            let review = tokio::task::spawn_blocking(move || webhook.review(&bytes)).await;
-            let response = review.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            (StatusCode::OK, response)
+            let judging = Arc::clone(&webhook);
+            let stage = tokio::task::spawn_blocking(move || judging.judge(&bytes)).await;
+            let stage = stage.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            (StatusCode::OK, webhook.settle(stage).await)
         }
-        Ok(bytes) => (StatusCode::OK, webhook.review(&bytes)),
+        Ok(bytes) => (StatusCode::OK, webhook.review(&bytes).await),
         Err(error @ ReviewError::TooLarge) => (
             StatusCode::PAYLOAD_TOO_LARGE,
             webhook.unreadable(&error.into()),

@@ -14,7 +14,7 @@ use byoc_api::labels::Expiry;
 use byoc_policy::{Config, Mode};
 use byoc_webhook::cache::CachedNamespace;
 use byoc_webhook::review::MAX_BODY_BYTES;
-use byoc_webhook::{CertFiles, CertResolver, Metrics, NamespaceCache, Webhook, server};
+use byoc_webhook::{CertFiles, CertResolver, Lookups, Metrics, NamespaceCache, Webhook, server};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
@@ -145,7 +145,17 @@ impl Server {
             mode,
             ..Config::default()
         };
-        let webhook = Arc::new(Webhook::new(config, NamespaceCache::new(store), metrics));
+        let lookups = Lookups::new(
+            &config,
+            Err("not used: no requirement applies".into()),
+            metrics.clone(),
+        );
+        let webhook = Arc::new(Webhook::new(
+            config,
+            NamespaceCache::new(store),
+            lookups,
+            metrics,
+        ));
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();

@@ -196,8 +196,6 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
 pub struct WebhookOptions {
     /// `enforce`, `warn` or `audit`.
     pub mode: &'static str,
-    /// More policy configuration (YAML keys), after `mode`.
-    pub policy: &'static str,
     /// `--tls-reload-interval`.
     pub reload_interval: &'static str,
     /// `--max-connections`.
@@ -216,13 +214,14 @@ pub struct WebhookOptions {
     /// The soft open-files limit the process starts with (through `prlimit`), as a container
     /// runtime may set it; inherited when `None`.
     pub open_files: Option<u64>,
+    /// More policy configuration (YAML), after `mode`.
+    pub policy: String,
 }
 
 impl Default for WebhookOptions {
     fn default() -> Self {
         Self {
             mode: "enforce",
-            policy: "",
             reload_interval: "200ms",
             max_connections: 4096,
             idle_timeout: "120s",
@@ -231,6 +230,7 @@ impl Default for WebhookOptions {
             watch_unhealthy_after: "30s",
             kubeconfig: None,
             open_files: None,
+            policy: String::new(),
         }
     }
 }

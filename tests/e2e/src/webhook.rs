@@ -31,15 +31,15 @@ pub const CONTROLLER_USER: &str = "system:serviceaccount:byoc-system:byoc-contro
 pub struct Options {
     /// `enforce`, `warn` or `audit`.
     pub mode: &'static str,
-    /// More policy configuration (YAML keys), after `mode`.
-    pub policy: &'static str,
+    /// More policy configuration (YAML), after `mode`.
+    pub policy: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             mode: "enforce",
-            policy: "",
+            policy: String::new(),
         }
     }
 }

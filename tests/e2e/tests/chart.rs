@@ -946,10 +946,6 @@ fn the_packaged_chart_embeds_the_crd_and_renders_the_same() {
     );
 }
 
-/// Keys the chart passes to the policy that this branch's policy reader does not read yet
-/// (issue 22 part 2 adds them); they are left out of what `kubectl-byoc check` evaluates.
-const NOT_READ_YET: &[&str] = &["registryLookups"];
-
 /// The Toolforge preset (`presets/toolforge.yaml`) with a registry credentials Secret: the
 /// policy it renders is the preset's (templated registries, tool prefix, default grant
 /// requirements) and says where the credentials are; both Deployments mount the Secret
@@ -1088,12 +1084,8 @@ fn the_toolforge_preset_and_the_registry_credentials_render_and_are_accepted() {
 
     // The policy as the webhook reads it.
     let dir = work_dir("preset-policy");
-    let mut readable = config.clone();
-    for key in NOT_READ_YET {
-        readable.as_object_mut().expect("a map").remove(*key);
-    }
     let cfg = dir.join("config.yaml");
-    std::fs::write(&cfg, readable.to_string()).expect("write the policy");
+    std::fs::write(&cfg, config.to_string()).expect("write the policy");
     let harbor = |project: &str| format!("tools-harbor.wmcloud.org/{project}/web:latest");
     // (namespace, image, kubectl-byoc check exit code)
     let cases = [

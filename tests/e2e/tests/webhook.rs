@@ -564,7 +564,7 @@ async fn a_tool_may_run_its_own_harbor_project_and_no_other_tools() {
     const POLICY: &str = "defaultRegistries:\n  - docker-registry.tools.wmflabs.org\n  - \
                           \"tools-harbor.wmcloud.org/{namespace}\"\n";
     let _webhook = Webhook::start(Options {
-        policy: POLICY,
+        policy: POLICY.to_owned(),
         ..Options::default()
     })
     .await;

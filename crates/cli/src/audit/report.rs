@@ -300,6 +300,9 @@ impl NamespaceReport {
                                 )
                             }
                             Problem::InvalidReference(_) => ("invalid_image", None, None),
+                            Problem::RequirementNotMet { .. } => {
+                                ("requirement_not_met", None, None)
+                            }
                         };
                         ContainerReport {
                             type_: v.kind.to_string(),

@@ -804,3 +804,222 @@ fn a_cold_check_asks_for_the_image_and_its_bases_at_once() {
         ])
     );
 }
+
+mod settle {
+    use super::*;
+    use crate::config::{FailureMode, FailureModes};
+    use crate::requirement::pending::{Alternative, Origin, Pending, Settled};
+    use crate::workload::ContainerKind;
+
+    fn pending(image: &str, alternatives: &[Requirements]) -> Pending {
+        Pending {
+            subject: "Pod tool-foo/p".into(),
+            kind: ContainerKind::Container,
+            container: "c".into(),
+            image: image.into(),
+            reference: image.parse().unwrap(),
+            alternatives: alternatives
+                .iter()
+                .map(|r| Alternative {
+                    origin: Origin::Grant("tools-harbor.wmcloud.org".into()),
+                    requirements: r.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn run(r: &Registry, p: &Pending, modes: FailureModes) -> Settled {
+        let platforms = amd64();
+        let ctx = Context {
+            namespace: "tool-foo",
+            tool_prefix: "tool-",
+            platforms: &platforms,
+            bases: &[],
+            now: now(),
+        };
+        assert!(p.needs(&ctx, &r.facts).is_empty(), "the facts are complete");
+        p.settle(&ctx, &r.facts, modes, "the budget ran out")
+    }
+
+    const ALLOW: FailureModes = FailureModes {
+        built_on: FailureMode::Allow,
+        source_from: FailureMode::Allow,
+    };
+
+    /// (what, failure modes, expected: None = met without warnings, Some((requirement,
+    /// lookup failed, text)) = refused, or "softened" = met with a warning)
+    #[test]
+    fn failure_mode_allow_softens_only_failed_lookups() {
+        let both = Requirements {
+            source_from: vec!["https://gitlab.wikimedia.org/toolforge-repos/{tool}".into()],
+            ..built_on(&[BASE])
+        };
+        let digest_too = Requirements {
+            require_digest: true,
+            ..both.clone()
+        };
+        let mut r = with_base();
+        let good = r.image(&[1, 2, 3]);
+        let rebased = r.image(&[9, 2, 3]);
+        let unread = r.image(&[1, 2, 4]);
+        // The config of `unread` could not be fetched.
+        let Some(Answer::Found(Manifest::Image(m))) = r.facts.manifests.get(&unread) else {
+            panic!("an image")
+        };
+        let config = m.config.digest.clone();
+        r.facts.configs.insert(
+            config,
+            Answer::Failed("registry tools-harbor.wmcloud.org answered HTTP 503".into()),
+        );
+        r.tag(TOOL, "latest", &good);
+        let pin = format!("{TOOL}@{good}");
+        type Case<'a> = (
+            &'a str,
+            String,
+            &'a Requirements,
+            FailureModes,
+            Result<bool, (Requirement, bool, &'a str)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "met",
+                format!("{TOOL}@{good}"),
+                &both,
+                FailureModes::default(),
+                Ok(false),
+            ),
+            (
+                "re-based, fail",
+                format!("{TOOL}@{rebased}"),
+                &both,
+                FailureModes::default(),
+                Err((Requirement::BuiltOn, false, "is not the first layer")),
+            ),
+            (
+                "re-based, allow: checked and not met stays refused",
+                format!("{TOOL}@{rebased}"),
+                &both,
+                ALLOW,
+                Err((Requirement::BuiltOn, false, "is not the first layer")),
+            ),
+            (
+                "config lookup failed, fail",
+                format!("{TOOL}@{unread}"),
+                &both,
+                FailureModes::default(),
+                Err((Requirement::BuiltOn, true, "HTTP 503")),
+            ),
+            (
+                "config lookup failed, allow",
+                format!("{TOOL}@{unread}"),
+                &both,
+                ALLOW,
+                Ok(true),
+            ),
+            (
+                "config lookup failed, builtOn allow, sourceFrom fail",
+                format!("{TOOL}@{unread}"),
+                &both,
+                FailureModes {
+                    built_on: FailureMode::Allow,
+                    source_from: FailureMode::Fail,
+                },
+                Err((Requirement::SourceFrom, true, "HTTP 503")),
+            ),
+            (
+                "a tag under requireDigest, allow",
+                format!("{TOOL}:latest"),
+                &digest_too,
+                ALLOW,
+                Err((Requirement::RequireDigest, false, &pin)),
+            ),
+        ];
+        for (what, image, req, modes, want) in cases {
+            let settled = run(&r, &pending(&image, std::slice::from_ref(req)), modes);
+            match (want, &settled) {
+                (Ok(warned), Settled::Met { softened }) => {
+                    assert_eq!(!softened.is_empty(), warned, "{what}: {softened:?}");
+                    if warned {
+                        assert!(
+                            softened[0].contains("failureMode allow")
+                                && softened[0].contains("HTTP 503"),
+                            "{what}: {softened:?}"
+                        );
+                    }
+                }
+                (Err((requirement, failed, text)), Settled::Refused { unmet, .. }) => {
+                    assert_eq!(
+                        (unmet.requirement, unmet.lookup_failed),
+                        (requirement, failed),
+                        "{what}: {unmet:?}"
+                    );
+                    assert!(
+                        unmet.reason.contains(text),
+                        "{what}: want {text:?} in {}",
+                        unmet.reason
+                    );
+                }
+                (want, got) => panic!("{what}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn one_alternative_that_holds_is_enough_and_missing_answers_refuse() {
+        let mut r = with_base();
+        let rebased = r.image(&[9, 2, 3]);
+        let image = format!("{TOOL}@{rebased}");
+        let anything = Requirements {
+            source_from: vec![SOURCE.into()],
+            ..Requirements::default()
+        };
+        let met = run(
+            &r,
+            &pending(&image, &[built_on(&[BASE]), anything]),
+            FailureModes::default(),
+        );
+        assert_eq!(
+            met,
+            Settled::Met {
+                softened: Vec::new()
+            }
+        );
+        let refused = run(
+            &r,
+            &pending(&image, &[built_on(&[BASE]), built_on(&[BASE])]),
+            FailureModes::default(),
+        );
+        assert!(
+            matches!(refused, Settled::Refused { others: 1, .. }),
+            "{refused:?}"
+        );
+
+        // Answers never gathered (budget out): a failed lookup, with the reason given.
+        let platforms = amd64();
+        let ctx = Context {
+            namespace: "tool-foo",
+            tool_prefix: "tool-",
+            platforms: &platforms,
+            bases: &[],
+            now: now(),
+        };
+        let p = pending(&format!("{TOOL}:9"), &[built_on(&[BASE])]);
+        assert!(!p.needs(&ctx, &r.facts).is_empty());
+        let Settled::Refused { unmet, .. } = p.settle(
+            &ctx,
+            &r.facts,
+            FailureModes::default(),
+            "the budget ran out",
+        ) else {
+            panic!("refused")
+        };
+        assert!(
+            unmet.lookup_failed && unmet.reason.contains("the budget ran out"),
+            "{unmet:?}"
+        );
+        assert!(matches!(
+            p.settle(&ctx, &r.facts, ALLOW, "the budget ran out"),
+            Settled::Met { .. }
+        ));
+    }
+}

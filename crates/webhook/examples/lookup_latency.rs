@@ -1,0 +1,163 @@
+//! What checking grant requirements against a registry costs a review (issue 22):
+//!
+//! ```text
+//! cargo run --release -p byoc-webhook --example lookup_latency -- --reviews 2000
+//! ```
+//!
+//! A real `docker-registry` on loopback with the scenario images of `byoc_e2e::registry`, and
+//! a webhook in process (the namespace cache filled by hand, as the watch fills it), timing
+//! `Webhook::review` of a realistic pod AdmissionReview, one at a time:
+//!
+//! - **name-only**: a grant without requirements: no lookup;
+//! - **warm**: a grant with `builtOn`, every answer cached (the tag within its TTL);
+//! - **cold**: the same with a new registry client per review: every manifest, index and
+//!   config fetched (the tag of the image and of the base, two manifests, two configs).
+//!
+//! Prints p50 and p99 per series. No HTTPS and no API server: the figures are the policy
+//! and registry work only.
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use byoc_api::labels::{Allowance, Expiry, REQUIREMENTS_ANNOTATION};
+use byoc_api::requirements::{Alternative, NamespaceRequirements};
+use byoc_api::{BaseImage, ByocGrantSpec, LeanNamespace, Requirements};
+use byoc_e2e::bench::pod_review;
+use byoc_e2e::registry::{Images, LocalRegistry};
+use byoc_policy::Config;
+use byoc_webhook::{Lookups, Metrics, NamespaceCache, Webhook, lookups};
+use clap::Parser;
+use kube::api::ObjectMeta;
+use kube::runtime::reflector;
+use kube::runtime::watcher::Event;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Reviews per name-only and warm series.
+    #[arg(long, default_value_t = 2000)]
+    reviews: usize,
+    /// Reviews of the cold series.
+    #[arg(long, default_value_t = 200)]
+    cold: usize,
+}
+
+fn namespace(name: &str, registry: &str, requirements: Option<&Requirements>) -> LeanNamespace {
+    let grant = ByocGrantSpec {
+        namespace: name.into(),
+        reason: "bench".into(),
+        registries: vec![registry.to_owned()],
+        any_registry: false,
+        namespace_uid: None,
+        expires_at: None,
+        requirements: None,
+    };
+    let labels = Allowance::for_grant(&grant)
+        .expect("a registry entry")
+        .to_labels()
+        .expect("labels");
+    let annotations = requirements.map(|r| {
+        let value = NamespaceRequirements {
+            version: byoc_api::requirements::ANNOTATION_VERSION,
+            registries: [(
+                registry.to_owned(),
+                vec![Alternative {
+                    expires: Expiry::Never,
+                    requirements: Some(r.clone()),
+                }],
+            )]
+            .into(),
+        };
+        BTreeMap::from([(REQUIREMENTS_ANNOTATION.to_owned(), value.to_annotation())])
+    });
+    LeanNamespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels),
+            annotations,
+            ..ObjectMeta::default()
+        },
+    }
+}
+
+/// p50 and p99 of `samples`.
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let registry = LocalRegistry::start();
+    let images = Images::push(&registry).await;
+    let host = registry.addr().to_string();
+    let config = Config::from_yaml(&format!(
+        "registryLookups: {{insecureRegistries: [\"{host}\"], tagTtl: 1h}}\n"
+    ))?;
+    let built_on = Requirements {
+        built_on: vec![BaseImage(format!("{host}/{}", images.base.path))],
+        ..Requirements::default()
+    };
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&Event::Apply(namespace("tool-plain", &host, None)));
+    writer.apply_watcher_event(&Event::Apply(namespace("tool-req", &host, Some(&built_on))));
+    let cache = NamespaceCache::new(store);
+
+    let webhook = |metrics: Metrics| -> anyhow::Result<Webhook> {
+        // Plain HTTP to the loopback registry: no roots needed.
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let client = lookups::client(&config, Some(tls))?;
+        let lookups = Lookups::new(&config, Ok(client), metrics.clone());
+        Ok(Webhook::new(
+            config.clone(),
+            cache.clone(),
+            lookups,
+            metrics,
+        ))
+    };
+    let metrics = Metrics::register(&mut Registry::default());
+    let warm = webhook(metrics.clone())?;
+    let image = format!("{host}/{}:{}", images.tool.path, images.tool.tag);
+    let body = |ns: &str, i: usize| pod_review(&format!("uid-{i}"), ns, &image).to_string();
+
+    let time = async |webhook: &Webhook, body: &str| {
+        let started = Instant::now();
+        let response = webhook.review(body.as_bytes()).await;
+        let elapsed = started.elapsed();
+        assert!(response.allowed, "refused: {:?}", response.result.message);
+        elapsed
+    };
+
+    let mut report = Vec::new();
+    let mut plain = Vec::new();
+    for i in 0..args.reviews {
+        plain.push(time(&warm, &body("tool-plain", i)).await);
+    }
+    report.push(("name-only", percentiles(plain)));
+
+    time(&warm, &body("tool-req", 0)).await;
+    let mut warmed = Vec::new();
+    for i in 0..args.reviews {
+        warmed.push(time(&warm, &body("tool-req", i)).await);
+    }
+    report.push(("warm requirement", percentiles(warmed)));
+
+    let mut cold = Vec::new();
+    for i in 0..args.cold {
+        let fresh = webhook(metrics.clone())?;
+        cold.push(time(&fresh, &body("tool-req", i)).await);
+    }
+    report.push(("cold, new client per review", percentiles(cold)));
+
+    println!("| review | p50 | p99 |\n|---|---|---|");
+    for (what, (p50, p99)) in report {
+        println!("| {what} | {p50:.1?} | {p99:.1?} |");
+    }
+    Ok(())
+}
