@@ -47,7 +47,7 @@ pub struct Summary {
     pub pods: usize,
     /// Workloads audited (ReplicaSets of Deployments and Jobs of CronJobs excluded).
     pub workloads: usize,
-    /// Objects left out: finished pods, ReplicaSets of Deployments, Jobs of CronJobs, objects
+    /// Objects left out: finished pods, ReplicaSets of Deployments, Jobs of CronJobs, workloads
     /// being deleted, and everything in exempt namespaces.
     pub skipped: usize,
     /// Namespaces with something refused.
@@ -89,6 +89,8 @@ pub struct ObjectReport {
     pub name: String,
     /// Its controller (`ReplicaSet web-5d4f8`), if any.
     pub owner: Option<OwnerReport>,
+    /// A pod being deleted: it runs until its grace period ends.
+    pub terminating: bool,
     /// The refused containers.
     pub containers: Vec<ContainerReport>,
 }
@@ -195,6 +197,7 @@ impl Report {
                 counted(workloads, pods)
             );
             for o in &ns.objects {
+                let mark = if o.terminating { " (terminating)" } else { "" };
                 for c in &o.containers {
                     let what = match (&c.registry, c.reason) {
                         (Some(registry), _) => format!("is from {registry}"),
@@ -202,7 +205,7 @@ impl Report {
                     };
                     let _ = writeln!(
                         out,
-                        "  {}/{}: {} {:?} image {:?} {what}",
+                        "  {}/{}{mark}: {} {:?} image {:?} {what}",
                         o.kind, o.name, c.type_, c.name, c.image
                     );
                 }
@@ -304,6 +307,7 @@ impl NamespaceReport {
                         kind: o.kind,
                         name: o.name,
                     }),
+                    terminating: f.terminating,
                     containers,
                 }
             })
@@ -401,7 +405,8 @@ mod tests {
             ),
             (
                 Source::Pod,
-                json!({"metadata": {"name": "debug", "namespace": "tool-b"},
+                // Being deleted, it runs until its grace period ends: reported, marked.
+                json!({"metadata": {"name": "debug", "namespace": "tool-b", "deletionTimestamp": "2026-11-21T11:00:00Z"},
                 "spec": {"containers": [{"name": "c", "image": "Not Valid"}]}}),
             ),
             (
@@ -472,7 +477,7 @@ mod tests {
              '<why this tool needs its own images>'\n\
              \n\
              namespace tool-b: 1 pod would be refused (allowed here: any registry)\n\
-             \x20 Pod/debug: container \"c\" image \"Not Valid\" is not a valid image reference: \
+             \x20 Pod/debug (terminating): container \"c\" image \"Not Valid\" is not a valid image reference: \
              repository name \"Not Valid\" must be lowercase\n\
              \x20 fix: correct the image references\n"
         );
@@ -535,7 +540,9 @@ mod tests {
                 .unwrap()
                 .starts_with("Pod tool-a/web-1: container \"app\"")
         );
+        assert_eq!(pod["terminating"], false);
         let b = &value["namespaces"][1];
+        assert_eq!(b["objects"][0]["terminating"], true);
         assert_eq!(b["anyRegistry"], true);
         assert_eq!(b["fix"], serde_json::Value::Null);
         assert_eq!(b["objects"][0]["containers"][0]["reason"], "invalid_image");
