@@ -37,6 +37,9 @@ pub const ALLOWED_BY_LABELS: &str = "namespace labels";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY_LABEL`] on the controller's reports.
 pub const MANAGED_BY: &str = "byoc-operator";
+/// The annotation counting the results a report left out to fit the size the API server
+/// takes (absent when it holds them all); its summary still counts every one.
+pub const RESULTS_LEFT_OUT: &str = "byoc.toolforge.org/results-left-out";
 
 /// A `PolicyReport` (`wgpolicyk8s.io/v1alpha2`, namespaced). Metadata is read as
 /// [`lenient::object_meta`] reads it; fields the operator does not write (`scope`,

@@ -4,11 +4,12 @@
 //!
 //! Read from the controller's PolicyReports when there are any (one list request), else from a
 //! live scan judged by the same code (`byoc_policy::inventory`): the workloads and pods listed
-//! page by page, trimmed as they are read.
+//! page by page, trimmed as they are read. A namespace whose report left results out (to fit
+//! the API server's size) is scanned live, so that no namespace that runs images lists none.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use byoc_api::report::{ImageProperty, PolicyReport, REPORT_NAME};
+use byoc_api::report::{ImageProperty, PolicyReport, REPORT_NAME, RESULTS_LEFT_OUT};
 use byoc_api::{ByocGrant, RegistryPattern, StoredGrant};
 use byoc_policy::inventory::{Inventoried, Of, Trimmed, Verdict, judge_namespace};
 use byoc_policy::{Allowance, Config, ImageRef};
@@ -41,8 +42,8 @@ use crate::table::Table;
     The inventory comes from the controller's PolicyReports (byoc-registry-policy, one per \
     namespace with workloads) when the cluster has any, else from a live scan of Deployments, \
     ReplicaSets, StatefulSets, DaemonSets, CronJobs, Jobs, ReplicationControllers and Pods, \
-    judged as the reports judge them (--live forces the scan). Pods count under their \
-    top-level workload. Exempt namespaces are left out. Exit status: 0, or 2 on invalid input \
+    judged as the reports judge them (--live forces the scan); a namespace whose report left \
+    results out is scanned live. Pods count under their top-level workload. Exempt namespaces are left out. Exit status: 0, or 2 on invalid input \
     or an API error.")]
 pub struct ImagesArgs {
     /// Only this namespace.
@@ -93,6 +94,8 @@ pub struct Inventory {
     pub version: u32,
     /// `reports` or `live`.
     pub source: &'static str,
+    /// The namespaces whose report left results out, scanned live instead (`reports` only).
+    pub live_namespaces: Vec<String>,
     /// One entry per image and what allows it, by image.
     pub images: Vec<ImageEntry>,
 }
@@ -147,19 +150,27 @@ pub async fn run(args: ImagesArgs) -> Result<bool, Failure> {
     } else {
         list_reports(&client, namespace).await?
     };
+    let config = read_config(args.config.as_deref())?;
+    let mut live_namespaces = Vec::new();
     let (source, uses) = if reports.is_empty() {
-        let config = read_config(args.config.as_deref())?;
+        eprintln!("images from a live scan of the cluster (no PolicyReports found)");
         ("live", live_scan(&client, &config, namespace).await?)
     } else {
-        ("reports", from_reports(&reports))
-    };
-    eprintln!(
-        "{}",
-        match source {
-            "live" => "images from a live scan of the cluster (no PolicyReports found)",
-            _ => "images from the byoc-registry-policy PolicyReports",
+        eprintln!("images from the byoc-registry-policy PolicyReports");
+        let (complete, incomplete): (Vec<_>, Vec<_>) =
+            reports.iter().partition(|r| left_out(r) == 0);
+        let mut uses = from_reports(complete);
+        for report in incomplete {
+            let ns = report.metadata.namespace.clone().unwrap_or_default();
+            eprintln!(
+                "namespace {ns}: its PolicyReport left out {} results to fit; scanned live",
+                left_out(report)
+            );
+            uses.extend(live_scan(&client, &config, Some(&ns)).await?);
+            live_namespaces.push(ns);
         }
-    );
+        ("reports", uses)
+    };
     let uses = uses
         .into_iter()
         .filter(|u| filter.as_ref().is_none_or(|f| matches(&u.image.image, f)));
@@ -167,6 +178,7 @@ pub async fn run(args: ImagesArgs) -> Result<bool, Failure> {
         kind: "ByocImages",
         version: 1,
         source,
+        live_namespaces,
         images: group(uses),
     };
     let text = match args.output {
@@ -201,10 +213,27 @@ async fn list_reports(
     }
 }
 
+/// How many results `report` left out: what its annotation says, or what its summary counts
+/// beyond its results (a report written summary-only, or edited), whichever is more.
+fn left_out(report: &PolicyReport) -> usize {
+    let annotated = report
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESULTS_LEFT_OUT))
+        .map_or(0, |n| n.parse().unwrap_or(1));
+    let s = report.summary;
+    let counted = [s.pass, s.fail, s.warn, s.error, s.skip]
+        .into_iter()
+        .map(|n| n as usize)
+        .sum::<usize>();
+    annotated.max(counted.saturating_sub(report.results.len()))
+}
+
 /// The uses the reports name.
-fn from_reports(reports: &[PolicyReport]) -> Vec<Use> {
+fn from_reports<'r>(reports: impl IntoIterator<Item = &'r PolicyReport>) -> Vec<Use> {
     reports
-        .iter()
+        .into_iter()
         .flat_map(|r| &r.results)
         .flat_map(|result| {
             let images = ImageProperty::from_properties(&result.properties);
@@ -425,6 +454,7 @@ mod tests {
             kind: "ByocImages",
             version: 1,
             source: "live",
+            live_namespaces: Vec::new(),
             images: group(uses),
         };
         assert_eq!(
@@ -487,6 +517,46 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn reports_that_left_results_out_are_known() {
+        let report = |annotation: Option<&str>, pass: u32, results: usize| {
+            let mut r = PolicyReport::default();
+            r.metadata.annotations =
+                annotation.map(|a| [(RESULTS_LEFT_OUT.to_owned(), a.to_owned())].into());
+            r.summary.pass = pass;
+            r.results = vec![
+                ReportResult {
+                    source: String::new(),
+                    policy: String::new(),
+                    rule: String::new(),
+                    result: byoc_api::report::Outcome::Pass,
+                    scored: true,
+                    message: String::new(),
+                    resources: Vec::new(),
+                    properties: Default::default(),
+                    timestamp: Default::default(),
+                };
+                results
+            ];
+            r
+        };
+        // (annotation, summary pass, results) → left out
+        let cases = [
+            ((None, 2, 2), 0),
+            ((Some("7"), 9, 2), 7),
+            // Written summary-only by an older controller, or emptied by hand.
+            ((None, 115, 0), 115),
+            ((Some("not a number"), 2, 2), 1),
+        ];
+        for ((annotation, pass, results), want) in cases {
+            assert_eq!(
+                left_out(&report(annotation, pass, results)),
+                want,
+                "{annotation:?} {pass} {results}"
+            );
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::decision::{Checker, Violation};
 use crate::reference::ImageRef;
-use crate::workload::{Container, PodBearing, PodSpecReader, ShapeError};
+use crate::workload::{Container, LeftOut, PodBearing, PodSpecReader, ShapeError, group_of};
 
 /// A pod-bearing kind. The order is the reports': workloads first, pods last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -133,11 +133,12 @@ impl Source {
         self != Self::Pod
     }
 
-    /// Why an object of this kind is left out of an audit, if it is: it is being deleted, its
-    /// controller is audited instead, or (a pod) it has finished and runs nothing. `phase` is a
-    /// pod's `status.phase`.
+    /// Why an object of this kind is left out of an audit, if it is: it is a workload being
+    /// deleted (it makes no more pods), its controller is audited instead, or (a pod) it has
+    /// finished and runs nothing. A pod being deleted is not left out: it runs until its grace
+    /// period ends, which its owner chooses. `phase` is a pod's `status.phase`.
     pub fn skip_reason(self, metadata: &ObjectMeta, phase: Option<&str>) -> Option<&'static str> {
-        if metadata.deletion_timestamp.is_some() {
+        if self.is_workload() && metadata.deletion_timestamp.is_some() {
             return Some("being deleted");
         }
         match self {
@@ -182,8 +183,11 @@ pub struct Trimmed {
     pub metadata: ObjectMeta,
     /// A pod's `status.phase`.
     pub phase: Option<String>,
-    /// The containers and image volumes of its pod spec, or why they cannot be read.
+    /// The containers and image volumes of its pod spec kept ([`MAX_CONTAINERS`]), or why
+    /// they cannot be read.
     pub containers: Result<Vec<Container>, ShapeError>,
+    /// What was not kept of its pod spec.
+    pub left_out: LeftOut,
 }
 
 impl Trimmed {
@@ -266,8 +270,10 @@ impl<'de, K: Inventoried> Deserialize<'de> for Of<K> {
 
 /// The containers and image volumes the inventory keeps of one object: far more than real pods
 /// have (Kubernetes sets no limit; more than a dozen is rare), few enough that a flood of objects
-/// with thousands each stays small in the controller's caches. An object with more is kept as
-/// malformed, naming the count, and reported as an error.
+/// with thousands each stays small in the controller's caches. Of an object with more, one
+/// container per distinct image is kept first ([`PodSpecReader::capped`]), and what is left out
+/// is counted ([`Trimmed::left_out`]); only more than this many distinct images leaves images
+/// unjudged, and then its result is never a pass.
 pub const MAX_CONTAINERS: usize = 128;
 const _: () = assert!(MAX_CONTAINERS <= crate::decision::LISTED);
 
@@ -310,6 +316,7 @@ impl<'de> Visitor<'de> for TrimmedSeed {
             }
         }
         let meta = metadata.ok_or_else(|| A::Error::missing_field("metadata"))?;
+        let specs = specs.finish();
         Ok(Trimmed {
             source,
             metadata: ObjectMeta {
@@ -322,7 +329,8 @@ impl<'de> Visitor<'de> for TrimmedSeed {
                 ..ObjectMeta::default()
             },
             phase,
-            containers: specs.finish().take(source.bearing()),
+            left_out: specs.left_out(source.bearing()),
+            containers: specs.take(source.bearing()),
         })
     }
 }
@@ -472,21 +480,70 @@ pub struct Verdict {
     pub uid: String,
     /// Each distinct image of its pod spec and of its running pods, in pod-spec order.
     pub images: Vec<ImageUse>,
-    /// The refused containers (the webhook's denial lines), or why its pod spec cannot be read.
+    /// The refused containers (the webhook's denial lines), or why its pod spec cannot be read
+    /// or judged whole (images left unread by the cap and none refused among those read).
     pub refused: Result<Vec<Violation>, String>,
+    /// What the cap on containers left out of it and its pods ([`left_out_notice`]).
+    pub notice: Option<String>,
 }
+
+/// What [`MAX_CONTAINERS`] left out of `subject`, if anything, for people to read.
+pub fn left_out_notice(subject: &str, left_out: LeftOut) -> Option<String> {
+    let LeftOut {
+        containers,
+        unread_images,
+    } = left_out;
+    match (containers, unread_images) {
+        (0, _) => None,
+        (n, 0) => Some(format!(
+            "{subject}: {n} more containers and image volumes not listed, with images among \
+             those judged (at most {MAX_CONTAINERS} are kept per pod spec)"
+        )),
+        (n, u) => Some(format!(
+            "{subject}: {n} more containers and image volumes not listed, {u} of them with \
+             images not judged (at most {MAX_CONTAINERS} distinct images are kept per pod spec)"
+        )),
+    }
+}
+
+/// The kinds whose objects Kubernetes' own controllers make for one of `source`: a Pod is
+/// owned by a ReplicaSet, StatefulSet, DaemonSet, Job or ReplicationController, a ReplicaSet by
+/// a Deployment, a Job by a CronJob; nothing owns the others. Each step climbs this order, so
+/// a walk along it takes at most [`MAX_OWNER_STEPS`] steps and never meets a cycle.
+fn owner_kinds(source: Source) -> &'static [Source] {
+    match source {
+        Source::Pod => &[
+            Source::ReplicaSet,
+            Source::StatefulSet,
+            Source::DaemonSet,
+            Source::Job,
+            Source::ReplicationController,
+        ],
+        Source::ReplicaSet => &[Source::Deployment],
+        Source::Job => &[Source::CronJob],
+        _ => &[],
+    }
+}
+
+/// The longest walk along [`owner_kinds`]: pod → ReplicaSet → Deployment, pod → Job → CronJob.
+const MAX_OWNER_STEPS: usize = 2;
 
 /// Judges the objects of one namespace: one [`Verdict`] per top-level workload and bare pod,
 /// ordered by kind and name.
 ///
-/// Top-level are the workloads (not PodTemplates, which run nothing) and unfinished pods whose
-/// controller is not among `objects`, found by uid: a ReplicaSet whose Deployment is there is
-/// not, an orphaned one is; a pod of a custom resource or a node is a bare pod. The images of a
-/// pod with a controller among `objects` are judged with its top-level workload's (through a
-/// ReplicaSet or Job to its Deployment or CronJob), so a pod still running an older template,
-/// or a pod that names a workload as its controller, shows under that workload. Finished pods
-/// are left out; objects being deleted are not (a pod being deleted runs until its grace period
-/// ends, which its owner chooses).
+/// Top-level are the workloads (not PodTemplates, which run nothing) and unfinished pods that
+/// no object among `objects` controls as Kubernetes' controllers do ([`owner_kinds`]): the
+/// controller named in `ownerReferences` must be among `objects` (by uid) and of the kind
+/// and API group the reference names, and that kind one that owns this kind. A ReplicaSet
+/// whose Deployment is there is not top-level, an orphaned one is; a pod of a custom resource,
+/// a node or a Deployment is a bare pod. A walk stops at the last real workload it reaches, so
+/// forged references (a chain of any length, a cycle, an owner that does not exist) never
+/// hide an object: every unfinished pod is judged, as itself or under a top-level workload.
+/// The images of a pod with a controller among `objects` are judged with its top-level
+/// workload's (through a ReplicaSet or Job to its Deployment or CronJob), so a pod still
+/// running an older template, or a pod that names a workload as its controller, shows under
+/// that workload. Finished pods are left out; objects being deleted are not (a pod being
+/// deleted runs until its grace period ends, which its owner chooses).
 ///
 /// Each object is judged as the webhook would judge an UPDATE adding all its images now:
 /// `config` and the namespace's `allowance` (read from its labels) at `now`.
@@ -505,13 +562,20 @@ pub fn judge_namespace<'a>(
         .filter(|o| o.source.is_workload() && !o.uid().is_empty())
         .map(|o| (o.uid(), *o))
         .collect();
-    // The top-level object of each running object, by uid, and the pods under each.
+    // The controller of an object, when it is a real one of a kind that owns this kind.
+    let owner_of = |o: &Trimmed| -> Option<&'a Trimmed> {
+        let reference = controller_of(&o.metadata)?;
+        let owner = *by_uid.get(reference.uid.as_str())?;
+        let real = owner_kinds(o.source).contains(&owner.source)
+            && reference.kind == owner.source.kind()
+            && group_of(&reference.api_version) == group_of(owner.source.api_version());
+        real.then_some(owner)
+    };
+    // The top-level object of each running object, and the pods under each.
     let top_of = |o: &'a Trimmed| -> &'a Trimmed {
         let mut at = o;
-        // A chain is at most pod → ReplicaSet/Job → Deployment/CronJob; the bound also stops
-        // a cycle of forged owner references.
-        for _ in 0..2 {
-            match controller_of(&at.metadata).and_then(|c| by_uid.get(c.uid.as_str())) {
+        for _ in 0..MAX_OWNER_STEPS {
+            match owner_of(at) {
                 Some(owner) => at = owner,
                 None => break,
             }
@@ -552,7 +616,9 @@ fn judge(
     let subject = format!("{} {namespace}/{}", top.source.kind(), top.name());
     let mut containers: Vec<&Container> = Vec::new();
     let mut unreadable = None;
+    let mut left_out = LeftOut::default();
     for object in std::iter::once(top).chain(pods.iter().copied()) {
+        left_out = left_out + object.left_out;
         match &object.containers {
             Ok(list) => {
                 for c in list {
@@ -594,10 +660,17 @@ fn judge(
             allowed_by,
         });
     }
+    let notice = left_out_notice(&subject, left_out);
     let refused = match unreadable {
         Some(e) => Err(e),
-        // At most MAX_CONTAINERS containers, so none is left unlisted (asserted below).
-        None => Ok(checker.check(&subject, containers).items),
+        None => match checker.check(&subject, containers) {
+            // Nothing read is refused, but not everything was read: not a pass.
+            v if v.is_empty() && left_out.unread_images > 0 => {
+                Err(notice.clone().unwrap_or_default())
+            }
+            // At most MAX_CONTAINERS containers, so none is left unlisted (asserted above).
+            v => Ok(v.items),
+        },
     };
     Verdict {
         source: top.source,
@@ -605,6 +678,7 @@ fn judge(
         uid: top.uid().to_owned(),
         images,
         refused,
+        notice,
     }
 }
 
@@ -639,8 +713,12 @@ mod tests {
             "labels": {"app": "x"}, "annotations": {"big": "y"},
             "managedFields": [{"manager": "m", "time": "9999-12-31T00:00:00Z"}]});
         if let Some((kind, uid)) = owner {
-            value["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind,
-                "name": uid, "uid": uid, "controller": true}]);
+            let api_version = Source::ALL
+                .iter()
+                .find(|s| s.kind() == kind)
+                .map_or("v1", |s| s.api_version());
+            value["metadata"]["ownerReferences"] = json!([{"apiVersion": api_version,
+                "kind": kind, "name": uid, "uid": uid, "controller": true}]);
         }
         Trimmed::from_value(source, &value).unwrap()
     }
@@ -808,29 +886,111 @@ mod tests {
                 (Source::Pod, "mirror".into(), vec!["x.org/static".into()]),
             ]
         );
-        // Owner references that form a cycle end the walk; nothing is lost.
-        let cycle = [
-            object(
-                Source::ReplicaSet,
-                "a",
-                Some(("ReplicaSet", "b")),
-                &["x.org/a"],
+    }
+
+    /// Forged `ownerReferences` (an `edit` tenant may write any on its objects) never hide a
+    /// pod: each is judged under the last real workload its walk reaches, or as itself.
+    #[test]
+    fn forged_owner_references_never_hide_a_pod() {
+        use Source::{DaemonSet, Deployment, Job, Pod, ReplicaSet, StatefulSet};
+        let o = |source, name, owner: Option<(&str, &str)>| {
+            object(source, name, owner, &[&format!("x.org/{name}")])
+        };
+        // (what, objects, the top-level (kind, name) that must judge the pod `p`'s image)
+        let cases: Vec<(&str, Vec<Trimmed>, (Source, &str))> = vec![
+            (
+                "a chain of three Deployments",
+                vec![
+                    o(Pod, "p", Some(("Deployment", "a"))),
+                    o(Deployment, "a", Some(("Deployment", "b"))),
+                    o(Deployment, "b", Some(("Deployment", "c"))),
+                    o(Deployment, "c", None),
+                ],
+                (Pod, "p"),
             ),
-            object(
-                Source::ReplicaSet,
-                "b",
-                Some(("ReplicaSet", "a")),
-                &["x.org/b"],
+            (
+                "a chain of ReplicaSets",
+                vec![
+                    o(Pod, "p", Some(("ReplicaSet", "a"))),
+                    o(ReplicaSet, "a", Some(("ReplicaSet", "b"))),
+                    o(ReplicaSet, "b", Some(("ReplicaSet", "c"))),
+                    o(ReplicaSet, "c", None),
+                ],
+                (ReplicaSet, "a"),
             ),
-            object(Source::Pod, "p", Some(("ReplicaSet", "a")), &["x.org/p"]),
+            (
+                "a cycle of three",
+                vec![
+                    o(Pod, "p", Some(("ReplicaSet", "a"))),
+                    o(ReplicaSet, "a", Some(("ReplicaSet", "b"))),
+                    o(ReplicaSet, "b", Some(("ReplicaSet", "c"))),
+                    o(ReplicaSet, "c", Some(("ReplicaSet", "a"))),
+                ],
+                (ReplicaSet, "a"),
+            ),
+            (
+                "a cycle of two",
+                vec![
+                    o(Pod, "p", Some(("ReplicaSet", "a"))),
+                    o(ReplicaSet, "a", Some(("ReplicaSet", "b"))),
+                    o(ReplicaSet, "b", Some(("ReplicaSet", "a"))),
+                ],
+                (ReplicaSet, "a"),
+            ),
+            (
+                "an owner of another kind than the reference says",
+                vec![
+                    o(Pod, "p", Some(("ReplicaSet", "d"))),
+                    o(DaemonSet, "d", None),
+                ],
+                (Pod, "p"),
+            ),
+            (
+                "an owner that does not exist",
+                vec![o(Pod, "p", Some(("StatefulSet", "gone")))],
+                (Pod, "p"),
+            ),
+            (
+                "a Deployment owned by a StatefulSet",
+                vec![
+                    o(Pod, "p", Some(("ReplicaSet", "rs"))),
+                    o(ReplicaSet, "rs", Some(("Deployment", "d"))),
+                    o(Deployment, "d", Some(("StatefulSet", "s"))),
+                    o(StatefulSet, "s", None),
+                ],
+                (Deployment, "d"),
+            ),
+            (
+                "a Job of a Job",
+                vec![
+                    o(Pod, "p", Some(("Job", "j"))),
+                    o(Job, "j", Some(("Job", "k"))),
+                    o(Job, "k", None),
+                ],
+                (Job, "j"),
+            ),
         ];
-        let judged = tops(&cycle);
-        assert!(
-            judged
+        for (what, objects, (kind, name)) in cases {
+            let judged = tops(&objects);
+            let holding: Vec<_> = judged
                 .iter()
-                .any(|(_, _, images)| images.contains(&"x.org/p".to_owned())),
-            "{judged:?}"
-        );
+                .filter(|(_, _, images)| images.contains(&"x.org/p".to_owned()))
+                .map(|(s, n, _)| (*s, n.as_str()))
+                .collect();
+            assert_eq!(holding, [(kind, name)], "{what}: {judged:?}");
+            // Every workload is a result of its own, but the ReplicaSet of a real Deployment.
+            for w in objects
+                .iter()
+                .filter(|w| w.source.is_workload() && w.name() != "rs")
+            {
+                let image = format!("x.org/{}", w.name());
+                assert!(
+                    judged.iter().any(|(_, _, images)| images.contains(&image)),
+                    "{what}: {} lost: {judged:?}",
+                    w.name()
+                );
+            }
+        }
     }
 
     #[test]
@@ -1007,27 +1167,38 @@ mod tests {
     }
 
     /// A tenant's flood of containers (Kubernetes sets no limit per pod) is counted, not kept:
-    /// past [`MAX_CONTAINERS`] per object, or with a name or image longer than any valid one,
-    /// the object is kept as malformed, naming why.
+    /// past [`MAX_CONTAINERS`] per object, one container per distinct image is kept first and
+    /// the rest counted; a name or image longer than any valid one makes the object malformed.
     #[test]
     fn the_inventory_keeps_a_bounded_number_of_containers() {
         let container = |i: usize| json!({ "name": format!("c{i}"), "image": "quay.io/a" });
         let many = |n: usize| (0..n).map(container).collect::<Vec<_>>();
+        let distinct = |n: usize| {
+            (0..n)
+                .map(|i| json!({ "name": format!("d{i}"), "image": format!("quay.io/d{i}") }))
+                .collect::<Vec<_>>()
+        };
+        let nginx = json!({ "name": "last", "image": "nginx" });
         let image_volume = json!({ "name": "v", "image": { "reference": "quay.io/v" } });
         let plain_volume = json!({ "name": "data", "emptyDir": {} });
         let long = json!({ "name": "c", "image": format!("quay.io/{}", "a".repeat(1100)) });
-        // (what, pod spec, containers kept or the error's text)
-        let cases: [(&str, Value, Result<usize, &str>); 6] = [
-            ("none", json!({}), Ok(0)),
+        let left = |containers, unread_images| LeftOut {
+            containers,
+            unread_images,
+        };
+        /// Containers kept, what was left out, whether nginx is kept; or the error's text.
+        type Kept = Result<(usize, LeftOut, bool), &'static str>;
+        let cases: [(&str, Value, Kept); 9] = [
+            ("none", json!({}), Ok((0, left(0, 0), false))),
             (
                 "exactly the cap",
                 json!({ "containers": many(MAX_CONTAINERS) }),
-                Ok(MAX_CONTAINERS),
+                Ok((MAX_CONTAINERS, left(0, 0), false)),
             ),
             (
-                "one more",
+                "one more, of an image kept",
                 json!({ "containers": many(MAX_CONTAINERS + 1) }),
-                Err("129 containers and image volumes, more than the 128 read"),
+                Ok((MAX_CONTAINERS, left(1, 0), false)),
             ),
             (
                 "counted across lists, image volumes included, plain volumes not",
@@ -1035,12 +1206,27 @@ mod tests {
                     "containers": many(100), "initContainers": many(27),
                     "volumes": [image_volume, plain_volume.clone(), plain_volume],
                 }),
-                Ok(MAX_CONTAINERS),
+                Ok((MAX_CONTAINERS, left(0, 0), false)),
             ),
             (
-                "a flood",
+                "a flood of one image",
                 json!({ "containers": many(1300) }),
-                Err("1300 containers and image volumes, more than the 128 read"),
+                Ok((MAX_CONTAINERS, left(1172, 0), false)),
+            ),
+            (
+                "a new image past the cap takes a duplicate's place",
+                json!({ "containers": many(200), "ephemeralContainers": [nginx.clone()] }),
+                Ok((MAX_CONTAINERS, left(73, 0), true)),
+            ),
+            (
+                "a flood of distinct images leaves images unread",
+                json!({ "containers": distinct(1300) }),
+                Ok((MAX_CONTAINERS, left(1172, 1172), false)),
+            ),
+            (
+                "a new image after as many distinct ones as kept is unread",
+                json!({ "containers": distinct(MAX_CONTAINERS), "ephemeralContainers": [nginx] }),
+                Ok((MAX_CONTAINERS, left(1, 1), false)),
             ),
             (
                 "an image longer than any reference",
@@ -1059,16 +1245,104 @@ mod tests {
                     json!({ "metadata": { "name": "d" }, "spec": { "template": { "spec": pod_spec } } }),
                 ),
             ] {
-                let read = Trimmed::from_value(source, &object)
-                    .expect("reads")
-                    .containers;
-                match (&read, want) {
-                    (Ok(kept), Ok(n)) => assert_eq!(kept.len(), n, "{what} ({source:?})"),
+                let read = Trimmed::from_value(source, &object).expect("reads");
+                match (&read.containers, want) {
+                    (Ok(kept), Ok((n, left_out, has_nginx))) => {
+                        assert_eq!(kept.len(), n, "{what} ({source:?})");
+                        assert_eq!(read.left_out, left_out, "{what} ({source:?})");
+                        assert_eq!(
+                            kept.iter().any(|c| c.image.as_deref() == Some("nginx")),
+                            has_nginx,
+                            "{what} ({source:?})"
+                        );
+                        let mut images: Vec<_> = kept.iter().map(|c| &c.image).collect();
+                        images.sort();
+                        images.dedup();
+                        let distinct_kept = images.len();
+                        assert!(distinct_kept <= MAX_CONTAINERS, "{what}");
+                    }
                     (Err(e), Err(text)) => assert!(e.to_string().ends_with(text), "{what}: {e}"),
                     _ => panic!("{what} ({source:?}): {read:?}"),
                 }
             }
         }
+    }
+
+    /// Past the cap, the images kept are still judged: a refused one fails the object, and
+    /// images left unread make it an error, never a pass; either way the result says so.
+    #[test]
+    fn an_object_past_the_cap_is_judged_on_what_was_kept() {
+        let config = Config::default();
+        let platform = |i: usize| json!({ "name": format!("c{i}"), "image": "docker-registry.tools.wmflabs.org/a:1" });
+        let distinct = |i: usize| json!({ "name": format!("d{i}"), "image": format!("docker-registry.tools.wmflabs.org/d{i}:1") });
+        let pod = |containers: Vec<Value>, ephemeral: Vec<Value>| {
+            Trimmed::from_value(
+                Source::Pod,
+                &json!({ "metadata": { "name": "p", "namespace": "tool-a", "uid": "p" },
+                    "spec": { "containers": containers, "ephemeralContainers": ephemeral },
+                    "status": { "phase": "Running" } }),
+            )
+            .unwrap()
+        };
+        let nginx = json!({ "name": "debugger", "image": "nginx" });
+        // 300 containers of one allowed image, then a refused ephemeral one: it fails.
+        let hidden = pod((0..300).map(platform).collect(), vec![nginx.clone()]);
+        let [v] = &judge_namespace(&config, &Allowance::default(), now(), [&hidden])[..] else {
+            panic!("one verdict")
+        };
+        let refused = v.refused.as_ref().expect("judged");
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].image, "nginx");
+        assert!(
+            v.images
+                .iter()
+                .any(|u| u.image == "nginx" && u.allowed_by.is_none())
+        );
+        assert_eq!(
+            v.notice.as_deref(),
+            Some(
+                "Pod tool-a/p: 173 more containers and image volumes not listed, with images \
+                 among those judged (at most 128 are kept per pod spec)"
+            )
+        );
+        // 200 distinct allowed images: what was read passes, the rest is unknown: an error.
+        let wide = pod((0..200).map(distinct).collect(), Vec::new());
+        let [v] = &judge_namespace(&config, &Allowance::default(), now(), [&wide])[..] else {
+            panic!("one verdict")
+        };
+        assert_eq!(v.images.len(), MAX_CONTAINERS);
+        assert_eq!(
+            v.refused.as_ref().unwrap_err(),
+            "Pod tool-a/p: 72 more containers and image volumes not listed, 72 of them with \
+             images not judged (at most 128 distinct images are kept per pod spec)"
+        );
+        // ... unless one read is refused: then it fails, with the notice.
+        let mut containers: Vec<Value> = (0..200).map(distinct).collect();
+        containers.insert(3, nginx);
+        let [v] = &judge_namespace(
+            &config,
+            &Allowance::default(),
+            now(),
+            [&pod(containers, Vec::new())],
+        )[..] else {
+            panic!("one verdict")
+        };
+        assert_eq!(v.refused.as_ref().unwrap().len(), 1);
+        assert!(
+            v.notice
+                .as_deref()
+                .unwrap()
+                .contains("73 of them with images not judged")
+        );
+        // Under the cap: no notice.
+        let small = pod((0..3).map(platform).collect(), Vec::new());
+        let [v] = &judge_namespace(&config, &Allowance::default(), now(), [&small])[..] else {
+            panic!("one verdict")
+        };
+        assert_eq!(
+            (v.notice.as_deref(), v.refused.as_ref().map(Vec::len)),
+            (None, Ok(0))
+        );
     }
 
     /// Pods and workloads whose `managedFields`, and whose pod template's, nest 130 and 5,000

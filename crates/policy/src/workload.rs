@@ -96,13 +96,37 @@ impl PodBearing {
 pub struct ShapeError(String);
 
 /// The containers and image volumes of one object on each path a pod-bearing kind keeps its pod
-/// spec on, so that they can be read before the object's kind is known.
+/// spec on, so that they can be read before the object's kind is known; with a capped reader,
+/// also what each pod spec left out.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PodSpecs([Result<Vec<Container>, ShapeError>; 4]);
+pub struct PodSpecs([Result<Vec<Container>, ShapeError>; 4], [LeftOut; 4]);
 
 impl Default for PodSpecs {
     fn default() -> Self {
-        Self(std::array::from_fn(|_| Ok(Vec::new())))
+        Self(
+            std::array::from_fn(|_| Ok(Vec::new())),
+            [LeftOut::default(); 4],
+        )
+    }
+}
+
+/// What a capped reader ([`PodSpecReader::capped`]) did not keep of one pod spec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    /// Containers and image volumes not kept.
+    pub containers: usize,
+    /// Of those, how many have an image that no kept one has: their images were not read.
+    pub unread_images: usize,
+}
+
+impl std::ops::Add for LeftOut {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            containers: self.containers + other.containers,
+            unread_images: self.unread_images + other.unread_images,
+        }
     }
 }
 
@@ -115,9 +139,10 @@ impl PodSpecs {
 
     /// Only the pod spec of `bearing` (none: no pod spec).
     pub fn only(mut self, bearing: Option<PodBearing>) -> Self {
-        for (i, spec) in self.0.iter_mut().enumerate() {
+        for (i, (spec, left_out)) in self.0.iter_mut().zip(&mut self.1).enumerate() {
             if bearing.is_none_or(|b| b.index() != i) {
                 *spec = Ok(Vec::new());
+                *left_out = LeftOut::default();
             }
         }
         self
@@ -126,6 +151,11 @@ impl PodSpecs {
     /// The containers and image volumes where `bearing` keeps its pod spec, taken out.
     pub fn take(mut self, bearing: PodBearing) -> Result<Vec<Container>, ShapeError> {
         std::mem::replace(&mut self.0[bearing.index()], Ok(Vec::new()))
+    }
+
+    /// What a capped reader left out of the pod spec of `bearing`.
+    pub fn left_out(&self, bearing: PodBearing) -> LeftOut {
+        self.1[bearing.index()]
     }
 }
 
@@ -137,9 +167,11 @@ impl PodSpecs {
 pub struct PodSpecReader(Reading);
 
 impl PodSpecReader {
-    /// A reader that keeps at most `max` containers and image volumes per pod spec: one with
-    /// more is read as malformed, naming the count (they are still counted, not kept). For
-    /// readers that keep what they read (the inventory), never for decisions.
+    /// A reader that keeps at most `max` containers and image volumes per pod spec, one per
+    /// distinct image first: past `max`, a container whose image is already kept is left out,
+    /// and one with a new image takes the place of a kept one whose image another kept one
+    /// has, or is left out with its image unread when all `max` images differ ([`LeftOut`]).
+    /// For readers that keep what they read (the inventory), never for decisions.
     pub fn capped(max: usize) -> Self {
         Self(Reading {
             max: Some(max),
@@ -253,8 +285,10 @@ struct Reading {
     errors: [Option<(ContainerKind, ShapeError)>; 4],
     /// How many containers and image volumes each pod spec may keep ([`PodSpecReader::capped`]).
     max: Option<usize>,
-    /// How many each pod spec had.
-    counts: [usize; 4],
+    /// What each pod spec left out.
+    left_out: [LeftOut; 4],
+    /// How many kept containers of each pod spec have an image an earlier kept one has.
+    duplicates: [usize; 4],
 }
 
 impl Reading {
@@ -279,7 +313,6 @@ impl Reading {
 
     fn push(&mut self, bearing: PodBearing, container: Container) {
         let i = bearing.index();
-        self.counts[i] += 1;
         let long = container
             .name
             .len()
@@ -291,28 +324,63 @@ impl Reading {
                     container.kind
                 )
             });
-        } else if self.max.is_some_and(|max| self.counts[i] > max) {
-            self.lists[i] = Default::default();
-        } else if self.errors[i].is_none() {
-            self.lists[i][container.kind as usize].push(container);
+            return;
+        }
+        if self.errors[i].is_some() {
+            return;
+        }
+        let lists = &mut self.lists[i];
+        let Some(max) = self.max else {
+            lists[container.kind as usize].push(container);
+            return;
+        };
+        let known = lists.iter().flatten().any(|c| c.image == container.image);
+        if lists.iter().map(Vec::len).sum::<usize>() < max {
+            self.duplicates[i] += usize::from(known);
+            lists[container.kind as usize].push(container);
+            return;
+        }
+        self.left_out[i].containers += 1;
+        if known {
+            return;
+        }
+        let evict = (self.duplicates[i] > 0)
+            .then(|| last_duplicate(lists))
+            .flatten();
+        match evict {
+            Some((list, at)) => {
+                lists[list].remove(at);
+                lists[container.kind as usize].push(container);
+                self.duplicates[i] -= 1;
+            }
+            None => self.left_out[i].unread_images += 1,
         }
     }
 
     fn finish(self) -> PodSpecs {
         let mut errors = self.errors.into_iter();
-        let mut counts = self.counts.into_iter();
-        let max = self.max;
-        PodSpecs(self.lists.map(|lists| {
-            let count = counts.next().unwrap_or_default();
-            match (errors.next().flatten(), max) {
-                (Some((_, error)), _) => Err(error),
-                (None, Some(max)) if count > max => Err(ShapeError(format!(
-                    "{count} containers and image volumes, more than the {max} read"
-                ))),
-                (None, _) => Ok(lists.into_iter().flatten().collect()),
-            }
-        }))
+        PodSpecs(
+            self.lists.map(|lists| match errors.next().flatten() {
+                Some((_, error)) => Err(error),
+                None => Ok(lists.into_iter().flatten().collect()),
+            }),
+            self.left_out,
+        )
     }
+}
+
+/// The last kept container (list, index) whose image an earlier kept one has too.
+fn last_duplicate(lists: &[Vec<Container>; 4]) -> Option<(usize, usize)> {
+    let kept: Vec<(usize, usize, &Container)> = lists
+        .iter()
+        .enumerate()
+        .flat_map(|(l, list)| list.iter().enumerate().map(move |(i, c)| (l, i, c)))
+        .collect();
+    kept.iter()
+        .enumerate()
+        .rev()
+        .find(|(n, (_, _, c))| kept[..*n].iter().any(|(_, _, e)| e.image == c.image))
+        .map(|(_, (l, i, _))| (*l, *i))
 }
 
 /// The JSON type of a value, for messages.

@@ -769,3 +769,23 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// A tenant with only the built-in `edit` role in `namespace` (a RoleBinding): what a tool's
+/// maintainer has. Returns its user name (for [`kubectl_as`]) and what removes the binding.
+pub async fn edit_tenant(namespace: &str) -> (String, Cleanup) {
+    let tenant = unique_name("tenant");
+    let binding = unique_name("edit");
+    kubectl([
+        "-n",
+        namespace,
+        "create",
+        "rolebinding",
+        &binding,
+        "--clusterrole=edit",
+        &format!("--user={tenant}"),
+    ])
+    .success();
+    wait_can(&tenant, "create", "pods", Some(namespace)).await;
+    let cleanup = Cleanup::new(["-n", namespace, "rolebinding", &binding]);
+    (tenant, cleanup)
+}

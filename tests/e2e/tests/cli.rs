@@ -13,8 +13,8 @@ use byoc_api::ByocGrant;
 use byoc_e2e::cli::{CliOutput, byoc, command, kubectl_byoc, run};
 use byoc_e2e::webhook::{Options, Webhook};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, Cleanup, TestNamespace, client, controller, eventually, kubeconfig_path,
-    kubectl, kubectl_run, kubectl_stdin, parse_table, unique_name,
+    CONVERGE_TIMEOUT, Cleanup, TestNamespace, client, controller, edit_tenant, eventually,
+    kubeconfig_path, kubectl, kubectl_as, kubectl_run, kubectl_stdin, parse_table, unique_name,
 };
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
@@ -766,6 +766,83 @@ async fn audit_lists_exactly_the_offending_pods_and_workloads() {
     assert_eq!(out.stdout, "");
     assert!(out.stderr.contains("nothing would be refused"), "{out}");
     byoc(["revoke", name, "--wait"]).exits(0);
+}
+
+/// Removes the finalizers of pod `.1` in namespace `.0` when dropped, so that it can go.
+struct Unhold(String, String);
+
+impl Drop for Unhold {
+    fn drop(&mut self) {
+        let patch = r#"{"metadata":{"finalizers":null}}"#;
+        let out = kubectl([
+            "-n",
+            &self.0,
+            "patch",
+            "pod",
+            &self.1,
+            "--type=merge",
+            "-p",
+            patch,
+        ]);
+        if !out.status.success() {
+            eprintln!("removing the finalizer failed (ignored): {out}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn audit_reports_a_pod_being_deleted_marked_terminating() {
+    // Found by the second cold review: `audit` skipped pods being deleted, though one with a
+    // huge terminationGracePeriodSeconds keeps running until it ends. Without a kubelet the
+    // API server would remove an unscheduled pod at once, so a finalizer (which `edit` may
+    // set) holds this one, as a long grace period holds one on a node.
+    let _policy = POLICY.lock().await;
+    let ns = tool_namespace("cli-audit-term").await;
+    let name = ns.name();
+    let (tenant, _binding) = edit_tenant(name).await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "lingering", "namespace": name, "finalizers": ["example.org/hold"]},
+        "spec": {"terminationGracePeriodSeconds": 31_536_000,
+                 "containers": [{"name": "app", "image": "nginx:1.27"}]}});
+    kubectl_as(&tenant, &["create", "-f", "-"], Some(&pod.to_string())).success();
+    let _unhold = Unhold(name.to_owned(), "lingering".to_owned());
+    kubectl_as(
+        &tenant,
+        &["-n", name, "delete", "pod", "lingering", "--wait=false"],
+        None,
+    )
+    .success();
+    let deleting = kubectl([
+        "-n",
+        name,
+        "get",
+        "pod",
+        "lingering",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ])
+    .success();
+    assert!(
+        !deleting.stdout.trim().is_empty(),
+        "the pod is being deleted"
+    );
+
+    let (code, report, objects) = audited(name);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(
+        objects,
+        BTreeSet::from([("Pod".to_owned(), "lingering".to_owned())]),
+        "{report:#}"
+    );
+    assert_eq!(report["namespaces"][0]["objects"][0]["terminating"], true);
+    assert_eq!(report["summary"]["pods"], 1);
+    let text = byoc(["audit", "-n", name]).exits(1);
+    assert!(
+        text.stdout.contains(
+            "  Pod/lingering (terminating): container \"app\" image \"nginx:1.27\" is from docker.io"
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -9,14 +9,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use byoc_api::report::{ALLOWED_BY_REFUSED, Outcome, PolicyReport, REPORT_NAME};
+use byoc_api::report::{ALLOWED_BY_REFUSED, Outcome, PolicyReport, REPORT_NAME, RESULTS_LEFT_OUT};
 use byoc_e2e::cli::{CliOutput, kubectl_byoc};
 use byoc_e2e::controller::{ControllerProcess, Exclusive, exclusive};
 use byoc_e2e::reports::{self, policy_file, result, wait_report};
 use byoc_e2e::webhook::{Options, Webhook};
 use byoc_e2e::{
-    Cleanup, TestNamespace, client, create_grant, kubectl, kubectl_run, kubectl_stdin, parse_table,
-    unique_name, wait_byoc_labels,
+    Cleanup, TestNamespace, client, create_grant, edit_tenant, kubectl, kubectl_as, kubectl_run,
+    kubectl_stdin, parse_table, unique_name, wait_byoc_labels,
 };
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
@@ -255,13 +255,26 @@ async fn a_revoked_grant_fails_the_workload_it_let_in_and_a_new_grant_passes_it(
     assert!(controller.stop().success(), "{}", controller.log_tail());
 }
 
-/// A Deployment with `replicas: 0` (no pod, no pod quota) whose template has `images`.
+/// Creates a Deployment with `replicas: 0` (no pod, no pod quota) whose template has `images`.
 fn create_idle_deployment(namespace: &str, name: &str, images: impl Iterator<Item = String>) {
+    kubectl_stdin(
+        &["create", "-f", "-"],
+        &idle_deployment(namespace, name, images).to_string(),
+    )
+    .success();
+}
+
+/// A Deployment with `replicas: 0` whose template has `images`.
+fn idle_deployment(
+    namespace: &str,
+    name: &str,
+    images: impl Iterator<Item = String>,
+) -> serde_json::Value {
     let containers: Vec<_> = images
         .enumerate()
         .map(|(i, image)| json!({ "name": format!("c{i}"), "image": image }))
         .collect();
-    let manifest = json!({
+    json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": { "name": name, "namespace": namespace },
         "spec": {
@@ -272,8 +285,7 @@ fn create_idle_deployment(namespace: &str, name: &str, images: impl Iterator<Ite
                 "spec": { "containers": containers },
             },
         },
-    });
-    kubectl_stdin(&["create", "-f", "-"], &manifest.to_string()).success();
+    })
 }
 
 #[tokio::test]
@@ -340,9 +352,10 @@ async fn a_flood_of_containers_and_refused_images_neither_bloats_the_controller_
     .await;
     let flood = result(&report, "Deployment", "flood-0").expect("flood-0");
     assert!(
-        flood
-            .message
-            .contains("1300 containers and image volumes, more than the 128 read"),
+        flood.message.contains(&format!(
+            "Deployment {ns}/flood-0: 1172 more containers and image volumes not listed, \
+                 1172 of them with images not judged (at most 128 distinct images are kept"
+        )),
         "{}",
         flood.message
     );
@@ -365,6 +378,273 @@ async fn a_flood_of_containers_and_refused_images_neither_bloats_the_controller_
         "flood: peak RSS {before:.1} -> {after:.1} MiB; revoke reported after {:?}; report {bytes} bytes",
         started.elapsed()
     );
+}
+
+/// The uid of `kind`/`name` in `namespace`, read as `tenant`.
+fn uid_of(tenant: &str, namespace: &str, kind: &str, name: &str) -> String {
+    let out = kubectl_as(
+        tenant,
+        &[
+            "-n",
+            namespace,
+            "get",
+            kind,
+            name,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        None,
+    )
+    .success();
+    out.stdout.trim().to_owned()
+}
+
+/// As `tenant`, makes Deployment `owner` the controller of `kind`/`name` in `namespace`.
+fn forge_owner(tenant: &str, namespace: &str, kind: &str, name: &str, owner: &str) {
+    let uid = uid_of(tenant, namespace, "deployment", owner);
+    let patch = json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1",
+        "kind": "Deployment", "name": owner, "uid": uid, "controller": true}]}});
+    kubectl_as(
+        tenant,
+        &[
+            "-n",
+            namespace,
+            "patch",
+            kind,
+            name,
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ],
+        None,
+    )
+    .success();
+}
+
+/// The `images -n NS -o json` entry of `image`, if listed.
+fn images_entry(namespace: &str, image: &str) -> Option<serde_json::Value> {
+    let out = kubectl_byoc(["images", "-n", namespace, "-o", "json"]).exits(0);
+    let inventory = out.json();
+    inventory["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find(|e| e["image"] == image)
+        .cloned()
+}
+
+/// The workloads `images` lists for `entry`, as `KIND/NAME`.
+fn listed_workloads(entry: &serde_json::Value) -> Vec<String> {
+    entry["workloads"]
+        .as_array()
+        .expect("workloads")
+        .iter()
+        .map(|w| {
+            format!(
+                "{}/{}",
+                w["kind"].as_str().unwrap_or_default(),
+                w["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_hide_a_refused_pod_behind_forged_owner_references() {
+    // Found by the second cold review: with `edit` only, a pod whose controller is a → b → c
+    // (forged ownerReferences), or a → b → c → a, was filed under no result: the report said
+    // all pass and `kubectl byoc images` left it out.
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep-own", "enforce", &[]).await;
+    let ns = namespace.name();
+    let (tenant, _binding) = edit_tenant(ns).await;
+    let controller = start(&cluster, "reports-owners", &policy).await;
+    let owners = ["a", "b", "c", "x", "y", "z"];
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": owners
+        .iter()
+        .map(|name| idle_deployment(ns, name, std::iter::once(PLATFORM_IMAGE.to_owned())))
+        .collect::<Vec<_>>()});
+    kubectl_as(&tenant, &["create", "-f", "-"], Some(&list.to_string())).success();
+    // A chain a → b → c and a cycle x → y → z → x.
+    for (name, owner) in [("a", "b"), ("b", "c"), ("x", "y"), ("y", "z"), ("z", "x")] {
+        forge_owner(&tenant, ns, "deployment", name, owner);
+    }
+    // No webhook here: a refused image runs, as it would after a revocation.
+    for (pod, owner) in [("hidden-chain", "a"), ("hidden-cycle", "x")] {
+        kubectl_as(
+            &tenant,
+            &[
+                "-n",
+                ns,
+                "run",
+                pod,
+                "--image=nginx:1.27",
+                "--restart=Never",
+            ],
+            None,
+        )
+        .success();
+        forge_owner(&tenant, ns, "pod", pod, owner);
+    }
+    let report = wait_report(&client, ns, "both pods fail", REACT, |r| {
+        has_result(r, "Pod", "hidden-chain", Outcome::Fail)?;
+        has_result(r, "Pod", "hidden-cycle", Outcome::Fail)?;
+        for name in owners {
+            has_result(r, "Deployment", name, Outcome::Pass)?;
+        }
+        Ok(())
+    })
+    .await;
+    assert_eq!(
+        (report.summary.pass, report.summary.fail),
+        (6, 2),
+        "{report:?}"
+    );
+    let entry = images_entry(ns, "nginx:1.27").expect("images lists nginx");
+    assert_eq!(entry["allowedBy"], ALLOWED_BY_REFUSED);
+    assert_eq!(
+        listed_workloads(&entry),
+        ["Pod/hidden-chain", "Pod/hidden-cycle"]
+    );
+    assert!(controller.stop().success(), "{}", controller.log_tail());
+}
+
+#[tokio::test]
+async fn a_report_too_large_to_hold_every_result_still_names_the_refused_pod() {
+    // Found by the second cold review: ~115 idle Deployments of long platform images made the
+    // report larger than 1 MiB; it was written summary-only, nothing named the refused
+    // workload, and `kubectl byoc images` listed nothing for the namespace.
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep-big", "enforce", &[]).await;
+    let ns = namespace.name();
+    let (tenant, _binding) = edit_tenant(ns).await;
+    let controller = start(&cluster, "reports-big", &policy).await;
+    // 20 images of 405 bytes each: about 9 KB per result.
+    let images: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                "docker-registry.tools.wmflabs.org/{}/i{i:02}:{}",
+                "p".repeat(246),
+                "t".repeat(120)
+            )
+        })
+        .collect();
+    const IDLE: usize = 130;
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": (0..IDLE)
+        .map(|d| idle_deployment(ns, &format!("idle-{d:03}"), images.iter().cloned()))
+        .collect::<Vec<_>>()});
+    kubectl_as(&tenant, &["create", "-f", "-"], Some(&list.to_string())).success();
+    kubectl_as(
+        &tenant,
+        &[
+            "-n",
+            ns,
+            "run",
+            "refused",
+            "--image=nginx:1.27",
+            "--restart=Never",
+        ],
+        None,
+    )
+    .success();
+    let report = wait_report(
+        &client,
+        ns,
+        "the refused pod is named",
+        byoc_e2e::CONVERGE_TIMEOUT,
+        |r| {
+            if r.summary.pass as usize != IDLE {
+                return Err(format!("{:?}", r.summary));
+            }
+            has_result(r, "Pod", "refused", Outcome::Fail)
+        },
+    )
+    .await;
+    let bytes = serde_json::to_vec(&report).expect("serializes").len();
+    let left_out: usize = report
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESULTS_LEFT_OUT))
+        .expect("the count of results left out")
+        .parse()
+        .expect("a number");
+    assert_eq!(report.results.len() + left_out, IDLE + 1);
+    assert!(bytes < (1 << 20) + 4096, "a report of {bytes} bytes");
+    // `images` scans the namespace live: the refused pod, and every idle Deployment.
+    let out = kubectl_byoc(["images", "-n", ns, "-o", "json"]).exits(0);
+    let inventory = out.json();
+    assert_eq!(inventory["liveNamespaces"], json!([ns]), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "namespace {ns}: its PolicyReport left out {left_out} results to fit; scanned live"
+        )),
+        "{out}"
+    );
+    let entry = images_entry(ns, "nginx:1.27").expect("images lists nginx");
+    assert_eq!(listed_workloads(&entry), ["Pod/refused"]);
+    let platform = images_entry(ns, &images[0]).expect("images lists the idle ones");
+    assert_eq!(listed_workloads(&platform).len(), IDLE);
+    eprintln!(
+        "big report: {} results kept, {left_out} left out, {bytes} bytes",
+        report.results.len()
+    );
+    assert!(controller.stop().success(), "{}", controller.log_tail());
+}
+
+#[tokio::test]
+async fn a_pod_with_more_containers_than_the_inventory_keeps_still_fails_on_its_refused_image() {
+    // Found by the second cold review: a pod with more than 128 containers became an `error`
+    // result naming no image, which hid its refused one.
+    let Fixture {
+        client,
+        cluster,
+        namespace,
+        policy,
+    } = Fixture::new("e2e-rep-wide", "enforce", &[]).await;
+    let ns = namespace.name();
+    let (tenant, _binding) = edit_tenant(ns).await;
+    let controller = start(&cluster, "reports-wide", &policy).await;
+    let containers: Vec<_> = (0..200)
+        .map(|i| json!({"name": format!("c{i}"), "image": PLATFORM_IMAGE}))
+        .collect();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "wide", "namespace": ns},
+        "spec": {"containers": containers,
+                 "initContainers": [{"name": "last", "image": "nginx:1.27"}]}});
+    kubectl_as(&tenant, &["create", "-f", "-"], Some(&pod.to_string())).success();
+    let report = wait_report(&client, ns, "the wide pod fails", REACT, |r| {
+        has_result(r, "Pod", "wide", Outcome::Fail)
+    })
+    .await;
+    let wide = result(&report, "Pod", "wide").unwrap();
+    assert!(
+        wide.message.starts_with(&format!(
+            "Pod {ns}/wide: initContainer \"last\" image \"nginx:1.27\" resolves to registry docker.io"
+        )),
+        "{}",
+        wide.message
+    );
+    assert!(
+        wide.message.ends_with(&format!(
+            "Pod {ns}/wide: 73 more containers and image volumes not listed, with images among \
+             those judged (at most 128 are kept per pod spec)"
+        )),
+        "{}",
+        wide.message
+    );
+    let entry = images_entry(ns, "nginx:1.27").expect("images lists nginx");
+    assert_eq!(entry["allowedBy"], ALLOWED_BY_REFUSED);
+    assert_eq!(listed_workloads(&entry), ["Pod/wide"]);
+    assert!(controller.stop().success(), "{}", controller.log_tail());
 }
 
 #[tokio::test]

@@ -38,9 +38,10 @@ use scan::{Auditor, Finding, Outcome, Source};
     kubectl byoc audit -n tool-wikibugs -o json\n\n  \
     # The namespaces that run images from outside the platform registry\n  \
     kubectl byoc audit -o json | jq -r '.namespaces[].name'\n\n\
-    Audited (unless being deleted): Pods that have not finished, Deployments, ReplicaSets not controlled by a \
-    Deployment, StatefulSets, DaemonSets, CronJobs, Jobs not controlled by a CronJob, \
-    ReplicationControllers and PodTemplates, in every namespace that is not exempt. Each is \
+    Audited: Pods that have not finished (those being deleted too, marked terminating: they run \
+    until their grace period ends), and, unless being deleted, Deployments, ReplicaSets not \
+    controlled by a Deployment, StatefulSets, DaemonSets, CronJobs, Jobs not controlled by a \
+    CronJob, ReplicationControllers and PodTemplates, in every namespace that is not exempt. Each is \
     judged as the webhook would judge its creation now: the configuration plus the grants the \
     namespace labels carry at this moment, whatever the configured mode. Exit status: 0 nothing \
     would be refused, 1 something would, 2 invalid input or API error.")]
@@ -112,8 +113,8 @@ pub async fn run(args: AuditArgs) -> Result<bool, Failure> {
             summary.pods += tally.audited;
         }
         summary.skipped += tally.skipped;
-        for m in tally.malformed {
-            eprintln!("warning: {m}");
+        for w in tally.warnings {
+            eprintln!("warning: {w}");
         }
         findings.extend(tally.findings);
     }
@@ -169,7 +170,8 @@ struct Tally {
     audited: usize,
     skipped: usize,
     findings: Vec<Finding>,
-    malformed: Vec<String>,
+    /// Objects that cannot be judged, and what the cap on containers left out.
+    warnings: Vec<String>,
 }
 
 /// What a scan reads and where it reports.
@@ -232,11 +234,12 @@ impl<'a> Scope<'a> {
                     Outcome::Admitted => tally.audited += 1,
                     Outcome::Refused(finding) => {
                         tally.audited += 1;
+                        tally.warnings.extend(finding.notice.clone());
                         tally.findings.push(finding);
                     }
                     Outcome::Malformed(message) => {
                         tally.audited += 1;
-                        tally.malformed.push(message);
+                        tally.warnings.push(message);
                     }
                 }
             }

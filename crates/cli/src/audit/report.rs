@@ -47,7 +47,7 @@ pub struct Summary {
     pub pods: usize,
     /// Workloads audited (ReplicaSets of Deployments and Jobs of CronJobs excluded).
     pub workloads: usize,
-    /// Objects left out: finished pods, ReplicaSets of Deployments, Jobs of CronJobs, objects
+    /// Objects left out: finished pods, ReplicaSets of Deployments, Jobs of CronJobs, workloads
     /// being deleted, and everything in exempt namespaces.
     pub skipped: usize,
     /// Namespaces with something refused.
@@ -89,6 +89,8 @@ pub struct ObjectReport {
     pub name: String,
     /// Its controller (`ReplicaSet web-5d4f8`), if any.
     pub owner: Option<OwnerReport>,
+    /// A pod being deleted: it runs until its grace period ends.
+    pub terminating: bool,
     /// The refused containers, the first [`byoc_policy::decision::LISTED`].
     pub containers: Vec<ContainerReport>,
     /// How many more containers are refused and not listed.
@@ -204,6 +206,7 @@ impl Report {
                 counted(workloads, pods)
             );
             for o in &ns.objects {
+                let mark = if o.terminating { " (terminating)" } else { "" };
                 for c in &o.containers {
                     let what = match (&c.registry, c.reason) {
                         (Some(registry), _) => format!("is from {registry}"),
@@ -211,7 +214,7 @@ impl Report {
                     };
                     let _ = writeln!(
                         out,
-                        "  {}/{}: {} {:?} image {:?} {what}",
+                        "  {}/{}{mark}: {} {:?} image {:?} {what}",
                         o.kind, o.name, c.type_, c.name, c.image
                     );
                 }
@@ -323,6 +326,7 @@ impl NamespaceReport {
                         kind: o.kind,
                         name: o.name,
                     }),
+                    terminating: f.terminating,
                     containers,
                     unlisted_containers,
                 }
@@ -421,7 +425,8 @@ mod tests {
             ),
             (
                 Source::Pod,
-                json!({"metadata": {"name": "debug", "namespace": "tool-b"},
+                // Being deleted, it runs until its grace period ends: reported, marked.
+                json!({"metadata": {"name": "debug", "namespace": "tool-b", "deletionTimestamp": "2026-11-21T11:00:00Z"},
                 "spec": {"containers": [{"name": "c", "image": "Not Valid"}]}}),
             ),
             (
@@ -492,7 +497,7 @@ mod tests {
              '<why this tool needs its own images>'\n\
              \n\
              namespace tool-b: 1 pod would be refused (allowed here: any registry)\n\
-             \x20 Pod/debug: container \"c\" image \"Not Valid\" is not a valid image reference: \
+             \x20 Pod/debug (terminating): container \"c\" image \"Not Valid\" is not a valid image reference: \
              repository name \"Not Valid\" must be lowercase\n\
              \x20 fix: correct the image references\n"
         );
@@ -555,7 +560,9 @@ mod tests {
                 .unwrap()
                 .starts_with("Pod tool-a/web-1: container \"app\"")
         );
+        assert_eq!(pod["terminating"], false);
         let b = &value["namespaces"][1];
+        assert_eq!(b["objects"][0]["terminating"], true);
         assert_eq!(b["anyRegistry"], true);
         assert_eq!(b["fix"], serde_json::Value::Null);
         assert_eq!(b["objects"][0]["containers"][0]["reason"], "invalid_image");

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use byoc_policy::decision::{Checker, Listed, Violation};
 pub use byoc_policy::inventory::Source;
-use byoc_policy::inventory::{Trimmed, controller_of};
+use byoc_policy::inventory::{Trimmed, controller_of, left_out_notice};
 use byoc_policy::{Allowance, Config};
 use jiff::Timestamp;
 
@@ -40,8 +40,12 @@ pub struct Finding {
     pub name: String,
     /// Its controller, if it has one.
     pub owner: Option<Owner>,
+    /// A pod being deleted (it runs until its grace period ends).
+    pub terminating: bool,
     /// The refused containers, in pod-spec order.
     pub violations: Listed<Violation>,
+    /// What the inventory's cap on containers left out of it ([`left_out_notice`]).
+    pub notice: Option<String>,
 }
 
 /// What the audit made of one object.
@@ -55,7 +59,9 @@ pub enum Outcome {
     Admitted,
     /// Refused.
     Refused(Finding),
-    /// Its pod spec cannot be read (the webhook would refuse it as malformed).
+    /// Its pod spec cannot be read (the webhook would refuse it as malformed), or more
+    /// distinct images than the inventory keeps left some unjudged and none of those read is
+    /// refused.
     Malformed(String),
 }
 
@@ -105,8 +111,12 @@ impl<'a> Auditor<'a> {
         };
         let checker = Checker::new(self.config, self.allowance(namespace), namespace, self.now);
         let violations = checker.check(&subject, containers);
+        let notice = left_out_notice(&subject, object.left_out);
         if violations.is_empty() {
-            return Outcome::Admitted;
+            return match notice {
+                Some(n) if object.left_out.unread_images > 0 => Outcome::Malformed(n),
+                _ => Outcome::Admitted,
+            };
         }
         let owner = controller_of(&object.metadata).map(|o| Owner {
             kind: o.kind.clone(),
@@ -117,7 +127,9 @@ impl<'a> Auditor<'a> {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             owner,
+            terminating: source == Source::Pod && object.metadata.deletion_timestamp.is_some(),
             violations,
+            notice,
         })
     }
 }
@@ -192,10 +204,11 @@ mod tests {
                 json!({"metadata": {"deletionTimestamp": "2026-11-21T12:00:00Z"}}),
                 true,
             ),
+            // A pod being deleted runs until its grace period ends: audited.
             (
                 Source::Pod,
                 json!({"metadata": {"deletionTimestamp": "2026-11-21T12:00:00Z"}}),
-                true,
+                false,
             ),
         ];
         for (source, value, skipped) in cases {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use byoc_api::report::{
     ALLOWED_BY_LABELS, ALLOWED_BY_REFUSED, ImageProperty, MANAGED_BY, MANAGED_BY_LABEL, Outcome,
-    POLICY, PolicyReport, REPORT_NAME, RULE, ReportResult, ResourceRef, ResultTime, SOURCE,
-    Summary,
+    POLICY, PolicyReport, REPORT_NAME, RESULTS_LEFT_OUT, RULE, ReportResult, ResourceRef,
+    ResultTime, SOURCE, Summary,
 };
 use byoc_policy::inventory::{AllowedBy, Verdict};
 use byoc_policy::{Config, Mode};
@@ -27,8 +27,9 @@ pub const MAX_IMAGES: usize = 20;
 pub const OMITTED_PROPERTY: &str = "images.omitted";
 
 /// The largest report written with its results, serialized (the API server takes 3 MiB per
-/// request and etcd 1.5 MiB per object). A larger one is written summary-only: no results,
-/// every outcome still counted.
+/// request and etcd 1.5 MiB per object). A larger one keeps the results that fit, the ones
+/// that do not pass first ([`fitting`]), counts every outcome in its summary, and says how many
+/// results it left out in the annotation [`RESULTS_LEFT_OUT`].
 pub const MAX_REPORT_BYTES: usize = 1 << 20;
 
 /// The report `namespace` should carry, or `None` when it has no workload (then it carries no
@@ -69,11 +70,9 @@ pub fn report(
         })
         .collect();
     let summary = Summary::of(results.iter().map(|r| r.result));
-    let results = if serialized_len(&results) > MAX_REPORT_BYTES {
-        Vec::new()
-    } else {
-        results
-    };
+    let total = results.len();
+    let results = fitting(results, MAX_REPORT_BYTES);
+    let left_out = total - results.len();
     Some(PolicyReport {
         metadata: ObjectMeta {
             name: Some(REPORT_NAME.to_owned()),
@@ -82,11 +81,40 @@ pub fn report(
                 MANAGED_BY_LABEL.to_owned(),
                 MANAGED_BY.to_owned(),
             )])),
+            annotations: (left_out > 0)
+                .then(|| BTreeMap::from([(RESULTS_LEFT_OUT.to_owned(), left_out.to_string())])),
             ..ObjectMeta::default()
         },
         summary,
         results,
     })
+}
+
+/// The results that fit in `max` bytes of JSON, in their order: all of them when they fit,
+/// else those that do not pass (fail, warn, error) before those that pass, each group in
+/// order, as many as fit.
+fn fitting(results: Vec<ReportResult>, max: usize) -> Vec<ReportResult> {
+    if serialized_len(&results) <= max {
+        return results;
+    }
+    let mut order: Vec<usize> = (0..results.len()).collect();
+    order.sort_by_key(|&i| results[i].result == Outcome::Pass);
+    // `[` and `]`, and a comma before each but the first.
+    let mut used = 2;
+    let mut keep = vec![false; results.len()];
+    for i in order {
+        let len = serialized_len(std::slice::from_ref(&results[i])) - 2;
+        let with = used + len + usize::from(used > 2);
+        if with <= max {
+            used = with;
+            keep[i] = true;
+        }
+    }
+    results
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(r, k)| k.then_some(r))
+        .collect()
 }
 
 /// The length of `results` as JSON.
@@ -119,7 +147,8 @@ fn bounded_lines(lines: impl ExactSizeIterator<Item = String>, max: usize) -> St
     kept.join("\n")
 }
 
-/// Whether `stored` already says what `desired` says (its labels included).
+/// Whether `stored` already says what `desired` says (its labels and the count of results
+/// left out included).
 pub fn is_current(desired: &PolicyReport, stored: &PolicyReport) -> bool {
     let ours = |r: &PolicyReport| {
         r.metadata
@@ -128,9 +157,17 @@ pub fn is_current(desired: &PolicyReport, stored: &PolicyReport) -> bool {
             .and_then(|l| l.get(MANAGED_BY_LABEL))
             .cloned()
     };
+    let left_out = |r: &PolicyReport| {
+        r.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESULTS_LEFT_OUT))
+            .cloned()
+    };
     desired.results == stored.results
         && desired.summary == stored.summary
         && ours(desired) == ours(stored)
+        && left_out(desired) == left_out(stored)
 }
 
 /// The result of one workload.
@@ -140,7 +177,7 @@ fn result(
     verdict: &Verdict,
     grant_name: &impl Fn(&AllowedBy) -> Option<String>,
 ) -> ReportResult {
-    let (outcome, message) = match &verdict.refused {
+    let (outcome, mut message) = match &verdict.refused {
         Err(unreadable) => (Outcome::Error, unreadable.clone()),
         Ok(violations) if violations.is_empty() => (Outcome::Pass, PASS_MESSAGE.to_owned()),
         Ok(violations) => (
@@ -152,6 +189,11 @@ fn result(
             bounded_lines(violations.iter().map(ToString::to_string), MAX_LINES),
         ),
     };
+    // What the cap on containers left out, unless the message already is that.
+    if let Some(notice) = verdict.notice.as_ref().filter(|n| **n != message) {
+        message.push('\n');
+        message.push_str(notice);
+    }
     // Refused images first, so that the ones named are the ones to act on.
     let mut uses: Vec<_> = verdict.images.iter().collect();
     uses.sort_by_key(|u| u.allowed_by.is_some());
@@ -403,11 +445,12 @@ mod tests {
         assert!(serialized_len(&r.results) <= MAX_REPORT_BYTES);
         assert!(serde_json::to_vec(&r).unwrap().len() <= MAX_REPORT_BYTES + 1024);
         assert_eq!((r.summary.pass, r.summary.fail), (0, 200));
-        assert!(
-            r.results.is_empty(),
-            "summary-only: {}",
-            serialized_len(&r.results)
-        );
+        // As many results as fit, each counted: kept or left out.
+        let left_out: usize = r.metadata.annotations.as_ref().unwrap()[RESULTS_LEFT_OUT]
+            .parse()
+            .unwrap();
+        assert!(!r.results.is_empty() && left_out > 0, "{left_out}");
+        assert_eq!(r.results.len() + left_out, 200);
         // One workload of them all is written with its results, and counts every image.
         let one = report(&config, "tool-a", &verdicts[..1], |_| None, None, now()).unwrap();
         let result = &one.results[0];
@@ -419,6 +462,73 @@ mod tests {
             50
         );
         assert!(result.message.ends_with("…and 30 more"));
+    }
+
+    /// A report too large to hold every result keeps those that do not pass, drops passes
+    /// first and says how many it left out; its summary counts them all. (The attack of the
+    /// second cold review: ~115 idle Deployments of long platform images made the report
+    /// summary-only, and nothing named the refused workload.)
+    #[test]
+    fn a_report_cut_to_fit_keeps_what_does_not_pass_and_counts_what_it_left_out() {
+        let config = Config::default();
+        let platform = |d: usize| -> Vec<String> {
+            (0..40)
+                .map(|c| {
+                    format!(
+                        "docker-registry.tools.wmflabs.org/{}/d{d}c{c}:1",
+                        "p".repeat(200)
+                    )
+                })
+                .collect()
+        };
+        let mut objects: Vec<Trimmed> = (0..150)
+            .map(|d| {
+                let images = platform(d);
+                let images: Vec<&str> = images.iter().map(String::as_str).collect();
+                deployment(&format!("idle-{d:03}"), &images)
+            })
+            .collect();
+        objects.push(deployment("zz-refused", &["nginx:1.27"]));
+        objects.push(deployment("aa-refused", &["docker.io/x/y:1"]));
+        let verdicts = judge_namespace(&config, &quay(), now(), &objects);
+        // (results in the namespace) → whether the report is cut
+        for (n, cut) in [(verdicts.len(), true), (10, false)] {
+            // The first and last n/2: both refused ones among them.
+            let verdicts: Vec<_> = verdicts[..n / 2]
+                .iter()
+                .chain(&verdicts[verdicts.len() - n / 2..])
+                .cloned()
+                .collect();
+            let r = report(&config, "tool-a", &verdicts, |_| None, None, now()).unwrap();
+            assert!(serialized_len(&r.results) <= MAX_REPORT_BYTES);
+            assert_eq!(r.summary.fail, 2, "{n}");
+            assert_eq!(r.summary.pass as usize, n - 2, "{n}");
+            let names: Vec<&str> = r
+                .results
+                .iter()
+                .map(|x| x.resources[0].name.as_str())
+                .collect();
+            assert!(
+                names.contains(&"zz-refused") && names.contains(&"aa-refused"),
+                "{n}"
+            );
+            let left_out = r
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RESULTS_LEFT_OUT))
+                .map(|v| v.parse::<usize>().unwrap());
+            assert_eq!(left_out.is_some(), cut, "{n}");
+            assert_eq!(r.results.len() + left_out.unwrap_or(0), n, "{n}");
+            // In their order: by kind, then name.
+            let mut sorted = names.clone();
+            sorted.sort();
+            assert_eq!(names, sorted);
+            // The count is part of what is compared: a report without it is rewritten.
+            let mut stored = r.clone();
+            stored.metadata.annotations = None;
+            assert_eq!(is_current(&r, &stored), !cut, "{n}");
+        }
     }
 
     #[test]

@@ -411,7 +411,7 @@ async fn write(
     exists: bool,
 ) -> Result<(), ReportError> {
     let api: Api<PolicyReport> = Api::namespaced(ctx.client.clone(), namespace);
-    let body = json!({
+    let mut body = json!({
         "apiVersion": "wgpolicyk8s.io/v1alpha2",
         "kind": "PolicyReport",
         "metadata": {
@@ -422,6 +422,10 @@ async fn write(
         "summary": report.summary,
         "results": report.results,
     });
+    // Applied only when there are some: an annotation left out of an apply is removed.
+    if let Some(annotations) = &report.metadata.annotations {
+        body["metadata"]["annotations"] = json!(annotations);
+    }
     let error = |source| ReportError::Apply {
         namespace: namespace.to_owned(),
         source,
