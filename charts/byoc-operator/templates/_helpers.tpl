@@ -192,6 +192,6 @@ include with (dict "ctx" $ "component" "webhook" "constraints" .Values.webhook.t
 - name: registry-credentials
   secret:
     secretName: {{ . }}
-    defaultMode: 0440
+    defaultMode: 288  # 0440; decimal, which every YAML parser reads alike
 {{- end }}
 {{- end }}

@@ -1050,23 +1050,9 @@ fn the_toolforge_preset_and_the_registry_credentials_render_and_are_accepted() {
         "metadata": {"name": SECRET, "namespace": namespace},
         "stringData": {".dockerconfigjson": "{\"auths\":{}}"}});
     kubectl_stdin(&["create", "-f", "-"], &secret.to_string()).success();
-    // The YAML as helm wrote it, read by kubectl (`0440` is octal there).
-    let applied = kubectl_stdin(
-        &[
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "--field-manager=chart-test",
-            "-f",
-            "-",
-            "-o",
-            "json",
-        ],
-        &out.stdout,
-    )
-    .success();
-    let stored: Value = serde_json::from_str(&applied.stdout).expect("the stored objects");
-    let stored = stored["items"].as_array().expect("a List");
+    // The YAML as helm wrote it, read by kubectl.
+    let stored = dry_run_text(&out.stdout)
+        .unwrap_or_else(|out| panic!("the API server refused the render: {out:?}"));
     assert_eq!(stored.len(), objects.len(), "every object is accepted");
     let deployments: Vec<&Value> = stored
         .iter()
@@ -1542,6 +1528,11 @@ fn label(namespace: &str, key: &str) -> Option<String> {
 fn dry_run(objects: &[&Object]) -> Result<Vec<Value>, Output> {
     let list = json!({"apiVersion": "v1", "kind": "List",
         "items": objects.iter().map(|o| o.value.clone()).collect::<Vec<_>>()});
+    dry_run_text(&list.to_string())
+}
+
+/// [`dry_run`] of manifests as text (YAML or JSON), read by kubectl itself.
+fn dry_run_text(manifests: &str) -> Result<Vec<Value>, Output> {
     let out = kubectl_stdin(
         &[
             "apply",
@@ -1553,7 +1544,7 @@ fn dry_run(objects: &[&Object]) -> Result<Vec<Value>, Output> {
             "-o",
             "json",
         ],
-        &list.to_string(),
+        manifests,
     );
     if !out.status.success() {
         return Err(out);

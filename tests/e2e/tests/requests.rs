@@ -90,19 +90,7 @@ async fn install() {
 /// A tool maintainer: `edit` in `namespace` (a RoleBinding), nothing else; their kubeconfig's
 /// current namespace is `namespace`.
 async fn maintainer(namespace: &str) -> User {
-    let name = unique_name("maintainer");
-    let binding = unique_name("req-edit");
-    kubectl([
-        "-n",
-        namespace,
-        "create",
-        "rolebinding",
-        &binding,
-        "--clusterrole=edit",
-        &format!("--user={name}"),
-    ])
-    .success();
-    let cleanup = Cleanup::new(["-n", namespace, "rolebinding", &binding]);
+    let (name, cleanup) = byoc_e2e::edit_tenant(namespace).await;
     // The aggregation controller copies request-edit into edit; RBAC caches take a moment.
     wait_can(&name, "create", "byocrequests", Some(namespace)).await;
     user(name, namespace, vec![cleanup])
