@@ -110,9 +110,23 @@ impl fmt::Display for Lookup {
 pub enum Answer<T> {
     /// The answer, digest-checked and read.
     Found(T),
-    /// The lookup failed: unreachable, an error status, a digest mismatch, or an answer that
-    /// does not read; the text says which and names the registry.
+    /// The registry answered, and the answer cannot be used: a client error status (404), a
+    /// digest mismatch, an answer over the caps or one that does not read; the text says which
+    /// and names the registry. Whoever pushes the image controls this: never softened.
     Failed(String),
+    /// The registry could not be asked: unreachable, timed out, or a server error status; the
+    /// text says which and names the registry. An outage: `failureMode: allow` softens it.
+    Unavailable(String),
+}
+
+impl<T> Answer<T> {
+    /// Why the lookup did not give an answer, if it did not.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            Self::Found(_) => None,
+            Self::Failed(why) | Self::Unavailable(why) => Some(why),
+        }
+    }
 }
 
 /// The registry answers known so far. Manifests and configs are keyed by digest: content
@@ -284,7 +298,7 @@ impl Facts {
         let key = (repository(image), tag);
         match self.tags.get(&key) {
             Some(Answer::Found(d)) => Step::Ready(d.clone()),
-            Some(Answer::Failed(why)) => Step::Fail(format!(
+            Some(Answer::Failed(why) | Answer::Unavailable(why)) => Step::Fail(format!(
                 "the digest of {}:{} could not be looked up: {why}",
                 key.0, key.1
             )),
@@ -298,7 +312,7 @@ impl Facts {
     fn manifest(&self, repository: &str, digest: &Digest) -> Step<&Manifest> {
         match self.manifests.get(digest) {
             Some(Answer::Found(m)) => Step::Ready(m),
-            Some(Answer::Failed(why)) => Step::Fail(format!(
+            Some(Answer::Failed(why) | Answer::Unavailable(why)) => Step::Fail(format!(
                 "the manifest {repository}@{digest} could not be read: {why}"
             )),
             None => Step::Need(BTreeSet::from([Lookup::Manifest {
@@ -311,7 +325,7 @@ impl Facts {
     fn config(&self, repository: &str, digest: &Digest) -> Step<&ImageConfig> {
         match self.configs.get(digest) {
             Some(Answer::Found(c)) => Step::Ready(c),
-            Some(Answer::Failed(why)) => Step::Fail(format!(
+            Some(Answer::Failed(why) | Answer::Unavailable(why)) => Step::Fail(format!(
                 "the config {repository}@{digest} could not be read: {why}"
             )),
             None => Step::Need(BTreeSet::from([Lookup::Config {

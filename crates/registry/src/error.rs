@@ -93,6 +93,16 @@ impl RegistryError {
         }
     }
 
+    /// Whether the registry could not be asked (unreachable, timed out, a server error or
+    /// rate limit), as opposed to an answer that was given and cannot be used.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::Timeout { .. } => true,
+            Self::Status { status, .. } => *status >= 500 || *status == 429,
+            Self::DigestMismatch { .. } | Self::TooLarge { .. } | Self::Malformed { .. } => false,
+        }
+    }
+
     /// The registry the error is about.
     pub fn registry(&self) -> &str {
         match self {
@@ -115,6 +125,21 @@ mod tests {
             registry: "r.example".into(),
             what: "manifest a/b:c".into(),
             status,
+        }
+    }
+
+    #[test]
+    fn only_what_keeps_the_registry_from_answering_is_an_outage() {
+        // (status, outage)
+        for (code, outage) in [
+            (404, false),
+            (401, false),
+            (400, false),
+            (429, true),
+            (500, true),
+            (503, true),
+        ] {
+            assert_eq!(status(code).is_outage(), outage, "{code}");
         }
     }
 

@@ -59,6 +59,18 @@ fn client_digest(registry: &str, digest: &oci::Digest) -> Result<Digest, Registr
         })
 }
 
+/// A lookup that failed with `e`, as a fact: an outage (the registry unreachable, too slow, or
+/// a server error) is [`Answer::Unavailable`]; an answer that was given and cannot be used
+/// (a client error such as 404, a digest mismatch, too large, malformed) is [`Answer::Failed`].
+fn answer_of<T>(e: &RegistryError) -> Answer<T> {
+    let why = e.to_string();
+    if e.is_outage() {
+        Answer::Unavailable(why)
+    } else {
+        Answer::Failed(why)
+    }
+}
+
 /// The manifest read, and the result label.
 fn read_manifest(registry: &str, fetched: &Fetched) -> (Answer<Manifest>, &'static str) {
     match oci::read_manifest(fetched.media_type.as_deref(), &fetched.bytes) {
@@ -134,7 +146,7 @@ impl Client {
                         }
                         Err(why) => (Answer::Failed(why), None, "unreadable"),
                     },
-                    Err(e) => (Answer::Failed(e.to_string()), None, e.kind()),
+                    Err(e) => (answer_of(&e), None, e.kind()),
                 };
                 let key = (repository, tag);
                 (
@@ -156,7 +168,7 @@ impl Client {
                 };
                 let (answer, result) = match fetched {
                     Ok((repo, fetched)) => read_manifest(&repo.registry, &fetched),
-                    Err(e) => (Answer::Failed(e.to_string()), e.kind()),
+                    Err(e) => (answer_of(&e), e.kind()),
                 };
                 (Found::Manifest(digest, answer), result)
             }
@@ -179,7 +191,7 @@ impl Client {
                             "unreadable",
                         ),
                     },
-                    Err(e) => (Answer::Failed(e.to_string()), e.kind()),
+                    Err(e) => (answer_of(&e), e.kind()),
                 };
                 (Found::Config(digest, answer), result)
             }

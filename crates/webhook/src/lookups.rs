@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use byoc_policy::Config;
 use byoc_policy::config::FailureModes;
 use byoc_policy::oci::Platform;
-use byoc_policy::requirement::pending::{Pending, Settled};
+use byoc_policy::requirement::pending::{Pending, Settled, Unfinished};
 use byoc_policy::requirement::{Context, Facts, ListedBase, Lookup};
 use byoc_registry::{Budget, Client, ClientConfig, Credentials};
 use jiff::Timestamp;
@@ -115,7 +115,10 @@ impl Lookups {
         let budget = Budget::new(self.budget);
         let mut facts = Facts::default();
         let mut asked = 0;
-        let mut unfinished = String::from("the lookups stopped");
+        let mut unfinished = Unfinished {
+            why: "the lookups stopped".to_owned(),
+            outage: false,
+        };
         let span = tracing::info_span!("registry_lookups", containers = pending.len());
         async {
             loop {
@@ -127,21 +130,32 @@ impl Lookups {
                 let client = match &self.client {
                     Ok(client) => client,
                     Err(why) => {
-                        unfinished = format!("registry lookups are not available ({why})");
+                        unfinished = Unfinished {
+                            why: format!("registry lookups are not available ({why})"),
+                            outage: true,
+                        };
                         break;
                     }
                 };
                 if Instant::now() >= budget.deadline() {
-                    unfinished = format!(
-                        "the review's registry budget of {:?} ran out",
-                        budget.total()
-                    );
+                    unfinished = Unfinished {
+                        why: format!(
+                            "the review's registry budget of {:?} ran out",
+                            budget.total()
+                        ),
+                        outage: true,
+                    };
                     break;
                 }
                 if asked >= MAX_LOOKUPS {
                     self.metrics.lookup("over_cap", Duration::ZERO);
-                    unfinished =
-                        format!("the review's cap of {MAX_LOOKUPS} registry lookups was reached");
+                    // The image's own index can reach the cap: never an outage.
+                    unfinished = Unfinished {
+                        why: format!(
+                            "the review's cap of {MAX_LOOKUPS} registry lookups was reached"
+                        ),
+                        outage: false,
+                    };
                     break;
                 }
                 let take: BTreeSet<Lookup> = need.into_iter().take(MAX_LOOKUPS - asked).collect();

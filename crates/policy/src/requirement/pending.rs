@@ -120,39 +120,58 @@ fn parts(requirements: &Requirements) -> Vec<(Requirement, Requirements)> {
     parts
 }
 
-/// Whether the refusal of `requirements` rests on a failed lookup: without the failed
-/// answers, the check would need lookups instead of refusing.
-fn rests_on_failure(
+/// Which answers a refusal may rest on, for [`rests_on`].
+#[derive(Clone, Copy)]
+enum Gone {
+    /// Any lookup that gave no answer.
+    Failed,
+    /// Only lookups the registry could not answer: an outage ([`Answer::Unavailable`]).
+    /// Answers that were given and cannot be used ([`Answer::Failed`]) are not: whoever
+    /// pushes the image controls them, so `failureMode: allow` never softens them.
+    Unavailable,
+}
+
+impl Gone {
+    fn of<T>(self, a: &Answer<T>) -> bool {
+        match self {
+            Self::Failed => a.failure().is_some(),
+            Self::Unavailable => matches!(a, Answer::Unavailable(_)),
+        }
+    }
+}
+
+/// Whether the refusal of `requirements` rests on the `gone` answers of `facts`: without
+/// them, the check would need lookups instead of refusing.
+fn rests_on(
     image: &ImageRef,
     requirements: &Requirements,
     ctx: &Context,
     facts: &Facts,
+    gone: Gone,
 ) -> bool {
-    fn failed<T>(a: &Answer<T>) -> bool {
-        matches!(a, Answer::Failed(_))
-    }
-    let any_failed = facts.tags.values().any(failed)
-        || facts.manifests.values().any(failed)
-        || facts.configs.values().any(failed);
-    if !any_failed {
+    let any = facts.tags.values().any(|a| gone.of(a))
+        || facts.manifests.values().any(|a| gone.of(a))
+        || facts.configs.values().any(|a| gone.of(a));
+    if !any {
         return false;
     }
     let mut known = facts.clone();
-    known.tags.retain(|_, a| !failed(a));
-    known.manifests.retain(|_, a| !failed(a));
-    known.configs.retain(|_, a| !failed(a));
+    known.tags.retain(|_, a| !gone.of(a));
+    known.manifests.retain(|_, a| !gone.of(a));
+    known.configs.retain(|_, a| !gone.of(a));
     matches!(
         check(image, requirements, ctx, &known),
         Verdict::NeedsLookup(_)
     )
 }
 
-/// The message of a failed lookup in `facts`, if any (each names the registry).
-fn first_failure(facts: &Facts) -> Option<&str> {
+/// The message of a lookup the registry could not answer in `facts`, if any (each names
+/// the registry).
+fn first_outage(facts: &Facts) -> Option<&str> {
     fn why<T>(a: &Answer<T>) -> Option<&str> {
         match a {
-            Answer::Failed(why) => Some(why),
-            Answer::Found(_) => None,
+            Answer::Unavailable(why) => Some(why),
+            Answer::Found(_) | Answer::Failed(_) => None,
         }
     }
     facts
@@ -161,6 +180,17 @@ fn first_failure(facts: &Facts) -> Option<&str> {
         .find_map(why)
         .or_else(|| facts.manifests.values().find_map(why))
         .or_else(|| facts.configs.values().find_map(why))
+}
+
+/// Why a review's lookups stopped before every answer was in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unfinished {
+    /// What stopped them, for messages.
+    pub why: String,
+    /// Whether it is an outage (the budget ran out, or there is no client), which
+    /// `failureMode: allow` softens; the lookup cap is not, since the image's own index can
+    /// reach it.
+    pub outage: bool,
 }
 
 impl Pending {
@@ -185,7 +215,7 @@ impl Pending {
         ctx: &Context,
         facts: &Facts,
         modes: FailureModes,
-        unfinished: &str,
+        unfinished: &Unfinished,
     ) -> Settled {
         let mut refusals = Vec::new();
         for alternative in &self.alternatives {
@@ -209,27 +239,29 @@ impl Pending {
         ctx: &Context,
         facts: &Facts,
         modes: FailureModes,
-        unfinished: &str,
+        unfinished: &Unfinished,
     ) -> Result<Vec<String>, Unmet> {
         let mut softened = Vec::new();
         for (requirement, only) in parts(&alternative.requirements) {
-            let (reason, lookup_failed) = match check(&self.reference, &only, ctx, facts) {
+            // requireDigest is decided by the reference: only its message needs a lookup, and a
+            // tag is refused with or without it.
+            let lookups_count = requirement != Requirement::RequireDigest;
+            let (reason, lookup_failed, outage) = match check(&self.reference, &only, ctx, facts) {
                 Verdict::Satisfied(_) => continue,
                 Verdict::NeedsLookup(need) => {
                     let what = need.iter().next().map(ToString::to_string);
                     let reason = format!(
-                        "cannot check {}: {unfinished} before {}",
+                        "cannot check {}: {} before {}",
                         self.reference,
+                        unfinished.why,
                         what.unwrap_or_default()
                     );
-                    // requireDigest is decided by the reference: only its message needs a
-                    // lookup, and a tag is refused with or without it.
-                    (reason, requirement != Requirement::RequireDigest)
+                    (reason, lookups_count, lookups_count && unfinished.outage)
                 }
                 Verdict::Refused(refusal) => {
-                    let failed = requirement != Requirement::RequireDigest
-                        && rests_on_failure(&self.reference, &only, ctx, facts);
-                    (refusal.reason, failed)
+                    let on =
+                        |gone| lookups_count && rests_on(&self.reference, &only, ctx, facts, gone);
+                    (refusal.reason, on(Gone::Failed), on(Gone::Unavailable))
                 }
             };
             let mode = match requirement {
@@ -237,9 +269,9 @@ impl Pending {
                 Requirement::SourceFrom => modes.source_from,
                 Requirement::RequireDigest => FailureMode::Fail,
             };
-            if lookup_failed && mode == FailureMode::Allow {
+            if outage && mode == FailureMode::Allow {
                 // Short (the API server may cut warnings at 256 characters): what failed first.
-                let why = first_failure(facts).unwrap_or(&reason);
+                let why = first_outage(facts).unwrap_or(&reason);
                 softened.push(format!(
                     "{} {:?}: {requirement} not checked (failureMode allow): {why}",
                     self.kind, self.container

@@ -808,7 +808,15 @@ fn a_cold_check_asks_for_the_image_and_its_bases_at_once() {
 mod settle {
     use super::*;
     use crate::config::{FailureMode, FailureModes};
-    use crate::requirement::pending::{Alternative, Origin, Pending, Settled};
+    use crate::requirement::pending::{Alternative, Origin, Pending, Settled, Unfinished};
+
+    /// The review's budget ran out: an outage.
+    fn budget_out() -> Unfinished {
+        Unfinished {
+            why: "the budget ran out".into(),
+            outage: true,
+        }
+    }
     use crate::workload::ContainerKind;
 
     fn pending(image: &str, alternatives: &[Requirements]) -> Pending {
@@ -838,7 +846,7 @@ mod settle {
             now: now(),
         };
         assert!(p.needs(&ctx, &r.facts).is_empty(), "the facts are complete");
-        p.settle(&ctx, &r.facts, modes, "the budget ran out")
+        p.settle(&ctx, &r.facts, modes, &budget_out())
     }
 
     const ALLOW: FailureModes = FailureModes {
@@ -869,7 +877,7 @@ mod settle {
         let config = m.config.digest.clone();
         r.facts.configs.insert(
             config,
-            Answer::Failed("registry tools-harbor.wmcloud.org answered HTTP 503".into()),
+            Answer::Unavailable("registry tools-harbor.wmcloud.org answered HTTP 503".into()),
         );
         r.tag(TOOL, "latest", &good);
         let pin = format!("{TOOL}@{good}");
@@ -1005,12 +1013,9 @@ mod settle {
         };
         let p = pending(&format!("{TOOL}:9"), &[built_on(&[BASE])]);
         assert!(!p.needs(&ctx, &r.facts).is_empty());
-        let Settled::Refused { unmet, .. } = p.settle(
-            &ctx,
-            &r.facts,
-            FailureModes::default(),
-            "the budget ran out",
-        ) else {
+        let Settled::Refused { unmet, .. } =
+            p.settle(&ctx, &r.facts, FailureModes::default(), &budget_out())
+        else {
             panic!("refused")
         };
         assert!(
@@ -1018,8 +1023,65 @@ mod settle {
             "{unmet:?}"
         );
         assert!(matches!(
-            p.settle(&ctx, &r.facts, ALLOW, "the budget ran out"),
+            p.settle(&ctx, &r.facts, ALLOW, &budget_out()),
             Settled::Met { .. }
         ));
+        // The lookup cap reached (the image's own index can do that): never softened.
+        let cap = Unfinished {
+            why: "the review's cap of 64 registry lookups was reached".into(),
+            outage: false,
+        };
+        assert!(
+            matches!(
+                p.settle(&ctx, &r.facts, ALLOW, &cap),
+                Settled::Refused { .. }
+            ),
+            "the cap softened"
+        );
+    }
+
+    /// An answer the registry gave and the reader refuses (an oversized label, too many
+    /// layers, a document both manifest and index, a digest mismatch, 404) is the pusher's
+    /// doing, not an outage: refused under `failureMode: allow` too. The same answer missing
+    /// because the registry could not be asked is softened.
+    #[test]
+    fn failure_mode_allow_never_softens_an_answer_that_was_given() {
+        let mut r = with_base();
+        let image = r.image(&[9, 2, 3]);
+        let Some(Answer::Found(Manifest::Image(m))) = r.facts.manifests.get(&image) else {
+            panic!("an image")
+        };
+        let config = m.config.digest.clone();
+        let p = pending(&format!("{TOOL}@{image}"), &[built_on(&[BASE])]);
+        // (answer of the config, softened under allow)
+        let cases = [
+            (
+                Answer::Failed(
+                    "registry tools-harbor.wmcloud.org served a config that cannot be read: a \
+                     label longer than 4096 bytes"
+                        .into(),
+                ),
+                false,
+            ),
+            (
+                Answer::Unavailable("registry tools-harbor.wmcloud.org answered HTTP 503".into()),
+                true,
+            ),
+        ];
+        for (answer, softened) in cases {
+            let what = format!("{answer:?}");
+            r.facts.configs.insert(config.clone(), answer);
+            let got = run(&r, &p, ALLOW);
+            assert_eq!(
+                matches!(got, Settled::Met { .. }),
+                softened,
+                "{what}: {got:?}"
+            );
+            if let Settled::Refused { unmet, .. } = run(&r, &p, FailureModes::default()) {
+                assert!(unmet.lookup_failed, "{what}: said to be checked");
+            } else {
+                panic!("{what}: admitted under fail");
+            }
+        }
     }
 }
