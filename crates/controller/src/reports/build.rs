@@ -91,14 +91,21 @@ pub fn report(
 }
 
 /// The results that fit in `max` bytes of JSON, in their order: all of them when they fit,
-/// else those that do not pass (fail, warn, error) before those that pass, each group in
-/// order, as many as fit.
+/// else fail, then warn, then error, skip and pass results, each group in order, as many as
+/// fit. Refusals go first: a tenant can make error results at will (an idle Deployment of 129
+/// distinct allowed images), so they must not crowd a refused workload out.
 fn fitting(results: Vec<ReportResult>, max: usize) -> Vec<ReportResult> {
     if serialized_len(&results) <= max {
         return results;
     }
     let mut order: Vec<usize> = (0..results.len()).collect();
-    order.sort_by_key(|&i| results[i].result == Outcome::Pass);
+    order.sort_by_key(|&i| match results[i].result {
+        Outcome::Fail => 0,
+        Outcome::Warn => 1,
+        Outcome::Error => 2,
+        Outcome::Skip => 3,
+        Outcome::Pass => 4,
+    });
     // `[` and `]`, and a comma before each but the first.
     let mut used = 2;
     let mut keep = vec![false; results.len()];
@@ -468,6 +475,52 @@ mod tests {
     /// first and says how many it left out; its summary counts them all. (The attack of the
     /// second cold review: ~115 idle Deployments of long platform images made the report
     /// summary-only, and nothing named the refused workload.)
+    /// Error results are the tenant's to make (an idle Deployment of more distinct allowed
+    /// images than the inventory keeps): however many, they never push a refusal out.
+    #[test]
+    fn error_results_never_crowd_a_refusal_out_of_a_cut_report() {
+        let config = Config::default();
+        let many = |d: usize| -> Vec<String> {
+            (0..130)
+                .map(|c| {
+                    format!(
+                        "docker-registry.tools.wmflabs.org/{}/d{d}c{c}:1",
+                        "e".repeat(200)
+                    )
+                })
+                .collect()
+        };
+        let mut objects: Vec<Trimmed> = (0..300)
+            .map(|d| {
+                let images = many(d);
+                let images: Vec<&str> = images.iter().map(String::as_str).collect();
+                deployment(&format!("a-{d:03}"), &images)
+            })
+            .collect();
+        // Larger than any error result, so it cannot fill the room the errors leave.
+        let refused: Vec<String> = (0..20)
+            .map(|c| format!("docker.io/{}/c{c}:1", "r".repeat(400)))
+            .collect();
+        let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
+        objects.push(deployment("zz-refused", &refused));
+        let verdicts = judge_namespace(&config, &quay(), now(), &objects);
+        let r = report(&config, "tool-a", &verdicts, |_| None, None, now()).unwrap();
+        assert_eq!((r.summary.error, r.summary.fail), (300, 1));
+        assert!(
+            r.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(RESULTS_LEFT_OUT)),
+            "the errors alone must not fit, or the test proves nothing"
+        );
+        assert!(
+            r.results
+                .iter()
+                .any(|x| x.resources[0].name == "zz-refused" && x.result == Outcome::Fail),
+            "the refused Deployment was crowded out"
+        );
+    }
+
     #[test]
     fn a_report_cut_to_fit_keeps_what_does_not_pass_and_counts_what_it_left_out() {
         let config = Config::default();
