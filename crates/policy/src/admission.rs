@@ -106,7 +106,7 @@ pub struct Decision {
     /// final only once [`Decision::settle`] has judged them.
     pub pending: Vec<Pending>,
     /// Warnings for requirements `failureMode: allow` let pass unchecked.
-    pub softened: Vec<String>,
+    pub softened: Listed<String>,
 }
 
 impl Decision {
@@ -117,7 +117,7 @@ impl Decision {
             violations: Listed::default(),
             reminders: Listed::default(),
             pending: Vec::new(),
-            softened: Vec::new(),
+            softened: Listed::default(),
         }
     }
 
@@ -128,7 +128,7 @@ impl Decision {
             violations: Listed::default(),
             reminders: Listed::default(),
             pending: Vec::new(),
-            softened: Vec::new(),
+            softened: Listed::default(),
         }
     }
 
@@ -143,7 +143,7 @@ impl Decision {
             violations,
             reminders,
             pending,
-            softened: Vec::new(),
+            softened: Listed::default(),
         };
         decision.judge();
         decision
@@ -481,10 +481,10 @@ pub fn respond<K: Resource>(
         );
     }
     if !decision.softened.is_empty() {
-        response
-            .warnings
-            .get_or_insert_default()
-            .extend(decision.softened.iter().cloned());
+        response.warnings.get_or_insert_default().extend(
+            (decision.softened.iter().cloned())
+                .chain(decision.softened.more("requirements not checked")),
+        );
     }
     response
 }

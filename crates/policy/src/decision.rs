@@ -466,6 +466,19 @@ impl<'a> Checker<'a> {
                 Err(e) => Some(Problem::InvalidReference(e)),
                 Ok(r) if self.allows(&r) => match self.applies(&r) {
                     Applies::Nothing => None,
+                    // Each pending container costs a check per lookup round: past LISTED of
+                    // one object the rest are refused, never admitted unchecked.
+                    Applies::AnyOf(_) if pending.len() >= LISTED => {
+                        Some(Problem::RequirementNotMet {
+                            origin: String::new(),
+                            requirement: None,
+                            reason: format!(
+                                "more than {LISTED} containers of one object need registry \
+                                 checks; split the object"
+                            ),
+                            lookup_failed: false,
+                        })
+                    }
                     Applies::AnyOf(alternatives) => {
                         pending.push(Pending {
                             subject: subject.to_owned(),
@@ -1083,6 +1096,33 @@ mod tests {
             assert_eq!(
                 more,
                 (counted > 0).then(|| format!("…and {counted} more refused containers")),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn past_the_listed_bound_containers_that_need_lookups_are_refused_not_admitted() {
+        use byoc_api::requirements::NamespaceRequirements;
+        let digest = r#"{"version":1,"registries":{"quay.io":[{"expires":"never","requirements":{"requireDigest":true}}]}}"#;
+        let annotation: NamespaceAnnotation =
+            NamespaceRequirements::read(digest).map_err(|e| e.to_string());
+        let quay = allowance(&[(&["quay.io"], None)]);
+        let config = Config::default();
+        let checker = Checker::new(&config, &quay, "tool-a", now()).requiring(Some(&annotation));
+        // (containers, pending, refused)
+        for (n, pending, refused) in [(LISTED, LISTED, 0), (LISTED + 72, LISTED, 72)] {
+            let images = vec!["quay.io/x:1"; n];
+            let got = checker.review("Pod tool-a/p", &containers(&images));
+            assert_eq!(
+                (got.pending.len(), got.violations.total()),
+                (pending, refused),
+                "{n}"
+            );
+            assert!(
+                got.violations
+                    .iter()
+                    .all(|v| v.to_string().contains("need registry checks")),
                 "{n}"
             );
         }
