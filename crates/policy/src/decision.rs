@@ -227,8 +227,8 @@ impl fmt::Display for Reminder {
 
 /// How many refused containers, or reminders, of one object are kept in full; the rest are
 /// only counted. It bounds what an object with 100,000 refused containers (a review sent
-/// straight to the webhook port) costs to decide, answer and log, and it is at least the
-/// inventory's per-object container cap, so reports count every refusal they read.
+/// straight to the webhook port) costs to decide, answer and log; what is not kept is still
+/// counted, so messages and reports say how many more.
 pub const LISTED: usize = 128;
 
 /// Items of one object, the first [`LISTED`] kept and the rest counted.

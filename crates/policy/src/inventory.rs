@@ -26,7 +26,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::decision::{Checker, Violation};
+use crate::decision::{Checker, Listed, Violation};
 use crate::reference::ImageRef;
 use crate::workload::{Container, LeftOut, PodBearing, PodSpecReader, ShapeError, group_of};
 
@@ -275,7 +275,6 @@ impl<'de, K: Inventoried> Deserialize<'de> for Of<K> {
 /// is counted ([`Trimmed::left_out`]); only more than this many distinct images leaves images
 /// unjudged, and then its result is never a pass.
 pub const MAX_CONTAINERS: usize = 128;
-const _: () = assert!(MAX_CONTAINERS <= crate::decision::LISTED);
 
 /// Reads a [`Trimmed`] object of a kind as it streams by: `metadata` for the fields kept, a
 /// pod's `status.phase`, and the containers of its pod spec ([`PodSpecReader`]); everything
@@ -482,7 +481,7 @@ pub struct Verdict {
     pub images: Vec<ImageUse>,
     /// The refused containers (the webhook's denial lines), or why its pod spec cannot be read
     /// or judged whole (images left unread by the cap and none refused among those read).
-    pub refused: Result<Vec<Violation>, String>,
+    pub refused: Result<Listed<Violation>, String>,
     /// What the cap on containers left out of it and its pods ([`left_out_notice`]).
     pub notice: Option<String>,
 }
@@ -668,8 +667,7 @@ fn judge(
             v if v.is_empty() && left_out.unread_images > 0 => {
                 Err(notice.clone().unwrap_or_default())
             }
-            // At most MAX_CONTAINERS containers, so none is left unlisted (asserted above).
-            v => Ok(v.items),
+            v => Ok(v),
         },
     };
     Verdict {
@@ -1340,7 +1338,7 @@ mod tests {
             panic!("one verdict")
         };
         assert_eq!(
-            (v.notice.as_deref(), v.refused.as_ref().map(Vec::len)),
+            (v.notice.as_deref(), v.refused.as_ref().map(|r| r.len())),
             (None, Ok(0))
         );
     }

@@ -144,9 +144,9 @@ fn serialized_len(results: &[ReportResult]) -> usize {
     }
 }
 
-/// The first `max` of `lines`, then "…and N more" when there are more.
-fn bounded_lines(lines: impl ExactSizeIterator<Item = String>, max: usize) -> String {
-    let total = lines.len();
+/// The first `max` of `lines`, then "…and N more" when there are more than `max` of
+/// `total`.
+fn bounded_lines(lines: impl Iterator<Item = String>, total: usize, max: usize) -> String {
     let mut kept: Vec<String> = lines.take(max).collect();
     if total > max {
         kept.push(format!("…and {} more", total - max));
@@ -193,7 +193,11 @@ fn result(
             } else {
                 Outcome::Fail
             },
-            bounded_lines(violations.iter().map(ToString::to_string), MAX_LINES),
+            bounded_lines(
+                violations.iter().map(ToString::to_string),
+                violations.total(),
+                MAX_LINES,
+            ),
         ),
     };
     // What the cap on containers left out, unless the message already is that.
