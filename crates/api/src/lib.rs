@@ -2,12 +2,13 @@
 //! [`ByocRequest`] a tool maintainer files to ask for one, [`StoredGrant`]
 //! (which reads stored grants one object at a time), the allow-list entry type
 //! [`RegistryPattern`], the duration grammar ([`duration`]), the namespace label contract between controller and webhook
-//! ([`labels`]), and readers of watched objects that never fail on fields the operator does
+//! ([`labels`]) and what a namespace's grants give it under that contract ([`granted`]), and readers of watched objects that never fail on fields the operator does
 //! not use ([`lenient`]), and the `PolicyReport` the controller keeps per namespace
 //! ([`report`]). Every other crate depends on this one and on nothing else of the project.
 
 pub mod duration;
 pub mod grant;
+pub mod granted;
 pub mod labels;
 pub mod lenient;
 pub mod registry;

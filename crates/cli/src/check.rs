@@ -1,11 +1,20 @@
-//! `kubectl-byoc check`: evaluate manifests offline with exactly the webhook's code.
+//! `kubectl-byoc check`: evaluate manifests offline with exactly the webhook's code: the
+//! namespace labels and requirements annotation the controller would write from the grants
+//! ([`byoc_api::granted`]), the webhook's decision ([`decide_requiring`]) and, for images
+//! allowed by name that have requirements, the webhook's registry lookups
+//! ([`byoc_registry::Lookups`]), or none with `--registry-offline`.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use byoc_api::ByocGrant;
 use byoc_api::labels::Allowance;
-use byoc_policy::{Config, Decision, decide, respond};
+use byoc_api::requirements::{NamespaceRequirements, Requirements};
+use byoc_api::{ByocGrant, granted::Granted};
+use byoc_policy::config::{FailureMode, FailureModes};
+use byoc_policy::decision::NamespaceAnnotation;
+use byoc_policy::{Config, Decision, decide_requiring, respond};
+use byoc_registry::{Lookups, lookups};
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
@@ -15,6 +24,11 @@ use serde::Serialize;
 use crate::manifest::{self, Document, ManifestError};
 use crate::{Failure, OutputFormat};
 
+/// Why a `--registry-offline` check refuses an image whose requirements need the registry;
+/// its refusal reads "registry lookups are not available (this)".
+const OFFLINE: &str =
+    "--registry-offline: no registry is asked, and this image needs a registry lookup";
+
 /// The inputs of one `check` run, already parsed.
 pub struct Check {
     /// The policy.
@@ -23,18 +37,33 @@ pub struct Check {
     pub namespace: String,
     /// The evaluation instant.
     pub now: Timestamp,
-    /// Namespace labels as the controller would write them from the grants.
-    pub labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// What the controller would write on each namespace from the grants.
+    pub written: BTreeMap<String, Written>,
+    /// `--registry-offline`: no registry lookups.
+    pub offline: bool,
+    /// The registry lookups, set up when the first image needs one.
+    lookups: OnceCell<Lookups>,
+}
+
+/// What the controller writes on a namespace: the byoc labels and the requirements annotation.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// The labels under the prefix.
+    pub labels: BTreeMap<String, String>,
+    /// The requirements annotation, when an allowance has requirements.
+    pub requirements: Option<String>,
 }
 
 impl Check {
-    /// Reads the policy inputs: configuration, registry override, grants.
+    /// Reads the policy inputs: configuration, registry override, grants, and whether the
+    /// registry may be asked.
     pub fn new(
         config_file: Option<&str>,
         allowed_registries: &[String],
         namespace: String,
         grant_files: &[String],
         now: Option<&str>,
+        offline: bool,
     ) -> Result<Self, Failure> {
         let mut config = read_config(config_file)?;
         if !allowed_registries.is_empty() {
@@ -54,12 +83,33 @@ impl Check {
             })?,
             None => Timestamp::now(),
         };
-        let labels = grant_labels(grant_files, now)?;
+        let written =
+            grant_namespaces(grant_files, now, config.default_grant_requirements.as_ref())?;
         Ok(Self {
             config,
             namespace,
             now,
-            labels,
+            written,
+            offline,
+            lookups: OnceCell::new(),
+        })
+    }
+
+    /// The registry lookups as the webhook sets them up (a client that cannot be set up
+    /// refuses what needs it, naming why); offline, none, and every image that needs one is
+    /// refused whatever `failureMode` says.
+    fn lookups(&self) -> &Lookups {
+        self.lookups.get_or_init(|| {
+            if self.offline {
+                let fail = FailureModes {
+                    built_on: FailureMode::Fail,
+                    source_from: FailureMode::Fail,
+                };
+                Lookups::new(&self.config, Err(OFFLINE.to_owned()), ()).with_failure_modes(fail)
+            } else {
+                let client = lookups::client(&self.config, None).map_err(|e| e.to_string());
+                Lookups::new(&self.config, client, ())
+            }
         })
     }
 
@@ -70,9 +120,14 @@ impl Check {
         for file in files {
             documents.extend(manifest::read(file)?);
         }
+        // Registry lookups run on this thread, only for images that need them.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))?;
         let mut results = Vec::new();
         for doc in &documents {
-            if let Some(result) = self.evaluate(doc)? {
+            if let Some(result) = self.evaluate(doc, &runtime)? {
                 results.push(result);
             }
         }
@@ -109,7 +164,12 @@ impl Check {
     }
 
     /// Evaluates one document as the webhook would; kinds without a pod spec are skipped.
-    fn evaluate(&self, doc: &Document) -> Result<Option<CheckResult>, Failure> {
+    /// Registry lookups, when an image needs them, run on `runtime`.
+    fn evaluate(
+        &self,
+        doc: &Document,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Option<CheckResult>, Failure> {
         let request = if doc.kind()? == "AdmissionReview" {
             let review: AdmissionReview<DynamicObject> = serde_json::from_value(doc.value.clone())
                 .map_err(|e| {
@@ -134,12 +194,30 @@ impl Check {
             self.create_request(doc)?
         };
         let namespace = request.namespace.clone().unwrap_or_default();
-        let (allowance, _) = self
-            .labels
-            .get(&namespace)
-            .map(Allowance::from_labels)
+        let written = self.written.get(&namespace);
+        let (allowance, _) = written
+            .map(|w| Allowance::from_labels(&w.labels))
             .unwrap_or_default();
-        let decision = decide(&self.config, &request, &allowance, self.now);
+        // Read as the webhook reads it: an unreadable annotation is kept as its error.
+        let requirements: Option<NamespaceAnnotation> = written
+            .and_then(|w| w.requirements.as_deref())
+            .map(|text| NamespaceRequirements::read(text).map_err(|e| e.to_string()));
+        let mut decision = decide_requiring(
+            &self.config,
+            &request,
+            &allowance,
+            requirements.as_ref(),
+            self.now,
+        );
+        if !decision.pending.is_empty() {
+            let settled = runtime.block_on(self.lookups().settle(
+                &namespace,
+                self.config.tool_prefix(),
+                &decision.pending,
+                self.now,
+            ));
+            decision.settle(&namespace, &settled);
+        }
         let response = respond(&self.config, &request, &decision);
         Ok(Some(CheckResult::new(
             doc,
@@ -200,12 +278,14 @@ pub fn read_config(file: Option<&str>) -> Result<Config, Failure> {
     Config::read(file.map(std::path::Path::new)).map_err(|e| Failure::Usage(e.to_string()))
 }
 
-/// Reads `--grant` files into the namespace labels the controller would write at `now`.
-fn grant_labels(
+/// Reads `--grant` files into what the controller would write on each namespace at `now`
+/// ([`Granted`]), `default` being the policy's `defaultGrantRequirements`.
+fn grant_namespaces(
     files: &[String],
     now: Timestamp,
-) -> Result<BTreeMap<String, BTreeMap<String, String>>, Failure> {
-    let mut allowances: BTreeMap<String, Allowance> = BTreeMap::new();
+    default: Option<&Requirements>,
+) -> Result<BTreeMap<String, Written>, Failure> {
+    let mut grants: BTreeMap<String, Vec<ByocGrant>> = BTreeMap::new();
     for file in files {
         for doc in manifest::read(file)? {
             let (kind, api_version) = (doc.kind()?, doc.api_version()?);
@@ -219,23 +299,35 @@ fn grant_labels(
             let grant: ByocGrant = serde_json::from_value(doc.value).map_err(|e| {
                 ManifestError::invalid(&doc.origin, format!("invalid ByocGrant: {e}"))
             })?;
-            let allowance = grant
+            grant
                 .spec
                 .validate()
                 .map_err(|e| ManifestError::invalid(&doc.origin, e))?;
-            if !grant.is_expired_at(now) {
-                allowances
-                    .entry(grant.spec.namespace.clone())
-                    .or_default()
-                    .merge(allowance);
-            }
+            grants
+                .entry(grant.spec.namespace.clone())
+                .or_default()
+                .push(grant);
         }
     }
-    allowances
+    grants
         .into_iter()
-        .map(|(ns, a)| {
-            let labels = a.to_labels().map_err(|e| Failure::Usage(e.to_string()))?;
-            Ok((ns, labels))
+        .map(|(namespace, grants)| {
+            let granted = Granted::of(&grants, now, default);
+            let labels = granted
+                .labels()
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            let requirements = granted.requirements_annotation().map_err(|e| {
+                Failure::Usage(format!(
+                    "--grant: the controller would not write the requirements of namespace {namespace}'s grants: {e}"
+                ))
+            })?;
+            Ok((
+                namespace,
+                Written {
+                    labels,
+                    requirements,
+                },
+            ))
         })
         .collect()
 }
@@ -252,7 +344,7 @@ struct CheckResult {
     name: String,
     admitted: bool,
     /// A metric-style reason: allowed, exempt, registry_not_allowed, invalid_image,
-    /// label_protected, unsupported_kind, malformed.
+    /// requirement_not_met, label_protected, unsupported_kind, malformed.
     reason: &'static str,
     /// One line per refused container or change (also present when admitted in warn/audit mode).
     messages: Vec<String>,

@@ -64,7 +64,11 @@ enum Command {
         kubectl byoc check deploy.yaml\n  \
         kubectl byoc check --namespace tool-wikibugs --grant grant.yaml deploy.yaml\n  \
         helm template ./chart | kubectl byoc check -o json -\n  \
-        kubectl byoc check --allowed-registry quay.io --now 2027-04-01T00:00:00Z review.json")]
+        kubectl byoc check --allowed-registry quay.io --now 2027-04-01T00:00:00Z review.json\n  \
+        kubectl byoc check --config policy.yaml --grant grant.yaml --registry-offline deploy.yaml\n\n\
+        Images allowed by name whose grant or platform requirements (builtOn, requireDigest, \
+        sourceFrom) need registry answers are checked against the registry as the webhook \
+        checks them (registryLookups of --config), unless --registry-offline.")]
     Check {
         /// Policy configuration file (YAML, as the webhook reads it).
         #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
@@ -81,6 +85,10 @@ enum Command {
         /// The evaluation time, RFC 3339 (default: now); decides which grants have expired.
         #[arg(long, value_name = "RFC3339")]
         now: Option<String>,
+        /// Ask no registry: every container whose image needs a registry lookup to check a
+        /// requirement is refused, naming the container, the image and the requirement.
+        #[arg(long = "registry-offline")]
+        registry_offline: bool,
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
@@ -170,6 +178,7 @@ fn main() -> ExitCode {
             namespace,
             grants,
             now,
+            registry_offline,
             output,
             files,
         } => check::Check::new(
@@ -178,6 +187,7 @@ fn main() -> ExitCode {
             namespace,
             &grants,
             now.as_deref(),
+            registry_offline,
         )
         .and_then(|check| check.run(&files, output)),
         Command::Grant(args) => block_on(grant::run(args)),

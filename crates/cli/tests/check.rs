@@ -974,3 +974,201 @@ fn templated_default_registries_follow_the_namespace() {
         run.stderr
     );
 }
+
+/// A grant for namespace `tool-a` and `registry` with `requirements` (YAML flow, or none).
+fn requiring_grant(registry: &str, requirements: Option<&str>) -> String {
+    let requirements = requirements.map_or_else(String::new, |r| format!("  requirements: {r}\n"));
+    format!(
+        "apiVersion: byoc.toolforge.org/v1alpha1\nkind: ByocGrant\nmetadata: {{name: g}}\nspec:\n  \
+         namespace: tool-a\n  reason: e2e\n  registries: [\"{registry}\"]\n{requirements}"
+    )
+}
+
+#[test]
+fn registry_offline_refuses_what_needs_a_lookup_and_admits_name_only_grants() {
+    const REG: &str = "registry.example.org";
+    let tagged = format!("{REG}/tool/web:1");
+    let pinned = format!("{REG}/tool/web@sha256:{}", "a".repeat(64));
+    let built_on = format!("{{builtOn: [\"{REG}/base/run\"]}}");
+    let files = [
+        ("name-only.yaml", requiring_grant(REG, None)),
+        ("built-on.yaml", requiring_grant(REG, Some(&built_on))),
+        (
+            "digest.yaml",
+            requiring_grant(REG, Some("{requireDigest: true}")),
+        ),
+        (
+            "source.yaml",
+            requiring_grant(REG, Some("{sourceFrom: [\"https://example.org/{tool}\"]}")),
+        ),
+        ("opt-out.yaml", requiring_grant(REG, Some("{}"))),
+        (
+            "allow.yaml",
+            "registryLookups: {failureMode: {builtOn: allow, sourceFrom: allow}}\n".to_owned(),
+        ),
+        (
+            "default.yaml",
+            format!("defaultGrantRequirements: {built_on}\n"),
+        ),
+        (
+            "platform.yaml",
+            "platformRequirements: {builtOn: [docker-registry.tools.wmflabs.org/base]}\n"
+                .to_owned(),
+        ),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    let dir = Dir::new(&files);
+    let offline = |args: &[&str], image: &str| {
+        let mut all = args.to_vec();
+        all.extend(["--registry-offline", "-"]);
+        check(dir.path(), &all, Some(&pod("tool-a", &[("web", image)])))
+    };
+    let needs = |requirement: &str, origin: &str, image: &str| {
+        // requireDigest refuses a tag with or without the lookup (it only names the digest);
+        // the others could not be checked.
+        let verdict = if requirement == "requireDigest" {
+            "does not meet requirement"
+        } else {
+            "could not be checked against requirement"
+        };
+        format!(
+            "Pod tool-a/p: container \"web\" image \"{image}\" {verdict} {requirement} of \
+             {origin}: cannot check {image}: registry lookups are not available \
+             (--registry-offline: no registry is asked, and this image needs a registry lookup) \
+             before "
+        )
+    };
+    let grant = format!("the grant for {REG}");
+    // (what, args, image, the refusal's start; None: admitted)
+    let cases: Vec<(&str, Vec<&str>, &str, Option<String>)> = vec![
+        (
+            "a name-only grant needs no lookup",
+            vec!["--grant", "name-only.yaml"],
+            tagged.as_str(),
+            None,
+        ),
+        (
+            "builtOn needs the image's layers",
+            vec!["--grant", "built-on.yaml"],
+            tagged.as_str(),
+            Some(needs("builtOn", &grant, &tagged)),
+        ),
+        (
+            "builtOn needs them by digest too",
+            vec!["--grant", "built-on.yaml"],
+            pinned.as_str(),
+            Some(needs("builtOn", &grant, &pinned)),
+        ),
+        (
+            "sourceFrom needs the image's config",
+            vec!["--grant", "source.yaml"],
+            tagged.as_str(),
+            Some(needs("sourceFrom", &grant, &tagged)),
+        ),
+        (
+            "failureMode allow does not let an unchecked image through offline",
+            vec!["--config", "allow.yaml", "--grant", "built-on.yaml"],
+            tagged.as_str(),
+            Some(needs("builtOn", &grant, &tagged)),
+        ),
+        (
+            "requireDigest on a reference by digest needs no lookup",
+            vec!["--grant", "digest.yaml"],
+            pinned.as_str(),
+            None,
+        ),
+        (
+            "requireDigest refuses a tag, lookup or not",
+            vec!["--grant", "digest.yaml"],
+            tagged.as_str(),
+            Some(needs("requireDigest", &grant, &tagged)),
+        ),
+        (
+            "the platform's defaultGrantRequirements apply to a grant without requirements",
+            vec!["--config", "default.yaml", "--grant", "name-only.yaml"],
+            tagged.as_str(),
+            Some(needs("builtOn", &grant, &tagged)),
+        ),
+        (
+            "and not to one with requirements: {}",
+            vec!["--config", "default.yaml", "--grant", "opt-out.yaml"],
+            tagged.as_str(),
+            None,
+        ),
+        (
+            "platformRequirements apply to the default registries",
+            vec!["--config", "platform.yaml"],
+            PLATFORM,
+            Some(needs(
+                "builtOn",
+                "the platform (platformRequirements)",
+                PLATFORM,
+            )),
+        ),
+    ];
+    for (what, args, image, refusal) in cases {
+        let run = offline(&args, image);
+        match refusal {
+            None => {
+                assert_eq!(run.code, 0, "{what}: {}{}", run.stdout, run.stderr);
+                assert!(run.stdout.is_empty(), "{what}: {}", run.stdout);
+            }
+            Some(start) => {
+                assert_eq!(run.code, 1, "{what}: {}{}", run.stdout, run.stderr);
+                let lines: Vec<&str> = run.stdout.lines().collect();
+                assert_eq!(
+                    lines.len(),
+                    1,
+                    "{what}: one line per refused container: {lines:?}"
+                );
+                assert!(
+                    lines[0].starts_with(&start),
+                    "{what}:\n want {start}\n got  {}",
+                    lines[0]
+                );
+            }
+        }
+    }
+    // JSON says why.
+    let run = offline(&["--grant", "built-on.yaml", "-o", "json"], &tagged);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["admitted"], false);
+    assert_eq!(report["results"][0]["reason"], "requirement_not_met");
+}
+
+#[test]
+fn without_registry_offline_the_registry_is_asked() {
+    // A closed port on loopback: the lookup is made, fails, and the image is refused saying
+    // which registry could not be reached (failureMode fail, the default), never admitted.
+    const REG: &str = "127.0.0.1:1";
+    let image = format!("{REG}/tool/web:1");
+    let grant = requiring_grant(REG, Some(&format!("{{builtOn: [\"{REG}/base/run\"]}}")));
+    let policy = format!("registryLookups: {{insecureRegistries: [\"{REG}\"]}}\n");
+    let dir = Dir::new(&[
+        ("grant.yaml", grant.as_str()),
+        ("policy.yaml", policy.as_str()),
+    ]);
+    let manifest = pod("tool-a", &[("web", image.as_str())]);
+    let run = check(
+        dir.path(),
+        &["--config", "policy.yaml", "--grant", "grant.yaml", "-"],
+        Some(&manifest),
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.starts_with(&format!(
+            "Pod tool-a/p: container \"web\" image \"{image}\" could not be checked against \
+             requirement builtOn of the grant for {REG}"
+        )) && run
+            .stdout
+            .contains(&format!("registry {REG} is unreachable")),
+        "{}",
+        run.stdout
+    );
+    // A name-only grant for that registry: admitted, so nothing was asked.
+    let name_only = requiring_grant(REG, None);
+    let dir = Dir::new(&[("grant.yaml", name_only.as_str())]);
+    let run = check(dir.path(), &["--grant", "grant.yaml", "-"], Some(&manifest));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+}

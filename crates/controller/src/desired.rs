@@ -3,44 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use byoc_api::labels::{self, Allowance, LabelError, REQUIREMENTS_ANNOTATION};
-use byoc_api::requirements::{
-    ANNOTATION_VERSION, Alternative, AnnotationError, NamespaceRequirements, Requirements,
-};
-use byoc_api::{ByocGrant, ByocGrantSpec, InvalidGrant};
+use byoc_api::ByocGrant;
+use byoc_api::granted::Granted;
+use byoc_api::labels::{self, LabelError, REQUIREMENTS_ANNOTATION};
+use byoc_api::requirements::{AnnotationError, Requirements};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
 use crate::binding::{self, Binding};
-
-/// Where one grant stands at an instant, whatever its namespace looks like.
-#[derive(Debug, PartialEq)]
-pub enum Standing {
-    /// Valid and unexpired: its allowance belongs in the namespace labels.
-    Active(Allowance),
-    /// `expiresAt` has passed (at whole-second precision, as the labels store it).
-    Expired(Timestamp),
-    /// The spec breaks the CRD's rules; the API server normally refuses such grants.
-    Invalid(InvalidGrant),
-}
-
-impl Standing {
-    /// How `grant` stands at `now`.
-    pub fn of(grant: &ByocGrant, now: Timestamp) -> Self {
-        let mut allowance = match grant.spec.validate() {
-            Ok(allowance) => allowance,
-            Err(invalid) => return Self::Invalid(invalid),
-        };
-        // The labels keep whole seconds; judging expiry the same way keeps status and labels
-        // in agreement during the last fraction of a second.
-        allowance.retain_active_at(now);
-        match grant.expires_at() {
-            Some(at) if allowance.is_empty() => Self::Expired(at),
-            _ => Self::Active(allowance),
-        }
-    }
-}
 
 /// What was found when the namespace's labels were brought in line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,48 +57,16 @@ pub enum DesiredError {
     Annotation(#[from] AnnotationError),
 }
 
-/// What a grant requires of the images it admits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Applied<'a> {
-    /// Nothing: `requirements: {}` (an explicit opt-out), or none given and no platform
-    /// default.
-    Nothing,
-    /// Its own `spec.requirements`.
-    Own(&'a Requirements),
-    /// None given: the policy's `defaultGrantRequirements`.
-    Default(&'a Requirements),
-}
-
-impl<'a> Applied<'a> {
-    /// What `spec` requires when the platform default is `default`.
-    pub fn of(spec: &'a ByocGrantSpec, default: Option<&'a Requirements>) -> Self {
-        match (&spec.requirements, default) {
-            (Some(own), _) if !own.is_empty() => Self::Own(own),
-            (Some(_), _) => Self::Nothing,
-            (None, Some(default)) if !default.is_empty() => Self::Default(default),
-            (None, _) => Self::Nothing,
-        }
-    }
-
-    /// The requirements, unless there are none.
-    pub fn requirements(self) -> Option<&'a Requirements> {
-        match self {
-            Self::Nothing => None,
-            Self::Own(r) | Self::Default(r) => Some(r),
-        }
-    }
-}
-
 /// What namespace `name` with UID `uid` should carry at `now`, given the platform's default
-/// requirements `default`:
+/// requirements `default`: what the grants that count towards it ([`counts_towards`]) give
+/// it ([`Granted::of`]):
 ///
-/// - labels: the union of its active grants bound to it, each entry with its latest expiry
-///   (empty when nothing applies);
-/// - the requirements annotation: for every allowance (`any` or a registry entry in canonical
-///   form) that at least one of those grants allows with requirements, one alternative per
-///   distinct (expiry, requirements) of the grants that allow it, `requirements` absent for a
-///   grant without any; `None` when no allowance has requirements. The result is checked with
-///   [`NamespaceRequirements::read`], so what is written is what the webhook reads.
+/// - labels: the union of those that are active, each entry with its latest expiry (empty
+///   when nothing applies);
+/// - the requirements annotation ([`Granted::requirements_annotation`]): for every allowance
+///   that at least one of them allows with requirements, one alternative per distinct
+///   (expiry, requirements) of the grants that allow it; `None` when no allowance has
+///   requirements. Checked as the webhook reads it.
 pub fn desired<'a>(
     grants: impl IntoIterator<Item = &'a ByocGrant>,
     name: &str,
@@ -135,47 +74,11 @@ pub fn desired<'a>(
     now: Timestamp,
     default: Option<&Requirements>,
 ) -> Result<Desired, DesiredError> {
-    let mut union = Allowance::default();
-    let mut registries: BTreeMap<String, Vec<Alternative>> = BTreeMap::new();
-    for grant in grants.into_iter().filter(|g| counts_towards(g, name, uid)) {
-        let Standing::Active(allowance) = Standing::of(grant, now) else {
-            continue;
-        };
-        let requirements = Applied::of(&grant.spec, default).requirements();
-        for (registry, expires) in allowance.parts_at(now) {
-            let key = registry.map_or_else(
-                || NamespaceRequirements::ANY.to_owned(),
-                ToString::to_string,
-            );
-            registries.entry(key).or_default().push(Alternative {
-                expires,
-                requirements: requirements.cloned(),
-            });
-        }
-        union.merge(allowance);
-    }
-    registries.retain(|_, alternatives| alternatives.iter().any(|a| a.requirements.is_some()));
-    for alternatives in registries.values_mut() {
-        // One entry per distinct alternative, in the order of their JSON text: the same grants
-        // always write the same annotation.
-        alternatives
-            .sort_by_cached_key(|a| serde_json::to_string(a).expect("an alternative serializes"));
-        alternatives.dedup();
-    }
-    let requirements = if registries.is_empty() {
-        None
-    } else {
-        let text = NamespaceRequirements {
-            version: ANNOTATION_VERSION,
-            registries,
-        }
-        .to_annotation();
-        NamespaceRequirements::read(&text)?;
-        Some(text)
-    };
+    let counted = grants.into_iter().filter(|g| counts_towards(g, name, uid));
+    let granted = Granted::of(counted, now, default);
     Ok(Desired {
-        labels: union.to_labels()?,
-        requirements,
+        labels: granted.labels()?,
+        requirements: granted.requirements_annotation()?,
     })
 }
 
@@ -247,6 +150,7 @@ pub fn label_patch(uid: Option<&str>, metadata: &ObjectMeta, desired: &Desired) 
 mod tests {
     use super::*;
     use byoc_api::ByocGrantSpec;
+    use byoc_api::requirements::NamespaceRequirements;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn ts(s: &str) -> Timestamp {
@@ -283,44 +187,6 @@ mod tests {
     const NOW: &str = "2026-06-01T12:00:00Z";
 
     type Pairs = &'static [(&'static str, &'static str)];
-
-    #[test]
-    fn standing_of_a_grant() {
-        let now = ts(NOW);
-        let active = Standing::of(&grant("a", &["quay.io"], Some("2026-06-01T12:00:01Z")), now);
-        assert!(
-            matches!(active, Standing::Active(ref a) if !a.is_empty()),
-            "{active:?}"
-        );
-        assert!(matches!(
-            Standing::of(&grant("a", &[], None), now),
-            Standing::Active(_)
-        ));
-        assert_eq!(
-            Standing::of(&grant("a", &["quay.io"], Some(NOW)), now),
-            Standing::Expired(now),
-            "an expiry is exclusive"
-        );
-        // Labels keep whole seconds: 12:00:00.5 is over at 12:00:00.2 already.
-        let fraction = ts("2026-06-01T12:00:00.5Z");
-        assert_eq!(
-            Standing::of(
-                &grant("a", &["quay.io"], Some("2026-06-01T12:00:00.5Z")),
-                ts("2026-06-01T12:00:00.2Z")
-            ),
-            Standing::Expired(fraction)
-        );
-        let invalid = Standing::of(&grant("a", &["not a registry"], None), now);
-        assert!(
-            matches!(invalid, Standing::Invalid(InvalidGrant::Registry(_))),
-            "{invalid:?}"
-        );
-        let bad_ns = Standing::of(&grant("Tool_A", &[], None), now);
-        assert!(
-            matches!(bad_ns, Standing::Invalid(InvalidGrant::Namespace(_))),
-            "{bad_ns:?}"
-        );
-    }
 
     #[test]
     fn desired_labels_are_the_union_of_active_grants() {
@@ -599,128 +465,43 @@ mod tests {
     }
 
     #[test]
-    fn what_a_grant_requires() {
-        let g = |r| requiring(grant("a", &["quay.io"], None), r);
-        let (own, default) = (digest(), built_on("quay.io/base/run"));
-        let cases = [
-            (g(None), None, Applied::Nothing),
-            (g(None), Some(&default), Applied::Default(&default)),
-            (g(Some(own.clone())), Some(&default), Applied::Own(&own)),
-            (g(Some(own.clone())), None, Applied::Own(&own)),
-            // `requirements: {}` opts out of the default.
-            (
-                g(Some(Requirements::default())),
-                Some(&default),
-                Applied::Nothing,
-            ),
-            // An empty default is no default.
-            (g(None), Some(&Requirements::default()), Applied::Nothing),
-        ];
-        for (grant, default, want) in cases {
-            assert_eq!(Applied::of(&grant.spec, default), want, "{:?}", grant.spec);
-        }
-    }
-
-    #[test]
-    fn the_annotation_lists_every_alternative_of_allowances_with_requirements() {
-        let quay = |name: &str, r, expires| {
-            let mut g = requiring(grant("a", &["quay.io"], expires), r);
-            g.metadata.name = Some(name.into());
-            g
-        };
+    fn the_annotation_is_that_of_the_grants_that_count() {
+        // The table of what the annotation says is byoc_api::granted's; here only which
+        // grants count: other namespaces', deleted and unbound ones do not.
+        let quay = |ns: &str| requiring(grant(ns, &["quay.io"], None), Some(digest()));
+        let want = json!({ "quay.io": [{ "expires": "never", "requirements": { "requireDigest": true } }] });
         let base = built_on("quay.io/base/run");
-        // (what, grants, default, the annotation's registries)
-        type Case = (
-            &'static str,
-            Vec<ByocGrant>,
-            Option<Requirements>,
-            Option<Value>,
-        );
-        let cases: Vec<Case> = vec![
-            (
-                "no requirements anywhere: no annotation",
-                vec![quay("g1", None, None), grant("a", &[], None)],
-                None,
-                None,
-            ),
-            (
-                "one grant with requirements",
-                vec![quay("g1", Some(digest()), None)],
-                None,
-                Some(
-                    json!({ "quay.io": [{ "expires": "never", "requirements": { "requireDigest": true } }] }),
-                ),
-            ),
-            (
-                "a second grant without requirements is listed: the allowance is unconditional",
-                vec![
-                    quay("g1", Some(digest()), None),
-                    quay("g2", None, Some("2027-01-01T00:00:00Z")),
-                ],
-                None,
-                Some(json!({ "quay.io": [
-                    { "expires": "20270101T000000Z" },
-                    { "expires": "never", "requirements": { "requireDigest": true } },
-                ] })),
-            ),
-            (
-                "only allowances with requirements get a key; equal alternatives are one",
-                vec![
-                    quay("g1", Some(digest()), None),
-                    quay("g2", Some(digest()), None),
-                    grant("a", &["ghcr.io"], None),
-                ],
-                None,
-                Some(
-                    json!({ "quay.io": [{ "expires": "never", "requirements": { "requireDigest": true } }] }),
-                ),
-            ),
-            (
-                "the default applies to a grant without requirements, also for any registry",
-                vec![grant("a", &[], None)],
-                Some(base.clone()),
-                Some(
-                    json!({ "any": [{ "expires": "never", "requirements": { "builtOn": ["quay.io/base/run"] } }] }),
-                ),
-            ),
-            (
-                "and not to one with requirements: {}",
-                vec![quay("g1", Some(Requirements::default()), None)],
-                Some(base.clone()),
-                None,
-            ),
-            (
-                "an opted-out grant beside a defaulted one",
-                vec![
-                    quay("g1", Some(Requirements::default()), None),
-                    quay("g2", None, None),
-                ],
-                Some(base.clone()),
-                Some(json!({ "quay.io": [
-                    { "expires": "never", "requirements": { "builtOn": ["quay.io/base/run"] } },
-                    { "expires": "never" },
-                ] })),
-            ),
-            (
-                "expired, invalid and other namespaces' grants do not count",
-                vec![
-                    quay("g1", Some(digest()), Some("2026-01-01T00:00:00Z")),
-                    requiring(grant("b", &["quay.io"], None), Some(digest())),
-                    requiring(grant("a", &["not a registry"], None), Some(digest())),
-                ],
-                None,
-                None,
-            ),
+        let cases = [
+            ("its own grant", quay("a"), true),
+            ("another namespace's", quay("b"), false),
+            ("being deleted", deleting(quay("a")), false),
+            ("bound elsewhere", bound(quay("a"), "uid-old"), false),
         ];
-        for (what, grants, default, want) in cases {
-            let got = desired(&grants, "a", Some("uid-a"), ts(NOW), default.as_ref()).unwrap();
+        for (what, grant, counts) in cases {
+            let grants = [grant];
+            let got = desired(&grants, "a", Some("uid-a"), ts(NOW), None).unwrap();
             let annotation = got.requirements.as_deref().map(|text| {
-                let read = NamespaceRequirements::read(text).expect("the webhook reads it");
-                assert_eq!(read.version, ANNOTATION_VERSION);
-                json!(read.registries)
+                json!(
+                    NamespaceRequirements::read(text)
+                        .expect("the webhook reads it")
+                        .registries
+                )
             });
-            assert_eq!(annotation, want, "{what}");
+            assert_eq!(annotation, counts.then(|| want.clone()), "{what}");
         }
+        // The platform default applies through desired() too.
+        let got = desired(
+            &[grant("a", &[], None)],
+            "a",
+            Some("uid-a"),
+            ts(NOW),
+            Some(&base),
+        )
+        .unwrap();
+        assert!(
+            got.requirements
+                .is_some_and(|t| t.contains("quay.io/base/run"))
+        );
     }
 
     #[test]

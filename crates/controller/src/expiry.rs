@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use byoc_api::grant::EXPIRING_SOON;
+use byoc_api::granted::Standing;
 use byoc_api::{ByocGrant, ByocGrantStatus, REQUEST_ANNOTATION, RequestRecord, duration};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -18,7 +19,6 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::Context;
-use crate::desired::Standing;
 use crate::requests::WatchedRequest;
 use crate::status::event;
 

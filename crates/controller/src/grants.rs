@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use byoc_api::LeanNamespace;
+use byoc_api::granted::Standing;
 use byoc_api::{ByocGrant, ByocGrantStatus, StoredGrant, UnreadableGrant};
 use jiff::Timestamp;
 use json_patch::jsonptr::PointerBuf;
@@ -19,7 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
-use crate::desired::{NamespaceState, Standing};
+use crate::desired::NamespaceState;
 use crate::expiry;
 use crate::metrics::Reconciler;
 use crate::status::{Verdict, next_status, revoked_event};

@@ -6,6 +6,7 @@
 
 use byoc_api::grant::READY;
 use byoc_api::grant::requirements_summary;
+use byoc_api::granted::{Applied, Standing};
 use byoc_api::{ByocGrant, ByocGrantStatus, ReadyReason, Requirements};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -13,7 +14,7 @@ use kube::runtime::events::{Event, EventType};
 
 use crate::Error;
 use crate::binding::{self, Binding};
-use crate::desired::{Applied, NamespaceState, Standing};
+use crate::desired::NamespaceState;
 
 /// What the `Ready` condition of a grant should say.
 #[derive(Clone, Debug, PartialEq, Eq)]

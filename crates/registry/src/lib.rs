@@ -13,6 +13,9 @@
 //! - Cached: content by digest (immutable, LRU bounded in bytes); tag → digest for a short TTL;
 //!   concurrent lookups of one key share one request.
 //!
+//! [`Lookups`] is the loop that settles a review's pending containers with this client, shared
+//! by the webhook and `kubectl byoc check`.
+//!
 //! HTTPS always, except for registries configured as insecure (plain HTTP: loopback tests).
 //! The caller decides which registries may be asked (only those a grant or the platform
 //! lists), so a tenant cannot point the webhook at a host of its choosing.
@@ -24,9 +27,11 @@ mod digest;
 mod error;
 mod fetch;
 mod gather;
+pub mod lookups;
 
 pub use auth::{Credentials, CredentialsError};
 pub use client::{Budget, BuildError, CacheStats, Client, ClientConfig, Fetched, Repository};
 pub use digest::{Digest, DigestParseError};
 pub use error::RegistryError;
 pub use gather::{Outcome, split_repository};
+pub use lookups::{LookupMetrics, Lookups};

@@ -8,21 +8,20 @@
 //! - [`tls`]: the serving certificate, re-read when its files change;
 //! - [`server`]: `POST /validate`, with a tracing span and metrics per request, read timeouts,
 //!   and `byoc_runtime::connections` caps on open connections and their age;
-//! - [`lookups`]: image requirements checked against registries, bounded per review;
+//! - image requirements are checked against registries by `byoc_registry::Lookups`, bounded
+//!   per review and counted in [`metrics`];
 //! - [`budget`]: the bound on bytes of request bodies read and parsed at once;
 //! - [`metrics`]: what `/metrics` on the admin port exports.
 
 pub mod budget;
 pub mod cache;
 pub mod health;
-pub mod lookups;
 pub mod metrics;
 pub mod review;
 pub mod server;
 pub mod tls;
 
 pub use cache::NamespaceCache;
-pub use lookups::Lookups;
 pub use metrics::Metrics;
 pub use server::{VALIDATE_PATH, Webhook};
 pub use tls::{CertFiles, CertResolver};

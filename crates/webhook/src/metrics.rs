@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use byoc_registry::LookupMetrics;
 use byoc_runtime::connections::ConnectionMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -159,28 +160,6 @@ impl Metrics {
         metrics
     }
 
-    /// Counts one registry lookup by its bounded result label.
-    pub fn lookup(&self, result: &'static str, elapsed: Duration) {
-        self.lookups.get_or_create(&ResultLabels { result }).inc();
-        self.lookup_duration.observe(elapsed.as_secs_f64());
-    }
-
-    /// Brings the cache metrics up to the client's totals: `hits` and `misses` since it
-    /// started, `bytes` cached now. Concurrent callers each add what the others had not.
-    pub fn registry_cache(&self, hits: u64, misses: u64, bytes: usize) {
-        use std::sync::atomic::Ordering;
-        for (i, (total, result)) in [(hits, "hit"), (misses, "miss")].into_iter().enumerate() {
-            let before = self.cache_seen[i].fetch_max(total, Ordering::Relaxed);
-            if total > before {
-                self.cache_lookups
-                    .get_or_create(&ResultLabels { result })
-                    .inc_by(total - before);
-            }
-        }
-        self.cache_bytes
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-    }
-
     /// Sets the watch metrics from `health` at `now`.
     pub fn watch_health(&self, health: &WatchHealth, now: Instant) {
         self.watch_healthy.set(i64::from(health.is_healthy()));
@@ -220,6 +199,31 @@ impl Metrics {
             Reload::Failed(e) => e.metric_label(),
         };
         self.reloads.get_or_create(&ErrorLabels { error }).inc();
+    }
+}
+
+/// The registry lookups of reviews, counted.
+impl LookupMetrics for Metrics {
+    /// Counts one registry lookup by its bounded result label.
+    fn lookup(&self, result: &'static str, elapsed: Duration) {
+        self.lookups.get_or_create(&ResultLabels { result }).inc();
+        self.lookup_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Brings the cache metrics up to the client's totals. Concurrent callers each add what
+    /// the others had not.
+    fn registry_cache(&self, hits: u64, misses: u64, bytes: usize) {
+        use std::sync::atomic::Ordering;
+        for (i, (total, result)) in [(hits, "hit"), (misses, "miss")].into_iter().enumerate() {
+            let before = self.cache_seen[i].fetch_max(total, Ordering::Relaxed);
+            if total > before {
+                self.cache_lookups
+                    .get_or_create(&ResultLabels { result })
+                    .inc_by(total - before);
+            }
+        }
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 }
 

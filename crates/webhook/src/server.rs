@@ -15,6 +15,7 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use byoc_policy::read;
 use byoc_policy::{Config, Decision, decide_requiring, respond};
+use byoc_registry::Lookups;
 use byoc_runtime::connections::{self, ConnectionLimit, Opened};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::TokioTimer;
@@ -25,7 +26,6 @@ use tracing::Instrument as _;
 
 use crate::budget::{BodyBudget, SMALL_BODY_BYTES};
 use crate::cache::NamespaceCache;
-use crate::lookups::Lookups;
 use crate::metrics::Metrics;
 use crate::review::{self, MAX_BODY_BYTES, ReviewError, Unreadable, Verdict};
 

@@ -1,7 +1,8 @@
 //! Grant requirements checked against a registry at admission (issue 22, DESIGN §12), through
 //! the real API server, the real controller (which writes the requirements annotation from the
 //! grants) and the webhook, against a real `docker-registry` on loopback with images built by
-//! the test, behind a fault proxy (`byoc_e2e::registry`).
+//! the test, behind a fault proxy (`byoc_e2e::registry`); and `kubectl-byoc check` with the
+//! webhook's policy and the same grant, which must give the webhook's verdict.
 //!
 //! ```text
 //! hack/local-cluster.sh exec -- cargo test -p byoc-e2e --test lookups
@@ -9,11 +10,13 @@
 
 use std::time::Duration;
 
+use byoc_e2e::cli::{self, CliOutput as _};
 use byoc_e2e::registry::{Fault, FaultProxy, ImageSpec, Images, Layer, LocalRegistry, TOOL_SOURCE};
 use byoc_e2e::webhook::{Options, PODS_WEBHOOK, Webhook, denied_by};
 use byoc_e2e::{
     CONVERGE_TIMEOUT, Cleanup, Output, TestNamespace, client, controller, eventually,
-    grant_manifest, kubectl_run_dry, kubectl_stdin, requirements_annotation, unique_name,
+    grant_manifest, kubectl_run_dry, kubectl_stdin, requirements_annotation, run_command,
+    unique_name,
 };
 use serde_json::{Value, json};
 
@@ -24,6 +27,8 @@ struct Setup {
     images: Images,
     proxy: FaultProxy,
     webhook: Webhook,
+    /// The webhook's policy file, as it reads it.
+    policy: String,
 }
 
 impl Setup {
@@ -37,16 +42,18 @@ impl Setup {
             "registryLookups:\n  insecureRegistries: [\"{}\"]\n  tagTtl: 0s\n  budget: 2s\n{extra}",
             proxy.addr()
         );
-        let webhook = Webhook::start(Options {
+        let options = Options {
             policy,
             ..Options::default()
-        })
-        .await;
+        };
+        let policy = format!("mode: {}\n{}", options.mode, options.policy);
+        let webhook = Webhook::start(options).await;
         Self {
             registry,
             images,
             proxy,
             webhook,
+            policy,
         }
     }
 
@@ -64,6 +71,15 @@ impl Setup {
     /// `None`), once the webhook can see it (the grant's label, and its annotation when it has
     /// requirements).
     async fn namespace(&self, requirements: Option<Value>) -> (TestNamespace, Cleanup) {
+        let (ns, grant, _) = self.granted_namespace(requirements).await;
+        (ns, grant)
+    }
+
+    /// [`Setup::namespace`], with the grant's manifest.
+    async fn granted_namespace(
+        &self,
+        requirements: Option<Value>,
+    ) -> (TestNamespace, Cleanup, String) {
         let client = client().await;
         let ns = TestNamespace::create(&client, "tool").await;
         let name = unique_name("lookups");
@@ -72,7 +88,8 @@ impl Setup {
         if let Some(r) = &requirements {
             spec["requirements"] = r.clone();
         }
-        kubectl_stdin(&["create", "-f", "-"], &grant_manifest(&name, spec)).success();
+        let manifest = grant_manifest(&name, spec);
+        kubectl_stdin(&["create", "-f", "-"], &manifest).success();
         let grant = Cleanup::new(["byocgrant", name.as_str()]);
         let want_annotation = requirements.is_some();
         eventually(
@@ -88,7 +105,7 @@ impl Setup {
             },
         )
         .await;
-        (ns, grant)
+        (ns, grant, manifest)
     }
 }
 
@@ -349,4 +366,89 @@ async fn a_name_only_grant_makes_no_registry_request() {
             .metric("byoc_webhook_registry_cache_lookups_total{result=\"miss\"}"),
         0.0
     );
+}
+
+/// `kubectl-byoc check` of the pod `kubectl run NAME --image=IMAGE -n NAMESPACE` creates, with
+/// the webhook's policy file and the grant manifest `grant`, and `more` arguments.
+fn check(s: &Setup, grant: &str, namespace: &str, pod: &str, image: &str, more: &[&str]) -> Output {
+    let dir = std::env::temp_dir().join(unique_name("byoc-parity"));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let (policy, grant_file) = (dir.join("policy.yaml"), dir.join("grant.json"));
+    std::fs::write(&policy, &s.policy).expect("write the policy");
+    std::fs::write(&grant_file, grant).expect("write the grant");
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod, "namespace": namespace},
+        "spec": {"containers": [{"name": pod, "image": image}]},
+    });
+    let mut cmd = cli::command();
+    cmd.arg("check")
+        .arg("--config")
+        .arg(&policy)
+        .arg("--grant")
+        .arg(&grant_file)
+        .args(more)
+        .arg("-");
+    let out = run_command(&mut cmd, Some(&manifest.to_string()));
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+// Multi-threaded: kubectl blocks the test thread while the fault proxy (a task) must answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_byoc_check_gives_the_webhooks_verdict_for_the_same_registry() {
+    let _controller = controller::shared().await;
+    let s = Setup::start("").await;
+    let (ns, _grant, grant) = s
+        .granted_namespace(Some(json!({"builtOn": [s.base()]})))
+        .await;
+    let name = ns.name();
+    for (pod, path, built_on) in [
+        ("web", "tool-a/web", true),
+        ("rebased", "tool-a/rebased", false),
+    ] {
+        let image = s.image(path, "latest");
+        let webhook = run(name, pod, &image).await;
+        let checked = check(&s, &grant, name, pod, &image, &[]);
+        if built_on {
+            admitted(&webhook, path);
+            let checked = checked.exits(0);
+            assert!(checked.stdout.is_empty(), "{checked}");
+        } else {
+            // The same refusal, word for word: check prints the line the webhook answers.
+            let line = checked.exits(1).stdout.trim_end().to_owned();
+            assert!(
+                !line.contains('\n'),
+                "one line per refused container: {line}"
+            );
+            assert!(
+                line.starts_with(&format!(
+                    "Pod {name}/{pod}: container \"{pod}\" image \"{image}\" does not meet \
+                     requirement builtOn of the grant for {}",
+                    s.proxy.addr()
+                )),
+                "{line}"
+            );
+            refused(
+                &webhook,
+                path,
+                &[&line, "is not the first layer of any listed base image"],
+            );
+        }
+        // Offline, both need the registry, so both are refused naming what is missing, and
+        // the registry is not asked.
+        s.proxy.clear_log();
+        let offline = check(&s, &grant, name, pod, &image, &["--registry-offline"]).exits(1);
+        assert!(
+            offline.stdout.starts_with(&format!(
+                "Pod {name}/{pod}: container \"{pod}\" image \"{image}\" could not be checked \
+                 against requirement builtOn of the grant for {}: cannot check",
+                s.proxy.addr()
+            )) && offline
+                .stdout
+                .contains("this image needs a registry lookup"),
+            "{offline}"
+        );
+        assert_eq!(s.proxy.requests(), Vec::<String>::new());
+    }
 }

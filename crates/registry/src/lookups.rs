@@ -1,6 +1,8 @@
 //! Checking image requirements against registries during a review (DESIGN §12): the loop that
 //! asks [`Pending::needs`] what is missing, fetches it with the registry client within the
-//! review's budget, and settles each pending container with the pure policy code.
+//! review's budget, and settles each pending container with the pure policy code. The webhook
+//! and `kubectl byoc check` share it, so both reach the same verdict from the same registry
+//! answers; what is counted goes to a [`LookupMetrics`].
 //!
 //! Bounded per review: at most [`MAX_CONCURRENT`] lookups at once, [`MAX_LOOKUPS`] in all,
 //! and the configured budget (`registryLookups.budget`, default 2 s, at most 10 s). Only
@@ -15,12 +17,11 @@ use byoc_policy::config::FailureModes;
 use byoc_policy::oci::Platform;
 use byoc_policy::requirement::pending::{Pending, Settled, Unfinished};
 use byoc_policy::requirement::{Context, Facts, ListedBase, Lookup};
-use byoc_registry::{Budget, Client, ClientConfig, Credentials};
 use jiff::Timestamp;
 use thiserror::Error;
 use tracing::Instrument as _;
 
-use crate::metrics::Metrics;
+use crate::{Budget, Client, ClientConfig, Credentials};
 
 /// Lookups in flight at once for one review.
 pub const MAX_CONCURRENT: usize = 16;
@@ -41,7 +42,25 @@ pub enum SetupError {
     },
     /// HTTPS cannot be set up.
     #[error(transparent)]
-    Build(#[from] byoc_registry::BuildError),
+    Build(#[from] crate::BuildError),
+}
+
+/// Where [`Lookups::settle`] reports what it did: the webhook's Prometheus metrics.
+pub trait LookupMetrics: Send + Sync {
+    /// One lookup with its bounded result label (`found`, `server_error`, `over_cap`, ...)
+    /// and how long it took.
+    fn lookup(&self, result: &'static str, elapsed: Duration);
+
+    /// The client's cache totals after a review: `hits` and `misses` since it started,
+    /// `bytes` cached now.
+    fn registry_cache(&self, hits: u64, misses: u64, bytes: usize);
+}
+
+/// Nothing is counted: for a one-shot run such as `kubectl byoc check`.
+impl LookupMetrics for () {
+    fn lookup(&self, _: &'static str, _: Duration) {}
+
+    fn registry_cache(&self, _: u64, _: u64, _: usize) {}
 }
 
 /// The registry client as the configuration sets it up (with `tls`, or the system's roots).
@@ -80,20 +99,32 @@ pub struct Lookups {
     bases: Vec<ListedBase>,
     budget: Duration,
     modes: FailureModes,
-    metrics: Metrics,
+    metrics: Box<dyn LookupMetrics>,
 }
 
 impl Lookups {
-    /// Lookups with `client` (an error: every lookup fails with it) under `config`.
-    pub fn new(config: &Config, client: Result<Client, String>, metrics: Metrics) -> Self {
+    /// Lookups with `client` (an error: every lookup fails with it) under `config`,
+    /// counted by `metrics`.
+    pub fn new(
+        config: &Config,
+        client: Result<Client, String>,
+        metrics: impl LookupMetrics + 'static,
+    ) -> Self {
         Self {
             client,
             platforms: config.node_platforms(),
             bases: config.listed_bases(),
             budget: config.registry_lookups.budget.unsigned_abs(),
             modes: config.registry_lookups.failure_mode,
-            metrics,
+            metrics: Box::new(metrics),
         }
+    }
+
+    /// The same lookups with the failure modes `modes` instead of the configured ones.
+    #[must_use]
+    pub fn with_failure_modes(mut self, modes: FailureModes) -> Self {
+        self.modes = modes;
+        self
     }
 
     /// Settles `pending` (of `namespace`) at `now`: gathers the registry answers they need,
