@@ -149,27 +149,14 @@ pub fn label_patch(uid: Option<&str>, metadata: &ObjectMeta, desired: &Desired) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use byoc_api::ByocGrantSpec;
+    use crate::fixtures::{self, ts};
     use byoc_api::requirements::NamespaceRequirements;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    fn ts(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
-
+    /// A grant named after what it grants ([`fixtures::grant`]).
     fn grant(namespace: &str, registries: &[&str], expires: Option<&str>) -> ByocGrant {
-        ByocGrant::new(
-            &format!("g-{namespace}-{}", registries.join("-")),
-            ByocGrantSpec {
-                namespace: namespace.into(),
-                reason: "test".into(),
-                registries: registries.iter().map(|s| s.to_string()).collect(),
-                any_registry: registries.is_empty(),
-                namespace_uid: None,
-                expires_at: expires.map(|e| Time(ts(e))),
-                requirements: None,
-            },
-        )
+        let name = format!("g-{namespace}-{}", registries.join("-"));
+        fixtures::grant(&name, namespace, registries, expires)
     }
 
     fn deleting(mut g: ByocGrant) -> ByocGrant {
