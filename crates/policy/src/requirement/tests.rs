@@ -107,6 +107,17 @@ fn amd64() -> Vec<Platform> {
     vec![DEFAULT_PLATFORM.parse().unwrap()]
 }
 
+/// The context of tool-foo's checks now.
+fn context<'a>(platforms: &'a [Platform], bases: &'a [ListedBase]) -> Context<'a> {
+    Context {
+        namespace: "tool-foo",
+        tool_prefix: "tool-",
+        platforms,
+        bases,
+        now: now(),
+    }
+}
+
 fn now() -> Timestamp {
     "2026-12-07T00:00:00Z".parse().unwrap()
 }
@@ -126,13 +137,7 @@ fn decide(
     bases: &[ListedBase],
     platforms: &[Platform],
 ) -> Verdict {
-    let ctx = Context {
-        namespace: "tool-foo",
-        tool_prefix: "tool-",
-        platforms,
-        bases,
-        now: now(),
-    };
+    let ctx = context(platforms, bases);
     check(&image.parse().unwrap(), req, &ctx, &r.facts)
 }
 
@@ -504,13 +509,8 @@ fn require_digest_gives_the_digest_to_copy() {
     // A digest, with or without a tag, needs no lookup at all.
     let empty = Facts::default();
     for reference in [format!("{TOOL}@{image}"), format!("{TOOL}:1@{image}")] {
-        let ctx = Context {
-            namespace: "tool-foo",
-            tool_prefix: "tool-",
-            platforms: &amd64(),
-            bases: &[],
-            now: now(),
-        };
+        let platforms = amd64();
+        let ctx = context(&platforms, &[]);
         assert_eq!(
             check(&reference.parse().unwrap(), &req, &ctx, &empty),
             Verdict::Satisfied(vec![])
@@ -747,13 +747,8 @@ fn reports_name_the_base() {
             deprecated: None,
         },
     ];
-    let ctx = Context {
-        namespace: "tool-foo",
-        tool_prefix: "tool-",
-        platforms: &amd64(),
-        bases: &bases,
-        now: now(),
-    };
+    let platforms = amd64();
+    let ctx = context(&platforms, &bases);
     let on_old = r.image(&[7, 8, 9]);
     let verdict = base_of(&format!("{TOOL}@{on_old}").parse().unwrap(), &ctx, &r.facts);
     assert_eq!(
@@ -838,13 +833,7 @@ mod settle {
 
     fn run(r: &Registry, p: &Pending, modes: FailureModes) -> Settled {
         let platforms = amd64();
-        let ctx = Context {
-            namespace: "tool-foo",
-            tool_prefix: "tool-",
-            platforms: &platforms,
-            bases: &[],
-            now: now(),
-        };
+        let ctx = context(&platforms, &[]);
         assert!(p.needs(&ctx, &r.facts).is_empty(), "the facts are complete");
         p.settle(&ctx, &r.facts, modes, &budget_out())
     }
@@ -1004,13 +993,7 @@ mod settle {
 
         // Answers never gathered (budget out): a failed lookup, with the reason given.
         let platforms = amd64();
-        let ctx = Context {
-            namespace: "tool-foo",
-            tool_prefix: "tool-",
-            platforms: &platforms,
-            bases: &[],
-            now: now(),
-        };
+        let ctx = context(&platforms, &[]);
         let p = pending(&format!("{TOOL}:9"), &[built_on(&[BASE])]);
         assert!(!p.needs(&ctx, &r.facts).is_empty());
         let Settled::Refused { unmet, .. } =
