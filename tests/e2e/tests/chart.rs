@@ -1094,14 +1094,12 @@ fn the_toolforge_preset_and_the_registry_credentials_render_and_are_accepted() {
     for (i, (ns, image, want)) in cases.iter().enumerate() {
         let file = dir.join(format!("{i}.json"));
         std::fs::write(&file, pod(ns, image).to_string()).expect("write the pod");
-        let out = run_command(
-            Command::new(byoc_e2e::cli::binary())
-                .arg("check")
-                .arg("--config")
-                .arg(&cfg)
-                .arg(&file),
-            None,
-        );
+        let out = byoc_e2e::cli::byoc([
+            "check".as_ref(),
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            file.as_os_str(),
+        ]);
         assert_eq!(out.status.code(), Some(*want), "{ns}: {image}: {out}");
     }
 }
