@@ -22,14 +22,17 @@ test: fmt-check lint crds-check unit fuzz e2e e2e-node chart-test ## Everything 
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all
+	$(CARGO) fmt --all --manifest-path fuzz/Cargo.toml
 
 .PHONY: fmt-check
 fmt-check: ## Fail when the code is not formatted
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --all --manifest-path fuzz/Cargo.toml -- --check
 
 .PHONY: lint
-lint: ## clippy on every crate and target, warnings denied
+lint: ## clippy on every crate and target (the fuzz workspace too), warnings denied
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 
 CRDS := byocgrants byocrequests
 

@@ -17,8 +17,11 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use futures::executor::block_on;
+
 use byoc_policy::config::CONTROLLER_USER;
 use byoc_policy::{Config, ImageRef, Mode, decide};
+use byoc_registry::Lookups;
 use byoc_webhook::cache::CachedNamespace;
 use byoc_webhook::{Metrics, NamespaceCache, Webhook};
 use jiff::Timestamp;
@@ -54,10 +57,16 @@ enum Grants {
     Any,
 }
 
-/// The namespaces in the webhook's cache: their labels, and what the oracle expects of them.
-/// The names that matter for attacks are here too: lookalikes of exempt namespaces and
-/// namespaces whose grant expired long ago.
-const NAMESPACES: &[(&str, &[(&str, &str)], Grants)] = &[
+/// A cached namespace: its name, its labels, and what the oracle expects of it.
+type Namespace = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Grants,
+);
+
+/// The namespaces in the webhook's cache. The names that matter for attacks are here too:
+/// lookalikes of exempt namespaces and namespaces whose grant expired long ago.
+const NAMESPACES: &[Namespace] = &[
     ("tool-a", &[], Grants::Entries(&[])),
     (
         "tool-quay",
@@ -148,15 +157,22 @@ fn config(mode: Mode) -> Config {
 fn webhook(mode: Mode, namespaces: NamespaceCache) -> Webhook {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    Webhook::new(config(mode), namespaces, metrics)
+    let config = config(mode);
+    // No namespace here carries requirements, so no review ever reaches the registry.
+    let lookups = Lookups::new(
+        &config,
+        Err("no registry: no requirement applies".into()),
+        metrics.clone(),
+    );
+    Webhook::new(config, namespaces, lookups, metrics)
 }
 
 impl Harness {
     /// Runs `body` through both webhooks and checks every property; panics (a fuzz finding)
     /// when one does not hold.
     pub fn check(&self, body: &[u8]) {
-        let enforce = self.enforce.review(body);
-        let warn = self.warn.review(body);
+        let enforce = block_on(self.enforce.review(body));
+        let warn = block_on(self.warn.review(body));
         well_formed(&enforce);
         well_formed(&warn);
         self.pruning_changes_nothing(body, &enforce);
