@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum_server::Handle;
 use byoc_api::labels::Expiry;
+use byoc_e2e::chaos::pod_review;
 use byoc_policy::{Config, Mode};
 use byoc_registry::Lookups;
 use byoc_webhook::cache::CachedNamespace;
@@ -225,29 +226,6 @@ async fn post(
     Ok((status, json))
 }
 
-fn pod_review(uid: &str, namespace: &str, images: &[&str]) -> Value {
-    let containers: Vec<Value> = images
-        .iter()
-        .enumerate()
-        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
-        .collect();
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": "web",
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "tool-user"},
-            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": namespace},
-                       "spec": {"containers": containers}},
-        }
-    })
-}
-
 /// An expiry three days from now, inside the default 14-day warning window.
 fn soon() -> Expiry {
     Expiry::from_option(Some(
@@ -288,7 +266,7 @@ async fn allowed_and_denied_reviews() {
             let message = r["status"]["message"].as_str().unwrap();
             assert!(
                 message.starts_with(&format!(
-                    "Pod {ns}/web: container \"c0\" image \"{image}\" resolves to registry "
+                    "Pod {ns}/p: container \"c0\" image \"{image}\" resolves to registry "
                 )),
                 "{message}"
             );
@@ -332,7 +310,7 @@ async fn a_grant_ending_soon_admits_with_a_reminder() {
             assert_eq!(
                 warning,
                 format!(
-                    "Pod {ns}/web: container \"c0\" image \"quay.io/x:1\" is allowed only by a BYOC \
+                    "Pod {ns}/p: container \"c0\" image \"quay.io/x:1\" is allowed only by a BYOC \
                      grant for quay.io that expires at {at} (2 days left); to keep using it, ask \
                      for a grant: kubectl byoc request -n {ns} --registry quay.io --reason '...'"
                 )
