@@ -37,6 +37,7 @@ use jiff::Timestamp;
 use crate::oci::{Digest, ImageConfig, Manifest, Platform, SOURCE_LABEL};
 use crate::reference::ImageRef;
 
+pub mod base;
 pub mod pending;
 
 /// The platform the nodes run when none is configured.
