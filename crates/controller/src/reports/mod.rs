@@ -12,15 +12,20 @@
 pub mod build;
 pub mod index;
 pub mod metrics;
+pub mod stale;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use byoc_api::labels::REQUIREMENTS_ANNOTATION;
 use byoc_api::report::{PolicyReport, REPORT_NAME};
+use byoc_api::requirements::NamespaceRequirements;
 use byoc_api::{ByocGrant, LeanNamespace, StoredGrant};
-use byoc_policy::inventory::{AllowedBy, Inventoried, Of, judge_namespace};
-use byoc_policy::{Allowance, Config};
+use byoc_policy::decision::{Checker, NamespaceAnnotation};
+use byoc_policy::inventory::{AllowedBy, Inventoried, Of, Verdict, judge_namespace};
+use byoc_policy::requirement::base::patterns_of;
+use byoc_policy::{Allowance, Config, ImageRef};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use jiff::Timestamp;
@@ -78,6 +83,7 @@ pub struct ReportContext {
     metrics: Arc<ReportMetrics>,
     synced: watch::Receiver<bool>,
     written: Arc<Written>,
+    stale: Arc<stale::Stale>,
 }
 
 /// The reports this replica wrote whose watch event has not arrived yet, by namespace: until it
@@ -196,8 +202,19 @@ impl Reporter {
         .default_backoff()
         .touched_objects()
         .try_filter_map(|grant| async move { Ok(grant.target_namespace().map(ObjectRef::new)) });
+        let checks = byoc_registry::BaseChecks::new(
+            &config,
+            byoc_registry::lookups::client(&config, None).map_err(|e| e.to_string()),
+        );
+        let (stale, woken) =
+            stale::Stale::start(checks, config.registry_lookups.tag_ttl.unsigned_abs());
+        let base_events = stream::unfold(woken, |mut woken| async move {
+            let namespace = woken.recv().await?;
+            Some((Ok(ObjectRef::new(&namespace)), woken))
+        });
         let triggers = stream::select_all([
             namespace_events.boxed(),
+            base_events.boxed(),
             report_events.boxed(),
             grant_events.boxed(),
             kind_events::<Deployment>(&client, &index),
@@ -240,6 +257,7 @@ impl Reporter {
                 metrics,
                 synced,
                 written,
+                stale,
             }),
             namespaces,
             triggers,
@@ -334,10 +352,12 @@ async fn reconcile(
     if namespace.metadata.deletion_timestamp.is_some() {
         // The namespace controller deletes the report with everything else.
         ctx.metrics.forget(&name);
+        ctx.stale.forget(&name);
         return Ok(Action::await_change());
     }
     if ctx.config.is_exempt(&name) {
         ctx.metrics.forget(&name);
+        ctx.stale.forget(&name);
         if stored.is_some() {
             delete(&ctx, &name).await?;
         }
@@ -358,11 +378,14 @@ async fn reconcile(
         .cloned()
         .collect();
     let grant_name = |a: &AllowedBy| a.grant_name(&grants, &name, now);
+    let keys = base_keys(&ctx.config, &namespace, &allowance, &verdicts, now);
+    let lines = ctx.stale.lines(&name, keys);
     let desired = build::report(
         &ctx.config,
         &name,
         &verdicts,
         grant_name,
+        |image| lines.get(image).cloned(),
         stored.as_deref(),
         now,
     );
@@ -400,6 +423,36 @@ async fn reconcile(
         ),
         None => Action::await_change(),
     })
+}
+
+/// The allowed images of `verdicts` that a `builtOn` requirement applies to (the platform's,
+/// or the namespace's grants' as its requirements annotation says), with those bases: the
+/// images whose base the report names. The others are never looked up.
+fn base_keys(
+    config: &Config,
+    namespace: &LeanNamespace,
+    allowance: &Allowance,
+    verdicts: &[Verdict],
+    now: Timestamp,
+) -> BTreeSet<stale::Key> {
+    let name = namespace.name_any();
+    let annotation: Option<NamespaceAnnotation> = namespace
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REQUIREMENTS_ANNOTATION))
+        .map(|text| NamespaceRequirements::read(text).map_err(|e| e.to_string()));
+    let checker = Checker::new(config, allowance, &name, now).requiring(annotation.as_ref());
+    verdicts
+        .iter()
+        .flat_map(|v| &v.images)
+        .filter(|u| u.allowed_by.is_some())
+        .filter_map(|u| {
+            let image = u.image.parse::<ImageRef>().ok()?;
+            let patterns = patterns_of(&checker.applies(&image));
+            (!patterns.is_empty()).then(|| (u.image.clone(), patterns))
+        })
+        .collect()
 }
 
 /// Writes the report: created when there is none (cheaper for the API server than an apply),
