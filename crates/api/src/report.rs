@@ -41,6 +41,13 @@ pub const MANAGED_BY: &str = "byoc-operator";
 /// takes (absent when it holds them all); its summary still counts every one.
 pub const RESULTS_LEFT_OUT: &str = "byoc.toolforge.org/results-left-out";
 
+/// The result property counting the images it does not name (past the names kept per result).
+pub const OMITTED_PROPERTY: &str = "images.omitted";
+
+/// The result property counting the containers whose images the per-object cap left unread,
+/// so unjudged.
+pub const UNJUDGED_PROPERTY: &str = "images.unjudged";
+
 /// A `PolicyReport` (`wgpolicyk8s.io/v1alpha2`, namespaced). Metadata is read as
 /// [`lenient::object_meta`] reads it; fields the operator does not write (`scope`,
 /// `scopeSelector`) are not read.

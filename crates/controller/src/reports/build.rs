@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use byoc_api::report::{
     ALLOWED_BY_LABELS, ALLOWED_BY_REFUSED, BaseProperty, ImageProperty, MANAGED_BY,
-    MANAGED_BY_LABEL, Outcome, POLICY, PolicyReport, REPORT_NAME, RESULTS_LEFT_OUT, RULE,
-    ReportResult, ResourceRef, ResultTime, SOURCE, Summary,
+    MANAGED_BY_LABEL, OMITTED_PROPERTY, Outcome, POLICY, PolicyReport, REPORT_NAME,
+    RESULTS_LEFT_OUT, RULE, ReportResult, ResourceRef, ResultTime, SOURCE, Summary,
+    UNJUDGED_PROPERTY,
 };
 use byoc_policy::inventory::{AllowedBy, Verdict};
 use byoc_policy::requirement::base::{Finding, rebuild_message};
@@ -24,17 +25,11 @@ pub const MAX_LINES: usize = 20;
 /// [`OMITTED_PROPERTY`].
 pub const MAX_IMAGES: usize = 20;
 
-/// The property counting the images a result does not name.
-pub const OMITTED_PROPERTY: &str = "images.omitted";
-
 /// The largest report written with its results, serialized (the API server takes 3 MiB per
 /// request and etcd 1.5 MiB per object). A larger one keeps the results that fit, the ones
 /// that do not pass first ([`fitting`]), counts every outcome in its summary, and says how many
 /// results it left out in the annotation [`RESULTS_LEFT_OUT`].
 pub const MAX_REPORT_BYTES: usize = 1 << 20;
-
-/// The longest `baseError.N` kept: the reason names the registry and what it answered.
-pub const MAX_BASE_ERROR: usize = 300;
 
 /// What is known of an image's base when its report is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,32 +44,14 @@ pub enum BaseLine {
 impl BaseLine {
     /// As the result's properties say it.
     pub fn property(&self) -> BaseProperty {
-        let (base, state, rebuild_on, error) = match self {
-            Self::Checking => ("checking".to_owned(), "checking", None, None),
-            Self::Found(Finding::Current { base }) => (base.clone(), "current", None, None),
-            Self::Found(Finding::Stale {
-                base,
-                state,
-                rebuild_on,
-            }) => (base.clone(), *state, Some(rebuild_on.clone()), None),
-            Self::Found(Finding::Unknown(why)) => {
-                let mut why = why.clone();
-                if why.len() > MAX_BASE_ERROR {
-                    let mut end = MAX_BASE_ERROR;
-                    while !why.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    why.truncate(end);
-                    why.push('…');
-                }
-                ("unknown".to_owned(), "unknown", None, Some(why))
-            }
-        };
-        BaseProperty {
-            base,
-            state: state.to_owned(),
-            rebuild_on,
-            error,
+        match self {
+            Self::Checking => BaseProperty {
+                base: "checking".to_owned(),
+                state: "checking".to_owned(),
+                rebuild_on: None,
+                error: None,
+            },
+            Self::Found(finding) => finding.property(),
         }
     }
 }
@@ -318,6 +295,9 @@ fn result(
             let mut properties = ImageProperty::to_properties(&images);
             if omitted > 0 {
                 properties.insert(OMITTED_PROPERTY.to_owned(), omitted.to_string());
+            }
+            if verdict.unjudged > 0 {
+                properties.insert(UNJUDGED_PROPERTY.to_owned(), verdict.unjudged.to_string());
             }
             properties
         },
@@ -751,7 +731,7 @@ mod tests {
                 rebuild_on: base.to_owned(),
             })),
             "docker-registry.tools.wmflabs.org/odd:1" => Some(BaseLine::Found(Finding::Unknown(
-                "x".repeat(MAX_BASE_ERROR * 2),
+                "x".repeat(byoc_policy::requirement::base::MAX_BASE_ERROR * 2),
             ))),
             "docker-registry.tools.wmflabs.org/new:1" => Some(BaseLine::Checking),
             _ => None,
@@ -779,7 +759,10 @@ mod tests {
             (Outcome::Pass, PASS_MESSAGE)
         );
         assert_eq!(odd.properties["base.1"], "unknown");
-        assert!(odd.properties["baseError.1"].chars().count() <= MAX_BASE_ERROR + 1);
+        assert!(
+            odd.properties["baseError.1"].chars().count()
+                <= byoc_policy::requirement::base::MAX_BASE_ERROR + 1
+        );
         let new = by("new");
         assert_eq!(new.result, Outcome::Pass);
         assert_eq!(new.properties["baseState.1"], "checking");

@@ -20,12 +20,10 @@ use std::time::Duration;
 
 use byoc_api::labels::REQUIREMENTS_ANNOTATION;
 use byoc_api::report::{PolicyReport, REPORT_NAME};
-use byoc_api::requirements::NamespaceRequirements;
 use byoc_api::{ByocGrant, LeanNamespace, StoredGrant};
-use byoc_policy::decision::{Checker, NamespaceAnnotation};
-use byoc_policy::inventory::{AllowedBy, Inventoried, Of, Verdict, judge_namespace};
-use byoc_policy::requirement::base::patterns_of;
-use byoc_policy::{Allowance, Config, ImageRef};
+use byoc_policy::inventory::{AllowedBy, Inventoried, Of, judge_namespace};
+use byoc_policy::requirement::base;
+use byoc_policy::{Allowance, Config};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use jiff::Timestamp;
@@ -378,7 +376,19 @@ async fn reconcile(
         .cloned()
         .collect();
     let grant_name = |a: &AllowedBy| a.grant_name(&grants, &name, now);
-    let keys = base_keys(&ctx.config, &namespace, &allowance, &verdicts, now);
+    let annotation = namespace
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REQUIREMENTS_ANNOTATION));
+    let keys = base::keys(
+        &ctx.config,
+        &name,
+        &allowance,
+        annotation.map(String::as_str),
+        &verdicts,
+        now,
+    );
     let lines = ctx.stale.lines(&name, keys);
     let desired = build::report(
         &ctx.config,
@@ -423,36 +433,6 @@ async fn reconcile(
         ),
         None => Action::await_change(),
     })
-}
-
-/// The allowed images of `verdicts` that a `builtOn` requirement applies to (the platform's,
-/// or the namespace's grants' as its requirements annotation says), with those bases: the
-/// images whose base the report names. The others are never looked up.
-fn base_keys(
-    config: &Config,
-    namespace: &LeanNamespace,
-    allowance: &Allowance,
-    verdicts: &[Verdict],
-    now: Timestamp,
-) -> BTreeSet<stale::Key> {
-    let name = namespace.name_any();
-    let annotation: Option<NamespaceAnnotation> = namespace
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(REQUIREMENTS_ANNOTATION))
-        .map(|text| NamespaceRequirements::read(text).map_err(|e| e.to_string()));
-    let checker = Checker::new(config, allowance, &name, now).requiring(annotation.as_ref());
-    verdicts
-        .iter()
-        .flat_map(|v| &v.images)
-        .filter(|u| u.allowed_by.is_some())
-        .filter_map(|u| {
-            let image = u.image.parse::<ImageRef>().ok()?;
-            let patterns = patterns_of(&checker.applies(&image));
-            (!patterns.is_empty()).then(|| (u.image.clone(), patterns))
-        })
-        .collect()
 }
 
 /// Writes the report: created when there is none (cheaper for the API server than an apply),

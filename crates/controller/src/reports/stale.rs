@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use byoc_api::requirements::BasePattern;
 use byoc_policy::ImageRef;
 use byoc_policy::requirement::base::Finding;
 use byoc_registry::BaseChecks;
@@ -30,8 +29,7 @@ pub const MIN_RECHECK: Duration = Duration::from_secs(1);
 /// Checks in flight at once (the pacing bounds the rate; this bounds the tasks).
 const CONCURRENT_CHECKS: usize = 8;
 
-/// An image as written and the `builtOn` bases that apply to it.
-pub type Key = (String, Vec<BasePattern>);
+pub use byoc_policy::requirement::base::Key;
 
 #[derive(Default)]
 struct Entry {

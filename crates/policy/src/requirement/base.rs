@@ -41,6 +41,41 @@ pub enum Finding {
     Unknown(String),
 }
 
+/// The longest `baseError.N` kept: the reason names the registry and what it answered.
+pub const MAX_BASE_ERROR: usize = 300;
+
+impl Finding {
+    /// As a report result's properties say it (`baseError` cut at [`MAX_BASE_ERROR`] bytes).
+    pub fn property(&self) -> byoc_api::report::BaseProperty {
+        let (base, state, rebuild_on, error) = match self {
+            Self::Current { base } => (base.clone(), "current", None, None),
+            Self::Stale {
+                base,
+                state,
+                rebuild_on,
+            } => (base.clone(), *state, Some(rebuild_on.clone()), None),
+            Self::Unknown(why) => {
+                let mut why = why.clone();
+                if why.len() > MAX_BASE_ERROR {
+                    let mut end = MAX_BASE_ERROR;
+                    while !why.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    why.truncate(end);
+                    why.push('…');
+                }
+                ("unknown".to_owned(), "unknown", None, Some(why))
+            }
+        };
+        byoc_api::report::BaseProperty {
+            base,
+            state: state.to_owned(),
+            rebuild_on,
+            error,
+        }
+    }
+}
+
 /// The answer of [`find`]: a finding, or the lookups still needed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Found {
@@ -181,4 +216,36 @@ pub fn patterns_of(applies: &crate::decision::Applies) -> Vec<BasePattern> {
     patterns.sort();
     patterns.dedup();
     patterns
+}
+
+/// An image as written and the `builtOn` bases that apply to it: what one base check is for.
+pub type Key = (String, Vec<BasePattern>);
+
+/// The allowed images of `verdicts` (of `namespace`, with its `allowance` and the requirements
+/// annotation `annotation` as the controller wrote it) that a `builtOn` requirement applies
+/// to, with those bases: the platform's for images of the default registries, the grants' as
+/// the annotation says. The images no base applies to are never looked up.
+pub fn keys(
+    config: &crate::Config,
+    namespace: &str,
+    allowance: &crate::Allowance,
+    annotation: Option<&str>,
+    verdicts: &[crate::inventory::Verdict],
+    now: jiff::Timestamp,
+) -> BTreeSet<Key> {
+    let annotation: Option<crate::decision::NamespaceAnnotation> = annotation.map(|text| {
+        byoc_api::requirements::NamespaceRequirements::read(text).map_err(|e| e.to_string())
+    });
+    let checker = crate::decision::Checker::new(config, allowance, namespace, now)
+        .requiring(annotation.as_ref());
+    verdicts
+        .iter()
+        .flat_map(|v| &v.images)
+        .filter(|u| u.allowed_by.is_some())
+        .filter_map(|u| {
+            let image = u.image.parse::<ImageRef>().ok()?;
+            let patterns = patterns_of(&checker.applies(&image));
+            (!patterns.is_empty()).then(|| (u.image.clone(), patterns))
+        })
+        .collect()
 }
