@@ -241,6 +241,20 @@ pub async fn run(args: ImagesArgs) -> Result<bool, Failure> {
         }
         ("reports", found)
     };
+    if args.stale {
+        // What cannot be told is said, not listed as needing a rebuild nor as current.
+        let unknown: BTreeMap<&str, &str> = found
+            .uses
+            .iter()
+            .filter_map(|u| {
+                let base = u.image.base.as_ref().filter(|b| b.state == "unknown")?;
+                Some((u.image.image.as_str(), base.error.as_deref().unwrap_or("")))
+            })
+            .collect();
+        for (image, why) in unknown {
+            eprintln!("{image}: its base cannot be told: {why}");
+        }
+    }
     let uses = found.uses.into_iter().filter(|u| {
         filter.as_ref().is_none_or(|f| matches(&u.image.image, f))
             && (!args.stale || u.image.base.as_ref().is_some_and(BaseProperty::is_stale))

@@ -346,6 +346,11 @@ mod tests {
         .unwrap()
     }
 
+    /// The report of tool-a by names only: no grant named, no base known.
+    fn named(config: &Config, verdicts: &[Verdict]) -> Option<PolicyReport> {
+        report(config, "tool-a", verdicts, |_| None, |_| None, None, now())
+    }
+
     fn build(
         config: &Config,
         allowance: &Allowance,
@@ -466,15 +471,7 @@ mod tests {
                 .collect();
             let images: Vec<&str> = images.iter().map(String::as_str).collect();
             let verdicts = judge_namespace(&config, &quay(), now(), &[deployment("d", &images)]);
-            let r = report(
-                &config,
-                "tool-a",
-                &verdicts,
-                |_| None,
-                |_| None,
-                None,
-                now(),
-            )
+            let r = named(&config, &verdicts)
             .unwrap();
             let result = &r.results[0];
             let case = format!("{refused} refused, {allowed} allowed");
@@ -520,15 +517,7 @@ mod tests {
             })
             .collect();
         let verdicts = judge_namespace(&config, &quay(), now(), &objects);
-        let r = report(
-            &config,
-            "tool-a",
-            &verdicts,
-            |_| None,
-            |_| None,
-            None,
-            now(),
-        )
+        let r = named(&config, &verdicts)
         .unwrap();
         assert!(serialized_len(&r.results) <= MAX_REPORT_BYTES);
         assert!(serde_json::to_vec(&r).unwrap().len() <= MAX_REPORT_BYTES + 1024);
@@ -540,15 +529,7 @@ mod tests {
         assert!(!r.results.is_empty() && left_out > 0, "{left_out}");
         assert_eq!(r.results.len() + left_out, 200);
         // One workload of them all is written with its results, and counts every image.
-        let one = report(
-            &config,
-            "tool-a",
-            &verdicts[..1],
-            |_| None,
-            |_| None,
-            None,
-            now(),
-        )
+        let one = named(&config, &verdicts[..1])
         .unwrap();
         let result = &one.results[0];
         assert_eq!(
@@ -594,15 +575,7 @@ mod tests {
         let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
         objects.push(deployment("zz-refused", &refused));
         let verdicts = judge_namespace(&config, &quay(), now(), &objects);
-        let r = report(
-            &config,
-            "tool-a",
-            &verdicts,
-            |_| None,
-            |_| None,
-            None,
-            now(),
-        )
+        let r = named(&config, &verdicts)
         .unwrap();
         assert_eq!((r.summary.error, r.summary.fail), (300, 1));
         assert!(
@@ -651,15 +624,7 @@ mod tests {
                 .chain(&verdicts[verdicts.len() - n / 2..])
                 .cloned()
                 .collect();
-            let r = report(
-                &config,
-                "tool-a",
-                &verdicts,
-                |_| None,
-                |_| None,
-                None,
-                now(),
-            )
+            let r = named(&config, &verdicts)
             .unwrap();
             assert!(serialized_len(&r.results) <= MAX_REPORT_BYTES);
             assert_eq!(r.summary.fail, 2, "{n}");
@@ -695,7 +660,7 @@ mod tests {
     #[test]
     fn a_namespace_without_workloads_has_no_report() {
         let config = Config::default();
-        assert!(report(&config, "tool-a", &[], |_| None, |_| None, None, now()).is_none());
+        assert!(named(&config, &[]).is_none());
     }
 
     #[test]

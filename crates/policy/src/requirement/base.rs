@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use byoc_api::requirements::{BasePattern, Pin};
+use byoc_api::requirements::BasePattern;
 
 use super::{
     BaseState, BuiltOn, Context, Facts, ListedBase, Lookup, Verdict, evaluate, repository,
@@ -102,15 +102,7 @@ pub fn find(image: &ImageRef, patterns: &[BasePattern], ctx: &Context, facts: &F
     let mut all: Vec<BasePattern> = patterns
         .iter()
         .cloned()
-        .chain(
-            ctx.bases
-                .iter()
-                .filter_map(|b| repository(&b.image).parse().ok())
-                .map(|repository| BasePattern {
-                    repository,
-                    pin: Pin::Repository,
-                }),
-        )
+        .chain(listed_repositories(ctx.bases))
         .collect();
     all.sort();
     all.dedup();
