@@ -93,15 +93,64 @@ async fn wait_state(
     .await
 }
 
+/// What both tests start from: the CRDs, sole use of the controller role, the scenario images
+/// in a registry behind a counting proxy, and a controller with `--reports` and [`policy`].
+struct Setup {
+    client: Client,
+    registry: LocalRegistry,
+    images: Images,
+    proxy: FaultProxy,
+    /// The proxy's `host:port`, the registry the images are named with.
+    at: String,
+    policy_path: std::path::PathBuf,
+    controller: byoc_e2e::controller::ControllerProcess,
+    _cluster: byoc_e2e::controller::Exclusive,
+}
+
+impl Setup {
+    async fn start(name: &str) -> Self {
+        let client = client().await;
+        byoc_e2e::install_crd(&client).await;
+        reports::install_crd(&client).await;
+        let cluster = exclusive().await;
+        let registry = LocalRegistry::start();
+        let images = Images::push(&registry).await;
+        let proxy = FaultProxy::start(registry.addr()).await;
+        let at = proxy.addr().to_string();
+        let identity = unique_name(name);
+        let policy_path = byoc_e2e::controller::logs_dir().join(format!("{identity}-policy.yaml"));
+        std::fs::write(&policy_path, policy(&at, "e2e-none")).expect("write the policy");
+        let controller = cluster.spawn(
+            &identity,
+            &["--reports", &format!("--config={}", policy_path.display())],
+        );
+        controller.wait_leader().await;
+        Self {
+            client,
+            registry,
+            images,
+            proxy,
+            at,
+            policy_path,
+            controller,
+            _cluster: cluster,
+        }
+    }
+}
+
 // Multi-threaded: the proxy serves from the test's runtime while a blocking kubectl runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_name_stale_bases_and_images_stale_lists_them() {
-    let client = client().await;
-    byoc_e2e::install_crd(&client).await;
-    reports::install_crd(&client).await;
-    let cluster = exclusive().await;
-    let registry = LocalRegistry::start();
-    let images = Images::push(&registry).await;
+    let Setup {
+        client,
+        registry,
+        images,
+        proxy: _proxy,
+        at,
+        policy_path,
+        controller,
+        _cluster,
+    } = Setup::start("stale").await;
     let unlisted = registry
         .push_image(
             "tool-a/unlisted",
@@ -112,17 +161,8 @@ async fn reports_name_stale_bases_and_images_stale_lists_them() {
             ]),
         )
         .await;
-    let proxy = FaultProxy::start(registry.addr()).await;
-    let at = proxy.addr().to_string();
     let ns = TestNamespace::create(&client, "e2e-stale").await;
     let name = ns.name().to_owned();
-    let policy_path = byoc_e2e::controller::logs_dir().join(format!("{name}-policy.yaml"));
-    std::fs::write(&policy_path, policy(&at, "e2e-none")).expect("write the policy");
-    let controller = cluster.spawn(
-        &unique_name("stale"),
-        &["--reports", &format!("--config={}", policy_path.display())],
-    );
-    controller.wait_leader().await;
 
     let web = format!("{at}/{}:latest", images.tool.path);
     let old_os = format!("{at}/{}:latest", images.on_debian.path);
@@ -268,22 +308,16 @@ async fn reports_name_stale_bases_and_images_stale_lists_them() {
 
 #[tokio::test]
 async fn fifty_namespaces_on_one_image_cost_one_fetch_per_digest() {
-    let client = client().await;
-    byoc_e2e::install_crd(&client).await;
-    reports::install_crd(&client).await;
-    let cluster = exclusive().await;
-    let registry = LocalRegistry::start();
-    let images = Images::push(&registry).await;
-    let proxy = FaultProxy::start(registry.addr()).await;
-    let at = proxy.addr().to_string();
-    let policy_path = byoc_e2e::controller::logs_dir()
-        .join(format!("{}-policy.yaml", unique_name("stale-fifty")));
-    std::fs::write(&policy_path, policy(&at, "e2e-none")).expect("write the policy");
-    let controller = cluster.spawn(
-        &unique_name("stale-fifty"),
-        &["--reports", &format!("--config={}", policy_path.display())],
-    );
-    controller.wait_leader().await;
+    let Setup {
+        client,
+        registry: _registry,
+        images,
+        proxy,
+        at,
+        policy_path: _,
+        controller,
+        _cluster,
+    } = Setup::start("stale-fifty").await;
     let started = Instant::now();
     // By digest: its manifest and config are immutable, so cached after the first fetch.
     let web = format!("{at}/{}@{}", images.tool.path, images.tool.digest);

@@ -471,8 +471,7 @@ mod tests {
                 .collect();
             let images: Vec<&str> = images.iter().map(String::as_str).collect();
             let verdicts = judge_namespace(&config, &quay(), now(), &[deployment("d", &images)]);
-            let r = named(&config, &verdicts)
-            .unwrap();
+            let r = named(&config, &verdicts).unwrap();
             let result = &r.results[0];
             let case = format!("{refused} refused, {allowed} allowed");
             assert_eq!(result.message.lines().count(), lines, "{case}");
@@ -517,8 +516,7 @@ mod tests {
             })
             .collect();
         let verdicts = judge_namespace(&config, &quay(), now(), &objects);
-        let r = named(&config, &verdicts)
-        .unwrap();
+        let r = named(&config, &verdicts).unwrap();
         assert!(serialized_len(&r.results) <= MAX_REPORT_BYTES);
         assert!(serde_json::to_vec(&r).unwrap().len() <= MAX_REPORT_BYTES + 1024);
         assert_eq!((r.summary.pass, r.summary.fail), (0, 200));
@@ -529,8 +527,7 @@ mod tests {
         assert!(!r.results.is_empty() && left_out > 0, "{left_out}");
         assert_eq!(r.results.len() + left_out, 200);
         // One workload of them all is written with its results, and counts every image.
-        let one = named(&config, &verdicts[..1])
-        .unwrap();
+        let one = named(&config, &verdicts[..1]).unwrap();
         let result = &one.results[0];
         assert_eq!(
             ImageProperty::from_properties(&result.properties).len()
@@ -575,8 +572,7 @@ mod tests {
         let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
         objects.push(deployment("zz-refused", &refused));
         let verdicts = judge_namespace(&config, &quay(), now(), &objects);
-        let r = named(&config, &verdicts)
-        .unwrap();
+        let r = named(&config, &verdicts).unwrap();
         assert_eq!((r.summary.error, r.summary.fail), (300, 1));
         assert!(
             r.metadata
@@ -624,8 +620,7 @@ mod tests {
                 .chain(&verdicts[verdicts.len() - n / 2..])
                 .cloned()
                 .collect();
-            let r = named(&config, &verdicts)
-            .unwrap();
+            let r = named(&config, &verdicts).unwrap();
             assert!(serialized_len(&r.results) <= MAX_REPORT_BYTES);
             assert_eq!(r.summary.fail, 2, "{n}");
             assert_eq!(r.summary.pass as usize, n - 2, "{n}");

@@ -15,7 +15,8 @@ use std::collections::BTreeSet;
 use byoc_api::requirements::BasePattern;
 
 use super::{
-    BaseState, BuiltOn, Context, Facts, ListedBase, Lookup, Verdict, evaluate, repository,
+    BaseState, BuiltOn, Context, Facts, ListedBase, Lookup, Verdict, evaluate, listed_repositories,
+    repository,
 };
 use crate::ImageRef;
 use crate::oci::Digest;
