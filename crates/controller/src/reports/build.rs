@@ -347,7 +347,7 @@ mod tests {
     }
 
     /// The report of tool-a by names only: no grant named, no base known.
-    fn named(config: &Config, verdicts: &[Verdict]) -> Option<PolicyReport> {
+    fn by_names(config: &Config, verdicts: &[Verdict]) -> Option<PolicyReport> {
         report(config, "tool-a", verdicts, |_| None, |_| None, None, now())
     }
 
@@ -471,7 +471,7 @@ mod tests {
                 .collect();
             let images: Vec<&str> = images.iter().map(String::as_str).collect();
             let verdicts = judge_namespace(&config, &quay(), now(), &[deployment("d", &images)]);
-            let r = named(&config, &verdicts).unwrap();
+            let r = by_names(&config, &verdicts).unwrap();
             let result = &r.results[0];
             let case = format!("{refused} refused, {allowed} allowed");
             assert_eq!(result.message.lines().count(), lines, "{case}");
@@ -516,7 +516,7 @@ mod tests {
             })
             .collect();
         let verdicts = judge_namespace(&config, &quay(), now(), &objects);
-        let r = named(&config, &verdicts).unwrap();
+        let r = by_names(&config, &verdicts).unwrap();
         assert!(serialized_len(&r.results) <= MAX_REPORT_BYTES);
         assert!(serde_json::to_vec(&r).unwrap().len() <= MAX_REPORT_BYTES + 1024);
         assert_eq!((r.summary.pass, r.summary.fail), (0, 200));
@@ -527,7 +527,7 @@ mod tests {
         assert!(!r.results.is_empty() && left_out > 0, "{left_out}");
         assert_eq!(r.results.len() + left_out, 200);
         // One workload of them all is written with its results, and counts every image.
-        let one = named(&config, &verdicts[..1]).unwrap();
+        let one = by_names(&config, &verdicts[..1]).unwrap();
         let result = &one.results[0];
         assert_eq!(
             ImageProperty::from_properties(&result.properties).len()
@@ -572,7 +572,7 @@ mod tests {
         let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
         objects.push(deployment("zz-refused", &refused));
         let verdicts = judge_namespace(&config, &quay(), now(), &objects);
-        let r = named(&config, &verdicts).unwrap();
+        let r = by_names(&config, &verdicts).unwrap();
         assert_eq!((r.summary.error, r.summary.fail), (300, 1));
         assert!(
             r.metadata
@@ -620,7 +620,7 @@ mod tests {
                 .chain(&verdicts[verdicts.len() - n / 2..])
                 .cloned()
                 .collect();
-            let r = named(&config, &verdicts).unwrap();
+            let r = by_names(&config, &verdicts).unwrap();
             assert!(serialized_len(&r.results) <= MAX_REPORT_BYTES);
             assert_eq!(r.summary.fail, 2, "{n}");
             assert_eq!(r.summary.pass as usize, n - 2, "{n}");
@@ -655,7 +655,7 @@ mod tests {
     #[test]
     fn a_namespace_without_workloads_has_no_report() {
         let config = Config::default();
-        assert!(named(&config, &[]).is_none());
+        assert!(by_names(&config, &[]).is_none());
     }
 
     #[test]
