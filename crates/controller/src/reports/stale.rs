@@ -116,13 +116,7 @@ impl Stale {
         for key in keys {
             let entry = state.entries.entry(key.clone()).or_default();
             entry.users.insert(namespace.to_owned());
-            let due = entry
-                .checked
-                .is_none_or(|at| now.saturating_duration_since(at) >= self.recheck);
-            if due && !entry.queued {
-                entry.queued = true;
-                let _ = self.queue.send(key.clone());
-            }
+            self.queue_if_due(&key, entry, now);
             lines.insert(key.0, entry.line.clone().unwrap_or(BaseLine::Checking));
         }
         lines
@@ -133,23 +127,24 @@ impl Stale {
         self.lines(namespace, BTreeSet::new());
     }
 
-    /// Lookups asked so far, for metrics and tests.
-    pub fn asked(&self) -> u64 {
-        self.checks.asked()
-    }
-
     /// Queues every finding older than the re-check time.
     fn sweep(&self) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         for (key, entry) in &mut state.entries {
-            let due = entry
-                .checked
-                .is_some_and(|at| now.saturating_duration_since(at) >= self.recheck);
-            if due && !entry.queued {
-                entry.queued = true;
-                let _ = self.queue.send(key.clone());
-            }
+            self.queue_if_due(key, entry, now);
+        }
+    }
+
+    /// Queues `key` for a check unless it is queued already or was checked less than the
+    /// re-check time before `now` (one never checked is queued from its creation on).
+    fn queue_if_due(&self, key: &Key, entry: &mut Entry, now: Instant) {
+        let due = entry
+            .checked
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.recheck);
+        if due && !entry.queued {
+            entry.queued = true;
+            let _ = self.queue.send(key.clone());
         }
     }
 
