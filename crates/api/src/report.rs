@@ -41,6 +41,13 @@ pub const MANAGED_BY: &str = "byoc-operator";
 /// takes (absent when it holds them all); its summary still counts every one.
 pub const RESULTS_LEFT_OUT: &str = "byoc.toolforge.org/results-left-out";
 
+/// The result property counting the images it does not name (past the names kept per result).
+pub const OMITTED_PROPERTY: &str = "images.omitted";
+
+/// The result property counting the containers whose images the per-object cap left unread,
+/// so unjudged.
+pub const UNJUDGED_PROPERTY: &str = "images.unjudged";
+
 /// A `PolicyReport` (`wgpolicyk8s.io/v1alpha2`, namespaced). Metadata is read as
 /// [`lenient::object_meta`] reads it; fields the operator does not write (`scope`,
 /// `scopeSelector`) are not read.
@@ -195,6 +202,29 @@ pub struct ImageProperty {
     pub registry: Option<String>,
     /// The grant that allows it, `platform` or `REFUSED`.
     pub allowed_by: String,
+    /// The base it is built on and whether it is current, when a base check applies to it.
+    pub base: Option<BaseProperty>,
+}
+
+/// The base of one image of a result (properties `base.N`, `baseState.N`, `rebuildOn.N`,
+/// `baseError.N`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseProperty {
+    /// The base, `repository[:tag]@digest`, or `unknown` (`checking` before the answer).
+    pub base: String,
+    /// `current`, `older`, `deprecated`, `unknown` or `checking`.
+    pub state: String,
+    /// For a base that is not current: the current one to rebuild on.
+    pub rebuild_on: Option<String>,
+    /// For `unknown`: why.
+    pub error: Option<String>,
+}
+
+impl BaseProperty {
+    /// Whether the image needs a rebuild (its base is `older` or `deprecated`).
+    pub fn is_stale(&self) -> bool {
+        self.state == "older" || self.state == "deprecated"
+    }
 }
 
 impl ImageProperty {
@@ -210,6 +240,16 @@ impl ImageProperty {
                 properties.insert(format!("registry.{n}"), registry.clone());
             }
             properties.insert(format!("allowedBy.{n}"), p.allowed_by.clone());
+            if let Some(base) = &p.base {
+                properties.insert(format!("base.{n}"), base.base.clone());
+                properties.insert(format!("baseState.{n}"), base.state.clone());
+                if let Some(on) = &base.rebuild_on {
+                    properties.insert(format!("rebuildOn.{n}"), on.clone());
+                }
+                if let Some(error) = &base.error {
+                    properties.insert(format!("baseError.{n}"), error.clone());
+                }
+            }
         }
         properties
     }
@@ -227,6 +267,17 @@ impl ImageProperty {
                         .get(&format!("allowedBy.{n}"))
                         .cloned()
                         .unwrap_or_default(),
+                    base: properties
+                        .get(&format!("base.{n}"))
+                        .map(|base| BaseProperty {
+                            base: base.clone(),
+                            state: properties
+                                .get(&format!("baseState.{n}"))
+                                .cloned()
+                                .unwrap_or_else(|| "unknown".to_owned()),
+                            rebuild_on: properties.get(&format!("rebuildOn.{n}")).cloned(),
+                            error: properties.get(&format!("baseError.{n}")).cloned(),
+                        }),
                 })
             })
             .collect()
@@ -274,13 +325,33 @@ mod tests {
                 image: "quay.io/a/b:1".into(),
                 registry: Some("quay.io".into()),
                 allowed_by: "tool-a-quay".into(),
+                base: Some(BaseProperty {
+                    base: "quay.io/a/base:1@sha256:00".into(),
+                    state: "older".into(),
+                    rebuild_on: Some("quay.io/a/base:1".into()),
+                    error: None,
+                }),
             },
             ImageProperty {
                 image: "Not A Ref".into(),
                 registry: None,
                 allowed_by: ALLOWED_BY_REFUSED.into(),
+                base: None,
+            },
+            ImageProperty {
+                image: "quay.io/a/c:1".into(),
+                registry: Some("quay.io".into()),
+                allowed_by: "tool-a-quay".into(),
+                base: Some(BaseProperty {
+                    base: "unknown".into(),
+                    state: "unknown".into(),
+                    rebuild_on: None,
+                    error: Some("not built on quay.io/a/base".into()),
+                }),
             },
         ];
+        assert!(images[0].base.as_ref().unwrap().is_stale());
+        assert!(!images[2].base.as_ref().unwrap().is_stale());
         let properties = ImageProperty::to_properties(&images);
         assert_eq!(properties["image.2"], "Not A Ref");
         assert!(!properties.contains_key("registry.2"));

@@ -9,11 +9,18 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use byoc_api::report::{ImageProperty, PolicyReport, REPORT_NAME, RESULTS_LEFT_OUT};
+use byoc_api::labels::REQUIREMENTS_ANNOTATION;
+use byoc_api::report::{
+    BaseProperty, ImageProperty, OMITTED_PROPERTY, PolicyReport, REPORT_NAME, RESULTS_LEFT_OUT,
+    UNJUDGED_PROPERTY,
+};
 use byoc_api::{ByocGrant, RegistryPattern, StoredGrant};
 use byoc_policy::inventory::{Inventoried, Of, Trimmed, Verdict, judge_namespace};
+use byoc_policy::requirement::base::{self, Key};
 use byoc_policy::{Allowance, Config, ImageRef};
+use byoc_registry::{BaseChecks, lookups};
 use clap::{Args, ValueEnum, ValueHint};
+use futures::StreamExt as _;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -38,12 +45,16 @@ use crate::table::Table;
     # Before rebuilding: who runs images from quay.io, and where?\n  \
     kubectl byoc images -A --registry quay.io -o wide\n\n  \
     # One namespace, as JSON (the stable format of docs/cli.md)\n  \
-    kubectl byoc images -n tool-wikibugs -o json\n\n\
+    kubectl byoc images -n tool-wikibugs -o json\n\n  \
+    # What needs a rebuild: images on a base that is no longer current\n  \
+    kubectl byoc images -A --stale\n\n\
     The inventory comes from the controller's PolicyReports (byoc-registry-policy, one per \
     namespace with workloads) when the cluster has any, else from a live scan of Deployments, \
     ReplicaSets, StatefulSets, DaemonSets, CronJobs, Jobs, ReplicationControllers and Pods, \
     judged as the reports judge them (--live forces the scan); a namespace whose report left \
-    results out is scanned live. Pods count under their top-level workload. Exempt namespaces are left out. Exit status: 0, or 2 on invalid input \
+    results out (or names fewer images than a result has) is scanned live; with --stale, the \
+    bases of what is scanned live are looked up in the registries as the controller looks them \
+    up. Images past the per-object cap of 128 are counted as unjudged. Pods count under their top-level workload. Exempt namespaces are left out. Exit status: 0, or 2 on invalid input \
     or an API error.")]
 pub struct ImagesArgs {
     /// Only this namespace.
@@ -64,6 +75,10 @@ pub struct ImagesArgs {
     /// Scan the cluster even when PolicyReports exist.
     #[arg(long)]
     live: bool,
+    /// Only the images that need a rebuild: built on a base that is no longer current (an
+    /// older image of the base, or one the platform deprecated), with what to rebuild on.
+    #[arg(long)]
+    stale: bool,
     /// The policy configuration file of a live scan, as the webhook reads it (default: the
     /// built-in defaults).
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
@@ -98,6 +113,19 @@ pub struct Inventory {
     pub live_namespaces: Vec<String>,
     /// One entry per image and what allows it, by image.
     pub images: Vec<ImageEntry>,
+    /// The workloads with containers past the per-object cap whose images were not read:
+    /// counted, not judged, not in `images`.
+    pub unjudged: Vec<UnjudgedEntry>,
+}
+
+/// A workload some of whose images the per-object cap left unread.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnjudgedEntry {
+    /// The workload.
+    pub workload: WorkloadRef,
+    /// How many of its containers and image volumes have images not read.
+    pub containers: usize,
 }
 
 /// One image, allowed the same way everywhere it is listed.
@@ -114,6 +142,16 @@ pub struct ImageEntry {
     pub namespaces: Vec<String>,
     /// The workloads and bare pods that run it.
     pub workloads: Vec<WorkloadRef>,
+    /// The base it is built on, when a base check applies to it: the base
+    /// (`repository[:tag]@digest`, `unknown` or `checking`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// `current`, `older`, `deprecated`, `unknown` or `checking`, with `base`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_state: Option<String>,
+    /// What to rebuild on, for `older` and `deprecated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuild_on: Option<String>,
 }
 
 /// A workload or bare pod.
@@ -134,6 +172,20 @@ struct Use {
     image: ImageProperty,
 }
 
+/// What one source found: the uses, and the workloads with unjudged images.
+#[derive(Debug, Default, PartialEq)]
+struct Found {
+    uses: Vec<Use>,
+    unjudged: Vec<UnjudgedEntry>,
+}
+
+impl Found {
+    fn extend(&mut self, other: Self) {
+        self.uses.extend(other.uses);
+        self.unjudged.extend(other.unjudged);
+    }
+}
+
 /// Runs `images`.
 pub async fn run(args: ImagesArgs) -> Result<bool, Failure> {
     let filter = match &args.registry {
@@ -151,40 +203,75 @@ pub async fn run(args: ImagesArgs) -> Result<bool, Failure> {
         list_reports(&client, namespace).await?
     };
     let config = read_config(args.config.as_deref())?;
+    // Bases are looked up live only for --stale: a plain inventory makes no registry request.
+    let checks = args.stale.then(|| {
+        BaseChecks::new(
+            &config,
+            lookups::client(&config, None).map_err(|e| e.to_string()),
+        )
+    });
+    let live = Live {
+        client: &client,
+        config: &config,
+        checks: checks.as_ref(),
+    };
     let mut live_namespaces = Vec::new();
-    let (source, uses) = if reports.is_empty() {
+    let (source, found) = if reports.is_empty() {
         eprintln!("images from a live scan of the cluster (no PolicyReports found)");
-        ("live", live_scan(&client, &config, namespace).await?)
+        ("live", live.scan(namespace).await?)
     } else {
         eprintln!("images from the byoc-registry-policy PolicyReports");
-        let (complete, incomplete): (Vec<_>, Vec<_>) =
-            reports.iter().partition(|r| left_out(r) == 0);
-        let mut uses = from_reports(complete);
+        let (complete, incomplete): (Vec<_>, Vec<_>) = reports
+            .iter()
+            .partition(|r| left_out(r) == 0 && unnamed(r) == 0);
+        let mut found = from_reports(complete);
         for report in incomplete {
             let ns = report.metadata.namespace.clone().unwrap_or_default();
-            eprintln!(
-                "namespace {ns}: its PolicyReport left out {} results to fit; scanned live",
-                left_out(report)
-            );
-            uses.extend(live_scan(&client, &config, Some(&ns)).await?);
+            match left_out(report) {
+                0 => eprintln!(
+                    "namespace {ns}: its PolicyReport does not name {} images; scanned live",
+                    unnamed(report)
+                ),
+                n => eprintln!(
+                    "namespace {ns}: its PolicyReport left out {n} results to fit; scanned live"
+                ),
+            }
+            found.extend(live.scan(Some(&ns)).await?);
             live_namespaces.push(ns);
         }
-        ("reports", uses)
+        ("reports", found)
     };
-    let uses = uses
-        .into_iter()
-        .filter(|u| filter.as_ref().is_none_or(|f| matches(&u.image.image, f)));
+    if args.stale {
+        // What cannot be told is said, not listed as needing a rebuild nor as current.
+        let unknown: BTreeMap<&str, &str> = found
+            .uses
+            .iter()
+            .filter_map(|u| {
+                let base = u.image.base.as_ref().filter(|b| b.state == "unknown")?;
+                Some((u.image.image.as_str(), base.error.as_deref().unwrap_or("")))
+            })
+            .collect();
+        for (image, why) in unknown {
+            eprintln!("{image}: its base cannot be told: {why}");
+        }
+    }
+    let uses = found.uses.into_iter().filter(|u| {
+        filter.as_ref().is_none_or(|f| matches(&u.image.image, f))
+            && (!args.stale || u.image.base.as_ref().is_some_and(BaseProperty::is_stale))
+    });
     let inventory = Inventory {
         kind: "ByocImages",
         version: 1,
         source,
         live_namespaces,
         images: group(uses),
+        unjudged: found.unjudged,
     };
     let text = match args.output {
+        Some(ImagesFormat::Json) => ObjectFormat::Json.render(&inventory)?,
+        _ if args.stale => stale_table(&inventory),
         None => table(&inventory, false),
         Some(ImagesFormat::Wide) => table(&inventory, true),
-        Some(ImagesFormat::Json) => ObjectFormat::Json.render(&inventory)?,
     };
     emit(&text)?;
     Ok(true)
@@ -230,33 +317,95 @@ fn left_out(report: &PolicyReport) -> usize {
     annotated.max(counted.saturating_sub(report.results.len()))
 }
 
-/// The uses the reports name.
-fn from_reports<'r>(reports: impl IntoIterator<Item = &'r PolicyReport>) -> Vec<Use> {
-    reports
-        .into_iter()
-        .flat_map(|r| &r.results)
-        .flat_map(|result| {
-            let images = ImageProperty::from_properties(&result.properties);
-            result.resources.iter().flat_map(move |o| {
-                images.clone().into_iter().map(|image| Use {
-                    workload: WorkloadRef {
-                        namespace: o.namespace.clone(),
-                        kind: o.kind.clone(),
-                        name: o.name.clone(),
-                    },
-                    image,
-                })
-            })
-        })
-        .collect()
+/// How many images the results of `report` run but do not name (past the names kept per
+/// result); unreadable counts count as one.
+fn unnamed(report: &PolicyReport) -> usize {
+    report
+        .results
+        .iter()
+        .filter_map(|r| r.properties.get(OMITTED_PROPERTY))
+        .map(|n| n.parse().unwrap_or(1))
+        .sum()
 }
 
-/// Lists and judges every running object in scope, as the controller's reports do.
+/// What the reports name.
+fn from_reports<'r>(reports: impl IntoIterator<Item = &'r PolicyReport>) -> Found {
+    let mut found = Found::default();
+    for result in reports.into_iter().flat_map(|r| &r.results) {
+        let images = ImageProperty::from_properties(&result.properties);
+        let unjudged = result
+            .properties
+            .get(UNJUDGED_PROPERTY)
+            .map(|n| n.parse().unwrap_or(1));
+        for o in &result.resources {
+            let workload = WorkloadRef {
+                namespace: o.namespace.clone(),
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+            };
+            if let Some(containers) = unjudged {
+                found.unjudged.push(UnjudgedEntry {
+                    workload: workload.clone(),
+                    containers,
+                });
+            }
+            found.uses.extend(images.iter().map(|image| Use {
+                workload: workload.clone(),
+                image: image.clone(),
+            }));
+        }
+    }
+    found
+}
+
+/// A live scan: the cluster, the configuration, and the base checks when bases are looked up.
+struct Live<'a> {
+    client: &'a Client,
+    config: &'a Config,
+    checks: Option<&'a BaseChecks>,
+}
+
+/// Base checks of one scan run at once (the checks pace their lookups).
+const CONCURRENT_CHECKS: usize = 8;
+
+impl Live<'_> {
+    /// Lists and judges every running object in scope, as the controller's reports do; with
+    /// base checks, the bases of the images a `builtOn` applies to, one check per distinct
+    /// image and bases.
+    async fn scan(&self, namespace: Option<&str>) -> Result<Found, Failure> {
+        let (mut found, keys) = live_scan(self.client, self.config, namespace).await?;
+        let Some(checks) = self.checks else {
+            return Ok(found);
+        };
+        let distinct: BTreeSet<&Key> = keys.values().collect();
+        let now = duration::now();
+        let findings: BTreeMap<&Key, BaseProperty> = futures::stream::iter(distinct)
+            .map(|key| async move {
+                let finding = match key.0.parse::<ImageRef>() {
+                    Ok(image) => checks.check(&image, &key.1, now).await,
+                    Err(_) => None,
+                };
+                (key, finding.map(|f| f.property()))
+            })
+            .buffer_unordered(CONCURRENT_CHECKS)
+            .filter_map(|(key, p)| async move { p.map(|p| (key, p)) })
+            .collect()
+            .await;
+        for u in &mut found.uses {
+            let at = (u.workload.namespace.clone(), u.image.image.clone());
+            u.image.base = keys.get(&at).and_then(|k| findings.get(k)).cloned();
+        }
+        Ok(found)
+    }
+}
+
+/// Lists and judges every running object in scope, as the controller's reports do; with the
+/// base check each (namespace, image) needs.
 async fn live_scan(
     client: &Client,
     config: &Config,
     namespace: Option<&str>,
-) -> Result<Vec<Use>, Failure> {
+) -> Result<(Found, BTreeMap<(String, String), Key>), Failure> {
     let now = duration::now();
     let namespaces = read_namespaces(client, namespace, 500).await?;
     let grants: Vec<ByocGrant> = match cluster::list_grants(client).await {
@@ -289,7 +438,8 @@ async fn live_scan(
             .or_default()
             .push(object);
     }
-    let mut uses = Vec::new();
+    let mut found = Found::default();
+    let mut keys = BTreeMap::new();
     for ns in &namespaces {
         let name = ns.metadata.name.clone().unwrap_or_default();
         if config.is_exempt(&name) {
@@ -301,9 +451,37 @@ async fn live_scan(
         let empty = BTreeMap::new();
         let (allowance, _) = Allowance::from_labels(ns.metadata.labels.as_ref().unwrap_or(&empty));
         let verdicts = judge_namespace(config, &allowance, now, objects);
-        uses.extend(uses_of(&verdicts, &name, &grants, now));
+        let annotation = ns
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REQUIREMENTS_ANNOTATION));
+        for key in base::keys(
+            config,
+            &name,
+            &allowance,
+            annotation.map(String::as_str),
+            &verdicts,
+            now,
+        ) {
+            keys.insert((name.clone(), key.0.clone()), key);
+        }
+        found.uses.extend(uses_of(&verdicts, &name, &grants, now));
+        found.unjudged.extend(
+            verdicts
+                .iter()
+                .filter(|v| v.unjudged > 0)
+                .map(|v| UnjudgedEntry {
+                    workload: WorkloadRef {
+                        namespace: name.clone(),
+                        kind: v.source.kind().to_owned(),
+                        name: v.name.clone(),
+                    },
+                    containers: v.unjudged,
+                }),
+        );
     }
-    Ok(uses)
+    Ok((found, keys))
 }
 
 /// The uses of `verdicts`, naming grants as the reports do.
@@ -331,6 +509,7 @@ fn uses_of(
                             .unwrap_or_else(|| byoc_api::report::ALLOWED_BY_LABELS.to_owned()),
                         None => byoc_api::report::ALLOWED_BY_REFUSED.to_owned(),
                     },
+                    base: None,
                 },
             })
         })
@@ -358,34 +537,61 @@ where
     Ok(all)
 }
 
-/// Groups uses by image and allowance, images sorted by name.
+/// Groups uses by image and allowance, images sorted by name; an image's base is the first
+/// stale one named, else the first named.
 fn group(uses: impl IntoIterator<Item = Use>) -> Vec<ImageEntry> {
-    let mut groups: BTreeMap<(String, String), (Option<String>, BTreeSet<WorkloadRef>)> =
-        BTreeMap::new();
+    type Group = (Option<String>, Option<BaseProperty>, BTreeSet<WorkloadRef>);
+    let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
     for Use { workload, image } in uses {
         let entry = groups
             .entry((image.image, image.allowed_by))
-            .or_insert_with(|| (image.registry, BTreeSet::new()));
-        entry.1.insert(workload);
+            .or_insert_with(|| (image.registry, None, BTreeSet::new()));
+        let stale = |b: &Option<BaseProperty>| b.as_ref().is_some_and(BaseProperty::is_stale);
+        if entry.1.is_none() || (!stale(&entry.1) && stale(&image.base)) {
+            entry.1 = image.base.or(entry.1.take());
+        }
+        entry.2.insert(workload);
     }
     groups
         .into_iter()
-        .map(|((image, allowed_by), (registry, workloads))| ImageEntry {
-            image,
-            registry,
-            allowed_by,
-            namespaces: workloads
-                .iter()
-                .map(|w| w.namespace.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
-            workloads: workloads.into_iter().collect(),
-        })
+        .map(
+            |((image, allowed_by), (registry, base, workloads))| ImageEntry {
+                image,
+                registry,
+                allowed_by,
+                base: base.as_ref().map(|b| b.base.clone()),
+                base_state: base.as_ref().map(|b| b.state.clone()),
+                rebuild_on: base.and_then(|b| b.rebuild_on),
+                namespaces: workloads
+                    .iter()
+                    .map(|w| w.namespace.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+                workloads: workloads.into_iter().collect(),
+            },
+        )
         .collect()
 }
 
-/// The table: counts by default, names with `wide`.
+/// `--stale`: one row per workload and image that needs a rebuild.
+fn stale_table(inventory: &Inventory) -> String {
+    let mut t = Table::new(vec!["NAMESPACE", "WORKLOAD", "IMAGE", "BASE", "REBUILD ON"]);
+    for e in &inventory.images {
+        for w in &e.workloads {
+            t.push(vec![
+                w.namespace.clone(),
+                format!("{}/{}", w.kind, w.name),
+                e.image.clone(),
+                e.base.clone().unwrap_or_default(),
+                e.rebuild_on.clone().unwrap_or_default(),
+            ]);
+        }
+    }
+    t.to_string()
+}
+
+/// The table: counts by default, names with `wide`; the workloads with unjudged images last.
 fn table(inventory: &Inventory, wide: bool) -> String {
     let mut t = Table::new(vec![
         "IMAGE",
@@ -418,6 +624,27 @@ fn table(inventory: &Inventory, wide: bool) -> String {
             workloads,
         ]);
     }
+    for u in &inventory.unjudged {
+        let w = &u.workload;
+        t.push(vec![
+            format!(
+                "({} containers not judged: over the per-object cap)",
+                u.containers
+            ),
+            "-".to_owned(),
+            "UNJUDGED".to_owned(),
+            if wide {
+                w.namespace.clone()
+            } else {
+                "1".to_owned()
+            },
+            if wide {
+                format!("{}/{}/{}", w.namespace, w.kind, w.name)
+            } else {
+                "1".to_owned()
+            },
+        ]);
+    }
     t.to_string()
 }
 
@@ -437,6 +664,7 @@ mod tests {
                 image: image.into(),
                 registry: image.parse::<ImageRef>().ok().map(|r| r.registry()),
                 allowed_by: allowed_by.into(),
+                base: None,
             },
         }
     }
@@ -456,18 +684,28 @@ mod tests {
             source: "live",
             live_namespaces: Vec::new(),
             images: group(uses),
+            unjudged: vec![UnjudgedEntry {
+                workload: WorkloadRef {
+                    namespace: "tool-d".into(),
+                    kind: "Deployment".into(),
+                    name: "wide".into(),
+                },
+                containers: 72,
+            }],
         };
         assert_eq!(
             table(&inventory, false),
-            "IMAGE         REGISTRY    GRANT     NAMESPACES   WORKLOADS\n\
-             Bad Ref       <invalid>   REFUSED   1            1\n\
-             nginx         docker.io   REFUSED   1            1\n\
-             quay.io/a:1   quay.io     grant-a   1            2\n\
-             quay.io/a:1   quay.io     grant-b   1            1\n"
+            "IMAGE                                                 REGISTRY    GRANT      NAMESPACES   WORKLOADS\n\
+             Bad Ref                                               <invalid>   REFUSED    1            1\n\
+             nginx                                                 docker.io   REFUSED    1            1\n\
+             quay.io/a:1                                           quay.io     grant-a    1            2\n\
+             quay.io/a:1                                           quay.io     grant-b    1            1\n\
+             (72 containers not judged: over the per-object cap)   -           UNJUDGED   1            1\n"
         );
         let wide = table(&inventory, true);
         assert!(
-            wide.contains("grant-a   tool-a       tool-a/CronJob/nightly,tool-a/Deployment/web"),
+            wide.contains("tool-a/CronJob/nightly,tool-a/Deployment/web")
+                && wide.contains("UNJUDGED   tool-d       tool-d/Deployment/wide"),
             "{wide}"
         );
     }
@@ -505,7 +743,7 @@ mod tests {
             ..PolicyReport::default()
         };
         assert_eq!(
-            from_reports(&[report]),
+            from_reports(&[report]).uses,
             vec![
                 use_of("tool-a", "Deployment", "web", "quay.io/a:1", "g"),
                 use_of(
@@ -517,6 +755,42 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn stale_images_are_listed_with_what_to_rebuild_on() {
+        let base = |state: &str| BaseProperty {
+            base: "r.org/base:1@sha256:01".into(),
+            state: state.into(),
+            rebuild_on: (state != "current").then(|| "r.org/base:1".into()),
+            error: None,
+        };
+        let mut old = use_of("tool-a", "Deployment", "web", "r.org/a/web:1", "platform");
+        old.image.base = Some(base("older"));
+        let mut old_b = use_of("tool-b", "Deployment", "web", "r.org/a/web:1", "platform");
+        old_b.image.base = Some(base("current"));
+        let mut new = use_of("tool-a", "Deployment", "api", "r.org/a/api:1", "platform");
+        new.image.base = Some(base("current"));
+        let stale: Vec<Use> = [old, old_b, new]
+            .into_iter()
+            .filter(|u| u.image.base.as_ref().is_some_and(BaseProperty::is_stale))
+            .collect();
+        let inventory = Inventory {
+            kind: "ByocImages",
+            version: 1,
+            source: "reports",
+            live_namespaces: Vec::new(),
+            images: group(stale),
+            unjudged: Vec::new(),
+        };
+        assert_eq!(
+            stale_table(&inventory),
+            "NAMESPACE   WORKLOAD         IMAGE           BASE                     REBUILD ON\n\
+             tool-a      Deployment/web   r.org/a/web:1   r.org/base:1@sha256:01   r.org/base:1\n"
+        );
+        let json = serde_json::to_value(&inventory).unwrap();
+        assert_eq!(json["images"][0]["baseState"], "older");
+        assert_eq!(json["images"][0]["rebuildOn"], "r.org/base:1");
     }
 
     #[test]

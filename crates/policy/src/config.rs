@@ -77,6 +77,7 @@ impl fmt::Display for Mode {
 ///   cacheBytes: 67108864
 ///   tagTtl: 30s
 ///   perHostConcurrency: 8
+///   reportLookupsPerSecond: 20     # the controller's lookups for stale-base reports
 /// ```
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -206,6 +207,17 @@ pub struct RegistryLookups {
     /// Requests in flight per registry at most.
     #[serde(default = "default_per_host_concurrency")]
     pub per_host_concurrency: usize,
+    /// Registry lookups per second the controller makes for the reports' base checks, over all
+    /// namespaces (cache hits included), from 1 to [`MAX_REPORT_LOOKUPS_PER_SECOND`].
+    #[serde(default = "default_report_lookups_per_second")]
+    pub report_lookups_per_second: u32,
+}
+
+/// The most [`RegistryLookups::report_lookups_per_second`] may be.
+pub const MAX_REPORT_LOOKUPS_PER_SECOND: u32 = 1000;
+
+fn default_report_lookups_per_second() -> u32 {
+    20
 }
 
 fn default_budget() -> SignedDuration {
@@ -238,6 +250,7 @@ impl Default for RegistryLookups {
             cache_bytes: default_cache_bytes(),
             tag_ttl: default_tag_ttl(),
             per_host_concurrency: default_per_host_concurrency(),
+            report_lookups_per_second: default_report_lookups_per_second(),
         }
     }
 }
@@ -688,6 +701,15 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if !(1..=MAX_REPORT_LOOKUPS_PER_SECOND).contains(&lookups.report_lookups_per_second) {
+            return invalid(
+                "registryLookups.reportLookupsPerSecond",
+                format!(
+                    "must be from 1 to {MAX_REPORT_LOOKUPS_PER_SECOND}, not {}",
+                    lookups.report_lookups_per_second
+                ),
+            );
+        }
         if let Some(bad) = lookups.insecure_registries.iter().find(|r| {
             r.parse::<RegistryPattern>()
                 .map_or(true, |p| p.path().is_some() || p.to_string() != **r)
@@ -1003,7 +1025,7 @@ mod tests {
             "platformRequirements: {builtOn: [tools-harbor.wmcloud.org/toolforge/base]}\n\
              baseImages:\n  - image: tools-harbor.wmcloud.org/toolforge/base:22\n    deprecated: 2027-01-01T00:00:00Z\n\
              platforms: [linux/amd64, linux/arm64/v8]\n\
-             registryLookups:\n  budget: 500ms\n  failureMode: {builtOn: allow}\n  insecureRegistries: [127.0.0.1:5000]\n  cacheBytes: 1048576\n  tagTtl: 0s\n  perHostConcurrency: 2\n",
+             registryLookups:\n  budget: 500ms\n  failureMode: {builtOn: allow}\n  insecureRegistries: [127.0.0.1:5000]\n  cacheBytes: 1048576\n  tagTtl: 0s\n  perHostConcurrency: 2\n  reportLookupsPerSecond: 5\n",
         )
         .unwrap();
         let lookups = &config.registry_lookups;
@@ -1011,6 +1033,11 @@ mod tests {
         assert_eq!(lookups.failure_mode.built_on, FailureMode::Allow);
         assert_eq!(lookups.failure_mode.source_from, FailureMode::Fail);
         assert_eq!(lookups.tag_ttl, SignedDuration::ZERO);
+        assert_eq!(lookups.report_lookups_per_second, 5);
+        assert_eq!(
+            Config::default().registry_lookups.report_lookups_per_second,
+            20
+        );
         assert_eq!(config.node_platforms().len(), 2);
         assert_eq!(config.listed_bases().len(), 1);
         assert!(config.listed_bases()[0].deprecated.is_some());
@@ -1025,6 +1052,14 @@ mod tests {
         for (yaml, want) in [
             ("registryLookups: {budget: 11s}", "registryLookups.budget"),
             ("registryLookups: {budget: 0s}", "registryLookups.budget"),
+            (
+                "registryLookups: {reportLookupsPerSecond: 0}",
+                "registryLookups.reportLookupsPerSecond: must be from 1 to 1000, not 0",
+            ),
+            (
+                "registryLookups: {reportLookupsPerSecond: 5000}",
+                "registryLookups.reportLookupsPerSecond",
+            ),
             ("registryLookups: {budget: soon}", "like 2s, 500ms"),
             ("registryLookups: {failureMode: {builtOn: maybe}}", "maybe"),
             ("registryLookups: {failureMode: {digest: allow}}", "digest"),

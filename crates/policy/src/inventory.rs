@@ -484,6 +484,9 @@ pub struct Verdict {
     pub refused: Result<Listed<Violation>, String>,
     /// What the cap on containers left out of it and its pods ([`left_out_notice`]).
     pub notice: Option<String>,
+    /// Containers and image volumes left out by the cap whose images were not read, so not
+    /// in [`Verdict::images`]: counted, never judged.
+    pub unjudged: usize,
 }
 
 /// What [`MAX_CONTAINERS`] left out of `subject`, if anything, for people to read.
@@ -677,6 +680,7 @@ fn judge(
         images,
         refused,
         notice,
+        unjudged: left_out.unread_images,
     }
 }
 
@@ -1303,12 +1307,14 @@ mod tests {
                  among those judged (at most 128 are kept per pod spec)"
             )
         );
+        assert_eq!(v.unjudged, 0, "their images are among those judged");
         // 200 distinct allowed images: what was read passes, the rest is unknown: an error.
         let wide = pod((0..200).map(distinct).collect(), Vec::new());
         let [v] = &judge_namespace(&config, &Allowance::default(), now(), [&wide])[..] else {
             panic!("one verdict")
         };
         assert_eq!(v.images.len(), MAX_CONTAINERS);
+        assert_eq!(v.unjudged, 72);
         assert_eq!(
             v.refused.as_ref().unwrap_err(),
             "Pod tool-a/p: 72 more containers and image volumes not listed, 72 of them with \

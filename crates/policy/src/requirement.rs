@@ -37,6 +37,7 @@ use jiff::Timestamp;
 use crate::oci::{Digest, ImageConfig, Manifest, Platform, SOURCE_LABEL};
 use crate::reference::ImageRef;
 
+pub mod base;
 pub mod pending;
 
 /// The platform the nodes run when none is configured.
@@ -526,21 +527,24 @@ fn evaluate(
 /// repository of every listed base. `Satisfied` names the base and its state for each image of
 /// the reference; `Refused` says it is built on none of them.
 pub fn base_of(image: &ImageRef, ctx: &Context, facts: &Facts) -> Verdict {
-    let mut repositories: Vec<BasePattern> = ctx
-        .bases
-        .iter()
-        .filter_map(|b| repository(&b.image).parse().ok())
-        .map(|repository| BasePattern {
-            repository,
-            pin: Pin::Repository,
-        })
-        .collect();
+    let mut repositories: Vec<BasePattern> = listed_repositories(ctx.bases).collect();
     repositories.sort();
     repositories.dedup();
     if repositories.is_empty() {
         return Verdict::Satisfied(Vec::new());
     }
     evaluate(image, &Requirements::default(), &repositories, ctx, facts)
+}
+
+/// The repositories of the listed bases, as `builtOn` entries of any image of them.
+fn listed_repositories(bases: &[ListedBase]) -> impl Iterator<Item = BasePattern> + '_ {
+    bases
+        .iter()
+        .filter_map(|b| repository(&b.image).parse().ok())
+        .map(|repository| BasePattern {
+            repository,
+            pin: Pin::Repository,
+        })
 }
 
 /// A candidate base image of a `builtOn` entry.

@@ -21,6 +21,7 @@
 //! lists), so a tenant cannot point the webhook at a host of its choosing.
 
 mod auth;
+pub mod bases;
 mod cache;
 mod client;
 mod digest;
@@ -30,6 +31,7 @@ mod gather;
 pub mod lookups;
 
 pub use auth::{Credentials, CredentialsError};
+pub use bases::BaseChecks;
 pub use client::{Budget, BuildError, CacheStats, Client, ClientConfig, Fetched, Repository};
 pub use digest::{Digest, DigestParseError};
 pub use error::RegistryError;

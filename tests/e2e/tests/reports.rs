@@ -359,6 +359,45 @@ async fn a_flood_of_containers_and_refused_images_neither_bloats_the_controller_
         "{}",
         flood.message
     );
+    // `kubectl byoc images` drops nothing (third cold review, F4): the containers past the
+    // cap are counted as unjudged, and the wide ones' images past the 20 a result names are
+    // listed, from a live scan of the namespace.
+    let out = kubectl_byoc(["images", "-n", ns, "-o", "json"]).exits(0);
+    let inventory: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let unjudged = inventory["unjudged"].as_array().expect("unjudged");
+    assert_eq!(unjudged.len(), FLOODS, "{}", out.stderr);
+    assert!(
+        unjudged
+            .iter()
+            .all(|u| u["containers"] == 1172 && u["workload"]["kind"] == "Deployment"),
+        "{unjudged:?}"
+    );
+    let quay = inventory["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter(|e| {
+            e["image"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("quay.io/"))
+        })
+        .count();
+    assert_eq!(quay, WIDE * 100, "every wide image listed");
+    assert_eq!(inventory["liveNamespaces"], json!([ns]), "{}", out.stderr);
+    let table = kubectl_byoc(["images", "-n", ns]).exits(0);
+    assert_eq!(
+        table
+            .stdout
+            .lines()
+            .filter(
+                |l| l.contains("(1172 containers not judged: over the per-object cap)")
+                    && l.contains("UNJUDGED")
+            )
+            .count(),
+        FLOODS,
+        "{}",
+        table.stdout
+    );
     let (_, after) = byoc_e2e::bench::rss_mib(controller.pid());
     assert!(
         after - before < 48.0,

@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 
 use byoc_api::report::{
-    ALLOWED_BY_LABELS, ALLOWED_BY_REFUSED, ImageProperty, MANAGED_BY, MANAGED_BY_LABEL, Outcome,
-    POLICY, PolicyReport, REPORT_NAME, RESULTS_LEFT_OUT, RULE, ReportResult, ResourceRef,
-    ResultTime, SOURCE, Summary,
+    ALLOWED_BY_LABELS, ALLOWED_BY_REFUSED, BaseProperty, ImageProperty, MANAGED_BY,
+    MANAGED_BY_LABEL, OMITTED_PROPERTY, Outcome, POLICY, PolicyReport, REPORT_NAME,
+    RESULTS_LEFT_OUT, RULE, ReportResult, ResourceRef, ResultTime, SOURCE, Summary,
+    UNJUDGED_PROPERTY,
 };
 use byoc_policy::inventory::{AllowedBy, Verdict};
+use byoc_policy::requirement::base::{Finding, rebuild_message};
 use byoc_policy::{Config, Mode};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -23,23 +25,47 @@ pub const MAX_LINES: usize = 20;
 /// [`OMITTED_PROPERTY`].
 pub const MAX_IMAGES: usize = 20;
 
-/// The property counting the images a result does not name.
-pub const OMITTED_PROPERTY: &str = "images.omitted";
-
 /// The largest report written with its results, serialized (the API server takes 3 MiB per
 /// request and etcd 1.5 MiB per object). A larger one keeps the results that fit, the ones
 /// that do not pass first ([`fitting`]), counts every outcome in its summary, and says how many
 /// results it left out in the annotation [`RESULTS_LEFT_OUT`].
 pub const MAX_REPORT_BYTES: usize = 1 << 20;
 
+/// What is known of an image's base when its report is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaseLine {
+    /// A base check applies and its answer has not come yet: the report is written without
+    /// waiting, and written again when it comes.
+    Checking,
+    /// The answer.
+    Found(Finding),
+}
+
+impl BaseLine {
+    /// As the result's properties say it.
+    pub fn property(&self) -> BaseProperty {
+        match self {
+            Self::Checking => BaseProperty {
+                base: "checking".to_owned(),
+                state: "checking".to_owned(),
+                rebuild_on: None,
+                error: None,
+            },
+            Self::Found(finding) => finding.property(),
+        }
+    }
+}
+
 /// The report `namespace` should carry, or `None` when it has no workload (then it carries no
-/// report). `grant_name` names the grant behind an allowance. A result equal to one of
-/// `previous` keeps its timestamp, so an unchanged namespace gets an identical report.
+/// report). `grant_name` names the grant behind an allowance, `base_of` what is known of an
+/// image's base (`None`: no base check applies to it). A result equal to one of `previous`
+/// keeps its timestamp, so an unchanged namespace gets an identical report.
 pub fn report(
     config: &Config,
     namespace: &str,
     verdicts: &[Verdict],
     grant_name: impl Fn(&AllowedBy) -> Option<String>,
+    base_of: impl Fn(&str) -> Option<BaseLine>,
     previous: Option<&PolicyReport>,
     now: Timestamp,
 ) -> Option<PolicyReport> {
@@ -49,7 +75,7 @@ pub fn report(
     let results: Vec<ReportResult> = verdicts
         .iter()
         .map(|v| {
-            let mut result = result(config, namespace, v, &grant_name);
+            let mut result = result(config, namespace, v, &grant_name, &base_of);
             result.timestamp = previous
                 .into_iter()
                 .flat_map(|p| &p.results)
@@ -183,8 +209,9 @@ fn result(
     namespace: &str,
     verdict: &Verdict,
     grant_name: &impl Fn(&AllowedBy) -> Option<String>,
+    base_of: &impl Fn(&str) -> Option<BaseLine>,
 ) -> ReportResult {
-    let (outcome, mut message) = match &verdict.refused {
+    let (mut outcome, mut message) = match &verdict.refused {
         Err(unreadable) => (Outcome::Error, unreadable.clone()),
         Ok(violations) if violations.is_empty() => (Outcome::Pass, PASS_MESSAGE.to_owned()),
         Ok(violations) => (
@@ -205,6 +232,34 @@ fn result(
         message.push('\n');
         message.push_str(notice);
     }
+    // Allowed images on a base that is no longer current: a pass becomes a warning to rebuild.
+    let lines: Vec<(&str, Option<BaseLine>)> = verdict
+        .images
+        .iter()
+        .map(|u| {
+            let line = u.allowed_by.as_ref().and_then(|_| base_of(&u.image));
+            (u.image.as_str(), line)
+        })
+        .collect();
+    let stale: Vec<String> = lines
+        .iter()
+        .filter_map(|(image, line)| match line {
+            Some(BaseLine::Found(Finding::Stale {
+                base, rebuild_on, ..
+            })) => Some(rebuild_message(image, base, rebuild_on)),
+            _ => None,
+        })
+        .collect();
+    if outcome == Outcome::Pass && !stale.is_empty() {
+        outcome = Outcome::Warn;
+        message = bounded_lines(stale.iter().cloned(), stale.len(), MAX_LINES);
+    }
+    let base_property = |image: &str| {
+        lines
+            .iter()
+            .find(|(i, _)| *i == image)
+            .and_then(|(_, line)| line.as_ref().map(BaseLine::property))
+    };
     // Refused images first, so that the ones named are the ones to act on.
     let mut uses: Vec<_> = verdict.images.iter().collect();
     uses.sort_by_key(|u| u.allowed_by.is_some());
@@ -219,6 +274,7 @@ fn result(
                 Some(a) => grant_name(a).unwrap_or_else(|| ALLOWED_BY_LABELS.to_owned()),
                 None => ALLOWED_BY_REFUSED.to_owned(),
             },
+            base: base_property(&u.image),
         })
         .collect();
     ReportResult {
@@ -239,6 +295,9 @@ fn result(
             let mut properties = ImageProperty::to_properties(&images);
             if omitted > 0 {
                 properties.insert(OMITTED_PROPERTY.to_owned(), omitted.to_string());
+            }
+            if verdict.unjudged > 0 {
+                properties.insert(UNJUDGED_PROPERTY.to_owned(), verdict.unjudged.to_string());
             }
             properties
         },
@@ -287,6 +346,11 @@ mod tests {
         .unwrap()
     }
 
+    /// The report of tool-a by names only: no grant named, no base known.
+    fn by_names(config: &Config, verdicts: &[Verdict]) -> Option<PolicyReport> {
+        report(config, "tool-a", verdicts, |_| None, |_| None, None, now())
+    }
+
     fn build(
         config: &Config,
         allowance: &Allowance,
@@ -306,7 +370,7 @@ mod tests {
             AllowedBy::Granted(p) if p.to_string() == "quay.io" => Some("tool-a-quay".to_owned()),
             _ => None,
         };
-        report(config, "tool-a", &verdicts, grant, previous, at).unwrap()
+        report(config, "tool-a", &verdicts, grant, |_| None, previous, at).unwrap()
     }
 
     #[test]
@@ -407,7 +471,7 @@ mod tests {
                 .collect();
             let images: Vec<&str> = images.iter().map(String::as_str).collect();
             let verdicts = judge_namespace(&config, &quay(), now(), &[deployment("d", &images)]);
-            let r = report(&config, "tool-a", &verdicts, |_| None, None, now()).unwrap();
+            let r = by_names(&config, &verdicts).unwrap();
             let result = &r.results[0];
             let case = format!("{refused} refused, {allowed} allowed");
             assert_eq!(result.message.lines().count(), lines, "{case}");
@@ -452,7 +516,7 @@ mod tests {
             })
             .collect();
         let verdicts = judge_namespace(&config, &quay(), now(), &objects);
-        let r = report(&config, "tool-a", &verdicts, |_| None, None, now()).unwrap();
+        let r = by_names(&config, &verdicts).unwrap();
         assert!(serialized_len(&r.results) <= MAX_REPORT_BYTES);
         assert!(serde_json::to_vec(&r).unwrap().len() <= MAX_REPORT_BYTES + 1024);
         assert_eq!((r.summary.pass, r.summary.fail), (0, 200));
@@ -463,7 +527,7 @@ mod tests {
         assert!(!r.results.is_empty() && left_out > 0, "{left_out}");
         assert_eq!(r.results.len() + left_out, 200);
         // One workload of them all is written with its results, and counts every image.
-        let one = report(&config, "tool-a", &verdicts[..1], |_| None, None, now()).unwrap();
+        let one = by_names(&config, &verdicts[..1]).unwrap();
         let result = &one.results[0];
         assert_eq!(
             ImageProperty::from_properties(&result.properties).len()
@@ -508,7 +572,7 @@ mod tests {
         let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
         objects.push(deployment("zz-refused", &refused));
         let verdicts = judge_namespace(&config, &quay(), now(), &objects);
-        let r = report(&config, "tool-a", &verdicts, |_| None, None, now()).unwrap();
+        let r = by_names(&config, &verdicts).unwrap();
         assert_eq!((r.summary.error, r.summary.fail), (300, 1));
         assert!(
             r.metadata
@@ -556,7 +620,7 @@ mod tests {
                 .chain(&verdicts[verdicts.len() - n / 2..])
                 .cloned()
                 .collect();
-            let r = report(&config, "tool-a", &verdicts, |_| None, None, now()).unwrap();
+            let r = by_names(&config, &verdicts).unwrap();
             assert!(serialized_len(&r.results) <= MAX_REPORT_BYTES);
             assert_eq!(r.summary.fail, 2, "{n}");
             assert_eq!(r.summary.pass as usize, n - 2, "{n}");
@@ -591,7 +655,7 @@ mod tests {
     #[test]
     fn a_namespace_without_workloads_has_no_report() {
         let config = Config::default();
-        assert!(report(&config, "tool-a", &[], |_| None, None, now()).is_none());
+        assert!(by_names(&config, &[]).is_none());
     }
 
     #[test]
@@ -604,5 +668,73 @@ mod tests {
         stored.metadata.labels.clone_from(&r.metadata.labels);
         stored.metadata.resource_version = Some("9".into());
         assert!(is_current(&r, &stored));
+    }
+
+    #[test]
+    fn a_stale_base_warns_to_rebuild_and_an_unknown_one_keeps_the_pass() {
+        let config = Config::default();
+        let objects = [
+            deployment("old", &["docker-registry.tools.wmflabs.org/old:1"]),
+            deployment("odd", &["docker-registry.tools.wmflabs.org/odd:1"]),
+            deployment("new", &["docker-registry.tools.wmflabs.org/new:1"]),
+            deployment(
+                "bad",
+                &["nginx:1", "docker-registry.tools.wmflabs.org/old:1"],
+            ),
+        ];
+        let verdicts = judge_namespace(&config, &Allowance::default(), now(), &objects);
+        let base = "docker-registry.tools.wmflabs.org/base:1";
+        let base_of = |image: &str| match image {
+            "docker-registry.tools.wmflabs.org/old:1" => Some(BaseLine::Found(Finding::Stale {
+                base: format!("{base}@sha256:01"),
+                state: "older",
+                rebuild_on: base.to_owned(),
+            })),
+            "docker-registry.tools.wmflabs.org/odd:1" => Some(BaseLine::Found(Finding::Unknown(
+                "x".repeat(byoc_policy::requirement::base::MAX_BASE_ERROR * 2),
+            ))),
+            "docker-registry.tools.wmflabs.org/new:1" => Some(BaseLine::Checking),
+            _ => None,
+        };
+        let r = report(&config, "tool-a", &verdicts, |_| None, base_of, None, now()).unwrap();
+        let by = |name: &str| {
+            r.results
+                .iter()
+                .find(|x| x.resources[0].name == name)
+                .unwrap()
+        };
+        let old = by("old");
+        assert_eq!(old.result, Outcome::Warn);
+        assert_eq!(
+            old.message,
+            format!(
+                "docker-registry.tools.wmflabs.org/old:1: built on {base}@sha256:01, which is no longer current: rebuild on {base}"
+            )
+        );
+        assert_eq!(old.properties["baseState.1"], "older");
+        assert_eq!(old.properties["rebuildOn.1"], base);
+        let odd = by("odd");
+        assert_eq!(
+            (odd.result, odd.message.as_str()),
+            (Outcome::Pass, PASS_MESSAGE)
+        );
+        assert_eq!(odd.properties["base.1"], "unknown");
+        assert!(
+            odd.properties["baseError.1"].chars().count()
+                <= byoc_policy::requirement::base::MAX_BASE_ERROR + 1
+        );
+        let new = by("new");
+        assert_eq!(new.result, Outcome::Pass);
+        assert_eq!(new.properties["baseState.1"], "checking");
+        // A refusal stays a refusal; the refused image has no base line.
+        let bad = by("bad");
+        assert_eq!(bad.result, Outcome::Fail);
+        assert!(
+            !bad.properties.contains_key("base.1"),
+            "{:?}",
+            bad.properties
+        );
+        assert_eq!(bad.properties["baseState.2"], "older");
+        assert_eq!((r.summary.pass, r.summary.warn, r.summary.fail), (2, 1, 1));
     }
 }

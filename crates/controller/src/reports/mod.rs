@@ -12,14 +12,17 @@
 pub mod build;
 pub mod index;
 pub mod metrics;
+pub mod stale;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use byoc_api::labels::REQUIREMENTS_ANNOTATION;
 use byoc_api::report::{PolicyReport, REPORT_NAME};
 use byoc_api::{ByocGrant, LeanNamespace, StoredGrant};
 use byoc_policy::inventory::{AllowedBy, Inventoried, Of, judge_namespace};
+use byoc_policy::requirement::base;
 use byoc_policy::{Allowance, Config};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -78,6 +81,7 @@ pub struct ReportContext {
     metrics: Arc<ReportMetrics>,
     synced: watch::Receiver<bool>,
     written: Arc<Written>,
+    stale: Arc<stale::Stale>,
 }
 
 /// The reports this replica wrote whose watch event has not arrived yet, by namespace: until it
@@ -196,8 +200,19 @@ impl Reporter {
         .default_backoff()
         .touched_objects()
         .try_filter_map(|grant| async move { Ok(grant.target_namespace().map(ObjectRef::new)) });
+        let checks = byoc_registry::BaseChecks::new(
+            &config,
+            byoc_registry::lookups::client(&config, None).map_err(|e| e.to_string()),
+        );
+        let (stale, woken) =
+            stale::Stale::start(checks, config.registry_lookups.tag_ttl.unsigned_abs());
+        let base_events = stream::unfold(woken, |mut woken| async move {
+            let namespace = woken.recv().await?;
+            Some((Ok(ObjectRef::new(&namespace)), woken))
+        });
         let triggers = stream::select_all([
             namespace_events.boxed(),
+            base_events.boxed(),
             report_events.boxed(),
             grant_events.boxed(),
             kind_events::<Deployment>(&client, &index),
@@ -240,6 +255,7 @@ impl Reporter {
                 metrics,
                 synced,
                 written,
+                stale,
             }),
             namespaces,
             triggers,
@@ -334,10 +350,12 @@ async fn reconcile(
     if namespace.metadata.deletion_timestamp.is_some() {
         // The namespace controller deletes the report with everything else.
         ctx.metrics.forget(&name);
+        ctx.stale.forget(&name);
         return Ok(Action::await_change());
     }
     if ctx.config.is_exempt(&name) {
         ctx.metrics.forget(&name);
+        ctx.stale.forget(&name);
         if stored.is_some() {
             delete(&ctx, &name).await?;
         }
@@ -358,11 +376,26 @@ async fn reconcile(
         .cloned()
         .collect();
     let grant_name = |a: &AllowedBy| a.grant_name(&grants, &name, now);
+    let annotation = namespace
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REQUIREMENTS_ANNOTATION));
+    let keys = base::keys(
+        &ctx.config,
+        &name,
+        &allowance,
+        annotation.map(String::as_str),
+        &verdicts,
+        now,
+    );
+    let lines = ctx.stale.lines(&name, keys);
     let desired = build::report(
         &ctx.config,
         &name,
         &verdicts,
         grant_name,
+        |image| lines.get(image).cloned(),
         stored.as_deref(),
         now,
     );

@@ -1068,3 +1068,237 @@ mod settle {
         }
     }
 }
+
+mod bases {
+    use super::*;
+    use crate::requirement::base::{Finding, Found, find, remembered, tags_seen};
+
+    /// What `find` says of an image built on `layers`, the base `BASE:latest` now at
+    /// `current` (layers), with `listed` bases (suffix after `BASE`, deprecation) and the tag
+    /// remembered at `seen` (layers) when given.
+    struct Case<'a> {
+        what: &'a str,
+        current: &'a [u32],
+        image: &'a [u32],
+        listed: &'a [(&'a str, Option<&'a str>)],
+        seen: Option<&'a [u32]>,
+        want: &'a str,
+    }
+
+    fn run(case: &Case) {
+        let mut r = Registry::default();
+        let now_digest = r.image(case.current);
+        r.tag(BASE, "latest", &now_digest);
+        let old = r.image(&[1, 2]);
+        let listed: Vec<ListedBase> = case
+            .listed
+            .iter()
+            .map(|(suffix, deprecated)| ListedBase {
+                image: format!("{BASE}{}", suffix.replace("OLD", &old.to_string()))
+                    .parse()
+                    .unwrap(),
+                deprecated: deprecated.map(|d| d.parse().unwrap()),
+            })
+            .collect();
+        let seen: Vec<(String, String, Digest)> = case
+            .seen
+            .map(|layers| {
+                let digest = if layers == [1, 2] {
+                    old.clone()
+                } else {
+                    r.image(layers)
+                };
+                vec![(BASE.to_owned(), "latest".to_owned(), digest)]
+            })
+            .unwrap_or_default();
+        let bases = remembered(&listed, &seen);
+        let tool = r.image(case.image);
+        let platforms = amd64();
+        let ctx = context(&platforms, &bases);
+        let patterns = built_on(&[BASE]).validate().unwrap();
+        let got = find(
+            &format!("{TOOL}@{tool}").parse().unwrap(),
+            &patterns,
+            &ctx,
+            &r.facts,
+        );
+        let shown = match &got {
+            Found::Done(Finding::Current { .. }) => "current".to_owned(),
+            Found::Done(Finding::Stale {
+                state, rebuild_on, ..
+            }) => format!("{state}: rebuild on {rebuild_on}"),
+            Found::Done(Finding::Unknown(why)) => format!("unknown: {why}"),
+            other => format!("{other:?}"),
+        };
+        assert!(
+            shown.starts_with(case.want),
+            "{}: want {:?}, got {shown}",
+            case.what,
+            case.want
+        );
+    }
+
+    #[test]
+    fn stale_or_current() {
+        let latest = format!("rebuild on {BASE}:latest");
+        let older = format!("older: {latest}");
+        let deprecated = format!("deprecated: {latest}");
+        let cases = [
+            Case {
+                what: "on the image the tag points to now",
+                current: &[1, 2],
+                image: &[1, 2, 3],
+                listed: &[(":latest", None)],
+                seen: None,
+                want: "current",
+            },
+            Case {
+                what: "the tag moved since it was seen",
+                current: &[5, 6],
+                image: &[1, 2, 3],
+                listed: &[(":latest", None)],
+                seen: Some(&[1, 2]),
+                want: &older,
+            },
+            Case {
+                what: "the tag moved and its old image was never seen: not current",
+                current: &[5, 6],
+                image: &[1, 2, 3],
+                listed: &[(":latest", None)],
+                seen: None,
+                want: "unknown: not built on",
+            },
+            Case {
+                what: "on an older listed image",
+                current: &[5, 6],
+                image: &[1, 2, 3],
+                listed: &[(":latest", None), (":latest@OLD", None)],
+                seen: None,
+                want: &older,
+            },
+            Case {
+                what: "the older listed image is deprecated, in the past",
+                current: &[5, 6],
+                image: &[1, 2, 3],
+                listed: &[(":latest@OLD", Some("2026-01-01T00:00:00Z"))],
+                seen: None,
+                want: &deprecated,
+            },
+            Case {
+                what: "the current tag is deprecated, in the past",
+                current: &[1, 2],
+                image: &[1, 2, 3],
+                listed: &[(":latest", Some("2026-01-01T00:00:00Z"))],
+                seen: None,
+                want: "deprecated: rebuild on a current base image",
+            },
+            Case {
+                what: "deprecated in the future: still current",
+                current: &[1, 2],
+                image: &[1, 2, 3],
+                listed: &[(":latest", Some("2027-06-01T00:00:00Z"))],
+                seen: None,
+                want: "current",
+            },
+            Case {
+                what: "no listed base matches",
+                current: &[1, 2],
+                image: &[42, 3],
+                listed: &[(":latest", None)],
+                seen: None,
+                want: "unknown: not built on",
+            },
+        ];
+        for case in &cases {
+            run(case);
+        }
+    }
+
+    #[test]
+    fn every_platform_of_an_index_counts() {
+        let mut r = with_base();
+        let old = r.image(&[7, 8]);
+        let bases = [ListedBase {
+            image: format!("{BASE}:latest@{old}").parse().unwrap(),
+            deprecated: None,
+        }];
+        let platforms = vec![
+            DEFAULT_PLATFORM.parse().unwrap(),
+            "linux/arm64".parse().unwrap(),
+        ];
+        let ctx = context(&platforms, &bases);
+        let patterns = built_on(&[BASE]).validate().unwrap();
+        let (amd, arm_current, arm_old) = (
+            r.image(&[1, 2, 9]),
+            r.image(&[1, 2, 9]),
+            r.image(&[7, 8, 9]),
+        );
+        for (arm, want_stale) in [(arm_current, false), (arm_old, true)] {
+            let index = r.index(&[
+                (Some("linux/amd64"), amd.clone()),
+                (Some("linux/arm64"), arm),
+            ]);
+            let got = find(
+                &format!("{TOOL}@{index}").parse().unwrap(),
+                &patterns,
+                &ctx,
+                &r.facts,
+            );
+            match got {
+                Found::Done(Finding::Stale { base, .. }) if want_stale => {
+                    assert!(base.ends_with(&old.to_string()), "{base}")
+                }
+                Found::Done(Finding::Current { .. }) if !want_stale => {}
+                other => panic!("stale {want_stale}: {other:?}"),
+            }
+        }
+        // One platform on no base: unknown, never current.
+        let debian = r.image(&[42]);
+        let index = r.index(&[(Some("linux/amd64"), amd), (Some("linux/arm64"), debian)]);
+        assert!(matches!(
+            find(
+                &format!("{TOOL}@{index}").parse().unwrap(),
+                &patterns,
+                &ctx,
+                &r.facts
+            ),
+            Found::Done(Finding::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn nothing_is_asked_without_a_base_and_a_cold_image_asks() {
+        let r = Registry::default();
+        let platforms = amd64();
+        let listed = [ListedBase {
+            image: format!("{BASE}:latest").parse().unwrap(),
+            deprecated: None,
+        }];
+        let ctx = context(&platforms, &listed);
+        let image: ImageRef = format!("{TOOL}:1").parse().unwrap();
+        assert_eq!(find(&image, &[], &ctx, &r.facts), Found::NotChecked);
+        let patterns = built_on(&[BASE]).validate().unwrap();
+        let Found::Needs(need) = find(&image, &patterns, &ctx, &r.facts) else {
+            panic!("a cold image needs lookups")
+        };
+        assert!(need.contains(&Lookup::Tag {
+            repository: TOOL.to_owned(),
+            tag: "1".to_owned()
+        }));
+    }
+
+    #[test]
+    fn base_tags_are_remembered_not_the_images_own() {
+        let mut r = with_base();
+        let tool = r.image(&[1, 2, 3]);
+        r.tag(TOOL, "1", &tool);
+        let patterns = built_on(&[BASE]).validate().unwrap();
+        let seen = tags_seen(&patterns, &[], &r.facts);
+        assert_eq!(seen.len(), 1);
+        assert_eq!((seen[0].0.as_str(), seen[0].1.as_str()), (BASE, "latest"));
+        let bases = remembered(&[], &seen);
+        assert_eq!(bases[0].image.digest(), Some(seen[0].2.as_str()));
+        // Remembering twice adds nothing.
+        assert_eq!(remembered(&bases, &seen), bases);
+    }
+}
