@@ -17,19 +17,15 @@
 //! and registry work only.
 #![allow(clippy::print_stdout)]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use byoc_api::labels::{Allowance, Expiry, REQUIREMENTS_ANNOTATION};
-use byoc_api::requirements::{Alternative, NamespaceRequirements};
-use byoc_api::{BaseImage, ByocGrantSpec, LeanNamespace, Requirements};
-use byoc_e2e::bench::pod_review;
+use byoc_api::{BaseImage, Requirements};
+use byoc_e2e::bench::{granted_namespace as namespace, pod_review};
 use byoc_e2e::registry::{Images, LocalRegistry};
 use byoc_policy::Config;
 use byoc_registry::{Lookups, lookups};
 use byoc_webhook::{Metrics, NamespaceCache, Webhook};
 use clap::Parser;
-use kube::api::ObjectMeta;
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use prometheus_client::registry::Registry;
@@ -42,44 +38,6 @@ struct Args {
     /// Reviews of the cold series.
     #[arg(long, default_value_t = 200)]
     cold: usize,
-}
-
-fn namespace(name: &str, registry: &str, requirements: Option<&Requirements>) -> LeanNamespace {
-    let grant = ByocGrantSpec {
-        namespace: name.into(),
-        reason: "bench".into(),
-        registries: vec![registry.to_owned()],
-        any_registry: false,
-        namespace_uid: None,
-        expires_at: None,
-        requirements: None,
-    };
-    let labels = Allowance::for_grant(&grant)
-        .expect("a registry entry")
-        .to_labels()
-        .expect("labels");
-    let annotations = requirements.map(|r| {
-        let value = NamespaceRequirements {
-            version: byoc_api::requirements::ANNOTATION_VERSION,
-            registries: [(
-                registry.to_owned(),
-                vec![Alternative {
-                    expires: Expiry::Never,
-                    requirements: Some(r.clone()),
-                }],
-            )]
-            .into(),
-        };
-        BTreeMap::from([(REQUIREMENTS_ANNOTATION.to_owned(), value.to_annotation())])
-    });
-    LeanNamespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(labels),
-            annotations,
-            ..ObjectMeta::default()
-        },
-    }
 }
 
 /// p50 and p99 of `samples`.
