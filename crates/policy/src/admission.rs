@@ -172,7 +172,9 @@ impl Decision {
         let pending = std::mem::take(&mut self.pending);
         for (p, s) in pending.iter().zip(settled) {
             match s {
-                Settled::Met { softened } => self.softened.extend(softened.iter().cloned()),
+                Settled::Met { softened } => self.softened.extend(
+                    (softened.iter()).map(|line| format!("{} {:?}: {line}", p.kind, p.container)),
+                ),
                 Settled::Refused { .. } => {
                     self.violations.extend(Violation::unmet(p, namespace, s))
                 }

@@ -8,17 +8,29 @@
 //! and the configured budget (`registryLookups.budget`, default 2 s, at most 10 s). Only
 //! repositories a requirement names are asked: the image's own (its registry is allowed by
 //! name) and the `builtOn` bases of the grant or the platform.
+//!
+//! Each distinct image of a review (its reference and its alternatives) is looked up and
+//! judged once, whatever number of containers run it; the outcome is given to each of them.
+//! Judging (reading what the answers need next, comparing layer lists) is pure CPU whose cost
+//! the registry's answers set: a tenant-pushed index of hundreds of entries to a 512-layer
+//! manifest costs milliseconds per check. Answers under [`INLINE_WEIGHT`] are judged in place;
+//! heavier ones on the blocking pool, at most [`judges`] at once, and only until the budget's
+//! deadline: a review whose judging is not done by then is answered as if its lookups had
+//! run out of budget (refused, or admitted with a warning under `failureMode: allow`), while
+//! the async workers go on answering every other review.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use byoc_policy::Config;
 use byoc_policy::config::FailureModes;
-use byoc_policy::oci::Platform;
+use byoc_policy::oci::{Manifest, Platform};
 use byoc_policy::requirement::pending::{Pending, Settled, Unfinished};
-use byoc_policy::requirement::{Context, Facts, ListedBase, Lookup};
+use byoc_policy::requirement::{Answer, Context, Facts, ListedBase, Lookup};
 use jiff::Timestamp;
 use thiserror::Error;
+use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use crate::{Budget, Client, ClientConfig, Credentials};
@@ -28,6 +40,15 @@ pub const MAX_CONCURRENT: usize = 16;
 
 /// Lookups one review may make in all (cache hits included).
 pub const MAX_LOOKUPS: usize = 64;
+
+/// The largest `weight` (of the answers, times the images) judged on the async worker that runs the review: about 50 µs of
+/// CPU. Ordinary images (one index of a few platforms, tens of layers) weigh a few hundred.
+pub const INLINE_WEIGHT: usize = 4096;
+
+/// Judgements on the blocking pool at once, all reviews together: the machine's cores.
+pub fn judges() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
 
 /// Why the registry client cannot be set up.
 #[derive(Debug, Error)]
@@ -54,6 +75,11 @@ pub trait LookupMetrics: Send + Sync {
     /// The client's cache totals after a review: `hits` and `misses` since it started,
     /// `bytes` cached now.
     fn registry_cache(&self, hits: u64, misses: u64, bytes: usize);
+
+    /// `images` distinct images judged in one pass, `place` saying where: `inline` (on the
+    /// review's async worker), `pool` (on the blocking pool) or `late` (the pass did not end
+    /// within the budget; the review was answered without it).
+    fn judged(&self, place: &'static str, images: usize);
 }
 
 /// Nothing is counted: for a one-shot run such as `kubectl byoc check`.
@@ -61,6 +87,8 @@ impl LookupMetrics for () {
     fn lookup(&self, _: &'static str, _: Duration) {}
 
     fn registry_cache(&self, _: u64, _: u64, _: usize) {}
+
+    fn judged(&self, _: &'static str, _: usize) {}
 }
 
 /// The registry client as the configuration sets it up (with `tls`, or the system's roots).
@@ -95,11 +123,99 @@ pub fn client(config: &Config, tls: Option<rustls::ClientConfig>) -> Result<Clie
 /// platforms, the listed bases, the budget and the failure modes.
 pub struct Lookups {
     client: Result<Client, String>,
-    platforms: Vec<Platform>,
-    bases: Vec<ListedBase>,
+    platforms: Arc<[Platform]>,
+    bases: Arc<[ListedBase]>,
     budget: Duration,
     modes: FailureModes,
     metrics: Box<dyn LookupMetrics>,
+    /// Permits for judgements on the blocking pool ([`judges`]).
+    judges: Arc<Semaphore>,
+}
+
+/// The distinct images of a review's pending containers, with what judging them needs, owned
+/// so that a pass can run on the blocking pool.
+struct Judging {
+    namespace: String,
+    tool_prefix: String,
+    platforms: Arc<[Platform]>,
+    bases: Arc<[ListedBase]>,
+    now: Timestamp,
+    modes: FailureModes,
+    /// One pending container per distinct image.
+    images: Vec<Pending>,
+}
+
+impl Judging {
+    fn ctx(&self) -> Context<'_> {
+        Context {
+            namespace: &self.namespace,
+            tool_prefix: &self.tool_prefix,
+            platforms: &self.platforms,
+            bases: &self.bases,
+            now: self.now,
+        }
+    }
+
+    fn needs(&self, facts: &Facts) -> BTreeSet<Lookup> {
+        let ctx = self.ctx();
+        self.images
+            .iter()
+            .flat_map(|p| p.needs(&ctx, facts))
+            .collect()
+    }
+
+    fn settle(&self, facts: &Facts, unfinished: &Unfinished) -> Vec<Settled> {
+        let ctx = self.ctx();
+        (self.images.iter())
+            .map(|p| p.settle(&ctx, facts, self.modes, unfinished))
+            .collect()
+    }
+}
+
+/// The distinct images of `pending` (the first container of each), and for each container
+/// the index of its image. Containers of one image have the same alternatives, as the
+/// allowances come from the image's registry; both are compared all the same.
+fn distinct(pending: &[Pending]) -> (Vec<Pending>, Vec<usize>) {
+    let mut images: Vec<Pending> = Vec::new();
+    let mut seen: HashMap<_, Vec<usize>> = HashMap::new();
+    let mut of = Vec::with_capacity(pending.len());
+    for p in pending {
+        let same = seen.entry(&p.reference).or_default();
+        let found = same
+            .iter()
+            .copied()
+            .find(|&i| images[i].alternatives == p.alternatives);
+        let i = found.unwrap_or_else(|| {
+            images.push(p.clone());
+            same.push(images.len() - 1);
+            images.len() - 1
+        });
+        of.push(i);
+    }
+    (images, of)
+}
+
+/// How much CPU judging `images` images with `facts` may take, in units of one layer or index
+/// entry looked at: every image may walk every index entry to every image manifest's layers.
+fn weight(facts: &Facts, images: usize) -> usize {
+    let (mut entries, mut layers) = (0usize, 0usize);
+    for manifest in facts.manifests.values() {
+        match manifest {
+            Answer::Found(Manifest::Index(e)) => entries = entries.saturating_add(e.len()),
+            Answer::Found(Manifest::Image(m)) => layers = layers.max(m.layers.len()),
+            Answer::Failed(_) | Answer::Unavailable(_) => {}
+        }
+    }
+    let configs: usize = (facts.configs.values())
+        .map(|c| match c {
+            Answer::Found(c) => c.diff_ids.len(),
+            Answer::Failed(_) | Answer::Unavailable(_) => 0,
+        })
+        .sum();
+    let per_image = (entries.saturating_add(1))
+        .saturating_mul(layers.saturating_add(1))
+        .saturating_add(configs);
+    per_image.saturating_mul(images)
 }
 
 impl Lookups {
@@ -112,11 +228,12 @@ impl Lookups {
     ) -> Self {
         Self {
             client,
-            platforms: config.node_platforms(),
-            bases: config.listed_bases(),
+            platforms: config.node_platforms().into(),
+            bases: config.listed_bases().into(),
             budget: config.registry_lookups.budget.unsigned_abs(),
             modes: config.registry_lookups.failure_mode,
             metrics: Box::new(metrics),
+            judges: Arc::new(Semaphore::new(judges())),
         }
     }
 
@@ -127,8 +244,52 @@ impl Lookups {
         self
     }
 
+    /// Runs `pass` over `facts`: in place when light, else on the blocking pool until
+    /// `deadline`. `None` when it did not end by then (it still ends, holding its permit).
+    async fn judge<T, F>(
+        &self,
+        judging: &Arc<Judging>,
+        facts: Facts,
+        deadline: Instant,
+        pass: F,
+    ) -> Option<(Facts, T)>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Judging, &Facts) -> T + Send + 'static,
+    {
+        let images = judging.images.len();
+        if weight(&facts, images) <= INLINE_WEIGHT {
+            self.metrics.judged("inline", images);
+            let out = pass(judging, &facts);
+            return Some((facts, out));
+        }
+        let judges = Arc::clone(&self.judges);
+        let judging = Arc::clone(judging);
+        let off = async move {
+            let permit = judges.acquire_owned().await.ok()?;
+            let task = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let out = pass(&judging, &facts);
+                (facts, out)
+            });
+            match task.await {
+                Ok(done) => Some(done),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down.
+                Err(_) => None,
+            }
+        };
+        let done = tokio::time::timeout_at(deadline.into(), off)
+            .await
+            .ok()
+            .flatten();
+        self.metrics
+            .judged(if done.is_some() { "pool" } else { "late" }, images);
+        done
+    }
+
     /// Settles `pending` (of `namespace`) at `now`: gathers the registry answers they need,
-    /// then judges each. In the order of `pending`.
+    /// then judges each distinct image once. In the order of `pending`.
     pub async fn settle(
         &self,
         namespace: &str,
@@ -136,25 +297,45 @@ impl Lookups {
         pending: &[Pending],
         now: Timestamp,
     ) -> Vec<Settled> {
-        let ctx = Context {
-            namespace,
-            tool_prefix,
-            platforms: &self.platforms,
-            bases: &self.bases,
+        let (images, of) = distinct(pending);
+        let judging = Arc::new(Judging {
+            namespace: namespace.to_owned(),
+            tool_prefix: tool_prefix.to_owned(),
+            platforms: Arc::clone(&self.platforms),
+            bases: Arc::clone(&self.bases),
             now,
-        };
+            modes: self.modes,
+            images,
+        });
         let budget = Budget::new(self.budget);
-        let mut facts = Facts::default();
+        let ran_out = || Unfinished {
+            why: format!(
+                "the review's registry budget of {:?} ran out",
+                budget.total()
+            ),
+            outage: true,
+        };
+        let mut facts = Some(Facts::default());
         let mut asked = 0;
         let mut unfinished = Unfinished {
             why: "the lookups stopped".to_owned(),
             outage: false,
         };
-        let span = tracing::info_span!("registry_lookups", containers = pending.len());
+        let span = tracing::info_span!(
+            "registry_lookups",
+            containers = pending.len(),
+            images = judging.images.len()
+        );
         async {
-            loop {
-                let need: BTreeSet<Lookup> =
-                    pending.iter().flat_map(|p| p.needs(&ctx, &facts)).collect();
+            while let Some(known) = facts.take() {
+                let Some((known, need)) = self
+                    .judge(&judging, known, budget.deadline(), Judging::needs)
+                    .await
+                else {
+                    unfinished = ran_out();
+                    break;
+                };
+                let known = facts.insert(known);
                 if need.is_empty() {
                     break;
                 }
@@ -169,13 +350,7 @@ impl Lookups {
                     }
                 };
                 if Instant::now() >= budget.deadline() {
-                    unfinished = Unfinished {
-                        why: format!(
-                            "the review's registry budget of {:?} ran out",
-                            budget.total()
-                        ),
-                        outage: true,
-                    };
+                    unfinished = ran_out();
                     break;
                 }
                 if asked >= MAX_LOOKUPS {
@@ -192,10 +367,7 @@ impl Lookups {
                 let take: BTreeSet<Lookup> = need.into_iter().take(MAX_LOOKUPS - asked).collect();
                 asked += take.len();
                 tracing::debug!(lookups = take.len(), "asking registries");
-                for outcome in client
-                    .gather(take, &mut facts, &budget, MAX_CONCURRENT)
-                    .await
-                {
+                for outcome in client.gather(take, known, &budget, MAX_CONCURRENT).await {
                     self.metrics.lookup(outcome.result, outcome.elapsed);
                 }
             }
@@ -208,9 +380,18 @@ impl Lookups {
         }
         .instrument(span)
         .await;
-        pending
-            .iter()
-            .map(|p| p.settle(&ctx, &facts, self.modes, &unfinished))
-            .collect()
+        let settled = match facts {
+            Some(facts) => self
+                .judge(&judging, facts, budget.deadline(), move |j, f| {
+                    j.settle(f, &unfinished)
+                })
+                .await
+                .map(|(_, settled)| settled),
+            None => None,
+        };
+        // Past the deadline: answered with no registry answer at all, which needs no work
+        // that the answers set.
+        let settled = settled.unwrap_or_else(|| judging.settle(&Facts::default(), &ran_out()));
+        of.into_iter().map(|i| settled[i].clone()).collect()
     }
 }

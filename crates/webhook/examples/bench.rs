@@ -12,7 +12,12 @@
 //! 4. pod creation through the API server, one at a time, `--pods` (200) per phase, phases
 //!    interleaved in every repeat: no admission check, this webhook, and the same rule as an
 //!    in-process CEL ValidatingAdmissionPolicy (the pod-create timing and the CEL policy are
-//!    `byoc_e2e::bench`, shared with the node's benchmark).
+//!    `byoc_e2e::bench`, shared with the node's benchmark);
+//! 5. requirements against a `docker-registry` on loopback: the same pod over one HTTPS
+//!    keep-alive connection, its image allowed by name or checked for `builtOn` from a warm
+//!    cache, the two series back to back in every repeat (their ratio is taken per repeat);
+//!    then `--images` distinct images built on the base reviewed once each, and the webhook's
+//!    registry cache bytes and RSS read after.
 //!
 //! Prints a Markdown report: medians over the repeats. The namespaces stay (the cluster is
 //! throw-away); the webhook registration and the policy are removed.
@@ -25,10 +30,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use byoc_api::{BaseImage, Requirements};
 use byoc_e2e::bench::{
-    self, Latencies, PLATFORM, admission_api, median, not_exempt, pod_review, register_cel_policy,
-    remove_admission, replace, wait_for_enforcement,
+    self, Latencies, PLATFORM, admission_api, granted_namespace, median, not_exempt, pod_review,
+    register_cel_policy, remove_admission, replace, wait_for_enforcement,
 };
+use byoc_e2e::registry::{Images, Layer, LocalRegistry};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Full};
@@ -66,6 +73,10 @@ struct Args {
     /// Pods created per phase and repeat (0 skips the API server phases).
     #[arg(long, default_value_t = 200)]
     pods: usize,
+    /// Distinct images (a manifest and a config each) whose requirement checks fill the
+    /// webhook's registry cache before its RSS is read (0 skips the requirement series).
+    #[arg(long, default_value_t = 5000)]
+    images: usize,
 }
 
 #[tokio::main]
@@ -82,8 +93,35 @@ async fn main() -> Result<()> {
     create_namespaces(&client, args.namespaces).await?;
     let creation = started.elapsed();
 
+    // A registry on loopback, and two namespaces granted it: by name, and with builtOn its base.
+    let registry = LocalRegistry::start();
+    let images = Images::push(&registry).await;
+    let host = registry.addr().to_string();
+    let built_on = Requirements {
+        built_on: vec![BaseImage(format!("{host}/{}", images.base.path))],
+        ..Requirements::default()
+    };
+    for ns in [
+        granted_namespace(PLAIN, &host, None),
+        granted_namespace(REQUIRING, &host, Some(&built_on)),
+    ] {
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns = Namespace {
+            metadata: ns.metadata,
+            ..Namespace::default()
+        };
+        if let Err(e) = api.create(&PostParams::default(), &ns).await {
+            ensure!(matches!(&e, kube::Error::Api(s) if s.code == 409), e);
+        }
+    }
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("registryLookups: {{insecureRegistries: [\"{host}\"], tagTtl: 1h}}\n"),
+    )?;
+
     let pki = Pki::new(&dir)?;
-    let mut webhook = WebhookProcess::start(&dir, &pki, &args.webhook_log)?;
+    let mut webhook = WebhookProcess::start(&dir, &pki, &config, &args.webhook_log)?;
     let ready = webhook.wait_ready(Duration::from_secs(60)).await?;
     let cached = webhook.metric("byoc_webhook_cached_namespaces").await?;
     let rss_ready = webhook.rss_kib()?;
@@ -125,6 +163,59 @@ async fn main() -> Result<()> {
     let rss_after = webhook.rss_kib()?;
     let hwm = webhook.hwm_kib()?;
 
+    // Requirements: the same pod, its image allowed by name (no lookup) or checked for builtOn
+    // from a warm cache, interleaved in every repeat.
+    let image = format!("{host}/{}:{}", images.tool.path, images.tool.tag);
+    let of = |ns: &str| {
+        Arc::new(vec![Bytes::from(
+            pod_review("uid-r", ns, &image).to_string(),
+        )])
+    };
+    let (plain, requiring) = (of(PLAIN), of(REQUIRING));
+    run_load(
+        webhook.listen,
+        &connector,
+        &requiring,
+        1,
+        Duration::from_secs(1),
+    )
+    .await?; // warm
+    let mut requirement: [(&str, Vec<Latency>); 2] = [
+        ("name-only", Vec::new()),
+        ("builtOn, warm cache", Vec::new()),
+    ];
+    for _ in 0..args.repeats * usize::from(args.images > 0) {
+        for (bodies, (_, series)) in [&plain, &requiring].into_iter().zip(&mut requirement) {
+            let seconds = Duration::from_secs(args.seconds);
+            series.push(run_load(webhook.listen, &connector, bodies, 1, seconds).await?);
+        }
+    }
+    // Then the registry cache filled with `--images` distinct images, each reviewed once.
+    let mut bodies = Vec::with_capacity(args.images);
+    for i in 0..args.images {
+        let top = Layer::new(&[("app/id", &i.to_string())]);
+        let pushed =
+            Images::push_on_base(&registry, &format!("tool-a/app{i}"), "latest", &top).await;
+        let reference = format!("{host}/{}:{}", pushed.path, pushed.tag);
+        bodies.push(Bytes::from(
+            pod_review(&format!("uid-{i}"), REQUIRING, &reference).to_string(),
+        ));
+    }
+    let filling = Instant::now();
+    let filled = run_once(webhook.listen, &connector, &bodies, 4).await?;
+    let filled_in = filling.elapsed();
+    let cache = (
+        webhook.metric("byoc_webhook_registry_cache_bytes").await?,
+        webhook
+            .metric("byoc_webhook_registry_cache_lookups_total{result=\"miss\"}")
+            .await?,
+    );
+    let rss_filled = (webhook.rss_kib()?, webhook.hwm_kib()?);
+    eprintln!(
+        "{} images reviewed once in {filled_in:?} ({filled} refused), cache {cache:?}, RSS {rss_filled:?} KiB",
+        args.images
+    );
+
     // Pod creation through the API server.
     let ns = "bench-pods";
     ensure_namespace(&client, ns).await?;
@@ -163,7 +254,73 @@ async fn main() -> Result<()> {
     print_report(
         &args, creation, ready, cached, rss_ready, rss_after, hwm, &load, &phases,
     );
+    if args.images > 0 {
+        let rate = |l: &Latency| l.rate;
+        let p99 = |l: &Latency| l.latencies.p99_ms();
+        println!("\n| HTTPS keep-alive, 1 connection, same pod | reviews/s | p99 |\n|---|---|---|");
+        for (what, series) in &requirement {
+            println!(
+                "| {what} | {:.0} | {:.3} ms |",
+                median(series.iter().map(rate).collect()),
+                median(series.iter().map(p99).collect()),
+            );
+        }
+        // Ratios within each repeat (the two series of a repeat run back to back).
+        let ratio = |f: fn(&Latency) -> f64| {
+            let pairs = requirement[0].1.iter().zip(&requirement[1].1);
+            median(pairs.map(|(a, b)| f(b) / f(a)).collect())
+        };
+        println!(
+            "| builtOn / name-only (median of the repeats' ratios) | {:.3} | {:.3} |",
+            ratio(rate),
+            ratio(p99)
+        );
+        println!(
+            "\n{} distinct images reviewed once (4 connections) in {:.2} s, {filled} refused; \
+             registry cache {:.1} MiB after {} misses; webhook RSS {:.1} MiB (peak {:.1} MiB)",
+            args.images,
+            filled_in.as_secs_f64(),
+            cache.0 / 1_048_576.0,
+            cache.1,
+            rss_filled.0 as f64 / 1024.0,
+            rss_filled.1 as f64 / 1024.0
+        );
+    }
     Ok(())
+}
+
+/// Namespaces granted the loopback registry by name, and with `builtOn` its base.
+const PLAIN: &str = "tool-bench-plain";
+const REQUIRING: &str = "tool-bench-req";
+
+/// Posts each of `bodies` once over `connections` keep-alive connections; how many were
+/// refused.
+async fn run_once(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    bodies: &[Bytes],
+    connections: usize,
+) -> Result<usize> {
+    let chunk = bodies.len().div_ceil(connections.max(1)).max(1);
+    let mut tasks = Vec::new();
+    for part in bodies.chunks(chunk) {
+        let (connector, part) = (connector.clone(), part.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(addr, &connector).await?;
+            let mut refused = 0;
+            for body in part {
+                let answer = post(&mut sender, body).await?;
+                let review: Value = serde_json::from_slice(&answer)?;
+                refused += usize::from(review["response"]["allowed"] != json!(true));
+            }
+            anyhow::Ok(refused)
+        }));
+    }
+    let mut refused = 0;
+    for task in tasks {
+        refused += task.await??;
+    }
+    Ok(refused)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -333,7 +490,12 @@ struct WebhookProcess {
 }
 
 impl WebhookProcess {
-    fn start(dir: &std::path::Path, pki: &Pki, log_level: &str) -> Result<Self> {
+    fn start(
+        dir: &std::path::Path,
+        pki: &Pki,
+        config: &std::path::Path,
+        log_level: &str,
+    ) -> Result<Self> {
         let binary = build_webhook()?;
         let (listen, admin) = (free_port()?, free_port()?);
         let log = std::fs::File::create(dir.join("webhook.log"))?;
@@ -345,6 +507,8 @@ impl WebhookProcess {
             .arg(&pki.cert)
             .arg("--tls-key")
             .arg(&pki.key)
+            .arg("--config")
+            .arg(config)
             .env("RUST_LOG", log_level)
             .stdout(Stdio::null())
             .stderr(log)
@@ -514,6 +678,34 @@ fn reviews(namespaces: usize) -> Vec<Bytes> {
         .collect()
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A keep-alive HTTPS connection to the webhook.
+async fn connect(addr: SocketAddr, connector: &TlsConnector) -> Result<Sender> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let tls = connector
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// Posts one review; the answer's body, or an error for a status other than 200.
+async fn post(sender: &mut Sender, body: Bytes) -> Result<Bytes> {
+    let request = Request::post("/validate")
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .body(Full::new(body))?;
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let answer = response.into_body().collect().await?.to_bytes();
+    ensure!(status.is_success(), "HTTP {status}");
+    Ok(answer)
+}
+
 async fn run_load(
     addr: SocketAddr,
     connector: &TlsConnector,
@@ -527,31 +719,18 @@ async fn run_load(
     for c in 0..connections {
         let (connector, bodies) = (connector.clone(), bodies.clone());
         tasks.push(tokio::spawn(async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            let tls = connector
-                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-                .await?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-            tokio::spawn(conn);
+            let mut sender = connect(addr, &connector).await?;
             let mut samples = Vec::with_capacity(200_000);
             let mut errors = 0;
             let mut i = c * 997;
             while Instant::now() < until {
                 let body = bodies[i % bodies.len()].clone();
                 i += 1;
-                let request = Request::post("/validate")
-                    .header("host", "127.0.0.1")
-                    .header("content-type", "application/json")
-                    .body(Full::new(body))?;
                 let sent = Instant::now();
-                sender.ready().await?;
-                let response = sender.send_request(request).await?;
-                let ok = response.status().is_success();
-                let answer = response.into_body().collect().await?.to_bytes();
+                let answer = post(&mut sender, body).await;
                 samples.push(sent.elapsed());
-                if !ok || !answer.starts_with(b"{\"apiVersion\":\"admission.k8s.io/v1\"") {
+                if !answer.is_ok_and(|a| a.starts_with(b"{\"apiVersion\":\"admission.k8s.io/v1\""))
+                {
                     errors += 1;
                 }
             }

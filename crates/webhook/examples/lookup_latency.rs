@@ -11,25 +11,30 @@
 //! - **name-only**: a grant without requirements: no lookup;
 //! - **warm**: a grant with `builtOn`, every answer cached (the tag within its TTL);
 //! - **cold**: the same with a new registry client per review: every manifest, index and
-//!   config fetched (the tag of the image and of the base, two manifests, two configs).
+//!   config fetched (the tag of the image and of the base, two manifests, two configs);
+//! - **cold image**: `--distinct` images built on the base, each reviewed once by the
+//!   long-lived webhook of the warm series, as a new tool image is in production: its tag (with
+//!   the manifest) and its config fetched over the client's open connections, the base cached;
+//!   the time to warm them all is printed too;
+//! - **registry floor**: the same two requests (the manifest by tag, then the config) of each
+//!   of those images sent by a plain keep-alive HTTP client, right after the webhook asked for
+//!   them (so with the registry's file reads in the page cache: a floor that flatters the
+//!   registry, and "ours" = cold image − floor is an upper bound);
+//! - **distinct warm**: those images reviewed again, every answer cached.
 //!
 //! Prints p50 and p99 per series. No HTTPS and no API server: the figures are the policy
 //! and registry work only.
 #![allow(clippy::print_stdout)]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use byoc_api::labels::{Allowance, Expiry, REQUIREMENTS_ANNOTATION};
-use byoc_api::requirements::{Alternative, NamespaceRequirements};
-use byoc_api::{BaseImage, ByocGrantSpec, LeanNamespace, Requirements};
-use byoc_e2e::bench::pod_review;
-use byoc_e2e::registry::{Images, LocalRegistry};
+use byoc_api::{BaseImage, Requirements};
+use byoc_e2e::bench::{granted_namespace as namespace, pod_review};
+use byoc_e2e::registry::{Images, Layer, LocalRegistry, OCI_MANIFEST};
 use byoc_policy::Config;
 use byoc_registry::{Lookups, lookups};
 use byoc_webhook::{Metrics, NamespaceCache, Webhook};
 use clap::Parser;
-use kube::api::ObjectMeta;
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use prometheus_client::registry::Registry;
@@ -42,44 +47,9 @@ struct Args {
     /// Reviews of the cold series.
     #[arg(long, default_value_t = 200)]
     cold: usize,
-}
-
-fn namespace(name: &str, registry: &str, requirements: Option<&Requirements>) -> LeanNamespace {
-    let grant = ByocGrantSpec {
-        namespace: name.into(),
-        reason: "bench".into(),
-        registries: vec![registry.to_owned()],
-        any_registry: false,
-        namespace_uid: None,
-        expires_at: None,
-        requirements: None,
-    };
-    let labels = Allowance::for_grant(&grant)
-        .expect("a registry entry")
-        .to_labels()
-        .expect("labels");
-    let annotations = requirements.map(|r| {
-        let value = NamespaceRequirements {
-            version: byoc_api::requirements::ANNOTATION_VERSION,
-            registries: [(
-                registry.to_owned(),
-                vec![Alternative {
-                    expires: Expiry::Never,
-                    requirements: Some(r.clone()),
-                }],
-            )]
-            .into(),
-        };
-        BTreeMap::from([(REQUIREMENTS_ANNOTATION.to_owned(), value.to_annotation())])
-    });
-    LeanNamespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(labels),
-            annotations,
-            ..ObjectMeta::default()
-        },
-    }
+    /// Distinct images of the cold-image and distinct-warm series.
+    #[arg(long, default_value_t = 1000)]
+    distinct: usize,
 }
 
 /// p50 and p99 of `samples`.
@@ -156,6 +126,42 @@ async fn main() -> anyhow::Result<()> {
     }
     report.push(("cold, new client per review", percentiles(cold)));
 
+    let mut pushed = Vec::with_capacity(args.distinct);
+    for i in 0..args.distinct {
+        let top = Layer::new(&[("app/id", &i.to_string())]);
+        let path = format!("tool-a/app{i}");
+        pushed.push(Images::push_on_base(&registry, &path, "latest", &top).await);
+    }
+    let (mut first, mut floor, mut again) = (Vec::new(), Vec::new(), Vec::new());
+    let warming = Instant::now();
+    for (i, image) in pushed.iter().enumerate() {
+        let reference = format!("{host}/{}:{}", image.path, image.tag);
+        let body = pod_review(&format!("uid-d{i}"), "tool-req", &reference).to_string();
+        first.push(time(&warm, &body).await);
+        let started = Instant::now();
+        let tag = format!("{}/manifests/{}", image.path, image.tag);
+        registry.get(&tag, OCI_MANIFEST).await;
+        let config = format!("{}/blobs/{}", image.path, image.config_digest);
+        registry.get(&config, "*/*").await;
+        floor.push(started.elapsed());
+    }
+    let warmed_in = warming.elapsed() - floor.iter().sum::<Duration>();
+    for (i, image) in pushed.iter().enumerate() {
+        let reference = format!("{host}/{}:{}", image.path, image.tag);
+        let body = pod_review(&format!("uid-w{i}"), "tool-req", &reference).to_string();
+        again.push(time(&warm, &body).await);
+    }
+    report.push(("cold image, long-lived client", percentiles(first)));
+    report.push((
+        "registry floor (manifest by tag, then config)",
+        percentiles(floor),
+    ));
+    report.push(("distinct images again, warm", percentiles(again)));
+
+    println!(
+        "{} distinct images warmed (each reviewed once, one at a time) in {warmed_in:.2?}",
+        args.distinct
+    );
     println!("| review | p50 | p99 |\n|---|---|---|");
     for (what, (p50, p99)) in report {
         println!("| {what} | {p50:.1?} | {p99:.1?} |");

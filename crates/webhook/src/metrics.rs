@@ -32,6 +32,11 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlaceLabels {
+    place: &'static str,
+}
+
 /// Every metric the webhook exports.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -53,6 +58,7 @@ pub struct Metrics {
     cache_lookups: Family<ResultLabels, Counter>,
     cache_seen: std::sync::Arc<[AtomicU64; 2]>,
     cache_bytes: Gauge,
+    judged: Family<PlaceLabels, Counter>,
 }
 
 impl Metrics {
@@ -76,6 +82,7 @@ impl Metrics {
             cache_lookups: Family::default(),
             cache_seen: std::sync::Arc::default(),
             cache_bytes: Gauge::default(),
+            judged: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("byoc_webhook");
         let connections = ConnectionMetrics::register(
@@ -157,6 +164,13 @@ impl Metrics {
             "Bytes of manifests and configs in the digest-keyed registry cache",
             metrics.cache_bytes.clone(),
         );
+        registry.register(
+            "registry_judgements",
+            "Distinct images of reviews judged from registry answers (once per lookup round \
+             and once to settle), by place: inline (on an async worker), pool (on the blocking \
+             pool) or late (not done within the review's registry budget)",
+            metrics.judged.clone(),
+        );
         metrics
     }
 
@@ -225,6 +239,12 @@ impl LookupMetrics for Metrics {
         self.cache_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
+
+    /// Counts the images of one judging pass by where it ran.
+    fn judged(&self, place: &'static str, images: usize) {
+        (self.judged.get_or_create(&PlaceLabels { place }))
+            .inc_by(u64::try_from(images).unwrap_or(u64::MAX));
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +273,7 @@ mod tests {
         m.registry_cache(2, 1, 4096);
         m.registry_cache(1, 1, 4096);
         m.registry_cache(5, 1, 8192);
+        m.judged("pool", 3);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -273,6 +294,7 @@ mod tests {
             "byoc_webhook_registry_cache_lookups_total{result=\"hit\"} 5",
             "byoc_webhook_registry_cache_lookups_total{result=\"miss\"} 1",
             "byoc_webhook_registry_cache_bytes 8192",
+            "byoc_webhook_registry_judgements_total{place=\"pool\"} 3",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

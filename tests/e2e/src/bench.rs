@@ -5,10 +5,14 @@
 //! and the check that an admission phase is in force before it is timed; and a process's
 //! memory and CPU from `/proc` for the controller's benchmarks.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use byoc_api::labels::{Allowance, Expiry, REQUIREMENTS_ANNOTATION};
+use byoc_api::requirements::{Alternative, NamespaceRequirements};
+use byoc_api::{ByocGrantSpec, LeanNamespace, Requirements};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -298,6 +302,50 @@ pub fn pod_review(uid: &str, ns: &str, image: &str) -> Value {
             "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
         }
     })
+}
+
+/// A namespace as the webhook's cache holds it, granted `registry` with `requirements` (none:
+/// allowed by name only), as the controller labels and annotates it.
+pub fn granted_namespace(
+    name: &str,
+    registry: &str,
+    requirements: Option<&Requirements>,
+) -> LeanNamespace {
+    let grant = ByocGrantSpec {
+        namespace: name.into(),
+        reason: "bench".into(),
+        registries: vec![registry.to_owned()],
+        any_registry: false,
+        namespace_uid: None,
+        expires_at: None,
+        requirements: None,
+    };
+    let labels = Allowance::for_grant(&grant)
+        .expect("a registry entry")
+        .to_labels()
+        .expect("labels");
+    let annotations = requirements.map(|r| {
+        let value = NamespaceRequirements {
+            version: byoc_api::requirements::ANNOTATION_VERSION,
+            registries: [(
+                registry.to_owned(),
+                vec![Alternative {
+                    expires: Expiry::Never,
+                    requirements: Some(r.clone()),
+                }],
+            )]
+            .into(),
+        };
+        BTreeMap::from([(REQUIREMENTS_ANNOTATION.to_owned(), value.to_annotation())])
+    });
+    LeanNamespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels),
+            annotations,
+            ..ObjectMeta::default()
+        },
+    }
 }
 
 #[cfg(test)]

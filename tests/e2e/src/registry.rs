@@ -153,6 +153,27 @@ impl LocalRegistry {
         Response::from_parts(parts, body)
     }
 
+    /// GET `http://ADDR/v2/{endpoint}` with `accept`, over the registry's keep-alive client.
+    ///
+    /// # Panics
+    /// When the registry cannot be reached or does not answer 200.
+    pub async fn get(&self, endpoint: &str, accept: &str) -> Bytes {
+        let url = format!("http://{}/v2/{endpoint}", self.addr);
+        let request = Request::get(&url)
+            .header(http::header::ACCEPT, accept)
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        let response =
+            (self.http.request(request).await).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert_eq!(response.status(), StatusCode::OK, "GET {url}");
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("read the answer")
+            .to_bytes()
+    }
+
     /// Uploads a blob to `path` (monolithic upload: POST, then PUT with the digest).
     ///
     /// # Panics
@@ -497,10 +518,29 @@ pub struct Images {
 pub const TOOL_SOURCE: &str = "https://gitlab.wikimedia.org/toolforge-repos/a";
 
 impl Images {
+    /// The layers of [`Images::base`], bottom first.
+    pub fn base_layers() -> [Layer; 2] {
+        [
+            Layer::new(&[("etc/os-release", "ID=toolforge-base\n")]),
+            Layer::new(&[("etc/ldap.conf", "uri ldap://ldap.toolforge\n")]),
+        ]
+    }
+
+    /// Pushes `path:tag`, an image of `top` on [`Images::base`].
+    pub async fn push_on_base(
+        registry: &LocalRegistry,
+        path: &str,
+        tag: &str,
+        top: &Layer,
+    ) -> PushedImage {
+        let [base_os, base_ldap] = Self::base_layers();
+        let spec = ImageSpec::new(&[&base_os, &base_ldap, top]).label(SOURCE_LABEL, TOOL_SOURCE);
+        registry.push_image(path, tag, &spec).await
+    }
+
     /// Builds and pushes the set.
     pub async fn push(registry: &LocalRegistry) -> Self {
-        let base_os = Layer::new(&[("etc/os-release", "ID=toolforge-base\n")]);
-        let base_ldap = Layer::new(&[("etc/ldap.conf", "uri ldap://ldap.toolforge\n")]);
+        let [base_os, base_ldap] = Self::base_layers();
         let debian_os = Layer::new(&[("etc/os-release", "ID=debian\nVERSION_ID=12\n")]);
         let app = Layer::new(&[("app/main.py", "print('hello')\n")]);
         let other_app = Layer::new(&[("app/main.sh", "echo hello\n")]);

@@ -81,7 +81,11 @@ pub struct Unmet {
 pub enum Settled {
     /// An alternative holds; the warnings say which failed lookups `allow` let pass.
     Met {
-        /// One line per softened requirement.
+        /// One line per softened requirement, about the image: the same for every container of
+        /// it, so that a review settles each distinct image once ([`Decision::settle`] names
+        /// the container).
+        ///
+        /// [`Decision::settle`]: crate::Decision::settle
         softened: Vec<String>,
     },
     /// No alternative holds: the first one's refusal, and how many others failed too.
@@ -273,8 +277,7 @@ impl Pending {
                 // Short (the API server may cut warnings at 256 characters): what failed first.
                 let why = first_outage(facts).unwrap_or(&reason);
                 softened.push(format!(
-                    "{} {:?}: {requirement} not checked (failureMode allow): {why}",
-                    self.kind, self.container
+                    "{requirement} not checked (failureMode allow): {why}"
                 ));
                 continue;
             }
