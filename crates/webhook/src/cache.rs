@@ -177,8 +177,8 @@ pub fn client(mut config: kube::Config, health: &WatchHealth) -> kube::Result<Cl
 
 /// Starts caching every namespace through `client` (made by [`client`] with the same
 /// `health`). Returns the cache and the future that keeps it current (it runs until dropped,
-/// retrying with backoff on errors), reports failures to `health` and keeps the cache and
-/// watch metrics in `metrics` current.
+/// retrying with backoff on errors), reports failures to `health` and keeps the cache's
+/// metrics in `metrics` current.
 pub fn watch(
     client: Client,
     health: WatchHealth,
@@ -201,17 +201,7 @@ pub fn watch(
         .reflect(writer);
     let task = async move {
         let mut stream = std::pin::pin!(stream);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let event = tokio::select! {
-                event = stream.next() => event,
-                _ = tick.tick() => {
-                    metrics.watch_health(&health, Instant::now());
-                    continue;
-                }
-            };
-            let Some(event) = event else { break };
+        while let Some(event) = stream.next().await {
             match &event {
                 Ok(Event::Apply(ns) | Event::InitApply(ns)) => reader.seen(ns),
                 Ok(Event::Delete(ns)) => reader.forget(ns),
@@ -232,7 +222,6 @@ pub fn watch(
                     tracing::warn!(%error, "namespace watch failed; retrying");
                 }
             }
-            metrics.watch_health(&health, Instant::now());
         }
     };
     (cache, task)

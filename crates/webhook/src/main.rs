@@ -16,7 +16,7 @@ use byoc_runtime::logging::{self, LogFormat};
 use byoc_runtime::{AdminServer, Readiness, Shutdown, connections};
 use byoc_webhook::health::WatchHealth;
 use byoc_webhook::tls::Reload;
-use byoc_webhook::{CertFiles, CertResolver, Metrics, Webhook, cache, server};
+use byoc_webhook::{CertFiles, CertResolver, Metrics, Webhook, cache, metrics, server};
 use clap::Parser;
 use prometheus_client::registry::Registry;
 use rustls::crypto::CryptoProvider;
@@ -170,6 +170,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("cannot handle signals")?;
 
     let health = WatchHealth::new(Instant::now());
+    metrics::register_watch(&mut registry, &health);
     let client = kube::Config::infer()
         .await
         .map_err(anyhow::Error::new)

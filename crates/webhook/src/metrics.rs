@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use byoc_registry::LookupMetrics;
 use byoc_runtime::connections::ConnectionMetrics;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -51,8 +52,6 @@ pub struct Metrics {
     pub connections: ConnectionMetrics,
     /// Bytes of request bodies being read or parsed ([`crate::budget`]).
     pub body_bytes_in_flight: Gauge,
-    watch_healthy: Gauge,
-    watch_last_event_age: Gauge<f64, AtomicU64>,
     lookups: Family<ResultLabels, Counter>,
     lookup_duration: Histogram,
     cache_lookups: Family<ResultLabels, Counter>,
@@ -74,8 +73,6 @@ impl Metrics {
             reloads: Family::default(),
             connections: ConnectionMetrics::default(),
             body_bytes_in_flight: Gauge::default(),
-            watch_healthy: Gauge::default(),
-            watch_last_event_age: Gauge::default(),
             lookups: Family::default(),
             // 100 µs .. ~3.3 s
             lookup_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
@@ -131,18 +128,6 @@ impl Metrics {
             metrics.body_bytes_in_flight.clone(),
         );
         registry.register(
-            "namespace_watch_healthy",
-            "1 while the namespace watch works, 0 from its first failure until the API server \
-             answers it again",
-            metrics.watch_healthy.clone(),
-        );
-        registry.register(
-            "namespace_watch_last_event_age_seconds",
-            "Seconds since the namespace watch last got an event or an answer of the API server \
-             (a working watch is renewed at least every 45 s)",
-            metrics.watch_last_event_age.clone(),
-        );
-        registry.register(
             "registry_lookups",
             "Registry lookups made for image requirements, by result (found, unreadable, or \
              the failure: unreachable, timeout, client_error, server_error, digest_mismatch, \
@@ -172,13 +157,6 @@ impl Metrics {
             metrics.judged.clone(),
         );
         metrics
-    }
-
-    /// Sets the watch metrics from `health` at `now`.
-    pub fn watch_health(&self, health: &WatchHealth, now: Instant) {
-        self.watch_healthy.set(i64::from(health.is_healthy()));
-        self.watch_last_event_age
-            .set(health.since_contact(now).as_secs_f64());
     }
 
     /// Counts one decision.
@@ -247,6 +225,47 @@ impl LookupMetrics for Metrics {
     }
 }
 
+/// Registers the namespace watch's metrics in `registry`. They read `health` at every scrape,
+/// so `/metrics` and `/readyz` never disagree.
+pub fn register_watch(registry: &mut Registry, health: &WatchHealth) {
+    let registry = registry.sub_registry_with_prefix("byoc_webhook");
+    registry.register(
+        "namespace_watch_healthy",
+        "1 while the namespace watch works, 0 from its first failure until the API server \
+         answers it again",
+        WatchGauge {
+            health: health.clone(),
+            read: |health, _| f64::from(u8::from(health.is_healthy())),
+        },
+    );
+    registry.register(
+        "namespace_watch_last_event_age_seconds",
+        "Seconds since the namespace watch last got an event or an answer of the API server \
+         (a working watch is renewed at least every 45 s)",
+        WatchGauge {
+            health: health.clone(),
+            read: |health, now| health.since_contact(now).as_secs_f64(),
+        },
+    );
+}
+
+/// A gauge computed from the watch's health when scraped.
+#[derive(Debug)]
+struct WatchGauge {
+    health: WatchHealth,
+    read: fn(&WatchHealth, Instant) -> f64,
+}
+
+impl EncodeMetric for WatchGauge {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&(self.read)(&self.health, Instant::now()))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,10 +284,10 @@ mod tests {
         m.connections.refused.inc();
         m.connections.refused_source.inc();
         m.connections.aged.inc();
-        let start = Instant::now();
+        let start = Instant::now() - Duration::from_millis(2500);
         let health = WatchHealth::new(start);
         health.failed(start, "refused");
-        m.watch_health(&health, start + Duration::from_millis(2500));
+        register_watch(&mut registry, &health);
         m.lookup("found", Duration::from_millis(3));
         m.registry_cache(2, 1, 4096);
         m.registry_cache(1, 1, 4096);
