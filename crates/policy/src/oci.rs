@@ -13,7 +13,10 @@
 //!   [`MAX_LABELS`], each value at most [`MAX_LABEL_BYTES`]; a repeated key is an error;
 //! - a document whose media type (the `Content-Type` and the `mediaType` field) is missing,
 //!   contradictory or unknown, or which is shaped both as a manifest and as an index, is an
-//!   error, as are repeated fields, bad digests and a `schemaVersion` other than 2.
+//!   error, as are repeated fields, bad digests and a `schemaVersion` other than 2;
+//! - a key that Go's `encoding/json` (containerd, distribution) would take for a field read
+//!   here, because it ignores case, without being that field (`"Layers"`) is an error: the
+//!   runtime would otherwise run the document Go reads, not the one judged here.
 //!
 //! Every failure is an [`OciError`]; nothing here panics on any input.
 
@@ -126,10 +129,19 @@ impl Platform {
         }
     }
 
-    /// Whether a runtime on this platform may pick an image for `other`: same OS and
-    /// architecture, whatever the variant (which one a runtime picks depends on the CPU).
+    /// Whether a runtime on this platform may pick an image for `other`, a superset of what
+    /// containerd's default matcher picks: an OS or architecture left empty may be taken for
+    /// this one's (containerd reads an empty OS as its own), `386` runs on `amd64` and `arm`
+    /// on `arm64`, and the variant is ignored (which one a runtime picks depends on the CPU).
     pub fn may_run(&self, other: &Platform) -> bool {
-        self.os == other.os && self.architecture == other.architecture
+        let os = other.os.is_empty() || self.os == other.os;
+        let architecture = other.architecture.is_empty()
+            || self.architecture == other.architecture
+            || matches!(
+                (self.architecture.as_str(), other.architecture.as_str()),
+                ("amd64", "386") | ("arm64", "arm")
+            );
+        os && architecture
     }
 }
 
@@ -231,7 +243,8 @@ pub enum OciError {
         /// Its length.
         len: usize,
     },
-    /// Not JSON of the expected shape (including repeated fields).
+    /// Not JSON of the expected shape (including repeated fields, and keys that Go readers
+    /// would take for a field because they ignore case).
     #[error("the {what} does not read: {why}")]
     Malformed {
         /// manifest or config.
@@ -485,23 +498,147 @@ impl RawPlatform {
     }
 }
 
-fn parse<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<T, OciError> {
+/// The fields of an object of the known shape, each with the shape of its value when that
+/// value is an object (or a list of objects) whose keys are checked too.
+struct Shape(&'static [(&'static str, Option<&'static Shape>)]);
+
+static PLATFORM: Shape = Shape(&[("os", None), ("architecture", None), ("variant", None)]);
+static DESCRIPTOR: Shape = Shape(&[("mediaType", None), ("digest", None), ("size", None)]);
+static ENTRY: Shape = Shape(&[
+    ("mediaType", None),
+    ("digest", None),
+    ("size", None),
+    ("platform", Some(&PLATFORM)),
+]);
+static DOCUMENT: Shape = Shape(&[
+    ("schemaVersion", None),
+    ("mediaType", None),
+    ("config", Some(&DESCRIPTOR)),
+    ("layers", Some(&DESCRIPTOR)),
+    ("manifests", Some(&ENTRY)),
+]);
+static ROOTFS: Shape = Shape(&[("type", None), ("diff_ids", None)]);
+static CONTAINER_CONFIG: Shape = Shape(&[("Labels", None)]);
+static CONFIG: Shape = Shape(&[
+    ("os", None),
+    ("architecture", None),
+    ("variant", None),
+    ("rootfs", Some(&ROOTFS)),
+    ("config", Some(&CONTAINER_CONFIG)),
+]);
+
+/// `key` as Go's `encoding/json` (containerd, distribution) matches object keys to field
+/// names: ASCII case ignored, and `ſ` and the Kelvin sign taken for `s` and `k` (the only
+/// non-ASCII letters whose simple case folding reaches ASCII).
+fn go_folded(key: &str) -> impl Iterator<Item = char> + '_ {
+    key.chars().map(|c| match c {
+        '\u{17f}' => 's',
+        '\u{212a}' => 'k',
+        c => c.to_ascii_lowercase(),
+    })
+}
+
+/// Checks that no key of an object of `Shape` is a field under Go's case folding without
+/// being exactly that field (`"Layers"` beside or instead of `"layers"`): Go readers would
+/// take it for the field, the last one winning, and so run another document than the one
+/// judged here. Values of other types are left to the typed read.
+struct Keys(&'static Shape);
+
+impl<'de> de::DeserializeSeed<'de> for Keys {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Keys {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match self
+                .0
+                .0
+                .iter()
+                .find(|(field, _)| go_folded(field).eq(go_folded(&key)))
+            {
+                Some((field, _)) if *field != key => {
+                    return Err(de::Error::custom(format!(
+                        "key {:?} would be read as {field:?} by readers that ignore case \
+                         (containerd, the registry), so the document is ambiguous",
+                        shorten(&key)
+                    )));
+                }
+                Some((_, Some(shape))) => map.next_value_seed(Keys(shape))?,
+                _ => map.next_value::<IgnoredAny>().map(drop)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Keys(self.0))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Reads `bytes` as a `T` after checking its keys against `shape` ([`Keys`]).
+fn parse<'a, T: Deserialize<'a>>(
+    what: &'static str,
+    shape: &'static Shape,
+    bytes: &'a [u8],
+) -> Result<T, OciError> {
     if bytes.len() > MAX_DOCUMENT_BYTES {
         return Err(OciError::TooLarge {
             what,
             len: bytes.len(),
         });
     }
-    serde_json::from_slice(bytes).map_err(|e| OciError::Malformed {
+    let malformed = |e: serde_json::Error| OciError::Malformed {
         what,
         why: e.to_string(),
-    })
+    };
+    de::DeserializeSeed::deserialize(
+        Keys(shape),
+        &mut serde_json::Deserializer::from_slice(bytes),
+    )
+    .map_err(malformed)?;
+    serde_json::from_slice(bytes).map_err(malformed)
 }
 
 /// Reads a manifest or index as a registry answered it: `content_type` is the answer's
 /// `Content-Type` (parameters ignored), `bytes` its digest-checked body.
 pub fn read_manifest(content_type: Option<&str>, bytes: &[u8]) -> Result<Manifest, OciError> {
-    let doc: RawDocument = parse("manifest", bytes)?;
+    let doc: RawDocument = parse("manifest", &DOCUMENT, bytes)?;
     let header = content_type
         .map(|c| c.split(';').next().unwrap_or_default().trim())
         .filter(|c| !c.is_empty());
@@ -613,7 +750,7 @@ struct RawContainerConfig {
 
 /// Reads an image config blob (digest-checked by the client).
 pub fn read_config(bytes: &[u8]) -> Result<ImageConfig, OciError> {
-    let raw: RawConfig = parse("config", bytes)?;
+    let raw: RawConfig = parse("config", &CONFIG, bytes)?;
     let missing = |field| OciError::Missing {
         what: "config",
         field,
@@ -795,6 +932,50 @@ pub(crate) mod tests {
                 "no config",
             ),
             (None, json!([1, 2]), "does not read"),
+            // Keys Go readers take for a field (case ignored, last one wins): refused wherever
+            // the known shape has them, alone or beside the field.
+            (
+                None,
+                with(&|v| v["Layers"] = json!([])),
+                r#"key "Layers" would be read as "layers""#,
+            ),
+            (
+                None,
+                with(&|v| {
+                    let layers = v.as_object_mut().unwrap().remove("layers").unwrap();
+                    v["LAYERS"] = layers;
+                }),
+                r#"would be read as "layers""#,
+            ),
+            (
+                None,
+                with(&|v| v["config"]["Digest"] = json!(digest('e'))),
+                r#"would be read as "digest""#,
+            ),
+            (
+                None,
+                with(&|v| v["layers"][0]["SIZE"] = json!(1)),
+                r#"would be read as "size""#,
+            ),
+            (
+                None,
+                with(&|v| v["\u{17f}chemaVersion"] = json!(2)),
+                r#"would be read as "schemaVersion""#,
+            ),
+            (
+                None,
+                json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{
+                    "mediaType": OCI_MANIFEST, "digest": digest('e'), "size": 1,
+                    "platform": {"os": "linux", "architecture": "s390x", "Architecture": "amd64"},
+                }]}),
+                r#"would be read as "architecture""#,
+            ),
+            (
+                None,
+                json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [],
+                       "Manifests": [{"mediaType": OCI_MANIFEST, "digest": digest('e'), "size": 1}]}),
+                r#"would be read as "manifests""#,
+            ),
         ];
         for (content_type, doc, want) in cases {
             let e = read(content_type, &doc).unwrap_err().to_string();
@@ -934,6 +1115,31 @@ pub(crate) mod tests {
                 "513 diff_ids",
             ),
         ];
+        for (key, field) in [
+            ("Rootfs", "rootfs"),
+            ("Config", "config"),
+            ("OS", "os"),
+            ("rootfs.DIFF_IDS", "diff_ids"),
+            ("rootfs.Type", "type"),
+            ("config.labels", "Labels"),
+        ] {
+            let mut v = good.clone();
+            match key.split_once('.') {
+                Some((outer, inner)) => v[outer][inner] = json!(null),
+                None => v[key] = json!(null),
+            }
+            let e = read_config(v.to_string().as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("would be read as {field:?}")),
+                "{key}: {e}"
+            );
+        }
+        // Label names are map keys, which Go matches exactly: any case is fine there.
+        let mut v = good.clone();
+        v["config"]["Labels"]["Org.Opencontainers.Image.Source"] = json!("https://evil.org");
+        assert!(read_config(v.to_string().as_bytes()).is_ok());
         for (text, want) in cases {
             let e = read_config(text.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(want), "{want}: {e}");
@@ -943,9 +1149,23 @@ pub(crate) mod tests {
     #[test]
     fn platforms_parse_and_match() {
         let amd64: Platform = "linux/amd64".parse().unwrap();
-        assert!(amd64.may_run(&Platform::new("LINUX", "x86_64", Some("v3"))));
-        assert!(!amd64.may_run(&Platform::new("linux", "arm64", None)));
-        assert!(!amd64.may_run(&Platform::new("unknown", "unknown", None)));
+        let arm64: Platform = "linux/arm64".parse().unwrap();
+        for (node, image, runs) in [
+            (&amd64, Platform::new("LINUX", "x86_64", Some("v3")), true),
+            (&amd64, Platform::new("linux", "i686", None), false),
+            (&amd64, Platform::new("linux", "i386", None), true),
+            (&amd64, Platform::new("", "amd64", None), true),
+            (&amd64, Platform::new("linux", "", None), true),
+            (&amd64, Platform::new("", "", None), true),
+            (&amd64, Platform::new("linux", "arm64", None), false),
+            (&amd64, Platform::new("windows", "amd64", None), false),
+            (&amd64, Platform::new("unknown", "unknown", None), false),
+            (&arm64, Platform::new("linux", "arm", Some("v7")), true),
+            (&arm64, Platform::new("linux", "aarch64", Some("v8")), true),
+            (&arm64, Platform::new("linux", "amd64", None), false),
+        ] {
+            assert_eq!(node.may_run(&image), runs, "{node} runs {image:?}");
+        }
         assert_eq!(
             "linux/arm64/V8".parse::<Platform>().unwrap().to_string(),
             "linux/arm64/v8"

@@ -400,6 +400,27 @@ fn every_platform_of_an_index_is_checked() {
             Some("first layer"),
         ),
         (
+            // containerd reads an empty OS as its own and keeps the index's order among
+            // equals, so it would run the first entry.
+            "a bad entry without an OS before a good one",
+            &[(Some("/amd64"), false), (Some("linux/amd64"), true)],
+            &amd64(),
+            Some("first layer"),
+        ),
+        (
+            // containerd runs 386 on amd64 before trying entries without platform.
+            "a good entry without platform and a bad 386 one",
+            &[(None, true), (Some("linux/386"), false)],
+            &amd64(),
+            Some("linux/386"),
+        ),
+        (
+            "a bad arm/v7 entry on arm64 nodes",
+            &[(Some("linux/arm64"), true), (Some("linux/arm/v7"), false)],
+            &["linux/arm64".parse().unwrap()],
+            Some("linux/arm/v7"),
+        ),
+        (
             "an attestation manifest",
             &[
                 (Some("linux/amd64"), true),
