@@ -669,8 +669,7 @@ async fn deployment_pod(client: &Client, namespace: &str, app: &str) -> String {
 /// ([`POD_REGISTRY`], the node's bridge address); containerd pulls the same images from it.
 /// The tool's Deployment, built on the base, is applied and its pod runs on the node; the same
 /// tool layer re-based on another base is refused at `kubectl apply` of its Deployment.
-// Multi-threaded: kubectl blocks the test thread while the client's tasks must run.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 #[ignore = "needs the node and the chart: make e2e-node"]
 async fn built_on_runs_the_tool_on_the_base_and_refuses_the_rebased_deployment_at_apply() {
     installed();
