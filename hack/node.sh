@@ -29,9 +29,12 @@
 # DIR is the cluster's state dir; the node keeps its state in DIR/node and logs in DIR/node-*.log.
 # Addresses (all inside 198.18.0.0/15, which is reserved for benchmarks and never routed):
 #   pods 198.19.0.0/24 on bridge byoc0 (the node is 198.19.0.1), services 198.18.0.0/24 (set by
-#   hack/local-cluster.sh), registry 127.0.0.1:5000.
+#   hack/local-cluster.sh), registry 127.0.0.1:5000, and the same registry read-only for pods at
+#   198.19.0.1:5000 (a second docker-registry on the same storage, on the bridge address only:
+#   what the webhook's registry lookups reach from its pod).
 # Registry mirrors: an image pushed to 127.0.0.1:5000 as P is pulled as P from
-# docker-registry.tools.wmflabs.org, quay.io and ghcr.io (and from 127.0.0.1:5000 itself).
+# docker-registry.tools.wmflabs.org, quay.io and ghcr.io, and from 127.0.0.1:5000 and
+# 198.19.0.1:5000 themselves (containerd always pulls over loopback, from 127.0.0.1:5000).
 # One node runs per machine (the bridge, the registry port and the iptables chains are global).
 set -euo pipefail
 
@@ -45,7 +48,9 @@ node_ip=198.19.0.1
 pod_cidr=198.19.0.0/24
 node_name=byoc-node
 registry=127.0.0.1:5000
-mirrored=(docker-registry.tools.wmflabs.org quay.io ghcr.io "$registry")
+# The registry as pods reach it: read-only, on the node's bridge address.
+pod_registry=$node_ip:5000
+mirrored=(docker-registry.tools.wmflabs.org quay.io ghcr.io "$registry" "$pod_registry")
 # The pause image: hack/build-images.sh pushes it to the local registry at start.
 pause_path=toolforge/byoc-operator/pause:1
 pause_image=docker-registry.tools.wmflabs.org/$pause_path
@@ -366,6 +371,21 @@ http:
 EOF
   launch registry docker-registry serve "$nd/registry.yml"
   wait_for registry "listening on $registry" curl -fsS --max-time 1 "http://$registry/v2/"
+  # The same storage for pods, read-only (no upload, no purge): the webhook looks up there what
+  # containerd pulls from $registry.
+  cat >"$nd/registry-pods.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $nd/registry}
+  maintenance:
+    readonly: {enabled: true}
+    uploadpurging: {enabled: false}
+http:
+  addr: $pod_registry
+EOF
+  launch registry-pods docker-registry serve "$nd/registry-pods.yml"
+  wait_for registry-pods "listening on $pod_registry" curl -fsS --max-time 1 "http://$pod_registry/v2/"
   log "pushing the pause image ($pause_path)"
   "$here/build-images.sh" --images pause --push "$registry" >/dev/null ||
     die "could not build and push the pause image"
@@ -547,7 +567,7 @@ cmd_start() {
   start_kube_proxy
   start_scheduler
   wait_for kubelet "node $node_name Ready" node_ready
-  log "node $node_name Ready after $((SECONDS - t0))s (pods $pod_cidr on $bridge, registry $registry)"
+  log "node $node_name Ready after $((SECONDS - t0))s (pods $pod_cidr on $bridge, registry $registry, for pods $pod_registry)"
 }
 
 # ---------------------------------------------------------------------------------------------

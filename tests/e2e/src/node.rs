@@ -17,6 +17,13 @@ use crate::{eventually, kubeconfig_path, repo_root};
 /// `docker-registry.tools.wmflabs.org/P`.
 pub const REGISTRY: &str = "127.0.0.1:5000";
 
+/// The node's registry as pods reach it: the same storage as [`REGISTRY`], read-only, on the
+/// node's address on the pod bridge. An image pushed to [`REGISTRY`] as `P` is pulled as
+/// `POD_REGISTRY/P` too (containerd mirrors it to [`REGISTRY`]), and the webhook's registry
+/// lookups reach it from its pod over plain HTTP ([`helm_upgrade`] lists it in
+/// `policy.registryLookups.insecureRegistries`).
+pub const POD_REGISTRY: &str = "198.19.0.1:5000";
+
 /// The Helm release of the chart, in [`crate::controller::SYSTEM_NAMESPACE`].
 pub const RELEASE: &str = "byoc-operator";
 
@@ -117,8 +124,8 @@ fn api_server_cidrs() -> String {
 }
 
 /// `helm upgrade --install` of the chart with the images just pushed (by digest), the API
-/// server's addresses and `extra` `--set` values, waiting until every pod of the release is
-/// Ready.
+/// server's addresses, [`POD_REGISTRY`] as a plain-HTTP registry for the webhook's lookups and
+/// `extra` `--set` values, waiting until every pod of the release is Ready.
 pub fn helm_upgrade(extra: &[&str]) {
     let mut cmd = Command::new(helm_binary());
     cmd.arg("--kubeconfig")
@@ -140,7 +147,10 @@ pub fn helm_upgrade(extra: &[&str]) {
             "--set=webhook.image.digest={}",
             image("byoc-webhook").digest
         ))
-        .arg(format!("--set={}", api_server_cidrs()));
+        .arg(format!("--set={}", api_server_cidrs()))
+        .arg(format!(
+            "--set=policy.registryLookups.insecureRegistries={{{POD_REGISTRY}}}"
+        ));
     for value in extra {
         cmd.arg(format!("--set={value}"));
     }

@@ -62,12 +62,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---------------------------------------------------------------------------------------------
 // The registry
 
-/// A `docker-registry` process on loopback; stopped, and its storage removed, on drop.
+/// A `docker-registry` process on loopback; stopped, and its storage removed, on drop. Its
+/// HTTP API is its [`RegistryApi`] (`Deref`).
 pub struct LocalRegistry {
     child: Child,
     dir: PathBuf,
-    addr: SocketAddr,
-    http: Http,
+    api: RegistryApi,
 }
 
 impl LocalRegistry {
@@ -103,8 +103,7 @@ impl LocalRegistry {
         let mut registry = Self {
             child,
             dir,
-            addr,
-            http: http_client(),
+            api: RegistryApi::new(addr),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !matches!(http_get(addr, "/v2/"), Ok((200, _))) {
@@ -121,14 +120,39 @@ impl LocalRegistry {
         registry
     }
 
-    /// `127.0.0.1:PORT`.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// The registry's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for LocalRegistry {
+    type Target = RegistryApi;
+
+    fn deref(&self) -> &RegistryApi {
+        &self.api
+    }
+}
+
+/// The HTTP API (plain HTTP, keep-alive) of a registry at an address: a [`LocalRegistry`]'s,
+/// or the node's (`hack/node.sh`).
+pub struct RegistryApi {
+    addr: SocketAddr,
+    http: Http,
+}
+
+impl RegistryApi {
+    /// The registry at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            http: http_client(),
+        }
+    }
+
+    /// Its address, `IP:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     async fn send(
@@ -305,6 +329,57 @@ impl LocalRegistry {
             index,
             platforms: pushed,
         }
+    }
+
+    /// The layers of the image `path:reference` (a manifest, not an index), bottom first, with
+    /// their blobs: to build another image on them (they must be pushed to its repository).
+    ///
+    /// # Panics
+    /// When the registry does not serve it, or a layer is not a gzip tar.
+    pub async fn pull_layers(&self, path: &str, reference: &str) -> Vec<Layer> {
+        let manifest = self
+            .get(&format!("{path}/manifests/{reference}"), OCI_MANIFEST)
+            .await;
+        let manifest: Value = serde_json::from_slice(&manifest)
+            .unwrap_or_else(|e| panic!("manifest of {path}:{reference}: {e}"));
+        let config = manifest["config"]["digest"].as_str().unwrap_or_default();
+        let config = self.get(&format!("{path}/blobs/{config}"), "*/*").await;
+        let config: Value = serde_json::from_slice(&config)
+            .unwrap_or_else(|e| panic!("config of {path}:{reference}: {e}"));
+        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+        let diff_ids = config["rootfs"]["diff_ids"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            layers.len(),
+            diff_ids.len(),
+            "{path}:{reference}: layers and diff_ids differ in number"
+        );
+        let mut pulled = Vec::new();
+        for (layer, diff_id) in layers.iter().zip(&diff_ids) {
+            assert_eq!(
+                layer["mediaType"], OCI_LAYER_GZIP,
+                "{path}:{reference}: a layer that is not a gzip tar"
+            );
+            let digest = layer["digest"].as_str().unwrap_or_default();
+            let blob = self.get(&format!("{path}/blobs/{digest}"), "*/*").await;
+            let diff_id = diff_id.as_str().unwrap_or_default();
+            let layer = Layer {
+                digest: Digest::sha256(&blob),
+                diff_id: diff_id
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{path}:{reference}: diff_id {diff_id}: {e}")),
+                blob,
+            };
+            assert_eq!(
+                layer.digest.as_str(),
+                digest,
+                "{path}:{reference}: the blob served is not {digest}"
+            );
+            pulled.push(layer);
+        }
+        pulled
     }
 }
 

@@ -12,18 +12,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use byoc_e2e::chaos::{Outcome, try_pod, wait_outcome};
 use byoc_e2e::controller::{NAME as LEASE, SYSTEM_NAMESPACE};
 use byoc_e2e::node::{
-    OutsideHost, RELEASE, TEST_IMAGE_PATH, egress_drops, helm_upgrade, image, installed,
-    output_guard, wait_running,
+    OutsideHost, POD_REGISTRY, REGISTRY, RELEASE, RUNNING_TIMEOUT, TEST_IMAGE_PATH, egress_drops,
+    helm_upgrade, image, installed, output_guard, wait_running,
 };
+use byoc_e2e::registry::{ImageSpec, Layer, RegistryApi};
 use byoc_e2e::webhook::{NAMESPACES_WEBHOOK, PODS_WEBHOOK, assert_docker_hub_refused, denied_by};
 use byoc_e2e::{
-    CONVERGE_TIMEOUT, Cleanup, TestNamespace, byoc_labels, client, create_grant, eventually,
-    kubectl, kubectl_run, kubectl_stdin, unique_name, wait_byoc_labels,
+    CONVERGE_TIMEOUT, Cleanup, Output, TestNamespace, byoc_labels, client, create_grant,
+    eventually, grant_manifest, kubectl, kubectl_run, kubectl_stdin, requirements_annotation,
+    unique_name, wait_byoc_labels,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -611,6 +613,163 @@ async fn controller_leader_pod_deleted_the_other_takes_over() {
     );
     wait_granted(&client, ns.name()).await;
     wait_rolled_out(&client, "controller").await;
+}
+
+/// A Deployment `name` of one replica of `image`, its container named `name` too, running the
+/// test image's `/bin/pause` (the images built on it here carry no command of their own).
+fn deployment(name: &str, image: &str) -> String {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": name, "image": image, "command": ["/bin/pause"]}]},
+            },
+        },
+    })
+    .to_string()
+}
+
+/// `kubectl apply` of `manifest` in `namespace`, retried while the webhook's cache has not yet
+/// seen the namespace's grant (a refusal "... may not use ...").
+async fn apply(namespace: &str, manifest: &str) -> Output {
+    eventually("the webhook sees the grant", CONVERGE_TIMEOUT, || async {
+        let out = kubectl_stdin(&["-n", namespace, "apply", "-f", "-"], manifest);
+        if out.stderr.contains("may not use") {
+            Err(out.stderr)
+        } else {
+            Ok(out)
+        }
+    })
+    .await
+}
+
+/// Waits until the Deployment of app `app` in `namespace` has a pod, and returns its name.
+async fn deployment_pod(client: &Client, namespace: &str, app: &str) -> String {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    eventually(&format!("a pod of {app}"), RUNNING_TIMEOUT, || async {
+        let pods = api
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+            .map_err(|e| e.to_string())?;
+        pods.items
+            .first()
+            .and_then(|p| p.metadata.name.clone())
+            .ok_or_else(|| "no pod yet".to_owned())
+    })
+    .await
+}
+
+/// Issue 22 on the node: a grant whose registry requires images `builtOn` a platform base. The
+/// webhook, a pod of the chart, looks the images up in the node's registry as pods reach it
+/// ([`POD_REGISTRY`], the node's bridge address); containerd pulls the same images from it.
+/// The tool's Deployment, built on the base, is applied and its pod runs on the node; the same
+/// tool layer re-based on another base is refused at `kubectl apply` of its Deployment.
+#[tokio::test]
+#[ignore = "needs the node and the chart: make e2e-node"]
+async fn built_on_runs_the_tool_on_the_base_and_refuses_the_rebased_deployment_at_apply() {
+    installed();
+    let client = client().await;
+    let ns = tool_namespace(&client, "node-built-on").await;
+    let name = ns.name();
+
+    // Built here and pushed to the node's registry, under a project of this run. The platform
+    // base: the test image's layers (busybox, /bin/pause). The tool: a layer of its own on the
+    // base. Re-based: the same tool layer on another base (a first layer of its own below the
+    // same busybox layers, so it would run as well).
+    let registry = RegistryApi::new(REGISTRY.parse().expect("the registry's address"));
+    let (test_path, test_tag) = TEST_IMAGE_PATH.split_once(':').expect("path:tag");
+    image("test"); // pushed by hack/build-images.sh
+    let busybox = registry.pull_layers(test_path, test_tag).await;
+    let app = Layer::new(&[("tool.sh", "echo hello from the tool\n")]);
+    let other_os = Layer::new(&[("other-base-release", "ID=other-base\n")]);
+    let base_layers: Vec<&Layer> = busybox.iter().collect();
+    let project = unique_name("built-on");
+    let base = registry
+        .push_image(
+            &format!("{project}/base"),
+            "latest",
+            &ImageSpec::new(&base_layers),
+        )
+        .await;
+    let tool = registry
+        .push_image(
+            &format!("{project}/web"),
+            "latest",
+            &ImageSpec::new(&[&base_layers[..], &[&app]].concat()),
+        )
+        .await;
+    let rebased = registry
+        .push_image(
+            &format!("{project}/rebased"),
+            "latest",
+            &ImageSpec::new(&[&[&other_os], &base_layers[..], &[&app]].concat()),
+        )
+        .await;
+    assert_eq!(tool.layers[..base.layers.len()], base.layers[..]);
+    assert_eq!(rebased.layers[1..], tool.layers[..]);
+
+    let allowed = format!("{POD_REGISTRY}/{project}");
+    let base_repository = format!("{POD_REGISTRY}/{}", base.path);
+    let grant = unique_name("node-built-on");
+    let spec = json!({"namespace": name, "reason": "e2e", "registries": [allowed],
+                      "requirements": {"builtOn": [base_repository]}});
+    kubectl_stdin(&["create", "-f", "-"], &grant_manifest(&grant, spec)).success();
+    let _grant = Cleanup::new(["byocgrant", grant.as_str()]);
+    eventually(
+        "the grant and its requirement on the namespace",
+        CONVERGE_TIMEOUT,
+        || async {
+            let labels = byoc_labels(&client, name).await;
+            let annotated = requirements_annotation(&client, name).await;
+            if labels.is_empty() || annotated.is_none() {
+                return Err(format!("labels {labels:?}, annotation {annotated:?}"));
+            }
+            Ok(())
+        },
+    )
+    .await;
+
+    // Built on the base: applied, and its pod runs the tool image on the node.
+    let web = format!("{POD_REGISTRY}/{}:{}", tool.path, tool.tag);
+    let applied = Instant::now();
+    let out = apply(name, &deployment("web", &web)).await;
+    assert!(out.status.success(), "the tool's Deployment: {out}");
+    let pod = deployment_pod(&client, name, "web").await;
+    let pod = wait_running(&client, name, &pod).await;
+    eprintln!(
+        "built on the base: pod {} Running {:?} after kubectl apply",
+        pod.name_any(),
+        applied.elapsed()
+    );
+    let id = image_id(&pod);
+    assert!(
+        id.starts_with(&format!("{POD_REGISTRY}/{}@", tool.path))
+            && id.ends_with(tool.digest.as_str()),
+        "the pod runs {id}, not the tool image pushed here ({})",
+        tool.digest
+    );
+
+    // Re-based: refused at apply, naming the Deployment, the container, the image, the
+    // requirement and why; no Deployment is stored.
+    let other = format!("{POD_REGISTRY}/{}:{}", rebased.path, rebased.tag);
+    let out = apply(name, &deployment("rebased", &other))
+        .await
+        .fails_with(&[
+            &denied_by(PODS_WEBHOOK),
+            &format!(
+                "Deployment {name}/rebased: container \"rebased\" image \"{other}\" does not meet \
+             requirement builtOn of the grant for {allowed}"
+            ),
+            &format!("not built on {base_repository}"),
+            "is not the first layer of any listed base image",
+        ]);
+    eprintln!("re-based: {}", out.stderr.trim_end());
+    kubectl(["-n", name, "get", "deployment", "rebased"]).failure();
 }
 
 /// The pids of the processes whose command line contains `pattern`.
