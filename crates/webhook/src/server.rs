@@ -223,7 +223,7 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
 async fn validate(State(webhook): State<Arc<Webhook>>, body: Body) -> Response {
     let started = Instant::now();
     let declared = axum::body::HttpBody::size_hint(&body).exact();
-    let _taken = match webhook.budget.take(declared).await {
+    let taken = match webhook.budget.take(declared).await {
         Ok(taken) => taken,
         Err(error) => {
             return answer(
@@ -240,7 +240,7 @@ async fn validate(State(webhook): State<Arc<Webhook>>, body: Body) -> Response {
             "not received within {BODY_READ_TIMEOUT:?}"
         )))
     });
-    let (status, response) = match read {
+    let stage = match read {
         // A large body takes long to parse (seconds on a loaded machine): on the blocking pool,
         // so that it never holds one of the few async workers, which accept connections, finish
         // TLS handshakes (axum-server drops one unfinished after 10 s) and answer ordinary
@@ -248,17 +248,23 @@ async fn validate(State(webhook): State<Arc<Webhook>>, body: Body) -> Response {
         Ok(bytes) if bytes.len() > SMALL_BODY_BYTES => {
             let judging = Arc::clone(&webhook);
             let stage = tokio::task::spawn_blocking(move || judging.judge(&bytes)).await;
-            let stage = stage.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            (StatusCode::OK, webhook.settle(stage).await)
+            stage.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
         }
-        Ok(bytes) => (StatusCode::OK, webhook.review(&bytes).await),
-        Err(error @ ReviewError::TooLarge) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            webhook.unreadable(&error.into()),
-        ),
-        Err(error) => (StatusCode::OK, webhook.unreadable(&error.into())),
+        Ok(bytes) => webhook.judge(&bytes),
+        Err(error) => {
+            let status = match error {
+                ReviewError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::OK,
+            };
+            return answer(&webhook, started, status, webhook.unreadable(&error.into()));
+        }
     };
-    answer(&webhook, started, status, response)
+    // The body is read and gone; what the registry lookups wait with is small. Keeping the
+    // budget through them would let reviews that wait on a slow registry refuse every other
+    // review "busy".
+    drop(taken);
+    let response = webhook.settle(stage).await;
+    answer(&webhook, started, StatusCode::OK, response)
 }
 
 fn answer(

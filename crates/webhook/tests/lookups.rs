@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use byoc_api::{BaseImage, LeanNamespace, Requirements};
 use byoc_e2e::bench::{PLATFORM, granted_namespace, pod_review};
 use byoc_e2e::registry::{
-    FaultProxy, ImageSpec, Images, Layer, LocalRegistry, OCI_INDEX, OCI_MANIFEST,
+    Fault, FaultProxy, ImageSpec, Images, Layer, LocalRegistry, OCI_INDEX, OCI_MANIFEST,
 };
 use byoc_policy::Config;
 use byoc_registry::{LookupMetrics, Lookups, lookups};
@@ -325,4 +325,66 @@ async fn a_review_whose_judging_outlasts_its_budget_is_answered_at_the_deadline(
         Some("late"),
         "{passes:?}"
     );
+}
+
+/// Posts `body` to the webhook's router as the API server would; the HTTP status and the
+/// review's response.
+async fn post(webhook: &Arc<Webhook>, body: Vec<u8>) -> (u16, Value) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::post(byoc_webhook::VALIDATE_PATH)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let response = byoc_webhook::server::router(Arc::clone(webhook))
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Third cold review of issue 22, F3: a review waiting on a slow registry gives its body
+/// budget back once its body is read, so reviews of other namespaces are not refused busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_waiting_on_the_registry_holds_no_body_budget() {
+    let setup = Setup::start().await;
+    let tool = tool_of(&setup);
+    // The smallest budget: one small body at a time, waited for 300 ms.
+    let (webhook, _) = setup.webhook("");
+    let webhook = Arc::new(webhook.with_budget(0, Duration::from_millis(300)));
+    // A body of exactly the small share's size.
+    let mut waiting: Value =
+        serde_json::from_slice(&pod("slow", "tool-req", std::slice::from_ref(&tool))).unwrap();
+    let padding = 64 * 1024 - waiting.to_string().len() - r#","annotations":{"pad":""}"#.len();
+    waiting["request"]["object"]["metadata"]["annotations"] = json!({"pad": "x".repeat(padding)});
+    let waiting = waiting.to_string().into_bytes();
+    assert_eq!(waiting.len(), 64 * 1024);
+    setup
+        .proxy
+        .set_fault(Fault::Slow(Duration::from_millis(1500)));
+    let slow = tokio::spawn({
+        let webhook = Arc::clone(&webhook);
+        async move { post(&webhook, waiting).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let (status, review) = post(&webhook, pod("plain", "tool-plain", &[tool])).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{review}");
+    assert_eq!(review["response"]["allowed"], json!(true), "{review}");
+    assert!(took < NAME_ONLY_BOUND, "the name-only review took {took:?}");
+    assert!(
+        !slow.is_finished(),
+        "the slow review did not wait on the registry"
+    );
+    // Answered, whatever the slow registry let it decide.
+    let (status, review) = slow.await.unwrap();
+    assert_eq!(status, 200, "{review}");
+    assert_eq!(review["response"]["uid"], json!("slow"), "{review}");
 }
