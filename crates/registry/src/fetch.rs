@@ -101,10 +101,13 @@ impl Fetcher {
         let mut auth = self.cached_token(&token_key);
         let mut authenticated = false;
         let response = loop {
-            let response = self
+            let (response, elsewhere) = self
                 .get_following_redirects(target, &url, auth.as_deref())
                 .await?;
-            if response.status() != StatusCode::UNAUTHORIZED || authenticated {
+            // A challenge is honoured only from the registry's own host: one that a redirect
+            // reached could otherwise name a token realm and be sent the registry's
+            // credentials.
+            if response.status() != StatusCode::UNAUTHORIZED || authenticated || elsewhere {
                 break response;
             }
             authenticated = true;
@@ -239,18 +242,22 @@ impl Fetcher {
     }
 
     /// GET `url`; follows up to [`MAX_REDIRECTS`] redirects, dropping `Authorization` when one
-    /// leaves the registry's host (blob stores sign their URLs).
+    /// leaves the registry's host (blob stores sign their URLs). The answer, and whether
+    /// another host than `url`'s gave it.
     async fn get_following_redirects(
         &self,
         target: &Target<'_>,
         url: &str,
         auth: Option<&str>,
-    ) -> Result<http::Response<hyper::body::Incoming>, RegistryError> {
+    ) -> Result<(http::Response<hyper::body::Incoming>, bool), RegistryError> {
         let malformed = |reason: String| RegistryError::Malformed {
             registry: target.registry.to_owned(),
             what: target.what.to_owned(),
             reason,
         };
+        let origin: Uri = url
+            .parse()
+            .map_err(|_| malformed(format!("bad URL {url:?}")))?;
         let mut url = url.to_owned();
         let mut auth = auth;
         let accept = target.manifest.then_some(MANIFEST_ACCEPT);
@@ -262,7 +269,9 @@ impl Fetcher {
                 .map_err(|e| unreachable(target, &e))?;
             if !response.status().is_redirection() || response.status() == StatusCode::NOT_MODIFIED
             {
-                return Ok(response);
+                let elsewhere = url.parse::<Uri>().ok().map(|u| u.authority().cloned())
+                    != Some(origin.authority().cloned());
+                return Ok((response, elsewhere));
             }
             let location = response
                 .headers()

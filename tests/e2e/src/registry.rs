@@ -692,6 +692,9 @@ pub enum Fault {
     /// Pass through, but add a space to manifest and blob bodies while keeping the registry's
     /// `Docker-Content-Digest`: still valid JSON, only a digest check catches it.
     Lie,
+    /// Answer blob requests with a redirect to the same path at this address, as registries
+    /// that keep blobs in an object store do.
+    RedirectBlobs(SocketAddr),
 }
 
 /// Token authentication the proxy demands, the way Docker Hub and Harbor do.
@@ -880,7 +883,17 @@ async fn answer(
             let status = StatusCode::from_u16(code).expect("a valid status code");
             return Ok(plain(status, "fault injected by the test proxy"));
         }
-        Fault::None | Fault::Lie => {}
+        Fault::RedirectBlobs(to) if target.contains("/blobs/") => {
+            let mut response = plain(StatusCode::TEMPORARY_REDIRECT, "");
+            response.headers_mut().insert(
+                http::header::LOCATION,
+                format!("http://{to}{target}")
+                    .parse()
+                    .expect("an ASCII header"),
+            );
+            return Ok(response);
+        }
+        Fault::None | Fault::Lie | Fault::RedirectBlobs(_) => {}
     }
     let mut forward = Request::builder()
         .method(request.method())

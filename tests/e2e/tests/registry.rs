@@ -441,6 +441,52 @@ async fn the_token_flow_anonymous_then_with_credentials() {
     assert_eq!(fetched.digest, s.images.tool.digest);
 }
 
+/// Blobs redirected to another host are fetched there without the registry's credentials, and
+/// a challenge from that host is not answered: its token realm would get them (cold review of
+/// issue 22, F9).
+#[tokio::test]
+async fn a_redirect_is_followed_but_another_hosts_challenge_gets_no_credentials() {
+    let s = setup().await;
+    let repo = s.repo(&s.images.tool);
+    let store = FaultProxy::start(s.registry.addr()).await;
+    s.proxy.set_fault(Fault::RedirectBlobs(store.addr()));
+    let (user, password) = ("robot$tool-a".to_owned(), "s3cret:x".to_owned());
+    let secret = format!(
+        r#"{{"auths": {{"http://{}": {{"auth": "{}"}}}}}}"#,
+        s.proxy.addr(),
+        STANDARD.encode(format!("{user}:{password}"))
+    );
+    let client = client(
+        &[s.proxy.addr().to_string(), store.addr().to_string()],
+        ClientConfig {
+            credentials: Credentials::from_docker_config_json(secret.as_bytes())
+                .expect("credentials"),
+            ..ClientConfig::default()
+        },
+    );
+    let digest = &s.images.tool.config_digest;
+    let fetched = client
+        .blob(&repo, digest, &budget())
+        .await
+        .expect("the redirected blob");
+    assert_eq!(&fetched.digest, digest);
+    assert_eq!(store.count("/blobs/"), 1, "{:?}", store.requests());
+
+    // The other host now challenges, and would hand a token for the registry's credentials.
+    store.set_auth(Some(TokenAuth {
+        credentials: Some((user, password)),
+    }));
+    let err = client
+        .blob(&repo, &s.images.base.config_digest, &budget())
+        .await
+        .expect_err("a challenge from the other host");
+    assert!(
+        matches!(&err, RegistryError::Status { status: 401, .. }),
+        "{err:?}"
+    );
+    assert_eq!(store.count("GET /token"), 0, "{:?}", store.requests());
+}
+
 #[tokio::test]
 async fn answers_larger_than_the_caps_are_refused() {
     let s = setup().await;
